@@ -1,0 +1,33 @@
+//! `cargo run -p realms-bench -- SUITE`: time Realms and its peer on the same input in one run.
+
+mod table;
+
+use clap::{Parser, ValueEnum};
+
+#[derive(Debug, Parser)]
+#[command(about = "Realms beside its peer tools, as ratios from one run")]
+struct Args {
+    /// Which suites to run (all when none is given).
+    suites: Vec<Suite>,
+    /// Repetitions per measurement (the median is reported).
+    #[arg(long, default_value_t = 5)]
+    runs: usize,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum Suite {
+    /// placeholder removed when the first suite lands
+    None,
+}
+
+fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    let all: Vec<Suite> = Suite::value_variants().to_vec();
+    let suites = if args.suites.is_empty() { all } else { args.suites };
+    for suite in suites {
+        match suite {
+            Suite::None => {}
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,21 @@
+//! The `realms` binary: parse the command line, run one command, render its result.
+
+mod args;
+mod output;
+
+use std::process::ExitCode;
+
+use clap::Parser;
+
+fn main() -> ExitCode {
+    let cli = args::Cli::parse();
+    output::init_logging(cli.global.verbose);
+    let ctx = output::Ctx::new(&cli.global);
+    match args::dispatch(cli.command, &ctx) {
+        Ok(code) => code,
+        Err(err) => {
+            output::print_error(&err);
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,68 @@
+//! Output rendering shared by every command: text or JSON, quiet mode, the error chain, logging.
+
+use std::fmt::Display;
+use std::path::PathBuf;
+
+use serde::Serialize;
+
+use crate::args::Global;
+
+/// What every command gets: where the tool operates and how it should talk.
+#[derive(Debug, Clone)]
+pub struct Ctx {
+    /// Every path is relative to this directory (`--root`, `REALMS_ROOT`).
+    pub root: PathBuf,
+    pub json: bool,
+    pub quiet: bool,
+}
+
+impl Ctx {
+    pub fn new(global: &Global) -> Self {
+        Ctx {
+            root: global.root.clone(),
+            json: global.json,
+            quiet: global.quiet,
+        }
+    }
+
+    /// Prints a command's result: JSON with `--json`, its text form otherwise (nothing with `-q`).
+    pub fn emit<T: Serialize + Display>(&self, value: &T) -> anyhow::Result<()> {
+        if self.json {
+            println!("{}", serde_json::to_string_pretty(value)?);
+        } else if !self.quiet {
+            let text = value.to_string();
+            if !text.is_empty() {
+                println!("{}", text.trim_end_matches('\n'));
+            }
+        }
+        Ok(())
+    }
+
+    /// Prints one progress line of the seed's kind (`[+] ...`); JSON output and `-q` silence it.
+    pub fn say(&self, line: impl Display) {
+        if !self.json && !self.quiet {
+            println!("{line}");
+        }
+    }
+}
+
+/// Prints the error chain once: `error: outer: inner: ...`.
+pub fn print_error(err: &anyhow::Error) {
+    eprintln!("error: {err:#}");
+}
+
+/// Logs go to stderr, filtered by `RUST_LOG` (default: warnings; `-v` info, `-vv` debug).
+pub fn init_logging(verbose: u8) {
+    let default = match verbose {
+        0 => "warn",
+        1 => "info",
+        _ => "debug",
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .without_time()
+        .init();
+}

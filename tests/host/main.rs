@@ -1,0 +1,1 @@
+//! Host tier: real btrfs, loop devices, mounts, systemd-nspawn and booted systemd containers.

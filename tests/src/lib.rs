@@ -1,0 +1,33 @@
+//! The system-test harness: what the host and guest tiers need to run Realms for real.
+//!
+//! A test that needs something this machine lacks fails with a message naming what is missing;
+//! nothing is skipped silently.
+
+pub mod require;
+
+use std::path::PathBuf;
+
+/// The workspace's `target/` directory (where the fixtures are cached).
+pub fn target_dir() -> PathBuf {
+    if let Some(dir) = std::env::var_os("CARGO_TARGET_DIR") {
+        return PathBuf::from(dir);
+    }
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target")
+}
+
+/// The `realms` binary built from this workspace (`cargo build -p realms-cli` comes first).
+pub fn realms_bin() -> PathBuf {
+    let exe = std::env::current_exe().expect("the test binary knows its own path");
+    // target/<profile>/deps/<test>-<hash> -> target/<profile>/realms
+    let profile_dir = exe
+        .parent()
+        .and_then(|deps| deps.parent())
+        .expect("test binaries live in target/<profile>/deps");
+    let bin = profile_dir.join("realms");
+    assert!(
+        bin.exists(),
+        "{} is missing: build it first with `cargo build -p realms-cli` (same profile as the tests)",
+        bin.display()
+    );
+    bin
+}
