@@ -1,1 +1,16 @@
 //! The only crate with `unsafe`: mounts, loop devices, btrfs ioctls, in-root path resolution, atomic replace, locks and the command runner.
+#![allow(unsafe_code)]
+
+pub mod atomic;
+pub mod btrfs;
+pub mod cmd;
+mod error;
+pub mod fs;
+pub mod lock;
+pub mod loopdev;
+pub mod mount;
+pub mod proc;
+pub mod root;
+mod util;
+
+pub use error::{Error, Result};

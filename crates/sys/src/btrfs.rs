@@ -1,0 +1,1 @@
+//! btrfs (in progress).

@@ -1,0 +1,1 @@
+//! loopdev (in progress).

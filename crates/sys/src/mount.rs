@@ -1,0 +1,1 @@
+//! mount (in progress).

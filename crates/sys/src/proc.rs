@@ -1,0 +1,158 @@
+//! Process helpers: liveness, signals, and finding a process's children (e.g. the nspawn leader).
+
+use std::path::Path;
+
+use rustix::io::Errno;
+use rustix::process::Pid;
+
+pub use rustix::process::Signal;
+
+use crate::error::{Error, IoContext, Result};
+
+/// Whether a process with this PID exists and is not a zombie.
+pub fn pid_alive(pid: u32) -> bool {
+    let Some(p) = to_pid(pid) else { return false };
+    match rustix::process::test_kill_process(p) {
+        Ok(()) | Err(Errno::PERM) => {}
+        Err(_) => return false,
+    }
+    !matches!(read_stat(pid), Some(stat) if stat.state == 'Z')
+}
+
+/// Sends `signal` to process `pid`.
+pub fn kill(pid: u32, signal: Signal) -> Result<()> {
+    let p = to_pid(pid)
+        .ok_or_else(|| Error::invalid("sending a signal to", pid_path(pid), "invalid pid"))?;
+    rustix::process::kill_process(p, signal).map_err(|e| {
+        Error::io(
+            format!("sending signal {} to", signal.as_raw()),
+            pid_path(pid),
+            e,
+        )
+    })
+}
+
+/// The PIDs whose parent is `pid`, in ascending order.
+///
+/// Reads `/proc/PID/task/*/children` where the kernel has it, else scans `/proc/*/stat`.
+pub fn children_of(pid: u32) -> Result<Vec<u32>> {
+    let tasks = pid_path(pid).join("task");
+    let mut out = Vec::new();
+    let mut have_children_files = false;
+    if let Ok(entries) = std::fs::read_dir(&tasks) {
+        for entry in entries.flatten() {
+            if let Ok(text) = std::fs::read_to_string(entry.path().join("children")) {
+                have_children_files = true;
+                out.extend(
+                    text.split_whitespace()
+                        .filter_map(|s| s.parse::<u32>().ok()),
+                );
+            }
+        }
+    } else if !pid_path(pid).exists() {
+        return Err(Error::invalid(
+            "listing the children of",
+            pid_path(pid),
+            "no such process",
+        ));
+    }
+    if !have_children_files {
+        out = scan_children(pid)?;
+    }
+    out.sort_unstable();
+    out.dedup();
+    Ok(out)
+}
+
+/// The parent PID of `pid`, if the process exists.
+pub fn parent_of(pid: u32) -> Option<u32> {
+    read_stat(pid).map(|s| s.ppid)
+}
+
+fn scan_children(parent: u32) -> Result<Vec<u32>> {
+    let proc = Path::new("/proc");
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(proc).ctx("listing", proc)? {
+        let entry = entry.ctx("listing", proc)?;
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|s| s.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        if read_stat(pid).is_some_and(|s| s.ppid == parent) {
+            out.push(pid);
+        }
+    }
+    Ok(out)
+}
+
+struct Stat {
+    state: char,
+    ppid: u32,
+}
+
+fn read_stat(pid: u32) -> Option<Stat> {
+    let text = std::fs::read_to_string(pid_path(pid).join("stat")).ok()?;
+    parse_stat(&text)
+}
+
+/// Parses `/proc/PID/stat`: `pid (comm) state ppid ...`, where comm may contain spaces and `)`.
+fn parse_stat(text: &str) -> Option<Stat> {
+    let rest = &text[text.rfind(')')? + 1..];
+    let mut fields = rest.split_whitespace();
+    let state = fields.next()?.chars().next()?;
+    let ppid = fields.next()?.parse().ok()?;
+    Some(Stat { state, ppid })
+}
+
+fn to_pid(pid: u32) -> Option<Pid> {
+    i32::try_from(pid).ok().and_then(Pid::from_raw)
+}
+
+fn pid_path(pid: u32) -> std::path::PathBuf {
+    Path::new("/proc").join(pid.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_stat_with_odd_comm() {
+        let s = parse_stat("42 (a) b (c)) S 7 42 42 0 -1").unwrap();
+        assert_eq!((s.state, s.ppid), ('S', 7));
+        assert!(parse_stat("garbage").is_none());
+    }
+
+    #[test]
+    fn finds_own_children_and_liveness() {
+        let mut child = std::process::Command::new("sleep")
+            .arg("5")
+            .spawn()
+            .unwrap();
+        let me = std::process::id();
+        assert!(pid_alive(me));
+        assert!(pid_alive(child.id()));
+        assert!(children_of(me).unwrap().contains(&child.id()));
+        assert_eq!(parent_of(child.id()), Some(me));
+        kill(child.id(), Signal::TERM).unwrap();
+        child.wait().unwrap();
+        assert!(!pid_alive(child.id()));
+        assert!(!pid_alive(0));
+        assert!(!pid_alive(u32::MAX));
+    }
+
+    #[test]
+    fn zombie_is_not_alive() {
+        let mut child = std::process::Command::new("true").spawn().unwrap();
+        let pid = child.id();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        while pid_alive(pid) {
+            assert!(std::time::Instant::now() < deadline);
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        child.wait().unwrap();
+    }
+}

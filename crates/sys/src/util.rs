@@ -1,0 +1,90 @@
+//! Small internal helpers shared by the modules: temp-name suffixes, parent/name splitting, dir fds.
+
+use std::ffi::OsStr;
+use std::hash::{BuildHasher, Hasher};
+use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use rustix::fd::OwnedFd;
+use rustix::fs::{Mode, OFlags};
+
+use crate::error::{Error, IoContext, Result};
+
+/// A short random hex string for temporary names (collisions are handled with `O_EXCL`/retries).
+pub(crate) fn random_suffix() -> String {
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u32(std::process::id());
+    h.write_u64(COUNTER.fetch_add(1, Ordering::Relaxed));
+    if let Ok(d) = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH) {
+        h.write_u128(d.as_nanos());
+    }
+    format!("{:010x}", h.finish() & 0xff_ffff_ffff)
+}
+
+/// Splits `path` into its parent directory (`.` for a bare name) and final name.
+pub(crate) fn split_parent<'a>(path: &'a Path, action: &str) -> Result<(&'a Path, &'a OsStr)> {
+    let name = path
+        .file_name()
+        .ok_or_else(|| Error::invalid(action, path, "the path has no final name"))?;
+    let parent = match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    };
+    Ok((parent, name))
+}
+
+/// Opens the parent of `path` as a directory that can be fsynced, returning it with the name.
+pub(crate) fn open_parent<'a>(path: &'a Path, action: &str) -> Result<(OwnedFd, &'a OsStr)> {
+    let (parent, name) = split_parent(path, action)?;
+    Ok((open_dir(parent, action)?, name))
+}
+
+/// Opens a directory (`O_RDONLY`, so it can be fsynced and read).
+pub(crate) fn open_dir(path: &Path, action: &str) -> Result<OwnedFd> {
+    rustix::fs::open(
+        path,
+        OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
+        Mode::empty(),
+    )
+    .ctx(action, path)
+}
+
+/// Builds a temporary name `.#NAME.SUFFIX`, shortening NAME so the result stays under NAME_MAX.
+pub(crate) fn temp_name(name: &OsStr) -> std::ffi::OsString {
+    use std::os::unix::ffi::OsStrExt;
+    let bytes = name.as_bytes();
+    let keep = &bytes[..bytes.len().min(200)];
+    let mut out = Vec::with_capacity(keep.len() + 16);
+    out.extend_from_slice(crate::atomic::TEMP_PREFIX.as_bytes());
+    out.extend_from_slice(keep);
+    out.push(b'.');
+    out.extend_from_slice(random_suffix().as_bytes());
+    std::os::unix::ffi::OsStringExt::from_vec(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn splits_parent_and_name() {
+        let (p, n) = split_parent(Path::new("a/b/c"), "x").unwrap();
+        assert_eq!((p, n), (Path::new("a/b"), OsStr::new("c")));
+        let (p, n) = split_parent(Path::new("c"), "x").unwrap();
+        assert_eq!((p, n), (Path::new("."), OsStr::new("c")));
+        let (p, n) = split_parent(Path::new("/c"), "x").unwrap();
+        assert_eq!((p, n), (Path::new("/"), OsStr::new("c")));
+        assert!(split_parent(Path::new("/"), "x").is_err());
+        assert!(split_parent(Path::new("a/.."), "x").is_err());
+    }
+
+    #[test]
+    fn temp_names_are_recognisable_and_bounded() {
+        let long = "x".repeat(255);
+        let t = temp_name(OsStr::new(&long));
+        assert!(t.len() <= 255);
+        assert!(crate::atomic::is_temp_name(&t));
+        assert_ne!(temp_name(OsStr::new("a")), temp_name(OsStr::new("a")));
+    }
+}
