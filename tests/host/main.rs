@@ -1,1 +1,3 @@
 //! Host tier: real btrfs, loop devices, mounts, systemd-nspawn and booted systemd containers.
+
+mod smoke;

@@ -3,7 +3,12 @@
 //! A test that needs something this machine lacks fails with a message naming what is missing;
 //! nothing is skipped silently.
 
+pub mod container;
+pub mod fixtures;
+pub mod guest;
 pub mod require;
+pub mod run;
+pub mod scratch;
 
 use std::path::PathBuf;
 
