@@ -303,7 +303,15 @@ impl Cmd {
 
     fn spawn_error(&self, argv: String, source: io::Error) -> Error {
         let cwd_missing = self.cwd.as_ref().is_some_and(|d| !d.is_dir());
-        if source.kind() == io::ErrorKind::NotFound && !cwd_missing {
+        let missing = match source.kind() {
+            io::ErrorKind::NotFound => !cwd_missing,
+            // execvp reports EACCES when a PATH entry is unreadable, even if the program is simply absent.
+            io::ErrorKind::PermissionDenied => {
+                !self.program.as_bytes().contains(&b'/') && !in_path(&self.program)
+            }
+            _ => false,
+        };
+        if missing {
             let program = self.program.to_string_lossy().into_owned();
             let hint = install_hint(&program);
             return Error::NotFound {
@@ -329,6 +337,18 @@ fn join_feeder(feeder: Option<std::thread::JoinHandle<io::Result<()>>>) {
             tracing::debug!(error = %e, "writing the command's stdin");
         }
     }
+}
+
+/// Whether `program` is an executable file in one of the `PATH` directories.
+fn in_path(program: &OsStr) -> bool {
+    use std::os::unix::fs::PermissionsExt;
+    let Some(path) = std::env::var_os("PATH") else {
+        return false;
+    };
+    std::env::split_paths(&path).any(|dir| {
+        std::fs::metadata(dir.join(program))
+            .is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+    })
 }
 
 /// The last [`TAIL_LINES`] lines and at most [`TAIL_BYTES`] bytes of `bytes`, as lossy UTF-8.

@@ -174,7 +174,6 @@ impl<T, E: Into<io::Error>> IoContext<T> for std::result::Result<T, E> {
 }
 
 /// Renders an error with its whole source chain, for log lines written in `Drop`.
-#[allow(dead_code)] // used by the Drop impls of the device modules
 pub(crate) fn chain(err: &dyn std::error::Error) -> String {
     let mut out = err.to_string();
     let mut cur = err.source();

@@ -63,6 +63,39 @@ pub(crate) fn temp_name(name: &OsStr) -> std::ffi::OsString {
     std::os::unix::ffi::OsStringExt::from_vec(out)
 }
 
+/// Direction bits of an ioctl request number (`_IOC_WRITE`, `_IOC_READ`).
+pub(crate) const IOC_WRITE: u32 = 1;
+pub(crate) const IOC_READ: u32 = 2;
+
+/// Builds an ioctl request number like the kernel's `_IOC(dir, type, nr, size)`.
+pub(crate) const fn ioc(dir: u32, ty: u8, nr: u8, size: usize) -> libc::c_ulong {
+    assert!(size < (1 << 14), "ioctl argument too large");
+    ((dir as libc::c_ulong) << 30)
+        | ((size as libc::c_ulong) << 16)
+        | ((ty as libc::c_ulong) << 8)
+        | (nr as libc::c_ulong)
+}
+
+/// Calls `ioctl(fd, request, arg)` and maps -1 to the OS error.
+///
+/// # Safety
+/// `arg` must be what the driver expects for `request`: a pointer to a live, correctly laid out
+/// value of the right size (or an integer argument passed as a pointer-sized value).
+pub(crate) unsafe fn ioctl(
+    fd: rustix::fd::BorrowedFd<'_>,
+    request: libc::c_ulong,
+    arg: *mut libc::c_void,
+) -> std::io::Result<libc::c_int> {
+    use std::os::fd::AsRawFd;
+    // SAFETY: the caller guarantees `arg` matches `request`; `fd` is a live descriptor.
+    let ret = unsafe { libc::ioctl(fd.as_raw_fd(), request, arg) };
+    if ret < 0 {
+        Err(std::io::Error::last_os_error())
+    } else {
+        Ok(ret)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
