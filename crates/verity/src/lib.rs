@@ -1,1 +1,40 @@
 //! dm-verity hash trees and superblocks, byte-identical to veritysetup, hashed in parallel.
+//!
+//! [`format`] writes the hash area (a version-1 superblock and the hash tree of hash format 1)
+//! for a data device and returns the root hash; [`verify`] checks a data device against a hash
+//! area and a root hash and names the first bad block. Both stream the data through positioned
+//! reads ([`ReadAt`]) in bounded chunks hashed on all cores. Nothing here touches the system
+//! beyond the devices the caller passes in.
+//!
+//! ```no_run
+//! use realms_verity::{Params, format, verify};
+//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let data = std::fs::File::open("image.raw")?;
+//! let hash = std::fs::OpenOptions::new().read(true).write(true).create(true).open("image.verity")?;
+//! let params = Params { salt: vec![0x5a; 32], ..Params::default() };
+//! let out = format(&data, &hash, &params)?;
+//! verify(&data, &hash, &params, &out.root_hash)?;
+//! # Ok(()) }
+//! ```
+
+mod error;
+mod format;
+mod hash;
+mod io;
+mod layout;
+mod params;
+mod superblock;
+mod tree;
+mod verify;
+
+pub use error::{Corruption, Device, Error, Result};
+pub use format::{FormatOutput, format};
+pub use hash::{HashAlgorithm, UnknownAlgorithm};
+pub use io::{ReadAt, WriteAt};
+pub use layout::{Level, TreeLayout, level_sizes, tree_layout};
+pub use params::{Params, salt_text};
+pub use superblock::{
+    MAX_SALT, SIGNATURE, SUPERBLOCK_SIZE, Superblock, SuperblockError, format_uuid, parse_uuid,
+    valid_block_size,
+};
+pub use verify::{read_superblock, verify};

@@ -1,0 +1,167 @@
+//! The crate's error type, and the integrity failures verification reports.
+
+use std::fmt;
+use std::io;
+
+use crate::superblock::SuperblockError;
+
+/// Which of the two devices an error is about.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Device {
+    /// The data device (the filesystem image).
+    Data,
+    /// The hash device (superblock and hash tree), possibly the data file itself.
+    Hash,
+}
+
+impl fmt::Display for Device {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Device::Data => "data",
+            Device::Hash => "hash",
+        })
+    }
+}
+
+/// What verification found wrong: the first bad block, or the root hash.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Corruption {
+    /// A data block does not match its hash in the (verified) lowest hash level.
+    #[error(
+        "verification of the data area failed at data block {block} (byte {offset} of the data device)"
+    )]
+    DataBlock {
+        /// Index of the data block.
+        block: u64,
+        /// Byte offset of the block in the data device.
+        offset: u64,
+    },
+    /// A hash block does not match its hash in the (verified) level above, or the root hash.
+    #[error(
+        "verification of the hash area failed at hash block {block} of level {level} (byte {offset} of the hash device)"
+    )]
+    HashBlock {
+        /// Tree level; 0 is the level holding the data blocks' hashes.
+        level: usize,
+        /// Index of the block within its level.
+        block: u64,
+        /// Byte offset of the block in the hash device.
+        offset: u64,
+    },
+    /// The top hash block (or the only data block, for a one-block device) does not hash to
+    /// the given root hash.
+    #[error("verification of the root hash failed: expected {expected}, computed {computed}")]
+    RootHash {
+        /// The root hash given, in hex.
+        expected: String,
+        /// The hash computed from the device, in hex.
+        computed: String,
+    },
+}
+
+/// Everything that can go wrong formatting or verifying a dm-verity device.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The parameters are not valid (block size, salt length, hash offset, ...).
+    #[error("invalid verity parameters: {0}")]
+    InvalidParams(String),
+    /// A device is smaller than the data blocks or the hash area it must hold.
+    #[error("the {device} device is too small: {size} bytes, {needed} needed")]
+    TooSmall {
+        /// Which device.
+        device: Device,
+        /// Its size.
+        size: u64,
+        /// The size the parameters require.
+        needed: u64,
+    },
+    /// Data and hash area share a file and overlap.
+    #[error(
+        "the data area (bytes 0..{data_end}) overlaps the hash area at byte {hash_offset}; use --data-blocks or a larger --hash-offset"
+    )]
+    Overlap {
+        /// End of the data area in bytes.
+        data_end: u64,
+        /// Start of the hash area (the superblock, if any) in bytes.
+        hash_offset: u64,
+    },
+    /// An I/O error reading or writing a device.
+    #[error("{action} the {device} device at byte {offset}")]
+    Io {
+        /// "reading", "writing" or "sizing".
+        action: &'static str,
+        /// Which device.
+        device: Device,
+        /// Where.
+        offset: u64,
+        /// The underlying error.
+        #[source]
+        source: io::Error,
+    },
+    /// The superblock at the start of the hash area is malformed.
+    #[error("invalid verity superblock at byte {offset} of the hash device")]
+    Superblock {
+        /// Where the superblock is.
+        offset: u64,
+        /// What is wrong with it.
+        #[source]
+        source: SuperblockError,
+    },
+    /// The superblock is valid but disagrees with a parameter given explicitly.
+    #[error(
+        "the superblock disagrees with the given parameters: its {field} is {found}, {expected} was given"
+    )]
+    SuperblockMismatch {
+        /// The parameter (`hash`, `salt`, `uuid`, ...).
+        field: &'static str,
+        /// The value in the superblock.
+        found: String,
+        /// The value given.
+        expected: String,
+    },
+    /// The root hash given has the wrong length for the algorithm.
+    #[error("the root hash is {len} bytes, but {algorithm} root hashes are {expected} bytes")]
+    RootHashLength {
+        /// Its length.
+        len: usize,
+        /// The algorithm.
+        algorithm: crate::HashAlgorithm,
+        /// The length the algorithm produces.
+        expected: usize,
+    },
+    /// The device does not match the tree or the root hash.
+    #[error(transparent)]
+    Corrupt(#[from] Corruption),
+}
+
+impl Error {
+    /// Whether this error means the device failed verification (corrupt data, hash area,
+    /// superblock or root hash) rather than a usage or I/O problem.
+    pub fn is_integrity_failure(&self) -> bool {
+        matches!(
+            self,
+            Error::Corrupt(_) | Error::Superblock { .. } | Error::SuperblockMismatch { .. }
+        )
+    }
+
+    pub(crate) fn read(device: Device, offset: u64) -> impl FnOnce(io::Error) -> Error {
+        move |source| Error::Io {
+            action: "reading",
+            device,
+            offset,
+            source,
+        }
+    }
+
+    pub(crate) fn write(offset: u64) -> impl FnOnce(io::Error) -> Error {
+        move |source| Error::Io {
+            action: "writing",
+            device: Device::Hash,
+            offset,
+            source,
+        }
+    }
+}
+
+/// The crate's result type.
+pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -1,0 +1,267 @@
+//! The parameters of a dm-verity device, mirroring veritysetup's options, and their validation.
+
+use crate::error::{Error, Result};
+use crate::hash::HashAlgorithm;
+use crate::superblock::{MAX_SALT, Superblock, format_uuid, valid_block_size};
+
+/// The parameters of a dm-verity device (veritysetup's options of the same names).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Params {
+    /// `--hash`: the hash algorithm.
+    pub hash: HashAlgorithm,
+    /// `--data-block-size`: a power of two from 512 to 4096.
+    pub data_block_size: u32,
+    /// `--hash-block-size`: a power of two from 512 to 4096.
+    pub hash_block_size: u32,
+    /// `--salt`: up to 256 bytes, may be empty.
+    pub salt: Vec<u8>,
+    /// `--uuid`: the superblock's uuid; format picks a random one when `None`.
+    pub uuid: Option<[u8; 16]>,
+    /// `false` for `--no-superblock`.
+    pub superblock: bool,
+    /// `--hash-offset`: where the hash area (superblock first) starts in the hash device; a
+    /// multiple of 512.
+    pub hash_offset: u64,
+    /// `--data-blocks`: how many data blocks to cover; all whole blocks of the data device when
+    /// `None`.
+    pub data_blocks: Option<u64>,
+}
+
+impl Default for Params {
+    /// veritysetup's defaults, with an empty salt (veritysetup would pick a random one).
+    fn default() -> Self {
+        Params {
+            hash: HashAlgorithm::Sha256,
+            data_block_size: 4096,
+            hash_block_size: 4096,
+            salt: Vec::new(),
+            uuid: None,
+            superblock: true,
+            hash_offset: 0,
+            data_blocks: None,
+        }
+    }
+}
+
+impl Params {
+    /// Checks block sizes, salt length, hash offset alignment and the data block count.
+    pub fn validate(&self) -> Result<()> {
+        for (which, size) in [
+            ("data", self.data_block_size),
+            ("hash", self.hash_block_size),
+        ] {
+            if !valid_block_size(size) {
+                return Err(Error::InvalidParams(format!(
+                    "{which} block size {size} is not a power of two from 512 to 4096"
+                )));
+            }
+        }
+        if self.salt.len() > MAX_SALT {
+            return Err(Error::InvalidParams(format!(
+                "salt is {} bytes, at most {MAX_SALT} are allowed",
+                self.salt.len()
+            )));
+        }
+        if !self.hash_offset.is_multiple_of(512) {
+            return Err(Error::InvalidParams(format!(
+                "hash offset {} is not a multiple of 512",
+                self.hash_offset
+            )));
+        }
+        if self.data_blocks == Some(0) {
+            return Err(Error::InvalidParams(
+                "data blocks must be at least 1".into(),
+            ));
+        }
+        Ok(())
+    }
+
+    /// The parameters a superblock records, at `hash_offset`.
+    pub fn from_superblock(sb: &Superblock, hash_offset: u64) -> Params {
+        Params {
+            hash: sb.algorithm,
+            data_block_size: sb.data_block_size,
+            hash_block_size: sb.hash_block_size,
+            salt: sb.salt.clone(),
+            uuid: Some(sb.uuid),
+            superblock: true,
+            hash_offset,
+            data_blocks: Some(sb.data_blocks),
+        }
+    }
+
+    /// The first parameter where `sb` disagrees with these parameters (`uuid` and `data_blocks`
+    /// only when given), as an error.
+    pub(crate) fn check_superblock(&self, sb: &Superblock) -> Result<()> {
+        let mismatch = |field: &'static str, found: String, expected: String| {
+            Err(Error::SuperblockMismatch {
+                field,
+                found,
+                expected,
+            })
+        };
+        if sb.algorithm != self.hash {
+            return mismatch(
+                "hash algorithm",
+                sb.algorithm.to_string(),
+                self.hash.to_string(),
+            );
+        }
+        if sb.data_block_size != self.data_block_size {
+            return mismatch(
+                "data block size",
+                sb.data_block_size.to_string(),
+                self.data_block_size.to_string(),
+            );
+        }
+        if sb.hash_block_size != self.hash_block_size {
+            return mismatch(
+                "hash block size",
+                sb.hash_block_size.to_string(),
+                self.hash_block_size.to_string(),
+            );
+        }
+        if sb.salt != self.salt {
+            return mismatch("salt", salt_text(&sb.salt), salt_text(&self.salt));
+        }
+        if let Some(blocks) = self.data_blocks.filter(|&b| b != sb.data_blocks) {
+            return mismatch(
+                "data block count",
+                sb.data_blocks.to_string(),
+                blocks.to_string(),
+            );
+        }
+        if let Some(uuid) = self.uuid.filter(|u| *u != sb.uuid) {
+            return mismatch("uuid", format_uuid(&sb.uuid), format_uuid(&uuid));
+        }
+        Ok(())
+    }
+}
+
+/// A salt the way veritysetup prints it: hex, or `-` when empty.
+pub fn salt_text(salt: &[u8]) -> String {
+    if salt.is_empty() {
+        "-".to_string()
+    } else {
+        hex::encode(salt)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn validation() {
+        assert!(Params::default().validate().is_ok());
+        let bad = [
+            Params {
+                data_block_size: 256,
+                ..Params::default()
+            },
+            Params {
+                hash_block_size: 8192,
+                ..Params::default()
+            },
+            Params {
+                data_block_size: 1536,
+                ..Params::default()
+            },
+            Params {
+                salt: vec![0; 257],
+                ..Params::default()
+            },
+            Params {
+                hash_offset: 100,
+                ..Params::default()
+            },
+            Params {
+                data_blocks: Some(0),
+                ..Params::default()
+            },
+        ];
+        for params in bad {
+            assert!(
+                matches!(params.validate(), Err(Error::InvalidParams(_))),
+                "{params:?}"
+            );
+        }
+        let ok = Params {
+            salt: vec![1; 256],
+            hash_offset: 1536,
+            data_block_size: 512,
+            ..Params::default()
+        };
+        assert!(ok.validate().is_ok());
+    }
+
+    #[test]
+    fn superblock_agreement() {
+        let sb = Superblock {
+            uuid: [7; 16],
+            algorithm: HashAlgorithm::Sha256,
+            data_block_size: 4096,
+            hash_block_size: 4096,
+            data_blocks: 10,
+            salt: vec![1, 2],
+        };
+        let params = Params::from_superblock(&sb, 0);
+        assert!(params.check_superblock(&sb).is_ok());
+        let loose = Params {
+            uuid: None,
+            data_blocks: None,
+            ..params.clone()
+        };
+        assert!(loose.check_superblock(&sb).is_ok());
+        let fields = [
+            (
+                Params {
+                    hash: HashAlgorithm::Sha512,
+                    ..params.clone()
+                },
+                "hash algorithm",
+            ),
+            (
+                Params {
+                    data_block_size: 512,
+                    ..params.clone()
+                },
+                "data block size",
+            ),
+            (
+                Params {
+                    hash_block_size: 512,
+                    ..params.clone()
+                },
+                "hash block size",
+            ),
+            (
+                Params {
+                    salt: vec![],
+                    ..params.clone()
+                },
+                "salt",
+            ),
+            (
+                Params {
+                    data_blocks: Some(9),
+                    ..params.clone()
+                },
+                "data block count",
+            ),
+            (
+                Params {
+                    uuid: Some([8; 16]),
+                    ..params.clone()
+                },
+                "uuid",
+            ),
+        ];
+        for (p, want) in fields {
+            match p.check_superblock(&sb) {
+                Err(Error::SuperblockMismatch { field, .. }) => assert_eq!(field, want),
+                other => panic!("{want}: {other:?}"),
+            }
+        }
+    }
+}
