@@ -87,7 +87,7 @@ pub enum Error {
     /// A value, key or section name that cannot be written so that systemd reads it back unchanged.
     #[error("cannot write {what} '{text}': {reason}")]
     Unwritable {
-        /// "key", "value" or "section name".
+        /// "key", "value", "comment" or "section name".
         what: &'static str,
         /// The offending text.
         text: String,

@@ -369,15 +369,15 @@ pub fn mangle_with(input: impl AsRef<[u8]>, opts: MangleOptions) -> Result<Strin
             return Ok(s.to_owned());
         }
     }
-    if is_device_path(input) {
-        if let Ok(n) = from_path(input, UnitType::Device) {
-            return Ok(n);
-        }
+    if is_device_path(input)
+        && let Ok(n) = from_path(input, UnitType::Device)
+    {
+        return Ok(n);
     }
-    if input.first() == Some(&b'/') {
-        if let Ok(n) = from_path(input, UnitType::Mount) {
-            return Ok(n);
-        }
+    if input.first() == Some(&b'/')
+        && let Ok(n) = from_path(input, UnitType::Mount)
+    {
+        return Ok(n);
     }
     let mut out = String::with_capacity(input.len() + 8);
     for &c in input {

@@ -112,10 +112,10 @@ fn run(args: &[String], input: &[u8]) -> Result<Vec<u8>, String> {
             if o.instance || o.template.is_some() {
                 let s = std::str::from_utf8(input).map_err(|e| e.to_string())?;
                 let name = UnitName::parse(s).map_err(err)?;
-                if let Some(t) = &o.template {
-                    if name.template().as_deref() != Some(t.as_str()) {
-                        return Err(format!("unit {s} does not match template {t}"));
-                    }
+                if let Some(t) = &o.template
+                    && name.template().as_deref() != Some(t.as_str())
+                {
+                    return Err(format!("unit {s} does not match template {t}"));
                 }
                 text = escape::instance_of(s).map_err(err)?.as_bytes();
             }
