@@ -137,10 +137,12 @@ pub fn snapshot(src: impl AsRef<Path>, dst: impl AsRef<Path>, read_only: bool) -
     Ok(())
 }
 
-/// Deletes subvolume `path`, also when it is a read-only snapshot. Fails if it holds nested subvolumes.
+/// Deletes subvolume `path`, also when it is a read-only snapshot. Fails if it holds nested
+/// subvolumes, and refuses if anything is mounted inside it (the kernel would detach it silently).
 pub fn delete_subvolume(path: impl AsRef<Path>) -> Result<()> {
     let path = path.as_ref();
     check_subvolume(path, "deleting subvolume")?;
+    crate::mount::refuse_mounts_inside(path, "deleting subvolume")?;
     let (parent, name) = open_parent(path, "deleting subvolume")?;
     destroy_at(parent.as_fd(), name, path, false)
 }
@@ -148,10 +150,11 @@ pub fn delete_subvolume(path: impl AsRef<Path>) -> Result<()> {
 /// Deletes subvolume `path` and every subvolume nested inside it (deepest first).
 ///
 /// This is what a debootstrap tree needs, where systemd-tmpfiles made `var/lib/machines` a
-/// subvolume. Refuses (without deleting anything) if a mount point is found inside.
+/// subvolume. Refuses (without deleting anything) if anything is mounted inside.
 pub fn delete_subvolume_recursive(path: impl AsRef<Path>) -> Result<()> {
     let path = path.as_ref();
     check_subvolume(path, "deleting subvolume")?;
+    crate::mount::refuse_mounts_inside(path, "deleting subvolume")?;
     let (parent, name) = open_parent(path, "deleting subvolume")?;
     destroy_at(parent.as_fd(), name, path, true)
 }

@@ -62,8 +62,8 @@ pub fn fs_type(path: impl AsRef<Path>) -> Result<FsType> {
 
 /// Removes `path` and everything below it, refusing to cross into other mounts.
 ///
-/// Nothing is removed when `path` itself is a mount point. When a mount point is found inside,
-/// removal stops with an error naming it (what was removed before stays removed). btrfs
+/// Nothing is removed when `path` itself is a mount point or anything is mounted below it (the
+/// error names the mount); a mount appearing while we work stops removal there. btrfs
 /// subvolumes inside are deleted with the subvolume ioctl (also read-only ones). A symlink at
 /// `path` is removed, not followed. A missing `path` is not an error.
 pub fn remove_dir_all_one_fs(path: impl AsRef<Path>) -> Result<()> {
@@ -85,6 +85,7 @@ pub fn remove_dir_all_one_fs(path: impl AsRef<Path>) -> Result<()> {
             "it is a mount point; unmount it first",
         ));
     }
+    crate::mount::refuse_mounts_inside(path, action)?;
     if st.stx_ino == 256 && crate::btrfs::is_btrfs(path)? {
         return crate::btrfs::delete_subvolume_recursive(path);
     }

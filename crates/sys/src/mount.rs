@@ -51,7 +51,7 @@ impl MountGuard {
         std::mem::take(&mut self.target)
     }
 
-    /// Unmounts now, reporting failure (a busy mount is an error here, not detached lazily).
+    /// Unmounts now, reporting failure (a mount that stays busy is an error, not detached lazily).
     pub fn unmount(mut self) -> Result<()> {
         self.armed = false;
         umount(&self.target, false)
@@ -314,14 +314,25 @@ pub fn mount_image(
 }
 
 /// Unmounts `target`; with `lazy`, detaches it even while busy (`MNT_DETACH`).
+///
+/// Without `lazy`, a busy mount is retried for about half a second before it is an error: a
+/// process forked by another thread holds copies of our descriptors until it calls exec.
 pub fn umount(target: impl AsRef<Path>, lazy: bool) -> Result<()> {
     let target = target.as_ref();
-    let flags = if lazy {
-        UnmountFlags::NOFOLLOW | UnmountFlags::DETACH
-    } else {
-        UnmountFlags::NOFOLLOW
-    };
-    rustix::mount::unmount(target, flags).ctx("unmounting", target)
+    if lazy {
+        let flags = UnmountFlags::NOFOLLOW | UnmountFlags::DETACH;
+        return rustix::mount::unmount(target, flags).ctx("unmounting", target);
+    }
+    let mut tries = 0;
+    loop {
+        match rustix::mount::unmount(target, UnmountFlags::NOFOLLOW) {
+            Err(Errno::BUSY) if tries < 20 => {
+                tries += 1;
+                std::thread::sleep(std::time::Duration::from_millis(25));
+            }
+            other => return other.ctx("unmounting", target),
+        }
+    }
 }
 
 /// Unmounts every mount at or below `path`, children first (busy ones are detached lazily).
@@ -344,6 +355,24 @@ pub fn umount_recursive(path: impl AsRef<Path>) -> Result<()> {
         }
     }
     first_err.map_or(Ok(()), Err)
+}
+
+/// Fails with an error naming the first mount found strictly below `path` (`action` says why we looked).
+pub(crate) fn refuse_mounts_inside(path: &Path, action: &str) -> Result<()> {
+    let real = real_target(path, action)?;
+    match mounts_under(&real)?
+        .into_iter()
+        .find(|m| m.mount_point != real)
+    {
+        Some(m) => {
+            let reason = format!(
+                "{} is mounted inside; unmount it first",
+                m.mount_point.display()
+            );
+            Err(Error::invalid(action, path, reason))
+        }
+        None => Ok(()),
+    }
 }
 
 /// Whether `path` is the root of a mount (a symlink at `path` is not followed, so it never is).
