@@ -1,7 +1,10 @@
 //! The `realms` binary: parse the command line, run one command, render its result.
 
+mod appimg;
 mod args;
 mod output;
+mod realm;
+mod verity;
 
 use std::process::ExitCode;
 

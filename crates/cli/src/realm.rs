@@ -1,0 +1,263 @@
+//! The realm commands of the seed (`new`, `list`, `default`, `current`, `start`, `run`, ...).
+
+use std::ffi::OsString;
+use std::fmt;
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::{Args, Subcommand};
+use realms_realm::{RealmStore, exec, launch, lifecycle, select, update, zone};
+use serde::Serialize;
+
+use crate::output::Ctx;
+
+#[derive(Debug, Subcommand)]
+pub enum RealmCmd {
+    /// Create a realm: a snapshot (or overlay) of an application image, a home from skel.
+    New {
+        name: String,
+        /// The application image to clone.
+        #[arg(long, default_value = "base")]
+        appimg: String,
+    },
+    /// List realms: running or stopped, default and current, image, network zone.
+    List,
+    /// Show the default realm (started at boot), or make NAME the default.
+    Default { name: Option<String> },
+    /// Show the current realm (owns the desktop), or make NAME current (starting it).
+    Current { name: Option<String> },
+    /// Show a realm's options, one option, or set one.
+    Config { name: String, key: Option<String>, value: Option<String> },
+    /// Boot a realm (the default realm when NAME is left out).
+    Start { name: Option<String> },
+    /// Power a realm off.
+    Stop { name: String },
+    /// Stop a realm and boot it again.
+    Restart { name: String },
+    /// Run a command in a realm (started if needed); its exit status becomes ours.
+    Run {
+        name: String,
+        /// Run as this user of the realm (default root).
+        #[arg(long, short)]
+        user: Option<String>,
+        #[arg(last = true, required = true, value_name = "CMD")]
+        command: Vec<OsString>,
+    },
+    /// Open a login shell in a realm as its user (or root).
+    Shell {
+        name: String,
+        #[arg(long)]
+        root: bool,
+    },
+    /// Remove a realm and everything in it.
+    Remove {
+        name: String,
+        /// Stop the realm first if it is running.
+        #[arg(long)]
+        stop: bool,
+    },
+    /// Change an application image in a container; on success it replaces the image.
+    UpdateAppimg {
+        #[arg(default_value = "base")]
+        image: String,
+        #[arg(last = true, value_name = "CMD")]
+        command: Vec<OsString>,
+    },
+    /// Internal: mount the realm's root and become systemd-nspawn (used by `start`).
+    #[command(hide = true)]
+    Launch { name: String },
+}
+
+#[derive(Debug, Args)]
+pub struct ZoneArgs {
+    zone: Option<String>,
+    /// `nat` (true/false) or `subnet` (A.B.C.0/24).
+    key: Option<String>,
+    value: Option<String>,
+}
+
+fn store(ctx: &Ctx) -> anyhow::Result<RealmStore> {
+    RealmStore::open(&ctx.root).with_context(|| format!("opening the realm store under {}", ctx.root.display()))
+}
+
+pub fn run(cmd: RealmCmd, ctx: &Ctx) -> anyhow::Result<ExitCode> {
+    let store = store(ctx)?;
+    let say = |line: &str| ctx.say(line);
+    // `run` and `shell` keep stdout for the command; their own lines go to stderr.
+    let say_err = |line: &str| {
+        if !ctx.quiet {
+            eprintln!("{line}")
+        }
+    };
+    match cmd {
+        RealmCmd::New { name, appimg } => {
+            lifecycle::create(&store, &name, &appimg, &say)?;
+            ctx.emit(&Done::new("created", &name))?;
+        }
+        RealmCmd::List => ctx.emit(&List(select::list(&store)?))?,
+        RealmCmd::Default { name: Some(name) } => select::set_default(&store, &name, &say)?,
+        RealmCmd::Default { name: None } => {
+            let name = store.default_realm();
+            ctx.emit(&Named { label: "Default Realm", name })?;
+        }
+        RealmCmd::Current { name: Some(name) } => select::set_current(&store, &name, &say)?,
+        RealmCmd::Current { name: None } => {
+            ctx.emit(&Named { label: "Current Realm", name: select::current(&store) })?;
+        }
+        RealmCmd::Config { name, key, value: Some(value) } => {
+            let key = key.expect("clap gives a key before a value");
+            lifecycle::config_set(&store, &name, &key, &value)?;
+            ctx.say(format!("[+]: {key} = {value} in realm '{name}'"));
+        }
+        RealmCmd::Config { name, key, value: None } => {
+            ctx.emit(&Options(lifecycle::config_get(&store, &name, key.as_deref())?))?;
+        }
+        RealmCmd::Start { name } => {
+            let name = match name {
+                Some(n) => n,
+                None => store.default_realm().ok_or(realms_realm::Error::NoDefault)?,
+            };
+            launch::start(&store, &name, &say)?;
+        }
+        RealmCmd::Stop { name } => launch::stop(&store, &name, &say)?,
+        RealmCmd::Restart { name } => {
+            launch::stop(&store, &name, &say)?;
+            launch::start(&store, &name, &say)?;
+        }
+        RealmCmd::Run { name, user, command } => {
+            let code = exec::run(&store, &name, user.as_deref(), &command, &say_err)?;
+            return Ok(ExitCode::from(code.clamp(0, 255) as u8));
+        }
+        RealmCmd::Shell { name, root } => {
+            let code = exec::shell(&store, &name, root, &say_err)?;
+            return Ok(ExitCode::from(code.clamp(0, 255) as u8));
+        }
+        RealmCmd::Remove { name, stop } => lifecycle::remove(&store, &name, stop, &say)?,
+        RealmCmd::UpdateAppimg { image, command } => {
+            return match update::update_appimg(&store, &image, &command, &say)? {
+                update::UpdateOutcome::Committed => Ok(ExitCode::SUCCESS),
+                update::UpdateOutcome::Discarded(code) => Ok(ExitCode::from(code.clamp(1, 255) as u8)),
+            };
+        }
+        RealmCmd::Launch { name } => match launch::exec_launcher(&store, &name)? {},
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+pub fn zone(args: ZoneArgs, ctx: &Ctx) -> anyhow::Result<ExitCode> {
+    let store = store(ctx)?;
+    match (args.zone, args.key, args.value) {
+        (Some(z), Some(k), Some(v)) => {
+            let zone = zone::set(&store, &z, &k, &v)?;
+            ctx.emit(&Zones(vec![(z, zone)]))?;
+        }
+        (Some(z), None, None) => {
+            let zones = zone::load(&store)?;
+            let zone = zones.get(&z).cloned().with_context(|| format!("there is no zone '{z}' yet; it is made when a realm in it starts"))?;
+            ctx.emit(&Zones(vec![(z, zone)]))?;
+        }
+        (None, None, None) => ctx.emit(&Zones(zone::load(&store)?.into_iter().collect()))?,
+        _ => anyhow::bail!("use `realms zone`, `realms zone ZONE` or `realms zone ZONE KEY VALUE`"),
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+#[derive(Serialize)]
+struct Done<'a> {
+    action: &'a str,
+    realm: &'a str,
+}
+
+impl<'a> Done<'a> {
+    fn new(action: &'a str, realm: &'a str) -> Self {
+        Done { action, realm }
+    }
+}
+
+impl fmt::Display for Done<'_> {
+    fn fmt(&self, _: &mut fmt::Formatter) -> fmt::Result {
+        Ok(())
+    }
+}
+
+#[derive(Serialize)]
+struct Named {
+    #[serde(skip)]
+    label: &'static str,
+    name: Option<String>,
+}
+
+impl fmt::Display for Named {
+    fn fmt(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        match &self.name {
+            Some(n) => write!(f, "{}: {n}", self.label),
+            None => write!(f, "{}: (none)", self.label),
+        }
+    }
+}
+
+#[derive(Serialize)]
+#[serde(transparent)]
+struct List(Vec<select::RealmStatus>);
+
+impl fmt::Display for List {
+    fn fmt(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        if self.0.is_empty() {
+            return writeln!(f, "no realms yet; create one with `realms new NAME`");
+        }
+        writeln!(f, "{:<2} {:<20} {:<8} {:<16} {:<8} {}", "", "NAME", "STATE", "APPIMG", "ROOT", "NETWORK")?;
+        for r in &self.0 {
+            let marks = format!("{}{}", if r.current { ">" } else { " " }, if r.default { "*" } else { " " });
+            let root = match r.root {
+                realms_realm::store::RootKind::Snapshot => "snapshot",
+                realms_realm::store::RootKind::Overlay => "overlay",
+            };
+            let net = r.zone.as_deref().map(|z| format!("zone {z}")).unwrap_or_else(|| "none".into());
+            let state = if r.running { "running" } else { "stopped" };
+            writeln!(f, "{marks} {:<20} {state:<8} {:<16} {root:<8} {net}", r.name, r.appimg)?;
+        }
+        write!(f, "(> current, * default)")
+    }
+}
+
+struct Options(Vec<(String, String)>);
+
+impl Serialize for Options {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_map(self.0.iter().map(|(k, v)| (k, toml_to_json(v))))
+    }
+}
+
+/// A TOML value as the command line shows it, turned into JSON for `--json`.
+fn toml_to_json(v: &str) -> serde_json::Value {
+    serde_json::from_str(v).unwrap_or_else(|_| serde_json::Value::String(v.to_string()))
+}
+
+impl fmt::Display for Options {
+    fn fmt(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        for (k, v) in &self.0 {
+            writeln!(f, "{k} = {v}")?;
+        }
+        Ok(())
+    }
+}
+
+struct Zones(Vec<(String, zone::Zone)>);
+
+impl Serialize for Zones {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_map(self.0.iter().map(|(k, v)| (k, v)))
+    }
+}
+
+impl fmt::Display for Zones {
+    fn fmt(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        if self.0.is_empty() {
+            return write!(f, "no zones yet; a zone is made when the first realm in it starts");
+        }
+        for (name, z) in &self.0 {
+            writeln!(f, "{name:<14} bridge vz-{name:<12} subnet {:<16} nat {}", z.subnet, if z.nat { "on" } else { "off" })?;
+        }
+        Ok(())
+    }
+}

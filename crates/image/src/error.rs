@@ -1,0 +1,41 @@
+//! Errors of the image store: each names the image or path it is about and what to do.
+
+use std::path::PathBuf;
+
+/// Everything that can go wrong in the image store.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("invalid {kind} name '{name}': {rule}")]
+    InvalidName {
+        kind: &'static str,
+        name: String,
+        rule: &'static str,
+    },
+    #[error("application image '{name}' not found at {}; `realms appimg list` shows the images there are", path.display())]
+    NotFound { name: String, path: PathBuf },
+    #[error("application image '{name}' already exists at {}; remove it first with `realms appimg remove {name}`", path.display())]
+    Exists { name: String, path: PathBuf },
+    #[error("application image '{name}' has no previous version to roll back to ({} is missing)", path.display())]
+    NoPrevious { name: String, path: PathBuf },
+    #[error("bad image source '{source_spec}': {reason}")]
+    BadSource { source_spec: String, reason: String },
+    #[error("{} is not an operating system tree: {reason}", path.display())]
+    NotAnOsTree { path: PathBuf, reason: String },
+    #[error("{action} {}", path.display())]
+    Io {
+        action: &'static str,
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Sys(#[from] realms_sys::Error),
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+impl Error {
+    pub(crate) fn io(action: &'static str, path: impl Into<PathBuf>, source: std::io::Error) -> Error {
+        Error::Io { action, path: path.into(), source }
+    }
+}

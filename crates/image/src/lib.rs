@@ -1,0 +1,15 @@
+//! Application images ("appimg"): the root filesystems realms are cloned from.
+//!
+//! A *tree* image is `/storage/appimg/NAME.appimg`, a read-only btrfs subvolume when the store
+//! is on btrfs and a plain directory otherwise. The previous version after an update is kept as
+//! `NAME.appimg.prev`. Work in progress is staged under a dot-name and renamed into place.
+
+mod error;
+mod import;
+mod name;
+mod store;
+
+pub use error::{Error, Result};
+pub use import::{Progress, Source, import};
+pub use name::validate_name;
+pub use store::{ImageInfo, ImageKind, ImageStore, Staged, copy_tree, delete_tree};

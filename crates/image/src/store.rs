@@ -1,0 +1,305 @@
+//! The image store at `/storage/appimg`: lookup, listing, staging, commit, rollback, removal.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use realms_sys::{atomic, btrfs};
+use serde::Serialize;
+
+use crate::{Error, Result, validate_name};
+
+/// What kind of root filesystem an image holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ImageKind {
+    /// A tree of files: a btrfs subvolume or a directory.
+    Tree,
+    /// A filesystem image file (`image.raw`) mounted through a loop device.
+    Block,
+    /// A block image with a dm-verity hash tree and a signed root hash.
+    Sealed,
+}
+
+/// One image as `realms appimg list` shows it.
+#[derive(Debug, Clone, Serialize)]
+pub struct ImageInfo {
+    pub name: String,
+    pub kind: ImageKind,
+    pub path: PathBuf,
+    /// True when the tree is a btrfs subvolume (realms are then O(1) snapshots of it).
+    pub subvolume: bool,
+    /// True when `NAME.appimg.prev` exists (`realms appimg rollback NAME` can go back to it).
+    pub has_previous: bool,
+    /// PRETTY_NAME from the image's os-release, when it has one.
+    pub os: Option<String>,
+}
+
+/// The store of application images under `ROOT/storage/appimg`.
+#[derive(Debug, Clone)]
+pub struct ImageStore {
+    dir: PathBuf,
+}
+
+/// Work in progress: a tree under a dot-name in the store, deleted on drop unless committed.
+#[derive(Debug)]
+pub struct Staged {
+    path: Option<PathBuf>,
+}
+
+impl Staged {
+    pub fn path(&self) -> &Path {
+        self.path.as_deref().expect("a staged tree is used only until it is committed")
+    }
+
+    fn take(mut self) -> PathBuf {
+        self.path.take().expect("a staged tree is committed once")
+    }
+}
+
+impl Drop for Staged {
+    fn drop(&mut self) {
+        if let Some(path) = self.path.take()
+            && let Err(err) = delete_tree(&path)
+        {
+            tracing::warn!("could not remove the staging tree {}: {err}", path.display());
+        }
+    }
+}
+
+const STAGING_PREFIX: &str = ".staging-";
+
+impl ImageStore {
+    /// Opens (creating if needed) the store under `root` (the `--root` directory).
+    pub fn open(root: &Path) -> Result<ImageStore> {
+        let dir = root.join("storage/appimg");
+        fs::create_dir_all(&dir).map_err(|e| Error::io("creating the image store", &dir, e))?;
+        Ok(ImageStore { dir })
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// `/storage/appimg/NAME.appimg`.
+    pub fn path(&self, name: &str) -> PathBuf {
+        self.dir.join(format!("{name}.appimg"))
+    }
+
+    /// `/storage/appimg/NAME.appimg.prev`, the version before the last update.
+    pub fn prev_path(&self, name: &str) -> PathBuf {
+        self.dir.join(format!("{name}.appimg.prev"))
+    }
+
+    /// True when the store is on btrfs, so images are subvolumes and realms are snapshots.
+    pub fn on_btrfs(&self) -> bool {
+        btrfs::is_btrfs(&self.dir).unwrap_or(false)
+    }
+
+    /// Looks up one image.
+    pub fn get(&self, name: &str) -> Result<ImageInfo> {
+        validate_name("image", name)?;
+        let path = self.path(name);
+        if !path.is_dir() {
+            return Err(Error::NotFound { name: name.to_string(), path });
+        }
+        Ok(self.info(name, path))
+    }
+
+    fn info(&self, name: &str, path: PathBuf) -> ImageInfo {
+        let kind = if path.join("image.raw").exists() {
+            if path.join("image.sig").exists() { ImageKind::Sealed } else { ImageKind::Block }
+        } else {
+            ImageKind::Tree
+        };
+        let os = match kind {
+            ImageKind::Tree => pretty_name(&path),
+            _ => None,
+        };
+        ImageInfo {
+            name: name.to_string(),
+            kind,
+            subvolume: btrfs::is_subvolume(&path).unwrap_or(false),
+            has_previous: self.prev_path(name).exists(),
+            path,
+            os,
+        }
+    }
+
+    /// Every image in the store, sorted by name.
+    pub fn list(&self) -> Result<Vec<ImageInfo>> {
+        let entries = fs::read_dir(&self.dir).map_err(|e| Error::io("reading the image store", &self.dir, e))?;
+        let mut images = Vec::new();
+        for entry in entries {
+            let entry = entry.map_err(|e| Error::io("reading the image store", &self.dir, e))?;
+            let file_name = entry.file_name();
+            let Some(name) = file_name.to_str().and_then(|n| n.strip_suffix(".appimg")) else {
+                continue;
+            };
+            if validate_name("image", name).is_ok() && entry.path().is_dir() {
+                images.push(self.info(name, entry.path()));
+            }
+        }
+        images.sort_by(|a, b| a.name.cmp(&b.name));
+        Ok(images)
+    }
+
+    /// A new empty staging tree (a subvolume on btrfs) for building image `name`.
+    pub fn stage_empty(&self, name: &str) -> Result<Staged> {
+        let path = self.staging_path(name);
+        if self.on_btrfs() {
+            btrfs::create_subvolume(&path)?;
+        } else {
+            fs::create_dir(&path).map_err(|e| Error::io("creating the staging directory", &path, e))?;
+        }
+        Ok(Staged { path: Some(path) })
+    }
+
+    /// A writable copy of image `name` to change: a snapshot on btrfs, a reflink copy otherwise.
+    pub fn stage_copy(&self, name: &str) -> Result<Staged> {
+        let src = self.get(name)?.path;
+        let path = self.staging_path(name);
+        if btrfs::is_subvolume(&src).unwrap_or(false) {
+            btrfs::snapshot(&src, &path, false)?;
+        } else {
+            copy_tree(&src, &path)?;
+        }
+        Ok(Staged { path: Some(path) })
+    }
+
+    fn staging_path(&self, name: &str) -> PathBuf {
+        self.dir.join(format!("{STAGING_PREFIX}{name}-{}", std::process::id()))
+    }
+
+    /// Moves a finished staging tree into place as the new image `name` (read-only from now on).
+    pub fn commit_new(&self, staged: Staged, name: &str) -> Result<PathBuf> {
+        let dest = self.path(name);
+        if dest.exists() {
+            return Err(Error::Exists { name: name.to_string(), path: dest });
+        }
+        seal_tree(staged.path())?;
+        let src = staged.take();
+        atomic::rename_noreplace(&src, &dest)?;
+        atomic::fsync_dir(&self.dir)?;
+        Ok(dest)
+    }
+
+    /// Replaces image `name` with a staging tree; the old version becomes `NAME.appimg.prev`.
+    ///
+    /// Returns the former `.prev` tree, moved aside under a dot-name and not yet deleted, so the
+    /// caller can keep it for realms that still use it (or delete it with [`delete_tree`]).
+    pub fn commit_update(&self, staged: Staged, name: &str) -> Result<Option<PathBuf>> {
+        let current = self.get(name)?.path;
+        seal_tree(staged.path())?;
+        let prev = self.prev_path(name);
+        let retired = if prev.exists() {
+            let aside = self.dir.join(format!(".retired-{name}-{}", unique_suffix()));
+            atomic::rename(&prev, &aside)?;
+            Some(aside)
+        } else {
+            None
+        };
+        let staged = staged.take();
+        // One atomic step makes the new tree current; the old one now sits at the staging name.
+        atomic::exchange(&staged, &current)?;
+        atomic::rename(&staged, &prev)?;
+        atomic::fsync_dir(&self.dir)?;
+        Ok(retired)
+    }
+
+    /// Swaps `NAME.appimg` and `NAME.appimg.prev` in one atomic step.
+    pub fn rollback(&self, name: &str) -> Result<()> {
+        let current = self.get(name)?.path;
+        let prev = self.prev_path(name);
+        if !prev.is_dir() {
+            return Err(Error::NoPrevious { name: name.to_string(), path: prev });
+        }
+        atomic::exchange(&prev, &current)?;
+        atomic::fsync_dir(&self.dir)?;
+        Ok(())
+    }
+
+    /// Deletes image `name` and its previous version.
+    pub fn remove(&self, name: &str) -> Result<()> {
+        let path = self.get(name)?.path;
+        // Rename first so a crash never leaves half an image under the real name.
+        let aside = self.dir.join(format!(".removing-{name}-{}", unique_suffix()));
+        atomic::rename(&path, &aside)?;
+        delete_tree(&aside)?;
+        let prev = self.prev_path(name);
+        if prev.exists() {
+            delete_tree(&prev)?;
+        }
+        Ok(())
+    }
+
+    /// Removes what interrupted commands left behind (staging trees of dead processes, trees
+    /// being removed). Call it with the store lock held. Returns what was removed.
+    pub fn cleanup_leftovers(&self) -> Result<Vec<PathBuf>> {
+        let mut removed = Vec::new();
+        let Ok(entries) = fs::read_dir(&self.dir) else {
+            return Ok(removed);
+        };
+        for entry in entries.flatten() {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            let stale = if let Some(rest) = name.strip_prefix(STAGING_PREFIX) {
+                rest.rsplit('-').next().and_then(|p| p.parse::<u32>().ok()).is_some_and(|pid| {
+                    pid != std::process::id() && !realms_sys::proc::pid_alive(pid)
+                })
+            } else {
+                name.starts_with(".removing-")
+            };
+            if stale {
+                delete_tree(&entry.path())?;
+                removed.push(entry.path());
+            }
+        }
+        Ok(removed)
+    }
+}
+
+/// Makes a finished tree read-only where btrfs allows it.
+fn seal_tree(path: &Path) -> Result<()> {
+    if btrfs::is_subvolume(path).unwrap_or(false) {
+        btrfs::set_readonly(path, true)?;
+    }
+    Ok(())
+}
+
+/// Deletes an image tree: a (possibly read-only) subvolume with nested ones, or a directory.
+pub fn delete_tree(path: &Path) -> Result<()> {
+    if btrfs::is_subvolume(path).unwrap_or(false) {
+        btrfs::delete_subvolume_recursive(path)?;
+    } else if path.exists() {
+        realms_sys::fs::remove_dir_all_one_fs(path)?;
+    }
+    Ok(())
+}
+
+/// Copies a tree with everything preserved, sharing extents where the filesystem can.
+pub fn copy_tree(src: &Path, dest: &Path) -> Result<()> {
+    fs::create_dir(dest).map_err(|e| Error::io("creating", dest, e))?;
+    realms_sys::cmd::Cmd::new("cp")
+        .args(["-a", "--reflink=auto", "--"])
+        .arg(src.join("."))
+        .arg(dest)
+        .run()?;
+    Ok(())
+}
+
+fn unique_suffix() -> String {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or(0);
+    format!("{}-{nanos}", std::process::id())
+}
+
+/// PRETTY_NAME of a tree's os-release (`/etc` first, then `/usr/lib`), read inside the tree.
+fn pretty_name(tree: &Path) -> Option<String> {
+    let root = realms_sys::root::RootDir::open(tree).ok()?;
+    let text = ["etc/os-release", "usr/lib/os-release"]
+        .iter()
+        .find_map(|p| root.read_to_string(p).ok())?;
+    let release = realms_unit::os_release::OsRelease::parse(&text).ok()?;
+    release.get("PRETTY_NAME").map(str::to_string)
+}

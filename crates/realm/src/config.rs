@@ -1,0 +1,257 @@
+//! Realm configuration: the TOML options of the seed and the ones Citadel's users needed.
+//!
+//! `/realms/config` is the template copied into each new realm as `/realms/realm-NAME/config`.
+//! A key missing from a realm's file takes its built-in default. Unknown keys and bad values
+//! are errors that name the file, the line, the key and what is allowed.
+
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::{Error, Result};
+
+/// One realm's options. Every field is optional in the file; the accessors apply the defaults.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct RealmConfig {
+    pub use_shared_dir: Option<bool>,
+    pub use_sound: Option<bool>,
+    pub use_x11: Option<bool>,
+    pub use_wayland: Option<bool>,
+    pub use_gpu: Option<bool>,
+    pub use_kvm: Option<bool>,
+    pub use_network: Option<bool>,
+    pub network_zone: Option<String>,
+    pub use_ephemeral_home: Option<bool>,
+    pub extra_bindmounts: Option<Vec<String>>,
+    pub extra_bindmounts_ro: Option<Vec<String>>,
+    pub appimg: Option<String>,
+}
+
+/// What a key holds, for validation and for `realms config NAME` listings.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KeyType {
+    Bool,
+    Zone,
+    Image,
+    BindList,
+}
+
+/// Every key, its type, its default (as TOML) and what it does.
+pub const KEYS: &[(&str, KeyType, &str, &str)] = &[
+    ("use-shared-dir", KeyType::Bool, "true", "bind /realms/Shared at /home/user/Shared"),
+    ("use-sound", KeyType::Bool, "true", "the PulseAudio socket and the sound devices"),
+    ("use-x11", KeyType::Bool, "true", "the X11 socket directory /tmp/.X11-unix"),
+    ("use-wayland", KeyType::Bool, "true", "the wayland socket /run/user/1000/wayland-0"),
+    ("use-gpu", KeyType::Bool, "false", "the render device /dev/dri/renderD128"),
+    ("use-kvm", KeyType::Bool, "false", "the device /dev/kvm"),
+    ("use-network", KeyType::Bool, "true", "a network zone; false leaves only a loopback interface"),
+    ("network-zone", KeyType::Zone, "\"clear\"", "the zone: bridge vz-ZONE on the host"),
+    ("use-ephemeral-home", KeyType::Bool, "false", "a home on tmpfs, seeded from /realms/skel at each start"),
+    ("extra-bindmounts", KeyType::BindList, "[]", "read-write binds, \"HOST[:REALM]\""),
+    ("extra-bindmounts-ro", KeyType::BindList, "[]", "read-only binds, \"HOST[:REALM]\""),
+    ("appimg", KeyType::Image, "\"base\"", "the application image the realm was created from"),
+];
+
+impl RealmConfig {
+    /// Parses a config file's text; `path` is only used in errors.
+    pub fn parse(text: &str, path: &Path) -> Result<RealmConfig> {
+        let config: RealmConfig = toml::from_str(text).map_err(|e| bad_file(path, text, &e))?;
+        config.validate(path)?;
+        Ok(config)
+    }
+
+    /// Reads a config file; a missing file is the all-defaults config.
+    pub fn load(path: &Path) -> Result<RealmConfig> {
+        match std::fs::read_to_string(path) {
+            Ok(text) => RealmConfig::parse(&text, path),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(RealmConfig::default()),
+            Err(e) => Err(Error::io("reading the realm config", path, e)),
+        }
+    }
+
+    fn validate(&self, path: &Path) -> Result<()> {
+        if let Some(zone) = &self.network_zone {
+            crate::zone::validate_zone(zone).map_err(|reason| bad_value(path, "network-zone", zone, &reason))?;
+        }
+        for (key, list) in [("extra-bindmounts", &self.extra_bindmounts), ("extra-bindmounts-ro", &self.extra_bindmounts_ro)] {
+            for bind in list.iter().flatten() {
+                parse_bind(bind).map_err(|reason| bad_value(path, key, bind, &reason))?;
+            }
+        }
+        if let Some(img) = &self.appimg {
+            realms_image::validate_name("image", img).map_err(|e| bad_value(path, "appimg", img, &e.to_string()))?;
+        }
+        Ok(())
+    }
+
+    pub fn use_shared_dir(&self) -> bool {
+        self.use_shared_dir.unwrap_or(true)
+    }
+    pub fn use_sound(&self) -> bool {
+        self.use_sound.unwrap_or(true)
+    }
+    pub fn use_x11(&self) -> bool {
+        self.use_x11.unwrap_or(true)
+    }
+    pub fn use_wayland(&self) -> bool {
+        self.use_wayland.unwrap_or(true)
+    }
+    pub fn use_gpu(&self) -> bool {
+        self.use_gpu.unwrap_or(false)
+    }
+    pub fn use_kvm(&self) -> bool {
+        self.use_kvm.unwrap_or(false)
+    }
+    pub fn use_network(&self) -> bool {
+        self.use_network.unwrap_or(true)
+    }
+    pub fn network_zone(&self) -> &str {
+        self.network_zone.as_deref().unwrap_or("clear")
+    }
+    pub fn use_ephemeral_home(&self) -> bool {
+        self.use_ephemeral_home.unwrap_or(false)
+    }
+    pub fn appimg(&self) -> &str {
+        self.appimg.as_deref().unwrap_or("base")
+    }
+
+    /// The extra binds: (host path, path in the realm, read-only).
+    pub fn extra_binds(&self) -> Vec<(PathBuf, PathBuf, bool)> {
+        let rw = self.extra_bindmounts.iter().flatten().map(|b| (b, false));
+        let ro = self.extra_bindmounts_ro.iter().flatten().map(|b| (b, true));
+        rw.chain(ro)
+            .filter_map(|(b, ro)| parse_bind(b).ok().map(|(h, r)| (h, r, ro)))
+            .collect()
+    }
+}
+
+/// `HOST[:REALM]`, both absolute, no `..`, no newline or comma (nspawn's separators).
+pub fn parse_bind(spec: &str) -> std::result::Result<(PathBuf, PathBuf), String> {
+    let (host, inside) = spec.split_once(':').unwrap_or((spec, spec));
+    for p in [host, inside] {
+        if !p.starts_with('/') {
+            return Err(format!("'{p}' is not an absolute path; use \"/host/path[:/path/in/realm]\""));
+        }
+        if p.split('/').any(|c| c == "..") || p.contains(['\n', ',', ':']) {
+            return Err(format!("'{p}' may not contain '..', ',', ':' or a newline"));
+        }
+    }
+    Ok((PathBuf::from(host), PathBuf::from(inside)))
+}
+
+/// The TOML value a user typed on the command line, checked against the key's type.
+pub fn parse_value(key: &str, value: &str) -> Result<toml::Value> {
+    let (_, ty, _, _) = KEYS.iter().find(|(k, ..)| *k == key).ok_or_else(|| unknown_key(key))?;
+    let invalid = |allowed: &str| Error::BadValue {
+        key: key.to_string(),
+        value: value.to_string(),
+        allowed: allowed.to_string(),
+    };
+    match ty {
+        KeyType::Bool => match value {
+            "true" | "yes" | "on" | "1" => Ok(toml::Value::Boolean(true)),
+            "false" | "no" | "off" | "0" => Ok(toml::Value::Boolean(false)),
+            _ => Err(invalid("true or false")),
+        },
+        KeyType::Zone => {
+            crate::zone::validate_zone(value).map_err(|r| invalid(&r))?;
+            Ok(toml::Value::String(value.to_string()))
+        }
+        KeyType::Image => {
+            realms_image::validate_name("image", value).map_err(|e| invalid(&e.to_string()))?;
+            Ok(toml::Value::String(value.to_string()))
+        }
+        KeyType::BindList => {
+            let items: Vec<&str> = value.split_whitespace().collect();
+            for item in &items {
+                parse_bind(item).map_err(|r| invalid(&r))?;
+            }
+            Ok(toml::Value::Array(items.into_iter().map(|s| toml::Value::String(s.into())).collect()))
+        }
+    }
+}
+
+pub(crate) fn unknown_key(key: &str) -> Error {
+    Error::UnknownKey {
+        key: key.to_string(),
+        known: KEYS.iter().map(|(k, ..)| *k).collect::<Vec<_>>().join(", "),
+    }
+}
+
+fn bad_value(path: &Path, key: &str, value: &str, reason: &str) -> Error {
+    Error::BadConfig {
+        path: path.to_path_buf(),
+        line: None,
+        message: format!("bad value '{value}' for key '{key}': {reason}"),
+    }
+}
+
+/// A TOML parse error as a config error naming the file and line.
+pub(crate) fn bad_file(path: &Path, text: &str, err: &toml::de::Error) -> Error {
+    let line = err.span().map(|span| line_of(text, span.start));
+    Error::BadConfig { path: path.to_path_buf(), line, message: err.message().trim().to_string() }
+}
+
+/// The 1-based line number of a byte offset.
+fn line_of(text: &str, offset: usize) -> usize {
+    text.as_bytes()[..offset.min(text.len())].iter().filter(|b| **b == b'\n').count() + 1
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_the_seeds() {
+        let c = RealmConfig::parse("", Path::new("c")).unwrap();
+        assert!(c.use_shared_dir() && c.use_sound() && c.use_x11() && c.use_wayland() && c.use_network());
+        assert!(!c.use_gpu() && !c.use_kvm() && !c.use_ephemeral_home());
+        assert_eq!(c.network_zone(), "clear");
+        assert_eq!(c.appimg(), "base");
+    }
+
+    #[test]
+    fn seed_lines_parse() {
+        let c = RealmConfig::parse("use-gpu = true\nnetwork-zone = \"work\"\n", Path::new("c")).unwrap();
+        assert!(c.use_gpu());
+        assert_eq!(c.network_zone(), "work");
+    }
+
+    #[test]
+    fn unknown_key_names_file_line_and_key() {
+        let err = RealmConfig::parse("use-gpu = true\nuse-gpus = true\n", Path::new("/realms/realm-a/config"))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("/realms/realm-a/config"), "{err}");
+        assert!(err.contains("line 2"), "{err}");
+        assert!(err.contains("use-gpus"), "{err}");
+    }
+
+    #[test]
+    fn bad_type_and_syntax_are_errors_not_panics() {
+        for text in ["use-gpu = \"yes\"\n", "use-gpu = \n", "[[[\n", "network-zone = \"Bad Zone\"\n",
+            "extra-bindmounts = [\"relative\"]\n", "\u{0}"] {
+            let err = RealmConfig::parse(text, Path::new("cfg")).unwrap_err().to_string();
+            assert!(err.contains("cfg"), "{text:?}: {err}");
+        }
+    }
+
+    #[test]
+    fn values_from_the_command_line_are_checked() {
+        assert_eq!(parse_value("use-kvm", "true").unwrap(), toml::Value::Boolean(true));
+        let err = parse_value("use-kvm", "maybe").unwrap_err().to_string();
+        assert!(err.contains("use-kvm") && err.contains("true or false"), "{err}");
+        let err = parse_value("use-kvmm", "true").unwrap_err().to_string();
+        assert!(err.contains("use-kvmm") && err.contains("use-kvm"), "{err}");
+        assert!(parse_value("extra-bindmounts", "/a:/b /c").is_ok());
+        assert!(parse_value("extra-bindmounts", "/a/../b").is_err());
+    }
+
+    #[test]
+    fn binds_parse() {
+        assert_eq!(parse_bind("/a").unwrap(), (PathBuf::from("/a"), PathBuf::from("/a")));
+        assert_eq!(parse_bind("/a:/b").unwrap(), (PathBuf::from("/a"), PathBuf::from("/b")));
+        assert!(parse_bind("a:/b").is_err());
+    }
+}

@@ -1,0 +1,312 @@
+//! Starting and stopping realms. One launch plan, two executors: under a systemd PID 1 a realm
+//! is the unit `realm-NAME.service` (registered with machined); elsewhere realms runs the same
+//! nspawn command line itself with `--register=no --keep-unit`, detached in its own session,
+//! with a pid file under `/run/realms`. Either way `realms launch NAME` is what execs nspawn,
+//! after mounting the realm's overlay root in a mount namespace of its own.
+
+use std::fs;
+use std::os::unix::net::UnixDatagram;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use realms_sys::{cmd::Cmd, mount, proc};
+
+use crate::plan::{Network, RealHost, RootSetup, plan};
+use crate::store::RealmStore;
+use crate::{Error, Result, zone};
+
+/// Who runs the realm's nspawn process.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Executor {
+    /// A systemd unit `realm-NAME.service` (systemd is PID 1).
+    Systemd,
+    /// realms itself, detached, with a pid file (no systemd PID 1, as on these CI machines).
+    Direct,
+}
+
+impl Executor {
+    /// Systemd when the host was booted with it; `REALMS_EXECUTOR=direct|systemd` overrides.
+    pub fn detect() -> Executor {
+        match std::env::var("REALMS_EXECUTOR").as_deref() {
+            Ok("direct") => Executor::Direct,
+            Ok("systemd") => Executor::Systemd,
+            _ if Path::new("/run/systemd/system").is_dir() => Executor::Systemd,
+            _ => Executor::Direct,
+        }
+    }
+}
+
+const START_TIMEOUT: Duration = Duration::from_secs(120);
+const STOP_TIMEOUT: Duration = Duration::from_secs(30);
+
+fn pid_file(store: &RealmStore, name: &str) -> PathBuf {
+    store.run_dir().join(format!("realm-{name}.pid"))
+}
+
+/// The log of the realm's nspawn (direct executor).
+pub fn log_file(store: &RealmStore, name: &str) -> PathBuf {
+    store.run_dir().join(format!("realm-{name}.log"))
+}
+
+fn unit_name(name: &str) -> String {
+    format!("realm-{name}.service")
+}
+
+fn unit_path(name: &str) -> PathBuf {
+    Path::new("/run/systemd/system").join(unit_name(name))
+}
+
+/// The nspawn process of a running realm (direct executor: from the pid file, checked).
+fn nspawn_pid(store: &RealmStore, name: &str) -> Option<u32> {
+    match Executor::detect() {
+        Executor::Systemd => {
+            let out = Cmd::new("systemctl")
+                .args(["show", "--property=MainPID", "--value", &unit_name(name)])
+                .output_string()
+                .ok()?;
+            out.trim().parse().ok().filter(|p| *p != 0)
+        }
+        Executor::Direct => {
+            let pid: u32 = fs::read_to_string(pid_file(store, name)).ok()?.trim().parse().ok()?;
+            let cmdline = fs::read(format!("/proc/{pid}/cmdline")).ok()?;
+            let dir = store.realm_dir(name).join("rootfs");
+            let is_ours = cmdline.split(|b| *b == 0).any(|a| a == format!("--directory={}", dir.display()).as_bytes());
+            (proc::pid_alive(pid) && is_ours).then_some(pid)
+        }
+    }
+}
+
+/// True when the realm's container is running.
+pub fn is_running(store: &RealmStore, name: &str) -> bool {
+    nspawn_pid(store, name).is_some()
+}
+
+/// The PID (on the host) of the realm's init, the process whose namespaces are the realm's.
+pub fn leader(store: &RealmStore, name: &str) -> Result<u32> {
+    let pid = nspawn_pid(store, name).ok_or_else(|| Error::realm(name, "it is not running"))?;
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        // nspawn's intermediate child exits once the container's init runs; one child remains.
+        let children = proc::children_of(pid)?;
+        if let [leader] = children.as_slice() {
+            return Ok(*leader);
+        }
+        if Instant::now() > deadline {
+            return Err(Error::realm(name, format!("nspawn (pid {pid}) has no single container process")));
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// `realms start NAME`.
+pub fn start(store: &RealmStore, name: &str, say: &dyn Fn(&str)) -> Result<()> {
+    store.check_exists(name)?;
+    let _lock = store.lock()?;
+    start_locked(store, name, say)
+}
+
+/// Starts a realm with the store lock held; a running realm is left as it is.
+pub(crate) fn start_locked(store: &RealmStore, name: &str, say: &dyn Fn(&str)) -> Result<()> {
+    if is_running(store, name) {
+        say(&format!("[+]: Realm '{name}' is already running"));
+        return Ok(());
+    }
+    let config = store.config(name)?;
+    let plan = plan(store, name, &config, &RealHost)?;
+    for note in &plan.notes {
+        tracing::info!("realm '{name}': {note}");
+    }
+    let net = match &plan.network {
+        Network::Zone { zone, .. } => {
+            let z = zone::ensure(store, zone)?;
+            zone::setup_bridge(zone, &z)?;
+            let addr = zone::lease(store, zone, &z, name)?;
+            Some((z, addr))
+        }
+        Network::LoopbackOnly => None,
+    };
+    match Executor::detect() {
+        Executor::Direct => start_direct(store, name)?,
+        Executor::Systemd => start_unit(store, name)?,
+    }
+    if let Some((z, addr)) = net {
+        zone::configure_host0(leader(store, name)?, addr, &z)?;
+    }
+    if plan.ephemeral_home.is_some() {
+        // nspawn's temporary upper layer belongs to root; the home belongs to the realm user.
+        let pid = leader(store, name)?.to_string();
+        Cmd::new("nsenter").args(["-t", &pid, "-m", "chown", "1000:1000", "/home/user"]).run()?;
+    }
+    say(&format!("[+]: Started realm '{name}'"));
+    Ok(())
+}
+
+fn realms_exe() -> Result<PathBuf> {
+    std::env::current_exe().map_err(|e| Error::io("finding the realms binary", "/proc/self/exe", e))
+}
+
+fn start_direct(store: &RealmStore, name: &str) -> Result<()> {
+    nspawn_prerequisites()?;
+    let log_path = log_file(store, name);
+    let log = fs::File::create(&log_path).map_err(|e| Error::io("creating", &log_path, e))?;
+    let log2 = log.try_clone().map_err(|e| Error::io("opening", &log_path, e))?;
+    let socket_name = format!("realms-notify-{}-{name}", std::process::id());
+    let socket = notify_socket(&socket_name)?;
+    let mut child = Cmd::new(realms_exe()?)
+        .arg("--root")
+        .arg(store.root())
+        .args(["launch", name])
+        .env("NOTIFY_SOCKET", format!("@{socket_name}"))
+        .new_session()
+        .stdin(Stdio::null())
+        .stdout(Stdio::from(log))
+        .stderr(Stdio::from(log2))
+        .spawn()?;
+    realms_sys::atomic::write_file(pid_file(store, name), child.id().to_string().as_bytes(), 0o644)?;
+    let failed = |reason: String| Error::StartFailed {
+        name: name.to_string(),
+        reason,
+        log: fs::read_to_string(&log_path).unwrap_or_default(),
+    };
+    let deadline = Instant::now() + START_TIMEOUT;
+    let mut buf = [0u8; 4096];
+    loop {
+        if let Ok(n) = socket.recv(&mut buf)
+            && buf[..n].split(|b| *b == b'\n').any(|l| l == b"READY=1")
+        {
+            return Ok(());
+        }
+        if let Ok(Some(status)) = child.try_wait() {
+            let _ = fs::remove_file(pid_file(store, name));
+            return Err(failed(format!("systemd-nspawn exited with {status} (log: {})", log_path.display())));
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            let _ = fs::remove_file(pid_file(store, name));
+            return Err(failed(format!("its init did not report ready within {}s", START_TIMEOUT.as_secs())));
+        }
+    }
+}
+
+fn notify_socket(name: &str) -> Result<UnixDatagram> {
+    use std::os::linux::net::SocketAddrExt;
+    let addr = std::os::unix::net::SocketAddr::from_abstract_name(name.as_bytes())
+        .map_err(|e| Error::io("creating the notify socket", name, e))?;
+    let socket = UnixDatagram::bind_addr(&addr).map_err(|e| Error::io("binding the notify socket", name, e))?;
+    socket
+        .set_read_timeout(Some(Duration::from_millis(50)))
+        .map_err(|e| Error::io("configuring the notify socket", name, e))?;
+    Ok(socket)
+}
+
+/// nspawn without a systemd PID 1 wants a tmpfs at /run/systemd/nspawn (else it warns about
+/// removing a disk file system when it cleans up its propagation directory).
+fn nspawn_prerequisites() -> Result<()> {
+    let dir = Path::new("/run/systemd/nspawn");
+    if !mount::is_mountpoint(dir).unwrap_or(false) {
+        fs::create_dir_all(dir).map_err(|e| Error::io("creating", dir, e))?;
+        mount::tmpfs(dir, "mode=0755")?.leak();
+    }
+    Ok(())
+}
+
+fn start_unit(store: &RealmStore, name: &str) -> Result<()> {
+    let exe = realms_exe()?;
+    let unit = format!(
+        "# Written by realms; started and stopped with `realms start|stop {name}`.\n\
+         [Unit]\nDescription=Realm {name}\nAfter=network.target\n\n\
+         [Service]\nType=notify\nNotifyAccess=main\n\
+         ExecStart={} --root {} launch {name}\n\
+         KillMode=mixed\nDelegate=yes\nSlice=machine.slice\nTimeoutStartSec={}\n",
+        exe.display(),
+        store.root().display(),
+        START_TIMEOUT.as_secs()
+    );
+    realms_sys::atomic::write_file(unit_path(name), unit.as_bytes(), 0o644)?;
+    Cmd::new("systemctl").arg("daemon-reload").run()?;
+    Cmd::new("systemctl").args(["start", &unit_name(name)]).run().map_err(|e| Error::StartFailed {
+        name: name.to_string(),
+        reason: e.to_string(),
+        log: Cmd::new("journalctl")
+            .args(["--no-pager", "-n", "20", "-u", &unit_name(name)])
+            .output_string()
+            .unwrap_or_default(),
+    })?;
+    Ok(())
+}
+
+/// `realms launch NAME` (internal): mounts the realm's root if it is an overlay, in a mount
+/// namespace of its own that dies with the container, then becomes systemd-nspawn.
+pub fn exec_launcher(store: &RealmStore, name: &str) -> Result<std::convert::Infallible> {
+    let config = store.config(name)?;
+    let plan = plan(store, name, &config, &RealHost)?;
+    if let RootSetup::Overlay { lower, upper, work } = &plan.root {
+        realms_sys::ns::unshare_mount_namespace()?;
+        mount::overlay(&[lower.as_path()], Some((upper.as_path(), work.as_path())), &plan.directory)?.leak();
+    }
+    let registered = Executor::detect() == Executor::Systemd;
+    let err = std::process::Command::new("systemd-nspawn").args(plan.nspawn_args(registered)).exec();
+    Err(Error::io("running", "systemd-nspawn", err))
+}
+
+/// `realms stop NAME`.
+pub fn stop(store: &RealmStore, name: &str, say: &dyn Fn(&str)) -> Result<()> {
+    store.check_exists(name)?;
+    let _lock = store.lock()?;
+    if !is_running(store, name) {
+        say(&format!("[+]: Realm '{name}' is not running"));
+        return Ok(());
+    }
+    stop_locked(store, name)?;
+    say(&format!("[+]: Stopped realm '{name}'"));
+    Ok(())
+}
+
+/// Stops a running realm with the store lock held.
+pub(crate) fn stop_locked(store: &RealmStore, name: &str) -> Result<()> {
+    match Executor::detect() {
+        Executor::Systemd => Cmd::new("systemctl").args(["stop", &unit_name(name)]).run()?,
+        Executor::Direct => {
+            if let Some(pid) = nspawn_pid(store, name) {
+                // SIGTERM makes nspawn power the container off cleanly.
+                proc::kill(pid, proc::Signal::TERM)?;
+                let deadline = Instant::now() + STOP_TIMEOUT;
+                while proc::pid_alive(pid) && Instant::now() < deadline {
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+                if proc::pid_alive(pid) {
+                    tracing::warn!("realm '{name}' did not power off within {}s; killing it", STOP_TIMEOUT.as_secs());
+                    proc::kill(pid, proc::Signal::KILL)?;
+                }
+            }
+        }
+    }
+    forget_runtime(store, name);
+    // The desktop always has a running current realm while there is one.
+    if store.current_realm().as_deref() == Some(name) {
+        match store.names()?.into_iter().find(|n| n != name && is_running(store, n)) {
+            Some(next) => store.set_current(&next)?,
+            None => store.clear_current(name)?,
+        }
+    }
+    Ok(())
+}
+
+/// Drops the runtime state of a stopped realm (pid file, address leases).
+fn forget_runtime(store: &RealmStore, name: &str) {
+    let _ = fs::remove_file(pid_file(store, name));
+    zone::release(store, name);
+}
+
+/// Drops everything a removed realm left under /run (pid file, log, leases, its unit file).
+pub(crate) fn forget(store: &RealmStore, name: &str) {
+    forget_runtime(store, name);
+    let _ = fs::remove_file(log_file(store, name));
+    if Executor::detect() == Executor::Systemd && unit_path(name).exists() {
+        let _ = fs::remove_file(unit_path(name));
+        let _ = Cmd::new("systemctl").arg("daemon-reload").run();
+    }
+}

@@ -1,0 +1,16 @@
+//! Realms: isolated OS containers booted with systemd-nspawn from snapshots of an application
+//! image, with a default realm started at boot and a current realm that owns the desktop.
+
+pub mod config;
+mod error;
+pub mod exec;
+pub mod launch;
+pub mod lifecycle;
+pub mod plan;
+pub mod select;
+pub mod store;
+pub mod update;
+pub mod zone;
+
+pub use error::{Error, Result};
+pub use store::RealmStore;

@@ -1,0 +1,174 @@
+//! Creating and removing realms, and reading and writing one config option.
+
+use std::fs;
+use std::path::Path;
+
+use realms_image::validate_name;
+use realms_sys::{atomic, btrfs, cmd::Cmd};
+
+use crate::config::{KEYS, RealmConfig, parse_value, unknown_key};
+use crate::store::{RealmStore, RootKind, delete_realm_tree, mkdir};
+use crate::{Error, Result};
+
+/// `realms new NAME [--appimg IMG]`: stages the realm directory (config from the template, home
+/// from skel, rootfs a snapshot of the image or overlay directories) and renames it into place.
+pub fn create(store: &RealmStore, name: &str, image: &str, say: &dyn Fn(&str)) -> Result<()> {
+    validate_name("realm", name)?;
+    let _lock = store.lock()?;
+    let dest = store.realm_dir(name);
+    if dest.exists() {
+        return Err(Error::RealmExists(name.to_string()));
+    }
+    let info = store.images().get(image)?;
+    let staging = store.dir().join(format!(".staging-realm-{name}-{}", std::process::id()));
+    let guard = RemoveOnDrop(&staging);
+    mkdir(&staging)?;
+
+    let template = fs::read_to_string(store.dir().join("config")).unwrap_or_default();
+    let config = set_line(&template, "appimg", &toml::Value::String(image.to_string()));
+    RealmConfig::parse(&config, &store.dir().join("config"))?;
+    atomic::write_file(staging.join("config"), config.as_bytes(), 0o644)?;
+
+    say("[+]: Populating realm home directory with files from /realms/skel");
+    let home = staging.join("home");
+    mkdir(&home)?;
+    Cmd::new("cp").args(["-a", "--"]).arg(store.dir().join("skel/.")).arg(&home).run()?;
+    Cmd::new("chown").args(["-R", "--no-dereference", "1000:1000"]).arg(&home).run()?;
+
+    let image_rel = Path::new("/storage/appimg").join(format!("{image}.appimg"));
+    let snapshot = store.root_kind_for(&info) == RootKind::Snapshot
+        && btrfs::snapshot(&info.path, &staging.join("rootfs"), false).is_ok();
+    if snapshot {
+        say(&format!("Create a snapshot of '{}' in '/realms/realm-{name}/rootfs'", image_rel.display()));
+    } else {
+        for d in ["rootfs", "overlay/upper", "overlay/work"] {
+            mkdir(&staging.join(d))?;
+        }
+        std::os::unix::fs::symlink(&image_rel, staging.join("lower"))
+            .map_err(|e| Error::io("creating the symlink", staging.join("lower"), e))?;
+        say(&format!(
+            "[+]: Realm root is an overlay on '{}' (the store is not on btrfs)",
+            image_rel.display()
+        ));
+    }
+    atomic::rename_noreplace(&staging, &dest)?;
+    atomic::fsync_dir(store.dir())?;
+    guard.disarm();
+    Ok(())
+}
+
+/// `realms remove NAME`: refused for the default realm and (without `stop`) a running one.
+pub fn remove(store: &RealmStore, name: &str, stop: bool, say: &dyn Fn(&str)) -> Result<()> {
+    store.check_exists(name)?;
+    let _lock = store.lock()?;
+    if store.default_realm().as_deref() == Some(name) {
+        return Err(Error::IsDefault(name.to_string()));
+    }
+    if crate::launch::is_running(store, name) {
+        if !stop {
+            return Err(Error::Running(name.to_string()));
+        }
+        crate::launch::stop_locked(store, name)?;
+        say(&format!("[+]: Stopped realm '{name}'"));
+    }
+    store.clear_current(name)?;
+    let aside = store.dir().join(format!(".removing-realm-{name}-{}", std::process::id()));
+    atomic::rename(store.realm_dir(name), &aside)?;
+    delete_realm_tree(&aside)?;
+    crate::launch::forget(store, name);
+    say(&format!("[+]: Removed realm '{name}'"));
+    Ok(())
+}
+
+/// `realms config NAME [KEY]`: one key's effective value, or every key's.
+pub fn config_get(store: &RealmStore, name: &str, key: Option<&str>) -> Result<Vec<(String, String)>> {
+    let config = store.config(name)?;
+    let value = toml::Value::try_from(&config).map_err(|e| Error::realm(name, e.to_string()))?;
+    let table = value.as_table().cloned().unwrap_or_default();
+    let mut out = Vec::new();
+    for (k, _, default, _) in KEYS {
+        if key.is_some_and(|wanted| wanted != *k) {
+            continue;
+        }
+        let shown = table.get(*k).map(|v| v.to_string()).unwrap_or_else(|| default.to_string());
+        out.push((k.to_string(), shown));
+    }
+    if let Some(k) = key
+        && out.is_empty()
+    {
+        return Err(unknown_key(k));
+    }
+    Ok(out)
+}
+
+/// `realms config NAME KEY VALUE`: validates and writes one key (stage, then rename).
+pub fn config_set(store: &RealmStore, name: &str, key: &str, value: &str) -> Result<()> {
+    store.check_exists(name)?;
+    let parsed = parse_value(key, value)?;
+    let _lock = store.lock()?;
+    let path = store.config_path(name);
+    let text = fs::read_to_string(&path).unwrap_or_default();
+    let new = set_line(&text, key, &parsed);
+    RealmConfig::parse(&new, &path)?;
+    atomic::write_file(&path, new.as_bytes(), 0o644)?;
+    Ok(())
+}
+
+/// Sets `key = value` in a flat TOML file, keeping every other line (and comments) as it was.
+pub(crate) fn set_line(text: &str, key: &str, value: &toml::Value) -> String {
+    let line = format!("{key} = {value}");
+    let mut out = Vec::new();
+    let mut done = false;
+    for l in text.lines() {
+        let is_key = l.split_once('=').is_some_and(|(k, _)| k.trim() == key) && !l.trim_start().starts_with('#');
+        if is_key {
+            if !done {
+                out.push(line.clone());
+                done = true;
+            }
+        } else {
+            out.push(l.to_string());
+        }
+    }
+    if !done {
+        out.push(line);
+    }
+    let mut s = out.join("\n");
+    s.push('\n');
+    s
+}
+
+/// Removes a staging directory unless the work it holds was committed.
+struct RemoveOnDrop<'a>(&'a Path);
+
+impl RemoveOnDrop<'_> {
+    fn disarm(self) {
+        std::mem::forget(self);
+    }
+}
+
+impl Drop for RemoveOnDrop<'_> {
+    fn drop(&mut self) {
+        if let Err(err) = delete_realm_tree(self.0) {
+            tracing::warn!("could not remove {}: {err}", self.0.display());
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn set_line_replaces_or_appends_and_keeps_comments() {
+        let text = "# comment\nuse-gpu = false\nuse-kvm = false\n";
+        assert_eq!(
+            set_line(text, "use-gpu", &toml::Value::Boolean(true)),
+            "# comment\nuse-gpu = true\nuse-kvm = false\n"
+        );
+        assert_eq!(
+            set_line(text, "network-zone", &toml::Value::String("work".into())),
+            "# comment\nuse-gpu = false\nuse-kvm = false\nnetwork-zone = \"work\"\n"
+        );
+    }
+}

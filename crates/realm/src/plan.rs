@@ -1,0 +1,212 @@
+//! The launch plan: a typed description of how a realm is booted, turned into the
+//! systemd-nspawn command line. Both executors (a systemd unit, or realms itself) run the same plan.
+
+use std::ffi::OsString;
+use std::path::{Path, PathBuf};
+
+use serde::Serialize;
+
+use crate::config::RealmConfig;
+use crate::store::{RealmStore, RootKind};
+use crate::{Error, Result};
+
+/// How the realm's root directory comes to be at `directory`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case", tag = "kind")]
+pub enum RootSetup {
+    /// `directory` is the realm's own writable snapshot; nothing to mount.
+    Snapshot,
+    /// The launcher mounts an overlay at `directory` in a private mount namespace first.
+    Overlay { lower: PathBuf, upper: PathBuf, work: PathBuf },
+}
+
+/// The realm's network.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case", tag = "kind")]
+pub enum Network {
+    /// A private network namespace with only `lo`.
+    LoopbackOnly,
+    /// A veth pair whose host end joins the zone's bridge `vz-ZONE`.
+    Zone { zone: String, bridge: String },
+}
+
+/// One bind mount from the host into the realm.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Bind {
+    pub host: PathBuf,
+    pub realm: PathBuf,
+    pub read_only: bool,
+}
+
+/// Everything needed to boot one realm.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct LaunchPlan {
+    pub name: String,
+    pub machine: String,
+    pub directory: PathBuf,
+    pub root: RootSetup,
+    pub network: Network,
+    pub binds: Vec<Bind>,
+    /// An ephemeral home: a tmpfs-backed overlay on this directory (skel) at /home/user.
+    pub ephemeral_home: Option<PathBuf>,
+    /// Environment for commands run in the realm (sockets the options made available).
+    pub environment: Vec<(String, String)>,
+    /// Options that could not take effect on this host, and why.
+    pub notes: Vec<String>,
+}
+
+/// What the plan needs to know about the host; tests pass their own.
+pub trait HostFacts {
+    fn exists(&self, path: &Path) -> bool;
+}
+
+/// The real host.
+#[derive(Debug)]
+pub struct RealHost;
+
+impl HostFacts for RealHost {
+    fn exists(&self, path: &Path) -> bool {
+        path.exists()
+    }
+}
+
+const HOME: &str = "/home/user";
+const USER_RUN: &str = "/run/user/1000";
+
+/// Builds the plan of realm `name` from its directory and config.
+pub fn plan(store: &RealmStore, name: &str, config: &RealmConfig, host: &dyn HostFacts) -> Result<LaunchPlan> {
+    let dir = store.realm_dir(name);
+    let directory = dir.join("rootfs");
+    let root = match store.root_kind(name) {
+        RootKind::Snapshot => RootSetup::Snapshot,
+        RootKind::Overlay => RootSetup::Overlay {
+            lower: store.overlay_lower(name)?,
+            upper: dir.join("overlay/upper"),
+            work: dir.join("overlay/work"),
+        },
+    };
+    let network = if config.use_network() {
+        let zone = config.network_zone().to_string();
+        Network::Zone { bridge: crate::zone::bridge_name(&zone), zone }
+    } else {
+        Network::LoopbackOnly
+    };
+    let mut p = LaunchPlan {
+        name: name.to_string(),
+        machine: name.to_string(),
+        directory,
+        root,
+        network,
+        binds: Vec::new(),
+        ephemeral_home: None,
+        environment: Vec::new(),
+        notes: Vec::new(),
+    };
+    if config.use_ephemeral_home() {
+        p.ephemeral_home = Some(store.dir().join("skel"));
+    } else {
+        p.bind(dir.join("home"), HOME, false);
+    }
+    if config.use_shared_dir() {
+        p.bind(store.dir().join("Shared"), &format!("{HOME}/Shared"), false);
+    }
+    add_desktop(&mut p, config, host);
+    for (host_path, realm_path, ro) in config.extra_binds() {
+        if !host.exists(&host_path) {
+            return Err(Error::realm(
+                name,
+                format!("extra bind mount source {} does not exist on the host", host_path.display()),
+            ));
+        }
+        p.binds.push(Bind { host: host_path, realm: realm_path, read_only: ro });
+    }
+    Ok(p)
+}
+
+/// The seed's desktop options: sound, X11, wayland, GPU, KVM. What the host lacks is noted.
+fn add_desktop(p: &mut LaunchPlan, config: &RealmConfig, host: &dyn HostFacts) {
+    let pulse = format!("{USER_RUN}/pulse");
+    let wayland = format!("{USER_RUN}/wayland-0");
+    let wanted: [(bool, &str, &str, &str, bool); 6] = [
+        (config.use_sound(), "use-sound", &pulse, "/run/user/host/pulse", true),
+        (config.use_sound(), "use-sound", "/dev/snd", "/dev/snd", false),
+        (config.use_x11(), "use-x11", "/tmp/.X11-unix", "/tmp/.X11-unix", true),
+        (config.use_wayland(), "use-wayland", &wayland, "/run/user/host/wayland-0", true),
+        (config.use_gpu(), "use-gpu", "/dev/dri/renderD128", "/dev/dri/renderD128", false),
+        (config.use_kvm(), "use-kvm", "/dev/kvm", "/dev/kvm", false),
+    ];
+    for (on, key, host_path, realm_path, ro) in wanted {
+        if !on {
+            continue;
+        }
+        if host.exists(Path::new(host_path)) {
+            p.bind(PathBuf::from(host_path), realm_path, ro);
+            match key {
+                "use-sound" if ro => p.env("PULSE_SERVER", "unix:/run/user/host/pulse/native"),
+                "use-x11" => p.env("DISPLAY", ":0"),
+                "use-wayland" => p.env("WAYLAND_DISPLAY", "/run/user/host/wayland-0"),
+                _ => {}
+            }
+        } else {
+            p.notes.push(format!("{key}: {host_path} does not exist on this host, so it is not bound"));
+        }
+    }
+}
+
+impl LaunchPlan {
+    fn bind(&mut self, host: PathBuf, realm: &str, read_only: bool) {
+        self.binds.push(Bind { host, realm: PathBuf::from(realm), read_only });
+    }
+
+    fn env(&mut self, key: &str, value: &str) {
+        self.environment.push((key.to_string(), value.to_string()));
+    }
+
+    /// The systemd-nspawn arguments. `registered` is true under a systemd PID 1 (machined
+    /// registration, the unit's own cgroup); otherwise `--register=no --keep-unit`.
+    pub fn nspawn_args(&self, registered: bool) -> Vec<OsString> {
+        let mut args: Vec<OsString> = vec![
+            "--boot".into(),
+            "--notify-ready=yes".into(),
+            "--keep-unit".into(),
+            format!("--register={}", if registered { "yes" } else { "no" }).into(),
+            "--link-journal=no".into(),
+            "--console=read-only".into(),
+            arg("--machine=", &self.machine),
+            path_arg("--directory=", &self.directory),
+        ];
+        match &self.network {
+            Network::LoopbackOnly => args.push("--private-network".into()),
+            Network::Zone { bridge, .. } => args.push(arg("--network-bridge=", bridge)),
+        }
+        if let Some(skel) = &self.ephemeral_home {
+            // An empty upper layer means a temporary one: the home is gone at the next start.
+            let mut a = OsString::from("--overlay=");
+            a.push(skel.as_os_str());
+            a.push("::");
+            a.push(HOME);
+            args.push(a);
+        }
+        for b in &self.binds {
+            let mut a = OsString::from(if b.read_only { "--bind-ro=" } else { "--bind=" });
+            a.push(b.host.as_os_str());
+            a.push(":");
+            a.push(b.realm.as_os_str());
+            args.push(a);
+        }
+        args
+    }
+}
+
+fn arg(flag: &str, value: &str) -> OsString {
+    format!("{flag}{value}").into()
+}
+
+fn path_arg(flag: &str, value: &Path) -> OsString {
+    let mut a = OsString::from(flag);
+    a.push(value.as_os_str());
+    a
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,67 @@
+//! The default realm (started at boot) and the current realm (owns the desktop), and the list.
+
+use serde::Serialize;
+
+use crate::store::{RealmStore, RootKind};
+use crate::{Result, launch};
+
+/// `realms default NAME`: prints the seed's line.
+pub fn set_default(store: &RealmStore, name: &str, say: &dyn Fn(&str)) -> Result<()> {
+    store.check_exists(name)?;
+    let _lock = store.lock()?;
+    match store.set_default(name)? {
+        Some(old) => say(&format!("[+] default realm changed from '{old}' to '{name}'")),
+        None => say(&format!("[+] default realm set to '{name}'")),
+    }
+    Ok(())
+}
+
+/// `realms current NAME`: starts the realm if it is stopped, then makes it current.
+pub fn set_current(store: &RealmStore, name: &str, say: &dyn Fn(&str)) -> Result<()> {
+    store.check_exists(name)?;
+    let _lock = store.lock()?;
+    if !launch::is_running(store, name) {
+        launch::start_locked(store, name, say)?;
+    }
+    store.set_current(name)?;
+    say(&format!("[+]: Realm '{name}' set as current realm"));
+    Ok(())
+}
+
+/// The current realm, if it is still running.
+pub fn current(store: &RealmStore) -> Option<String> {
+    store.current_realm().filter(|n| launch::is_running(store, n))
+}
+
+/// One row of `realms list`.
+#[derive(Debug, Clone, Serialize)]
+pub struct RealmStatus {
+    pub name: String,
+    pub running: bool,
+    pub default: bool,
+    pub current: bool,
+    pub appimg: String,
+    pub root: RootKind,
+    /// The network zone, or `None` when the realm has only a loopback interface.
+    pub zone: Option<String>,
+}
+
+/// `realms list`.
+pub fn list(store: &RealmStore) -> Result<Vec<RealmStatus>> {
+    let default = store.default_realm();
+    let current = current(store);
+    let mut rows = Vec::new();
+    for name in store.names()? {
+        let config = store.config(&name)?;
+        rows.push(RealmStatus {
+            running: launch::is_running(store, &name),
+            default: default.as_deref() == Some(name.as_str()),
+            current: current.as_deref() == Some(name.as_str()),
+            appimg: config.appimg().to_string(),
+            root: store.root_kind(&name),
+            zone: config.use_network().then(|| config.network_zone().to_string()),
+            name,
+        });
+    }
+    Ok(rows)
+}

@@ -1,0 +1,259 @@
+//! The realm store at `/realms` (really `/storage/realms`): realm directories, the config
+//! template, skel, Shared, the default and current symlinks, and the store lock.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use realms_image::{ImageKind, ImageStore, validate_name};
+use realms_sys::{atomic, btrfs, lock::StoreLock};
+
+use crate::config::RealmConfig;
+use crate::{Error, Result};
+
+/// The config template written into a new store: the seed's options with their defaults.
+pub const CONFIG_TEMPLATE: &str = "\
+# Template for the config of new realms; each realm gets a copy at /realms/realm-NAME/config.
+use-shared-dir = true
+use-sound = true
+use-x11 = true
+use-wayland = true
+use-gpu = false
+use-kvm = false
+use-network = true
+network-zone = \"clear\"
+";
+
+/// The uid and gid of the realm user whose home is `/realms/realm-NAME/home`.
+pub const REALM_UID: u32 = 1000;
+
+/// A realm store rooted at the `--root` directory.
+#[derive(Debug, Clone)]
+pub struct RealmStore {
+    root: PathBuf,
+    dir: PathBuf,
+    run: PathBuf,
+    images: ImageStore,
+}
+
+/// How a realm's root filesystem is made.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum RootKind {
+    /// A writable btrfs snapshot of the image at `rootfs/`.
+    Snapshot,
+    /// An overlay mounted at start: the image (`lower` symlink) below `overlay/upper`.
+    Overlay,
+}
+
+impl RealmStore {
+    /// Opens the store under `root`, creating its layout on first use.
+    pub fn open(root: &Path) -> Result<RealmStore> {
+        let storage = root.join("storage/realms");
+        mkdir(&storage)?;
+        let link = root.join("realms");
+        if fs::symlink_metadata(&link).is_err() {
+            std::os::unix::fs::symlink("storage/realms", &link).map_err(|e| Error::io("creating the symlink", &link, e))?;
+        }
+        let dir = storage;
+        let run = root.join("run/realms");
+        mkdir(&run)?;
+        let template = dir.join("config");
+        if !template.exists() {
+            atomic::write_file(&template, CONFIG_TEMPLATE.as_bytes(), 0o644)?;
+        }
+        for sub in ["skel", "Shared"] {
+            let path = dir.join(sub);
+            if !path.exists() {
+                mkdir(&path)?;
+                chown(&path)?;
+            }
+        }
+        let images = ImageStore::open(root)?;
+        Ok(RealmStore { root: root.to_path_buf(), dir, run, images })
+    }
+
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// `/realms` (the real directory, `/storage/realms`).
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// `/run/realms`: pid files, logs, leases, the current symlink.
+    pub fn run_dir(&self) -> &Path {
+        &self.run
+    }
+
+    pub fn images(&self) -> &ImageStore {
+        &self.images
+    }
+
+    /// Takes the store lock (every mutating command does) and removes leftovers of interrupted
+    /// commands.
+    pub fn lock(&self) -> Result<StoreLock> {
+        let lock = StoreLock::acquire(self.dir.join(".lock"))?;
+        self.cleanup_leftovers()?;
+        self.images.cleanup_leftovers()?;
+        Ok(lock)
+    }
+
+    /// `/realms/realm-NAME`.
+    pub fn realm_dir(&self, name: &str) -> PathBuf {
+        self.dir.join(format!("realm-{name}"))
+    }
+
+    /// Fails unless realm `name` exists.
+    pub fn check_exists(&self, name: &str) -> Result<()> {
+        validate_name("realm", name)?;
+        if self.realm_dir(name).is_dir() { Ok(()) } else { Err(Error::NoSuchRealm(name.to_string())) }
+    }
+
+    /// The names of all realms, sorted.
+    pub fn names(&self) -> Result<Vec<String>> {
+        let entries = fs::read_dir(&self.dir).map_err(|e| Error::io("reading the realm store", &self.dir, e))?;
+        let mut names: Vec<String> = entries
+            .flatten()
+            .filter_map(|e| e.file_name().to_str().and_then(|n| n.strip_prefix("realm-")).map(str::to_string))
+            .filter(|n| validate_name("realm", n).is_ok() && self.realm_dir(n).is_dir())
+            .collect();
+        names.sort();
+        Ok(names)
+    }
+
+    /// The config file of a realm.
+    pub fn config_path(&self, name: &str) -> PathBuf {
+        self.realm_dir(name).join("config")
+    }
+
+    /// The parsed config of a realm (defaults for what its file doesn't say).
+    pub fn config(&self, name: &str) -> Result<RealmConfig> {
+        self.check_exists(name)?;
+        RealmConfig::load(&self.config_path(name))
+    }
+
+    /// How the realm's root is made.
+    pub fn root_kind(&self, name: &str) -> RootKind {
+        if self.realm_dir(name).join("overlay").is_dir() { RootKind::Overlay } else { RootKind::Snapshot }
+    }
+
+    /// The image tree an overlay realm sits on (where its `lower` symlink points, in the root).
+    pub fn overlay_lower(&self, name: &str) -> Result<PathBuf> {
+        let link = self.realm_dir(name).join("lower");
+        let target = fs::read_link(&link).map_err(|e| Error::io("reading the symlink", &link, e))?;
+        Ok(self.root.join(target.strip_prefix("/").unwrap_or(&target)))
+    }
+
+    /// The default realm (`/realms/default.realm -> realm-NAME`).
+    pub fn default_realm(&self) -> Option<String> {
+        link_realm(&self.dir.join("default.realm"))
+    }
+
+    /// Points `/realms/default.realm` at realm `name` atomically; returns the previous default.
+    pub fn set_default(&self, name: &str) -> Result<Option<String>> {
+        self.check_exists(name)?;
+        let old = self.default_realm();
+        atomic::replace_symlink(format!("realm-{name}"), self.dir.join("default.realm"))?;
+        Ok(old)
+    }
+
+    /// The current realm (`/run/realms/current.realm -> /realms/realm-NAME`).
+    pub fn current_realm(&self) -> Option<String> {
+        link_realm(&self.run.join("current.realm"))
+    }
+
+    /// Points `/run/realms/current.realm` at realm `name` atomically.
+    pub fn set_current(&self, name: &str) -> Result<()> {
+        atomic::replace_symlink(format!("/realms/realm-{name}"), self.run.join("current.realm"))?;
+        Ok(())
+    }
+
+    /// Removes the current symlink if it points at `name`.
+    pub fn clear_current(&self, name: &str) -> Result<()> {
+        if self.current_realm().as_deref() == Some(name) {
+            let link = self.run.join("current.realm");
+            fs::remove_file(&link).map_err(|e| Error::io("removing", &link, e))?;
+        }
+        Ok(())
+    }
+
+    /// Removes what interrupted creations and removals left in the store.
+    fn cleanup_leftovers(&self) -> Result<()> {
+        let Ok(entries) = fs::read_dir(&self.dir) else { return Ok(()) };
+        for entry in entries.flatten() {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            let stale = match name.strip_prefix(".staging-realm-") {
+                Some(rest) => rest
+                    .rsplit('-')
+                    .next()
+                    .and_then(|p| p.parse::<u32>().ok())
+                    .is_some_and(|pid| pid != std::process::id() && !realms_sys::proc::pid_alive(pid)),
+                None => name.starts_with(".removing-realm-"),
+            };
+            if stale {
+                tracing::info!("removing the leftover {}", entry.path().display());
+                delete_realm_tree(&entry.path())?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Which realms sit on image `image` as overlays (they depend on it), and which are
+    /// independent btrfs snapshots of it.
+    pub fn image_users(&self, image: &str) -> Result<(Vec<String>, Vec<String>)> {
+        let mut overlays = Vec::new();
+        let mut snapshots = Vec::new();
+        let image_path = self.images.path(image);
+        for name in self.names()? {
+            let uses = match self.root_kind(&name) {
+                RootKind::Overlay => self.overlay_lower(&name).ok().as_deref() == Some(image_path.as_path()),
+                RootKind::Snapshot => self.config(&name).map(|c| c.appimg() == image).unwrap_or(false),
+            };
+            if uses {
+                match self.root_kind(&name) {
+                    RootKind::Overlay => overlays.push(name),
+                    RootKind::Snapshot => snapshots.push(name),
+                }
+            }
+        }
+        Ok((overlays, snapshots))
+    }
+
+    /// Decides how a new realm on `image` gets its root: a snapshot where btrfs allows it (the
+    /// snapshot itself may still fail across filesystems; the caller then falls back).
+    pub(crate) fn root_kind_for(&self, image: &realms_image::ImageInfo) -> RootKind {
+        if image.kind == ImageKind::Tree && image.subvolume && btrfs::is_btrfs(&self.dir).unwrap_or(false) {
+            RootKind::Snapshot
+        } else {
+            RootKind::Overlay
+        }
+    }
+}
+
+fn link_realm(link: &Path) -> Option<String> {
+    let target = fs::read_link(link).ok()?;
+    let name = target.file_name()?.to_str()?.strip_prefix("realm-")?.to_string();
+    validate_name("realm", &name).ok().map(|_| name)
+}
+
+pub(crate) fn mkdir(path: &Path) -> Result<()> {
+    fs::create_dir_all(path).map_err(|e| Error::io("creating the directory", path, e))
+}
+
+pub(crate) fn chown(path: &Path) -> Result<()> {
+    std::os::unix::fs::lchown(path, Some(REALM_UID), Some(REALM_UID)).map_err(|e| Error::io("changing the owner of", path, e))
+}
+
+/// Deletes a realm directory: its rootfs subvolume (with nested ones) and everything else,
+/// never crossing into a mounted filesystem.
+pub(crate) fn delete_realm_tree(dir: &Path) -> Result<()> {
+    let rootfs = dir.join("rootfs");
+    if btrfs::is_subvolume(&rootfs).unwrap_or(false) {
+        btrfs::delete_subvolume_recursive(&rootfs)?;
+    }
+    if dir.exists() {
+        realms_sys::fs::remove_dir_all_one_fs(dir)?;
+    }
+    Ok(())
+}
