@@ -232,7 +232,7 @@ pub(crate) fn destroy_at(
         };
         let errno = err.raw_os_error().map(Errno::from_raw_os_error);
         let need_rw = matches!(errno, Some(Errno::PERM | Errno::ROFS | Errno::ACCESS))
-            || (recursive && !emptied);
+            || (recursive && !emptied && errno == Some(Errno::NOTEMPTY));
         if need_rw && !cleared_ro {
             // Root may delete read-only snapshots; if the kernel refused, or we must delete
             // nested subvolumes inside, make it writable and try again.

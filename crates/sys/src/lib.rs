@@ -9,6 +9,7 @@ pub mod fs;
 pub mod lock;
 pub mod loopdev;
 pub mod mount;
+pub mod ns;
 pub mod proc;
 pub mod root;
 mod util;
