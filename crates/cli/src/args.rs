@@ -33,10 +33,16 @@ pub struct Global {
 }
 
 #[derive(Debug, Subcommand)]
-pub enum Command {}
+pub enum Command {
+    /// dm-verity hash areas: format and verify, veritysetup-compatible.
+    #[command(subcommand)]
+    Verity(crate::verity::VerityCommand),
+}
 
-pub fn dispatch(command: Command, _ctx: &Ctx) -> anyhow::Result<ExitCode> {
-    match command {}
+pub fn dispatch(command: Command, ctx: &Ctx) -> anyhow::Result<ExitCode> {
+    match command {
+        Command::Verity(cmd) => crate::verity::run(cmd, ctx),
+    }
 }
 
 #[cfg(test)]

@@ -44,18 +44,18 @@ where
     H: ReadAt + ?Sized,
 {
     params.validate()?;
+    let mut params = params.clone();
+    if params.superblock {
+        let sb = read_superblock(hash, params.hash_offset)?;
+        params.check_superblock(&sb)?;
+        params.data_blocks = Some(sb.data_blocks);
+    }
     if root_hash.len() != params.hash.digest_size() {
         return Err(Error::RootHashLength {
             len: root_hash.len(),
             algorithm: params.hash,
             expected: params.hash.digest_size(),
         });
-    }
-    let mut params = params.clone();
-    if params.superblock {
-        let sb = read_superblock(hash, params.hash_offset)?;
-        params.check_superblock(&sb)?;
-        params.data_blocks = Some(sb.data_blocks);
     }
     let data_size = data.size().map_err(Error::read(Device::Data, 0))?;
     let data_blocks = data_block_count(&params, data_size)?;

@@ -1,0 +1,361 @@
+//! `realms verity format|verify`: dm-verity hash areas for image builders, veritysetup-compatible.
+
+use std::fmt;
+use std::fs::{File, OpenOptions};
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::{Context, bail};
+use clap::{Args, Subcommand};
+use realms_verity::{
+    Corruption, Error, FormatOutput, HashAlgorithm, MAX_SALT, Params, format_uuid, parse_uuid,
+    read_superblock, salt_text,
+};
+use serde::Serialize;
+
+use crate::output::{Ctx, print_error};
+
+/// veritysetup's exit status for a device that fails verification.
+const EXIT_CORRUPT: u8 = 2;
+
+#[derive(Debug, Subcommand)]
+pub enum VerityCommand {
+    /// Hash DATA and write the hash area (superblock and hash tree) to HASH; print the root hash.
+    Format {
+        /// The data device or image file.
+        data: PathBuf,
+        /// Where the hash area goes (created if missing; may be DATA with --hash-offset).
+        hash: PathBuf,
+        #[command(flatten)]
+        opts: VerityOpts,
+    },
+    /// Check DATA against HASH and ROOT_HASH; exit status 2 names the first bad block.
+    Verify {
+        /// The data device or image file.
+        data: PathBuf,
+        /// The hash area written by `format` (or by veritysetup).
+        hash: PathBuf,
+        /// The root hash, in hex.
+        root_hash: String,
+        #[command(flatten)]
+        opts: VerityOpts,
+    },
+}
+
+/// veritysetup's options of the same names.
+#[derive(Debug, Args)]
+pub struct VerityOpts {
+    /// Hash algorithm: sha256 (default), sha512 or sha1.
+    #[arg(long = "hash", value_name = "ALG")]
+    hash_algorithm: Option<HashAlgorithm>,
+    /// Data block size in bytes: a power of two from 512 to 4096 (default 4096).
+    #[arg(long, value_name = "BYTES")]
+    data_block_size: Option<u32>,
+    /// Hash block size in bytes: a power of two from 512 to 4096 (default 4096).
+    #[arg(long, value_name = "BYTES")]
+    hash_block_size: Option<u32>,
+    /// Salt in hex, `-` for none; format picks 32 random bytes when not given.
+    #[arg(long, value_name = "HEX|-")]
+    salt: Option<String>,
+    /// The superblock's uuid; format picks a random one when not given.
+    #[arg(long, value_name = "UUID")]
+    uuid: Option<String>,
+    /// Write (or expect) no superblock: the parameters must then be given on every use.
+    #[arg(long)]
+    no_superblock: bool,
+    /// Byte offset of the hash area in HASH (a multiple of 512).
+    #[arg(long, value_name = "BYTES", default_value_t = 0)]
+    hash_offset: u64,
+    /// Number of data blocks to cover (default: all whole blocks of DATA).
+    #[arg(long, value_name = "N")]
+    data_blocks: Option<u64>,
+}
+
+impl VerityOpts {
+    /// Applies the options given onto `base`.
+    fn apply(&self, mut base: Params) -> anyhow::Result<Params> {
+        if let Some(hash) = self.hash_algorithm {
+            base.hash = hash;
+        }
+        if let Some(size) = self.data_block_size {
+            base.data_block_size = size;
+        }
+        if let Some(size) = self.hash_block_size {
+            base.hash_block_size = size;
+        }
+        if let Some(salt) = &self.salt {
+            base.salt = parse_salt(salt)?;
+        }
+        if let Some(uuid) = &self.uuid {
+            let parsed = parse_uuid(uuid).with_context(|| {
+                format!("invalid uuid '{uuid}' (expected 12345678-1234-1234-1234-123456789abc)")
+            })?;
+            base.uuid = Some(parsed);
+        }
+        if self.data_blocks.is_some() {
+            base.data_blocks = self.data_blocks;
+        }
+        base.superblock = !self.no_superblock;
+        base.hash_offset = self.hash_offset;
+        Ok(base)
+    }
+}
+
+fn parse_salt(text: &str) -> anyhow::Result<Vec<u8>> {
+    if text == "-" {
+        return Ok(Vec::new());
+    }
+    let salt = hex::decode(text)
+        .with_context(|| format!("invalid salt '{text}': expected hex digits or '-'"))?;
+    if salt.len() > MAX_SALT {
+        bail!(
+            "invalid salt: {} bytes, at most {MAX_SALT} are allowed",
+            salt.len()
+        );
+    }
+    Ok(salt)
+}
+
+pub fn run(command: VerityCommand, ctx: &Ctx) -> anyhow::Result<ExitCode> {
+    match command {
+        VerityCommand::Format { data, hash, opts } => run_format(&data, &hash, &opts, ctx),
+        VerityCommand::Verify {
+            data,
+            hash,
+            root_hash,
+            opts,
+        } => run_verify(&data, &hash, &root_hash, &opts, ctx),
+    }
+}
+
+fn open_data(path: &Path) -> anyhow::Result<File> {
+    File::open(path).with_context(|| format!("opening data device {}", path.display()))
+}
+
+fn run_format(data: &Path, hash: &Path, opts: &VerityOpts, ctx: &Ctx) -> anyhow::Result<ExitCode> {
+    let mut params = opts.apply(Params::default())?;
+    if opts.salt.is_none() {
+        params.salt = rand::random::<[u8; 32]>().to_vec();
+    }
+    let data_file = open_data(data)?;
+    let hash_file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .mode(0o600)
+        .open(hash)
+        .with_context(|| format!("opening hash device {}", hash.display()))?;
+    let out = realms_verity::format(&data_file, &hash_file, &params).with_context(|| {
+        format!(
+            "formatting {} with its hash area in {}",
+            data.display(),
+            hash.display()
+        )
+    })?;
+    hash_file
+        .sync_all()
+        .with_context(|| format!("syncing {}", hash.display()))?;
+    ctx.emit(&Report::formatted(&out, data, hash))?;
+    Ok(ExitCode::SUCCESS)
+}
+
+fn run_verify(
+    data: &Path,
+    hash: &Path,
+    root_hash: &str,
+    opts: &VerityOpts,
+    ctx: &Ctx,
+) -> anyhow::Result<ExitCode> {
+    let root = hex::decode(root_hash)
+        .with_context(|| format!("invalid root hash '{root_hash}': expected hex digits"))?;
+    let data_file = open_data(data)?;
+    let hash_file =
+        File::open(hash).with_context(|| format!("opening hash device {}", hash.display()))?;
+    // With a superblock, the parameters not given come from it; those given must agree with it.
+    let base = if opts.no_superblock {
+        Ok(Params::default())
+    } else {
+        read_superblock(&hash_file, opts.hash_offset)
+            .map(|sb| Params::from_superblock(&sb, opts.hash_offset))
+    };
+    let result = base
+        .and_then(|base| {
+            opts.apply(base)
+                .map_err(|e| Error::InvalidParams(format!("{e:#}")))
+        })
+        .and_then(|params| {
+            realms_verity::verify(&data_file, &hash_file, &params, &root)?;
+            Ok(params)
+        });
+    match result {
+        Ok(params) => {
+            if ctx.json {
+                ctx.emit(&Report::verified(&params, &root, data, hash))?;
+            } else {
+                ctx.say(format_args!(
+                    "[+] {} verified against {}: root hash {root_hash}",
+                    data.display(),
+                    hash.display()
+                ));
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(err) if err.is_integrity_failure() => {
+            if ctx.json {
+                ctx.emit(&Failure::new(&err, data, hash))?;
+            }
+            let err = anyhow::Error::new(err).context(format!(
+                "verifying {} against {}",
+                data.display(),
+                hash.display()
+            ));
+            print_error(&err);
+            Ok(ExitCode::from(EXIT_CORRUPT))
+        }
+        Err(err) => Err(err)
+            .with_context(|| format!("verifying {} against {}", data.display(), hash.display())),
+    }
+}
+
+/// The parameters and the root hash, as `format` prints them and `--json` shows them.
+#[derive(Debug, Serialize)]
+struct Report {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    verified: Option<bool>,
+    data_device: PathBuf,
+    hash_device: PathBuf,
+    uuid: Option<String>,
+    hash_type: u32,
+    data_blocks: Option<u64>,
+    data_block_size: u32,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    hash_blocks: Option<u64>,
+    hash_block_size: u32,
+    hash_algorithm: String,
+    salt: String,
+    superblock: bool,
+    hash_offset: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    hash_area_size: Option<u64>,
+    root_hash: String,
+}
+
+impl Report {
+    fn new(params: &Params, root: &[u8], data: &Path, hash: &Path) -> Report {
+        Report {
+            verified: None,
+            data_device: data.to_path_buf(),
+            hash_device: hash.to_path_buf(),
+            uuid: params.uuid.as_ref().map(format_uuid),
+            hash_type: 1,
+            data_blocks: params.data_blocks,
+            data_block_size: params.data_block_size,
+            hash_blocks: None,
+            hash_block_size: params.hash_block_size,
+            hash_algorithm: params.hash.to_string(),
+            salt: salt_text(&params.salt),
+            superblock: params.superblock,
+            hash_offset: params.hash_offset,
+            hash_area_size: None,
+            root_hash: hex::encode(root),
+        }
+    }
+
+    fn formatted(out: &FormatOutput, data: &Path, hash: &Path) -> Report {
+        Report {
+            hash_blocks: Some(out.hash_blocks),
+            hash_area_size: Some(out.hash_area_size),
+            ..Report::new(&out.params, &out.root_hash, data, hash)
+        }
+    }
+
+    fn verified(params: &Params, root: &[u8], data: &Path, hash: &Path) -> Report {
+        Report {
+            verified: Some(true),
+            ..Report::new(params, root, data, hash)
+        }
+    }
+}
+
+impl fmt::Display for Report {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // veritysetup's layout, so scripts written for it keep working.
+        writeln!(
+            f,
+            "UUID:            \t{}",
+            self.uuid.as_deref().unwrap_or("")
+        )?;
+        writeln!(f, "Hash type:       \t{}", self.hash_type)?;
+        writeln!(f, "Data blocks:     \t{}", self.data_blocks.unwrap_or(0))?;
+        writeln!(f, "Data block size: \t{}", self.data_block_size)?;
+        writeln!(f, "Hash blocks:     \t{}", self.hash_blocks.unwrap_or(0))?;
+        writeln!(f, "Hash block size: \t{}", self.hash_block_size)?;
+        writeln!(f, "Hash algorithm:  \t{}", self.hash_algorithm)?;
+        writeln!(f, "Salt:            \t{}", self.salt)?;
+        writeln!(f, "Root hash:      \t{}", self.root_hash)
+    }
+}
+
+/// A failed verification for `--json`: what failed and where.
+#[derive(Debug, Serialize)]
+struct Failure {
+    verified: bool,
+    data_device: PathBuf,
+    hash_device: PathBuf,
+    /// `data`, `hash`, `root-hash` or `superblock`.
+    area: &'static str,
+    level: Option<usize>,
+    block: Option<u64>,
+    offset: Option<u64>,
+    error: String,
+}
+
+impl Failure {
+    fn new(err: &Error, data: &Path, hash: &Path) -> Failure {
+        let (area, level, block, offset) = match err {
+            Error::Corrupt(Corruption::DataBlock { block, offset }) => {
+                ("data", None, Some(*block), Some(*offset))
+            }
+            Error::Corrupt(Corruption::HashBlock {
+                level,
+                block,
+                offset,
+            }) => ("hash", Some(*level), Some(*block), Some(*offset)),
+            Error::Corrupt(Corruption::RootHash { .. }) => ("root-hash", None, None, None),
+            _ => ("superblock", None, None, None),
+        };
+        Failure {
+            verified: false,
+            data_device: data.to_path_buf(),
+            hash_device: hash.to_path_buf(),
+            area,
+            level,
+            block,
+            offset,
+            error: err.to_string(),
+        }
+    }
+}
+
+impl fmt::Display for Failure {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.error)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn salts() {
+        assert_eq!(parse_salt("-").unwrap(), Vec::<u8>::new());
+        assert_eq!(parse_salt("00ff").unwrap(), vec![0, 255]);
+        assert!(parse_salt("abc").is_err());
+        assert!(parse_salt("zz").is_err());
+        assert!(parse_salt(&"ab".repeat(257)).is_err());
+        assert_eq!(parse_salt(&"ab".repeat(256)).unwrap().len(), 256);
+    }
+}
