@@ -1,3 +1,4 @@
 //! Host tier: real btrfs, loop devices, mounts, systemd-nspawn and booted systemd containers.
 
+mod realm;
 mod smoke;

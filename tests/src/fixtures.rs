@@ -19,8 +19,9 @@ use crate::run::{run, sh};
 /// Size of the sparse file holding the btrfs pool.
 const POOL_SIZE: &str = "24G";
 
-/// Packages of the Debian base: a bootable systemd userland with the tools the tests use.
-pub const BASE_PACKAGES: &str = "systemd,systemd-sysv,dbus,systemd-container,iproute2,iputils-ping";
+/// Packages of the Debian base beyond what every `realms appimg import debootstrap:` image
+/// has (systemd, dbus, iproute2, ping): nspawn and portablectl for the nested tests.
+pub const BASE_PACKAGES: &str = "systemd-container";
 pub const BASE_SUITE: &str = "bookworm";
 
 /// Where the fixtures are cached.
@@ -110,57 +111,30 @@ pub fn debian_mirror() -> String {
         .expect("no Debian mirror found in /etc/apt/sources.list.d/debian.sources or /etc/apt/sources.list")
 }
 
-/// The Debian base tree: a read-only btrfs subvolume in the pool, built with debootstrap once.
+/// The Debian base tree: a read-only btrfs subvolume in the pool, imported once with
+/// `realms appimg import base debootstrap:SUITE:PACKAGES` (so the import is exercised for real).
 pub fn debian_base() -> &'static Path {
     static BASE: OnceLock<PathBuf> = OnceLock::new();
     BASE.get_or_init(|| {
         let pool = pool();
         let mirror = debian_mirror();
-        let k = key(&["base-v1", BASE_SUITE, BASE_PACKAGES, &mirror]);
-        let dir = pool.join(format!("base-{k}"));
+        let k = key(&["base-v2", BASE_SUITE, BASE_PACKAGES, &mirror]);
+        let root = pool.join(format!("base-{k}"));
+        let image = root.join("storage/appimg/base.appimg");
         with_fixture_lock(|| {
-            if !dir.exists() {
+            if !image.exists() {
                 crate::require::tool("debootstrap", "debootstrap");
-                build_base(pool, &dir, &mirror);
+                delete_subvolume_tree(&root);
+                fs::create_dir_all(&root).unwrap();
+                let source = format!("debootstrap:{BASE_SUITE}:{}", BASE_PACKAGES.replace(' ', ""));
+                run(Command::new(crate::realms_bin())
+                    .arg("--root")
+                    .arg(&root)
+                    .args(["appimg", "import", "base", &source]));
             }
         });
-        dir
+        image
     })
-}
-
-fn build_base(pool: &Path, dest: &Path, mirror: &str) {
-    let build = pool.join(format!(".build-{}", dest.file_name().unwrap().to_string_lossy()));
-    if build.exists() {
-        delete_subvolume_tree(&build);
-    }
-    run(Command::new("btrfs").args(["subvolume", "create"]).arg(&build));
-    let log = fixtures_dir().join("debootstrap.log");
-    let status = Command::new("debootstrap")
-        .args(["--variant=minbase", &format!("--include={BASE_PACKAGES}"), BASE_SUITE])
-        .arg(&build)
-        .arg(mirror)
-        .stdout(fs::File::create(&log).expect("create debootstrap.log"))
-        .stderr(fs::File::create(log.with_extension("err")).expect("create debootstrap.err"))
-        .status()
-        .expect("run debootstrap");
-    assert!(
-        status.success(),
-        "debootstrap of {BASE_SUITE} from {mirror} failed ({status}); see {}:\n{}",
-        log.display(),
-        sh(&format!("tail -n 30 '{}' '{}.err'", log.display(), log.with_extension("").display()))
-    );
-    // systemd-tmpfiles made these nested subvolumes; snapshots would hold unusable stubs.
-    for nested in ["var/lib/portables", "var/lib/machines"] {
-        let p = build.join(nested);
-        if p.exists() {
-            delete_subvolume_tree(&p);
-            fs::create_dir_all(&p).unwrap();
-        }
-    }
-    fs::write(build.join("etc/machine-id"), "").unwrap();
-    // The tree's sources.list names the same mirror; keep apt usable inside realms.
-    run(Command::new("btrfs").args(["property", "set", "-ts"]).arg(&build).args(["ro", "true"]));
-    fs::rename(&build, dest).expect("rename the built base into place");
 }
 
 /// Deletes a btrfs subvolume or a plain directory tree, nested subvolumes included.

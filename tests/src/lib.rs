@@ -6,6 +6,7 @@
 pub mod container;
 pub mod fixtures;
 pub mod guest;
+pub mod realms;
 pub mod require;
 pub mod run;
 pub mod scratch;

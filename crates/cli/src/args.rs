@@ -34,6 +34,13 @@ pub struct Global {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    #[command(flatten)]
+    Realm(crate::realm::RealmCmd),
+    /// Application images: import, list, remove, roll back.
+    #[command(subcommand)]
+    Appimg(crate::appimg::AppimgCmd),
+    /// Network zones: list them, or show and set one zone's subnet and NAT.
+    Zone(crate::realm::ZoneArgs),
     /// dm-verity hash areas: format and verify, veritysetup-compatible.
     #[command(subcommand)]
     Verity(crate::verity::VerityCommand),
@@ -41,6 +48,9 @@ pub enum Command {
 
 pub fn dispatch(command: Command, ctx: &Ctx) -> anyhow::Result<ExitCode> {
     match command {
+        Command::Realm(cmd) => crate::realm::run(cmd, ctx),
+        Command::Appimg(cmd) => crate::appimg::run(cmd, ctx),
+        Command::Zone(args) => crate::realm::zone(args, ctx),
         Command::Verity(cmd) => crate::verity::run(cmd, ctx),
     }
 }
