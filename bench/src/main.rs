@@ -1,6 +1,7 @@
 //! `cargo run -p realms-bench -- SUITE`: time Realms and its peer on the same input in one run.
 
 mod table;
+mod verity;
 
 use clap::{Parser, ValueEnum};
 
@@ -16,8 +17,8 @@ struct Args {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 enum Suite {
-    /// placeholder removed when the first suite lands
-    None,
+    /// dm-verity format and verify vs veritysetup on a 1 GiB file
+    Verity,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -26,7 +27,7 @@ fn main() -> anyhow::Result<()> {
     let suites = if args.suites.is_empty() { all } else { args.suites };
     for suite in suites {
         match suite {
-            Suite::None => {}
+            Suite::Verity => verity::run_suite(args.runs)?,
         }
     }
     Ok(())
