@@ -2,3 +2,4 @@
 
 mod realm;
 mod smoke;
+mod verity;

@@ -19,6 +19,7 @@ use crate::output::{Ctx, print_error};
 /// veritysetup's exit status for a device that fails verification.
 const EXIT_CORRUPT: u8 = 2;
 
+/// `realms verity ...`.
 #[derive(Debug, Subcommand)]
 pub enum VerityCommand {
     /// Hash DATA and write the hash area (superblock and hash tree) to HASH; print the root hash.
@@ -117,6 +118,7 @@ fn parse_salt(text: &str) -> anyhow::Result<Vec<u8>> {
     Ok(salt)
 }
 
+/// Runs one `realms verity` command; exit status 2 when verification fails.
 pub fn run(command: VerityCommand, ctx: &Ctx) -> anyhow::Result<ExitCode> {
     match command {
         VerityCommand::Format { data, hash, opts } => run_format(&data, &hash, &opts, ctx),

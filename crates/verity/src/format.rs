@@ -76,8 +76,12 @@ where
         hash.write_all_at(&sb.to_bytes(), offset)
             .map_err(Error::write(offset))?;
     }
-    hash.grow_to(layout.hash_end)
-        .map_err(Error::write(layout.hash_end))?;
+    // Like veritysetup: the file grows to the end of the hash area, except when nothing at all
+    // is written (no superblock and a single data block, so no tree).
+    if layout.superblock_offset.is_some() || !layout.levels.is_empty() {
+        hash.grow_to(layout.hash_end)
+            .map_err(Error::write(layout.hash_end))?;
+    }
 
     let start = layout.superblock_offset.unwrap_or(layout.tree_offset);
     Ok(FormatOutput {

@@ -61,7 +61,8 @@ where
     let data_blocks = data_block_count(&params, data_size)?;
     let layout = tree_layout(&params, data_blocks)?;
     let hash_size = hash.size().map_err(Error::read(Device::Hash, 0))?;
-    if hash_size < layout.hash_end {
+    // Without levels nothing past the superblock is read (a one-block device).
+    if hash_size < layout.hash_end && !layout.levels.is_empty() {
         return Err(Error::TooSmall {
             device: Device::Hash,
             size: hash_size,

@@ -160,3 +160,32 @@ fn overlapping_hash_area_is_refused() {
     let err = format(&file, &file, &params).unwrap_err();
     assert!(err.to_string().contains("overlaps"), "{err}");
 }
+
+/// Like veritysetup: a single data block without a superblock has no tree, so nothing is
+/// written and the hash file keeps its size; with a superblock it grows to the padded block.
+#[test]
+fn single_block_hash_file_sizes() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = device(&dir.path().join("data"), &gen_data(1));
+    let cases = [
+        (false, 5632, 1024, 0),
+        (false, 0, 4096, 0),
+        (true, 4096, 1024, 5120),
+        (true, 0, 1024, 1024),
+    ];
+    for (superblock, hash_offset, hbs, size) in cases {
+        let path = dir
+            .path()
+            .join(format!("hash-{superblock}-{hash_offset}-{hbs}"));
+        let hash = device(&path, &[]);
+        let params = Params {
+            superblock,
+            hash_offset,
+            hash_block_size: hbs,
+            ..Params::default()
+        };
+        let out = format(&data, &hash, &params).unwrap();
+        assert_eq!(std::fs::metadata(&path).unwrap().len(), size, "{params:?}");
+        verify(&data, &hash, &params, &out.root_hash).unwrap();
+    }
+}
