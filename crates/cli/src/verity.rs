@@ -140,6 +140,8 @@ fn run_format(data: &Path, hash: &Path, opts: &VerityOpts, ctx: &Ctx) -> anyhow:
     if opts.salt.is_none() {
         params.salt = rand::random::<[u8; 32]>().to_vec();
     }
+    // Refuse bad parameters before creating the hash file.
+    params.validate()?;
     let data_file = open_data(data)?;
     let hash_file = OpenOptions::new()
         .read(true)
@@ -350,6 +352,78 @@ impl fmt::Display for Failure {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use clap::Parser;
+
+    fn parse(args: &[&str]) -> VerityCommand {
+        let cli = crate::args::Cli::try_parse_from(args).unwrap();
+        match cli.command {
+            crate::args::Command::Verity(cmd) => cmd,
+            #[allow(unreachable_patterns)]
+            other => panic!("not a verity command: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn options_map_to_params() {
+        let cmd = parse(&[
+            "realms",
+            "verity",
+            "format",
+            "d",
+            "h",
+            "--hash=sha512",
+            "--data-block-size=1024",
+            "--hash-block-size=512",
+            "--salt=-",
+            "--uuid=12345678-1234-1234-1234-123456789ABC",
+            "--no-superblock",
+            "--hash-offset=4096",
+            "--data-blocks=3",
+        ]);
+        let VerityCommand::Format { opts, .. } = cmd else {
+            panic!("{cmd:?}")
+        };
+        let params = opts.apply(Params::default()).unwrap();
+        assert_eq!(
+            params,
+            Params {
+                hash: HashAlgorithm::Sha512,
+                data_block_size: 1024,
+                hash_block_size: 512,
+                salt: vec![],
+                uuid: parse_uuid("12345678-1234-1234-1234-123456789abc"),
+                superblock: false,
+                hash_offset: 4096,
+                data_blocks: Some(3),
+            }
+        );
+        // Options not given keep the superblock's values.
+        let cmd = parse(&["realms", "--json", "verity", "verify", "d", "h", "abcd"]);
+        let VerityCommand::Verify {
+            opts, root_hash, ..
+        } = cmd
+        else {
+            panic!("{cmd:?}")
+        };
+        assert_eq!(root_hash, "abcd");
+        let base = Params {
+            hash: HashAlgorithm::Sha1,
+            salt: vec![1],
+            ..Params::default()
+        };
+        assert_eq!(opts.apply(base.clone()).unwrap(), base);
+        assert!(
+            crate::args::Cli::try_parse_from([
+                "realms",
+                "verity",
+                "format",
+                "d",
+                "h",
+                "--hash=md5"
+            ])
+            .is_err()
+        );
+    }
 
     #[test]
     fn salts() {
