@@ -1,5 +1,6 @@
 //! `cargo run -p realms-bench -- SUITE`: time Realms and its peer on the same input in one run.
 
+mod realm;
 mod table;
 mod verity;
 
@@ -17,6 +18,8 @@ struct Args {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 enum Suite {
+    /// realm creation, start and run vs btrfs snapshot, cp -a, bare nspawn and nsenter
+    Realm,
     /// dm-verity format and verify vs veritysetup on a 1 GiB file
     Verity,
 }
@@ -24,9 +27,14 @@ enum Suite {
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     let all: Vec<Suite> = Suite::value_variants().to_vec();
-    let suites = if args.suites.is_empty() { all } else { args.suites };
+    let suites = if args.suites.is_empty() {
+        all
+    } else {
+        args.suites
+    };
     for suite in suites {
         match suite {
+            Suite::Realm => realm::run_suite(args.runs)?,
             Suite::Verity => verity::run_suite(args.runs)?,
         }
     }

@@ -15,6 +15,20 @@ pub fn median<F: FnMut() -> anyhow::Result<()>>(runs: usize, mut f: F) -> anyhow
     Ok(times[times.len() / 2])
 }
 
+/// Runs `f` `runs` times (after one warm-up run), where `f` times the part that counts itself
+/// (setup and teardown around it are not measured); returns the median.
+pub fn median_timed<F: FnMut() -> anyhow::Result<Duration>>(
+    runs: usize,
+    mut f: F,
+) -> anyhow::Result<Duration> {
+    f()?;
+    let mut times = (0..runs.max(1))
+        .map(|_| f())
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    times.sort();
+    Ok(times[times.len() / 2])
+}
+
 /// One measured comparison: Realms' time beside the peer's on the same input.
 #[derive(Debug)]
 pub struct Row {
@@ -27,6 +41,22 @@ pub struct Row {
 }
 
 impl Row {
+    pub fn new(
+        what: String,
+        ours: Duration,
+        peer_name: &str,
+        peer: Duration,
+        target: Option<f64>,
+    ) -> Row {
+        Row {
+            what,
+            ours,
+            peer_name: peer_name.to_string(),
+            peer,
+            target,
+        }
+    }
+
     pub fn ratio(&self) -> f64 {
         self.ours.as_secs_f64() / self.peer.as_secs_f64().max(1e-9)
     }
@@ -39,7 +69,10 @@ pub fn print(suite: &str, rows: &[Row]) {
         "| {:<44} | {:>10} | {:<28} | {:>10} | {:>7} | {:>7} |",
         "what", "realms", "peer", "peer time", "ratio", "target"
     );
-    println!("|{:-<46}|{:->12}|{:-<30}|{:->12}|{:->9}|{:->9}|", "", "", "", "", "", "");
+    println!(
+        "|{:-<46}|{:->12}|{:-<30}|{:->12}|{:->9}|{:->9}|",
+        "", "", "", "", "", ""
+    );
     for row in rows {
         let target = row.target.map(|t| format!("<={t:.2}")).unwrap_or_default();
         println!(

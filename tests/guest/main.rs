@@ -18,9 +18,16 @@ fn all_cases() -> Vec<GuestCase> {
 fn outcome() -> &'static GuestOutcome {
     static RUN: OnceLock<GuestOutcome> = OnceLock::new();
     RUN.get_or_init(|| {
-        let files = vec![(realms_tests::realms_bin(), "/usr/local/bin/realms".to_string())];
+        let files = vec![(
+            realms_tests::realms_bin(),
+            "/usr/local/bin/realms".to_string(),
+        )];
         let outcome = run_guest(&all_cases(), &files);
-        eprintln!("guest run: {} cases in {:.1?}", outcome.cases.len(), outcome.elapsed);
+        eprintln!(
+            "guest run: {} cases in {:.1?}",
+            outcome.cases.len(),
+            outcome.elapsed
+        );
         outcome
     })
 }

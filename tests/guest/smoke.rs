@@ -3,9 +3,10 @@
 use realms_tests::guest::GuestCase;
 
 pub fn cases() -> Vec<GuestCase> {
-    vec![GuestCase::new(
-        "smoke_dm_verity",
-        r#"
+    vec![
+        GuestCase::new(
+            "smoke_dm_verity",
+            r#"
 ls -l /dev/mapper/control
 modprobe dm-verity || true
 mkdir -p src m
@@ -21,13 +22,15 @@ umount m
 veritysetup close smoke-verity
 echo "SMOKE verity OK"
 "#,
-    ), GuestCase::new(
-        "smoke_tpm",
-        r#"
+        ),
+        GuestCase::new(
+            "smoke_tpm",
+            r#"
 ls -l /dev/tpmrm0
 tpm2_getrandom --hex 8 -T device:/dev/tpmrm0
 echo
 echo "SMOKE tpm OK"
 "#,
-    )]
+        ),
+    ]
 }

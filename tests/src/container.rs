@@ -25,7 +25,11 @@ pub fn nspawn_prerequisites() {
     let dir = Path::new("/run/systemd/nspawn");
     fs::create_dir_all(dir).expect("create /run/systemd/nspawn");
     if !crate::fixtures::is_mountpoint(dir) {
-        crate::run::run(Command::new("mount").args(["-t", "tmpfs", "-o", "mode=0755", "tmpfs"]).arg(dir));
+        crate::run::run(
+            Command::new("mount")
+                .args(["-t", "tmpfs", "-o", "mode=0755", "tmpfs"])
+                .arg(dir),
+        );
     }
 }
 
@@ -43,10 +47,20 @@ impl Container {
             .args(extra_args)
             .stdin(Stdio::null())
             .stdout(fs::File::create(&log).expect("create the container log"))
-            .stderr(Stdio::from(fs::File::options().append(true).open(&log).unwrap()));
-        let mut nspawn = cmd.spawn().unwrap_or_else(|e| panic!("could not run `{}`: {e}", argv(&cmd)));
+            .stderr(Stdio::from(
+                fs::File::options().append(true).open(&log).unwrap(),
+            ));
+        let mut nspawn = cmd
+            .spawn()
+            .unwrap_or_else(|e| panic!("could not run `{}`: {e}", argv(&cmd)));
         let leader = wait_for_leader(&mut nspawn, &log);
-        let mut c = Container { name: name.to_string(), nspawn, leader, log, root: root.to_path_buf() };
+        let mut c = Container {
+            name: name.to_string(),
+            nspawn,
+            leader,
+            log,
+            root: root.to_path_buf(),
+        };
         c.wait_booted();
         c
     }
@@ -88,7 +102,10 @@ impl Container {
     /// The `nsenter` command that enters the container; add the command to run.
     pub fn nsenter(&self) -> Command {
         let mut cmd = Command::new("nsenter");
-        cmd.arg("-t").arg(self.leader.to_string()).arg("-a").arg("--");
+        cmd.arg("-t")
+            .arg(self.leader.to_string())
+            .arg("-a")
+            .arg("--");
         cmd
     }
 
@@ -106,10 +123,13 @@ impl Container {
         let deadline = Instant::now() + Duration::from_secs(90);
         let mut state = String::new();
         while Instant::now() < deadline {
-            let out = output(
-                self.nsenter()
-                    .args(["timeout", "90", "systemctl", "is-system-running", "--wait"]),
-            );
+            let out = output(self.nsenter().args([
+                "timeout",
+                "90",
+                "systemctl",
+                "is-system-running",
+                "--wait",
+            ]));
             state = String::from_utf8_lossy(&out.stdout).trim().to_string();
             if state != "offline" && !state.is_empty() {
                 break;
@@ -189,6 +209,10 @@ pub fn children(pid: u32) -> Vec<u32> {
     tasks
         .flatten()
         .filter_map(|t| fs::read_to_string(t.path().join("children")).ok())
-        .flat_map(|s| s.split_whitespace().filter_map(|p| p.parse().ok()).collect::<Vec<_>>())
+        .flat_map(|s| {
+            s.split_whitespace()
+                .filter_map(|p| p.parse().ok())
+                .collect::<Vec<_>>()
+        })
         .collect()
 }

@@ -20,8 +20,8 @@ use crate::run::{run, sh};
 const POOL_SIZE: &str = "24G";
 
 /// Packages of the Debian base beyond what every `realms appimg import debootstrap:` image
-/// has (systemd, dbus, iproute2, ping): nspawn and portablectl for the nested tests.
-pub const BASE_PACKAGES: &str = "systemd-container";
+/// has (systemd, dbus, iproute2, ping): nspawn, portablectl and nft for the nested tests.
+pub const BASE_PACKAGES: &str = "systemd-container,nftables";
 pub const BASE_SUITE: &str = "bookworm";
 
 /// Where the fixtures are cached.
@@ -71,7 +71,11 @@ pub fn pool() -> &'static Path {
                 fs::rename(&tmp, &image).expect("rename the pool image into place");
             }
             fs::create_dir_all(&mnt).expect("create the pool mount point");
-            run(Command::new("mount").arg("-o").arg("loop").arg(&image).arg(&mnt));
+            run(Command::new("mount")
+                .arg("-o")
+                .arg("loop")
+                .arg(&image)
+                .arg(&mnt));
             mnt
         })
     })
@@ -89,7 +93,10 @@ pub fn is_mountpoint(path: &Path) -> bool {
 }
 
 fn unescape_mountinfo(s: &str) -> String {
-    s.replace("\\040", " ").replace("\\011", "\t").replace("\\012", "\n").replace("\\134", "\\")
+    s.replace("\\040", " ")
+        .replace("\\011", "\t")
+        .replace("\\012", "\n")
+        .replace("\\134", "\\")
 }
 
 /// The Debian mirror apt itself uses (the first `URIs:` of its sources), never a hard-coded host.
@@ -126,7 +133,10 @@ pub fn debian_base() -> &'static Path {
                 crate::require::tool("debootstrap", "debootstrap");
                 delete_subvolume_tree(&root);
                 fs::create_dir_all(&root).unwrap();
-                let source = format!("debootstrap:{BASE_SUITE}:{}", BASE_PACKAGES.replace(' ', ""));
+                let source = format!(
+                    "debootstrap:{BASE_SUITE}:{}",
+                    BASE_PACKAGES.replace(' ', "")
+                );
                 run(Command::new(crate::realms_bin())
                     .arg("--root")
                     .arg(&root)
@@ -142,8 +152,15 @@ pub fn delete_subvolume_tree(path: &Path) {
     if !path.exists() {
         return;
     }
-    let _ = Command::new("btrfs").args(["property", "set", "-ts"]).arg(path).args(["ro", "false"]).output();
-    let out = Command::new("btrfs").args(["subvolume", "delete", "-R"]).arg(path).output();
+    let _ = Command::new("btrfs")
+        .args(["property", "set", "-ts"])
+        .arg(path)
+        .args(["ro", "false"])
+        .output();
+    let out = Command::new("btrfs")
+        .args(["subvolume", "delete", "-R"])
+        .arg(path)
+        .output();
     if out.map(|o| o.status.success()).unwrap_or(false) {
         return;
     }
@@ -153,8 +170,12 @@ pub fn delete_subvolume_tree(path: &Path) {
         path.display()
     ));
     for sub in list.lines().filter(|l| !l.is_empty()) {
-        let _ = Command::new("btrfs").args(["property", "set", "-ts", sub, "ro", "false"]).output();
-        let _ = Command::new("btrfs").args(["subvolume", "delete", sub]).output();
+        let _ = Command::new("btrfs")
+            .args(["property", "set", "-ts", sub, "ro", "false"])
+            .output();
+        let _ = Command::new("btrfs")
+            .args(["subvolume", "delete", sub])
+            .output();
     }
     if path.exists() {
         fs::remove_dir_all(path).unwrap_or_else(|e| panic!("remove {}: {e}", path.display()));
@@ -168,7 +189,10 @@ pub fn delete_subvolume_tree(path: &Path) {
 pub fn portable_image() -> &'static Path {
     static IMG: OnceLock<PathBuf> = OnceLock::new();
     IMG.get_or_init(|| {
-        crate::require::path(Path::new("/bin/busybox"), "the Debian package busybox-static");
+        crate::require::path(
+            Path::new("/bin/busybox"),
+            "the Debian package busybox-static",
+        );
         let busybox = fs::read("/bin/busybox").expect("read /bin/busybox");
         let k = key(&["portable-v1", &hex::encode(Sha256::digest(&busybox))]);
         let dir = fixtures_dir().join(format!("portable-{k}/foo-test"));
@@ -186,11 +210,25 @@ pub fn portable_image() -> &'static Path {
 
 /// Writes the seed's minimal portable image for units with prefix `name` into `dir`.
 pub fn write_portable_tree(dir: &Path, busybox: &[u8], name: &str) {
-    for d in ["usr/bin", "usr/lib/systemd/system", "etc", "proc", "sys", "dev", "run", "tmp", "var/tmp"] {
+    for d in [
+        "usr/bin",
+        "usr/lib/systemd/system",
+        "etc",
+        "proc",
+        "sys",
+        "dev",
+        "run",
+        "tmp",
+        "var/tmp",
+    ] {
         fs::create_dir_all(dir.join(d)).unwrap();
     }
     fs::write(dir.join("usr/bin/busybox"), busybox).unwrap();
-    fs::set_permissions(dir.join("usr/bin/busybox"), fs::Permissions::from_mode(0o755)).unwrap();
+    fs::set_permissions(
+        dir.join("usr/bin/busybox"),
+        fs::Permissions::from_mode(0o755),
+    )
+    .unwrap();
     std::os::unix::fs::symlink("busybox", dir.join("usr/bin/sh")).unwrap();
     fs::write(
         dir.join("usr/lib/os-release"),

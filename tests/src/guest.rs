@@ -36,7 +36,10 @@ pub struct GuestCase {
 
 impl GuestCase {
     pub fn new(name: &str, script: &str) -> GuestCase {
-        GuestCase { name: name.to_string(), script: script.to_string() }
+        GuestCase {
+            name: name.to_string(),
+            script: script.to_string(),
+        }
     }
 }
 
@@ -81,7 +84,12 @@ pub fn guest_image() -> &'static GuestImage {
     static IMG: OnceLock<GuestImage> = OnceLock::new();
     IMG.get_or_init(|| {
         let base = debian_base();
-        let k = key(&["guest-v1", &base.to_string_lossy(), GUEST_PACKAGES, &debian_mirror()]);
+        let k = key(&[
+            "guest-v1",
+            &base.to_string_lossy(),
+            GUEST_PACKAGES,
+            &debian_mirror(),
+        ]);
         let root = pool().join(format!("guest-{k}"));
         let kernel = fixtures_dir().join(format!("guest-{k}.vmlinuz"));
         let initrd = fixtures_dir().join(format!("guest-{k}.initrd"));
@@ -90,15 +98,25 @@ pub fn guest_image() -> &'static GuestImage {
                 build_guest(base, &root, &kernel, &initrd);
             }
         });
-        GuestImage { root, kernel, initrd }
+        GuestImage {
+            root,
+            kernel,
+            initrd,
+        }
     })
 }
 
 fn build_guest(base: &Path, root: &Path, kernel: &Path, initrd: &Path) {
     crate::container::nspawn_prerequisites();
-    let build = root.with_file_name(format!(".build-{}", root.file_name().unwrap().to_string_lossy()));
+    let build = root.with_file_name(format!(
+        ".build-{}",
+        root.file_name().unwrap().to_string_lossy()
+    ));
     crate::fixtures::delete_subvolume_tree(&build);
-    run(Command::new("btrfs").args(["subvolume", "snapshot"]).arg(base).arg(&build));
+    run(Command::new("btrfs")
+        .args(["subvolume", "snapshot"])
+        .arg(base)
+        .arg(&build));
     let script = format!(
         "export DEBIAN_FRONTEND=noninteractive; apt-get update -q && \
          apt-get install -y -q --no-install-recommends {GUEST_PACKAGES} && apt-get clean"
@@ -110,7 +128,9 @@ fn build_guest(base: &Path, root: &Path, kernel: &Path, initrd: &Path) {
         .args(["sh", "-c", &script])
         .stdin(Stdio::null())
         .stdout(fs::File::create(&log).unwrap())
-        .stderr(Stdio::from(fs::File::options().append(true).open(&log).unwrap()))
+        .stderr(Stdio::from(
+            fs::File::options().append(true).open(&log).unwrap(),
+        ))
         .status()
         .expect("run systemd-nspawn");
     assert!(
@@ -124,7 +144,9 @@ fn build_guest(base: &Path, root: &Path, kernel: &Path, initrd: &Path) {
     let getty = build.join("etc/systemd/system/serial-getty@ttyS0.service");
     let _ = fs::remove_file(&getty);
     std::os::unix::fs::symlink("/dev/null", &getty).unwrap();
-    run(Command::new("chroot").arg(&build).args(["passwd", "-d", "root"]));
+    run(Command::new("chroot")
+        .arg(&build)
+        .args(["passwd", "-d", "root"]));
     for (pattern, dest) in [("vmlinuz-", kernel), ("initrd.img-", initrd)] {
         let found = fs::read_dir(build.join("boot"))
             .unwrap()
@@ -133,7 +155,10 @@ fn build_guest(base: &Path, root: &Path, kernel: &Path, initrd: &Path) {
             .unwrap_or_else(|| panic!("the guest tree has no /boot/{pattern}*"));
         fs::copy(found.path(), dest).unwrap();
     }
-    run(Command::new("btrfs").args(["property", "set", "-ts"]).arg(&build).args(["ro", "true"]));
+    run(Command::new("btrfs")
+        .args(["property", "set", "-ts"])
+        .arg(&build)
+        .args(["ro", "true"]));
     fs::rename(&build, root).expect("rename the guest tree into place");
 }
 
@@ -152,13 +177,20 @@ pub fn run_guest(cases: &[GuestCase], files: &[(PathBuf, String)]) -> GuestOutco
     let work = guard.0.as_path();
     let disk = work.join("rootfs.img");
     run(Command::new("truncate").args(["-s", "6G"]).arg(&disk));
-    run(Command::new("mkfs.ext4").args(["-q", "-d"]).arg(tree.path()).arg(&disk));
+    run(Command::new("mkfs.ext4")
+        .args(["-q", "-d"])
+        .arg(tree.path())
+        .arg(&disk));
     drop(tree);
     let start = Instant::now();
     let serial = boot(image, work, &disk);
     let elapsed = start.elapsed();
     let cases = collect(work, &disk, cases);
-    GuestOutcome { cases, serial, elapsed }
+    GuestOutcome {
+        cases,
+        serial,
+        elapsed,
+    }
 }
 
 /// A run's work directory (disk image, TPM state, serial log), removed even when the run fails.
@@ -209,7 +241,11 @@ fn install_cases(root: &Path, cases: &[GuestCase], files: &[(PathBuf, String)]) 
     let wants = root.join("etc/systemd/system/multi-user.target.wants");
     fs::create_dir_all(&wants).unwrap();
     let _ = fs::remove_file(wants.join("vmtest.service"));
-    std::os::unix::fs::symlink("/etc/systemd/system/vmtest.service", wants.join("vmtest.service")).unwrap();
+    std::os::unix::fs::symlink(
+        "/etc/systemd/system/vmtest.service",
+        wants.join("vmtest.service"),
+    )
+    .unwrap();
 }
 
 fn boot(image: &GuestImage, work: &Path, disk: &Path) -> String {
@@ -235,21 +271,42 @@ fn boot(image: &GuestImage, work: &Path, disk: &Path) -> String {
     }
     let serial = work.join("serial.log");
     let mut qemu = Command::new("timeout");
-    qemu.args(["1500", "qemu-system-x86_64", "-accel", "tcg,thread=multi", "-cpu", "max"])
-        .args(["-m", "2048", "-smp", "2", "-nodefaults", "-display", "none", "-no-reboot"])
-        .arg("-kernel")
-        .arg(&image.kernel)
-        .arg("-initrd")
-        .arg(&image.initrd)
-        .args(["-append", "root=/dev/vda rw console=ttyS0 panic=-1 quiet"])
-        .arg("-drive")
-        .arg(format!("file={},if=virtio,format=raw", disk.display()))
-        .arg("-serial")
-        .arg(format!("file:{}", serial.display()))
-        .arg("-chardev")
-        .arg(format!("socket,id=chrtpm,path={}", sock.display()))
-        .args(["-tpmdev", "emulator,id=tpm0,chardev=chrtpm", "-device", "tpm-tis,tpmdev=tpm0"])
-        .args(["-monitor", "none"]);
+    qemu.args([
+        "1500",
+        "qemu-system-x86_64",
+        "-accel",
+        "tcg,thread=multi",
+        "-cpu",
+        "max",
+    ])
+    .args([
+        "-m",
+        "2048",
+        "-smp",
+        "2",
+        "-nodefaults",
+        "-display",
+        "none",
+        "-no-reboot",
+    ])
+    .arg("-kernel")
+    .arg(&image.kernel)
+    .arg("-initrd")
+    .arg(&image.initrd)
+    .args(["-append", "root=/dev/vda rw console=ttyS0 panic=-1 quiet"])
+    .arg("-drive")
+    .arg(format!("file={},if=virtio,format=raw", disk.display()))
+    .arg("-serial")
+    .arg(format!("file:{}", serial.display()))
+    .arg("-chardev")
+    .arg(format!("socket,id=chrtpm,path={}", sock.display()))
+    .args([
+        "-tpmdev",
+        "emulator,id=tpm0,chardev=chrtpm",
+        "-device",
+        "tpm-tis,tpmdev=tpm0",
+    ])
+    .args(["-monitor", "none"]);
     let out = crate::run::output(&mut qemu);
     let _ = swtpm.kill();
     let _ = swtpm.wait();
@@ -267,7 +324,10 @@ fn boot(image: &GuestImage, work: &Path, disk: &Path) -> String {
 fn collect(work: &Path, disk: &Path, cases: &[GuestCase]) -> BTreeMap<String, CaseOutcome> {
     let mnt = work.join("mnt");
     fs::create_dir_all(&mnt).unwrap();
-    run(Command::new("mount").args(["-o", "loop,ro"]).arg(disk).arg(&mnt));
+    run(Command::new("mount")
+        .args(["-o", "loop,ro"])
+        .arg(disk)
+        .arg(&mnt));
     let out = mnt.join("root/vmtest/out");
     let mut results = BTreeMap::new();
     for case in cases {

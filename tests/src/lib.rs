@@ -24,11 +24,13 @@ pub fn target_dir() -> PathBuf {
 /// The `realms` binary built from this workspace (`cargo build -p realms-cli` comes first).
 pub fn realms_bin() -> PathBuf {
     let exe = std::env::current_exe().expect("the test binary knows its own path");
-    // target/<profile>/deps/<test>-<hash> -> target/<profile>/realms
-    let profile_dir = exe
-        .parent()
-        .and_then(|deps| deps.parent())
-        .expect("test binaries live in target/<profile>/deps");
+    // Tests live in target/<profile>/deps/, benchmarks in target/<profile>/.
+    let dir = exe.parent().expect("the binary is in a directory");
+    let profile_dir = if dir.ends_with("deps") {
+        dir.parent().unwrap_or(dir)
+    } else {
+        dir
+    };
     let bin = profile_dir.join("realms");
     assert!(
         bin.exists(),

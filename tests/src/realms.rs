@@ -30,7 +30,10 @@ impl TestRoot {
             .args(["subvolume", "snapshot", "-r"])
             .arg(debian_base())
             .arg(images.join("base.appimg")));
-        let t = TestRoot { root, _scratch: Some(scratch) };
+        let t = TestRoot {
+            root,
+            _scratch: Some(scratch),
+        };
         t.own_zone();
         t
     }
@@ -40,7 +43,10 @@ impl TestRoot {
     pub fn plain() -> TestRoot {
         let root = fixtures_dir().join("plain").join(unique("root"));
         fs::create_dir_all(&root).unwrap();
-        let t = TestRoot { root, _scratch: None };
+        let t = TestRoot {
+            root,
+            _scratch: None,
+        };
         t.ok(&["appimg", "import", "base", &debian_base().to_string_lossy()]);
         t.own_zone();
         t
@@ -53,7 +59,14 @@ impl TestRoot {
         let template = self.realms_dir().join("config");
         let text = fs::read_to_string(&template).unwrap();
         let zone = name("z");
-        fs::write(&template, text.replace("network-zone = \"clear\"", &format!("network-zone = \"{zone}\""))).unwrap();
+        fs::write(
+            &template,
+            text.replace(
+                "network-zone = \"clear\"",
+                &format!("network-zone = \"{zone}\""),
+            ),
+        )
+        .unwrap();
     }
 
     pub fn path(&self) -> &Path {
@@ -91,7 +104,11 @@ impl TestRoot {
     #[track_caller]
     pub fn fails(&self, args: &[&str]) -> String {
         let out = self.realms(args);
-        assert!(!out.status.success(), "`realms {}` succeeded but should have failed", args.join(" "));
+        assert!(
+            !out.status.success(),
+            "`realms {}` succeeded but should have failed",
+            args.join(" ")
+        );
         String::from_utf8_lossy(&out.stderr).into_owned()
     }
 
@@ -118,8 +135,13 @@ impl Drop for TestRoot {
             let _ = self.realms(&["stop", &name]);
         }
         let zones = fs::read_to_string(self.realms_dir().join("zones.toml")).unwrap_or_default();
-        for zone in zones.lines().filter_map(|l| l.strip_prefix('[')?.strip_suffix(']')) {
-            let _ = Command::new("ip").args(["link", "del", &format!("vz-{zone}")]).output();
+        for zone in zones
+            .lines()
+            .filter_map(|l| l.strip_prefix('[')?.strip_suffix(']'))
+        {
+            let _ = Command::new("ip")
+                .args(["link", "del", &format!("vz-{zone}")])
+                .output();
         }
         if self._scratch.is_none() {
             unmount_below(&self.root);

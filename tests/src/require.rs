@@ -27,7 +27,8 @@ pub fn path(path: &Path, what: &str) {
 pub fn filesystem(name: &str) {
     let list = std::fs::read_to_string("/proc/filesystems").unwrap_or_default();
     assert!(
-        list.lines().any(|l| l.split_whitespace().last() == Some(name)),
+        list.lines()
+            .any(|l| l.split_whitespace().last() == Some(name)),
         "this test needs kernel support for the `{name}` filesystem (not in /proc/filesystems)"
     );
 }

@@ -16,21 +16,30 @@ pub struct Scratch {
 /// A name no other test thread or process uses: `LABEL-PID-N`.
 pub fn unique(label: &str) -> String {
     static N: AtomicU32 = AtomicU32::new(0);
-    format!("{label}-{}-{}", std::process::id(), N.fetch_add(1, Ordering::Relaxed))
+    format!(
+        "{label}-{}-{}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::Relaxed)
+    )
 }
 
 impl Scratch {
     /// A writable btrfs snapshot of `src` (a subvolume in the pool).
     pub fn snapshot(src: &Path, label: &str) -> Scratch {
         let path = scratch_root().join(unique(label));
-        run(Command::new("btrfs").args(["subvolume", "snapshot"]).arg(src).arg(&path));
+        run(Command::new("btrfs")
+            .args(["subvolume", "snapshot"])
+            .arg(src)
+            .arg(&path));
         Scratch { path }
     }
 
     /// An empty subvolume.
     pub fn empty(label: &str) -> Scratch {
         let path = scratch_root().join(unique(label));
-        run(Command::new("btrfs").args(["subvolume", "create"]).arg(&path));
+        run(Command::new("btrfs")
+            .args(["subvolume", "create"])
+            .arg(&path));
         Scratch { path }
     }
 
@@ -66,7 +75,10 @@ pub fn unmount_below(path: &Path) {
         .collect();
     targets.sort_by_key(|t| std::cmp::Reverse(t.len()));
     for t in targets {
-        let ok = Command::new("umount").arg(&t).output().map(|o| o.status.success());
+        let ok = Command::new("umount")
+            .arg(&t)
+            .output()
+            .map(|o| o.status.success());
         if !matches!(ok, Ok(true)) {
             let _ = Command::new("umount").arg("-l").arg(&t).output();
         }

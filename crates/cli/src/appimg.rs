@@ -34,7 +34,10 @@ pub fn run(cmd: AppimgCmd, ctx: &Ctx) -> anyhow::Result<ExitCode> {
             let progress = Spinner::new(ctx);
             let info = import(store.images(), &name, &source, &progress)?;
             progress.finish();
-            ctx.say(format!("[+]: Imported appimg '{name}' at {}", info.path.display()));
+            ctx.say(format!(
+                "[+]: Imported appimg '{name}' at {}",
+                info.path.display()
+            ));
             if ctx.json {
                 ctx.emit(&Images(vec![info]))?;
             }
@@ -60,7 +63,10 @@ impl Spinner {
             bar.enable_steady_tick(Duration::from_millis(120));
             bar
         });
-        Spinner { bar, quiet: ctx.quiet || ctx.json }
+        Spinner {
+            bar,
+            quiet: ctx.quiet || ctx.json,
+        }
     }
 
     fn finish(&self) {
@@ -87,18 +93,34 @@ struct Images(Vec<ImageInfo>);
 impl fmt::Display for Images {
     fn fmt(&self, f: &mut fmt::Formatter) -> fmt::Result {
         if self.0.is_empty() {
-            return write!(f, "no application images yet; import one with `realms appimg import base debootstrap:bookworm`");
+            return write!(
+                f,
+                "no application images yet; import one with `realms appimg import base debootstrap:bookworm`"
+            );
         }
-        writeln!(f, "{:<16} {:<7} {:<10} {:<5} {}", "NAME", "KIND", "STORAGE", "PREV", "OS")?;
+        writeln!(
+            f,
+            "{:<16} {:<7} {:<10} {:<5} OS",
+            "NAME", "KIND", "STORAGE", "PREV"
+        )?;
         for i in &self.0 {
             let kind = match i.kind {
                 ImageKind::Tree => "tree",
                 ImageKind::Block => "block",
                 ImageKind::Sealed => "sealed",
             };
-            let storage = if i.subvolume { "subvolume" } else { "directory" };
+            let storage = if i.subvolume {
+                "subvolume"
+            } else {
+                "directory"
+            };
             let prev = if i.has_previous { "yes" } else { "no" };
-            writeln!(f, "{:<16} {kind:<7} {storage:<10} {prev:<5} {}", i.name, i.os.as_deref().unwrap_or("-"))?;
+            writeln!(
+                f,
+                "{:<16} {kind:<7} {storage:<10} {prev:<5} {}",
+                i.name,
+                i.os.as_deref().unwrap_or("-")
+            )?;
         }
         Ok(())
     }

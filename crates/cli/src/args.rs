@@ -8,7 +8,11 @@ use clap::{Args, Parser, Subcommand};
 use crate::output::Ctx;
 
 #[derive(Debug, Parser)]
-#[command(name = "realms", version, about = "The application layer of an immutable Linux system")]
+#[command(
+    name = "realms",
+    version,
+    about = "The application layer of an immutable Linux system"
+)]
 pub struct Cli {
     #[command(flatten)]
     pub global: Global,

@@ -27,7 +27,11 @@ pub enum RealmCmd {
     /// Show the current realm (owns the desktop), or make NAME current (starting it).
     Current { name: Option<String> },
     /// Show a realm's options, one option, or set one.
-    Config { name: String, key: Option<String>, value: Option<String> },
+    Config {
+        name: String,
+        key: Option<String>,
+        value: Option<String>,
+    },
     /// Boot a realm (the default realm when NAME is left out).
     Start { name: Option<String> },
     /// Power a realm off.
@@ -77,7 +81,8 @@ pub struct ZoneArgs {
 }
 
 fn store(ctx: &Ctx) -> anyhow::Result<RealmStore> {
-    RealmStore::open(&ctx.root).with_context(|| format!("opening the realm store under {}", ctx.root.display()))
+    RealmStore::open(&ctx.root)
+        .with_context(|| format!("opening the realm store under {}", ctx.root.display()))
 }
 
 pub fn run(cmd: RealmCmd, ctx: &Ctx) -> anyhow::Result<ExitCode> {
@@ -98,24 +103,44 @@ pub fn run(cmd: RealmCmd, ctx: &Ctx) -> anyhow::Result<ExitCode> {
         RealmCmd::Default { name: Some(name) } => select::set_default(&store, &name, &say)?,
         RealmCmd::Default { name: None } => {
             let name = store.default_realm();
-            ctx.emit(&Named { label: "Default Realm", name })?;
+            ctx.emit(&Named {
+                label: "Default Realm",
+                name,
+            })?;
         }
         RealmCmd::Current { name: Some(name) } => select::set_current(&store, &name, &say)?,
         RealmCmd::Current { name: None } => {
-            ctx.emit(&Named { label: "Current Realm", name: select::current(&store) })?;
+            ctx.emit(&Named {
+                label: "Current Realm",
+                name: select::current(&store),
+            })?;
         }
-        RealmCmd::Config { name, key, value: Some(value) } => {
+        RealmCmd::Config {
+            name,
+            key,
+            value: Some(value),
+        } => {
             let key = key.expect("clap gives a key before a value");
             lifecycle::config_set(&store, &name, &key, &value)?;
             ctx.say(format!("[+]: {key} = {value} in realm '{name}'"));
         }
-        RealmCmd::Config { name, key, value: None } => {
-            ctx.emit(&Options(lifecycle::config_get(&store, &name, key.as_deref())?))?;
+        RealmCmd::Config {
+            name,
+            key,
+            value: None,
+        } => {
+            ctx.emit(&Options(lifecycle::config_get(
+                &store,
+                &name,
+                key.as_deref(),
+            )?))?;
         }
         RealmCmd::Start { name } => {
             let name = match name {
                 Some(n) => n,
-                None => store.default_realm().ok_or(realms_realm::Error::NoDefault)?,
+                None => store
+                    .default_realm()
+                    .ok_or(realms_realm::Error::NoDefault)?,
             };
             launch::start(&store, &name, &say)?;
         }
@@ -124,7 +149,11 @@ pub fn run(cmd: RealmCmd, ctx: &Ctx) -> anyhow::Result<ExitCode> {
             launch::stop(&store, &name, &say)?;
             launch::start(&store, &name, &say)?;
         }
-        RealmCmd::Run { name, user, command } => {
+        RealmCmd::Run {
+            name,
+            user,
+            command,
+        } => {
             let code = exec::run(&store, &name, user.as_deref(), &command, &say_err)?;
             return Ok(ExitCode::from(code.clamp(0, 255) as u8));
         }
@@ -136,7 +165,9 @@ pub fn run(cmd: RealmCmd, ctx: &Ctx) -> anyhow::Result<ExitCode> {
         RealmCmd::UpdateAppimg { image, command } => {
             return match update::update_appimg(&store, &image, &command, &say)? {
                 update::UpdateOutcome::Committed => Ok(ExitCode::SUCCESS),
-                update::UpdateOutcome::Discarded(code) => Ok(ExitCode::from(code.clamp(1, 255) as u8)),
+                update::UpdateOutcome::Discarded(code) => {
+                    Ok(ExitCode::from(code.clamp(1, 255) as u8))
+                }
             };
         }
         RealmCmd::Launch { name } => match launch::exec_launcher(&store, &name)? {},
@@ -153,7 +184,9 @@ pub fn zone(args: ZoneArgs, ctx: &Ctx) -> anyhow::Result<ExitCode> {
         }
         (Some(z), None, None) => {
             let zones = zone::load(&store)?;
-            let zone = zones.get(&z).cloned().with_context(|| format!("there is no zone '{z}' yet; it is made when a realm in it starts"))?;
+            let zone = zones.get(&z).cloned().with_context(|| {
+                format!("there is no zone '{z}' yet; it is made when a realm in it starts")
+            })?;
             ctx.emit(&Zones(vec![(z, zone)]))?;
         }
         (None, None, None) => ctx.emit(&Zones(zone::load(&store)?.into_iter().collect()))?,
@@ -205,16 +238,32 @@ impl fmt::Display for List {
         if self.0.is_empty() {
             return writeln!(f, "no realms yet; create one with `realms new NAME`");
         }
-        writeln!(f, "{:<2} {:<20} {:<8} {:<16} {:<8} {}", "", "NAME", "STATE", "APPIMG", "ROOT", "NETWORK")?;
+        writeln!(
+            f,
+            "{:<2} {:<20} {:<8} {:<16} {:<8} NETWORK",
+            "", "NAME", "STATE", "APPIMG", "ROOT"
+        )?;
         for r in &self.0 {
-            let marks = format!("{}{}", if r.current { ">" } else { " " }, if r.default { "*" } else { " " });
+            let marks = format!(
+                "{}{}",
+                if r.current { ">" } else { " " },
+                if r.default { "*" } else { " " }
+            );
             let root = match r.root {
                 realms_realm::store::RootKind::Snapshot => "snapshot",
                 realms_realm::store::RootKind::Overlay => "overlay",
             };
-            let net = r.zone.as_deref().map(|z| format!("zone {z}")).unwrap_or_else(|| "none".into());
+            let net = r
+                .zone
+                .as_deref()
+                .map(|z| format!("zone {z}"))
+                .unwrap_or_else(|| "none".into());
             let state = if r.running { "running" } else { "stopped" };
-            writeln!(f, "{marks} {:<20} {state:<8} {:<16} {root:<8} {net}", r.name, r.appimg)?;
+            writeln!(
+                f,
+                "{marks} {:<20} {state:<8} {:<16} {root:<8} {net}",
+                r.name, r.appimg
+            )?;
         }
         write!(f, "(> current, * default)")
     }
@@ -253,10 +302,18 @@ impl Serialize for Zones {
 impl fmt::Display for Zones {
     fn fmt(&self, f: &mut fmt::Formatter) -> fmt::Result {
         if self.0.is_empty() {
-            return write!(f, "no zones yet; a zone is made when the first realm in it starts");
+            return write!(
+                f,
+                "no zones yet; a zone is made when the first realm in it starts"
+            );
         }
         for (name, z) in &self.0 {
-            writeln!(f, "{name:<14} bridge vz-{name:<12} subnet {:<16} nat {}", z.subnet, if z.nat { "on" } else { "off" })?;
+            writeln!(
+                f,
+                "{name:<14} bridge vz-{name:<12} subnet {:<16} nat {}",
+                z.subnet,
+                if z.nat { "on" } else { "off" }
+            )?;
         }
         Ok(())
     }

@@ -10,7 +10,13 @@ use crate::store::{ImageInfo, ImageStore, Staged, copy_tree};
 use crate::{Error, Result, validate_name};
 
 /// Packages every debootstrap image gets: a bootable systemd userland with networking tools.
-pub const BASE_PACKAGES: &[&str] = &["systemd", "systemd-sysv", "dbus", "iproute2", "iputils-ping"];
+pub const BASE_PACKAGES: &[&str] = &[
+    "systemd",
+    "systemd-sysv",
+    "dbus",
+    "iproute2",
+    "iputils-ping",
+];
 
 /// Where an image comes from.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -20,7 +26,10 @@ pub enum Source {
     /// A tarball of an OS tree: `.tar`, `.tar.gz`/`.tgz`, `.tar.zst`, `.tar.xz`.
     Tarball(PathBuf),
     /// `debootstrap:SUITE[:PACKAGE,...]`, built from the Debian mirror apt uses.
-    Debootstrap { suite: String, packages: Vec<String> },
+    Debootstrap {
+        suite: String,
+        packages: Vec<String>,
+    },
 }
 
 /// Reports the stages of a long operation (the CLI shows them as a spinner on a TTY).
@@ -31,22 +40,36 @@ pub trait Progress {
 impl Source {
     /// Parses the SOURCE argument of `realms appimg import`.
     pub fn parse(spec: &str) -> Result<Source> {
-        let bad = |reason: &str| Error::BadSource { source_spec: spec.to_string(), reason: reason.to_string() };
+        let bad = |reason: &str| Error::BadSource {
+            source_spec: spec.to_string(),
+            reason: reason.to_string(),
+        };
         if let Some(rest) = spec.strip_prefix("debootstrap:") {
             let (suite, packages) = rest.split_once(':').unwrap_or((rest, ""));
             if suite.is_empty() || !suite.chars().all(|c| c.is_ascii_alphanumeric() || c == '-') {
-                return Err(bad("expected debootstrap:SUITE[:PACKAGE,...], e.g. debootstrap:bookworm:vim,curl"));
+                return Err(bad(
+                    "expected debootstrap:SUITE[:PACKAGE,...], e.g. debootstrap:bookworm:vim,curl",
+                ));
             }
-            let packages: Vec<String> =
-                packages.split(',').filter(|p| !p.is_empty()).map(str::to_string).collect();
+            let packages: Vec<String> = packages
+                .split(',')
+                .filter(|p| !p.is_empty())
+                .map(str::to_string)
+                .collect();
             if let Some(p) = packages.iter().find(|p| !valid_package(p)) {
                 return Err(bad(&format!("'{p}' is not a Debian package name")));
             }
-            return Ok(Source::Debootstrap { suite: suite.to_string(), packages });
+            return Ok(Source::Debootstrap {
+                suite: suite.to_string(),
+                packages,
+            });
         }
         let path = PathBuf::from(spec);
         let lower = spec.to_ascii_lowercase();
-        if [".tar", ".tar.gz", ".tgz", ".tar.zst", ".tar.xz"].iter().any(|s| lower.ends_with(s)) {
+        if [".tar", ".tar.gz", ".tgz", ".tar.zst", ".tar.xz"]
+            .iter()
+            .any(|s| lower.ends_with(s))
+        {
             if !path.is_file() {
                 return Err(bad("no such tarball"));
             }
@@ -64,16 +87,25 @@ impl Source {
 fn valid_package(p: &str) -> bool {
     p.len() >= 2
         && p.starts_with(|c: char| c.is_ascii_lowercase() || c.is_ascii_digit())
-        && p.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || "+-.".contains(c))
+        && p.chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || "+-.".contains(c))
 }
 
 /// Imports `source` as the new tree image `name`; nothing appears under that name unless the
 /// whole import succeeds.
-pub fn import(store: &ImageStore, name: &str, source: &Source, progress: &dyn Progress) -> Result<ImageInfo> {
+pub fn import(
+    store: &ImageStore,
+    name: &str,
+    source: &Source,
+    progress: &dyn Progress,
+) -> Result<ImageInfo> {
     validate_name("image", name)?;
     let dest = store.path(name);
     if dest.exists() {
-        return Err(Error::Exists { name: name.to_string(), path: dest });
+        return Err(Error::Exists {
+            name: name.to_string(),
+            path: dest,
+        });
     }
     let staged = store.stage_empty(name)?;
     match source {
@@ -86,7 +118,9 @@ pub fn import(store: &ImageStore, name: &str, source: &Source, progress: &dyn Pr
             unpack(file, staged.path())?;
         }
         Source::Debootstrap { suite, packages } => {
-            progress.stage(&format!("running debootstrap {suite} (this takes a minute)"));
+            progress.stage(&format!(
+                "running debootstrap {suite} (this takes a minute)"
+            ));
             debootstrap(suite, packages, &staged)?;
         }
     }
@@ -97,7 +131,11 @@ pub fn import(store: &ImageStore, name: &str, source: &Source, progress: &dyn Pr
 }
 
 fn copy_into(src: &Path, dest: &Path) -> Result<()> {
-    Cmd::new("cp").args(["-a", "--reflink=auto", "--"]).arg(src.join(".")).arg(dest).run()?;
+    Cmd::new("cp")
+        .args(["-a", "--reflink=auto", "--"])
+        .arg(src.join("."))
+        .arg(dest)
+        .run()?;
     Ok(())
 }
 
@@ -113,7 +151,13 @@ fn unpack(file: &Path, dest: &Path) -> Result<()> {
         None
     };
     let mut cmd = Cmd::new("tar");
-    cmd.args(["-x", "--numeric-owner", "--same-permissions", "--xattrs", "--xattrs-include=*"]);
+    cmd.args([
+        "-x",
+        "--numeric-owner",
+        "--same-permissions",
+        "--xattrs",
+        "--xattrs-include=*",
+    ]);
     if let Some(f) = filter {
         cmd.arg(f);
     }
@@ -135,7 +179,16 @@ fn debootstrap(suite: &str, packages: &[String], staged: &Staged) -> Result<()> 
     // The realm user whose home is /realms/realm-NAME/home.
     Cmd::new("chroot")
         .arg(staged.path())
-        .args(["useradd", "--create-home", "--uid", "1000", "--user-group", "--shell", "/bin/bash", "user"])
+        .args([
+            "useradd",
+            "--create-home",
+            "--uid",
+            "1000",
+            "--user-group",
+            "--shell",
+            "/bin/bash",
+            "user",
+        ])
         .run()?;
     Ok(())
 }
@@ -146,7 +199,10 @@ fn prepare_tree(tree: &Path) -> Result<()> {
     flatten_nested_subvolumes(tree, tree)?;
     let root = RootDir::open(tree)?;
     if !root.exists("usr")? {
-        return Err(Error::NotAnOsTree { path: tree.to_path_buf(), reason: "it has no /usr".into() });
+        return Err(Error::NotAnOsTree {
+            path: tree.to_path_buf(),
+            reason: "it has no /usr".into(),
+        });
     }
     if !root.exists("etc/os-release")? && !root.exists("usr/lib/os-release")? {
         return Err(Error::NotAnOsTree {
@@ -154,7 +210,10 @@ fn prepare_tree(tree: &Path) -> Result<()> {
             reason: "it has neither /etc/os-release nor /usr/lib/os-release".into(),
         });
     }
-    if root.symlink_metadata("etc/machine-id")?.is_some_and(|m| m.is_file()) {
+    if root
+        .symlink_metadata("etc/machine-id")?
+        .is_some_and(|m| m.is_file())
+    {
         root.write_atomic("etc/machine-id", b"", 0o444)?;
     }
     Ok(())
@@ -219,17 +278,29 @@ mod tests {
     fn parses_sources() {
         assert_eq!(
             Source::parse("debootstrap:bookworm:vim,curl").unwrap(),
-            Source::Debootstrap { suite: "bookworm".into(), packages: vec!["vim".into(), "curl".into()] }
+            Source::Debootstrap {
+                suite: "bookworm".into(),
+                packages: vec!["vim".into(), "curl".into()]
+            }
         );
         assert_eq!(
             Source::parse("debootstrap:trixie").unwrap(),
-            Source::Debootstrap { suite: "trixie".into(), packages: vec![] }
+            Source::Debootstrap {
+                suite: "trixie".into(),
+                packages: vec![]
+            }
         );
         let dir = tempfile::tempdir().unwrap();
-        assert_eq!(Source::parse(dir.path().to_str().unwrap()).unwrap(), Source::Dir(dir.path().into()));
+        assert_eq!(
+            Source::parse(dir.path().to_str().unwrap()).unwrap(),
+            Source::Dir(dir.path().into())
+        );
         let tar = dir.path().join("x.tar.zst");
         fs::write(&tar, b"").unwrap();
-        assert_eq!(Source::parse(tar.to_str().unwrap()).unwrap(), Source::Tarball(tar));
+        assert_eq!(
+            Source::parse(tar.to_str().unwrap()).unwrap(),
+            Source::Tarball(tar)
+        );
     }
 
     #[test]

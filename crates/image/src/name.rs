@@ -14,7 +14,11 @@ pub fn validate_name(kind: &'static str, name: &str) -> Result<()> {
     if ok {
         Ok(())
     } else {
-        Err(Error::InvalidName { kind, name: name.to_string(), rule: RULE })
+        Err(Error::InvalidName {
+            kind,
+            name: name.to_string(),
+            rule: RULE,
+        })
     }
 }
 
@@ -27,7 +31,17 @@ mod tests {
         for good in ["a", "main", "work-2", "a234567890123456789012345678901"] {
             assert!(validate_name("realm", good).is_ok(), "{good}");
         }
-        for bad in ["", "1a", "-a", "A", "ab_c", "a.b", "a/b", "a2345678901234567890123456789012", "é"] {
+        for bad in [
+            "",
+            "1a",
+            "-a",
+            "A",
+            "ab_c",
+            "a.b",
+            "a/b",
+            "a2345678901234567890123456789012",
+            "é",
+        ] {
             let err = validate_name("realm", bad).unwrap_err().to_string();
             assert!(err.contains("[a-z][a-z0-9-]{0,30}"), "{bad}: {err}");
         }

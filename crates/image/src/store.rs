@@ -48,7 +48,9 @@ pub struct Staged {
 
 impl Staged {
     pub fn path(&self) -> &Path {
-        self.path.as_deref().expect("a staged tree is used only until it is committed")
+        self.path
+            .as_deref()
+            .expect("a staged tree is used only until it is committed")
     }
 
     fn take(mut self) -> PathBuf {
@@ -61,7 +63,10 @@ impl Drop for Staged {
         if let Some(path) = self.path.take()
             && let Err(err) = delete_tree(&path)
         {
-            tracing::warn!("could not remove the staging tree {}: {err}", path.display());
+            tracing::warn!(
+                "could not remove the staging tree {}: {err}",
+                path.display()
+            );
         }
     }
 }
@@ -100,14 +105,21 @@ impl ImageStore {
         validate_name("image", name)?;
         let path = self.path(name);
         if !path.is_dir() {
-            return Err(Error::NotFound { name: name.to_string(), path });
+            return Err(Error::NotFound {
+                name: name.to_string(),
+                path,
+            });
         }
         Ok(self.info(name, path))
     }
 
     fn info(&self, name: &str, path: PathBuf) -> ImageInfo {
         let kind = if path.join("image.raw").exists() {
-            if path.join("image.sig").exists() { ImageKind::Sealed } else { ImageKind::Block }
+            if path.join("image.sig").exists() {
+                ImageKind::Sealed
+            } else {
+                ImageKind::Block
+            }
         } else {
             ImageKind::Tree
         };
@@ -127,7 +139,8 @@ impl ImageStore {
 
     /// Every image in the store, sorted by name.
     pub fn list(&self) -> Result<Vec<ImageInfo>> {
-        let entries = fs::read_dir(&self.dir).map_err(|e| Error::io("reading the image store", &self.dir, e))?;
+        let entries = fs::read_dir(&self.dir)
+            .map_err(|e| Error::io("reading the image store", &self.dir, e))?;
         let mut images = Vec::new();
         for entry in entries {
             let entry = entry.map_err(|e| Error::io("reading the image store", &self.dir, e))?;
@@ -149,7 +162,8 @@ impl ImageStore {
         if self.on_btrfs() {
             btrfs::create_subvolume(&path)?;
         } else {
-            fs::create_dir(&path).map_err(|e| Error::io("creating the staging directory", &path, e))?;
+            fs::create_dir(&path)
+                .map_err(|e| Error::io("creating the staging directory", &path, e))?;
         }
         Ok(Staged { path: Some(path) })
     }
@@ -167,19 +181,22 @@ impl ImageStore {
     }
 
     fn staging_path(&self, name: &str) -> PathBuf {
-        self.dir.join(format!("{STAGING_PREFIX}{name}-{}", std::process::id()))
+        self.dir
+            .join(format!("{STAGING_PREFIX}{name}-{}", std::process::id()))
     }
 
     /// Moves a finished staging tree into place as the new image `name` (read-only from now on).
     pub fn commit_new(&self, staged: Staged, name: &str) -> Result<PathBuf> {
         let dest = self.path(name);
         if dest.exists() {
-            return Err(Error::Exists { name: name.to_string(), path: dest });
+            return Err(Error::Exists {
+                name: name.to_string(),
+                path: dest,
+            });
         }
         seal_tree(staged.path())?;
         let src = staged.take();
         atomic::rename_noreplace(&src, &dest)?;
-        atomic::fsync_dir(&self.dir)?;
         Ok(dest)
     }
 
@@ -192,7 +209,9 @@ impl ImageStore {
         seal_tree(staged.path())?;
         let prev = self.prev_path(name);
         let retired = if prev.exists() {
-            let aside = self.dir.join(format!(".retired-{name}-{}", unique_suffix()));
+            let aside = self
+                .dir
+                .join(format!(".retired-{name}-{}", unique_suffix()));
             atomic::rename(&prev, &aside)?;
             Some(aside)
         } else {
@@ -202,7 +221,6 @@ impl ImageStore {
         // One atomic step makes the new tree current; the old one now sits at the staging name.
         atomic::exchange(&staged, &current)?;
         atomic::rename(&staged, &prev)?;
-        atomic::fsync_dir(&self.dir)?;
         Ok(retired)
     }
 
@@ -211,10 +229,12 @@ impl ImageStore {
         let current = self.get(name)?.path;
         let prev = self.prev_path(name);
         if !prev.is_dir() {
-            return Err(Error::NoPrevious { name: name.to_string(), path: prev });
+            return Err(Error::NoPrevious {
+                name: name.to_string(),
+                path: prev,
+            });
         }
         atomic::exchange(&prev, &current)?;
-        atomic::fsync_dir(&self.dir)?;
         Ok(())
     }
 
@@ -222,7 +242,9 @@ impl ImageStore {
     pub fn remove(&self, name: &str) -> Result<()> {
         let path = self.get(name)?.path;
         // Rename first so a crash never leaves half an image under the real name.
-        let aside = self.dir.join(format!(".removing-{name}-{}", unique_suffix()));
+        let aside = self
+            .dir
+            .join(format!(".removing-{name}-{}", unique_suffix()));
         atomic::rename(&path, &aside)?;
         delete_tree(&aside)?;
         let prev = self.prev_path(name);
@@ -242,9 +264,12 @@ impl ImageStore {
         for entry in entries.flatten() {
             let name = entry.file_name().to_string_lossy().into_owned();
             let stale = if let Some(rest) = name.strip_prefix(STAGING_PREFIX) {
-                rest.rsplit('-').next().and_then(|p| p.parse::<u32>().ok()).is_some_and(|pid| {
-                    pid != std::process::id() && !realms_sys::proc::pid_alive(pid)
-                })
+                rest.rsplit('-')
+                    .next()
+                    .and_then(|p| p.parse::<u32>().ok())
+                    .is_some_and(|pid| {
+                        pid != std::process::id() && !realms_sys::proc::pid_alive(pid)
+                    })
             } else {
                 name.starts_with(".removing-")
             };

@@ -39,18 +39,73 @@ pub enum KeyType {
 
 /// Every key, its type, its default (as TOML) and what it does.
 pub const KEYS: &[(&str, KeyType, &str, &str)] = &[
-    ("use-shared-dir", KeyType::Bool, "true", "bind /realms/Shared at /home/user/Shared"),
-    ("use-sound", KeyType::Bool, "true", "the PulseAudio socket and the sound devices"),
-    ("use-x11", KeyType::Bool, "true", "the X11 socket directory /tmp/.X11-unix"),
-    ("use-wayland", KeyType::Bool, "true", "the wayland socket /run/user/1000/wayland-0"),
-    ("use-gpu", KeyType::Bool, "false", "the render device /dev/dri/renderD128"),
+    (
+        "use-shared-dir",
+        KeyType::Bool,
+        "true",
+        "bind /realms/Shared at /home/user/Shared",
+    ),
+    (
+        "use-sound",
+        KeyType::Bool,
+        "true",
+        "the PulseAudio socket and the sound devices",
+    ),
+    (
+        "use-x11",
+        KeyType::Bool,
+        "true",
+        "the X11 socket directory /tmp/.X11-unix",
+    ),
+    (
+        "use-wayland",
+        KeyType::Bool,
+        "true",
+        "the wayland socket /run/user/1000/wayland-0",
+    ),
+    (
+        "use-gpu",
+        KeyType::Bool,
+        "false",
+        "the render device /dev/dri/renderD128",
+    ),
     ("use-kvm", KeyType::Bool, "false", "the device /dev/kvm"),
-    ("use-network", KeyType::Bool, "true", "a network zone; false leaves only a loopback interface"),
-    ("network-zone", KeyType::Zone, "\"clear\"", "the zone: bridge vz-ZONE on the host"),
-    ("use-ephemeral-home", KeyType::Bool, "false", "a home on tmpfs, seeded from /realms/skel at each start"),
-    ("extra-bindmounts", KeyType::BindList, "[]", "read-write binds, \"HOST[:REALM]\""),
-    ("extra-bindmounts-ro", KeyType::BindList, "[]", "read-only binds, \"HOST[:REALM]\""),
-    ("appimg", KeyType::Image, "\"base\"", "the application image the realm was created from"),
+    (
+        "use-network",
+        KeyType::Bool,
+        "true",
+        "a network zone; false leaves only a loopback interface",
+    ),
+    (
+        "network-zone",
+        KeyType::Zone,
+        "\"clear\"",
+        "the zone: bridge vz-ZONE on the host",
+    ),
+    (
+        "use-ephemeral-home",
+        KeyType::Bool,
+        "false",
+        "a home on tmpfs, seeded from /realms/skel at each start",
+    ),
+    (
+        "extra-bindmounts",
+        KeyType::BindList,
+        "[]",
+        "read-write binds, \"HOST[:REALM]\"",
+    ),
+    (
+        "extra-bindmounts-ro",
+        KeyType::BindList,
+        "[]",
+        "read-only binds, \"HOST[:REALM]\"",
+    ),
+    (
+        "appimg",
+        KeyType::Image,
+        "\"base\"",
+        "the application image the realm was created from",
+    ),
 ];
 
 impl RealmConfig {
@@ -72,15 +127,20 @@ impl RealmConfig {
 
     fn validate(&self, path: &Path) -> Result<()> {
         if let Some(zone) = &self.network_zone {
-            crate::zone::validate_zone(zone).map_err(|reason| bad_value(path, "network-zone", zone, &reason))?;
+            crate::zone::validate_zone(zone)
+                .map_err(|reason| bad_value(path, "network-zone", zone, &reason))?;
         }
-        for (key, list) in [("extra-bindmounts", &self.extra_bindmounts), ("extra-bindmounts-ro", &self.extra_bindmounts_ro)] {
+        for (key, list) in [
+            ("extra-bindmounts", &self.extra_bindmounts),
+            ("extra-bindmounts-ro", &self.extra_bindmounts_ro),
+        ] {
             for bind in list.iter().flatten() {
                 parse_bind(bind).map_err(|reason| bad_value(path, key, bind, &reason))?;
             }
         }
         if let Some(img) = &self.appimg {
-            realms_image::validate_name("image", img).map_err(|e| bad_value(path, "appimg", img, &e.to_string()))?;
+            realms_image::validate_name("image", img)
+                .map_err(|e| bad_value(path, "appimg", img, &e.to_string()))?;
         }
         Ok(())
     }
@@ -131,7 +191,9 @@ pub fn parse_bind(spec: &str) -> std::result::Result<(PathBuf, PathBuf), String>
     let (host, inside) = spec.split_once(':').unwrap_or((spec, spec));
     for p in [host, inside] {
         if !p.starts_with('/') {
-            return Err(format!("'{p}' is not an absolute path; use \"/host/path[:/path/in/realm]\""));
+            return Err(format!(
+                "'{p}' is not an absolute path; use \"/host/path[:/path/in/realm]\""
+            ));
         }
         if p.split('/').any(|c| c == "..") || p.contains(['\n', ',', ':']) {
             return Err(format!("'{p}' may not contain '..', ',', ':' or a newline"));
@@ -142,7 +204,10 @@ pub fn parse_bind(spec: &str) -> std::result::Result<(PathBuf, PathBuf), String>
 
 /// The TOML value a user typed on the command line, checked against the key's type.
 pub fn parse_value(key: &str, value: &str) -> Result<toml::Value> {
-    let (_, ty, _, _) = KEYS.iter().find(|(k, ..)| *k == key).ok_or_else(|| unknown_key(key))?;
+    let (_, ty, _, _) = KEYS
+        .iter()
+        .find(|(k, ..)| *k == key)
+        .ok_or_else(|| unknown_key(key))?;
     let invalid = |allowed: &str| Error::BadValue {
         key: key.to_string(),
         value: value.to_string(),
@@ -167,7 +232,12 @@ pub fn parse_value(key: &str, value: &str) -> Result<toml::Value> {
             for item in &items {
                 parse_bind(item).map_err(|r| invalid(&r))?;
             }
-            Ok(toml::Value::Array(items.into_iter().map(|s| toml::Value::String(s.into())).collect()))
+            Ok(toml::Value::Array(
+                items
+                    .into_iter()
+                    .map(|s| toml::Value::String(s.into()))
+                    .collect(),
+            ))
         }
     }
 }
@@ -190,12 +260,20 @@ fn bad_value(path: &Path, key: &str, value: &str, reason: &str) -> Error {
 /// A TOML parse error as a config error naming the file and line.
 pub(crate) fn bad_file(path: &Path, text: &str, err: &toml::de::Error) -> Error {
     let line = err.span().map(|span| line_of(text, span.start));
-    Error::BadConfig { path: path.to_path_buf(), line, message: err.message().trim().to_string() }
+    Error::BadConfig {
+        path: path.to_path_buf(),
+        line,
+        message: err.message().trim().to_string(),
+    }
 }
 
 /// The 1-based line number of a byte offset.
 fn line_of(text: &str, offset: usize) -> usize {
-    text.as_bytes()[..offset.min(text.len())].iter().filter(|b| **b == b'\n').count() + 1
+    text.as_bytes()[..offset.min(text.len())]
+        .iter()
+        .filter(|b| **b == b'\n')
+        .count()
+        + 1
 }
 
 #[cfg(test)]
@@ -205,7 +283,13 @@ mod tests {
     #[test]
     fn defaults_are_the_seeds() {
         let c = RealmConfig::parse("", Path::new("c")).unwrap();
-        assert!(c.use_shared_dir() && c.use_sound() && c.use_x11() && c.use_wayland() && c.use_network());
+        assert!(
+            c.use_shared_dir()
+                && c.use_sound()
+                && c.use_x11()
+                && c.use_wayland()
+                && c.use_network()
+        );
         assert!(!c.use_gpu() && !c.use_kvm() && !c.use_ephemeral_home());
         assert_eq!(c.network_zone(), "clear");
         assert_eq!(c.appimg(), "base");
@@ -213,16 +297,20 @@ mod tests {
 
     #[test]
     fn seed_lines_parse() {
-        let c = RealmConfig::parse("use-gpu = true\nnetwork-zone = \"work\"\n", Path::new("c")).unwrap();
+        let c = RealmConfig::parse("use-gpu = true\nnetwork-zone = \"work\"\n", Path::new("c"))
+            .unwrap();
         assert!(c.use_gpu());
         assert_eq!(c.network_zone(), "work");
     }
 
     #[test]
     fn unknown_key_names_file_line_and_key() {
-        let err = RealmConfig::parse("use-gpu = true\nuse-gpus = true\n", Path::new("/realms/realm-a/config"))
-            .unwrap_err()
-            .to_string();
+        let err = RealmConfig::parse(
+            "use-gpu = true\nuse-gpus = true\n",
+            Path::new("/realms/realm-a/config"),
+        )
+        .unwrap_err()
+        .to_string();
         assert!(err.contains("/realms/realm-a/config"), "{err}");
         assert!(err.contains("line 2"), "{err}");
         assert!(err.contains("use-gpus"), "{err}");
@@ -230,18 +318,32 @@ mod tests {
 
     #[test]
     fn bad_type_and_syntax_are_errors_not_panics() {
-        for text in ["use-gpu = \"yes\"\n", "use-gpu = \n", "[[[\n", "network-zone = \"Bad Zone\"\n",
-            "extra-bindmounts = [\"relative\"]\n", "\u{0}"] {
-            let err = RealmConfig::parse(text, Path::new("cfg")).unwrap_err().to_string();
+        for text in [
+            "use-gpu = \"yes\"\n",
+            "use-gpu = \n",
+            "[[[\n",
+            "network-zone = \"Bad Zone\"\n",
+            "extra-bindmounts = [\"relative\"]\n",
+            "\u{0}",
+        ] {
+            let err = RealmConfig::parse(text, Path::new("cfg"))
+                .unwrap_err()
+                .to_string();
             assert!(err.contains("cfg"), "{text:?}: {err}");
         }
     }
 
     #[test]
     fn values_from_the_command_line_are_checked() {
-        assert_eq!(parse_value("use-kvm", "true").unwrap(), toml::Value::Boolean(true));
+        assert_eq!(
+            parse_value("use-kvm", "true").unwrap(),
+            toml::Value::Boolean(true)
+        );
         let err = parse_value("use-kvm", "maybe").unwrap_err().to_string();
-        assert!(err.contains("use-kvm") && err.contains("true or false"), "{err}");
+        assert!(
+            err.contains("use-kvm") && err.contains("true or false"),
+            "{err}"
+        );
         let err = parse_value("use-kvmm", "true").unwrap_err().to_string();
         assert!(err.contains("use-kvmm") && err.contains("use-kvm"), "{err}");
         assert!(parse_value("extra-bindmounts", "/a:/b /c").is_ok());
@@ -250,8 +352,14 @@ mod tests {
 
     #[test]
     fn binds_parse() {
-        assert_eq!(parse_bind("/a").unwrap(), (PathBuf::from("/a"), PathBuf::from("/a")));
-        assert_eq!(parse_bind("/a:/b").unwrap(), (PathBuf::from("/a"), PathBuf::from("/b")));
+        assert_eq!(
+            parse_bind("/a").unwrap(),
+            (PathBuf::from("/a"), PathBuf::from("/a"))
+        );
+        assert_eq!(
+            parse_bind("/a:/b").unwrap(),
+            (PathBuf::from("/a"), PathBuf::from("/b"))
+        );
         assert!(parse_bind("a:/b").is_err());
     }
 }

@@ -11,9 +11,13 @@ pub enum Error {
     RealmExists(String),
     #[error("realm '{0}' is running; stop it first or pass --stop")]
     Running(String),
-    #[error("realm '{0}' is the default realm; make another realm the default first (`realms default OTHER`)")]
+    #[error(
+        "realm '{0}' is the default realm; make another realm the default first (`realms default OTHER`)"
+    )]
     IsDefault(String),
-    #[error("application image '{image}' is used by realm(s) {realms}, which are overlays on it; remove them first")]
+    #[error(
+        "application image '{image}' is used by realm(s) {realms}, which are overlays on it; remove them first"
+    )]
     ImageInUse { image: String, realms: String },
     #[error("{}{}: {message}", path.display(), line.map(|l| format!(": line {l}")).unwrap_or_default())]
     BadConfig {
@@ -57,12 +61,23 @@ pub enum Error {
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 impl Error {
-    pub(crate) fn io(action: &'static str, path: impl Into<PathBuf>, source: std::io::Error) -> Error {
-        Error::Io { action, path: path.into(), source }
+    pub(crate) fn io(
+        action: &'static str,
+        path: impl Into<PathBuf>,
+        source: std::io::Error,
+    ) -> Error {
+        Error::Io {
+            action,
+            path: path.into(),
+            source,
+        }
     }
 
     pub(crate) fn realm(name: &str, message: impl Into<String>) -> Error {
-        Error::Realm { name: name.to_string(), message: message.into() }
+        Error::Realm {
+            name: name.to_string(),
+            message: message.into(),
+        }
     }
 }
 
@@ -71,5 +86,8 @@ fn log_tail(log: &str) -> String {
         return String::new();
     }
     let lines: Vec<&str> = log.lines().collect();
-    format!("\n  {}", lines[lines.len().saturating_sub(15)..].join("\n  "))
+    format!(
+        "\n  {}",
+        lines[lines.len().saturating_sub(15)..].join("\n  ")
+    )
 }

@@ -69,10 +69,16 @@ fn nspawn_pid(store: &RealmStore, name: &str) -> Option<u32> {
             out.trim().parse().ok().filter(|p| *p != 0)
         }
         Executor::Direct => {
-            let pid: u32 = fs::read_to_string(pid_file(store, name)).ok()?.trim().parse().ok()?;
+            let pid: u32 = fs::read_to_string(pid_file(store, name))
+                .ok()?
+                .trim()
+                .parse()
+                .ok()?;
             let cmdline = fs::read(format!("/proc/{pid}/cmdline")).ok()?;
             let dir = store.realm_dir(name).join("rootfs");
-            let is_ours = cmdline.split(|b| *b == 0).any(|a| a == format!("--directory={}", dir.display()).as_bytes());
+            let is_ours = cmdline
+                .split(|b| *b == 0)
+                .any(|a| a == format!("--directory={}", dir.display()).as_bytes());
             (proc::pid_alive(pid) && is_ours).then_some(pid)
         }
     }
@@ -94,7 +100,10 @@ pub fn leader(store: &RealmStore, name: &str) -> Result<u32> {
             return Ok(*leader);
         }
         if Instant::now() > deadline {
-            return Err(Error::realm(name, format!("nspawn (pid {pid}) has no single container process")));
+            return Err(Error::realm(
+                name,
+                format!("nspawn (pid {pid}) has no single container process"),
+            ));
         }
         std::thread::sleep(Duration::from_millis(10));
     }
@@ -137,7 +146,9 @@ pub(crate) fn start_locked(store: &RealmStore, name: &str, say: &dyn Fn(&str)) -
     if plan.ephemeral_home.is_some() {
         // nspawn's temporary upper layer belongs to root; the home belongs to the realm user.
         let pid = leader(store, name)?.to_string();
-        Cmd::new("nsenter").args(["-t", &pid, "-m", "chown", "1000:1000", "/home/user"]).run()?;
+        Cmd::new("nsenter")
+            .args(["-t", &pid, "-m", "chown", "1000:1000", "/home/user"])
+            .run()?;
     }
     say(&format!("[+]: Started realm '{name}'"));
     Ok(())
@@ -151,7 +162,9 @@ fn start_direct(store: &RealmStore, name: &str) -> Result<()> {
     nspawn_prerequisites()?;
     let log_path = log_file(store, name);
     let log = fs::File::create(&log_path).map_err(|e| Error::io("creating", &log_path, e))?;
-    let log2 = log.try_clone().map_err(|e| Error::io("opening", &log_path, e))?;
+    let log2 = log
+        .try_clone()
+        .map_err(|e| Error::io("opening", &log_path, e))?;
     let socket_name = format!("realms-notify-{}-{name}", std::process::id());
     let socket = notify_socket(&socket_name)?;
     let mut child = Cmd::new(realms_exe()?)
@@ -164,7 +177,11 @@ fn start_direct(store: &RealmStore, name: &str) -> Result<()> {
         .stdout(Stdio::from(log))
         .stderr(Stdio::from(log2))
         .spawn()?;
-    realms_sys::atomic::write_file(pid_file(store, name), child.id().to_string().as_bytes(), 0o644)?;
+    realms_sys::atomic::write_file(
+        pid_file(store, name),
+        child.id().to_string().as_bytes(),
+        0o644,
+    )?;
     let failed = |reason: String| Error::StartFailed {
         name: name.to_string(),
         reason,
@@ -180,13 +197,19 @@ fn start_direct(store: &RealmStore, name: &str) -> Result<()> {
         }
         if let Ok(Some(status)) = child.try_wait() {
             let _ = fs::remove_file(pid_file(store, name));
-            return Err(failed(format!("systemd-nspawn exited with {status} (log: {})", log_path.display())));
+            return Err(failed(format!(
+                "systemd-nspawn exited with {status} (log: {})",
+                log_path.display()
+            )));
         }
         if Instant::now() > deadline {
             let _ = child.kill();
             let _ = child.wait();
             let _ = fs::remove_file(pid_file(store, name));
-            return Err(failed(format!("its init did not report ready within {}s", START_TIMEOUT.as_secs())));
+            return Err(failed(format!(
+                "its init did not report ready within {}s",
+                START_TIMEOUT.as_secs()
+            )));
         }
     }
 }
@@ -195,7 +218,8 @@ fn notify_socket(name: &str) -> Result<UnixDatagram> {
     use std::os::linux::net::SocketAddrExt;
     let addr = std::os::unix::net::SocketAddr::from_abstract_name(name.as_bytes())
         .map_err(|e| Error::io("creating the notify socket", name, e))?;
-    let socket = UnixDatagram::bind_addr(&addr).map_err(|e| Error::io("binding the notify socket", name, e))?;
+    let socket = UnixDatagram::bind_addr(&addr)
+        .map_err(|e| Error::io("binding the notify socket", name, e))?;
     socket
         .set_read_timeout(Some(Duration::from_millis(50)))
         .map_err(|e| Error::io("configuring the notify socket", name, e))?;
@@ -227,14 +251,17 @@ fn start_unit(store: &RealmStore, name: &str) -> Result<()> {
     );
     realms_sys::atomic::write_file(unit_path(name), unit.as_bytes(), 0o644)?;
     Cmd::new("systemctl").arg("daemon-reload").run()?;
-    Cmd::new("systemctl").args(["start", &unit_name(name)]).run().map_err(|e| Error::StartFailed {
-        name: name.to_string(),
-        reason: e.to_string(),
-        log: Cmd::new("journalctl")
-            .args(["--no-pager", "-n", "20", "-u", &unit_name(name)])
-            .output_string()
-            .unwrap_or_default(),
-    })?;
+    Cmd::new("systemctl")
+        .args(["start", &unit_name(name)])
+        .run()
+        .map_err(|e| Error::StartFailed {
+            name: name.to_string(),
+            reason: e.to_string(),
+            log: Cmd::new("journalctl")
+                .args(["--no-pager", "-n", "20", "-u", &unit_name(name)])
+                .output_string()
+                .unwrap_or_default(),
+        })?;
     Ok(())
 }
 
@@ -245,10 +272,17 @@ pub fn exec_launcher(store: &RealmStore, name: &str) -> Result<std::convert::Inf
     let plan = plan(store, name, &config, &RealHost)?;
     if let RootSetup::Overlay { lower, upper, work } = &plan.root {
         realms_sys::ns::unshare_mount_namespace()?;
-        mount::overlay(&[lower.as_path()], Some((upper.as_path(), work.as_path())), &plan.directory)?.leak();
+        mount::overlay(
+            &[lower.as_path()],
+            Some((upper.as_path(), work.as_path())),
+            &plan.directory,
+        )?
+        .leak();
     }
     let registered = Executor::detect() == Executor::Systemd;
-    let err = std::process::Command::new("systemd-nspawn").args(plan.nspawn_args(registered)).exec();
+    let err = std::process::Command::new("systemd-nspawn")
+        .args(plan.nspawn_args(registered))
+        .exec();
     Err(Error::io("running", "systemd-nspawn", err))
 }
 
@@ -268,7 +302,9 @@ pub fn stop(store: &RealmStore, name: &str, say: &dyn Fn(&str)) -> Result<()> {
 /// Stops a running realm with the store lock held.
 pub(crate) fn stop_locked(store: &RealmStore, name: &str) -> Result<()> {
     match Executor::detect() {
-        Executor::Systemd => Cmd::new("systemctl").args(["stop", &unit_name(name)]).run()?,
+        Executor::Systemd => Cmd::new("systemctl")
+            .args(["stop", &unit_name(name)])
+            .run()?,
         Executor::Direct => {
             if let Some(pid) = nspawn_pid(store, name) {
                 // SIGTERM makes nspawn power the container off cleanly.
@@ -278,7 +314,10 @@ pub(crate) fn stop_locked(store: &RealmStore, name: &str) -> Result<()> {
                     std::thread::sleep(Duration::from_millis(20));
                 }
                 if proc::pid_alive(pid) {
-                    tracing::warn!("realm '{name}' did not power off within {}s; killing it", STOP_TIMEOUT.as_secs());
+                    tracing::warn!(
+                        "realm '{name}' did not power off within {}s; killing it",
+                        STOP_TIMEOUT.as_secs()
+                    );
                     proc::kill(pid, proc::Signal::KILL)?;
                 }
             }
@@ -287,7 +326,11 @@ pub(crate) fn stop_locked(store: &RealmStore, name: &str) -> Result<()> {
     forget_runtime(store, name);
     // The desktop always has a running current realm while there is one.
     if store.current_realm().as_deref() == Some(name) {
-        match store.names()?.into_iter().find(|n| n != name && is_running(store, n)) {
+        match store
+            .names()?
+            .into_iter()
+            .find(|n| n != name && is_running(store, n))
+        {
             Some(next) => store.set_current(&next)?,
             None => store.clear_current(name)?,
         }

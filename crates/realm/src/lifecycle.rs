@@ -4,10 +4,10 @@ use std::fs;
 use std::path::Path;
 
 use realms_image::validate_name;
-use realms_sys::{atomic, btrfs, cmd::Cmd};
+use realms_sys::{atomic, btrfs};
 
 use crate::config::{KEYS, RealmConfig, parse_value, unknown_key};
-use crate::store::{RealmStore, RootKind, delete_realm_tree, mkdir};
+use crate::store::{RealmStore, RootKind, chown, delete_realm_tree, mkdir};
 use crate::{Error, Result};
 
 /// `realms new NAME [--appimg IMG]`: stages the realm directory (config from the template, home
@@ -20,26 +20,32 @@ pub fn create(store: &RealmStore, name: &str, image: &str, say: &dyn Fn(&str)) -
         return Err(Error::RealmExists(name.to_string()));
     }
     let info = store.images().get(image)?;
-    let staging = store.dir().join(format!(".staging-realm-{name}-{}", std::process::id()));
+    let staging = store
+        .dir()
+        .join(format!(".staging-realm-{name}-{}", std::process::id()));
     let guard = RemoveOnDrop(&staging);
     mkdir(&staging)?;
 
     let template = fs::read_to_string(store.dir().join("config")).unwrap_or_default();
     let config = set_line(&template, "appimg", &toml::Value::String(image.to_string()));
     RealmConfig::parse(&config, &store.dir().join("config"))?;
-    atomic::write_file(staging.join("config"), config.as_bytes(), 0o644)?;
+    // Inside the staging directory a plain write will do: the rename below publishes it.
+    write_synced(&staging.join("config"), config.as_bytes())?;
 
     say("[+]: Populating realm home directory with files from /realms/skel");
     let home = staging.join("home");
     mkdir(&home)?;
-    Cmd::new("cp").args(["-a", "--"]).arg(store.dir().join("skel/.")).arg(&home).run()?;
-    Cmd::new("chown").args(["-R", "--no-dereference", "1000:1000"]).arg(&home).run()?;
+    realms_sys::fs::copy_tree(store.dir().join("skel"), &home)?;
+    chown_tree(&home)?;
 
     let image_rel = Path::new("/storage/appimg").join(format!("{image}.appimg"));
     let snapshot = store.root_kind_for(&info) == RootKind::Snapshot
-        && btrfs::snapshot(&info.path, &staging.join("rootfs"), false).is_ok();
+        && snapshot_or_cross_fs(&info.path, &staging)?;
     if snapshot {
-        say(&format!("Create a snapshot of '{}' in '/realms/realm-{name}/rootfs'", image_rel.display()));
+        say(&format!(
+            "Create a snapshot of '{}' in '/realms/realm-{name}/rootfs'",
+            image_rel.display()
+        ));
     } else {
         for d in ["rootfs", "overlay/upper", "overlay/work"] {
             mkdir(&staging.join(d))?;
@@ -52,7 +58,6 @@ pub fn create(store: &RealmStore, name: &str, image: &str, say: &dyn Fn(&str)) -
         ));
     }
     atomic::rename_noreplace(&staging, &dest)?;
-    atomic::fsync_dir(store.dir())?;
     guard.disarm();
     Ok(())
 }
@@ -72,7 +77,9 @@ pub fn remove(store: &RealmStore, name: &str, stop: bool, say: &dyn Fn(&str)) ->
         say(&format!("[+]: Stopped realm '{name}'"));
     }
     store.clear_current(name)?;
-    let aside = store.dir().join(format!(".removing-realm-{name}-{}", std::process::id()));
+    let aside = store
+        .dir()
+        .join(format!(".removing-realm-{name}-{}", std::process::id()));
     atomic::rename(store.realm_dir(name), &aside)?;
     delete_realm_tree(&aside)?;
     crate::launch::forget(store, name);
@@ -81,7 +88,11 @@ pub fn remove(store: &RealmStore, name: &str, stop: bool, say: &dyn Fn(&str)) ->
 }
 
 /// `realms config NAME [KEY]`: one key's effective value, or every key's.
-pub fn config_get(store: &RealmStore, name: &str, key: Option<&str>) -> Result<Vec<(String, String)>> {
+pub fn config_get(
+    store: &RealmStore,
+    name: &str,
+    key: Option<&str>,
+) -> Result<Vec<(String, String)>> {
     let config = store.config(name)?;
     let value = toml::Value::try_from(&config).map_err(|e| Error::realm(name, e.to_string()))?;
     let table = value.as_table().cloned().unwrap_or_default();
@@ -90,7 +101,10 @@ pub fn config_get(store: &RealmStore, name: &str, key: Option<&str>) -> Result<V
         if key.is_some_and(|wanted| wanted != *k) {
             continue;
         }
-        let shown = table.get(*k).map(|v| v.to_string()).unwrap_or_else(|| default.to_string());
+        let shown = table
+            .get(*k)
+            .map(|v| v.to_string())
+            .unwrap_or_else(|| default.to_string());
         out.push((k.to_string(), shown));
     }
     if let Some(k) = key
@@ -120,7 +134,8 @@ pub(crate) fn set_line(text: &str, key: &str, value: &toml::Value) -> String {
     let mut out = Vec::new();
     let mut done = false;
     for l in text.lines() {
-        let is_key = l.split_once('=').is_some_and(|(k, _)| k.trim() == key) && !l.trim_start().starts_with('#');
+        let is_key = l.split_once('=').is_some_and(|(k, _)| k.trim() == key)
+            && !l.trim_start().starts_with('#');
         if is_key {
             if !done {
                 out.push(line.clone());
@@ -136,6 +151,44 @@ pub(crate) fn set_line(text: &str, key: &str, value: &toml::Value) -> String {
     let mut s = out.join("\n");
     s.push('\n');
     s
+}
+
+/// Snapshots the image as the realm's rootfs; `false` when the image is on another btrfs
+/// filesystem (EXDEV), so the realm must be an overlay instead.
+fn snapshot_or_cross_fs(image: &Path, staging: &Path) -> Result<bool> {
+    match btrfs::snapshot(image, staging.join("rootfs"), false) {
+        Ok(()) => Ok(true),
+        Err(e)
+            if e.io_error()
+                .is_some_and(|io| io.kind() == std::io::ErrorKind::CrossesDevices) =>
+        {
+            Ok(false)
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+fn write_synced(path: &Path, bytes: &[u8]) -> Result<()> {
+    use std::io::Write;
+    let mut f = fs::File::create(path).map_err(|e| Error::io("creating", path, e))?;
+    f.write_all(bytes)
+        .and_then(|_| f.sync_data())
+        .map_err(|e| Error::io("writing", path, e))
+}
+
+/// Gives a new home and everything in it to the realm user (symlinks themselves, not targets).
+fn chown_tree(dir: &Path) -> Result<()> {
+    chown(dir)?;
+    for entry in fs::read_dir(dir).map_err(|e| Error::io("reading", dir, e))? {
+        let entry = entry.map_err(|e| Error::io("reading", dir, e))?;
+        let path = entry.path();
+        if entry.file_type().is_ok_and(|t| t.is_dir()) {
+            chown_tree(&path)?;
+        } else {
+            chown(&path)?;
+        }
+    }
+    Ok(())
 }
 
 /// Removes a staging directory unless the work it holds was committed.

@@ -17,7 +17,11 @@ pub enum RootSetup {
     /// `directory` is the realm's own writable snapshot; nothing to mount.
     Snapshot,
     /// The launcher mounts an overlay at `directory` in a private mount namespace first.
-    Overlay { lower: PathBuf, upper: PathBuf, work: PathBuf },
+    Overlay {
+        lower: PathBuf,
+        upper: PathBuf,
+        work: PathBuf,
+    },
 }
 
 /// The realm's network.
@@ -74,7 +78,12 @@ const HOME: &str = "/home/user";
 const USER_RUN: &str = "/run/user/1000";
 
 /// Builds the plan of realm `name` from its directory and config.
-pub fn plan(store: &RealmStore, name: &str, config: &RealmConfig, host: &dyn HostFacts) -> Result<LaunchPlan> {
+pub fn plan(
+    store: &RealmStore,
+    name: &str,
+    config: &RealmConfig,
+    host: &dyn HostFacts,
+) -> Result<LaunchPlan> {
     let dir = store.realm_dir(name);
     let directory = dir.join("rootfs");
     let root = match store.root_kind(name) {
@@ -87,7 +96,10 @@ pub fn plan(store: &RealmStore, name: &str, config: &RealmConfig, host: &dyn Hos
     };
     let network = if config.use_network() {
         let zone = config.network_zone().to_string();
-        Network::Zone { bridge: crate::zone::bridge_name(&zone), zone }
+        Network::Zone {
+            bridge: crate::zone::bridge_name(&zone),
+            zone,
+        }
     } else {
         Network::LoopbackOnly
     };
@@ -115,10 +127,17 @@ pub fn plan(store: &RealmStore, name: &str, config: &RealmConfig, host: &dyn Hos
         if !host.exists(&host_path) {
             return Err(Error::realm(
                 name,
-                format!("extra bind mount source {} does not exist on the host", host_path.display()),
+                format!(
+                    "extra bind mount source {} does not exist on the host",
+                    host_path.display()
+                ),
             ));
         }
-        p.binds.push(Bind { host: host_path, realm: realm_path, read_only: ro });
+        p.binds.push(Bind {
+            host: host_path,
+            realm: realm_path,
+            read_only: ro,
+        });
     }
     Ok(p)
 }
@@ -128,11 +147,41 @@ fn add_desktop(p: &mut LaunchPlan, config: &RealmConfig, host: &dyn HostFacts) {
     let pulse = format!("{USER_RUN}/pulse");
     let wayland = format!("{USER_RUN}/wayland-0");
     let wanted: [(bool, &str, &str, &str, bool); 6] = [
-        (config.use_sound(), "use-sound", &pulse, "/run/user/host/pulse", true),
-        (config.use_sound(), "use-sound", "/dev/snd", "/dev/snd", false),
-        (config.use_x11(), "use-x11", "/tmp/.X11-unix", "/tmp/.X11-unix", true),
-        (config.use_wayland(), "use-wayland", &wayland, "/run/user/host/wayland-0", true),
-        (config.use_gpu(), "use-gpu", "/dev/dri/renderD128", "/dev/dri/renderD128", false),
+        (
+            config.use_sound(),
+            "use-sound",
+            &pulse,
+            "/run/user/host/pulse",
+            true,
+        ),
+        (
+            config.use_sound(),
+            "use-sound",
+            "/dev/snd",
+            "/dev/snd",
+            false,
+        ),
+        (
+            config.use_x11(),
+            "use-x11",
+            "/tmp/.X11-unix",
+            "/tmp/.X11-unix",
+            true,
+        ),
+        (
+            config.use_wayland(),
+            "use-wayland",
+            &wayland,
+            "/run/user/host/wayland-0",
+            true,
+        ),
+        (
+            config.use_gpu(),
+            "use-gpu",
+            "/dev/dri/renderD128",
+            "/dev/dri/renderD128",
+            false,
+        ),
         (config.use_kvm(), "use-kvm", "/dev/kvm", "/dev/kvm", false),
     ];
     for (on, key, host_path, realm_path, ro) in wanted {
@@ -148,14 +197,20 @@ fn add_desktop(p: &mut LaunchPlan, config: &RealmConfig, host: &dyn HostFacts) {
                 _ => {}
             }
         } else {
-            p.notes.push(format!("{key}: {host_path} does not exist on this host, so it is not bound"));
+            p.notes.push(format!(
+                "{key}: {host_path} does not exist on this host, so it is not bound"
+            ));
         }
     }
 }
 
 impl LaunchPlan {
     fn bind(&mut self, host: PathBuf, realm: &str, read_only: bool) {
-        self.binds.push(Bind { host, realm: PathBuf::from(realm), read_only });
+        self.binds.push(Bind {
+            host,
+            realm: PathBuf::from(realm),
+            read_only,
+        });
     }
 
     fn env(&mut self, key: &str, value: &str) {

@@ -10,7 +10,9 @@ pub fn set_default(store: &RealmStore, name: &str, say: &dyn Fn(&str)) -> Result
     store.check_exists(name)?;
     let _lock = store.lock()?;
     match store.set_default(name)? {
-        Some(old) => say(&format!("[+] default realm changed from '{old}' to '{name}'")),
+        Some(old) => say(&format!(
+            "[+] default realm changed from '{old}' to '{name}'"
+        )),
         None => say(&format!("[+] default realm set to '{name}'")),
     }
     Ok(())
@@ -30,7 +32,9 @@ pub fn set_current(store: &RealmStore, name: &str, say: &dyn Fn(&str)) -> Result
 
 /// The current realm, if it is still running.
 pub fn current(store: &RealmStore) -> Option<String> {
-    store.current_realm().filter(|n| launch::is_running(store, n))
+    store
+        .current_realm()
+        .filter(|n| launch::is_running(store, n))
 }
 
 /// One row of `realms list`.
@@ -59,7 +63,9 @@ pub fn list(store: &RealmStore) -> Result<Vec<RealmStatus>> {
             current: current.as_deref() == Some(name.as_str()),
             appimg: config.appimg().to_string(),
             root: store.root_kind(&name),
-            zone: config.use_network().then(|| config.network_zone().to_string()),
+            zone: config
+                .use_network()
+                .then(|| config.network_zone().to_string()),
             name,
         });
     }

@@ -52,7 +52,8 @@ impl RealmStore {
         mkdir(&storage)?;
         let link = root.join("realms");
         if fs::symlink_metadata(&link).is_err() {
-            std::os::unix::fs::symlink("storage/realms", &link).map_err(|e| Error::io("creating the symlink", &link, e))?;
+            std::os::unix::fs::symlink("storage/realms", &link)
+                .map_err(|e| Error::io("creating the symlink", &link, e))?;
         }
         let dir = storage;
         let run = root.join("run/realms");
@@ -69,7 +70,12 @@ impl RealmStore {
             }
         }
         let images = ImageStore::open(root)?;
-        Ok(RealmStore { root: root.to_path_buf(), dir, run, images })
+        Ok(RealmStore {
+            root: root.to_path_buf(),
+            dir,
+            run,
+            images,
+        })
     }
 
     pub fn root(&self) -> &Path {
@@ -107,15 +113,25 @@ impl RealmStore {
     /// Fails unless realm `name` exists.
     pub fn check_exists(&self, name: &str) -> Result<()> {
         validate_name("realm", name)?;
-        if self.realm_dir(name).is_dir() { Ok(()) } else { Err(Error::NoSuchRealm(name.to_string())) }
+        if self.realm_dir(name).is_dir() {
+            Ok(())
+        } else {
+            Err(Error::NoSuchRealm(name.to_string()))
+        }
     }
 
     /// The names of all realms, sorted.
     pub fn names(&self) -> Result<Vec<String>> {
-        let entries = fs::read_dir(&self.dir).map_err(|e| Error::io("reading the realm store", &self.dir, e))?;
+        let entries = fs::read_dir(&self.dir)
+            .map_err(|e| Error::io("reading the realm store", &self.dir, e))?;
         let mut names: Vec<String> = entries
             .flatten()
-            .filter_map(|e| e.file_name().to_str().and_then(|n| n.strip_prefix("realm-")).map(str::to_string))
+            .filter_map(|e| {
+                e.file_name()
+                    .to_str()
+                    .and_then(|n| n.strip_prefix("realm-"))
+                    .map(str::to_string)
+            })
             .filter(|n| validate_name("realm", n).is_ok() && self.realm_dir(n).is_dir())
             .collect();
         names.sort();
@@ -135,13 +151,18 @@ impl RealmStore {
 
     /// How the realm's root is made.
     pub fn root_kind(&self, name: &str) -> RootKind {
-        if self.realm_dir(name).join("overlay").is_dir() { RootKind::Overlay } else { RootKind::Snapshot }
+        if self.realm_dir(name).join("overlay").is_dir() {
+            RootKind::Overlay
+        } else {
+            RootKind::Snapshot
+        }
     }
 
     /// The image tree an overlay realm sits on (where its `lower` symlink points, in the root).
     pub fn overlay_lower(&self, name: &str) -> Result<PathBuf> {
         let link = self.realm_dir(name).join("lower");
-        let target = fs::read_link(&link).map_err(|e| Error::io("reading the symlink", &link, e))?;
+        let target =
+            fs::read_link(&link).map_err(|e| Error::io("reading the symlink", &link, e))?;
         Ok(self.root.join(target.strip_prefix("/").unwrap_or(&target)))
     }
 
@@ -165,7 +186,10 @@ impl RealmStore {
 
     /// Points `/run/realms/current.realm` at realm `name` atomically.
     pub fn set_current(&self, name: &str) -> Result<()> {
-        atomic::replace_symlink(format!("/realms/realm-{name}"), self.run.join("current.realm"))?;
+        atomic::replace_symlink(
+            format!("/realms/realm-{name}"),
+            self.run.join("current.realm"),
+        )?;
         Ok(())
     }
 
@@ -180,7 +204,9 @@ impl RealmStore {
 
     /// Removes what interrupted creations and removals left in the store.
     fn cleanup_leftovers(&self) -> Result<()> {
-        let Ok(entries) = fs::read_dir(&self.dir) else { return Ok(()) };
+        let Ok(entries) = fs::read_dir(&self.dir) else {
+            return Ok(());
+        };
         for entry in entries.flatten() {
             let name = entry.file_name().to_string_lossy().into_owned();
             let stale = match name.strip_prefix(".staging-realm-") {
@@ -188,7 +214,9 @@ impl RealmStore {
                     .rsplit('-')
                     .next()
                     .and_then(|p| p.parse::<u32>().ok())
-                    .is_some_and(|pid| pid != std::process::id() && !realms_sys::proc::pid_alive(pid)),
+                    .is_some_and(|pid| {
+                        pid != std::process::id() && !realms_sys::proc::pid_alive(pid)
+                    }),
                 None => name.starts_with(".removing-realm-"),
             };
             if stale {
@@ -207,8 +235,13 @@ impl RealmStore {
         let image_path = self.images.path(image);
         for name in self.names()? {
             let uses = match self.root_kind(&name) {
-                RootKind::Overlay => self.overlay_lower(&name).ok().as_deref() == Some(image_path.as_path()),
-                RootKind::Snapshot => self.config(&name).map(|c| c.appimg() == image).unwrap_or(false),
+                RootKind::Overlay => {
+                    self.overlay_lower(&name).ok().as_deref() == Some(image_path.as_path())
+                }
+                RootKind::Snapshot => self
+                    .config(&name)
+                    .map(|c| c.appimg() == image)
+                    .unwrap_or(false),
             };
             if uses {
                 match self.root_kind(&name) {
@@ -223,7 +256,10 @@ impl RealmStore {
     /// Decides how a new realm on `image` gets its root: a snapshot where btrfs allows it (the
     /// snapshot itself may still fail across filesystems; the caller then falls back).
     pub(crate) fn root_kind_for(&self, image: &realms_image::ImageInfo) -> RootKind {
-        if image.kind == ImageKind::Tree && image.subvolume && btrfs::is_btrfs(&self.dir).unwrap_or(false) {
+        if image.kind == ImageKind::Tree
+            && image.subvolume
+            && btrfs::is_btrfs(&self.dir).unwrap_or(false)
+        {
             RootKind::Snapshot
         } else {
             RootKind::Overlay
@@ -233,7 +269,11 @@ impl RealmStore {
 
 fn link_realm(link: &Path) -> Option<String> {
     let target = fs::read_link(link).ok()?;
-    let name = target.file_name()?.to_str()?.strip_prefix("realm-")?.to_string();
+    let name = target
+        .file_name()?
+        .to_str()?
+        .strip_prefix("realm-")?
+        .to_string();
     validate_name("realm", &name).ok().map(|_| name)
 }
 
@@ -242,7 +282,8 @@ pub(crate) fn mkdir(path: &Path) -> Result<()> {
 }
 
 pub(crate) fn chown(path: &Path) -> Result<()> {
-    std::os::unix::fs::lchown(path, Some(REALM_UID), Some(REALM_UID)).map_err(|e| Error::io("changing the owner of", path, e))
+    std::os::unix::fs::lchown(path, Some(REALM_UID), Some(REALM_UID))
+        .map_err(|e| Error::io("changing the owner of", path, e))
 }
 
 /// Deletes a realm directory: its rootfs subvolume (with nested ones) and everything else,

@@ -24,7 +24,12 @@ pub enum UpdateOutcome {
 
 /// Updates image `image` by running `command` (a root shell when empty) in a container on a
 /// writable copy of it.
-pub fn update_appimg(store: &RealmStore, image: &str, command: &[OsString], say: &dyn Fn(&str)) -> Result<UpdateOutcome> {
+pub fn update_appimg(
+    store: &RealmStore,
+    image: &str,
+    command: &[OsString],
+    say: &dyn Fn(&str),
+) -> Result<UpdateOutcome> {
     let _lock = store.lock()?;
     let images = store.images();
     let staged = images.stage_copy(image)?;
@@ -32,13 +37,21 @@ pub fn update_appimg(store: &RealmStore, image: &str, command: &[OsString], say:
     if command.is_empty() {
         say(&format!("[+]: Entering root shell on {image} appimg"));
     } else {
-        say(&format!("[+]: Running {} on {image} appimg", command_line(command)));
+        say(&format!(
+            "[+]: Running {} on {image} appimg",
+            command_line(command)
+        ));
     }
     let mut cmd = Cmd::new("systemd-nspawn");
-    cmd.args(["--quiet", "--resolv-conf=bind-host", "--timezone=off", "--link-journal=no"])
-        .arg(format!("--machine={machine}"))
-        .arg("--directory")
-        .arg(staged.path());
+    cmd.args([
+        "--quiet",
+        "--resolv-conf=bind-host",
+        "--timezone=off",
+        "--link-journal=no",
+    ])
+    .arg(format!("--machine={machine}"))
+    .arg("--directory")
+    .arg(staged.path());
     if Executor::detect() == Executor::Direct {
         cmd.args(["--register=no", "--keep-unit"]);
     }
@@ -50,14 +63,18 @@ pub fn update_appimg(store: &RealmStore, image: &str, command: &[OsString], say:
     let status = cmd.status_inherit()?;
     if !status.success() {
         let code = status.code().unwrap_or(1);
-        say(&format!("[+]: The update exited with status {code}; {image} appimg is unchanged"));
+        say(&format!(
+            "[+]: The update exited with status {code}; {image} appimg is unchanged"
+        ));
         return Ok(UpdateOutcome::Discarded(code));
     }
     let users = overlay_users(store, images, image)?;
     let retired = images.commit_update(staged, image)?;
     repoint(store, &users.current, &images.prev_path(image))?;
     keep_or_delete(store, images, image, retired, &users.prev)?;
-    say(&format!("[+]: Updated {image} appimg; the previous version is kept as {image}.appimg.prev"));
+    say(&format!(
+        "[+]: Updated {image} appimg; the previous version is kept as {image}.appimg.prev"
+    ));
     Ok(UpdateOutcome::Committed)
 }
 
@@ -69,7 +86,9 @@ pub fn rollback(store: &RealmStore, image: &str, say: &dyn Fn(&str)) -> Result<(
     images.rollback(image)?;
     repoint(store, &users.current, &images.prev_path(image))?;
     repoint(store, &users.prev, &images.path(image))?;
-    say(&format!("[+]: Rolled {image} appimg back to its previous version"));
+    say(&format!(
+        "[+]: Rolled {image} appimg back to its previous version"
+    ));
     Ok(())
 }
 
@@ -83,11 +102,18 @@ pub fn remove_image(store: &RealmStore, image: &str, say: &dyn Fn(&str)) -> Resu
         .names()?
         .into_iter()
         .filter(|n| store.root_kind(n) == RootKind::Overlay)
-        .filter(|n| store.overlay_lower(n).is_ok_and(|l| kept.contains(&l) || l == store.images().prev_path(image)))
+        .filter(|n| {
+            store
+                .overlay_lower(n)
+                .is_ok_and(|l| kept.contains(&l) || l == store.images().prev_path(image))
+        })
         .collect();
     let blocking: Vec<String> = overlays.into_iter().chain(on_old).collect();
     if !blocking.is_empty() {
-        return Err(Error::ImageInUse { image: image.to_string(), realms: quote_list(&blocking) });
+        return Err(Error::ImageInUse {
+            image: image.to_string(),
+            realms: quote_list(&blocking),
+        });
     }
     store.images().remove(image)?;
     for old in kept {
@@ -111,7 +137,10 @@ struct Users {
 
 fn overlay_users(store: &RealmStore, images: &ImageStore, image: &str) -> Result<Users> {
     let (current_path, prev_path) = (images.path(image), images.prev_path(image));
-    let mut users = Users { current: Vec::new(), prev: Vec::new() };
+    let mut users = Users {
+        current: Vec::new(),
+        prev: Vec::new(),
+    };
     for name in store.names()? {
         if store.root_kind(&name) != RootKind::Overlay {
             continue;
@@ -135,8 +164,16 @@ fn repoint(store: &RealmStore, realms: &[String], tree: &Path) -> Result<()> {
 }
 
 /// The former `.prev` is kept (as `IMG.appimg.old-N`) while overlay realms still use it.
-fn keep_or_delete(store: &RealmStore, images: &ImageStore, image: &str, retired: Option<PathBuf>, users: &[String]) -> Result<()> {
-    let Some(retired) = retired else { return Ok(()) };
+fn keep_or_delete(
+    store: &RealmStore,
+    images: &ImageStore,
+    image: &str,
+    retired: Option<PathBuf>,
+    users: &[String],
+) -> Result<()> {
+    let Some(retired) = retired else {
+        return Ok(());
+    };
     if users.is_empty() {
         return Ok(realms_image::delete_tree(&retired)?);
     }
@@ -158,9 +195,17 @@ fn kept_versions(images: &ImageStore, image: &str) -> Vec<PathBuf> {
 }
 
 fn quote_list(names: &[String]) -> String {
-    names.iter().map(|n| format!("'{n}'")).collect::<Vec<_>>().join(", ")
+    names
+        .iter()
+        .map(|n| format!("'{n}'"))
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 fn command_line(command: &[OsString]) -> String {
-    command.iter().map(|a| a.to_string_lossy()).collect::<Vec<_>>().join(" ")
+    command
+        .iter()
+        .map(|a| a.to_string_lossy())
+        .collect::<Vec<_>>()
+        .join(" ")
 }

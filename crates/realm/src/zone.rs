@@ -66,7 +66,10 @@ pub fn load(store: &RealmStore) -> Result<BTreeMap<String, Zone>> {
     let zones: BTreeMap<String, Zone> =
         toml::from_str(&text).map_err(|e| crate::config::bad_file(&path, &text, &e))?;
     for (name, zone) in &zones {
-        validate_zone(name).map_err(|m| Error::Zone { zone: name.clone(), message: m })?;
+        validate_zone(name).map_err(|m| Error::Zone {
+            zone: name.clone(),
+            message: m,
+        })?;
         parse_subnet(&zone.subnet).map_err(|m| Error::BadConfig {
             path: path.clone(),
             line: None,
@@ -77,17 +80,26 @@ pub fn load(store: &RealmStore) -> Result<BTreeMap<String, Zone>> {
 }
 
 fn save(store: &RealmStore, zones: &BTreeMap<String, Zone>) -> Result<()> {
-    let text = toml::to_string(zones).map_err(|e| Error::Zone { zone: String::new(), message: e.to_string() })?;
+    let text = toml::to_string(zones).map_err(|e| Error::Zone {
+        zone: String::new(),
+        message: e.to_string(),
+    })?;
     atomic::write_file(zones_path(store), text.as_bytes(), 0o644)?;
     Ok(())
 }
 
 /// `A.B.C.0/24` → the network address.
 pub fn parse_subnet(s: &str) -> std::result::Result<Ipv4Addr, String> {
-    let (addr, len) = s.split_once('/').ok_or_else(|| format!("subnet '{s}' is not of the form A.B.C.0/24"))?;
-    let addr: Ipv4Addr = addr.parse().map_err(|_| format!("subnet '{s}' is not of the form A.B.C.0/24"))?;
+    let (addr, len) = s
+        .split_once('/')
+        .ok_or_else(|| format!("subnet '{s}' is not of the form A.B.C.0/24"))?;
+    let addr: Ipv4Addr = addr
+        .parse()
+        .map_err(|_| format!("subnet '{s}' is not of the form A.B.C.0/24"))?;
     if len != "24" || addr.octets()[3] != 0 {
-        return Err(format!("subnet '{s}' is not of the form A.B.C.0/24 (zones are /24 networks)"));
+        return Err(format!(
+            "subnet '{s}' is not of the form A.B.C.0/24 (zones are /24 networks)"
+        ));
     }
     Ok(addr)
 }
@@ -98,7 +110,10 @@ pub fn ensure(store: &RealmStore, zone: &str) -> Result<Zone> {
     if let Some(z) = zones.get(zone) {
         return Ok(z.clone());
     }
-    let taken: Vec<Ipv4Addr> = zones.values().filter_map(|z| parse_subnet(&z.subnet).ok()).collect();
+    let taken: Vec<Ipv4Addr> = zones
+        .values()
+        .filter_map(|z| parse_subnet(&z.subnet).ok())
+        .collect();
     let host_nets = host_networks();
     let subnet = (0..=255u8)
         .map(|n| Ipv4Addr::new(10, 77, n, 0))
@@ -107,7 +122,10 @@ pub fn ensure(store: &RealmStore, zone: &str) -> Result<Zone> {
             zone: zone.to_string(),
             message: "no free 10.77.N.0/24 subnet; set one in /realms/zones.toml".into(),
         })?;
-    let z = Zone { subnet: format!("{subnet}/24"), nat: false };
+    let z = Zone {
+        subnet: format!("{subnet}/24"),
+        nat: false,
+    };
     zones.insert(zone.to_string(), z.clone());
     save(store, &zones)?;
     Ok(z)
@@ -115,12 +133,19 @@ pub fn ensure(store: &RealmStore, zone: &str) -> Result<Zone> {
 
 /// `realms zone ZONE nat on|off` and friends: sets one key of a zone.
 pub fn set(store: &RealmStore, zone: &str, key: &str, value: &str) -> Result<Zone> {
-    validate_zone(zone).map_err(|m| Error::Zone { zone: zone.to_string(), message: m })?;
+    validate_zone(zone).map_err(|m| Error::Zone {
+        zone: zone.to_string(),
+        message: m,
+    })?;
     let _lock = store.lock()?;
     ensure(store, zone)?;
     let mut zones = load(store)?;
     let z = zones.get_mut(zone).expect("ensured above");
-    let bad = |allowed: &str| Error::BadValue { key: key.into(), value: value.into(), allowed: allowed.into() };
+    let bad = |allowed: &str| Error::BadValue {
+        key: key.into(),
+        value: value.into(),
+        allowed: allowed.into(),
+    };
     match key {
         "nat" => {
             z.nat = match value {
@@ -134,7 +159,10 @@ pub fn set(store: &RealmStore, zone: &str, key: &str, value: &str) -> Result<Zon
             z.subnet = value.to_string();
         }
         _ => {
-            return Err(Error::UnknownKey { key: key.into(), known: "nat, subnet".into() });
+            return Err(Error::UnknownKey {
+                key: key.into(),
+                known: "nat, subnet".into(),
+            });
         }
     }
     let z = z.clone();
@@ -147,7 +175,10 @@ pub fn set(store: &RealmStore, zone: &str, key: &str, value: &str) -> Result<Zon
 
 /// The networks (as /24 network addresses) already on host interfaces.
 fn host_networks() -> Vec<Ipv4Addr> {
-    let out = Cmd::new("ip").args(["-o", "-4", "addr", "show"]).output_string().unwrap_or_default();
+    let out = Cmd::new("ip")
+        .args(["-o", "-4", "addr", "show"])
+        .output_string()
+        .unwrap_or_default();
     out.lines()
         .filter_map(|l| l.split_whitespace().skip_while(|w| *w != "inet").nth(1))
         .filter_map(|cidr| cidr.split('/').next()?.parse::<Ipv4Addr>().ok())
@@ -163,7 +194,9 @@ fn bridge_exists(bridge: &str) -> bool {
 }
 
 fn host_address(zone: &Zone) -> Ipv4Addr {
-    let o = parse_subnet(&zone.subnet).map(|a| a.octets()).unwrap_or([10, 77, 0, 0]);
+    let o = parse_subnet(&zone.subnet)
+        .map(|a| a.octets())
+        .unwrap_or([10, 77, 0, 0]);
     Ipv4Addr::new(o[0], o[1], o[2], 1)
 }
 
@@ -172,12 +205,18 @@ fn host_address(zone: &Zone) -> Ipv4Addr {
 pub fn setup_bridge(zone_name: &str, zone: &Zone) -> Result<()> {
     let bridge = bridge_name(zone_name);
     if !bridge_exists(&bridge) {
-        Cmd::new("ip").args(["link", "add", &bridge, "type", "bridge"]).run()?;
+        Cmd::new("ip")
+            .args(["link", "add", &bridge, "type", "bridge"])
+            .run()?;
     }
     let addr = format!("{}/24", host_address(zone));
-    let has = Cmd::new("ip").args(["-o", "-4", "addr", "show", "dev", &bridge]).output_string()?;
+    let has = Cmd::new("ip")
+        .args(["-o", "-4", "addr", "show", "dev", &bridge])
+        .output_string()?;
     if !has.contains(&format!("inet {addr}")) {
-        Cmd::new("ip").args(["addr", "add", &addr, "dev", &bridge]).run()?;
+        Cmd::new("ip")
+            .args(["addr", "add", &addr, "dev", &bridge])
+            .run()?;
     }
     Cmd::new("ip").args(["link", "set", &bridge, "up"]).run()?;
     apply_rules(zone_name, zone)
@@ -211,12 +250,29 @@ fn apply_rules(zone_name: &str, zone: &Zone) -> Result<()> {
              add element inet realms nat_zones {{ \"{bridge}\" : jump nat-{zone_name} }}\n"
         ));
     }
+    let forwarding =
+        fs::read_to_string("/proc/sys/net/ipv4/ip_forward").is_ok_and(|v| v.trim() != "0");
+    if !zone.nat
+        && !forwarding
+        && realms_sys::cmd::Cmd::new("nft")
+            .arg("--version")
+            .output()
+            .is_err()
+    {
+        // The host routes nothing between interfaces, so the zones are apart without rules.
+        tracing::warn!(
+            "nft is not installed: zone '{zone_name}' relies on IP forwarding being off; install \
+             nftables so that zones stay apart even when it is turned on"
+        );
+        return Ok(());
+    }
     Cmd::new("nft").arg("-f").arg("-").stdin_bytes(script).run().map_err(|e| Error::Zone {
         zone: zone_name.to_string(),
         message: format!("installing the nftables rules that isolate the zone failed (is the `nftables` package installed?): {e}"),
     })?;
     if zone.nat {
-        fs::write("/proc/sys/net/ipv4/ip_forward", "1").map_err(|e| Error::io("enabling", "/proc/sys/net/ipv4/ip_forward", e))?;
+        fs::write("/proc/sys/net/ipv4/ip_forward", "1")
+            .map_err(|e| Error::io("enabling", "/proc/sys/net/ipv4/ip_forward", e))?;
     }
     Ok(())
 }
@@ -226,12 +282,19 @@ fn apply_rules(zone_name: &str, zone: &Zone) -> Result<()> {
 pub fn lease(store: &RealmStore, zone_name: &str, zone: &Zone, realm: &str) -> Result<Ipv4Addr> {
     let dir = store.run_dir().join("leases").join(zone_name);
     fs::create_dir_all(&dir).map_err(|e| Error::io("creating", &dir, e))?;
-    let net = parse_subnet(&zone.subnet).map_err(|m| Error::Zone { zone: zone_name.into(), message: m })?.octets();
+    let net = parse_subnet(&zone.subnet)
+        .map_err(|m| Error::Zone {
+            zone: zone_name.into(),
+            message: m,
+        })?
+        .octets();
     let mut free = None;
     for host in 2..=254u8 {
         let file = dir.join(host.to_string());
         match fs::read_to_string(&file) {
-            Ok(owner) if owner.trim() == realm => return Ok(Ipv4Addr::new(net[0], net[1], net[2], host)),
+            Ok(owner) if owner.trim() == realm => {
+                return Ok(Ipv4Addr::new(net[0], net[1], net[2], host));
+            }
             Ok(owner) if crate::launch::is_running(store, owner.trim()) => {}
             _ => {
                 if free.is_none() {
@@ -240,14 +303,19 @@ pub fn lease(store: &RealmStore, zone_name: &str, zone: &Zone, realm: &str) -> R
             }
         }
     }
-    let host = free.ok_or_else(|| Error::Zone { zone: zone_name.into(), message: "no free address left".into() })?;
+    let host = free.ok_or_else(|| Error::Zone {
+        zone: zone_name.into(),
+        message: "no free address left".into(),
+    })?;
     atomic::write_file(dir.join(host.to_string()), realm.as_bytes(), 0o644)?;
     Ok(Ipv4Addr::new(net[0], net[1], net[2], host))
 }
 
 /// Drops every lease of realm `realm`.
 pub fn release(store: &RealmStore, realm: &str) {
-    let Ok(zones) = fs::read_dir(store.run_dir().join("leases")) else { return };
+    let Ok(zones) = fs::read_dir(store.run_dir().join("leases")) else {
+        return;
+    };
     for zone in zones.flatten() {
         for lease in fs::read_dir(zone.path()).into_iter().flatten().flatten() {
             if fs::read_to_string(lease.path()).is_ok_and(|o| o.trim() == realm) {
@@ -260,10 +328,21 @@ pub fn release(store: &RealmStore, realm: &str) {
 /// Configures `host0` inside the realm (entered through its leader's network namespace).
 pub fn configure_host0(leader: u32, address: Ipv4Addr, zone: &Zone) -> Result<()> {
     let pid = leader.to_string();
-    let ip = |args: &[&str]| Cmd::new("nsenter").args(["-t", &pid, "-n", "ip"]).args(args).run();
+    let ip = |args: &[&str]| {
+        Cmd::new("nsenter")
+            .args(["-t", &pid, "-n", "ip"])
+            .args(args)
+            .run()
+    };
     ip(&["addr", "replace", &format!("{address}/24"), "dev", "host0"])?;
     ip(&["link", "set", "host0", "up"])?;
-    ip(&["route", "replace", "default", "via", &host_address(zone).to_string()])?;
+    ip(&[
+        "route",
+        "replace",
+        "default",
+        "via",
+        &host_address(zone).to_string(),
+    ])?;
     Ok(())
 }
 
@@ -282,7 +361,10 @@ mod tests {
 
     #[test]
     fn subnets_are_slash_24() {
-        assert_eq!(parse_subnet("10.77.3.0/24").unwrap(), Ipv4Addr::new(10, 77, 3, 0));
+        assert_eq!(
+            parse_subnet("10.77.3.0/24").unwrap(),
+            Ipv4Addr::new(10, 77, 3, 0)
+        );
         assert!(parse_subnet("10.77.3.1/24").is_err());
         assert!(parse_subnet("10.77.3.0/16").is_err());
         assert!(parse_subnet("x").is_err());

@@ -27,7 +27,10 @@ fn store_with_realm(name: &str) -> (tempfile::TempDir, RealmStore) {
 }
 
 fn args(plan: &LaunchPlan) -> Vec<String> {
-    plan.nspawn_args(false).into_iter().map(|a| a.into_string().unwrap()).collect()
+    plan.nspawn_args(false)
+        .into_iter()
+        .map(|a| a.into_string().unwrap())
+        .collect()
 }
 
 fn config(text: &str) -> RealmConfig {
@@ -50,13 +53,21 @@ fn defaults_boot_a_snapshot_on_the_clear_zone_with_home_and_shared() {
         format!("--directory={}", dir.join("rootfs").display()),
         "--network-bridge=vz-clear".into(),
         format!("--bind={}:/home/user", dir.join("home").display()),
-        format!("--bind={}:/home/user/Shared", store.dir().join("Shared").display()),
+        format!(
+            "--bind={}:/home/user/Shared",
+            store.dir().join("Shared").display()
+        ),
     ] {
         assert!(a.contains(&expected), "missing {expected} in {a:?}");
     }
     // Nothing of the desktop exists on this fake host: nothing is bound, and each is noted.
     assert_eq!(p.notes.len(), 4, "{:?}", p.notes);
-    assert_eq!(plan(&store, "main", &config(""), &host(&[])).unwrap().nspawn_args(true)[3], "--register=yes");
+    assert_eq!(
+        plan(&store, "main", &config(""), &host(&[]))
+            .unwrap()
+            .nspawn_args(true)[3],
+        "--register=yes"
+    );
 }
 
 #[test]
@@ -72,7 +83,13 @@ fn no_network_means_loopback_only() {
 #[test]
 fn zone_picks_its_bridge() {
     let (_d, store) = store_with_realm("a");
-    let p = plan(&store, "a", &config("network-zone = \"work\"\n"), &host(&[])).unwrap();
+    let p = plan(
+        &store,
+        "a",
+        &config("network-zone = \"work\"\n"),
+        &host(&[]),
+    )
+    .unwrap();
     assert!(args(&p).contains(&"--network-bridge=vz-work".to_string()));
 }
 
@@ -97,28 +114,62 @@ fn desktop_options_bind_what_the_host_has() {
         "--bind=/dev/dri/renderD128:/dev/dri/renderD128",
         "--bind=/dev/kvm:/dev/kvm",
     ] {
-        assert!(a.contains(&expected.to_string()), "missing {expected} in {a:?}");
+        assert!(
+            a.contains(&expected.to_string()),
+            "missing {expected} in {a:?}"
+        );
     }
     assert!(p.notes.is_empty());
-    assert!(p.environment.contains(&("WAYLAND_DISPLAY".into(), "/run/user/host/wayland-0".into())));
+    assert!(
+        p.environment
+            .contains(&("WAYLAND_DISPLAY".into(), "/run/user/host/wayland-0".into()))
+    );
 
     let off = "use-sound = false\nuse-x11 = false\nuse-wayland = false\nuse-shared-dir = false\n";
     let a = args(&plan(&store, "a", &config(off), &h).unwrap());
-    assert!(!a.iter().any(|x| x.contains("pulse") || x.contains("X11") || x.contains("wayland") || x.contains("Shared")));
-    assert!(!a.iter().any(|x| x.contains("renderD128") || x.contains("kvm")), "gpu and kvm are off by default");
+    assert!(!a.iter().any(|x| x.contains("pulse")
+        || x.contains("X11")
+        || x.contains("wayland")
+        || x.contains("Shared")));
+    assert!(
+        !a.iter()
+            .any(|x| x.contains("renderD128") || x.contains("kvm")),
+        "gpu and kvm are off by default"
+    );
 }
 
 #[test]
 fn extra_binds_and_ephemeral_home() {
     let (_d, store) = store_with_realm("a");
     let text = "extra-bindmounts = [\"/srv/data:/data\"]\nextra-bindmounts-ro = [\"/opt/tools\"]\nuse-ephemeral-home = true\n";
-    let p = plan(&store, "a", &config(text), &host(&["/srv/data", "/opt/tools"])).unwrap();
+    let p = plan(
+        &store,
+        "a",
+        &config(text),
+        &host(&["/srv/data", "/opt/tools"]),
+    )
+    .unwrap();
     let a = args(&p);
     assert!(a.contains(&"--bind=/srv/data:/data".to_string()), "{a:?}");
-    assert!(a.contains(&"--bind-ro=/opt/tools:/opt/tools".to_string()), "{a:?}");
-    assert!(a.contains(&format!("--overlay={}::/home/user", store.dir().join("skel").display())), "{a:?}");
-    assert!(!a.iter().any(|x| x.ends_with(":/home/user") && x.starts_with("--bind=")), "{a:?}");
-    let err = plan(&store, "a", &config(text), &host(&["/opt/tools"])).unwrap_err().to_string();
+    assert!(
+        a.contains(&"--bind-ro=/opt/tools:/opt/tools".to_string()),
+        "{a:?}"
+    );
+    assert!(
+        a.contains(&format!(
+            "--overlay={}::/home/user",
+            store.dir().join("skel").display()
+        )),
+        "{a:?}"
+    );
+    assert!(
+        !a.iter()
+            .any(|x| x.ends_with(":/home/user") && x.starts_with("--bind=")),
+        "{a:?}"
+    );
+    let err = plan(&store, "a", &config(text), &host(&["/opt/tools"]))
+        .unwrap_err()
+        .to_string();
     assert!(err.contains("/srv/data"), "{err}");
 }
 
