@@ -64,6 +64,9 @@ pub enum RealmCmd {
     UpdateAppimg {
         #[arg(default_value = "base")]
         image: String,
+        /// The private key to reseal a sealed image with (default: the key that signed it).
+        #[arg(long)]
+        key: Option<std::path::PathBuf>,
         #[arg(last = true, value_name = "CMD")]
         command: Vec<OsString>,
     },
@@ -162,8 +165,12 @@ pub fn run(cmd: RealmCmd, ctx: &Ctx) -> anyhow::Result<ExitCode> {
             return Ok(ExitCode::from(code.clamp(0, 255) as u8));
         }
         RealmCmd::Remove { name, stop } => lifecycle::remove(&store, &name, stop, &say)?,
-        RealmCmd::UpdateAppimg { image, command } => {
-            return match update::update_appimg(&store, &image, &command, &say)? {
+        RealmCmd::UpdateAppimg {
+            image,
+            key,
+            command,
+        } => {
+            return match update::update_appimg(&store, &image, &command, key.as_deref(), &say)? {
                 update::UpdateOutcome::Committed => Ok(ExitCode::SUCCESS),
                 update::UpdateOutcome::Discarded(code) => {
                     Ok(ExitCode::from(code.clamp(1, 255) as u8))

@@ -21,6 +21,30 @@ pub enum Error {
     BadSource { source_spec: String, reason: String },
     #[error("{} is not an operating system tree: {reason}", path.display())]
     NotAnOsTree { path: PathBuf, reason: String },
+    #[error("key {}: {message}", path.display())]
+    Key { path: PathBuf, message: String },
+    #[error("application image '{name}' is not signed, so it cannot be trusted as a sealed image")]
+    Unsigned { name: String },
+    #[error(
+        "application image '{name}' is signed by key {fingerprint}, which is not trusted; add its public key to /etc/realms/keys.d/"
+    )]
+    Untrusted { name: String, fingerprint: String },
+    #[error("application image '{name}' has a bad signature: {reason}")]
+    BadSignature { name: String, reason: String },
+    #[error("application image '{name}' has been tampered with: {reason}")]
+    Tampered { name: String, reason: String },
+    #[error(
+        "application image '{name}': version {new} is older than the installed {installed}; pass --allow-downgrade to install it anyway"
+    )]
+    Downgrade {
+        name: String,
+        installed: String,
+        new: String,
+    },
+    #[error("{}: {message}", path.display())]
+    BadMeta { path: PathBuf, message: String },
+    #[error("building application image '{name}': {message}")]
+    Build { name: String, message: String },
     #[error("{action} {}", path.display())]
     Io {
         action: &'static str,

@@ -1,12 +1,19 @@
 //! Application images ("appimg"): the root filesystems realms are cloned from.
 //!
 //! A *tree* image is `/storage/appimg/NAME.appimg`, a read-only btrfs subvolume when the store
-//! is on btrfs and a plain directory otherwise. The previous version after an update is kept as
-//! `NAME.appimg.prev`. Work in progress is staged under a dot-name and renamed into place.
+//! is on btrfs and a plain directory otherwise. A *block* image is a directory holding
+//! `image.raw` (erofs, squashfs or ext4) and `image.meta`; a *sealed* image adds a dm-verity
+//! hash area, systemd's `.roothash` sidecar and a signature over the metadata. The previous
+//! version after an update is kept as `NAME.appimg.prev`. Work in progress is staged under a
+//! dot-name and renamed into place.
 
+pub mod activate;
 mod error;
 mod import;
+pub mod keys;
+pub mod meta;
 mod name;
+pub mod sealed;
 mod store;
 
 pub use error::{Error, Result};

@@ -113,6 +113,24 @@ impl ImageStore {
         Ok(self.info(name, path))
     }
 
+    /// The image at `path` in the store: `NAME.appimg`, or a kept version of it
+    /// (`NAME.appimg.prev`, `NAME.appimg.old-N`) that realms made before an update still use.
+    pub fn info_at(&self, path: &Path) -> Result<ImageInfo> {
+        let file = path
+            .file_name()
+            .map(|f| f.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let name = file.split(".appimg").next().unwrap_or_default().to_string();
+        validate_name("image", &name)?;
+        if !path.is_dir() {
+            return Err(Error::NotFound {
+                name,
+                path: path.to_path_buf(),
+            });
+        }
+        Ok(self.info(&name, path.to_path_buf()))
+    }
+
     fn info(&self, name: &str, path: PathBuf) -> ImageInfo {
         let kind = if path.join("image.raw").exists() {
             if path.join("image.sig").exists() {
@@ -165,6 +183,13 @@ impl ImageStore {
             fs::create_dir(&path)
                 .map_err(|e| Error::io("creating the staging directory", &path, e))?;
         }
+        Ok(Staged { path: Some(path) })
+    }
+
+    /// A new empty plain staging directory (block and sealed images are files, not trees).
+    pub fn stage_plain(&self, name: &str) -> Result<Staged> {
+        let path = self.staging_path(name);
+        fs::create_dir(&path).map_err(|e| Error::io("creating the staging directory", &path, e))?;
         Ok(Staged { path: Some(path) })
     }
 

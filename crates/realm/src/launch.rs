@@ -11,6 +11,7 @@ use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
+use realms_image::{ImageKind, activate};
 use realms_sys::{cmd::Cmd, mount, proc};
 
 use crate::plan::{Network, RealHost, RootSetup, plan};
@@ -126,6 +127,21 @@ pub(crate) fn start_locked(store: &RealmStore, name: &str, say: &dyn Fn(&str)) -
     let plan = plan(store, name, &config, &RealHost)?;
     for note in &plan.notes {
         tracing::info!("realm '{name}': {note}");
+    }
+    if let RootSetup::Overlay {
+        image: Some(image), ..
+    } = &plan.root
+    {
+        let info = store.images().info_at(image)?;
+        if info.kind == ImageKind::Sealed
+            && activate::sealed_protection() == activate::Protection::VerifiedOnce
+        {
+            say(&format!(
+                "[!]: this kernel has no device-mapper, so sealed image '{}' is verified in userspace before it is \
+                 mounted read-only; this gives no protection against tampering after that",
+                info.name
+            ));
+        }
     }
     let net = match &plan.network {
         Network::Zone { zone, .. } => {
@@ -270,8 +286,23 @@ fn start_unit(store: &RealmStore, name: &str) -> Result<()> {
 pub fn exec_launcher(store: &RealmStore, name: &str) -> Result<std::convert::Infallible> {
     let config = store.config(name)?;
     let plan = plan(store, name, &config, &RealHost)?;
-    if let RootSetup::Overlay { lower, upper, work } = &plan.root {
+    if let RootSetup::Overlay {
+        lower,
+        upper,
+        work,
+        image,
+    } = &plan.root
+    {
         realms_sys::ns::unshare_mount_namespace()?;
+        if let Some(image) = image {
+            let info = store.images().info_at(image)?;
+            let dm_name = format!("realms-{name}-{}", std::process::id());
+            let protection = activate::mount_image(store.root(), &info, lower, &dm_name)?;
+            eprintln!(
+                "realms: image '{}' mounted read-only ({protection:?})",
+                info.name
+            );
+        }
         mount::overlay(
             &[lower.as_path()],
             Some((upper.as_path(), work.as_path())),

@@ -20,6 +20,10 @@ pub fn create(store: &RealmStore, name: &str, image: &str, say: &dyn Fn(&str)) -
         return Err(Error::RealmExists(name.to_string()));
     }
     let info = store.images().get(image)?;
+    if info.kind == realms_image::ImageKind::Sealed {
+        // Refuse an unsigned, untrusted or tampered image before anything is made of it.
+        realms_image::sealed::check_signature(store.root(), &info)?;
+    }
     let staging = store
         .dir()
         .join(format!(".staging-realm-{name}-{}", std::process::id()));
@@ -50,10 +54,18 @@ pub fn create(store: &RealmStore, name: &str, image: &str, say: &dyn Fn(&str)) -
         for d in ["rootfs", "overlay/upper", "overlay/work"] {
             mkdir(&staging.join(d))?;
         }
+        if info.kind != realms_image::ImageKind::Tree {
+            mkdir(&staging.join("image"))?;
+        }
         std::os::unix::fs::symlink(&image_rel, staging.join("lower"))
             .map_err(|e| Error::io("creating the symlink", staging.join("lower"), e))?;
+        let why = match info.kind {
+            realms_image::ImageKind::Tree => "the store is not on btrfs",
+            realms_image::ImageKind::Block => "a block image, mounted read-only",
+            realms_image::ImageKind::Sealed => "a sealed image, verified and mounted read-only",
+        };
         say(&format!(
-            "[+]: Realm root is an overlay on '{}' (the store is not on btrfs)",
+            "[+]: Realm root is an overlay on '{}' ({why})",
             image_rel.display()
         ));
     }

@@ -17,10 +17,12 @@ pub enum RootSetup {
     /// `directory` is the realm's own writable snapshot; nothing to mount.
     Snapshot,
     /// The launcher mounts an overlay at `directory` in a private mount namespace first.
+    /// For a block or sealed image, the launcher mounts `image` read-only at `lower` first.
     Overlay {
         lower: PathBuf,
         upper: PathBuf,
         work: PathBuf,
+        image: Option<PathBuf>,
     },
 }
 
@@ -88,11 +90,20 @@ pub fn plan(
     let directory = dir.join("rootfs");
     let root = match store.root_kind(name) {
         RootKind::Snapshot => RootSetup::Snapshot,
-        RootKind::Overlay => RootSetup::Overlay {
-            lower: store.overlay_lower(name)?,
-            upper: dir.join("overlay/upper"),
-            work: dir.join("overlay/work"),
-        },
+        RootKind::Overlay => {
+            let image = store.overlay_lower(name)?;
+            let is_file_image = image.join("image.raw").exists();
+            RootSetup::Overlay {
+                lower: if is_file_image {
+                    dir.join("image")
+                } else {
+                    image.clone()
+                },
+                upper: dir.join("overlay/upper"),
+                work: dir.join("overlay/work"),
+                image: is_file_image.then_some(image),
+            }
+        }
     };
     let network = if config.use_network() {
         let zone = config.network_zone().to_string();

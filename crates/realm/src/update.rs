@@ -7,7 +7,9 @@ use std::ffi::OsString;
 use std::fs;
 use std::path::{Path, PathBuf};
 
-use realms_image::ImageStore;
+use realms_image::meta::{Meta, compare_versions};
+use realms_image::sealed::{self, BuildOptions, Filesystem};
+use realms_image::{ImageInfo, ImageKind, ImageStore, Progress, keys};
 use realms_sys::{atomic, cmd::Cmd};
 
 use crate::store::{RealmStore, RootKind};
@@ -23,16 +25,26 @@ pub enum UpdateOutcome {
 }
 
 /// Updates image `image` by running `command` (a root shell when empty) in a container on a
-/// writable copy of it.
+/// writable copy of it. A block or sealed image is unpacked into a tree first and rebuilt (and
+/// resealed with a fresh salt, with `key` or the key that signed it) afterwards.
 pub fn update_appimg(
     store: &RealmStore,
     image: &str,
     command: &[OsString],
+    key: Option<&Path>,
     say: &dyn Fn(&str),
 ) -> Result<UpdateOutcome> {
     let _lock = store.lock()?;
     let images = store.images();
-    let staged = images.stage_copy(image)?;
+    let info = images.get(image)?;
+    let rebuild = match info.kind {
+        ImageKind::Tree => None,
+        _ => Some(rebuild_options(store, &info, key)?),
+    };
+    let staged = match info.kind {
+        ImageKind::Tree => images.stage_copy(image)?,
+        _ => unpack(store, &info)?,
+    };
     let machine = format!("{image}-appimg-update");
     if command.is_empty() {
         say(&format!("[+]: Entering root shell on {image} appimg"));
@@ -68,14 +80,144 @@ pub fn update_appimg(
         ));
         return Ok(UpdateOutcome::Discarded(code));
     }
-    let users = overlay_users(store, images, image)?;
-    let retired = images.commit_update(staged, image)?;
-    repoint(store, &users.current, &images.prev_path(image))?;
-    keep_or_delete(store, images, image, retired, &users.prev)?;
+    let staged = match rebuild {
+        None => staged,
+        Some(mut opts) => {
+            say(&format!(
+                "[+]: Rebuilding {image} appimg as {}",
+                opts.filesystem.name()
+            ));
+            opts.tree = staged.path().to_path_buf();
+            let (built, _) = sealed::build(images, &opts, &Quiet)?;
+            drop(staged);
+            built
+        }
+    };
+    install(store, image, staged)?;
     say(&format!(
         "[+]: Updated {image} appimg; the previous version is kept as {image}.appimg.prev"
     ));
     Ok(UpdateOutcome::Committed)
+}
+
+/// How to rebuild a block or sealed image after an update: same filesystem, next version,
+/// resealed with `key` or with the private key of the key that signed it.
+fn rebuild_options(
+    store: &RealmStore,
+    info: &ImageInfo,
+    key: Option<&Path>,
+) -> Result<BuildOptions> {
+    let (meta, _) = Meta::load(&info.path.join("image.meta"))?;
+    let filesystem = Filesystem::parse(&meta.filesystem).ok_or_else(|| {
+        Error::realm(
+            &info.name,
+            format!(
+                "image.meta names an unknown filesystem '{}'",
+                meta.filesystem
+            ),
+        )
+    })?;
+    let key = match (info.kind, key) {
+        (ImageKind::Sealed, Some(k)) => Some(k.to_path_buf()),
+        (ImageKind::Sealed, None) => {
+            let signer = meta.signed_by.clone().unwrap_or_default();
+            let default = store
+                .root()
+                .join(keys::PRIVATE_DIR)
+                .join(format!("{signer}.key"));
+            if signer.is_empty() || !default.exists() {
+                return Err(Error::realm(
+                    &info.name,
+                    format!(
+                        "resealing needs the private key; pass --key (looked for {})",
+                        default.display()
+                    ),
+                ));
+            }
+            Some(default)
+        }
+        _ => None,
+    };
+    Ok(BuildOptions {
+        name: info.name.clone(),
+        tree: PathBuf::new(),
+        filesystem,
+        key,
+        version: Some(realms_image::meta::next_version(&meta.version)),
+    })
+}
+
+/// A writable tree with the content of a block or sealed image (verified first if sealed).
+fn unpack(store: &RealmStore, info: &ImageInfo) -> Result<realms_image::Staged> {
+    if info.kind == ImageKind::Sealed {
+        sealed::verify(store.root(), info)?;
+    }
+    let (meta, _) = Meta::load(&info.path.join("image.meta"))?;
+    let tree = store.images().stage_empty(&format!("{}-tree", info.name))?;
+    let mnt = store
+        .images()
+        .dir()
+        .join(format!(".mount-{}-{}", info.name, std::process::id()));
+    fs::create_dir_all(&mnt).map_err(|e| Error::io("creating", &mnt, e))?;
+    let copied = (|| {
+        let guard = realms_sys::mount::mount_image(
+            info.path.join("image.raw"),
+            &mnt,
+            &meta.filesystem,
+            true,
+        )?;
+        realms_sys::fs::copy_tree(&mnt, tree.path())?;
+        guard.unmount()
+    })();
+    let _ = fs::remove_dir(&mnt);
+    copied?;
+    Ok(tree)
+}
+
+/// `realms appimg build`: builds a block or sealed image and installs it as NAME. An installed
+/// image is replaced (kept as NAME.appimg.prev) only by a newer version, unless
+/// `allow_downgrade`.
+pub fn build_image(
+    store: &RealmStore,
+    opts: &BuildOptions,
+    allow_downgrade: bool,
+    progress: &dyn Progress,
+) -> Result<Meta> {
+    let _lock = store.lock()?;
+    let images = store.images();
+    let (staged, meta) = sealed::build(images, opts, progress)?;
+    if images.path(&opts.name).exists() {
+        if let Some(installed) = sealed::installed_meta(images, &opts.name)
+            && compare_versions(&meta.version, &installed.version).is_lt()
+            && !allow_downgrade
+        {
+            return Err(realms_image::Error::Downgrade {
+                name: opts.name.clone(),
+                installed: installed.version,
+                new: meta.version,
+            }
+            .into());
+        }
+        install(store, &opts.name, staged)?;
+    } else {
+        images.commit_new(staged, &opts.name)?;
+    }
+    Ok(meta)
+}
+
+/// Makes a staged image the current `image`, keeping the old one for realms still on it.
+fn install(store: &RealmStore, image: &str, staged: realms_image::Staged) -> Result<()> {
+    let images = store.images();
+    let users = overlay_users(store, images, image)?;
+    let retired = images.commit_update(staged, image)?;
+    repoint(store, &users.current, &images.prev_path(image))?;
+    keep_or_delete(store, images, image, retired, &users.prev)
+}
+
+struct Quiet;
+
+impl Progress for Quiet {
+    fn stage(&self, _: &str) {}
 }
 
 /// `realms appimg rollback IMG`: swaps the image and its previous version.

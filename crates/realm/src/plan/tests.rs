@@ -186,6 +186,23 @@ fn overlay_realms_mount_their_lower_layer() {
             lower: store.root().join("storage/appimg/base.appimg"),
             upper: dir.join("overlay/upper"),
             work: dir.join("overlay/work"),
+            image: None,
+        }
+    );
+    // A block or sealed image is mounted at realm-NAME/image first, and that is the lower layer.
+    let img = store.root().join("storage/appimg/sealed.appimg");
+    std::fs::create_dir_all(&img).unwrap();
+    std::fs::write(img.join("image.raw"), b"").unwrap();
+    std::fs::remove_file(dir.join("lower")).unwrap();
+    std::os::unix::fs::symlink("/storage/appimg/sealed.appimg", dir.join("lower")).unwrap();
+    let p = plan(&store, "a", &config(""), &host(&[])).unwrap();
+    assert_eq!(
+        p.root,
+        RootSetup::Overlay {
+            lower: dir.join("image"),
+            upper: dir.join("overlay/upper"),
+            work: dir.join("overlay/work"),
+            image: Some(img),
         }
     );
 }

@@ -1,0 +1,301 @@
+//! Signing keys for sealed images: ed25519 key pairs, the trusted public keys under
+//! `/etc/realms/keys.d/` and `/usr/lib/realms/keys.d/`, and signing and checking signatures.
+
+use std::fs;
+use std::io::Read;
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+use ed25519_dalek::{Signature, Signer, SigningKey, VerifyingKey};
+use serde::Serialize;
+use sha2::{Digest, Sha256};
+
+use crate::{Error, Result, validate_name};
+
+const PRIVATE_HEADER: &str = "realms-ed25519-private-key v1";
+const PUBLIC_HEADER: &str = "realms-ed25519-public-key v1";
+
+/// Where trusted public keys live, most important first (a name in /etc hides the same name
+/// in /usr/lib).
+pub const TRUST_DIRS: &[&str] = &["etc/realms/keys.d", "usr/lib/realms/keys.d"];
+/// Where `realms appimg key generate` keeps private keys.
+pub const PRIVATE_DIR: &str = "etc/realms/private";
+
+/// A trusted public key.
+#[derive(Debug, Clone, Serialize)]
+pub struct TrustedKey {
+    pub name: String,
+    /// The first 16 bytes of the SHA-256 of the key, in hex.
+    pub fingerprint: String,
+    pub path: PathBuf,
+    #[serde(skip)]
+    key: VerifyingKey,
+}
+
+/// The fingerprint of a public key.
+pub fn fingerprint(key: &VerifyingKey) -> String {
+    hex::encode(&Sha256::digest(key.as_bytes())[..16])
+}
+
+/// `realms appimg key generate NAME`: a new key pair; the private key (mode 0600) under
+/// `/etc/realms/private/`, the public key trusted under `/etc/realms/keys.d/`.
+pub fn generate(root: &Path, name: &str) -> Result<(PathBuf, TrustedKey)> {
+    validate_name("key", name)?;
+    let private_dir = root.join(PRIVATE_DIR);
+    let public_dir = root.join(TRUST_DIRS[0]);
+    let private = private_dir.join(format!("{name}.key"));
+    let public = public_dir.join(format!("{name}.pub"));
+    for p in [&private, &public] {
+        if p.exists() {
+            return Err(Error::Key {
+                path: p.clone(),
+                message: "a key of that name exists already".into(),
+            });
+        }
+    }
+    for (dir, mode) in [(&private_dir, 0o700), (&public_dir, 0o755)] {
+        fs::create_dir_all(dir).map_err(|e| Error::io("creating", dir.as_path(), e))?;
+        fs::set_permissions(dir, fs::Permissions::from_mode(mode))
+            .map_err(|e| Error::io("setting the mode of", dir.as_path(), e))?;
+    }
+    let mut seed = [0u8; 32];
+    fs::File::open("/dev/urandom")
+        .and_then(|mut f| f.read_exact(&mut seed))
+        .map_err(|e| Error::io("reading random bytes from", "/dev/urandom", e))?;
+    let signing = SigningKey::from_bytes(&seed);
+    write_private(&private, &seed)?;
+    let text = format!(
+        "{PUBLIC_HEADER}\n{}\n",
+        hex::encode(signing.verifying_key().as_bytes())
+    );
+    realms_sys::atomic::write_file(&public, text.as_bytes(), 0o644)?;
+    let key = load_public(name, &public)?;
+    Ok((private, key))
+}
+
+fn write_private(path: &Path, seed: &[u8; 32]) -> Result<()> {
+    use std::io::Write;
+    let text = format!("{PRIVATE_HEADER}\n{}\n", hex::encode(seed));
+    let mut f = fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+        .map_err(|e| Error::io("creating the private key", path, e))?;
+    f.write_all(text.as_bytes())
+        .and_then(|_| f.sync_all())
+        .map_err(|e| Error::io("writing the private key", path, e))
+}
+
+/// Reads a private key file written by `realms appimg key generate`.
+pub fn load_private(path: &Path) -> Result<SigningKey> {
+    let bad = |message: &str| Error::Key {
+        path: path.to_path_buf(),
+        message: message.to_string(),
+    };
+    let text =
+        fs::read_to_string(path).map_err(|e| Error::io("reading the private key", path, e))?;
+    let mut lines = text.lines();
+    if lines.next() != Some(PRIVATE_HEADER) {
+        return Err(bad(&format!(
+            "not a realms private key (the first line must be '{PRIVATE_HEADER}')"
+        )));
+    }
+    let seed: [u8; 32] = lines
+        .next()
+        .and_then(|l| hex::decode(l.trim()).ok())
+        .and_then(|b| b.try_into().ok())
+        .ok_or_else(|| bad("line 2 must be the 32-byte key in hex"))?;
+    Ok(SigningKey::from_bytes(&seed))
+}
+
+fn load_public(name: &str, path: &Path) -> Result<TrustedKey> {
+    let bad = |message: &str| Error::Key {
+        path: path.to_path_buf(),
+        message: message.to_string(),
+    };
+    let text =
+        fs::read_to_string(path).map_err(|e| Error::io("reading the public key", path, e))?;
+    let mut lines = text.lines();
+    if lines.next() != Some(PUBLIC_HEADER) {
+        return Err(bad(&format!(
+            "not a realms public key (the first line must be '{PUBLIC_HEADER}')"
+        )));
+    }
+    let bytes: [u8; 32] = lines
+        .next()
+        .and_then(|l| hex::decode(l.trim()).ok())
+        .and_then(|b| b.try_into().ok())
+        .ok_or_else(|| bad("line 2 must be the 32-byte key in hex"))?;
+    let key =
+        VerifyingKey::from_bytes(&bytes).map_err(|_| bad("not a valid ed25519 public key"))?;
+    Ok(TrustedKey {
+        name: name.to_string(),
+        fingerprint: fingerprint(&key),
+        path: path.to_path_buf(),
+        key,
+    })
+}
+
+/// Every trusted key under `root`, by name (/etc first).
+pub fn trusted(root: &Path) -> Result<Vec<TrustedKey>> {
+    let mut keys: Vec<TrustedKey> = Vec::new();
+    for dir in TRUST_DIRS {
+        let dir = root.join(dir);
+        let Ok(entries) = fs::read_dir(&dir) else {
+            continue;
+        };
+        let mut found: Vec<_> = entries.flatten().map(|e| e.path()).collect();
+        found.sort();
+        for path in found {
+            let Some(name) = path
+                .file_name()
+                .and_then(|n| n.to_str())
+                .and_then(|n| n.strip_suffix(".pub"))
+            else {
+                continue;
+            };
+            if !keys.iter().any(|k| k.name == name) {
+                keys.push(load_public(name, &path)?);
+            }
+        }
+    }
+    Ok(keys)
+}
+
+/// The domain-separated message a signature covers.
+fn message(payload: &[u8]) -> Vec<u8> {
+    let mut m = b"realms-appimg-signature v1\n".to_vec();
+    m.extend_from_slice(payload);
+    m
+}
+
+/// Signs `payload`; returns the signature file's text.
+pub fn sign(key: &SigningKey, payload: &[u8]) -> String {
+    let sig = key.sign(&message(payload));
+    format!(
+        "key = \"{}\"\nsignature = \"{}\"\n",
+        fingerprint(&key.verifying_key()),
+        hex::encode(sig.to_bytes())
+    )
+}
+
+/// What a good signature was made with.
+#[derive(Debug, Clone, Serialize)]
+pub struct GoodSignature {
+    pub key: String,
+    pub fingerprint: String,
+}
+
+/// Checks a signature file's text over `payload` against the trusted keys.
+pub fn check(
+    image: &str,
+    sig_path: &Path,
+    payload: &[u8],
+    keys: &[TrustedKey],
+) -> Result<GoodSignature> {
+    let text = fs::read_to_string(sig_path).map_err(|e| match e.kind() {
+        std::io::ErrorKind::NotFound => Error::Unsigned {
+            name: image.to_string(),
+        },
+        _ => Error::io("reading the signature", sig_path, e),
+    })?;
+    #[derive(serde::Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct SigFile {
+        key: String,
+        signature: String,
+    }
+    let bad = |m: String| Error::BadSignature {
+        name: image.to_string(),
+        reason: m,
+    };
+    let parsed: SigFile = toml::from_str(&text).map_err(|e| {
+        bad(format!(
+            "{} is malformed: {}",
+            sig_path.display(),
+            e.message()
+        ))
+    })?;
+    // Only the exact form `sign` writes is accepted, so no byte of the file can change unnoticed.
+    if text
+        != format!(
+            "key = \"{}\"\nsignature = \"{}\"\n",
+            parsed.key, parsed.signature
+        )
+    {
+        return Err(bad(format!(
+            "{} is not in the form realms writes",
+            sig_path.display()
+        )));
+    }
+    let Some(key) = keys.iter().find(|k| k.fingerprint == parsed.key) else {
+        return Err(Error::Untrusted {
+            name: image.to_string(),
+            fingerprint: parsed.key,
+        });
+    };
+    let lowercase_hex = parsed
+        .signature
+        .bytes()
+        .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
+    let bytes: [u8; 64] = lowercase_hex
+        .then(|| hex::decode(&parsed.signature).ok())
+        .flatten()
+        .and_then(|b| b.try_into().ok())
+        .ok_or_else(|| bad(format!("{} holds no 64-byte signature", sig_path.display())))?;
+    key.key
+        .verify_strict(&message(payload), &Signature::from_bytes(&bytes))
+        .map_err(|_| {
+            bad(format!(
+                "the signature by key '{}' does not match the image metadata",
+                key.name
+            ))
+        })?;
+    Ok(GoodSignature {
+        key: key.name.clone(),
+        fingerprint: key.fingerprint.clone(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn generate_sign_check() {
+        let root = tempfile::tempdir().unwrap();
+        let (private, key) = generate(root.path(), "builder").unwrap();
+        assert_eq!(
+            fs::metadata(&private).unwrap().permissions().mode() & 0o777,
+            0o600
+        );
+        let keys = trusted(root.path()).unwrap();
+        assert_eq!(keys.len(), 1);
+        assert_eq!(keys[0].fingerprint, key.fingerprint);
+        let signing = load_private(&private).unwrap();
+        let sig = root.path().join("image.sig");
+        fs::write(&sig, sign(&signing, b"payload")).unwrap();
+        assert_eq!(
+            check("img", &sig, b"payload", &keys).unwrap().key,
+            "builder"
+        );
+        let err = check("img", &sig, b"payload!", &keys)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("does not match"), "{err}");
+        let err = check("img", &sig, b"payload", &[]).unwrap_err().to_string();
+        assert!(
+            err.contains("not trusted") && err.contains(&key.fingerprint),
+            "{err}"
+        );
+        assert!(matches!(
+            check("img", &root.path().join("none"), b"", &keys),
+            Err(Error::Unsigned { .. })
+        ));
+        assert!(
+            generate(root.path(), "builder").is_err(),
+            "keys are never overwritten"
+        );
+    }
+}

@@ -1,0 +1,331 @@
+//! Block and sealed images: `image.raw` (erofs, squashfs or ext4) and `image.meta`; sealed ones
+//! add the dm-verity hash area `image.verity`, systemd's `image.roothash` sidecar and `image.sig`,
+//! an ed25519 signature over `image.meta` (which holds the root hash).
+
+use std::fs;
+use std::io::Read;
+use std::path::{Path, PathBuf};
+
+use realms_sys::cmd::Cmd;
+use realms_verity::{HashAlgorithm, Params};
+use serde::Serialize;
+
+use crate::keys::{self, GoodSignature};
+use crate::meta::{Meta, VerityMeta};
+use crate::store::{ImageInfo, ImageKind, ImageStore, Staged};
+use crate::{Error, Progress, Result};
+
+/// The filesystem inside `image.raw`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Filesystem {
+    Erofs,
+    Squashfs,
+    Ext4,
+}
+
+impl Filesystem {
+    pub fn name(self) -> &'static str {
+        match self {
+            Filesystem::Erofs => "erofs",
+            Filesystem::Squashfs => "squashfs",
+            Filesystem::Ext4 => "ext4",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Filesystem> {
+        [Filesystem::Erofs, Filesystem::Squashfs, Filesystem::Ext4]
+            .into_iter()
+            .find(|f| f.name() == s)
+    }
+}
+
+/// What `realms appimg build` is asked for.
+#[derive(Debug, Clone)]
+pub struct BuildOptions {
+    pub name: String,
+    /// The tree to put in the image.
+    pub tree: PathBuf,
+    pub filesystem: Filesystem,
+    /// Seal with this private key file.
+    pub key: Option<PathBuf>,
+    /// The version; by default one more than the installed image's, or 1.
+    pub version: Option<String>,
+}
+
+/// Builds `image.raw`, `image.meta` and (sealed) `image.verity`, `image.roothash`, `image.sig`
+/// in a staging directory; the caller commits it.
+pub fn build(
+    store: &ImageStore,
+    opts: &BuildOptions,
+    progress: &dyn Progress,
+) -> Result<(Staged, Meta)> {
+    crate::validate_name("image", &opts.name)?;
+    if !opts.tree.join("usr").is_dir() {
+        return Err(Error::NotAnOsTree {
+            path: opts.tree.clone(),
+            reason: "it has no /usr".into(),
+        });
+    }
+    let signing = opts.key.as_deref().map(keys::load_private).transpose()?;
+    let staged = store.stage_plain(&opts.name)?;
+    let dir = staged.path().to_path_buf();
+    let raw = dir.join("image.raw");
+    progress.stage(&format!("making the {} filesystem", opts.filesystem.name()));
+    mkfs(opts.filesystem, &opts.tree, &raw, &opts.name)?;
+    pad_to_block(&raw)?;
+    let version = match &opts.version {
+        Some(v) => v.clone(),
+        None => installed_meta(store, &opts.name)
+            .map(|m| crate::meta::next_version(&m.version))
+            .unwrap_or_else(|| "1".into()),
+    };
+    let mut meta = Meta {
+        name: opts.name.clone(),
+        version,
+        filesystem: opts.filesystem.name().into(),
+        created: std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0),
+        signed_by: None,
+        verity: None,
+    };
+    if let Some(signing) = &signing {
+        progress.stage("computing the dm-verity hash tree");
+        meta.verity = Some(format_verity(&dir)?);
+        meta.signed_by = opts
+            .key
+            .as_deref()
+            .and_then(|k| k.file_stem())
+            .map(|s| s.to_string_lossy().into_owned());
+        let text = meta.to_text();
+        realms_sys::atomic::write_file(dir.join("image.meta"), text.as_bytes(), 0o644)?;
+        realms_sys::atomic::write_file(
+            dir.join("image.sig"),
+            keys::sign(signing, text.as_bytes()).as_bytes(),
+            0o644,
+        )?;
+    } else {
+        realms_sys::atomic::write_file(dir.join("image.meta"), meta.to_text().as_bytes(), 0o644)?;
+    }
+    Ok((staged, meta))
+}
+
+/// The metadata of the installed image `name`, if it is a block or sealed image.
+pub fn installed_meta(store: &ImageStore, name: &str) -> Option<Meta> {
+    Meta::load(&store.path(name).join("image.meta"))
+        .ok()
+        .map(|(m, _)| m)
+}
+
+fn mkfs(fs_type: Filesystem, tree: &Path, raw: &Path, label: &str) -> Result<()> {
+    match fs_type {
+        Filesystem::Erofs => Cmd::new("mkfs.erofs")
+            .arg("--quiet")
+            .arg(raw)
+            .arg(tree)
+            .run()?,
+        Filesystem::Squashfs => Cmd::new("mksquashfs")
+            .arg(tree)
+            .arg(raw)
+            .args(["-noappend", "-quiet", "-no-progress"])
+            .run()?,
+        Filesystem::Ext4 => {
+            let used: u64 = Cmd::new("du")
+                .args(["-sb", "--"])
+                .arg(tree)
+                .output_string()?
+                .split_whitespace()
+                .next()
+                .and_then(|n| n.parse().ok())
+                .unwrap_or(0);
+            let size = (used + used / 4 + (64 << 20)).next_multiple_of(4 << 20);
+            fs::File::create(raw)
+                .and_then(|f| f.set_len(size))
+                .map_err(|e| Error::io("creating", raw, e))?;
+            Cmd::new("mkfs.ext4")
+                .args(["-q", "-O", "^has_journal", "-L", label, "-d"])
+                .arg(tree)
+                .arg(raw)
+                .run()?
+        }
+    }
+    Ok(())
+}
+
+/// dm-verity wants whole data blocks.
+fn pad_to_block(raw: &Path) -> Result<()> {
+    let f = fs::OpenOptions::new()
+        .write(true)
+        .open(raw)
+        .map_err(|e| Error::io("opening", raw, e))?;
+    let len = f
+        .metadata()
+        .map_err(|e| Error::io("reading", raw, e))?
+        .len();
+    f.set_len(len.next_multiple_of(4096))
+        .map_err(|e| Error::io("padding", raw, e))
+}
+
+fn random<const N: usize>() -> Result<[u8; N]> {
+    let mut b = [0u8; N];
+    fs::File::open("/dev/urandom")
+        .and_then(|mut f| f.read_exact(&mut b))
+        .map_err(|e| Error::io("reading random bytes from", "/dev/urandom", e))?;
+    Ok(b)
+}
+
+/// Formats `image.verity` for `image.raw` with a fresh salt; writes `image.roothash`.
+fn format_verity(dir: &Path) -> Result<VerityMeta> {
+    let raw = dir.join("image.raw");
+    let hash_path = dir.join("image.verity");
+    let data = fs::File::open(&raw).map_err(|e| Error::io("opening", &raw, e))?;
+    let hash = fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create_new(true)
+        .open(&hash_path)
+        .map_err(|e| Error::io("creating", &hash_path, e))?;
+    let params = Params {
+        salt: random::<32>()?.to_vec(),
+        uuid: Some(random::<16>()?),
+        ..Params::default()
+    };
+    let out = realms_verity::format(&data, &hash, &params).map_err(|e| Error::Build {
+        name: dir.display().to_string(),
+        message: e.to_string(),
+    })?;
+    hash.sync_all()
+        .map_err(|e| Error::io("writing", &hash_path, e))?;
+    let root_hash = hex::encode(&out.root_hash);
+    realms_sys::atomic::write_file(
+        dir.join("image.roothash"),
+        format!("{root_hash}\n").as_bytes(),
+        0o644,
+    )?;
+    Ok(VerityMeta {
+        hash: out.params.hash.name().into(),
+        data_block_size: out.params.data_block_size,
+        hash_block_size: out.params.hash_block_size,
+        data_blocks: out.data_blocks,
+        salt: hex::encode(&out.params.salt),
+        uuid: out
+            .uuid
+            .map(|u| realms_verity::format_uuid(&u))
+            .unwrap_or_default(),
+        root_hash,
+    })
+}
+
+/// A sealed image whose signature checked out.
+#[derive(Debug, Clone, Serialize)]
+pub struct Checked {
+    pub meta: Meta,
+    pub signature: GoodSignature,
+}
+
+/// Checks a sealed image's signature against the trusted keys under `root`, and that its
+/// metadata belongs to this image and agrees with its sidecar. Nothing is mounted.
+pub fn check_signature(root: &Path, info: &ImageInfo) -> Result<Checked> {
+    let meta_path = info.path.join("image.meta");
+    let bytes = fs::read(&meta_path).map_err(|e| match e.kind() {
+        std::io::ErrorKind::NotFound => Error::Unsigned {
+            name: info.name.clone(),
+        },
+        _ => Error::io("reading", &meta_path, e),
+    })?;
+    let trusted = keys::trusted(root)?;
+    let signature = keys::check(&info.name, &info.path.join("image.sig"), &bytes, &trusted)?;
+    let text = String::from_utf8(bytes).map_err(|_| tampered(info, "image.meta is not UTF-8"))?;
+    let meta = Meta::parse(&text, &meta_path)?;
+    if meta.name != info.name {
+        return Err(tampered(
+            info,
+            &format!("its signed metadata names image '{}'", meta.name),
+        ));
+    }
+    let verity = meta
+        .verity
+        .as_ref()
+        .ok_or_else(|| tampered(info, "its signed metadata has no verity parameters"))?;
+    let sidecar = fs::read_to_string(info.path.join("image.roothash")).unwrap_or_default();
+    if sidecar != format!("{}\n", verity.root_hash) {
+        return Err(tampered(
+            info,
+            "image.roothash does not match the signed root hash",
+        ));
+    }
+    Ok(Checked { meta, signature })
+}
+
+fn tampered(info: &ImageInfo, reason: &str) -> Error {
+    Error::Tampered {
+        name: info.name.clone(),
+        reason: reason.to_string(),
+    }
+}
+
+/// The verity parameters of checked metadata.
+pub fn verity_params(info: &ImageInfo, v: &VerityMeta) -> Result<(Params, Vec<u8>)> {
+    let bad = |what: &str| tampered(info, &format!("its signed metadata has a bad {what}"));
+    let hash = match v.hash.as_str() {
+        "sha256" => HashAlgorithm::Sha256,
+        "sha512" => HashAlgorithm::Sha512,
+        "sha1" => HashAlgorithm::Sha1,
+        _ => return Err(bad("hash algorithm")),
+    };
+    let params = Params {
+        hash,
+        data_block_size: v.data_block_size,
+        hash_block_size: v.hash_block_size,
+        salt: hex::decode(&v.salt).map_err(|_| bad("salt"))?,
+        uuid: realms_verity::parse_uuid(&v.uuid),
+        superblock: true,
+        hash_offset: 0,
+        data_blocks: Some(v.data_blocks),
+    };
+    Ok((
+        params,
+        hex::decode(&v.root_hash).map_err(|_| bad("root hash"))?,
+    ))
+}
+
+/// What `realms appimg verify` found.
+#[derive(Debug, Clone, Serialize)]
+pub struct Verified {
+    pub name: String,
+    pub version: String,
+    pub signed_by: GoodSignature,
+    pub data_blocks: u64,
+    pub root_hash: String,
+}
+
+/// Checks the signature and then the whole hash tree in userspace; names the first bad block.
+pub fn verify(root: &Path, info: &ImageInfo) -> Result<Verified> {
+    if info.kind != ImageKind::Sealed {
+        return Err(Error::Unsigned {
+            name: info.name.clone(),
+        });
+    }
+    let checked = check_signature(root, info)?;
+    let v = checked.meta.verity.as_ref().expect("checked above");
+    let (params, root_hash) = verity_params(info, v)?;
+    let open = |name: &str| {
+        fs::File::open(info.path.join(name))
+            .map_err(|e| Error::io("opening", info.path.join(name), e))
+    };
+    let (data, hash) = (open("image.raw")?, open("image.verity")?);
+    realms_verity::verify(&data, &hash, &params, &root_hash)
+        .map_err(|e| tampered(info, &e.to_string()))?;
+    Ok(Verified {
+        name: info.name.clone(),
+        version: checked.meta.version.clone(),
+        signed_by: checked.signature,
+        data_blocks: v.data_blocks,
+        root_hash: v.root_hash.clone(),
+    })
+}
+
+#[cfg(test)]
+mod tests;
