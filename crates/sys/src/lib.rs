@@ -5,6 +5,7 @@ pub mod atomic;
 pub mod btrfs;
 pub mod cmd;
 mod error;
+pub mod dm;
 pub mod fs;
 pub mod lock;
 pub mod loopdev;
