@@ -351,6 +351,46 @@ fn get_xattr(path: &Path, name: &std::ffi::OsStr) -> rustix::io::Result<Vec<u8>>
     }
 }
 
+/// `FS_IOC_GETFLAGS` / `FS_IOC_SETFLAGS` (`_IOR/_IOW('f', 1/2, long)`) and the immutable flag.
+const FS_IOC_GETFLAGS: libc::c_ulong =
+    crate::util::ioc(crate::util::IOC_READ, b'f', 1, size_of::<libc::c_long>());
+const FS_IOC_SETFLAGS: libc::c_ulong =
+    crate::util::ioc(crate::util::IOC_WRITE, b'f', 2, size_of::<libc::c_long>());
+const FS_IMMUTABLE_FL: libc::c_int = 0x10;
+
+fn inode_flags(fd: &OwnedFd, path: &Path) -> Result<libc::c_int> {
+    let mut flags: libc::c_int = 0;
+    // SAFETY: FS_IOC_GETFLAGS writes one int (the kernel uses int despite the `long` in the name).
+    unsafe { crate::util::ioctl(fd.as_fd(), FS_IOC_GETFLAGS, (&raw mut flags).cast()) }
+        .ctx("reading the inode flags of", path)?;
+    Ok(flags)
+}
+
+/// Whether the file or directory `path` has the immutable attribute (`chattr +i`).
+pub fn is_immutable(path: impl AsRef<Path>) -> Result<bool> {
+    let path = path.as_ref();
+    let fd = rustix::fs::open(path, OFlags::RDONLY | OFlags::CLOEXEC | OFlags::NONBLOCK, Mode::empty())
+        .ctx("opening", path)?;
+    Ok(inode_flags(&fd, path)? & FS_IMMUTABLE_FL != 0)
+}
+
+/// Sets or clears the immutable attribute of `path` (`chattr +i` / `-i`).
+pub fn set_immutable(path: impl AsRef<Path>, immutable: bool) -> Result<()> {
+    let path = path.as_ref();
+    let fd = rustix::fs::open(path, OFlags::RDONLY | OFlags::CLOEXEC | OFlags::NONBLOCK, Mode::empty())
+        .ctx("opening", path)?;
+    let mut flags = inode_flags(&fd, path)?;
+    if immutable {
+        flags |= FS_IMMUTABLE_FL;
+    } else {
+        flags &= !FS_IMMUTABLE_FL;
+    }
+    // SAFETY: FS_IOC_SETFLAGS reads one int.
+    unsafe { crate::util::ioctl(fd.as_fd(), FS_IOC_SETFLAGS, (&raw mut flags).cast()) }
+        .ctx("setting the inode flags of", path)?;
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -1,0 +1,300 @@
+//! Attach: write exactly what portablectl 252 writes — per unit `U.d/20-portable.conf`,
+//! `U.d/10-profile.conf` and the unit file in the attach directory, then the image link in
+//! `/etc|/run/portables` — all or nothing: on any error everything written so far is removed.
+
+use std::path::{Path, PathBuf};
+
+use serde::Serialize;
+
+use crate::changes::{Change, ChangeKind};
+use crate::error::{Error, Result};
+use crate::extract::UnitSource;
+use crate::image::{Image, ImageKind};
+use crate::layout::{Host, UNIT_SEARCH_PATH, attached_dir, image_link_path};
+use crate::load::{Loaded, load};
+use crate::marker::{DropIn, Layer};
+use crate::systemd::Systemd;
+
+/// How unit files, the profile and the image get into place.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum CopyMode {
+    /// Unit files copied, profile symlinked, image symlinked.
+    #[default]
+    Auto,
+    /// Unit files and profile copied, image symlinked.
+    Copy,
+    /// Unit files (of directory images) and profile symlinked, image symlinked.
+    Symlink,
+    /// Unit files copied, profile symlinked, image copied into `/etc|/run/portables`.
+    Mixed,
+}
+
+impl std::str::FromStr for CopyMode {
+    type Err = String;
+
+    fn from_str(s: &str) -> std::result::Result<Self, Self::Err> {
+        match s {
+            "auto" => Ok(CopyMode::Auto),
+            "copy" => Ok(CopyMode::Copy),
+            "symlink" => Ok(CopyMode::Symlink),
+            "mixed" => Ok(CopyMode::Mixed),
+            other => Err(format!("Failed to parse --copy= argument: {other}")),
+        }
+    }
+}
+
+/// The options of one attach.
+#[derive(Debug, Clone, Default)]
+pub struct AttachOptions {
+    pub profile: String,
+    pub copy: CopyMode,
+    pub runtime: bool,
+    pub force: bool,
+    /// Extension images (names or in-root paths), in order.
+    pub extensions: Vec<String>,
+    /// Part of a reattach: no "exists on the host" / "is active" checks.
+    pub reattach: bool,
+}
+
+/// What attach did: the changes, and a profile Realms installed because the host had none.
+#[derive(Debug, Clone, Serialize)]
+pub struct Attached {
+    pub image: PathBuf,
+    pub changes: Vec<Change>,
+    pub installed_profile: Option<PathBuf>,
+}
+
+/// Everything created so far, undone in reverse order if a later step fails.
+#[derive(Debug, Default)]
+struct Journal {
+    created: Vec<(PathBuf, bool)>,
+}
+
+impl Journal {
+    fn file(&mut self, path: &Path) {
+        self.created.push((path.to_owned(), false));
+    }
+
+    fn dir(&mut self, path: &Path) {
+        self.created.push((path.to_owned(), true));
+    }
+
+    fn roll_back(self, host: &Host) {
+        for (path, is_dir) in self.created.into_iter().rev() {
+            let result = if is_dir {
+                host.dir().remove_dir(&path)
+            } else {
+                match host.dir().symlink_metadata(&path) {
+                    Ok(Some(m)) if m.is_dir() => host
+                        .host_path(&path)
+                        .map_err(|e| realms_sys::Error::invalid("removing", &path, e.to_string()))
+                        .and_then(realms_sys::fs::remove_dir_all_one_fs),
+                    _ => host.dir().remove_file(&path),
+                }
+            };
+            if let Err(e) = result {
+                tracing::warn!("rolling back attach: could not remove {}: {e}", path.display());
+            }
+        }
+    }
+}
+
+/// Whether a unit file `name` (or, for an instance, its template) exists in the host's unit
+/// search path.
+fn exists_on_host(host: &Host, name: &str) -> bool {
+    let template = realms_unit::UnitName::parse(name)
+        .ok()
+        .and_then(|u| u.template());
+    UNIT_SEARCH_PATH.iter().any(|dir| {
+        std::iter::once(name)
+            .chain(template.as_deref())
+            .any(|n| host.dir().symlink_metadata(Path::new(dir).join(n)).ok().flatten().is_some())
+    })
+}
+
+fn refuse_existing(host: &Host, systemd: &Systemd, loaded: &Loaded) -> Result<()> {
+    let names: Vec<String> = loaded.units.keys().cloned().collect();
+    if let Some(n) = names.iter().find(|n| exists_on_host(host, n)) {
+        return Err(Error::UnitExists(n.clone()));
+    }
+    if let Some(n) = systemd.active(&names)?.into_iter().next() {
+        return Err(Error::UnitActiveOnAttach(n));
+    }
+    Ok(())
+}
+
+/// Attach context shared by the units of one image.
+struct Ctx<'a> {
+    host: &'a Host,
+    opts: &'a AttachOptions,
+    root: Layer<'a>,
+    exts: Vec<Layer<'a>>,
+    where_: &'static str,
+    etc_os_release: bool,
+}
+
+impl Ctx<'_> {
+    fn mkdir(&self, path: &Path, out: &mut Vec<Change>, journal: &mut Journal) -> Result<()> {
+        if self.host.dir().symlink_metadata(path)?.is_some() {
+            return Ok(());
+        }
+        self.host.dir().create_dir_all(path, 0o755)?;
+        journal.dir(path);
+        out.push(Change::new(ChangeKind::Mkdir, path, None));
+        Ok(())
+    }
+
+    /// Refuses to replace an existing file unless `--force`.
+    fn free(&self, path: &Path) -> Result<()> {
+        if !self.opts.force && self.host.dir().symlink_metadata(path)?.is_some() {
+            return Err(Error::io(
+                "creating",
+                path,
+                std::io::Error::from(std::io::ErrorKind::AlreadyExists),
+            ));
+        }
+        Ok(())
+    }
+
+    fn unit(&self, unit: &UnitSource, out: &mut Vec<Change>, journal: &mut Journal) -> Result<()> {
+        let dir = self.host.dir();
+        let path = Path::new(self.where_).join(&unit.name);
+        let dropin_dir = PathBuf::from(format!("{}.d", path.display()));
+        self.mkdir(&dropin_dir, out, journal)?;
+        let dropin = DropIn {
+            root: self.root,
+            extensions: &self.exts,
+            unit: &unit.name,
+            from: &unit.image,
+            host_etc_os_release: self.etc_os_release,
+            force: self.opts.force,
+        };
+        let conf = dropin_dir.join("20-portable.conf");
+        dir.write_atomic(&conf, dropin.text().as_bytes(), 0o644)?;
+        journal.file(&conf);
+        out.push(Change::new(ChangeKind::Write, &conf, None));
+        if let Some(profile) = crate::profile::find(self.host, &self.opts.profile, &unit.name) {
+            let link = dropin_dir.join("10-profile.conf");
+            self.free(&link)?;
+            if self.opts.copy == CopyMode::Copy {
+                dir.write_atomic(&link, &dir.read(&profile)?, 0o644)?;
+                journal.file(&link);
+                out.push(Change::new(ChangeKind::Copy, &link, Some(profile)));
+            } else {
+                dir.symlink(&profile, &link)?;
+                journal.file(&link);
+                out.push(Change::new(ChangeKind::Symlink, &link, Some(profile)));
+            }
+        }
+        self.free(&path)?;
+        match (&unit.source, self.opts.copy) {
+            (Some(source), CopyMode::Symlink) => {
+                dir.symlink(source, &path)?;
+                journal.file(&path);
+                out.push(Change::new(ChangeKind::Symlink, &path, Some(source.clone())));
+            }
+            _ => {
+                dir.write_atomic(&path, &unit.contents, 0o644)?;
+                journal.file(&path);
+                out.push(Change::new(ChangeKind::Copy, &path, unit.source.clone()));
+            }
+        }
+        Ok(())
+    }
+
+    /// Links (or, in mixed mode, copies) an image into `/etc|/run/portables`; a convenience,
+    /// so failures are only logged.
+    fn image_link(&self, image: &Path, kind: ImageKind, out: &mut Vec<Change>, journal: &mut Journal) {
+        let link = image_link_path(image, self.opts.runtime);
+        if link == image {
+            return;
+        }
+        let result = (|| -> Result<Option<Change>> {
+            let parent = link.parent().expect("an image link has a directory");
+            self.host.dir().create_dir_all(parent, 0o755)?;
+            if self.host.dir().symlink_metadata(&link)?.is_some() {
+                return Ok(None);
+            }
+            if self.opts.copy == CopyMode::Mixed {
+                let src = self.host.host_path(image)?;
+                let dst = self.host.host_path(parent)?.join(link.file_name().expect("named"));
+                if kind.is_tree() {
+                    realms_sys::fs::copy_tree(&src, &dst)?;
+                } else {
+                    std::fs::copy(&src, &dst).map_err(|e| Error::io("copying", &src, e))?;
+                }
+                journal.file(&link);
+                return Ok(Some(Change::new(ChangeKind::Copy, &link, Some(image.to_owned()))));
+            }
+            self.host.dir().symlink(image, &link)?;
+            journal.file(&link);
+            Ok(Some(Change::new(ChangeKind::Symlink, &link, Some(image.to_owned()))))
+        })();
+        match result {
+            Ok(Some(change)) => out.push(change),
+            Ok(None) => {}
+            Err(e) => tracing::debug!("not linking {}: {e}", image.display()),
+        }
+    }
+}
+
+/// Attaches `image` (a name or in-root path) with the units `matches` selects.
+pub fn attach(
+    host: &Host,
+    systemd: &Systemd,
+    image: &str,
+    matches: &[String],
+    opts: &AttachOptions,
+) -> Result<Attached> {
+    let loaded = load(host, image, &opts.extensions, matches, opts.force, true)?;
+    loaded.check_matches(matches, &loaded.extension_paths())?;
+    if !opts.reattach && !opts.force {
+        refuse_existing(host, systemd, &loaded)?;
+    }
+    let installed_profile = crate::profile::ensure_installed(host, &opts.profile)?;
+    let ext_images: Vec<&Image> = loaded.extensions.iter().map(|(i, _)| i).collect();
+    let ctx = Ctx {
+        host,
+        opts,
+        root: Layer {
+            path: &loaded.image.path,
+            kind: loaded.image.kind,
+        },
+        exts: ext_images
+            .iter()
+            .map(|i| Layer {
+                path: &i.path,
+                kind: i.kind,
+            })
+            .collect(),
+        where_: attached_dir(opts.runtime),
+        etc_os_release: host.exists("/etc/os-release"),
+    };
+    let mut changes = Vec::new();
+    let mut journal = Journal::default();
+    let written = (|| -> Result<()> {
+        ctx.mkdir(Path::new(ctx.where_), &mut changes, &mut journal)?;
+        for unit in loaded.units.values() {
+            ctx.unit(unit, &mut changes, &mut journal)
+                .map_err(|e| Error::AttachUnit {
+                    unit: unit.name.clone(),
+                    source: Box::new(e),
+                })?;
+        }
+        Ok(())
+    })();
+    if let Err(e) = written {
+        journal.roll_back(host);
+        return Err(e);
+    }
+    for ext in &ext_images {
+        ctx.image_link(&ext.path, ext.kind, &mut changes, &mut journal);
+    }
+    ctx.image_link(&loaded.image.path, loaded.image.kind, &mut changes, &mut journal);
+    Ok(Attached {
+        image: loaded.image.path.clone(),
+        changes,
+        installed_profile,
+    })
+}

@@ -1,0 +1,44 @@
+//! Portable services, portablectl-compatible without systemd-portabled: find and read images
+//! (directories, btrfs subvolumes, raw images with a bare filesystem or Discoverable Partitions),
+//! match their unit files, and attach, detach, reattach and inspect them by writing exactly the
+//! files portablectl 252 writes, so systemd runs them and portablectl recognises them.
+//!
+//! ```no_run
+//! use realms_portable::{AttachOptions, Host, Systemd, attach};
+//! # fn main() -> realms_portable::Result<()> {
+//! let host = Host::open("/")?;
+//! let systemd = Systemd::detect(&host);
+//! let opts = AttachOptions { profile: "default".into(), ..AttachOptions::default() };
+//! let done = attach(&host, &systemd, "foo-test", &["foo-test".into()], &opts)?;
+//! for change in &done.changes {
+//!     println!("{change}");
+//! }
+//! # Ok(()) }
+//! ```
+
+pub mod attach;
+pub mod changes;
+pub mod detach;
+mod error;
+pub mod extract;
+pub mod gpt;
+pub mod image;
+pub mod layout;
+pub mod load;
+pub mod manage;
+pub mod marker;
+pub mod name;
+pub mod ops;
+pub mod profile;
+pub mod raw;
+pub mod systemd;
+pub mod validate;
+
+pub use attach::{AttachOptions, Attached, CopyMode, attach};
+pub use changes::{Change, ChangeKind};
+pub use detach::{DetachOptions, Detached, detach};
+pub use error::{Error, Result};
+pub use image::{Image, ImageKind};
+pub use layout::Host;
+pub use manage::State;
+pub use systemd::Systemd;

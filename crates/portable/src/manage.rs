@@ -1,0 +1,238 @@
+//! The image-level verbs: attachment state (`is-attached`), `list`, `inspect`, `read-only` and
+//! `remove`.
+
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::PathBuf;
+
+use serde::Serialize;
+
+use crate::detach::scan;
+use crate::error::{Error, Result};
+use crate::image::{Image, ImageKind};
+use crate::layout::{ATTACHED_PERSISTENT, ATTACHED_RUNTIME, Host};
+use crate::load::load;
+use crate::systemd::Systemd;
+
+/// portablectl's attachment states.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum State {
+    Detached,
+    Attached,
+    AttachedRuntime,
+    Enabled,
+    EnabledRuntime,
+    Running,
+    RunningRuntime,
+}
+
+impl State {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            State::Detached => "detached",
+            State::Attached => "attached",
+            State::AttachedRuntime => "attached-runtime",
+            State::Enabled => "enabled",
+            State::EnabledRuntime => "enabled-runtime",
+            State::Running => "running",
+            State::RunningRuntime => "running-runtime",
+        }
+    }
+}
+
+impl std::fmt::Display for State {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+fn state_in(
+    host: &Host,
+    systemd: &Systemd,
+    request: &[String],
+    runtime: bool,
+) -> Result<State> {
+    let dir = if runtime {
+        ATTACHED_RUNTIME
+    } else {
+        ATTACHED_PERSISTENT
+    };
+    let units: Vec<String> = scan(host, dir, Some(request))?
+        .into_iter()
+        .map(|f| f.unit)
+        .collect();
+    if units.is_empty() {
+        return Ok(State::Detached);
+    }
+    let running = !systemd.active(&units)?.is_empty();
+    let enabled = systemd.enablement(&units).is_some_and(|states| {
+        states.values().any(|s| {
+            !matches!(
+                s.as_str(),
+                "static" | "disabled" | "linked" | "linked-runtime" | ""
+            ) && !s.starts_with("Failed")
+        })
+    });
+    Ok(match (running, enabled, runtime) {
+        (true, _, false) => State::Running,
+        (true, _, true) => State::RunningRuntime,
+        (false, true, false) => State::Enabled,
+        (false, true, true) => State::EnabledRuntime,
+        (false, false, false) => State::Attached,
+        (false, false, true) => State::AttachedRuntime,
+    })
+}
+
+/// The state of `image` (a name or path) with `extensions`: persistent first, then runtime.
+pub fn state(host: &Host, systemd: &Systemd, image: &str, extensions: &[String]) -> Result<State> {
+    let request: Vec<String> = std::iter::once(image.to_owned())
+        .chain(extensions.iter().cloned())
+        .collect();
+    match state_in(host, systemd, &request, false)? {
+        State::Detached => state_in(host, systemd, &request, true),
+        s => Ok(s),
+    }
+}
+
+/// One row of `list`.
+#[derive(Debug, Clone, Serialize)]
+pub struct Listed {
+    pub name: String,
+    #[serde(rename = "type")]
+    pub kind: ImageKind,
+    pub path: PathBuf,
+    pub read_only: bool,
+    /// Creation and modification times (seconds since the epoch), if known.
+    pub crtime: Option<i64>,
+    pub mtime: Option<i64>,
+    /// Bytes used (raw images only, like portablectl without quotas).
+    pub usage: Option<u64>,
+    pub state: State,
+}
+
+/// Every image in the search path with its state.
+pub fn list(host: &Host, systemd: &Systemd) -> Result<Vec<Listed>> {
+    let mut out = Vec::new();
+    for image in Image::discover(host)? {
+        let meta = host.dir().metadata(&image.path)?;
+        let state = state(host, systemd, &image.path.to_string_lossy(), &[])?;
+        let crtime = host
+            .host_path(&image.path)
+            .ok()
+            .and_then(|p| std::fs::metadata(p).ok())
+            .and_then(|m| m.created().ok())
+            .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+            .map(|d| d.as_secs() as i64);
+        let raw = image.kind == ImageKind::Raw;
+        out.push(Listed {
+            read_only: image.read_only(host),
+            crtime,
+            mtime: meta.as_ref().filter(|_| raw).map(|m| m.mtime()),
+            usage: meta.as_ref().filter(|_| raw).map(|m| m.blocks() * 512),
+            name: image.name,
+            kind: image.kind,
+            path: image.path,
+            state,
+        });
+    }
+    Ok(out)
+}
+
+/// What `inspect` shows: the image path, the release files and the matching unit files.
+#[derive(Debug, Clone, Serialize)]
+pub struct Inspected {
+    pub image: PathBuf,
+    pub os_release: String,
+    pub portable_pretty_name: Option<String>,
+    pub pretty_name: Option<String>,
+    /// `(extension path, extension-release text)` in command-line order.
+    pub extensions: Vec<(PathBuf, String)>,
+    /// `(unit name, contents)`, sorted by name.
+    pub units: Vec<(String, String)>,
+}
+
+/// Reads an image for `inspect`.
+pub fn inspect(
+    host: &Host,
+    image: &str,
+    extensions: &[String],
+    matches: &[String],
+    force: bool,
+) -> Result<Inspected> {
+    let loaded = load(host, image, extensions, matches, force, false)?;
+    if loaded.units.is_empty() {
+        return Err(Error::NoUnits {
+            image: loaded.image.path.display().to_string(),
+            exts: crate::error::ext_suffix(&loaded.extension_paths()),
+        });
+    }
+    let release = &loaded.base.release;
+    Ok(Inspected {
+        image: loaded.image.path.clone(),
+        os_release: loaded.base.release_text.clone(),
+        portable_pretty_name: release.portable_pretty_name().map(str::to_owned),
+        pretty_name: release.pretty_name().map(str::to_owned),
+        extensions: loaded
+            .extensions
+            .iter()
+            .map(|(i, m)| (i.path.clone(), m.release_text.clone()))
+            .collect(),
+        units: loaded
+            .units
+            .values()
+            .map(|u| (u.name.clone(), String::from_utf8_lossy(&u.contents).into_owned()))
+            .collect(),
+    })
+}
+
+/// Marks an image read-only or writable.
+pub fn set_read_only(host: &Host, image: &str, read_only: bool) -> Result<()> {
+    let image = Image::find(host, image)?;
+    if image.is_vendor() {
+        return Err(Error::VendorImage(image.path.display().to_string()));
+    }
+    let real = host.host_path(&image.path)?;
+    match image.kind {
+        ImageKind::Subvolume => realms_sys::btrfs::set_readonly(&real, read_only)?,
+        ImageKind::Directory => realms_sys::fs::set_immutable(&real, read_only)?,
+        ImageKind::Raw | ImageKind::Block => {
+            let meta = std::fs::metadata(&real).map_err(|e| Error::io("inspecting", &real, e))?;
+            let mode = (meta.mode() & 0o7555) | if read_only { 0 } else { 0o200 };
+            std::fs::set_permissions(&real, std::fs::Permissions::from_mode(mode))
+                .map_err(|e| Error::io("changing the mode of", &real, e))?;
+        }
+    }
+    Ok(())
+}
+
+/// Removes a detached image (a symlink to an image is removed, not its target).
+pub fn remove(host: &Host, systemd: &Systemd, image: &str) -> Result<PathBuf> {
+    let image = Image::find(host, image)?;
+    if image.is_vendor() {
+        return Err(Error::VendorImage(image.path.display().to_string()));
+    }
+    if state(host, systemd, &image.path.to_string_lossy(), &[])? != State::Detached {
+        return Err(Error::NotDetached(image.path.display().to_string()));
+    }
+    let is_link = host
+        .dir()
+        .symlink_metadata(&image.path)?
+        .is_some_and(|m| m.file_type().is_symlink());
+    if is_link || !image.kind.is_tree() {
+        host.dir().remove_file(&image.path)?;
+    } else {
+        let real = host.host_path(&image.path)?;
+        match image.kind {
+            ImageKind::Subvolume => realms_sys::btrfs::delete_subvolume_recursive(&real)?,
+            _ => {
+                let _ = realms_sys::fs::set_immutable(&real, false);
+                realms_sys::fs::remove_dir_all_one_fs(&real)?;
+            }
+        }
+    }
+    if image.kind == ImageKind::Raw {
+        let roothash = crate::raw::sidecar(&image.path, ".roothash");
+        let _ = host.dir().remove_file(roothash);
+    }
+    Ok(image.path)
+}

@@ -1,0 +1,276 @@
+//! The verbs as portablectl runs them: attach/detach/reattach followed by the daemon reload and
+//! the `--enable`/`--now` steps through systemd, reporting each line as portablectl does.
+
+use serde::Serialize;
+
+use crate::attach::{AttachOptions, Attached, attach};
+use crate::changes::{Change, ChangeKind};
+use crate::detach::{DetachOptions, Detached, detach};
+use crate::error::Result;
+use crate::layout::Host;
+use crate::load::load;
+use crate::systemd::{Job, Systemd};
+
+/// What to do around the file operations.
+#[derive(Debug, Clone, Default)]
+pub struct Steps {
+    /// Reload PID 1 afterwards (portablectl's default; `--no-reload` turns it off).
+    pub reload: bool,
+    pub enable: bool,
+    pub now: bool,
+    pub no_block: bool,
+}
+
+/// The outcome of attach, detach or reattach, for `--json`.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Outcome {
+    /// Reattach only: the changes of units that are gone for good.
+    pub removed: Vec<Change>,
+    pub changes: Vec<Change>,
+    pub installed_profile: Option<std::path::PathBuf>,
+    /// Jobs queued on PID 1 (job object paths).
+    pub jobs: Vec<String>,
+    /// Whether systemd was there to reload/enable/start.
+    pub systemd: bool,
+}
+
+/// Where informational lines go (portablectl prints them on stderr).
+pub type Say<'a> = &'a mut dyn FnMut(&str);
+
+fn queue(systemd: &Systemd, method: &'static str, unit: &str, jobs: &mut Vec<Job>, say: Say<'_>) {
+    match systemd.queue(method, unit) {
+        Ok(job) => {
+            say(&format!(
+                "Queued {} to call {method} on portable service {unit}.",
+                job.path
+            ));
+            jobs.push(job);
+        }
+        Err(e) => say(&e.to_string()),
+    }
+}
+
+fn enable(systemd: &Systemd, unit: &str, runtime: bool, on: bool, say: Say<'_>) {
+    match systemd.enable(unit, runtime, on) {
+        Ok(lines) => lines.iter().for_each(|l| say(l)),
+        Err(e) => say(&e.to_string()),
+    }
+}
+
+fn wait(systemd: &Systemd, jobs: &[Job], say: Say<'_>) {
+    match systemd.wait(jobs) {
+        Ok(failed) => {
+            for u in failed {
+                say(&format!(
+                    "Job for {u} failed. See \"systemctl status {u}\" and \"journalctl -xeu {u}\" for details."
+                ));
+            }
+        }
+        Err(e) => say(&e.to_string()),
+    }
+}
+
+fn say_no_systemd(steps: &Steps, say: Say<'_>) {
+    if steps.reload || steps.enable || steps.now {
+        say("systemd is not running as PID 1 here (or --root is used): nothing was reloaded, enabled, started or stopped.");
+    }
+}
+
+/// Enables and starts the unit files an attach put in place (portablectl's order: per unit,
+/// enable then start).
+fn enable_start(
+    systemd: &Systemd,
+    changes: &[Change],
+    method: &'static str,
+    runtime: bool,
+    steps: &Steps,
+    say: Say<'_>,
+) -> Vec<Job> {
+    let mut jobs = Vec::new();
+    for unit in changes.iter().filter(|c| c.is_managed_unit()).filter_map(Change::unit_name) {
+        if steps.enable {
+            enable(systemd, &unit, runtime, true, say);
+        }
+        if steps.now {
+            queue(systemd, method, &unit, &mut jobs, say);
+        }
+    }
+    if !steps.no_block {
+        wait(systemd, &jobs, say);
+    }
+    jobs
+}
+
+/// `attach`.
+pub fn attach_verb(
+    host: &Host,
+    systemd: &Systemd,
+    image: &str,
+    matches: &[String],
+    opts: &AttachOptions,
+    steps: &Steps,
+    say: Say<'_>,
+) -> Result<Outcome> {
+    let Attached {
+        changes,
+        installed_profile,
+        ..
+    } = attach(host, systemd, image, matches, opts)?;
+    if let Some(p) = &installed_profile {
+        say(&format!("Installed Realms' copy of profile '{}' as {}.", opts.profile, p.display()));
+    }
+    let mut out = Outcome {
+        installed_profile,
+        systemd: systemd.is_running(),
+        ..Outcome::default()
+    };
+    if !systemd.is_running() {
+        changes.iter().for_each(|c| say(&c.to_string()));
+        say_no_systemd(steps, say);
+        out.changes = changes;
+        return Ok(out);
+    }
+    if steps.reload {
+        systemd.reload()?;
+    }
+    changes.iter().for_each(|c| say(&c.to_string()));
+    if steps.enable || steps.now {
+        let jobs = enable_start(systemd, &changes, "StartUnit", opts.runtime, steps, say);
+        out.jobs = jobs.into_iter().map(|j| j.path).collect();
+    }
+    out.changes = changes;
+    Ok(out)
+}
+
+/// Stops (and with `--enable` disables) the units of the image before a detach; stopping
+/// always blocks, or the detach would find them still running.
+fn stop_disable(
+    host: &Host,
+    systemd: &Systemd,
+    image: &str,
+    matches: &[String],
+    opts: &DetachOptions,
+    steps: &Steps,
+    say: Say<'_>,
+) -> Vec<Job> {
+    let units: Vec<String> = match load(host, image, &opts.extensions, matches, opts.force, false) {
+        Ok(l) => l.units.into_keys().collect(),
+        Err(e) => {
+            // Like portablectl: an image that cannot be read any more is still detached.
+            say(&format!("Failed to inspect image metadata: {e}"));
+            // Fall back to the units attached from it.
+            crate::detach::scan(
+                host,
+                crate::layout::attached_dir(opts.runtime),
+                Some(&[image.to_owned()]),
+            )
+            .map(|f| f.into_iter().map(|f| f.unit).collect())
+            .unwrap_or_default()
+        }
+    };
+    let mut jobs = Vec::new();
+    for unit in &units {
+        if steps.now {
+            queue(systemd, "StopUnit", unit, &mut jobs, say);
+        }
+        if steps.enable {
+            enable(systemd, unit, opts.runtime, false, say);
+        }
+    }
+    wait(systemd, &jobs, say);
+    jobs
+}
+
+/// `detach`.
+pub fn detach_verb(
+    host: &Host,
+    systemd: &Systemd,
+    image: &str,
+    matches: &[String],
+    opts: &DetachOptions,
+    steps: &Steps,
+    say: Say<'_>,
+) -> Result<Outcome> {
+    let mut out = Outcome {
+        systemd: systemd.is_running(),
+        ..Outcome::default()
+    };
+    if systemd.is_running() && (steps.enable || steps.now) {
+        let jobs = stop_disable(host, systemd, image, matches, opts, steps, say);
+        out.jobs = jobs.into_iter().map(|j| j.path).collect();
+    }
+    let Detached { changes, .. } = detach(host, systemd, image, opts)?;
+    if systemd.is_running() && steps.reload {
+        systemd.reload()?;
+    }
+    changes.iter().for_each(|c| say(&c.to_string()));
+    if !systemd.is_running() {
+        say_no_systemd(steps, say);
+    }
+    out.changes = changes;
+    Ok(out)
+}
+
+/// `reattach`: detach and attach again in one go (units may stay running); with `--now`, units
+/// that are gone are stopped and the others restarted.
+pub fn reattach_verb(
+    host: &Host,
+    systemd: &Systemd,
+    image: &str,
+    matches: &[String],
+    opts: &AttachOptions,
+    steps: &Steps,
+    say: Say<'_>,
+) -> Result<Outcome> {
+    // The new image must be there before anything is detached.
+    let found = crate::image::Image::find(host, image)?;
+    let detach_opts = DetachOptions {
+        runtime: opts.runtime,
+        force: opts.force,
+        extensions: opts.extensions.clone(),
+        reattach: true,
+    };
+    let image_path = found.path.to_string_lossy().into_owned();
+    let detached = detach(host, systemd, &image_path, &detach_opts)?;
+    let attach_opts = AttachOptions {
+        reattach: true,
+        ..opts.clone()
+    };
+    let attached = attach(host, systemd, &image_path, matches, &attach_opts)?;
+    let names = |c: &Change| c.path.file_name().map(|n| n.to_owned());
+    let kept: Vec<_> = attached.changes.iter().filter_map(names).collect();
+    let removed: Vec<Change> = detached
+        .changes
+        .into_iter()
+        .filter(|c| names(c).is_none_or(|n| !kept.contains(&n)))
+        .collect();
+    let mut out = Outcome {
+        installed_profile: attached.installed_profile,
+        systemd: systemd.is_running(),
+        ..Outcome::default()
+    };
+    if systemd.is_running() && steps.reload {
+        systemd.reload()?;
+    }
+    removed.iter().for_each(|c| say(&c.to_string()));
+    attached.changes.iter().for_each(|c| say(&c.to_string()));
+    if !systemd.is_running() {
+        say_no_systemd(steps, say);
+    } else if steps.enable || steps.now {
+        let mut jobs = Vec::new();
+        for unit in removed
+            .iter()
+            .filter(|c| c.kind == ChangeKind::Unlink)
+            .filter_map(Change::unit_name)
+        {
+            if steps.now {
+                queue(systemd, "StopUnit", &unit, &mut jobs, say);
+            }
+        }
+        jobs.extend(enable_start(systemd, &attached.changes, "RestartUnit", opts.runtime, steps, say));
+        out.jobs = jobs.into_iter().map(|j| j.path).collect();
+    }
+    out.removed = removed;
+    out.changes = attached.changes;
+    Ok(out)
+}

@@ -1,0 +1,240 @@
+//! Talking to the service manager: reload, which units are active or enabled, enable/disable
+//! with the portable flag, and start/stop/restart jobs — through `systemctl` and `busctl`, so
+//! jobs are queued on PID 1's D-Bus API exactly as portablectl queues them.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::Path;
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use realms_sys::cmd::Cmd;
+
+use crate::error::{Error, Result};
+use crate::layout::Host;
+
+const DEST: &str = "org.freedesktop.systemd1";
+const OBJECT: &str = "/org/freedesktop/systemd1";
+const MANAGER: &str = "org.freedesktop.systemd1.Manager";
+/// `UNIT_FILE_RUNTIME` and `UNIT_FILE_PORTABLE` of EnableUnitFilesWithFlags.
+const FLAG_RUNTIME: u64 = 1;
+const FLAG_PORTABLE: u64 = 1 << 2;
+const ACTIVE_STATES: [&str; 4] = ["activating", "active", "reloading", "deactivating"];
+
+/// The service manager of the host, if it is running (a live root with systemd as PID 1).
+#[derive(Debug, Clone)]
+pub struct Systemd {
+    running: bool,
+    root: std::path::PathBuf,
+}
+
+/// A job queued on PID 1.
+#[derive(Debug, Clone)]
+pub struct Job {
+    pub path: String,
+    pub method: &'static str,
+    pub unit: String,
+}
+
+fn run_capture(mut cmd: Cmd) -> Result<(bool, String)> {
+    let child = cmd.stdout(Stdio::piped()).stderr(Stdio::piped()).spawn()?;
+    let out = child
+        .wait_with_output()
+        .map_err(|e| Error::io("waiting for", cmd.argv_string(), e))?;
+    Ok((
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+    ))
+}
+
+fn busctl_json(args: &[&str]) -> Result<serde_json::Value> {
+    let mut cmd = Cmd::new("busctl");
+    cmd.arg("--json=short").args(args);
+    cmd.json::<serde_json::Value>()
+        .map_err(|e| Error::Systemd(e.to_string()))
+}
+
+impl Systemd {
+    /// Detects whether the manager of `host` can be asked: only for the live root (`/`) of a
+    /// system booted with systemd (`/run/systemd/system` exists).
+    pub fn detect(host: &Host) -> Systemd {
+        let running = host.is_live() && Path::new("/run/systemd/system").is_dir();
+        Systemd {
+            running,
+            root: host.root().to_owned(),
+        }
+    }
+
+    /// Whether systemd is running for this host.
+    pub fn is_running(&self) -> bool {
+        self.running
+    }
+
+    /// `systemctl daemon-reload`.
+    pub fn reload(&self) -> Result<()> {
+        if !self.running {
+            return Ok(());
+        }
+        Cmd::new("systemctl")
+            .arg("daemon-reload")
+            .run()
+            .map_err(|e| Error::Systemd(format!("Failed to reload daemon: {e}")))
+    }
+
+    /// The units of `units` that are active (activating, active, reloading, deactivating); a
+    /// template counts as active when any of its instances is.
+    pub fn active(&self, units: &[String]) -> Result<BTreeSet<String>> {
+        let mut out = BTreeSet::new();
+        if !self.running || units.is_empty() {
+            return Ok(out);
+        }
+        let (templates, plain): (Vec<&String>, Vec<&String>) =
+            units.iter().partition(|u| u.contains("@."));
+        if !plain.is_empty() {
+            let mut cmd = Cmd::new("systemctl");
+            cmd.args(["show", "--property=Id,ActiveState", "--"]).args(&plain);
+            let text = cmd.output_string()?;
+            for (unit, block) in plain.iter().zip(text.split("\n\n")) {
+                let state = block
+                    .lines()
+                    .find_map(|l| l.strip_prefix("ActiveState="))
+                    .unwrap_or("");
+                if ACTIVE_STATES.contains(&state) {
+                    out.insert((*unit).clone());
+                }
+            }
+        }
+        for t in templates {
+            let (prefix, suffix) = t.split_once('@').expect("a template has an @");
+            let pattern = format!("{prefix}@*{suffix}");
+            let mut cmd = Cmd::new("systemctl");
+            cmd.args(["list-units", "--all", "--plain", "--no-legend"])
+                .arg(format!("--state={}", ACTIVE_STATES.join(",")))
+                .args(["--", &pattern]);
+            if !cmd.output_string()?.trim().is_empty() {
+                out.insert(t.clone());
+            }
+        }
+        Ok(out)
+    }
+
+    /// `systemctl is-enabled` of each unit (works offline too, with `--root`); `None` when
+    /// systemctl is not available.
+    pub fn enablement(&self, units: &[String]) -> Option<BTreeMap<String, String>> {
+        if units.is_empty() {
+            return Some(BTreeMap::new());
+        }
+        let mut cmd = Cmd::new("systemctl");
+        if !self.running {
+            cmd.arg(format!("--root={}", self.root.display()));
+        }
+        cmd.args(["is-enabled", "--"]).args(units);
+        let (_, text) = run_capture(cmd).ok()?;
+        let states: Vec<&str> = text.lines().collect();
+        (states.len() == units.len()).then(|| {
+            units
+                .iter()
+                .cloned()
+                .zip(states.iter().map(|s| s.trim().to_owned()))
+                .collect()
+        })
+    }
+
+    /// Enables (or disables) `unit` with the portable flag, so [Install] symlinks go into the
+    /// attach directory; returns systemd's change lines as systemctl prints them.
+    pub fn enable(&self, unit: &str, runtime: bool, enable: bool) -> Result<Vec<String>> {
+        let flags = FLAG_PORTABLE | if runtime { FLAG_RUNTIME } else { 0 };
+        let method = if enable {
+            "EnableUnitFilesWithFlags"
+        } else {
+            "DisableUnitFilesWithFlags"
+        };
+        let flags = flags.to_string();
+        let reply = busctl_json(&["call", DEST, OBJECT, MANAGER, method, "ast", "1", unit, &flags])
+            .map_err(|e| {
+                let verb = if enable { "enable" } else { "disable" };
+                Error::Systemd(format!("Failed to {verb} the portable service {unit}: {e}"))
+            })?;
+        let data = &reply["data"];
+        let changes = if enable { &data[1] } else { &data[0] };
+        let mut lines = Vec::new();
+        for c in changes.as_array().into_iter().flatten() {
+            let (kind, path, source) = (c[0].as_str(), c[1].as_str(), c[2].as_str());
+            match (kind, path) {
+                (Some("symlink"), Some(p)) => lines.push(format!(
+                    "Created symlink {p} \u{2192} {}.",
+                    source.unwrap_or("")
+                )),
+                (Some("unlink"), Some(p)) => lines.push(format!("Removed \"{p}\".")),
+                _ => {}
+            }
+        }
+        Ok(lines)
+    }
+
+    /// Queues `method` (StartUnit, StopUnit, RestartUnit) for `unit` with mode "replace".
+    pub fn queue(&self, method: &'static str, unit: &str) -> Result<Job> {
+        let reply = busctl_json(&["call", DEST, OBJECT, MANAGER, method, "ss", unit, "replace"])
+            .map_err(|e| {
+                Error::Systemd(format!(
+                    "Failed to call {method} on the portable service {unit}: {e}"
+                ))
+            })?;
+        let path = reply["data"][0]
+            .as_str()
+            .ok_or_else(|| Error::Systemd(format!("{method} of {unit} returned no job")))?;
+        Ok(Job {
+            path: path.to_owned(),
+            method,
+            unit: unit.to_owned(),
+        })
+    }
+
+    /// Waits until every job is finished; returns the units of start jobs that ended failed.
+    pub fn wait(&self, jobs: &[Job]) -> Result<Vec<String>> {
+        let ids: BTreeSet<&str> = jobs
+            .iter()
+            .filter_map(|j| j.path.rsplit('/').next())
+            .collect();
+        let deadline = Instant::now() + Duration::from_secs(600);
+        let mut pause = Duration::from_millis(2);
+        loop {
+            let listing = Cmd::new("systemctl")
+                .args(["list-jobs", "--plain", "--no-legend"])
+                .output_string()
+                .unwrap_or_default();
+            let pending = listing
+                .lines()
+                .filter_map(|l| l.split_whitespace().next())
+                .any(|id| ids.contains(id));
+            if !pending {
+                break;
+            }
+            if Instant::now() > deadline {
+                return Err(Error::Systemd("timed out waiting for jobs".to_owned()));
+            }
+            std::thread::sleep(pause);
+            pause = (pause * 2).min(Duration::from_millis(50));
+        }
+        let started: Vec<String> = jobs
+            .iter()
+            .filter(|j| j.method != "StopUnit")
+            .map(|j| j.unit.clone())
+            .collect();
+        self.failed(&started)
+    }
+
+    fn failed(&self, units: &[String]) -> Result<Vec<String>> {
+        if units.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut cmd = Cmd::new("systemctl");
+        cmd.args(["show", "--property=ActiveState", "--"]).args(units);
+        let text = cmd.output_string()?;
+        Ok(units
+            .iter()
+            .zip(text.split("\n\n"))
+            .filter(|(_, b)| b.contains("ActiveState=failed"))
+            .map(|(u, _)| u.clone())
+            .collect())
+    }
+}
