@@ -48,6 +48,8 @@ pub enum Command {
     /// dm-verity hash areas: format and verify, veritysetup-compatible.
     #[command(subcommand)]
     Verity(crate::verity::VerityCommand),
+    /// Portable services: attach, detach, reattach, inspect and list images, portablectl-compatible.
+    Portable(crate::portable::PortableArgs),
 }
 
 pub fn dispatch(command: Command, ctx: &Ctx) -> anyhow::Result<ExitCode> {
@@ -56,6 +58,7 @@ pub fn dispatch(command: Command, ctx: &Ctx) -> anyhow::Result<ExitCode> {
         Command::Appimg(cmd) => crate::appimg::run(cmd, ctx),
         Command::Zone(args) => crate::realm::zone(args, ctx),
         Command::Verity(cmd) => crate::verity::run(cmd, ctx),
+        Command::Portable(args) => crate::portable::run(args, ctx),
     }
 }
 

@@ -3,6 +3,7 @@
 mod appimg;
 mod args;
 mod output;
+mod portable;
 mod realm;
 mod verity;
 

@@ -42,3 +42,14 @@ pub use image::{Image, ImageKind};
 pub use layout::Host;
 pub use manage::State;
 pub use systemd::Systemd;
+
+/// Gives this process a private mount namespace (when it runs as root), so the mounts of raw
+/// images never show on the host, even if the process is killed. Call it before anything that
+/// may read a raw image, while the process is single-threaded.
+pub fn private_mounts() {
+    if rustix::process::geteuid().is_root()
+        && let Err(e) = realms_sys::ns::unshare_mount_namespace()
+    {
+        tracing::debug!("no private mount namespace: {e}");
+    }
+}

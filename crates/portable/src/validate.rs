@@ -116,7 +116,9 @@ fn exec_binaries(units: &[(String, Vec<u8>)]) -> Vec<(String, String)> {
 }
 
 fn check_binaries(root: &RootDir, units: &[(String, Vec<u8>)]) -> (Check, Check) {
-    let bins = exec_binaries(units);
+    let mut bins = exec_binaries(units);
+    bins.sort_by(|a, b| a.1.cmp(&b.1));
+    bins.dedup_by(|a, b| a.1 == b.1);
     let mut loader = Ok(String::new());
     let mut arch = Ok(String::new());
     let mut notes_l = Vec::new();

@@ -1,0 +1,437 @@
+//! `realms portable ...`: portablectl's verbs and options, its messages and exit statuses.
+//!
+//! Informational lines (the matched prefix, every change, queued jobs) go to stderr exactly as
+//! portablectl prints them; `--json` puts the structured result on stdout instead.
+
+use std::fmt::Write as _;
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::{Args, Subcommand};
+use realms_portable::manage::{self, Listed};
+use realms_portable::ops::{self, Steps};
+use realms_portable::validate::validate;
+use realms_portable::{AttachOptions, CopyMode, DetachOptions, Host, Systemd, profile};
+
+use crate::output::Ctx;
+
+/// `realms portable`.
+#[derive(Debug, Args)]
+pub struct PortableArgs {
+    #[command(subcommand)]
+    cmd: PortableCmd,
+    #[command(flatten)]
+    opts: PortableOpts,
+}
+
+/// portablectl's options (they may come before or after the verb).
+#[derive(Debug, Args)]
+pub struct PortableOpts {
+    /// Security profile for attach (`help` lists them).
+    #[arg(short = 'p', long, global = true, default_value = "default", value_name = "PROFILE")]
+    profile: String,
+    /// auto (copy units, link profile), copy, symlink, mixed (copy units and the image); `help`.
+    #[arg(long, global = true, default_value = "auto", value_name = "MODE")]
+    copy: String,
+    /// Attach until the next reboot only (/run instead of /etc).
+    #[arg(long, global = true)]
+    runtime: bool,
+    /// Enable the units after attach / disable them before detach.
+    #[arg(long, global = true)]
+    enable: bool,
+    /// Start the units after attach / stop them before detach.
+    #[arg(long, global = true)]
+    now: bool,
+    /// Do not wait for the start jobs of attach --now.
+    #[arg(long, global = true)]
+    no_block: bool,
+    /// Do not reload the service manager.
+    #[arg(long, global = true)]
+    no_reload: bool,
+    /// Skip the "exists"/"active" checks and replace existing files; relax extension matching.
+    #[arg(long, global = true)]
+    force: bool,
+    /// inspect: print os-release, extension-release and unit file contents.
+    #[arg(long, global = true)]
+    cat: bool,
+    /// An extension image layered over the base (repeatable, in order).
+    #[arg(long = "extension", global = true, value_name = "PATH")]
+    extensions: Vec<String>,
+}
+
+#[derive(Debug, Subcommand)]
+enum PortableCmd {
+    /// List the images in the portable search path.
+    List,
+    /// Attach an image's units (matching PREFIX..., default: derived from the image name).
+    Attach { image: String, prefixes: Vec<String> },
+    /// Detach the units attached from an image.
+    Detach { image: String, prefixes: Vec<String> },
+    /// Detach and attach again (e.g. a new version), keeping units running.
+    Reattach { image: String, prefixes: Vec<String> },
+    /// Show an image's os-release and matching unit files.
+    Inspect { image: String, prefixes: Vec<String> },
+    /// Print whether an image is attached (exit status 1 if detached).
+    IsAttached { image: String },
+    /// Mark an image read-only (or writable with `no`).
+    ReadOnly { image: String, value: Option<String> },
+    /// Remove detached images.
+    Remove {
+        #[arg(required = true)]
+        images: Vec<String>,
+    },
+    /// Check the seven requirements of a portable image, one line each.
+    Validate { image: String, prefixes: Vec<String> },
+}
+
+fn parse_bool(s: &str) -> anyhow::Result<bool> {
+    match s {
+        "1" | "yes" | "y" | "true" | "t" | "on" => Ok(true),
+        "0" | "no" | "n" | "false" | "f" | "off" => Ok(false),
+        _ => anyhow::bail!("Failed to parse boolean argument: {s}"),
+    }
+}
+
+/// Prints an informational line on stderr unless `-q`/`--json`.
+fn sayer(ctx: &Ctx) -> impl FnMut(&str) + '_ {
+    move |line: &str| {
+        if !ctx.quiet && !ctx.json {
+            eprintln!("{line}");
+        }
+    }
+}
+
+/// The unit prefixes: the arguments, or the one derived from the image (`-` = all, if allowed).
+fn matches(ctx: &Ctx, image: &str, given: &[String], allow_any: bool) -> anyhow::Result<Vec<String>> {
+    let mut say = sayer(ctx);
+    if given.is_empty() {
+        let prefix = realms_portable::name::prefix_of(image)
+            .ok_or_else(|| realms_portable::Error::BadPrefix(image.to_owned()))?;
+        say(&format!("(Matching unit files with prefix '{prefix}'.)"));
+        return Ok(vec![prefix]);
+    }
+    if given == ["-"] {
+        anyhow::ensure!(allow_any, realms_portable::Error::MatchAll);
+        say("(Matching all unit files.)");
+        return Ok(Vec::new());
+    }
+    say(&format!("(Matching unit files with prefixes '{}'.)", given.join("', '")));
+    Ok(given.to_vec())
+}
+
+fn method(base: &str, opts: &PortableOpts) -> String {
+    if opts.extensions.is_empty() && !opts.force {
+        base.to_owned()
+    } else {
+        format!("{base}WithExtensions")
+    }
+}
+
+/// Runs `realms portable ...`; failures print as portablectl's "<Method> failed: ..." lines.
+pub fn run(args: PortableArgs, ctx: &Ctx) -> anyhow::Result<ExitCode> {
+    let opts = &args.opts;
+    if opts.profile == "help" || opts.copy == "help" {
+        let host = Host::open(&ctx.root)?;
+        let list = if opts.profile == "help" {
+            profile::list(&host)
+        } else {
+            ["auto", "copy", "symlink", "mixed"].map(str::to_owned).to_vec()
+        };
+        list.iter().for_each(|l| println!("{l}"));
+        return Ok(ExitCode::SUCCESS);
+    }
+    anyhow::ensure!(
+        profile::is_valid_name(&opts.profile),
+        realms_portable::Error::BadProfileName(opts.profile.clone())
+    );
+    let copy: CopyMode = opts.copy.parse().map_err(anyhow::Error::msg)?;
+    // Raw images are mounted; a private mount namespace keeps those mounts from the host even
+    // if we are killed (needs root; without it raw images cannot be mounted anyway).
+    realms_portable::private_mounts();
+    let host = Host::open(&ctx.root).with_context(|| format!("opening {}", ctx.root.display()))?;
+    let systemd = Systemd::detect(&host);
+    let (label, result) = dispatch(args.cmd, opts, copy, &host, &systemd, ctx);
+    match result {
+        Ok(code) => Ok(code),
+        Err(e) => {
+            let mut msg = String::new();
+            for (i, cause) in e.chain().enumerate() {
+                let _ = write!(msg, "{}{cause}", if i == 0 { "" } else { ": " });
+            }
+            eprintln!("{label}{msg}");
+            Ok(ExitCode::FAILURE)
+        }
+    }
+}
+
+fn dispatch(
+    cmd: PortableCmd,
+    opts: &PortableOpts,
+    copy: CopyMode,
+    host: &Host,
+    systemd: &Systemd,
+    ctx: &Ctx,
+) -> (String, anyhow::Result<ExitCode>) {
+    let steps = Steps {
+        reload: !opts.no_reload,
+        enable: opts.enable,
+        now: opts.now,
+        no_block: opts.no_block,
+    };
+    let norm = |arg: &str, missing: bool| realms_portable::image::normalize_arg(host, arg, missing);
+    let exts = |missing: bool| -> anyhow::Result<Vec<String>> {
+        Ok(opts
+            .extensions
+            .iter()
+            .map(|e| norm(e, missing))
+            .collect::<Result<_, _>>()?)
+    };
+    let attach_opts = |extensions: Vec<String>| AttachOptions {
+        profile: opts.profile.clone(),
+        copy,
+        runtime: opts.runtime,
+        force: opts.force,
+        extensions,
+        reattach: false,
+    };
+    match cmd {
+        PortableCmd::List => ("Failed to list images: ".into(), list(host, systemd, ctx)),
+        PortableCmd::Attach { image, prefixes } => {
+            let label = format!("{} failed: ", method("AttachImage", opts));
+            (label, (|| {
+                let path = norm(&image, false)?;
+                let m = matches(ctx, &image, &prefixes, false)?;
+                let o = attach_opts(exts(false)?);
+                let out = ops::attach_verb(host, systemd, &path, &m, &o, &steps, &mut sayer(ctx))?;
+                emit_json(ctx, &out)
+            })())
+        }
+        PortableCmd::Reattach { image, prefixes } => {
+            let label = format!("{} failed: ", method("ReattachImage", opts));
+            (label, (|| {
+                let path = norm(&image, false)?;
+                let m = matches(ctx, &image, &prefixes, false)?;
+                let o = attach_opts(exts(false)?);
+                let out = ops::reattach_verb(host, systemd, &path, &m, &o, &steps, &mut sayer(ctx))?;
+                emit_json(ctx, &out)
+            })())
+        }
+        PortableCmd::Detach { image, prefixes } => {
+            let label = format!("{} failed: ", method("DetachImage", opts));
+            (label, (|| {
+                let path = norm(&image, true)?;
+                let m = if steps.enable || steps.now {
+                    matches(ctx, &image, &prefixes, true)?
+                } else {
+                    Vec::new()
+                };
+                let o = DetachOptions {
+                    runtime: opts.runtime,
+                    force: opts.force,
+                    extensions: exts(true)?,
+                    reattach: false,
+                };
+                let out = ops::detach_verb(host, systemd, &path, &m, &o, &steps, &mut sayer(ctx))?;
+                emit_json(ctx, &out)
+            })())
+        }
+        PortableCmd::Inspect { image, prefixes } => (
+            "Failed to inspect image metadata: ".into(),
+            (|| {
+                let path = norm(&image, false)?;
+                let m = matches(ctx, &image, &prefixes, true)?;
+                let found = manage::inspect(host, &path, &exts(false)?, &m, opts.force)?;
+                if ctx.json {
+                    return emit_json(ctx, &found);
+                }
+                print!("{}", inspect_text(&found, opts.cat));
+                Ok(ExitCode::SUCCESS)
+            })(),
+        ),
+        PortableCmd::IsAttached { image } => {
+            let label = if opts.extensions.is_empty() {
+                "GetImageState failed: "
+            } else {
+                "GetImageStateWithExtensions failed: "
+            };
+            (label.into(), (|| {
+                let path = norm(&image, true)?;
+                let state = manage::state(host, systemd, &path, &exts(true)?)?;
+                if ctx.json {
+                    println!("{}", serde_json::json!({ "state": state }));
+                } else if !ctx.quiet {
+                    println!("{state}");
+                }
+                Ok(if state == realms_portable::State::Detached {
+                    ExitCode::FAILURE
+                } else {
+                    ExitCode::SUCCESS
+                })
+            })())
+        }
+        PortableCmd::ReadOnly { image, value } => (
+            "Could not mark image read-only: ".into(),
+            (|| {
+                let b = value.as_deref().map(parse_bool).transpose()?.unwrap_or(true);
+                manage::set_read_only(host, &norm(&image, false)?, b)?;
+                Ok(ExitCode::SUCCESS)
+            })(),
+        ),
+        PortableCmd::Remove { images } => ("Could not remove image: ".into(), (|| {
+            for image in images {
+                let removed = manage::remove(host, systemd, &image)?;
+                tracing::info!("removed {}", removed.display());
+            }
+            Ok(ExitCode::SUCCESS)
+        })()),
+        PortableCmd::Validate { image, prefixes } => ("".into(), (|| {
+            let path = norm(&image, false)?;
+            let m = matches(ctx, &image, &prefixes, true)?;
+            let checks = validate(host, &path, &m)?;
+            let ok = checks.iter().all(|c| c.passed);
+            if ctx.json {
+                emit_json(ctx, &checks)?;
+            } else if !ctx.quiet {
+                checks.iter().for_each(|c| println!("{c}"));
+            }
+            Ok(if ok { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+        })()),
+    }
+}
+
+fn emit_json<T: serde::Serialize>(ctx: &Ctx, value: &T) -> anyhow::Result<ExitCode> {
+    if ctx.json {
+        println!("{}", serde_json::to_string_pretty(value)?);
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn inspect_text(found: &manage::Inspected, cat: bool) -> String {
+    let mut out = String::new();
+    let na = |v: &Option<String>| v.clone().unwrap_or_else(|| "n/a".to_owned());
+    if cat {
+        let _ = write!(out, "-- OS Release: --\n{}", found.os_release);
+    } else {
+        let _ = writeln!(
+            out,
+            "Image:\n\t{}\nPortable Service:\n\t{}\nOperating System:\n\t{}",
+            found.image.display(),
+            na(&found.portable_pretty_name),
+            na(&found.pretty_name)
+        );
+    }
+    for (path, text) in &found.extensions {
+        if cat {
+            let _ = write!(out, "\n-- Extension Release: {} --\n{text}", path.display());
+        } else {
+            let _ = writeln!(out, "Extension:\n\t{}", path.display());
+        }
+    }
+    for (i, (name, text)) in found.units.iter().enumerate() {
+        if cat {
+            let _ = write!(out, "\n-- Unit file: {name} --\n{text}");
+        } else {
+            if i == 0 {
+                out.push_str("Unit files:\n");
+            }
+            let _ = writeln!(out, "\t{name}");
+        }
+    }
+    out
+}
+
+fn list(host: &Host, systemd: &Systemd, ctx: &Ctx) -> anyhow::Result<ExitCode> {
+    let images = manage::list(host, systemd)?;
+    if ctx.json {
+        return emit_json(ctx, &images);
+    }
+    if !ctx.quiet {
+        print!("{}", list_table(&images));
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// portablectl's table: NAME TYPE RO CRTIME MTIME USAGE STATE, then "N images listed.".
+fn list_table(images: &[Listed]) -> String {
+    if images.is_empty() {
+        return "No images.\n".to_owned();
+    }
+    let mut rows = vec![["NAME", "TYPE", "RO", "CRTIME", "MTIME", "USAGE", "STATE"].map(str::to_owned)];
+    for i in images {
+        rows.push([
+            i.name.clone(),
+            i.kind.as_str().to_owned(),
+            if i.read_only { "yes" } else { "no" }.to_owned(),
+            i.crtime.map_or_else(|| "-".to_owned(), timestamp),
+            i.mtime.map_or_else(|| "-".to_owned(), timestamp),
+            i.usage.map(size).unwrap_or_default(),
+            i.state.as_str().to_owned(),
+        ]);
+    }
+    let widths: Vec<usize> = (0..7)
+        .map(|c| rows.iter().map(|r| r[c].chars().count()).max().unwrap_or(0))
+        .collect();
+    let mut out = String::new();
+    for r in &rows {
+        let line: Vec<String> = r
+            .iter()
+            .zip(&widths)
+            .map(|(cell, w)| format!("{cell:<w$}"))
+            .collect();
+        let _ = writeln!(out, "{}", line.join(" ").trim_end());
+    }
+    let _ = write!(out, "\n{} images listed.\n", images.len());
+    out
+}
+
+/// `Sat 2026-11-21 23:09:40 UTC`, from seconds since the epoch.
+fn timestamp(secs: i64) -> String {
+    let days = secs.div_euclid(86_400);
+    let rem = secs.rem_euclid(86_400);
+    let weekday = ["Thu", "Fri", "Sat", "Sun", "Mon", "Tue", "Wed"][days.rem_euclid(7) as usize];
+    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!(
+        "{weekday} {y:04}-{m:02}-{d:02} {:02}:{:02}:{:02} UTC",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
+}
+
+/// `1016.0K`, `1.6M`: systemd's size format.
+fn size(bytes: u64) -> String {
+    const UNITS: [&str; 6] = ["K", "M", "G", "T", "P", "E"];
+    if bytes < 1024 {
+        return format!("{bytes}B");
+    }
+    let mut value = bytes as f64 / 1024.0;
+    let mut unit = 0;
+    while value >= 1024.0 && unit + 1 < UNITS.len() {
+        value /= 1024.0;
+        unit += 1;
+    }
+    format!("{value:.1}{}", UNITS[unit])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn timestamps_and_sizes() {
+        assert_eq!(timestamp(1_795_476_580), "Sat 2026-11-21 23:29:40 UTC");
+        assert_eq!(timestamp(0), "Thu 1970-01-01 00:00:00 UTC");
+        assert_eq!(size(1_040_384), "1016.0K");
+        assert_eq!(size(1_677_722), "1.6M");
+        assert_eq!(size(12), "12B");
+    }
+}
