@@ -1,6 +1,7 @@
 //! Guest tier: a qemu (TCG) guest with device-mapper and a TPM. Every case of this file runs in
 //! one boot (a TCG boot costs 30-60 s); each #[test] checks the result of its own case.
 
+mod sealed;
 mod smoke;
 
 use std::sync::OnceLock;
@@ -11,6 +12,7 @@ use realms_tests::guest::{GuestCase, GuestOutcome, run_guest};
 fn all_cases() -> Vec<GuestCase> {
     let mut cases = Vec::new();
     cases.extend(smoke::cases());
+    cases.extend(sealed::cases());
     cases
 }
 
@@ -18,10 +20,12 @@ fn all_cases() -> Vec<GuestCase> {
 fn outcome() -> &'static GuestOutcome {
     static RUN: OnceLock<GuestOutcome> = OnceLock::new();
     RUN.get_or_init(|| {
-        let files = vec![(
+        let mut files = vec![(
             realms_tests::realms_bin(),
             "/usr/local/bin/realms".to_string(),
         )];
+        let (_sealed_scratch, sealed_files) = sealed::prepare();
+        files.extend(sealed_files);
         let outcome = run_guest(&all_cases(), &files);
         eprintln!(
             "guest run: {} cases in {:.1?}",
@@ -42,4 +46,12 @@ fn smoke_dm_verity() {
 fn smoke_tpm() {
     let out = outcome().assert_ok("smoke_tpm");
     assert!(out.contains("SMOKE tpm OK"));
+}
+
+#[test]
+fn sealed_realm_starts_on_dm_verity_and_corruption_gives_eio() {
+    let out = outcome().assert_ok("sealed_realm_on_dm_verity");
+    for line in ["REALM ON DM-VERITY OK", "EIO OK", "VERIFY NAMES BLOCK OK"] {
+        assert!(out.contains(line), "missing {line:?} in:\n{out}");
+    }
 }

@@ -2,5 +2,6 @@
 
 mod nested;
 mod realm;
+mod sealed;
 mod smoke;
 mod verity;

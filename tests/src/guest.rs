@@ -17,7 +17,7 @@ use crate::scratch::{Scratch, unique};
 /// Packages the guest needs beyond the base: a kernel, device-mapper, TPM and filesystem tools.
 const GUEST_PACKAGES: &str = "linux-image-amd64 initramfs-tools zstd cryptsetup-bin btrfs-progs \
 squashfs-tools erofs-utils e2fsprogs udev kmod fdisk libtss2-esys-3.0.2-0 libtss2-rc0 libtss2-mu0 \
-libtss2-tcti-device0 tpm2-tools";
+libtss2-tcti-device0 tpm2-tools dmsetup";
 
 /// The guest's root tree (a read-only subvolume in the pool) and its kernel and initramfs.
 #[derive(Debug)]

@@ -132,14 +132,15 @@ impl ImageStore {
     }
 
     fn info(&self, name: &str, path: PathBuf) -> ImageInfo {
-        let kind = if path.join("image.raw").exists() {
-            if path.join("image.sig").exists() {
-                ImageKind::Sealed
-            } else {
-                ImageKind::Block
-            }
-        } else {
-            ImageKind::Tree
+        // Any trace of sealing makes an image sealed, so that deleting the signature cannot
+        // turn a sealed image into a block image that is mounted unchecked.
+        let sealed = ["image.sig", "image.verity", "image.roothash"]
+            .iter()
+            .any(|f| path.join(f).exists());
+        let kind = match (path.join("image.raw").exists(), sealed) {
+            (_, true) => ImageKind::Sealed,
+            (true, false) => ImageKind::Block,
+            (false, false) => ImageKind::Tree,
         };
         let os = match kind {
             ImageKind::Tree => pretty_name(&path),

@@ -1,0 +1,106 @@
+//! Sealed images in the guest, where the kernel has device-mapper: a realm starts on a sealed
+//! erofs image through a real dm-verity device; a corrupted block gives EIO inside the realm,
+//! and `realms appimg verify` names the block.
+
+use std::fs;
+use std::path::PathBuf;
+use std::process::Command;
+
+use realms_tests::fixtures::debian_base;
+use realms_tests::guest::GuestCase;
+use realms_tests::run::run;
+use realms_tests::scratch::Scratch;
+
+/// A marker file in the image whose bytes the guest finds in image.raw, to corrupt its block.
+const MARKER: &str = "REALMS-GUEST-MARKER-7c1d0e";
+
+/// Builds the sealed image on the host; returns the scratch space (keep it until the guest has
+/// booted) and the files to copy into the guest.
+pub fn prepare() -> (Scratch, Vec<(PathBuf, String)>) {
+    let scratch = Scratch::snapshot(debian_base(), "sealedsrc");
+    let tree = scratch.path().join("tree");
+    run(Command::new("btrfs")
+        .args(["subvolume", "snapshot"])
+        .arg(debian_base())
+        .arg(&tree));
+    let marker: String = std::iter::repeat_n(format!("{MARKER}\n"), 2048).collect();
+    fs::write(tree.join("opt/marker"), marker).unwrap();
+    let root = scratch.path().join("root");
+    let realms = |args: &[&str]| {
+        run(Command::new(realms_tests::realms_bin())
+            .arg("--root")
+            .arg(&root)
+            .args(args))
+    };
+    realms(&["appimg", "key", "generate", "builder"]);
+    let key = root.join("etc/realms/private/builder.key");
+    realms(&[
+        "appimg",
+        "build",
+        "sealed",
+        "--from",
+        &tree.to_string_lossy(),
+        "--format",
+        "erofs",
+        "--seal",
+        "--key",
+        &key.to_string_lossy(),
+    ]);
+    let files = vec![
+        (
+            root.join("storage/appimg/sealed.appimg"),
+            "/root/vmtest/sealed.appimg".to_string(),
+        ),
+        (
+            root.join("etc/realms/keys.d/builder.pub"),
+            "/root/vmtest/builder.pub".to_string(),
+        ),
+    ];
+    (scratch, files)
+}
+
+pub fn cases() -> Vec<GuestCase> {
+    vec![GuestCase::new(
+        "sealed_realm_on_dm_verity",
+        &format!(
+            r#"
+R=/root/vmtest/realms-root
+mkdir -p $R/storage/appimg $R/etc/realms/keys.d
+cp -a /root/vmtest/sealed.appimg $R/storage/appimg/
+cp /root/vmtest/builder.pub $R/etc/realms/keys.d/
+realms --root $R new s --appimg sealed
+realms --root $R config s use-network false
+realms --root $R start s 2>&1 | tee start.log
+! grep -q 'no device-mapper' start.log
+realms --root $R run s -- cat /etc/os-release | grep -q ID=debian
+realms --root $R run s -- head -c 26 /opt/marker
+DM=$(grep -l '^realms-s-' /sys/block/dm-*/dm/name | head -1)
+echo "dm device: $DM $(cat $DM)"
+dmsetup table "$(cat $DM)" | tee table.log
+grep -q ' verity 1 ' table.log
+grep -q "$(cat $R/storage/appimg/sealed.appimg/image.roothash)" table.log
+dmsetup status "$(cat $DM)" | tee status.log
+grep -q ' verity V' status.log
+echo "REALM ON DM-VERITY OK"
+
+realms --root $R stop s
+OFFSET=$(grep -obUa -m1 '{MARKER}' $R/storage/appimg/sealed.appimg/image.raw | cut -d: -f1 | head -n1 || true)
+[ -n "$OFFSET" ]
+BLOCK=$((OFFSET / 4096))
+echo "corrupting byte $((OFFSET + 100)) (data block $BLOCK)"
+printf '\xff' | dd of=$R/storage/appimg/sealed.appimg/image.raw bs=1 seek=$((OFFSET + 100)) conv=notrunc status=none
+sync; echo 3 > /proc/sys/vm/drop_caches
+realms --root $R start s
+if realms --root $R run s -- cat /opt/marker > /dev/null 2> read.err; then echo "read a corrupted block"; exit 1; fi
+cat read.err
+grep -q 'Input/output error' read.err
+echo "EIO OK"
+realms --root $R stop s
+if realms --root $R appimg verify sealed 2> verify.err; then echo "verify passed a corrupted image"; exit 1; fi
+cat verify.err
+grep -q "data block $BLOCK " verify.err
+echo "VERIFY NAMES BLOCK OK"
+"#
+        ),
+    )]
+}
