@@ -5,3 +5,4 @@ mod realm;
 mod sealed;
 mod smoke;
 mod verity;
+mod portable;
