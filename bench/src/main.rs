@@ -1,5 +1,6 @@
 //! `cargo run -p realms-bench -- SUITE`: time Realms and its peer on the same input in one run.
 
+mod portable;
 mod realm;
 mod table;
 mod verity;
@@ -22,6 +23,8 @@ enum Suite {
     Realm,
     /// dm-verity format and verify vs veritysetup on a 1 GiB file
     Verity,
+    /// portable attach and detach vs portablectl in a booted container
+    Portable,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -36,6 +39,7 @@ fn main() -> anyhow::Result<()> {
         match suite {
             Suite::Realm => realm::run_suite(args.runs)?,
             Suite::Verity => verity::run_suite(args.runs)?,
+            Suite::Portable => portable::run_suite(args.runs)?,
         }
     }
     Ok(())

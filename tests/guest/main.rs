@@ -1,6 +1,7 @@
 //! Guest tier: a qemu (TCG) guest with device-mapper and a TPM. Every case of this file runs in
 //! one boot (a TCG boot costs 30-60 s); each #[test] checks the result of its own case.
 
+mod portable;
 mod sealed;
 mod smoke;
 
@@ -13,6 +14,7 @@ fn all_cases() -> Vec<GuestCase> {
     let mut cases = Vec::new();
     cases.extend(smoke::cases());
     cases.extend(sealed::cases());
+    cases.extend(portable::cases());
     cases
 }
 
@@ -26,6 +28,8 @@ fn outcome() -> &'static GuestOutcome {
         )];
         let (_sealed_scratch, sealed_files) = sealed::prepare();
         files.extend(sealed_files);
+        let (_portable_scratch, portable_files) = portable::prepare();
+        files.extend(portable_files);
         let outcome = run_guest(&all_cases(), &files);
         eprintln!(
             "guest run: {} cases in {:.1?}",
@@ -54,4 +58,20 @@ fn sealed_realm_starts_on_dm_verity_and_corruption_gives_eio() {
     for line in ["REALM ON DM-VERITY OK", "EIO OK", "VERIFY NAMES BLOCK OK"] {
         assert!(out.contains(line), "missing {line:?} in:\n{out}");
     }
+}
+
+#[test]
+fn portable_raw_squashfs() {
+    let out = outcome().assert_ok("portable_raw_squashfs");
+    assert!(out.contains("TREES IDENTICAL"), "{out}");
+    assert!(out.contains("RootImage=/var/lib/portables/foo-test_1.raw"), "{out}");
+    assert!(out.contains("PORTABLE foo-test_1 OK"), "{out}");
+}
+
+#[test]
+fn portable_gpt_verity() {
+    let out = outcome().assert_ok("portable_gpt_verity");
+    assert!(out.contains("TREES IDENTICAL"), "{out}");
+    assert!(out.contains("VERITY DEVICE PRESENT"), "{out}");
+    assert!(out.contains("PORTABLE foo-test_2 OK"), "{out}");
 }

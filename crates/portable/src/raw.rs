@@ -248,7 +248,7 @@ fn decode_hex(s: &str) -> Option<Vec<u8>> {
 /// A raw image mounted read-only on a temporary directory; unmounted and removed on drop.
 #[derive(Debug)]
 pub struct Mounted {
-    root: RootDir,
+    root: Option<RootDir>,
     guard: Option<MountGuard>,
     dir: PathBuf,
 }
@@ -287,7 +287,7 @@ impl Mounted {
         };
         let root = RootDir::open(&dir)?;
         Ok(Mounted {
-            root,
+            root: Some(root),
             guard: Some(guard),
             dir,
         })
@@ -295,12 +295,14 @@ impl Mounted {
 
     /// The mounted tree, as a root for in-image paths.
     pub fn root(&self) -> &RootDir {
-        &self.root
+        self.root.as_ref().expect("a mounted image has its root until dropped")
     }
 }
 
 impl Drop for Mounted {
     fn drop(&mut self) {
+        // Our descriptor inside the mount would keep it busy.
+        drop(self.root.take());
         drop(self.guard.take());
         if let Err(e) = std::fs::remove_dir(&self.dir) {
             tracing::warn!(dir = %self.dir.display(), "could not remove the mount point: {e}");
