@@ -73,7 +73,10 @@ pub fn run_suite(runs: usize) -> anyhow::Result<()> {
             ));
         }
     }
-    print("portable services: attach and detach in a booted container", &rows);
+    print(
+        "portable services: attach and detach in a booted container",
+        &rows,
+    );
     c.stop();
     drop(tree);
     Ok(())

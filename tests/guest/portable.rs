@@ -20,10 +20,11 @@ pub fn prepare() -> (Scratch, Vec<(PathBuf, String)>) {
     let dir = Scratch::empty("portable-guest");
     let tree = portable_image();
     let squash = dir.path().join("foo-test_1.raw");
-    run(Command::new("mksquashfs")
-        .arg(tree)
-        .arg(&squash)
-        .args(["-noappend", "-quiet", "-all-root"]));
+    run(Command::new("mksquashfs").arg(tree).arg(&squash).args([
+        "-noappend",
+        "-quiet",
+        "-all-root",
+    ]));
     let defs = dir.path().join("repart.d");
     fs::create_dir_all(&defs).unwrap();
     fs::write(
@@ -41,7 +42,12 @@ pub fn prepare() -> (Scratch, Vec<(PathBuf, String)>) {
     .unwrap();
     let gpt = dir.path().join("foo-test_2.raw");
     let out = run(Command::new("systemd-repart")
-        .args(["--empty=create", "--size=auto", "--dry-run=no", "--json=short"])
+        .args([
+            "--empty=create",
+            "--size=auto",
+            "--dry-run=no",
+            "--json=short",
+        ])
         .arg(format!("--definitions={}", defs.display()))
         .arg(&gpt));
     let parts: serde_json::Value = serde_json::from_slice(&out.stdout).expect("repart --json");

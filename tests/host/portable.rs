@@ -69,7 +69,10 @@ impl Booted {
     #[track_caller]
     pub fn fails(&self, script: &str) -> String {
         let (ok, out, err) = self.try_sh(script);
-        assert!(!ok, "`{script}` succeeded unexpectedly\nstdout:\n{out}\nstderr:\n{err}");
+        assert!(
+            !ok,
+            "`{script}` succeeded unexpectedly\nstdout:\n{out}\nstderr:\n{err}"
+        );
         format!("{out}{err}")
     }
 
@@ -122,22 +125,44 @@ fn sorted_lines(text: &str) -> Vec<String> {
 fn attach_now_runs_under_dynamic_user_and_portablectl_agrees() {
     let b = Booted::new("portable-run");
     let out = b.ok("realms portable attach --now foo-test");
-    assert!(out.contains("(Matching unit files with prefix 'foo-test'.)"), "{out}");
-    assert!(out.contains("Created symlink /etc/portables/foo-test \u{2192} /var/lib/portables/foo-test."), "{out}");
-    assert!(out.contains("Queued /org/freedesktop/systemd1/job/"), "{out}");
+    assert!(
+        out.contains("(Matching unit files with prefix 'foo-test'.)"),
+        "{out}"
+    );
+    assert!(
+        out.contains(
+            "Created symlink /etc/portables/foo-test \u{2192} /var/lib/portables/foo-test."
+        ),
+        "{out}"
+    );
+    assert!(
+        out.contains("Queued /org/freedesktop/systemd1/job/"),
+        "{out}"
+    );
     assert_eq!(b.prop("foo-test.service", "ActiveState"), "active");
     assert_eq!(b.prop("foo-test.service", "DynamicUser"), "yes");
-    assert_eq!(b.prop("foo-test.service", "RootDirectory"), "/var/lib/portables/foo-test");
+    assert_eq!(
+        b.prop("foo-test.service", "RootDirectory"),
+        "/var/lib/portables/foo-test"
+    );
     assert_eq!(
         b.prop("foo-test.service", "DropInPaths"),
         "/etc/systemd/system.attached/foo-test.service.d/10-profile.conf /etc/systemd/system.attached/foo-test.service.d/20-portable.conf"
     );
     let list = b.ok("portablectl list --no-pager");
-    assert!(list.lines().any(|l| l.starts_with("foo-test ") && l.contains("running")), "{list}");
-    assert_eq!(b.ok("portablectl is-attached foo-test 2>/dev/null").trim(), "running");
+    assert!(
+        list.lines()
+            .any(|l| l.starts_with("foo-test ") && l.contains("running")),
+        "{list}"
+    );
+    assert_eq!(
+        b.ok("portablectl is-attached foo-test 2>/dev/null").trim(),
+        "running"
+    );
     let refused = b.fails("realms portable detach foo-test");
     assert!(
-        refused.contains("DetachImage failed: Unit file 'foo-test.service' is active, can't detach."),
+        refused
+            .contains("DetachImage failed: Unit file 'foo-test.service' is active, can't detach."),
         "{refused}"
     );
     b.ok("portablectl detach --now foo-test");
@@ -148,28 +173,59 @@ fn attach_now_runs_under_dynamic_user_and_portablectl_agrees() {
     // And the other way round: attached by portablectl, detached by realms.
     b.ok("portablectl attach --now foo-test");
     assert_eq!(b.prop("foo-test.service", "ActiveState"), "active");
-    assert_eq!(b.ok("realms portable is-attached foo-test").trim(), "running");
+    assert_eq!(
+        b.ok("realms portable is-attached foo-test").trim(),
+        "running"
+    );
     let refused = b.fails("realms portable detach foo-test");
     assert!(refused.contains("is active, can't detach."), "{refused}");
     let out = b.ok("realms portable detach --now foo-test");
-    assert!(out.contains("to call StopUnit on portable service foo-test.service."), "{out}");
-    assert!(out.contains("Removed /etc/systemd/system.attached."), "{out}");
+    assert!(
+        out.contains("to call StopUnit on portable service foo-test.service."),
+        "{out}"
+    );
+    assert!(
+        out.contains("Removed /etc/systemd/system.attached."),
+        "{out}"
+    );
     assert_eq!(b.prop("foo-test.service", "ActiveState"), "inactive");
     assert!(b.tree().contains("absent /etc/systemd/system.attached"));
     let (attached, out, _) = b.try_sh("realms portable is-attached foo-test");
     assert!(!attached && out.trim() == "detached", "{out}");
-    assert_eq!(b.ok("portablectl is-attached foo-test 2>/dev/null || true").trim(), "detached");
+    assert_eq!(
+        b.ok("portablectl is-attached foo-test 2>/dev/null || true")
+            .trim(),
+        "detached"
+    );
 }
 
 const FOO_UNITS: &[(&str, &str)] = &[
-    ("foo.service", "[Unit]\nDescription=foo\n\n[Service]\nExecStart=/usr/bin/busybox sleep 1000\n"),
-    ("foo@.service", "[Unit]\nDescription=foo %i\n\n[Service]\nExecStart=/usr/bin/busybox sleep %i\n"),
-    ("foo.socket", "[Socket]\nListenStream=/run/foo.sock\n\n[Install]\nWantedBy=sockets.target\n"),
-    ("foo.timer", "[Timer]\nOnCalendar=daily\nUnit=foo-oneshot.service\n\n[Install]\nWantedBy=timers.target\n"),
-    ("foobar.service", "[Service]\nExecStart=/usr/bin/busybox true\n"),
+    (
+        "foo.service",
+        "[Unit]\nDescription=foo\n\n[Service]\nExecStart=/usr/bin/busybox sleep 1000\n",
+    ),
+    (
+        "foo@.service",
+        "[Unit]\nDescription=foo %i\n\n[Service]\nExecStart=/usr/bin/busybox sleep %i\n",
+    ),
+    (
+        "foo.socket",
+        "[Socket]\nListenStream=/run/foo.sock\n\n[Install]\nWantedBy=sockets.target\n",
+    ),
+    (
+        "foo.timer",
+        "[Timer]\nOnCalendar=daily\nUnit=foo-oneshot.service\n\n[Install]\nWantedBy=timers.target\n",
+    ),
+    (
+        "foobar.service",
+        "[Service]\nExecStart=/usr/bin/busybox true\n",
+    ),
     ("foo-empty.service", ""),
     ("foo.mount", "[Mount]\nWhat=tmpfs\nWhere=/foo\n"),
-    ("/etc/systemd/system/foo-etc.service", "[Service]\nExecStart=/usr/bin/busybox true\n"),
+    (
+        "/etc/systemd/system/foo-etc.service",
+        "[Service]\nExecStart=/usr/bin/busybox true\n",
+    ),
 ];
 
 #[test]
@@ -193,15 +249,31 @@ fn trees_are_identical_to_portablectl_across_modes_and_profiles() {
                     sorted_lines(&ours_out),
                     "messages differ for `attach {args}`"
                 );
-                assert!(!ours.contains("foobar") && !ours.contains("foo-empty") && !ours.contains("foo.mount"));
-                assert!(ours.contains("foo@.service") && ours.contains("foo.socket") && ours.contains("foo-etc.service"));
+                assert!(
+                    !ours.contains("foobar")
+                        && !ours.contains("foo-empty")
+                        && !ours.contains("foo.mount")
+                );
+                assert!(
+                    ours.contains("foo@.service")
+                        && ours.contains("foo.socket")
+                        && ours.contains("foo-etc.service")
+                );
                 // Detach what the other tool attached, both ways round.
                 b.ok(&format!("portablectl detach {runtime} --no-reload foo"));
-                assert_eq!(b.tree(), clean, "portablectl left something of ours behind ({args})");
+                assert_eq!(
+                    b.tree(),
+                    clean,
+                    "portablectl left something of ours behind ({args})"
+                );
                 b.ok(&format!("portablectl attach {args}"));
                 let out = b.ok(&format!("realms portable detach {runtime} --no-reload foo"));
                 assert!(out.contains("Removed "), "{out}");
-                assert_eq!(b.tree(), clean, "realms left something of portablectl's behind ({args})");
+                assert_eq!(
+                    b.tree(),
+                    clean,
+                    "realms left something of portablectl's behind ({args})"
+                );
                 cases += 1;
             }
         }
@@ -219,19 +291,29 @@ fn nonetwork_profile_takes_af_inet_away() {
             name,
             &[(&format!("{name}-probe.service"), probe)],
         );
-        b.ok(&format!("realms portable attach --profile={profile} --now {name}"));
+        b.ok(&format!(
+            "realms portable attach --profile={profile} --now {name}"
+        ));
     }
     let journal = |name: &str| {
-        b.ok(&format!("journalctl --sync; journalctl -u {name}-probe.service -o cat --no-pager"))
+        b.ok(&format!(
+            "journalctl --sync; journalctl -u {name}-probe.service -o cat --no-pager"
+        ))
     };
     let denied = journal("netoff");
-    assert!(denied.contains("probe-rc="), "the probe did not run:\n{denied}");
+    assert!(
+        denied.contains("probe-rc="),
+        "the probe did not run:\n{denied}"
+    );
     assert!(
         denied.contains("Address family not supported"),
         "AF_INET was allowed under nonetwork:\n{denied}"
     );
     let allowed = journal("neton");
-    assert!(allowed.contains("probe-rc="), "the probe did not run:\n{allowed}");
+    assert!(
+        allowed.contains("probe-rc="),
+        "the probe did not run:\n{allowed}"
+    );
     assert!(
         !allowed.contains("Address family not supported"),
         "AF_INET was denied under default:\n{}",

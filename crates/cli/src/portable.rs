@@ -28,7 +28,13 @@ pub struct PortableArgs {
 #[derive(Debug, Args)]
 pub struct PortableOpts {
     /// Security profile for attach (`help` lists them).
-    #[arg(short = 'p', long, global = true, default_value = "default", value_name = "PROFILE")]
+    #[arg(
+        short = 'p',
+        long,
+        global = true,
+        default_value = "default",
+        value_name = "PROFILE"
+    )]
     profile: String,
     /// auto (copy units, link profile), copy, symlink, mixed (copy units and the image); `help`.
     #[arg(long, global = true, default_value = "auto", value_name = "MODE")]
@@ -64,24 +70,42 @@ enum PortableCmd {
     /// List the images in the portable search path.
     List,
     /// Attach an image's units (matching PREFIX..., default: derived from the image name).
-    Attach { image: String, prefixes: Vec<String> },
+    Attach {
+        image: String,
+        prefixes: Vec<String>,
+    },
     /// Detach the units attached from an image.
-    Detach { image: String, prefixes: Vec<String> },
+    Detach {
+        image: String,
+        prefixes: Vec<String>,
+    },
     /// Detach and attach again (e.g. a new version), keeping units running.
-    Reattach { image: String, prefixes: Vec<String> },
+    Reattach {
+        image: String,
+        prefixes: Vec<String>,
+    },
     /// Show an image's os-release and matching unit files.
-    Inspect { image: String, prefixes: Vec<String> },
+    Inspect {
+        image: String,
+        prefixes: Vec<String>,
+    },
     /// Print whether an image is attached (exit status 1 if detached).
     IsAttached { image: String },
     /// Mark an image read-only (or writable with `no`).
-    ReadOnly { image: String, value: Option<String> },
+    ReadOnly {
+        image: String,
+        value: Option<String>,
+    },
     /// Remove detached images.
     Remove {
         #[arg(required = true)]
         images: Vec<String>,
     },
     /// Check the seven requirements of a portable image, one line each.
-    Validate { image: String, prefixes: Vec<String> },
+    Validate {
+        image: String,
+        prefixes: Vec<String>,
+    },
 }
 
 fn parse_bool(s: &str) -> anyhow::Result<bool> {
@@ -102,7 +126,12 @@ fn sayer(ctx: &Ctx) -> impl FnMut(&str) + '_ {
 }
 
 /// The unit prefixes: the arguments, or the one derived from the image (`-` = all, if allowed).
-fn matches(ctx: &Ctx, image: &str, given: &[String], allow_any: bool) -> anyhow::Result<Vec<String>> {
+fn matches(
+    ctx: &Ctx,
+    image: &str,
+    given: &[String],
+    allow_any: bool,
+) -> anyhow::Result<Vec<String>> {
     let mut say = sayer(ctx);
     if given.is_empty() {
         let prefix = realms_portable::name::prefix_of(image)
@@ -115,7 +144,10 @@ fn matches(ctx: &Ctx, image: &str, given: &[String], allow_any: bool) -> anyhow:
         say("(Matching all unit files.)");
         return Ok(Vec::new());
     }
-    say(&format!("(Matching unit files with prefixes '{}'.)", given.join("', '")));
+    say(&format!(
+        "(Matching unit files with prefixes '{}'.)",
+        given.join("', '")
+    ));
     Ok(given.to_vec())
 }
 
@@ -135,7 +167,9 @@ pub fn run(args: PortableArgs, ctx: &Ctx) -> anyhow::Result<ExitCode> {
         let list = if opts.profile == "help" {
             profile::list(&host)
         } else {
-            ["auto", "copy", "symlink", "mixed"].map(str::to_owned).to_vec()
+            ["auto", "copy", "symlink", "mixed"]
+                .map(str::to_owned)
+                .to_vec()
         };
         list.iter().for_each(|l| println!("{l}"));
         return Ok(ExitCode::SUCCESS);
@@ -198,42 +232,54 @@ fn dispatch(
         PortableCmd::List => ("Failed to list images: ".into(), list(host, systemd, ctx)),
         PortableCmd::Attach { image, prefixes } => {
             let label = format!("{} failed: ", method("AttachImage", opts));
-            (label, (|| {
-                let path = norm(&image, false)?;
-                let m = matches(ctx, &image, &prefixes, false)?;
-                let o = attach_opts(exts(false)?);
-                let out = ops::attach_verb(host, systemd, &path, &m, &o, &steps, &mut sayer(ctx))?;
-                emit_json(ctx, &out)
-            })())
+            (
+                label,
+                (|| {
+                    let path = norm(&image, false)?;
+                    let m = matches(ctx, &image, &prefixes, false)?;
+                    let o = attach_opts(exts(false)?);
+                    let out =
+                        ops::attach_verb(host, systemd, &path, &m, &o, &steps, &mut sayer(ctx))?;
+                    emit_json(ctx, &out)
+                })(),
+            )
         }
         PortableCmd::Reattach { image, prefixes } => {
             let label = format!("{} failed: ", method("ReattachImage", opts));
-            (label, (|| {
-                let path = norm(&image, false)?;
-                let m = matches(ctx, &image, &prefixes, false)?;
-                let o = attach_opts(exts(false)?);
-                let out = ops::reattach_verb(host, systemd, &path, &m, &o, &steps, &mut sayer(ctx))?;
-                emit_json(ctx, &out)
-            })())
+            (
+                label,
+                (|| {
+                    let path = norm(&image, false)?;
+                    let m = matches(ctx, &image, &prefixes, false)?;
+                    let o = attach_opts(exts(false)?);
+                    let out =
+                        ops::reattach_verb(host, systemd, &path, &m, &o, &steps, &mut sayer(ctx))?;
+                    emit_json(ctx, &out)
+                })(),
+            )
         }
         PortableCmd::Detach { image, prefixes } => {
             let label = format!("{} failed: ", method("DetachImage", opts));
-            (label, (|| {
-                let path = norm(&image, true)?;
-                let m = if steps.enable || steps.now {
-                    matches(ctx, &image, &prefixes, true)?
-                } else {
-                    Vec::new()
-                };
-                let o = DetachOptions {
-                    runtime: opts.runtime,
-                    force: opts.force,
-                    extensions: exts(true)?,
-                    reattach: false,
-                };
-                let out = ops::detach_verb(host, systemd, &path, &m, &o, &steps, &mut sayer(ctx))?;
-                emit_json(ctx, &out)
-            })())
+            (
+                label,
+                (|| {
+                    let path = norm(&image, true)?;
+                    let m = if steps.enable || steps.now {
+                        matches(ctx, &image, &prefixes, true)?
+                    } else {
+                        Vec::new()
+                    };
+                    let o = DetachOptions {
+                        runtime: opts.runtime,
+                        force: opts.force,
+                        extensions: exts(true)?,
+                        reattach: false,
+                    };
+                    let out =
+                        ops::detach_verb(host, systemd, &path, &m, &o, &steps, &mut sayer(ctx))?;
+                    emit_json(ctx, &out)
+                })(),
+            )
         }
         PortableCmd::Inspect { image, prefixes } => (
             "Failed to inspect image metadata: ".into(),
@@ -254,48 +300,65 @@ fn dispatch(
             } else {
                 "GetImageStateWithExtensions failed: "
             };
-            (label.into(), (|| {
-                let path = norm(&image, true)?;
-                let state = manage::state(host, systemd, &path, &exts(true)?)?;
-                if ctx.json {
-                    println!("{}", serde_json::json!({ "state": state }));
-                } else if !ctx.quiet {
-                    println!("{state}");
-                }
-                Ok(if state == realms_portable::State::Detached {
-                    ExitCode::FAILURE
-                } else {
-                    ExitCode::SUCCESS
-                })
-            })())
+            (
+                label.into(),
+                (|| {
+                    let path = norm(&image, true)?;
+                    let state = manage::state(host, systemd, &path, &exts(true)?)?;
+                    if ctx.json {
+                        println!("{}", serde_json::json!({ "state": state }));
+                    } else if !ctx.quiet {
+                        println!("{state}");
+                    }
+                    Ok(if state == realms_portable::State::Detached {
+                        ExitCode::FAILURE
+                    } else {
+                        ExitCode::SUCCESS
+                    })
+                })(),
+            )
         }
         PortableCmd::ReadOnly { image, value } => (
             "Could not mark image read-only: ".into(),
             (|| {
-                let b = value.as_deref().map(parse_bool).transpose()?.unwrap_or(true);
+                let b = value
+                    .as_deref()
+                    .map(parse_bool)
+                    .transpose()?
+                    .unwrap_or(true);
                 manage::set_read_only(host, &norm(&image, false)?, b)?;
                 Ok(ExitCode::SUCCESS)
             })(),
         ),
-        PortableCmd::Remove { images } => ("Could not remove image: ".into(), (|| {
-            for image in images {
-                let removed = manage::remove(host, systemd, &image)?;
-                tracing::info!("removed {}", removed.display());
-            }
-            Ok(ExitCode::SUCCESS)
-        })()),
-        PortableCmd::Validate { image, prefixes } => ("".into(), (|| {
-            let path = norm(&image, false)?;
-            let m = matches(ctx, &image, &prefixes, true)?;
-            let checks = validate(host, &path, &m)?;
-            let ok = checks.iter().all(|c| c.passed);
-            if ctx.json {
-                emit_json(ctx, &checks)?;
-            } else if !ctx.quiet {
-                checks.iter().for_each(|c| println!("{c}"));
-            }
-            Ok(if ok { ExitCode::SUCCESS } else { ExitCode::FAILURE })
-        })()),
+        PortableCmd::Remove { images } => (
+            "Could not remove image: ".into(),
+            (|| {
+                for image in images {
+                    let removed = manage::remove(host, systemd, &image)?;
+                    tracing::info!("removed {}", removed.display());
+                }
+                Ok(ExitCode::SUCCESS)
+            })(),
+        ),
+        PortableCmd::Validate { image, prefixes } => (
+            "".into(),
+            (|| {
+                let path = norm(&image, false)?;
+                let m = matches(ctx, &image, &prefixes, true)?;
+                let checks = validate(host, &path, &m)?;
+                let ok = checks.iter().all(|c| c.passed);
+                if ctx.json {
+                    emit_json(ctx, &checks)?;
+                } else if !ctx.quiet {
+                    checks.iter().for_each(|c| println!("{c}"));
+                }
+                Ok(if ok {
+                    ExitCode::SUCCESS
+                } else {
+                    ExitCode::FAILURE
+                })
+            })(),
+        ),
     }
 }
 
@@ -356,7 +419,8 @@ fn list_table(images: &[Listed]) -> String {
     if images.is_empty() {
         return "No images.\n".to_owned();
     }
-    let mut rows = vec![["NAME", "TYPE", "RO", "CRTIME", "MTIME", "USAGE", "STATE"].map(str::to_owned)];
+    let mut rows =
+        vec![["NAME", "TYPE", "RO", "CRTIME", "MTIME", "USAGE", "STATE"].map(str::to_owned)];
     for i in images {
         rows.push([
             i.name.clone(),

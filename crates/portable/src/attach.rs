@@ -94,7 +94,10 @@ impl Journal {
                 }
             };
             if let Err(e) = result {
-                tracing::warn!("rolling back attach: could not remove {}: {e}", path.display());
+                tracing::warn!(
+                    "rolling back attach: could not remove {}: {e}",
+                    path.display()
+                );
             }
         }
     }
@@ -107,9 +110,13 @@ fn exists_on_host(host: &Host, name: &str) -> bool {
         .ok()
         .and_then(|u| u.template());
     UNIT_SEARCH_PATH.iter().any(|dir| {
-        std::iter::once(name)
-            .chain(template.as_deref())
-            .any(|n| host.dir().symlink_metadata(Path::new(dir).join(n)).ok().flatten().is_some())
+        std::iter::once(name).chain(template.as_deref()).any(|n| {
+            host.dir()
+                .symlink_metadata(Path::new(dir).join(n))
+                .ok()
+                .flatten()
+                .is_some()
+        })
     })
 }
 
@@ -192,7 +199,11 @@ impl Ctx<'_> {
             (Some(source), CopyMode::Symlink) => {
                 dir.symlink(source, &path)?;
                 journal.file(&path);
-                out.push(Change::new(ChangeKind::Symlink, &path, Some(source.clone())));
+                out.push(Change::new(
+                    ChangeKind::Symlink,
+                    &path,
+                    Some(source.clone()),
+                ));
             }
             _ => {
                 dir.write_atomic(&path, &unit.contents, 0o644)?;
@@ -205,7 +216,13 @@ impl Ctx<'_> {
 
     /// Links (or, in mixed mode, copies) an image into `/etc|/run/portables`; a convenience,
     /// so failures are only logged.
-    fn image_link(&self, image: &Path, kind: ImageKind, out: &mut Vec<Change>, journal: &mut Journal) {
+    fn image_link(
+        &self,
+        image: &Path,
+        kind: ImageKind,
+        out: &mut Vec<Change>,
+        journal: &mut Journal,
+    ) {
         let link = image_link_path(image, self.opts.runtime);
         if link == image {
             return;
@@ -218,18 +235,29 @@ impl Ctx<'_> {
             }
             if self.opts.copy == CopyMode::Mixed {
                 let src = self.host.host_path(image)?;
-                let dst = self.host.host_path(parent)?.join(link.file_name().expect("named"));
+                let dst = self
+                    .host
+                    .host_path(parent)?
+                    .join(link.file_name().expect("named"));
                 if kind.is_tree() {
                     realms_sys::fs::copy_tree(&src, &dst)?;
                 } else {
                     std::fs::copy(&src, &dst).map_err(|e| Error::io("copying", &src, e))?;
                 }
                 journal.file(&link);
-                return Ok(Some(Change::new(ChangeKind::Copy, &link, Some(image.to_owned()))));
+                return Ok(Some(Change::new(
+                    ChangeKind::Copy,
+                    &link,
+                    Some(image.to_owned()),
+                )));
             }
             self.host.dir().symlink(image, &link)?;
             journal.file(&link);
-            Ok(Some(Change::new(ChangeKind::Symlink, &link, Some(image.to_owned()))))
+            Ok(Some(Change::new(
+                ChangeKind::Symlink,
+                &link,
+                Some(image.to_owned()),
+            )))
         })();
         match result {
             Ok(Some(change)) => out.push(change),
@@ -291,7 +319,12 @@ pub fn attach(
     for ext in &ext_images {
         ctx.image_link(&ext.path, ext.kind, &mut changes, &mut journal);
     }
-    ctx.image_link(&loaded.image.path, loaded.image.kind, &mut changes, &mut journal);
+    ctx.image_link(
+        &loaded.image.path,
+        loaded.image.kind,
+        &mut changes,
+        &mut journal,
+    );
     Ok(Attached {
         image: loaded.image.path.clone(),
         changes,

@@ -55,7 +55,9 @@ impl fmt::Display for Change {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let p = self.path.display();
         match (self.kind, &self.source) {
-            (ChangeKind::Symlink, Some(s)) => write!(f, "Created symlink {p} \u{2192} {}.", s.display()),
+            (ChangeKind::Symlink, Some(s)) => {
+                write!(f, "Created symlink {p} \u{2192} {}.", s.display())
+            }
             (ChangeKind::Symlink, None) => write!(f, "Created symlink {p}."),
             (ChangeKind::Copy, Some(s)) => write!(f, "Copied {} \u{2192} {p}.", s.display()),
             (ChangeKind::Copy, None) => write!(f, "Copied {p}."),
@@ -81,12 +83,25 @@ mod tests {
             c.to_string(),
             "Created symlink /etc/portables/foo-test → /var/lib/portables/foo-test."
         );
-        let raw = Change::new(ChangeKind::Copy, "/run/systemd/system.attached/foo-test.service", None);
-        assert_eq!(raw.to_string(), "Copied /run/systemd/system.attached/foo-test.service.");
+        let raw = Change::new(
+            ChangeKind::Copy,
+            "/run/systemd/system.attached/foo-test.service",
+            None,
+        );
+        assert_eq!(
+            raw.to_string(),
+            "Copied /run/systemd/system.attached/foo-test.service."
+        );
         assert!(raw.is_managed_unit());
         let w = Change::new(ChangeKind::Write, "/x/foo.service.d/20-portable.conf", None);
         assert!(!w.is_managed_unit());
-        assert_eq!(Change::new(ChangeKind::Mkdir, "/d", None).to_string(), "Created directory /d.");
-        assert_eq!(Change::new(ChangeKind::Unlink, "/d", None).to_string(), "Removed /d.");
+        assert_eq!(
+            Change::new(ChangeKind::Mkdir, "/d", None).to_string(),
+            "Created directory /d."
+        );
+        assert_eq!(
+            Change::new(ChangeKind::Unlink, "/d", None).to_string(),
+            "Removed /d."
+        );
     }
 }

@@ -125,7 +125,8 @@ fn remove_image_link(host: &Host, image: &Path, runtime: bool, changes: &mut Vec
     }
     match host.dir().symlink_metadata(&link) {
         Ok(Some(m)) if m.file_type().is_symlink() => {
-            if host.dir().read_link(&link).is_ok_and(|t| t == image) {
+            let ours = host.dir().read_link(&link).is_ok_and(|t| t == image);
+            if ours {
                 remove(host, &link, changes, &mut None);
             }
         }

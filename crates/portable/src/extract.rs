@@ -151,11 +151,8 @@ fn check_symlink(root: &RootDir, dir: &Path, name: &str, image: &Image) -> Resul
         let mut next = current.parent().unwrap_or(Path::new("/")).to_owned();
         for c in target.components() {
             match c {
-                Component::ParentDir => {
-                    if !next.pop() || next.as_os_str().is_empty() {
-                        return Err(escapes());
-                    }
-                }
+                Component::ParentDir if !next.pop() => return Err(escapes()),
+                Component::ParentDir => {}
                 Component::Normal(n) => next.push(n),
                 _ => {}
             }

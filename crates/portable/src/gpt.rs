@@ -168,7 +168,9 @@ pub fn parse_entries(
     sector: u64,
 ) -> Result<Vec<Partition>, GptError> {
     let len = count as usize * entry_size as usize;
-    let array = array.get(..len).ok_or(GptError::Entries("array truncated"))?;
+    let array = array
+        .get(..len)
+        .ok_or(GptError::Entries("array truncated"))?;
     if crc32(array) != crc {
         return Err(GptError::Entries("entry array checksum mismatch"));
     }

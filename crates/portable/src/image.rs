@@ -130,7 +130,7 @@ impl Image {
         if !path.is_absolute() {
             return Err(Error::BadImageName(name_or_path.to_owned()));
         }
-        if !host.dir().symlink_metadata(path)?.is_some() {
+        if host.dir().symlink_metadata(path)?.is_none() {
             return Err(Error::io(
                 "opening image",
                 path,

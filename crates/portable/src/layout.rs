@@ -98,11 +98,11 @@ impl Host {
     /// The canonical in-root form of an existing `inner` path (symlinks resolved inside the root).
     pub fn canonical(&self, inner: &Path) -> Result<PathBuf> {
         let host = self.dir.host_path(inner)?;
-        let root = std::fs::canonicalize(&self.root)
-            .map_err(|e| Error::io("resolving", &self.root, e))?;
-        let rel = host.strip_prefix(&root).map_err(|_| {
-            Error::image(inner, "it resolves to a path outside the root directory")
-        })?;
+        let root =
+            std::fs::canonicalize(&self.root).map_err(|e| Error::io("resolving", &self.root, e))?;
+        let rel = host
+            .strip_prefix(&root)
+            .map_err(|_| Error::image(inner, "it resolves to a path outside the root directory"))?;
         Ok(Path::new("/").join(rel))
     }
 }

@@ -77,7 +77,12 @@ pub fn load(
                 }
             })?;
         }
-        prefixes.extend(meta.release.portable_prefixes().into_iter().map(str::to_owned));
+        prefixes.extend(
+            meta.release
+                .portable_prefixes()
+                .into_iter()
+                .map(str::to_owned),
+        );
         exts.push((ext, meta));
     }
     prefixes.sort();

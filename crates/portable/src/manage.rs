@@ -46,12 +46,7 @@ impl std::fmt::Display for State {
     }
 }
 
-fn state_in(
-    host: &Host,
-    systemd: &Systemd,
-    request: &[String],
-    runtime: bool,
-) -> Result<State> {
+fn state_in(host: &Host, systemd: &Systemd, request: &[String], runtime: bool) -> Result<State> {
     let dir = if runtime {
         ATTACHED_RUNTIME
     } else {
@@ -180,7 +175,12 @@ pub fn inspect(
         units: loaded
             .units
             .values()
-            .map(|u| (u.name.clone(), String::from_utf8_lossy(&u.contents).into_owned()))
+            .map(|u| {
+                (
+                    u.name.clone(),
+                    String::from_utf8_lossy(&u.contents).into_owned(),
+                )
+            })
             .collect(),
     })
 }

@@ -36,7 +36,7 @@ pub struct DropIn<'a> {
 pub fn escape_path(path: &Path) -> String {
     let mut out = String::new();
     for &b in path.as_os_str().as_encoded_bytes() {
-        if b < 0x20 || b >= 0x7f || b == b'\\' || b == b':' {
+        if !(0x20..0x7f).contains(&b) || b == b'\\' || b == b':' {
             out.push_str(&format!("\\x{b:02x}"));
         } else {
             out.push(b as char);
@@ -176,7 +176,9 @@ mod tests {
             from: raw,
             ..d.clone()
         };
-        assert!(r.text().contains("RootImage=/var/lib/portables/foo-test_1.raw\nEnvironment=PORTABLE=foo-test_1.raw\n"));
+        assert!(r.text().contains(
+            "RootImage=/var/lib/portables/foo-test_1.raw\nEnvironment=PORTABLE=foo-test_1.raw\n"
+        ));
         let sock = DropIn {
             unit: "foo-test.socket",
             ..d
@@ -204,10 +206,16 @@ mod tests {
             force: true,
         };
         let text = d.text();
-        assert!(text.starts_with("# Drop-in created for image '/r/base.raw:/e/app0', do not edit.\n"));
+        assert!(
+            text.starts_with("# Drop-in created for image '/r/base.raw:/e/app0', do not edit.\n")
+        );
         assert!(text.contains("Environment=PORTABLE=app0\n"));
         assert!(text.contains("BindReadOnlyPaths=/usr/lib/os-release:/run/host/os-release\n"));
-        assert!(text.ends_with("ExtensionDirectories=/e/app0:x-systemd.relax-extension-release-check\n"));
+        assert!(
+            text.ends_with(
+                "ExtensionDirectories=/e/app0:x-systemd.relax-extension-release-check\n"
+            )
+        );
     }
 
     #[test]

@@ -124,7 +124,10 @@ mod tests {
     #[test]
     fn prefixes_as_portablectl_derives_them() {
         assert_eq!(prefix_of("foo-test").as_deref(), Some("foo-test"));
-        assert_eq!(prefix_of("/var/lib/portables/foo-test/").as_deref(), Some("foo-test"));
+        assert_eq!(
+            prefix_of("/var/lib/portables/foo-test/").as_deref(),
+            Some("foo-test")
+        );
         assert_eq!(prefix_of("foo-test_1.raw").as_deref(), Some("foo-test"));
         assert_eq!(prefix_of("/x/app.raw").as_deref(), Some("app"));
         assert_eq!(prefix_of("minimal_0.raw").as_deref(), Some("minimal"));
@@ -135,7 +138,13 @@ mod tests {
     #[test]
     fn unit_matching() {
         let foo = m(&["foo"]);
-        for yes in ["foo.service", "foo-bar.socket", "foo@.service", "foo.timer", "foo.path"] {
+        for yes in [
+            "foo.service",
+            "foo-bar.socket",
+            "foo@.service",
+            "foo.timer",
+            "foo.path",
+        ] {
             assert!(unit_matches(yes, &foo), "{yes}");
         }
         for no in ["foobar.service", "foo.mount", "bar.service", "foo"] {
@@ -151,7 +160,10 @@ mod tests {
         assert!(!image_matches("/var/lib/portables/foo-testx", "foo-test"));
         assert!(image_matches("/a/app1_2.raw", "app1_7"));
         assert!(image_matches("/a/foo-test", "/b/foo-test"));
-        assert!(image_matches("/usr/share/minimal_0.raw", "/tmp/minimal_1.raw"));
+        assert!(image_matches(
+            "/usr/share/minimal_0.raw",
+            "/tmp/minimal_1.raw"
+        ));
         assert!(image_matches("/a/app1.raw", "/tmp/app1_2.raw"));
         assert!(!image_matches("/a/other", "/b/foo"));
         assert!(marker_matches(&m(&["/a/x", "/e/ext"]), &m(&["/b/x"])));

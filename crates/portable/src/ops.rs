@@ -72,7 +72,9 @@ fn wait(systemd: &Systemd, jobs: &[Job], say: Say<'_>) {
 
 fn say_no_systemd(steps: &Steps, say: Say<'_>) {
     if steps.reload || steps.enable || steps.now {
-        say("systemd is not running as PID 1 here (or --root is used): nothing was reloaded, enabled, started or stopped.");
+        say(
+            "systemd is not running as PID 1 here (or --root is used): nothing was reloaded, enabled, started or stopped.",
+        );
     }
 }
 
@@ -87,7 +89,11 @@ fn enable_start(
     say: Say<'_>,
 ) -> Vec<Job> {
     let mut jobs = Vec::new();
-    for unit in changes.iter().filter(|c| c.is_managed_unit()).filter_map(Change::unit_name) {
+    for unit in changes
+        .iter()
+        .filter(|c| c.is_managed_unit())
+        .filter_map(Change::unit_name)
+    {
         if steps.enable {
             enable(systemd, &unit, runtime, true, say);
         }
@@ -117,7 +123,11 @@ pub fn attach_verb(
         ..
     } = attach(host, systemd, image, matches, opts)?;
     if let Some(p) = &installed_profile {
-        say(&format!("Installed Realms' copy of profile '{}' as {}.", opts.profile, p.display()));
+        say(&format!(
+            "Installed Realms' copy of profile '{}' as {}.",
+            opts.profile,
+            p.display()
+        ));
     }
     let mut out = Outcome {
         installed_profile,
@@ -267,7 +277,14 @@ pub fn reattach_verb(
                 queue(systemd, "StopUnit", &unit, &mut jobs, say);
             }
         }
-        jobs.extend(enable_start(systemd, &attached.changes, "RestartUnit", opts.runtime, steps, say));
+        jobs.extend(enable_start(
+            systemd,
+            &attached.changes,
+            "RestartUnit",
+            opts.runtime,
+            steps,
+            say,
+        ));
         out.jobs = jobs.into_iter().map(|j| j.path).collect();
     }
     out.removed = removed;

@@ -11,7 +11,10 @@ use crate::layout::{Host, PROFILE_DIRS};
 /// The profiles systemd 252 ships, as `(name, service.conf)`; they are systemd's config facts.
 pub const BUILTIN: [(&str, &str); 4] = [
     ("default", include_str!("../profiles/default/service.conf")),
-    ("nonetwork", include_str!("../profiles/nonetwork/service.conf")),
+    (
+        "nonetwork",
+        include_str!("../profiles/nonetwork/service.conf"),
+    ),
     ("strict", include_str!("../profiles/strict/service.conf")),
     ("trusted", include_str!("../profiles/trusted/service.conf")),
 ];
@@ -107,7 +110,10 @@ mod tests {
         let host = Host::open(tmp.path()).unwrap();
         assert_eq!(find(&host, "default", "foo.service"), None);
         let installed = ensure_installed(&host, "default").unwrap().unwrap();
-        assert_eq!(installed, Path::new(INSTALL_DIR).join("default/service.conf"));
+        assert_eq!(
+            installed,
+            Path::new(INSTALL_DIR).join("default/service.conf")
+        );
         assert_eq!(find(&host, "default", "foo.service"), Some(installed));
         assert_eq!(ensure_installed(&host, "default").unwrap(), None);
         assert_eq!(find(&host, "default", "foo.socket"), None);
@@ -116,7 +122,9 @@ mod tests {
         std::fs::write(mine.join("service.conf"), "[Service]\n").unwrap();
         assert_eq!(
             find(&host, "mine", "a.service"),
-            Some(PathBuf::from("/etc/systemd/portable/profile/mine/service.conf"))
+            Some(PathBuf::from(
+                "/etc/systemd/portable/profile/mine/service.conf"
+            ))
         );
         assert!(list(&host).contains(&"mine".to_string()));
         assert!(is_valid_name("strict") && !is_valid_name("../x"));

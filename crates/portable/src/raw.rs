@@ -129,9 +129,16 @@ pub fn layout(image: &Path) -> Result<Layout> {
             [only] if only.type_guid == gpt::LINUX_DATA => only.clone(),
             _ => return Err(Error::image(image, "No suitable root partition found")),
         },
-        _ => return Err(Error::image(image, "Multiple suitable root partitions found")),
+        _ => {
+            return Err(Error::image(
+                image,
+                "Multiple suitable root partitions found",
+            ));
+        }
     };
-    let verity = of_type(types.map(|t| t.verity)).first().map(|p| (*p).clone());
+    let verity = of_type(types.map(|t| t.verity))
+        .first()
+        .map(|p| (*p).clone());
     if root_hash.is_none()
         && let Some(sig) = of_type(types.map(|t| t.verity_sig)).first()
     {
@@ -192,7 +199,10 @@ pub fn verify(image: &Path, lay: &Layout) -> Result<bool> {
     let root_hash = decode_hex(hex_hash)
         .ok_or_else(|| Error::image(image, format!("the root hash '{hex_hash}' is not hex")))?;
     let file = File::open(image).map_err(|e| Error::io("opening image", image, e))?;
-    let size = file.metadata().map_err(|e| Error::io("inspecting", image, e))?.len();
+    let size = file
+        .metadata()
+        .map_err(|e| Error::io("inspecting", image, e))?
+        .len();
     let data = Slice {
         file: &file,
         offset: lay.offset,
@@ -236,7 +246,7 @@ pub fn verify(image: &Path, lay: &Layout) -> Result<bool> {
 }
 
 fn decode_hex(s: &str) -> Option<Vec<u8>> {
-    if s.len() % 2 != 0 {
+    if !s.len().is_multiple_of(2) {
         return None;
     }
     (0..s.len())
@@ -259,10 +269,8 @@ impl Mounted {
     pub fn mount(image: &Path) -> Result<Mounted> {
         let lay = layout(image)?;
         verify(image, &lay)?;
-        let dir = std::env::temp_dir().join(format!(
-            "realms-portable-{:016x}",
-            rand::random::<u64>()
-        ));
+        let dir =
+            std::env::temp_dir().join(format!("realms-portable-{:016x}", rand::random::<u64>()));
         std::fs::create_dir(&dir).map_err(|e| Error::io("creating", &dir, e))?;
         let mounted = (|| {
             let opts = LoopOptions {
@@ -295,7 +303,9 @@ impl Mounted {
 
     /// The mounted tree, as a root for in-image paths.
     pub fn root(&self) -> &RootDir {
-        self.root.as_ref().expect("a mounted image has its root until dropped")
+        self.root
+            .as_ref()
+            .expect("a mounted image has its root until dropped")
     }
 }
 
@@ -337,7 +347,10 @@ mod tests {
         let f = File::open(&p).unwrap();
         assert_eq!(probe_fs(&f, 0).unwrap(), Some("squashfs"));
         let lay = layout(&p).unwrap();
-        assert_eq!((lay.fstype, lay.offset, lay.partition), ("squashfs", 0, None));
+        assert_eq!(
+            (lay.fstype, lay.offset, lay.partition),
+            ("squashfs", 0, None)
+        );
         std::fs::write(&p, b"nothing").unwrap();
         assert!(layout(&p).is_err());
     }

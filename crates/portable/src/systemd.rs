@@ -91,7 +91,8 @@ impl Systemd {
             units.iter().partition(|u| u.contains("@."));
         if !plain.is_empty() {
             let mut cmd = Cmd::new("systemctl");
-            cmd.args(["show", "--property=Id,ActiveState", "--"]).args(&plain);
+            cmd.args(["show", "--property=Id,ActiveState", "--"])
+                .args(&plain);
             let text = cmd.output_string()?;
             for (unit, block) in plain.iter().zip(text.split("\n\n")) {
                 let state = block
@@ -149,11 +150,13 @@ impl Systemd {
             "DisableUnitFilesWithFlags"
         };
         let flags = flags.to_string();
-        let reply = busctl_json(&["call", DEST, OBJECT, MANAGER, method, "ast", "1", unit, &flags])
-            .map_err(|e| {
-                let verb = if enable { "enable" } else { "disable" };
-                Error::Systemd(format!("Failed to {verb} the portable service {unit}: {e}"))
-            })?;
+        let reply = busctl_json(&[
+            "call", DEST, OBJECT, MANAGER, method, "ast", "1", unit, &flags,
+        ])
+        .map_err(|e| {
+            let verb = if enable { "enable" } else { "disable" };
+            Error::Systemd(format!("Failed to {verb} the portable service {unit}: {e}"))
+        })?;
         let data = &reply["data"];
         let changes = if enable { &data[1] } else { &data[0] };
         let mut lines = Vec::new();
@@ -228,7 +231,8 @@ impl Systemd {
             return Ok(Vec::new());
         }
         let mut cmd = Cmd::new("systemctl");
-        cmd.args(["show", "--property=ActiveState", "--"]).args(units);
+        cmd.args(["show", "--property=ActiveState", "--"])
+            .args(units);
         let text = cmd.output_string()?;
         Ok(units
             .iter()

@@ -59,9 +59,17 @@ pub fn parse_elf(bytes: &[u8]) -> Option<Elf> {
     let u64_at = |o: usize| Some(u64::from_le_bytes(bytes.get(o..o + 8)?.try_into().ok()?));
     let machine = u16_at(18)?;
     let (phoff, phentsize, phnum) = if is64 {
-        (u64_at(32)? as usize, u16_at(54)? as usize, u16_at(56)? as usize)
+        (
+            u64_at(32)? as usize,
+            u16_at(54)? as usize,
+            u16_at(56)? as usize,
+        )
     } else {
-        (u32_at(28)? as usize, u16_at(42)? as usize, u16_at(44)? as usize)
+        (
+            u32_at(28)? as usize,
+            u16_at(42)? as usize,
+            u16_at(44)? as usize,
+        )
     };
     let mut interpreter = None;
     for i in 0..phnum {
@@ -125,7 +133,9 @@ fn check_binaries(root: &RootDir, units: &[(String, Vec<u8>)]) -> (Check, Check)
     let mut notes_a = Vec::new();
     for (unit, bin) in &bins {
         let Ok(bytes) = root.read(bin) else {
-            loader = Err(format!("{unit}: ExecStart binary {bin} is missing from the image"));
+            loader = Err(format!(
+                "{unit}: ExecStart binary {bin} is missing from the image"
+            ));
             continue;
         };
         let Some(elf) = parse_elf(&bytes) else {
@@ -133,7 +143,11 @@ fn check_binaries(root: &RootDir, units: &[(String, Vec<u8>)]) -> (Check, Check)
             continue;
         };
         if elf.machine != host_machine() {
-            arch = Err(format!("{bin} is for ELF machine {}, the host is {}", elf.machine, host_machine()));
+            arch = Err(format!(
+                "{bin} is for ELF machine {}, the host is {}",
+                elf.machine,
+                host_machine()
+            ));
         } else {
             notes_a.push(format!("{bin} matches the host"));
         }
@@ -172,14 +186,21 @@ pub fn validate(host: &Host, image: &str, matches: &[String]) -> Result<Vec<Chec
     let root = opened.root();
     let meta = extract(host, &img, matches, false, false);
     let units: Vec<(String, Vec<u8>)> = match &meta {
-        Ok(m) => m.units.values().map(|u| (u.name.clone(), u.contents.clone())).collect(),
+        Ok(m) => m
+            .units
+            .values()
+            .map(|u| (u.name.clone(), u.contents.clone()))
+            .collect(),
         Err(_) => Vec::new(),
     };
     let names: Vec<&str> = units.iter().map(|(n, _)| n.as_str()).collect();
     checks.push(check(
         "unit files",
         if names.is_empty() {
-            Err(format!("no unit file matches prefix '{}' (.service, .socket, .target, .timer, .path)", matches.join("', '")))
+            Err(format!(
+                "no unit file matches prefix '{}' (.service, .socket, .target, .timer, .path)",
+                matches.join("', '")
+            ))
         } else {
             Ok(names.join(", "))
         },
@@ -187,29 +208,45 @@ pub fn validate(host: &Host, image: &str, matches: &[String]) -> Result<Vec<Chec
     checks.push(check(
         "os-release",
         match &meta {
-            Ok(m) if m.release.id().is_some_and(|i| !i.is_empty()) => {
-                Ok(format!("{} (ID={})", m.release_path, m.release.id().unwrap_or("")))
-            }
+            Ok(m) if m.release.id().is_some_and(|i| !i.is_empty()) => Ok(format!(
+                "{} (ID={})",
+                m.release_path,
+                m.release.id().unwrap_or("")
+            )),
             Ok(m) => Err(format!("{} has no ID=", m.release_path)),
             Err(e) => Err(e.to_string()),
         },
     ));
     let missing: Vec<&str> = ["/etc/resolv.conf", "/etc/machine-id"]
         .into_iter()
-        .filter(|p| !root.symlink_metadata(p).ok().flatten().is_some_and(|m| !m.is_dir()))
+        .filter(|p| {
+            root.symlink_metadata(p)
+                .ok()
+                .flatten()
+                .is_none_or(|m| m.is_dir())
+        })
         .collect();
     checks.push(check(
         "resolv.conf and machine-id",
         if missing.is_empty() {
             Ok("/etc/resolv.conf and /etc/machine-id exist (bind-mount targets)".to_owned())
         } else {
-            Err(format!("missing: {} (create them, empty is fine)", missing.join(", ")))
+            Err(format!(
+                "missing: {} (create them, empty is fine)",
+                missing.join(", ")
+            ))
         },
     ));
     let dirs = ["/proc", "/sys", "/dev", "/run", "/tmp", "/var/tmp"];
     let missing: Vec<&str> = dirs
         .into_iter()
-        .filter(|d| !root.metadata(Path::new(d)).ok().flatten().is_some_and(|m| m.is_dir()))
+        .filter(|d| {
+            !root
+                .metadata(Path::new(d))
+                .ok()
+                .flatten()
+                .is_some_and(|m| m.is_dir())
+        })
         .collect();
     checks.push(check(
         "mount points",

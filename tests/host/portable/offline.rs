@@ -40,7 +40,10 @@ impl Root {
                 .arg("-a")
                 .arg(Path::new(CAPTURES).join("profiles"))
                 .arg(profiles.join("profile")));
-            run(Command::new("chmod").arg("-R").arg("u+w,a+rX").arg(&profiles));
+            run(Command::new("chmod")
+                .arg("-R")
+                .arg("u+w,a+rX")
+                .arg(&profiles));
         }
         Root { dir }
     }
@@ -54,14 +57,13 @@ impl Root {
     }
 
     fn realms(&self, args: &str) -> Output {
-        let out = Command::new(realms_tests::realms_bin())
+        Command::new(realms_tests::realms_bin())
             .arg("--root")
             .arg(self.path())
             .arg("portable")
             .args(args.split_whitespace())
             .output()
-            .expect("run realms");
-        out
+            .expect("run realms")
     }
 
     #[track_caller]
@@ -72,7 +74,10 @@ impl Root {
             String::from_utf8_lossy(&out.stdout),
             String::from_utf8_lossy(&out.stderr)
         );
-        assert!(out.status.success(), "realms portable {args} failed:\n{text}");
+        assert!(
+            out.status.success(),
+            "realms portable {args} failed:\n{text}"
+        );
         text
     }
 
@@ -84,7 +89,11 @@ impl Root {
             String::from_utf8_lossy(&out.stdout),
             String::from_utf8_lossy(&out.stderr)
         );
-        assert_eq!(out.status.code(), Some(1), "realms portable {args}:\n{text}");
+        assert_eq!(
+            out.status.code(),
+            Some(1),
+            "realms portable {args}:\n{text}"
+        );
         text
     }
 }
@@ -133,16 +142,31 @@ fn runtime_copy_strict_is_byte_identical_to_the_capture() {
         "foo-test-oneshot.service.d/20-portable.conf",
     ] {
         let ours = root.at("run/systemd/system.attached").join(file);
-        assert_eq!(fs::read(&ours).unwrap(), fs::read(captured.join(file)).unwrap(), "{file}");
+        assert_eq!(
+            fs::read(&ours).unwrap(),
+            fs::read(captured.join(file)).unwrap(),
+            "{file}"
+        );
         let mode = fs::symlink_metadata(&ours).unwrap().permissions().mode();
         assert_eq!(mode & 0o7777, 0o644, "{file}");
     }
-    assert_eq!(link(&root.at("run/portables/foo-test")), "/var/lib/portables/foo-test");
+    assert_eq!(
+        link(&root.at("run/portables/foo-test")),
+        "/var/lib/portables/foo-test"
+    );
     let listing = fs::read_to_string(captured.join("listing.txt")).unwrap();
     assert!(listing.contains("-rw-r--r-- 1 root root 712  /run/systemd/system.attached/foo-test.service.d/10-profile.conf"));
-    assert_eq!(fs::metadata(root.at("run/systemd/system.attached/foo-test.service.d/10-profile.conf")).unwrap().len(), 712);
+    assert_eq!(
+        fs::metadata(root.at("run/systemd/system.attached/foo-test.service.d/10-profile.conf"))
+            .unwrap()
+            .len(),
+        712
+    );
     let out = root.ok("detach --runtime foo-test");
-    assert!(out.contains("Removed /run/systemd/system.attached.\n"), "{out}");
+    assert!(
+        out.contains("Removed /run/systemd/system.attached.\n"),
+        "{out}"
+    );
     assert!(!root.at("run/systemd/system.attached").exists());
     assert!(fs::symlink_metadata(root.at("run/portables/foo-test")).is_err());
 }
@@ -151,7 +175,10 @@ fn runtime_copy_strict_is_byte_identical_to_the_capture() {
 fn default_attach_prints_and_writes_what_portablectl_did() {
     let root = Root::new("portable-cap2", true);
     let out = root.ok("attach foo-test");
-    assert_eq!(our_lines(&out), captured_lines("portable-attach-default.out"));
+    assert_eq!(
+        our_lines(&out),
+        captured_lines("portable-attach-default.out")
+    );
     let dir = root.at("etc/systemd/system.attached");
     for unit in ["foo-test.service", "foo-test-oneshot.service"] {
         assert_eq!(
@@ -160,13 +187,23 @@ fn default_attach_prints_and_writes_what_portablectl_did() {
         );
         assert_eq!(
             fs::read(dir.join(unit)).unwrap(),
-            fs::read(Path::new(CAPTURES).join("image/usr/lib/systemd/system").join(unit)).unwrap()
+            fs::read(
+                Path::new(CAPTURES)
+                    .join("image/usr/lib/systemd/system")
+                    .join(unit)
+            )
+            .unwrap()
         );
         let conf = fs::read_to_string(dir.join(format!("{unit}.d/20-portable.conf"))).unwrap();
         assert_eq!(conf.len(), 243);
-        assert!(conf.starts_with("# Drop-in created for image '/var/lib/portables/foo-test', do not edit.\n"));
+        assert!(conf.starts_with(
+            "# Drop-in created for image '/var/lib/portables/foo-test', do not edit.\n"
+        ));
     }
-    assert_eq!(link(&root.at("etc/portables/foo-test")), "/var/lib/portables/foo-test");
+    assert_eq!(
+        link(&root.at("etc/portables/foo-test")),
+        "/var/lib/portables/foo-test"
+    );
     assert_eq!(root.ok("is-attached foo-test").trim(), "attached");
     let refused = root.fails("attach foo-test");
     assert!(refused.contains("AttachImage failed: Unit file 'foo-test-oneshot.service' exists on the host already, refusing."), "{refused}");
@@ -179,7 +216,13 @@ fn default_attach_prints_and_writes_what_portablectl_did() {
     let not = root.fails("detach foo-test");
     assert!(not.contains("DetachImage failed: No unit files associated with 'foo-test' found attached to the system. Image not attached?"), "{not}");
     let state = root.realms("is-attached foo-test");
-    assert_eq!((state.status.code(), String::from_utf8_lossy(&state.stdout).trim()), (Some(1), "detached"));
+    assert_eq!(
+        (
+            state.status.code(),
+            String::from_utf8_lossy(&state.stdout).trim()
+        ),
+        (Some(1), "detached")
+    );
 }
 
 #[test]
@@ -190,7 +233,10 @@ fn attach_is_all_or_nothing() {
     fs::create_dir_all(&dir).unwrap();
     fs::write(dir.join("foo-test.service.d"), "in the way").unwrap();
     let out = root.fails("attach foo-test");
-    assert!(out.contains("AttachImage failed: Failed to attach unit 'foo-test.service'"), "{out}");
+    assert!(
+        out.contains("AttachImage failed: Failed to attach unit 'foo-test.service'"),
+        "{out}"
+    );
     let mut left: Vec<String> = fs::read_dir(&dir)
         .unwrap()
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
@@ -208,16 +254,28 @@ fn detach_removes_leftovers_of_an_interrupted_attach() {
     // systemd #23481: the unit file is gone (disabled symlink), only its drop-ins are left;
     // and an atomic write was interrupted before its rename.
     fs::remove_file(dir.join("foo-test.service")).unwrap();
-    fs::write(dir.join("foo-test.service.d/.#10-profile.conf.4f2a9c"), "partial").unwrap();
+    fs::write(
+        dir.join("foo-test.service.d/.#10-profile.conf.4f2a9c"),
+        "partial",
+    )
+    .unwrap();
     assert_eq!(root.ok("is-attached foo-test").trim(), "attached");
     let out = root.ok("detach foo-test");
-    assert!(out.contains("Removed /etc/systemd/system.attached/foo-test.service.d.\n"), "{out}");
+    assert!(
+        out.contains("Removed /etc/systemd/system.attached/foo-test.service.d.\n"),
+        "{out}"
+    );
     assert!(!dir.exists(), "detach left the attach directory behind");
     // A user drop-in next to ours survives, and keeps its directory.
     root.ok("attach foo-test");
     fs::write(dir.join("foo-test.service.d/50-mine.conf"), "[Service]\n").unwrap();
     root.ok("detach foo-test");
-    assert_eq!(fs::read_dir(dir.join("foo-test.service.d")).unwrap().count(), 1);
+    assert_eq!(
+        fs::read_dir(dir.join("foo-test.service.d"))
+            .unwrap()
+            .count(),
+        1
+    );
 }
 
 #[test]
@@ -225,9 +283,17 @@ fn refusals_name_what_is_wrong() {
     let root = Root::new("portable-refuse", true);
     let img = root.at("var/lib/portables/foo-test");
     fs::create_dir_all(root.at("etc/systemd/system")).unwrap();
-    fs::write(root.at("etc/systemd/system/foo-test.service"), "[Service]\n").unwrap();
+    fs::write(
+        root.at("etc/systemd/system/foo-test.service"),
+        "[Service]\n",
+    )
+    .unwrap();
     let out = root.fails("attach foo-test");
-    assert!(out.contains("Unit file 'foo-test-oneshot.service' exists on the host already") || out.contains("Unit file 'foo-test.service' exists on the host already"), "{out}");
+    assert!(
+        out.contains("Unit file 'foo-test-oneshot.service' exists on the host already")
+            || out.contains("Unit file 'foo-test.service' exists on the host already"),
+        "{out}"
+    );
     fs::remove_file(root.at("etc/systemd/system/foo-test.service")).unwrap();
 
     let os = img.join("usr/lib/os-release");
@@ -240,10 +306,16 @@ fn refusals_name_what_is_wrong() {
 
     fs::write(&os, "").unwrap();
     let out = root.fails("attach foo-test");
-    assert!(out.contains("Image /var/lib/portables/foo-test os-release metadata lacks the ID field"), "{out}");
+    assert!(
+        out.contains("Image /var/lib/portables/foo-test os-release metadata lacks the ID field"),
+        "{out}"
+    );
     fs::remove_file(&os).unwrap();
     let out = root.fails("attach foo-test");
-    assert!(out.contains("Image '/var/lib/portables/foo-test' lacks os-release data, refusing."), "{out}");
+    assert!(
+        out.contains("Image '/var/lib/portables/foo-test' lacks os-release data, refusing."),
+        "{out}"
+    );
     fs::write(&os, "ID=foo\n").unwrap();
 
     let out = root.fails("attach foo-test nothing");
@@ -258,26 +330,45 @@ fn refusals_name_what_is_wrong() {
     let units = img.join("usr/lib/systemd/system");
     symlink("/etc/secret.conf", units.join("foo-test-leak.service")).unwrap();
     let out = root.fails("inspect --cat foo-test");
-    assert!(out.contains("is a symlink leading outside the image"), "{out}");
+    assert!(
+        out.contains("is a symlink leading outside the image"),
+        "{out}"
+    );
     assert!(!out.contains("ExecStart=/host"), "{out}");
     fs::remove_file(units.join("foo-test-leak.service")).unwrap();
     let cat = root.ok("inspect --cat foo-test");
     assert!(cat.starts_with("-- OS Release: --\nID=foo\n"), "{cat}");
-    assert!(cat.contains("\n-- Unit file: foo-test.service --\n[Unit]\n"), "{cat}");
+    assert!(
+        cat.contains("\n-- Unit file: foo-test.service --\n[Unit]\n"),
+        "{cat}"
+    );
 }
 
 #[test]
 fn validate_reports_each_requirement() {
     let root = Root::new("portable-validate", true);
     let good = root.ok("validate foo-test");
-    assert_eq!(good.lines().filter(|l| l.starts_with("[PASS]")).count(), 7, "{good}");
+    assert_eq!(
+        good.lines().filter(|l| l.starts_with("[PASS]")).count(),
+        7,
+        "{good}"
+    );
     let img = root.at("var/lib/portables/foo-test");
     fs::remove_file(img.join("etc/machine-id")).unwrap();
     fs::remove_dir(img.join("proc")).unwrap();
     let bad = root.fails("validate foo-test");
-    assert!(bad.contains("[FAIL] resolv.conf and machine-id: missing: /etc/machine-id"), "{bad}");
-    assert!(bad.contains("[FAIL] mount points: missing directories: /proc"), "{bad}");
-    assert!(bad.contains("[PASS] dynamic loader: /usr/bin/busybox is statically linked"), "{bad}");
+    assert!(
+        bad.contains("[FAIL] resolv.conf and machine-id: missing: /etc/machine-id"),
+        "{bad}"
+    );
+    assert!(
+        bad.contains("[FAIL] mount points: missing directories: /proc"),
+        "{bad}"
+    );
+    assert!(
+        bad.contains("[PASS] dynamic loader: /usr/bin/busybox is statically linked"),
+        "{bad}"
+    );
     // A dynamically linked binary whose loader is missing from the image.
     fs::copy("/bin/true", img.join("usr/bin/true")).unwrap();
     fs::write(
@@ -286,7 +377,10 @@ fn validate_reports_each_requirement() {
     )
     .unwrap();
     let bad = root.fails("validate foo-test");
-    assert!(bad.contains("[FAIL] dynamic loader: /usr/bin/true needs the dynamic loader"), "{bad}");
+    assert!(
+        bad.contains("[FAIL] dynamic loader: /usr/bin/true needs the dynamic loader"),
+        "{bad}"
+    );
 }
 
 #[test]
@@ -294,15 +388,32 @@ fn profiles_mixed_copies_read_only_and_remove() {
     // No profiles on this "host": Realms installs its own copy and links to it.
     let root = Root::new("portable-manage", false);
     let help = root.ok("--profile=help list");
-    assert_eq!(help.lines().collect::<Vec<_>>(), ["default", "nonetwork", "strict", "trusted"]);
+    assert_eq!(
+        help.lines().collect::<Vec<_>>(),
+        ["default", "nonetwork", "strict", "trusted"]
+    );
     let out = root.ok("attach --copy=mixed foo-test");
-    assert!(out.contains("Installed Realms' copy of profile 'default'"), "{out}");
+    assert!(
+        out.contains("Installed Realms' copy of profile 'default'"),
+        "{out}"
+    );
     let installed = "/usr/local/lib/systemd/portable/profile/default/service.conf";
-    assert_eq!(link(&root.at("etc/systemd/system.attached/foo-test.service.d/10-profile.conf")), installed);
-    assert!(out.contains("Copied /var/lib/portables/foo-test \u{2192} /etc/portables/foo-test."), "{out}");
+    assert_eq!(
+        link(&root.at("etc/systemd/system.attached/foo-test.service.d/10-profile.conf")),
+        installed
+    );
+    assert!(
+        out.contains("Copied /var/lib/portables/foo-test \u{2192} /etc/portables/foo-test."),
+        "{out}"
+    );
     assert!(root.at("etc/portables/foo-test/usr/bin/busybox").is_file());
     let refused = root.fails("remove foo-test");
-    assert!(refused.contains("Could not remove image: Image '/etc/portables/foo-test' is not detached, refusing."), "{refused}");
+    assert!(
+        refused.contains(
+            "Could not remove image: Image '/etc/portables/foo-test' is not detached, refusing."
+        ),
+        "{refused}"
+    );
     root.ok("detach foo-test");
     assert!(!root.at("etc/portables/foo-test").exists());
 
@@ -312,12 +423,19 @@ fn profiles_mixed_copies_read_only_and_remove() {
     fs::write(mine.join("service.conf"), "[Service]\nPrivateTmp=yes\n").unwrap();
     root.ok("attach --profile=mine --copy=copy foo-test");
     let conf = root.at("etc/systemd/system.attached/foo-test.service.d/10-profile.conf");
-    assert_eq!(fs::read_to_string(conf).unwrap(), "[Service]\nPrivateTmp=yes\n");
+    assert_eq!(
+        fs::read_to_string(conf).unwrap(),
+        "[Service]\nPrivateTmp=yes\n"
+    );
     root.ok("detach foo-test");
 
     root.ok("read-only foo-test");
     let list = root.ok("list");
-    assert!(list.lines().any(|l| l.starts_with("foo-test ") && l.contains(" yes ")), "{list}");
+    assert!(
+        list.lines()
+            .any(|l| l.starts_with("foo-test ") && l.contains(" yes ")),
+        "{list}"
+    );
     root.ok("read-only foo-test no");
     root.ok("remove foo-test");
     assert!(!root.at("var/lib/portables/foo-test").exists());

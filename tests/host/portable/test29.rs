@@ -55,8 +55,15 @@ fn test29_directory_scenarios() {
     b.ok("realms portable attach --copy=symlink --now --runtime /tmp/minimal_0 minimal-app0");
     assert!(active(&b, "minimal-app0.service") && active(&b, "minimal-app0-foo.service"));
     assert!(!active(&b, "minimal-app0-bar.service"));
-    assert_eq!(b.ok("realms portable is-attached /tmp/minimal_0").trim(), "running-runtime");
-    assert_eq!(b.ok("portablectl is-attached /tmp/minimal_0 2>/dev/null").trim(), "running-runtime");
+    assert_eq!(
+        b.ok("realms portable is-attached /tmp/minimal_0").trim(),
+        "running-runtime"
+    );
+    assert_eq!(
+        b.ok("portablectl is-attached /tmp/minimal_0 2>/dev/null")
+            .trim(),
+        "running-runtime"
+    );
     b.ok("realms portable reattach --now --enable --runtime /tmp/minimal_1 minimal-app0");
     assert!(active(&b, "minimal-app0.service") && active(&b, "minimal-app0-bar.service"));
     assert!(!active(&b, "minimal-app0-foo.service"));
@@ -74,7 +81,10 @@ fn test29_directory_scenarios() {
             printf '[Unit]\\nDescription=Minimal App 0\\n' > /run/systemd/system.attached/$f; done && systemctl daemon-reload");
     b.ok("realms portable attach --force --now --runtime /tmp/minimal_0 minimal-app0");
     assert!(active(&b, "minimal-app0.service") && active(&b, "minimal-app0-foo.service"));
-    assert!(b.ok("cat /run/systemd/system.attached/minimal-app0.service.d/20-portable.conf").starts_with("# Drop-in created for image '/tmp/minimal_0'"));
+    assert!(
+        b.ok("cat /run/systemd/system.attached/minimal-app0.service.d/20-portable.conf")
+            .starts_with("# Drop-in created for image '/tmp/minimal_0'")
+    );
     b.ok("realms portable reattach --force --now --runtime /tmp/minimal_1 minimal-app0");
     assert!(active(&b, "minimal-app0-bar.service") && !active(&b, "minimal-app0-foo.service"));
     b.ok("realms portable detach --force --now --runtime /tmp/minimal_1 minimal-app0");
@@ -84,7 +94,11 @@ fn test29_directory_scenarios() {
     for _ in 0..2 {
         b.ok("realms portable attach --copy=symlink --now --runtime /tmp/minimal_0 minimal-app0");
         b.ok("realms portable detach --now --runtime --enable /tmp/minimal_0 minimal-app0");
-        assert!(b.tree().contains("absent /run/systemd/system.attached"), "{}", b.tree());
+        assert!(
+            b.tree().contains("absent /run/systemd/system.attached"),
+            "{}",
+            b.tree()
+        );
     }
 
     // An os-release without ID= (and an empty extension-release) is refused with a message.
@@ -106,17 +120,31 @@ fn test29_directory_extensions_match_portablectl() {
 
     b.ok(&format!("realms portable attach --now {args}"));
     let ours = b.tree();
-    assert_eq!(theirs, ours, "the extension attach differs from portablectl's");
+    assert_eq!(
+        theirs, ours,
+        "the extension attach differs from portablectl's"
+    );
     let conf = b.ok("cat /run/systemd/system.attached/app0.service.d/20-portable.conf");
-    assert!(conf.starts_with("# Drop-in created for image '/tmp/minimal_0:/tmp/app0', do not edit.\n"), "{conf}");
-    assert!(conf.contains("Environment=PORTABLE=app0\n") && conf.contains("ExtensionDirectories=/tmp/app0\n"), "{conf}");
+    assert!(
+        conf.starts_with("# Drop-in created for image '/tmp/minimal_0:/tmp/app0', do not edit.\n"),
+        "{conf}"
+    );
+    assert!(
+        conf.contains("Environment=PORTABLE=app0\n")
+            && conf.contains("ExtensionDirectories=/tmp/app0\n"),
+        "{conf}"
+    );
     assert!(active(&b, "app0.service"));
     assert_eq!(
-        b.ok("realms portable is-attached --extension /tmp/app0 /tmp/minimal_0").trim(),
+        b.ok("realms portable is-attached --extension /tmp/app0 /tmp/minimal_0")
+            .trim(),
         "running-runtime"
     );
     let cat = b.ok("realms portable inspect --cat --extension /tmp/app0 /tmp/minimal_0 app0");
-    assert!(cat.contains("-- Extension Release: /tmp/app0 --\nID=foo\n"), "{cat}");
+    assert!(
+        cat.contains("-- Extension Release: /tmp/app0 --\nID=foo\n"),
+        "{cat}"
+    );
     assert!(cat.contains("-- Unit file: app0.service --"), "{cat}");
     b.ok("realms portable detach --now --runtime --extension /tmp/app0 /tmp/minimal_0 app0");
     // State written under DynamicUser= survives the detach.
@@ -125,5 +153,8 @@ fn test29_directory_extensions_match_portablectl() {
     // An extension whose release does not match the base is refused.
     b.ok("sed -i s/VERSION_ID=1/VERSION_ID=2/ /tmp/app0/usr/lib/extension-release.d/extension-release.app0");
     let out = b.fails(&format!("realms portable attach {args}"));
-    assert!(out.contains("extension-release metadata does not match the root's"), "{out}");
+    assert!(
+        out.contains("extension-release metadata does not match the root's"),
+        "{out}"
+    );
 }
