@@ -176,6 +176,11 @@ fn debootstrap(suite: &str, packages: &[String], staged: &Staged) -> Result<()> 
         .arg(staged.path())
         .arg(&mirror)
         .run()?;
+    // debootstrap copies the host's hostname; a realm is named after itself instead.
+    let hostname = staged.path().join("etc/hostname");
+    if hostname.exists() {
+        fs::remove_file(&hostname).map_err(|e| Error::io("removing", &hostname, e))?;
+    }
     // The realm user whose home is /realms/realm-NAME/home.
     Cmd::new("chroot")
         .arg(staged.path())
