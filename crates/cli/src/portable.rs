@@ -492,7 +492,7 @@ mod tests {
 
     #[test]
     fn timestamps_and_sizes() {
-        assert_eq!(timestamp(1_795_476_580), "Sat 2026-11-21 23:29:40 UTC");
+        assert_eq!(timestamp(1_795_303_780), "Sat 2026-11-21 23:29:40 UTC");
         assert_eq!(timestamp(0), "Thu 1970-01-01 00:00:00 UTC");
         assert_eq!(size(1_040_384), "1016.0K");
         assert_eq!(size(1_677_722), "1.6M");

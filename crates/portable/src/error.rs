@@ -20,6 +20,8 @@ pub enum Error {
     BadImageName(String),
     #[error("Failed to extract prefix of image name '{0}': Invalid argument")]
     BadPrefix(String),
+    #[error("Cannot normalize specified image path '{0}': No such file or directory")]
+    NoSuchPath(String),
     #[error("Refusing all unit file match.")]
     MatchAll,
     #[error("Unit profile name not valid: {0}")]

@@ -88,11 +88,7 @@ pub fn normalize_arg(host: &Host, arg: &str, permit_missing: bool) -> Result<Str
     match host.canonical(&abs) {
         Ok(p) => Ok(p.to_string_lossy().into_owned()),
         Err(e) if permit_missing && e.is_not_found() => Ok(abs.to_string_lossy().into_owned()),
-        Err(e) if e.is_not_found() => Err(Error::io(
-            "Cannot normalize specified image path",
-            abs,
-            std::io::Error::from(std::io::ErrorKind::NotFound),
-        )),
+        Err(e) if e.is_not_found() => Err(Error::NoSuchPath(arg.to_owned())),
         Err(e) => Err(e),
     }
 }

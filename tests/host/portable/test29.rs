@@ -11,21 +11,21 @@ use super::{Booted, image_with};
 
 const LONG: &str = "[Service]\nExecStart=/usr/bin/busybox sleep 1000\n";
 
-/// /tmp/minimal_0 and /tmp/minimal_1 (unsquashed like TEST-29), /tmp/app0 (an extension).
+/// /srv/minimal_0 and /srv/minimal_1 (unsquashed like TEST-29, in /srv since /tmp is a tmpfs in the container), /srv/app0 (an extension).
 fn images(root: &Path) {
     let os = "/usr/lib/os-release";
     let os_text = "ID=foo\nVERSION_ID=1\nPORTABLE_PREFIXES=app0 minimal minimal-app0\n";
     image_with(
-        &root.join("tmp/minimal_0"),
+        &root.join("srv/minimal_0"),
         "minimal-app0",
         &[("minimal-app0-foo.service", LONG), (os, os_text)],
     );
     image_with(
-        &root.join("tmp/minimal_1"),
+        &root.join("srv/minimal_1"),
         "minimal-app0",
         &[("minimal-app0-bar.service", LONG), (os, os_text)],
     );
-    let app0 = root.join("tmp/app0");
+    let app0 = root.join("srv/app0");
     for d in ["usr/lib/extension-release.d", "usr/lib/systemd/system"] {
         fs::create_dir_all(app0.join(d)).unwrap();
     }
@@ -52,25 +52,25 @@ fn test29_directory_scenarios() {
     images(b.root());
 
     // attach --copy=symlink --now --runtime, then reattach onto the other version.
-    b.ok("realms portable attach --copy=symlink --now --runtime /tmp/minimal_0 minimal-app0");
+    b.ok("realms portable attach --copy=symlink --now --runtime /srv/minimal_0 minimal-app0");
     assert!(active(&b, "minimal-app0.service") && active(&b, "minimal-app0-foo.service"));
     assert!(!active(&b, "minimal-app0-bar.service"));
     assert_eq!(
-        b.ok("realms portable is-attached /tmp/minimal_0").trim(),
+        b.ok("realms portable is-attached /srv/minimal_0").trim(),
         "running-runtime"
     );
     assert_eq!(
-        b.ok("portablectl is-attached /tmp/minimal_0 2>/dev/null")
+        b.ok("portablectl is-attached /srv/minimal_0 2>/dev/null")
             .trim(),
         "running-runtime"
     );
-    b.ok("realms portable reattach --now --enable --runtime /tmp/minimal_1 minimal-app0");
+    b.ok("realms portable reattach --now --enable --runtime /srv/minimal_1 minimal-app0");
     assert!(active(&b, "minimal-app0.service") && active(&b, "minimal-app0-bar.service"));
     assert!(!active(&b, "minimal-app0-foo.service"));
     let list = b.ok("portablectl list --no-pager");
     assert!(list.contains("minimal_1"), "{list}");
     assert!(b.ok("realms portable list").contains("minimal_1"));
-    b.ok("realms portable detach --now --enable --runtime /tmp/minimal_1 minimal-app0");
+    b.ok("realms portable detach --now --enable --runtime /srv/minimal_1 minimal-app0");
     assert_eq!(b.ok("realms portable list").trim(), "No images.");
     assert!(b.ok("portablectl list --no-pager").contains("No images."));
     assert!(!active(&b, "minimal-app0.service"));
@@ -79,21 +79,21 @@ fn test29_directory_scenarios() {
     b.ok("mkdir -p /run/systemd/system.attached/minimal-app0.service.d && \
           for f in minimal-app0.service minimal-app0.service.d/10-profile.conf minimal-app0.service.d/20-portable.conf; do \
             printf '[Unit]\\nDescription=Minimal App 0\\n' > /run/systemd/system.attached/$f; done && systemctl daemon-reload");
-    b.ok("realms portable attach --force --now --runtime /tmp/minimal_0 minimal-app0");
+    b.ok("realms portable attach --force --now --runtime /srv/minimal_0 minimal-app0");
     assert!(active(&b, "minimal-app0.service") && active(&b, "minimal-app0-foo.service"));
     assert!(
         b.ok("cat /run/systemd/system.attached/minimal-app0.service.d/20-portable.conf")
-            .starts_with("# Drop-in created for image '/tmp/minimal_0'")
+            .starts_with("# Drop-in created for image '/srv/minimal_0'")
     );
-    b.ok("realms portable reattach --force --now --runtime /tmp/minimal_1 minimal-app0");
+    b.ok("realms portable reattach --force --now --runtime /srv/minimal_1 minimal-app0");
     assert!(active(&b, "minimal-app0-bar.service") && !active(&b, "minimal-app0-foo.service"));
-    b.ok("realms portable detach --force --now --runtime /tmp/minimal_1 minimal-app0");
+    b.ok("realms portable detach --force --now --runtime /srv/minimal_1 minimal-app0");
     assert!(b.tree().contains("absent /run/systemd/system.attached"));
 
     // systemd #23481: disabling symlinked units removes the unit files, detach still cleans up.
     for _ in 0..2 {
-        b.ok("realms portable attach --copy=symlink --now --runtime /tmp/minimal_0 minimal-app0");
-        b.ok("realms portable detach --now --runtime --enable /tmp/minimal_0 minimal-app0");
+        b.ok("realms portable attach --copy=symlink --now --runtime /srv/minimal_0 minimal-app0");
+        b.ok("realms portable detach --now --runtime --enable /srv/minimal_0 minimal-app0");
         assert!(
             b.tree().contains("absent /run/systemd/system.attached"),
             "{}",
@@ -113,10 +113,10 @@ fn test29_directory_scenarios() {
 fn test29_directory_extensions_match_portablectl() {
     let b = Booted::new("portable-t29x");
     images(b.root());
-    let args = "--copy=symlink --runtime --extension /tmp/app0 /tmp/minimal_0 app0";
+    let args = "--copy=symlink --runtime --extension /srv/app0 /srv/minimal_0 app0";
     b.ok(&format!("portablectl attach --no-reload {args}"));
     let theirs = b.tree();
-    b.ok("portablectl detach --no-reload --runtime --extension /tmp/app0 /tmp/minimal_0 app0");
+    b.ok("portablectl detach --no-reload --runtime --extension /srv/app0 /srv/minimal_0 app0");
 
     b.ok(&format!("realms portable attach --now {args}"));
     let ours = b.tree();
@@ -126,32 +126,32 @@ fn test29_directory_extensions_match_portablectl() {
     );
     let conf = b.ok("cat /run/systemd/system.attached/app0.service.d/20-portable.conf");
     assert!(
-        conf.starts_with("# Drop-in created for image '/tmp/minimal_0:/tmp/app0', do not edit.\n"),
+        conf.starts_with("# Drop-in created for image '/srv/minimal_0:/srv/app0', do not edit.\n"),
         "{conf}"
     );
     assert!(
         conf.contains("Environment=PORTABLE=app0\n")
-            && conf.contains("ExtensionDirectories=/tmp/app0\n"),
+            && conf.contains("ExtensionDirectories=/srv/app0\n"),
         "{conf}"
     );
     assert!(active(&b, "app0.service"));
     assert_eq!(
-        b.ok("realms portable is-attached --extension /tmp/app0 /tmp/minimal_0")
+        b.ok("realms portable is-attached --extension /srv/app0 /srv/minimal_0")
             .trim(),
         "running-runtime"
     );
-    let cat = b.ok("realms portable inspect --cat --extension /tmp/app0 /tmp/minimal_0 app0");
+    let cat = b.ok("realms portable inspect --cat --extension /srv/app0 /srv/minimal_0 app0");
     assert!(
-        cat.contains("-- Extension Release: /tmp/app0 --\nID=foo\n"),
+        cat.contains("-- Extension Release: /srv/app0 --\nID=foo\n"),
         "{cat}"
     );
     assert!(cat.contains("-- Unit file: app0.service --"), "{cat}");
-    b.ok("realms portable detach --now --runtime --extension /tmp/app0 /tmp/minimal_0 app0");
+    b.ok("realms portable detach --now --runtime --extension /srv/app0 /srv/minimal_0 app0");
     // State written under DynamicUser= survives the detach.
     assert_eq!(b.ok("cat /var/lib/private/app0/foo").trim(), "bar");
 
     // An extension whose release does not match the base is refused.
-    b.ok("sed -i s/VERSION_ID=1/VERSION_ID=2/ /tmp/app0/usr/lib/extension-release.d/extension-release.app0");
+    b.ok("sed -i s/VERSION_ID=1/VERSION_ID=2/ /srv/app0/usr/lib/extension-release.d/extension-release.app0");
     let out = b.fails(&format!("realms portable attach {args}"));
     assert!(
         out.contains("extension-release metadata does not match the root's"),
