@@ -84,7 +84,6 @@ fn case(name: &str, image: &str, check: &str) -> GuestCase {
         name,
         &format!(
             r#"{TREE}
-systemctl is-system-running --wait >/dev/null 2>&1 || true
 portablectl attach --runtime --no-reload {image} 2>&1
 tree > theirs.txt
 portablectl detach --runtime --no-reload {image}

@@ -184,7 +184,14 @@ pub fn run(args: PortableArgs, ctx: &Ctx) -> anyhow::Result<ExitCode> {
     realms_portable::private_mounts();
     let host = Host::open(&ctx.root).with_context(|| format!("opening {}", ctx.root.display()))?;
     let systemd = Systemd::detect(&host);
-    let (label, result) = dispatch(args.cmd, opts, copy, &host, &systemd, ctx);
+    let run = Run {
+        opts,
+        copy,
+        host: &host,
+        systemd: &systemd,
+        ctx,
+    };
+    let (label, result) = run.dispatch(args.cmd);
     match result {
         Ok(code) => Ok(code),
         Err(e) => {
@@ -198,167 +205,186 @@ pub fn run(args: PortableArgs, ctx: &Ctx) -> anyhow::Result<ExitCode> {
     }
 }
 
-fn dispatch(
-    cmd: PortableCmd,
-    opts: &PortableOpts,
+/// One `realms portable` invocation: the options and what they act on.
+struct Run<'a> {
+    opts: &'a PortableOpts,
     copy: CopyMode,
-    host: &Host,
-    systemd: &Systemd,
-    ctx: &Ctx,
-) -> (String, anyhow::Result<ExitCode>) {
-    let steps = Steps {
-        reload: !opts.no_reload,
-        enable: opts.enable,
-        now: opts.now,
-        no_block: opts.no_block,
-    };
-    let norm = |arg: &str, missing: bool| realms_portable::image::normalize_arg(host, arg, missing);
-    let exts = |missing: bool| -> anyhow::Result<Vec<String>> {
-        Ok(opts
+    host: &'a Host,
+    systemd: &'a Systemd,
+    ctx: &'a Ctx,
+}
+
+impl Run<'_> {
+    fn steps(&self) -> Steps {
+        Steps {
+            reload: !self.opts.no_reload,
+            enable: self.opts.enable,
+            now: self.opts.now,
+            no_block: self.opts.no_block,
+        }
+    }
+
+    fn norm(&self, arg: &str, permit_missing: bool) -> anyhow::Result<String> {
+        Ok(realms_portable::image::normalize_arg(
+            self.host,
+            arg,
+            permit_missing,
+        )?)
+    }
+
+    fn extensions(&self, permit_missing: bool) -> anyhow::Result<Vec<String>> {
+        self.opts
             .extensions
             .iter()
-            .map(|e| norm(e, missing))
-            .collect::<Result<_, _>>()?)
-    };
-    let attach_opts = |extensions: Vec<String>| AttachOptions {
-        profile: opts.profile.clone(),
-        copy,
-        runtime: opts.runtime,
-        force: opts.force,
-        extensions,
-        reattach: false,
-    };
-    match cmd {
-        PortableCmd::List => ("Failed to list images: ".into(), list(host, systemd, ctx)),
-        PortableCmd::Attach { image, prefixes } => {
-            let label = format!("{} failed: ", method("AttachImage", opts));
-            (
-                label,
-                (|| {
-                    let path = norm(&image, false)?;
-                    let m = matches(ctx, &image, &prefixes, false)?;
-                    let o = attach_opts(exts(false)?);
-                    let out =
-                        ops::attach_verb(host, systemd, &path, &m, &o, &steps, &mut sayer(ctx))?;
-                    emit_json(ctx, &out)
-                })(),
-            )
+            .map(|e| self.norm(e, permit_missing))
+            .collect()
+    }
+
+    fn attach_opts(&self) -> anyhow::Result<AttachOptions> {
+        Ok(AttachOptions {
+            profile: self.opts.profile.clone(),
+            copy: self.copy,
+            runtime: self.opts.runtime,
+            force: self.opts.force,
+            extensions: self.extensions(false)?,
+            reattach: false,
+        })
+    }
+
+    fn attach(&self, image: &str, prefixes: &[String], reattach: bool) -> anyhow::Result<ExitCode> {
+        let path = self.norm(image, false)?;
+        let m = matches(self.ctx, image, prefixes, false)?;
+        let o = self.attach_opts()?;
+        let (host, sd, steps) = (self.host, self.systemd, self.steps());
+        let mut say = sayer(self.ctx);
+        let out = if reattach {
+            ops::reattach_verb(host, sd, &path, &m, &o, &steps, &mut say)?
+        } else {
+            ops::attach_verb(host, sd, &path, &m, &o, &steps, &mut say)?
+        };
+        emit_json(self.ctx, &out)
+    }
+
+    fn detach(&self, image: &str, prefixes: &[String]) -> anyhow::Result<ExitCode> {
+        let path = self.norm(image, true)?;
+        let steps = self.steps();
+        let m = if steps.enable || steps.now {
+            matches(self.ctx, image, prefixes, true)?
+        } else {
+            Vec::new()
+        };
+        let o = DetachOptions {
+            runtime: self.opts.runtime,
+            force: self.opts.force,
+            extensions: self.extensions(true)?,
+            reattach: false,
+        };
+        let mut say = sayer(self.ctx);
+        let out = ops::detach_verb(self.host, self.systemd, &path, &m, &o, &steps, &mut say)?;
+        emit_json(self.ctx, &out)
+    }
+
+    fn inspect(&self, image: &str, prefixes: &[String]) -> anyhow::Result<ExitCode> {
+        let path = self.norm(image, false)?;
+        let m = matches(self.ctx, image, prefixes, true)?;
+        let exts = self.extensions(false)?;
+        let found = manage::inspect(self.host, &path, &exts, &m, self.opts.force)?;
+        if self.ctx.json {
+            return emit_json(self.ctx, &found);
         }
-        PortableCmd::Reattach { image, prefixes } => {
-            let label = format!("{} failed: ", method("ReattachImage", opts));
-            (
-                label,
-                (|| {
-                    let path = norm(&image, false)?;
-                    let m = matches(ctx, &image, &prefixes, false)?;
-                    let o = attach_opts(exts(false)?);
-                    let out =
-                        ops::reattach_verb(host, systemd, &path, &m, &o, &steps, &mut sayer(ctx))?;
-                    emit_json(ctx, &out)
-                })(),
-            )
+        print!("{}", inspect_text(&found, self.opts.cat));
+        Ok(ExitCode::SUCCESS)
+    }
+
+    fn is_attached(&self, image: &str) -> anyhow::Result<ExitCode> {
+        let path = self.norm(image, true)?;
+        let state = manage::state(self.host, self.systemd, &path, &self.extensions(true)?)?;
+        if self.ctx.json {
+            println!("{}", serde_json::json!({ "state": state }));
+        } else if !self.ctx.quiet {
+            println!("{state}");
         }
-        PortableCmd::Detach { image, prefixes } => {
-            let label = format!("{} failed: ", method("DetachImage", opts));
-            (
-                label,
-                (|| {
-                    let path = norm(&image, true)?;
-                    let m = if steps.enable || steps.now {
-                        matches(ctx, &image, &prefixes, true)?
-                    } else {
-                        Vec::new()
-                    };
-                    let o = DetachOptions {
-                        runtime: opts.runtime,
-                        force: opts.force,
-                        extensions: exts(true)?,
-                        reattach: false,
-                    };
-                    let out =
-                        ops::detach_verb(host, systemd, &path, &m, &o, &steps, &mut sayer(ctx))?;
-                    emit_json(ctx, &out)
-                })(),
-            )
+        Ok(if state == realms_portable::State::Detached {
+            ExitCode::FAILURE
+        } else {
+            ExitCode::SUCCESS
+        })
+    }
+
+    fn validate(&self, image: &str, prefixes: &[String]) -> anyhow::Result<ExitCode> {
+        let path = self.norm(image, false)?;
+        let m = matches(self.ctx, image, prefixes, true)?;
+        let checks = validate(self.host, &path, &m)?;
+        let ok = checks.iter().all(|c| c.passed);
+        if self.ctx.json {
+            emit_json(self.ctx, &checks)?;
+        } else if !self.ctx.quiet {
+            checks.iter().for_each(|c| println!("{c}"));
         }
-        PortableCmd::Inspect { image, prefixes } => (
-            "Failed to inspect image metadata: ".into(),
-            (|| {
-                let path = norm(&image, false)?;
-                let m = matches(ctx, &image, &prefixes, true)?;
-                let found = manage::inspect(host, &path, &exts(false)?, &m, opts.force)?;
-                if ctx.json {
-                    return emit_json(ctx, &found);
-                }
-                print!("{}", inspect_text(&found, opts.cat));
-                Ok(ExitCode::SUCCESS)
-            })(),
-        ),
-        PortableCmd::IsAttached { image } => {
-            let label = if opts.extensions.is_empty() {
-                "GetImageState failed: "
-            } else {
-                "GetImageStateWithExtensions failed: "
-            };
-            (
-                label.into(),
-                (|| {
-                    let path = norm(&image, true)?;
-                    let state = manage::state(host, systemd, &path, &exts(true)?)?;
-                    if ctx.json {
-                        println!("{}", serde_json::json!({ "state": state }));
-                    } else if !ctx.quiet {
-                        println!("{state}");
-                    }
-                    Ok(if state == realms_portable::State::Detached {
-                        ExitCode::FAILURE
-                    } else {
-                        ExitCode::SUCCESS
-                    })
-                })(),
-            )
-        }
-        PortableCmd::ReadOnly { image, value } => (
-            "Could not mark image read-only: ".into(),
-            (|| {
-                let b = value
-                    .as_deref()
-                    .map(parse_bool)
-                    .transpose()?
-                    .unwrap_or(true);
-                manage::set_read_only(host, &norm(&image, false)?, b)?;
-                Ok(ExitCode::SUCCESS)
-            })(),
-        ),
-        PortableCmd::Remove { images } => (
-            "Could not remove image: ".into(),
-            (|| {
-                for image in images {
-                    let removed = manage::remove(host, systemd, &image)?;
-                    tracing::info!("removed {}", removed.display());
-                }
-                Ok(ExitCode::SUCCESS)
-            })(),
-        ),
-        PortableCmd::Validate { image, prefixes } => (
-            "".into(),
-            (|| {
-                let path = norm(&image, false)?;
-                let m = matches(ctx, &image, &prefixes, true)?;
-                let checks = validate(host, &path, &m)?;
-                let ok = checks.iter().all(|c| c.passed);
-                if ctx.json {
-                    emit_json(ctx, &checks)?;
-                } else if !ctx.quiet {
-                    checks.iter().for_each(|c| println!("{c}"));
-                }
-                Ok(if ok {
-                    ExitCode::SUCCESS
+        Ok(if ok {
+            ExitCode::SUCCESS
+        } else {
+            ExitCode::FAILURE
+        })
+    }
+
+    /// Runs the verb; returns portablectl's prefix for its error message and the result.
+    fn dispatch(&self, cmd: PortableCmd) -> (String, anyhow::Result<ExitCode>) {
+        let failed = |base: &str| format!("{} failed: ", method(base, self.opts));
+        match cmd {
+            PortableCmd::List => (
+                "Failed to list images: ".into(),
+                list(self.host, self.systemd, self.ctx),
+            ),
+            PortableCmd::Attach { image, prefixes } => {
+                (failed("AttachImage"), self.attach(&image, &prefixes, false))
+            }
+            PortableCmd::Reattach { image, prefixes } => (
+                failed("ReattachImage"),
+                self.attach(&image, &prefixes, true),
+            ),
+            PortableCmd::Detach { image, prefixes } => {
+                (failed("DetachImage"), self.detach(&image, &prefixes))
+            }
+            PortableCmd::Inspect { image, prefixes } => (
+                "Failed to inspect image metadata: ".into(),
+                self.inspect(&image, &prefixes),
+            ),
+            PortableCmd::IsAttached { image } => {
+                let label = if self.opts.extensions.is_empty() {
+                    "GetImageState failed: "
                 } else {
-                    ExitCode::FAILURE
-                })
-            })(),
-        ),
+                    "GetImageStateWithExtensions failed: "
+                };
+                (label.into(), self.is_attached(&image))
+            }
+            PortableCmd::ReadOnly { image, value } => (
+                "Could not mark image read-only: ".into(),
+                (|| {
+                    let b = value
+                        .as_deref()
+                        .map(parse_bool)
+                        .transpose()?
+                        .unwrap_or(true);
+                    manage::set_read_only(self.host, &self.norm(&image, false)?, b)?;
+                    Ok(ExitCode::SUCCESS)
+                })(),
+            ),
+            PortableCmd::Remove { images } => (
+                "Could not remove image: ".into(),
+                images
+                    .iter()
+                    .try_for_each(|image| {
+                        let removed = manage::remove(self.host, self.systemd, image)?;
+                        tracing::info!("removed {}", removed.display());
+                        Ok(())
+                    })
+                    .map(|()| ExitCode::SUCCESS),
+            ),
+            PortableCmd::Validate { image, prefixes } => {
+                (String::new(), self.validate(&image, &prefixes))
+            }
+        }
     }
 }
 

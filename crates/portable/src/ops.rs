@@ -277,14 +277,21 @@ pub fn reattach_verb(
                 queue(systemd, "StopUnit", &unit, &mut jobs, say);
             }
         }
+        let later = Steps {
+            no_block: true,
+            ..steps.clone()
+        };
         jobs.extend(enable_start(
             systemd,
             &attached.changes,
             "RestartUnit",
             opts.runtime,
-            steps,
+            &later,
             say,
         ));
+        if !steps.no_block {
+            wait(systemd, &jobs, say);
+        }
         out.jobs = jobs.into_iter().map(|j| j.path).collect();
     }
     out.removed = removed;
