@@ -179,9 +179,6 @@ pub fn run(args: PortableArgs, ctx: &Ctx) -> anyhow::Result<ExitCode> {
         realms_portable::Error::BadProfileName(opts.profile.clone())
     );
     let copy: CopyMode = opts.copy.parse().map_err(anyhow::Error::msg)?;
-    // Raw images are mounted; a private mount namespace keeps those mounts from the host even
-    // if we are killed (needs root; without it raw images cannot be mounted anyway).
-    realms_portable::private_mounts();
     let host = Host::open(&ctx.root).with_context(|| format!("opening {}", ctx.root.display()))?;
     let systemd = Systemd::detect(&host);
     let run = Run {

@@ -18,6 +18,7 @@
 
 pub mod attach;
 pub mod changes;
+pub mod dbus;
 pub mod detach;
 mod error;
 pub mod extract;
@@ -43,13 +44,16 @@ pub use layout::Host;
 pub use manage::State;
 pub use systemd::Systemd;
 
-/// Gives this process a private mount namespace (when it runs as root), so the mounts of raw
-/// images never show on the host, even if the process is killed. Call it before anything that
-/// may read a raw image, while the process is single-threaded.
+/// Gives this process a private mount namespace (when it runs as root, once), so the mounts of
+/// raw images never show on the host, even if the process is killed. Mounting a raw image calls
+/// it; it only takes effect while the process is single-threaded (as the CLI is).
 pub fn private_mounts() {
-    if rustix::process::geteuid().is_root()
-        && let Err(e) = realms_sys::ns::unshare_mount_namespace()
-    {
-        tracing::debug!("no private mount namespace: {e}");
-    }
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        if rustix::process::geteuid().is_root()
+            && let Err(e) = realms_sys::ns::unshare_mount_namespace()
+        {
+            tracing::debug!("no private mount namespace: {e}");
+        }
+    });
 }

@@ -267,6 +267,7 @@ impl Mounted {
     /// Mounts the root filesystem of the raw image at host path `image` (verified first when it
     /// has a root hash and verity data).
     pub fn mount(image: &Path) -> Result<Mounted> {
+        crate::private_mounts();
         let lay = layout(image)?;
         verify(image, &lay)?;
         let dir =

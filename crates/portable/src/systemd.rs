@@ -1,7 +1,9 @@
 //! Talking to the service manager: reload, which units are active or enabled, enable/disable
-//! with the portable flag, and start/stop/restart jobs — through `systemctl` and `busctl`, so
-//! jobs are queued on PID 1's D-Bus API exactly as portablectl queues them.
+//! with the portable flag, and start/stop/restart jobs — on PID 1's D-Bus API, over the system
+//! bus as portablectl calls it (or PID 1's private socket), without a process per call; the
+//! `systemctl` and `busctl` tools are the fallback when neither socket can be used.
 
+use std::cell::RefCell;
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 use std::process::Stdio;
@@ -9,6 +11,7 @@ use std::time::{Duration, Instant};
 
 use realms_sys::cmd::Cmd;
 
+use crate::dbus::{Conn, SIGNAL, Value};
 use crate::error::{Error, Result};
 use crate::layout::Host;
 
@@ -21,10 +24,12 @@ const FLAG_PORTABLE: u64 = 1 << 2;
 const ACTIVE_STATES: [&str; 4] = ["activating", "active", "reloading", "deactivating"];
 
 /// The service manager of the host, if it is running (a live root with systemd as PID 1).
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct Systemd {
     running: bool,
     root: std::path::PathBuf,
+    /// The private-socket connection, once made (`None` inside: the tools are used instead).
+    bus: RefCell<Option<Option<Conn>>>,
 }
 
 /// A job queued on PID 1.
@@ -61,7 +66,26 @@ impl Systemd {
         Systemd {
             running,
             root: host.root().to_owned(),
+            bus: RefCell::new(None),
         }
+    }
+
+    /// Runs `f` on the private-socket connection (made and subscribed on first use); `None`
+    /// when there is none, so the caller falls back to the command-line tools.
+    fn with_bus<T>(&self, f: impl FnOnce(&mut Conn) -> std::io::Result<T>) -> Option<Result<T>> {
+        if !self.running {
+            return None;
+        }
+        let mut slot = self.bus.borrow_mut();
+        let conn = slot.get_or_insert_with(|| {
+            let mut c = Conn::connect(Path::new("/run/dbus/system_bus_socket"), true)
+                .or_else(|_| Conn::connect(Path::new("/run/systemd/private"), false))
+                .ok()?;
+            c.call(OBJECT, MANAGER, "Subscribe", "", &[]).ok()?;
+            Some(c)
+        });
+        let conn = conn.as_mut()?;
+        Some(f(conn).map_err(|e| Error::Systemd(e.to_string())))
     }
 
     /// Whether systemd is running for this host.
@@ -73,6 +97,9 @@ impl Systemd {
     pub fn reload(&self) -> Result<()> {
         if !self.running {
             return Ok(());
+        }
+        if let Some(r) = self.with_bus(|c| c.call(OBJECT, MANAGER, "Reload", "", &[]).map(drop)) {
+            return r.map_err(|e| Error::Systemd(format!("Failed to reload daemon: {e}")));
         }
         Cmd::new("systemctl")
             .arg("daemon-reload")
@@ -86,6 +113,9 @@ impl Systemd {
         let mut out = BTreeSet::new();
         if !self.running || units.is_empty() {
             return Ok(out);
+        }
+        if let Some(r) = self.with_bus(|c| bus_active(c, units)) {
+            return r;
         }
         let (templates, plain): (Vec<&String>, Vec<&String>) =
             units.iter().partition(|u| u.contains("@."));
@@ -124,6 +154,21 @@ impl Systemd {
         if units.is_empty() {
             return Some(BTreeMap::new());
         }
+        if let Some(Ok(states)) = self.with_bus(|c| {
+            units
+                .iter()
+                .map(|u| {
+                    let s = c
+                        .call(OBJECT, MANAGER, "GetUnitFileState", "s", &[str_value(u)])
+                        .ok()
+                        .and_then(|b| b.first().and_then(Value::as_str).map(str::to_owned))
+                        .unwrap_or_default();
+                    Ok((u.clone(), s))
+                })
+                .collect()
+        }) {
+            return Some(states);
+        }
         let mut cmd = Cmd::new("systemctl");
         if !self.running {
             cmd.arg(format!("--root={}", self.root.display()));
@@ -149,6 +194,17 @@ impl Systemd {
         } else {
             "DisableUnitFilesWithFlags"
         };
+        if let Some(r) = self.with_bus(|c| {
+            let names = Value::Array(vec![str_value(unit)]);
+            let body = c.call(OBJECT, MANAGER, method, "ast", &[names, Value::U64(flags)])?;
+            let changes = if enable { body.get(1) } else { body.first() };
+            Ok(changes.map(change_lines).unwrap_or_default())
+        }) {
+            let verb = if enable { "enable" } else { "disable" };
+            return r.map_err(|e| {
+                Error::Systemd(format!("Failed to {verb} the portable service {unit}: {e}"))
+            });
+        }
         let flags = flags.to_string();
         let reply = busctl_json(&[
             "call", DEST, OBJECT, MANAGER, method, "ast", "1", unit, &flags,
@@ -176,6 +232,32 @@ impl Systemd {
 
     /// Queues `method` (StartUnit, StopUnit, RestartUnit) for `unit` with mode "replace".
     pub fn queue(&self, method: &'static str, unit: &str) -> Result<Job> {
+        let bus = self.with_bus(|c| {
+            let body = c.call(
+                OBJECT,
+                MANAGER,
+                method,
+                "ss",
+                &[str_value(unit), str_value("replace")],
+            )?;
+            Ok(body
+                .first()
+                .and_then(Value::as_str)
+                .unwrap_or("")
+                .to_owned())
+        });
+        if let Some(r) = bus {
+            let path = r.map_err(|e| {
+                Error::Systemd(format!(
+                    "Failed to call {method} on the portable service {unit}: {e}"
+                ))
+            })?;
+            return Ok(Job {
+                path,
+                method,
+                unit: unit.to_owned(),
+            });
+        }
         let reply = busctl_json(&["call", DEST, OBJECT, MANAGER, method, "ss", unit, "replace"])
             .map_err(|e| {
                 Error::Systemd(format!(
@@ -194,6 +276,12 @@ impl Systemd {
 
     /// Waits until every job is finished; returns the units of start jobs that ended failed.
     pub fn wait(&self, jobs: &[Job]) -> Result<Vec<String>> {
+        if jobs.is_empty() {
+            return Ok(Vec::new());
+        }
+        if let Some(r) = self.with_bus(|c| bus_wait(c, jobs)) {
+            return r;
+        }
         let ids: BTreeSet<&str> = jobs
             .iter()
             .filter_map(|j| j.path.rsplit('/').next())
@@ -241,4 +329,94 @@ impl Systemd {
             .map(|(u, _)| u.clone())
             .collect())
     }
+}
+
+fn str_value(s: &str) -> Value {
+    Value::Str(s.to_owned())
+}
+
+/// systemctl's lines for the `a(sss)` changes of Enable/DisableUnitFilesWithFlags.
+fn change_lines(changes: &Value) -> Vec<String> {
+    let mut lines = Vec::new();
+    for c in changes.items() {
+        let f = c.items();
+        let get = |i: usize| f.get(i).and_then(Value::as_str);
+        match (get(0), get(1)) {
+            (Some("symlink"), Some(p)) => lines.push(format!(
+                "Created symlink {p} \u{2192} {}.",
+                get(2).unwrap_or("")
+            )),
+            (Some("unlink"), Some(p)) => lines.push(format!("Removed \"{p}\".")),
+            _ => {}
+        }
+    }
+    lines
+}
+
+fn bus_active(c: &mut Conn, units: &[String]) -> std::io::Result<BTreeSet<String>> {
+    let mut out = BTreeSet::new();
+    for unit in units {
+        if let Some((prefix, suffix)) = unit.split_once("@.") {
+            let states = Value::Array(ACTIVE_STATES.iter().map(|s| str_value(s)).collect());
+            let patterns = Value::Array(vec![str_value(&format!("{prefix}@*.{suffix}"))]);
+            let body = c.call(
+                OBJECT,
+                MANAGER,
+                "ListUnitsByPatterns",
+                "asas",
+                &[states, patterns],
+            )?;
+            if body.first().is_some_and(|v| !v.items().is_empty()) {
+                out.insert(unit.clone());
+            }
+            continue;
+        }
+        // Not loaded means not active.
+        let Ok(body) = c.call(OBJECT, MANAGER, "GetUnit", "s", &[str_value(unit)]) else {
+            continue;
+        };
+        let Some(path) = body.first().and_then(Value::as_str).map(str::to_owned) else {
+            continue;
+        };
+        let args = [
+            str_value("org.freedesktop.systemd1.Unit"),
+            str_value("ActiveState"),
+        ];
+        let state = c.call(&path, "org.freedesktop.DBus.Properties", "Get", "ss", &args)?;
+        if state
+            .first()
+            .and_then(Value::as_str)
+            .is_some_and(|s| ACTIVE_STATES.contains(&s))
+        {
+            out.insert(unit.clone());
+        }
+    }
+    Ok(out)
+}
+
+/// Waits for the JobRemoved signals of `jobs`; returns the units whose start/restart failed.
+fn bus_wait(c: &mut Conn, jobs: &[Job]) -> std::io::Result<Vec<String>> {
+    let mut left: BTreeSet<&str> = jobs.iter().map(|j| j.path.as_str()).collect();
+    let mut failed = Vec::new();
+    let mut pending = std::mem::take(&mut c.pending).into_iter();
+    while !left.is_empty() {
+        let m = match pending.next() {
+            Some(m) => m,
+            None => c.read()?,
+        };
+        if m.kind != SIGNAL || m.member.as_deref() != Some("JobRemoved") {
+            continue;
+        }
+        let get = |i: usize| m.body.get(i).and_then(Value::as_str).unwrap_or("");
+        if left.remove(get(1)) {
+            let job = jobs
+                .iter()
+                .find(|j| j.path == get(1))
+                .expect("a job of ours");
+            if job.method != "StopUnit" && get(3) != "done" {
+                failed.push(get(2).to_owned());
+            }
+        }
+    }
+    Ok(failed)
 }
