@@ -369,16 +369,24 @@ fn inode_flags(fd: &OwnedFd, path: &Path) -> Result<libc::c_int> {
 /// Whether the file or directory `path` has the immutable attribute (`chattr +i`).
 pub fn is_immutable(path: impl AsRef<Path>) -> Result<bool> {
     let path = path.as_ref();
-    let fd = rustix::fs::open(path, OFlags::RDONLY | OFlags::CLOEXEC | OFlags::NONBLOCK, Mode::empty())
-        .ctx("opening", path)?;
+    let fd = rustix::fs::open(
+        path,
+        OFlags::RDONLY | OFlags::CLOEXEC | OFlags::NONBLOCK,
+        Mode::empty(),
+    )
+    .ctx("opening", path)?;
     Ok(inode_flags(&fd, path)? & FS_IMMUTABLE_FL != 0)
 }
 
 /// Sets or clears the immutable attribute of `path` (`chattr +i` / `-i`).
 pub fn set_immutable(path: impl AsRef<Path>, immutable: bool) -> Result<()> {
     let path = path.as_ref();
-    let fd = rustix::fs::open(path, OFlags::RDONLY | OFlags::CLOEXEC | OFlags::NONBLOCK, Mode::empty())
-        .ctx("opening", path)?;
+    let fd = rustix::fs::open(
+        path,
+        OFlags::RDONLY | OFlags::CLOEXEC | OFlags::NONBLOCK,
+        Mode::empty(),
+    )
+    .ctx("opening", path)?;
     let mut flags = inode_flags(&fd, path)?;
     if immutable {
         flags |= FS_IMMUTABLE_FL;
