@@ -311,6 +311,8 @@ pub struct Conn {
     /// Signals that arrived while waiting for a reply.
     pub pending: Vec<Message>,
     dest: &'static str,
+    bus: bool,
+    subscribed: bool,
 }
 
 impl Conn {
@@ -335,9 +337,12 @@ impl Conn {
             serial: 0,
             pending: Vec::new(),
             dest: "org.freedesktop.systemd1",
+            bus: false,
+            subscribed: false,
         };
         if bus {
-            // A message bus wants Hello first, and a match rule for the signals we wait for.
+            // A message bus wants Hello first.
+            conn.bus = true;
             conn.dest = "org.freedesktop.DBus";
             conn.call(
                 "/org/freedesktop/DBus",
@@ -346,17 +351,33 @@ impl Conn {
                 "",
                 &[],
             )?;
+            conn.dest = "org.freedesktop.systemd1";
+        }
+        Ok(conn)
+    }
+
+    /// Asks for PID 1's job signals (once): a match rule on a message bus, then `Subscribe()`.
+    pub fn subscribe(&mut self) -> std::io::Result<()> {
+        if self.subscribed {
+            return Ok(());
+        }
+        if self.bus {
             let rule = "type='signal',sender='org.freedesktop.systemd1',interface='org.freedesktop.systemd1.Manager',member='JobRemoved'";
-            conn.call(
+            self.dest = "org.freedesktop.DBus";
+            let added = self.call(
                 "/org/freedesktop/DBus",
                 "org.freedesktop.DBus",
                 "AddMatch",
                 "s",
                 &[Value::Str(rule.to_owned())],
-            )?;
-            conn.dest = "org.freedesktop.systemd1";
+            );
+            self.dest = "org.freedesktop.systemd1";
+            added?;
         }
-        Ok(conn)
+        let manager = "org.freedesktop.systemd1.Manager";
+        self.call("/org/freedesktop/systemd1", manager, "Subscribe", "", &[])?;
+        self.subscribed = true;
+        Ok(())
     }
 
     /// Reads the next message.

@@ -70,19 +70,17 @@ impl Systemd {
         }
     }
 
-    /// Runs `f` on the private-socket connection (made and subscribed on first use); `None`
-    /// when there is none, so the caller falls back to the command-line tools.
+    /// Runs `f` on the D-Bus connection to PID 1 (made on first use); `None` when there is
+    /// none, so the caller falls back to the command-line tools.
     fn with_bus<T>(&self, f: impl FnOnce(&mut Conn) -> std::io::Result<T>) -> Option<Result<T>> {
         if !self.running {
             return None;
         }
         let mut slot = self.bus.borrow_mut();
         let conn = slot.get_or_insert_with(|| {
-            let mut c = Conn::connect(Path::new("/run/dbus/system_bus_socket"), true)
+            Conn::connect(Path::new("/run/dbus/system_bus_socket"), true)
                 .or_else(|_| Conn::connect(Path::new("/run/systemd/private"), false))
-                .ok()?;
-            c.call(OBJECT, MANAGER, "Subscribe", "", &[]).ok()?;
-            Some(c)
+                .ok()
         });
         let conn = conn.as_mut()?;
         Some(f(conn).map_err(|e| Error::Systemd(e.to_string())))
@@ -233,6 +231,7 @@ impl Systemd {
     /// Queues `method` (StartUnit, StopUnit, RestartUnit) for `unit` with mode "replace".
     pub fn queue(&self, method: &'static str, unit: &str) -> Result<Job> {
         let bus = self.with_bus(|c| {
+            c.subscribe()?;
             let body = c.call(
                 OBJECT,
                 MANAGER,
