@@ -75,3 +75,9 @@ fn portable_gpt_verity() {
     assert!(out.contains("VERITY DEVICE PRESENT"), "{out}");
     assert!(out.contains("PORTABLE foo-test_2 OK"), "{out}");
 }
+
+#[test]
+fn portable_raw_reattach() {
+    let out = outcome().assert_ok("portable_raw_reattach");
+    assert!(out.contains("PORTABLE REATTACH OK"), "{out}");
+}

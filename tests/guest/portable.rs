@@ -107,8 +107,39 @@ echo "PORTABLE {image} OK"
     )
 }
 
+/// TEST-29's raw-image flow: attach one version, reattach the next by name with --now, then
+/// --force over stale files left in the attach directory.
+const REATTACH: &str = r#"
+A=/run/systemd/system.attached
+realms portable attach --now --runtime foo-test_1 2>&1
+test "$(systemctl is-active foo-test.service)" = active
+realms portable reattach --now --runtime foo-test_2 2>&1 | tee reattach.log
+grep -q "to call RestartUnit on portable service foo-test.service." reattach.log
+grep -qx 'RootImage=/var/lib/portables/foo-test_2.raw' $A/foo-test.service.d/20-portable.conf
+test "$(systemctl show -p RootImage --value foo-test.service)" = /var/lib/portables/foo-test_2.raw
+test "$(systemctl is-active foo-test.service)" = active
+test "$(realms portable is-attached foo-test_2)" = running-runtime
+test "$(portablectl is-attached foo-test_2 2>/dev/null)" = running-runtime
+realms portable detach --now --runtime foo-test_2 2>&1
+test ! -e $A
+mkdir -p $A/foo-test.service.d
+for f in foo-test.service foo-test.service.d/10-profile.conf foo-test.service.d/20-portable.conf; do
+  printf '[Unit]
+Description=stale
+' > $A/$f
+done
+systemctl daemon-reload
+realms portable attach --force --now --runtime foo-test_1 2>&1
+head -1 $A/foo-test.service.d/20-portable.conf | grep -q "foo-test_1.raw"
+test "$(systemctl is-active foo-test.service)" = active
+realms portable detach --force --now --runtime foo-test_1 2>&1
+test ! -e $A
+echo "PORTABLE REATTACH OK"
+"#;
+
 pub fn cases() -> Vec<GuestCase> {
     vec![
+        GuestCase::new("portable_raw_reattach", REATTACH),
         case(
             "portable_raw_squashfs",
             "foo-test_1",

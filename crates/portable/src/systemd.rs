@@ -354,39 +354,37 @@ fn change_lines(changes: &Value) -> Vec<String> {
 
 fn bus_active(c: &mut Conn, units: &[String]) -> std::io::Result<BTreeSet<String>> {
     let mut out = BTreeSet::new();
-    for unit in units {
-        if let Some((prefix, suffix)) = unit.split_once("@.") {
-            let states = Value::Array(ACTIVE_STATES.iter().map(|s| str_value(s)).collect());
-            let patterns = Value::Array(vec![str_value(&format!("{prefix}@*.{suffix}"))]);
-            let body = c.call(
-                OBJECT,
-                MANAGER,
-                "ListUnitsByPatterns",
-                "asas",
-                &[states, patterns],
-            )?;
-            if body.first().is_some_and(|v| !v.items().is_empty()) {
-                out.insert(unit.clone());
+    let (templates, plain): (Vec<&String>, Vec<&String>) =
+        units.iter().partition(|u| u.contains("@."));
+    if !plain.is_empty() {
+        // One call for all of them: (name, description, load, active, ...) per unit.
+        let names = Value::Array(plain.iter().map(|u| str_value(u)).collect());
+        let body = c.call(OBJECT, MANAGER, "ListUnitsByNames", "as", &[names])?;
+        for entry in body.first().map(Value::items).unwrap_or_default() {
+            let f = entry.items();
+            let (Some(name), Some(state)) = (
+                f.first().and_then(Value::as_str),
+                f.get(3).and_then(Value::as_str),
+            ) else {
+                continue;
+            };
+            if ACTIVE_STATES.contains(&state) {
+                out.insert(name.to_owned());
             }
-            continue;
         }
-        // Not loaded means not active.
-        let Ok(body) = c.call(OBJECT, MANAGER, "GetUnit", "s", &[str_value(unit)]) else {
-            continue;
-        };
-        let Some(path) = body.first().and_then(Value::as_str).map(str::to_owned) else {
-            continue;
-        };
-        let args = [
-            str_value("org.freedesktop.systemd1.Unit"),
-            str_value("ActiveState"),
-        ];
-        let state = c.call(&path, "org.freedesktop.DBus.Properties", "Get", "ss", &args)?;
-        if state
-            .first()
-            .and_then(Value::as_str)
-            .is_some_and(|s| ACTIVE_STATES.contains(&s))
-        {
+    }
+    for unit in templates {
+        let (prefix, suffix) = unit.split_once("@.").expect("a template has @.");
+        let states = Value::Array(ACTIVE_STATES.iter().map(|s| str_value(s)).collect());
+        let patterns = Value::Array(vec![str_value(&format!("{prefix}@*.{suffix}"))]);
+        let body = c.call(
+            OBJECT,
+            MANAGER,
+            "ListUnitsByPatterns",
+            "asas",
+            &[states, patterns],
+        )?;
+        if body.first().is_some_and(|v| !v.items().is_empty()) {
             out.insert(unit.clone());
         }
     }
