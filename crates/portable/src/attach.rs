@@ -331,3 +331,120 @@ pub fn attach(
         installed_profile,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::detach::{DetachOptions, detach};
+    use crate::manage::{State, state};
+
+    /// A `--root` with an image `foo` in /var/lib/portables and the default profile.
+    fn root() -> tempfile::TempDir {
+        let tmp = tempfile::tempdir().unwrap();
+        let img = tmp.path().join("var/lib/portables/foo");
+        let units = img.join("usr/lib/systemd/system");
+        std::fs::create_dir_all(&units).unwrap();
+        std::fs::create_dir_all(img.join("etc")).unwrap();
+        std::fs::write(img.join("usr/lib/os-release"), "ID=foo\n").unwrap();
+        for (name, text) in [
+            ("foo.service", "[Service]\nExecStart=/x\n"),
+            ("foo.socket", "[Socket]\nListenStream=/run/foo\n"),
+            ("foobar.service", "[Service]\nExecStart=/x\n"),
+        ] {
+            std::fs::write(units.join(name), text).unwrap();
+        }
+        let profile = tmp.path().join("usr/lib/systemd/portable/profile/default");
+        std::fs::create_dir_all(&profile).unwrap();
+        std::fs::write(profile.join("service.conf"), "[Service]\nDynamicUser=yes\n").unwrap();
+        tmp
+    }
+
+    #[test]
+    fn attach_then_detach_leaves_nothing() {
+        let tmp = root();
+        let host = Host::open(tmp.path()).unwrap();
+        let systemd = Systemd::detect(&host);
+        assert!(!systemd.is_running());
+        let opts = AttachOptions {
+            profile: "default".into(),
+            runtime: true,
+            ..AttachOptions::default()
+        };
+        let done = attach(&host, &systemd, "foo", &["foo".into()], &opts).unwrap();
+        let attached = tmp.path().join("run/systemd/system.attached");
+        assert!(attached.join("foo.service").is_file());
+        assert!(attached.join("foo.socket").is_file());
+        assert!(!attached.join("foobar.service").exists());
+        // Sockets get only the marker; no profile exists for them.
+        assert!(!attached.join("foo.socket.d/10-profile.conf").exists());
+        let socket_conf = std::fs::read_to_string(attached.join("foo.socket.d/20-portable.conf"));
+        assert_eq!(
+            socket_conf.unwrap(),
+            "# Drop-in created for image '/var/lib/portables/foo', do not edit.\n"
+        );
+        // /etc/os-release is missing on this "host", so the drop-in binds /usr/lib/os-release.
+        let conf =
+            std::fs::read_to_string(attached.join("foo.service.d/20-portable.conf")).unwrap();
+        assert!(conf.contains("BindReadOnlyPaths=/usr/lib/os-release:/run/host/os-release\n"));
+        assert_eq!(done.changes.len(), 1 + 4 + 3 + 1);
+        assert_eq!(
+            state(&host, &systemd, "foo", &[]).unwrap(),
+            State::AttachedRuntime
+        );
+        assert_eq!(
+            state(&host, &systemd, "other", &[]).unwrap(),
+            State::Detached
+        );
+        // Persistent detach finds nothing: it is attached at runtime.
+        let persistent = DetachOptions::default();
+        assert!(matches!(
+            detach(&host, &systemd, "foo", &persistent),
+            Err(Error::NotAttached { .. })
+        ));
+        let runtime = DetachOptions {
+            runtime: true,
+            ..DetachOptions::default()
+        };
+        let gone = detach(&host, &systemd, "/somewhere/else/foo", &runtime).unwrap();
+        assert_eq!(gone.units, ["foo.service", "foo.socket"]);
+        assert!(!attached.exists());
+        assert!(std::fs::symlink_metadata(tmp.path().join("run/portables/foo")).is_err());
+    }
+
+    #[test]
+    fn copy_modes_choose_copies_or_symlinks() {
+        for (mode, unit_is_link, profile_is_link) in [
+            (CopyMode::Auto, false, true),
+            (CopyMode::Copy, false, false),
+            (CopyMode::Symlink, true, true),
+            (CopyMode::Mixed, false, true),
+        ] {
+            let tmp = root();
+            let host = Host::open(tmp.path()).unwrap();
+            let systemd = Systemd::detect(&host);
+            let opts = AttachOptions {
+                profile: "default".into(),
+                copy: mode,
+                ..AttachOptions::default()
+            };
+            attach(&host, &systemd, "foo", &[], &opts).unwrap();
+            let dir = tmp.path().join("etc/systemd/system.attached");
+            let is_link = |p: &str| std::fs::symlink_metadata(dir.join(p)).unwrap().is_symlink();
+            assert_eq!(is_link("foo.service"), unit_is_link, "{mode:?}");
+            assert_eq!(
+                is_link("foo.service.d/10-profile.conf"),
+                profile_is_link,
+                "{mode:?}"
+            );
+            if mode == CopyMode::Symlink {
+                let target = std::fs::read_link(dir.join("foo.service")).unwrap();
+                assert_eq!(
+                    target,
+                    Path::new("/var/lib/portables/foo/usr/lib/systemd/system/foo.service")
+                );
+            }
+            // An empty match list takes every unit type a portable image may have.
+            assert!(std::fs::symlink_metadata(dir.join("foobar.service")).is_ok());
+        }
+    }
+}
