@@ -64,7 +64,10 @@ fn sealed_realm_starts_on_dm_verity_and_corruption_gives_eio() {
 fn portable_raw_squashfs() {
     let out = outcome().assert_ok("portable_raw_squashfs");
     assert!(out.contains("TREES IDENTICAL"), "{out}");
-    assert!(out.contains("RootImage=/var/lib/portables/foo-test_1.raw"), "{out}");
+    assert!(
+        out.contains("RootImage=/var/lib/portables/foo-test_1.raw"),
+        "{out}"
+    );
     assert!(out.contains("PORTABLE foo-test_1 OK"), "{out}");
 }
 
