@@ -421,11 +421,13 @@ impl Conn {
             }
             return match m.kind {
                 METHOD_RETURN => Ok(m.body),
-                ERROR => Err(std::io::Error::other(format!(
-                    "{}: {}",
-                    m.error.unwrap_or_default(),
-                    m.body.first().and_then(Value::as_str).unwrap_or("")
-                ))),
+                ERROR => Err(std::io::Error::other(
+                    m.body
+                        .first()
+                        .and_then(Value::as_str)
+                        .filter(|s| !s.is_empty())
+                        .map_or_else(|| m.error.unwrap_or_default(), str::to_owned),
+                )),
                 _ => Err(std::io::Error::other("unexpected D-Bus message")),
             };
         }

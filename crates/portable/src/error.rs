@@ -91,7 +91,7 @@ pub enum Error {
         #[source]
         source: Box<Error>,
     },
-    #[error("systemd: {0}")]
+    #[error("{0}")]
     Systemd(String),
     #[error(transparent)]
     Unit(#[from] realms_unit::Error),

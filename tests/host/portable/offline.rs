@@ -578,3 +578,38 @@ fn raw_and_gpt_verity_images_attach_with_root_image() {
         "{out}"
     );
 }
+
+/// What a newer portabled leaves behind is recognised too: a marker listing extensions, the
+/// newer drop-in lines, a `--copy=mixed` image copy, and a drop-in directory without its unit.
+#[test]
+fn newer_portabled_attachments_are_recognised() {
+    let root = Root::new("portable-newer", true);
+    let dir = root.at("run/systemd/system.attached");
+    fs::create_dir_all(dir.join("foo-test.service.d")).unwrap();
+    fs::create_dir_all(dir.join("foo-test-oneshot.service.d")).unwrap();
+    let marker = "# Drop-in created for image '/var/lib/portables/foo-test:/var/lib/extensions/ext.raw', do not edit.\n";
+    let newer = format!(
+        "{marker}\n[Service]\nRootDirectory=/var/lib/portables/foo-test\nEnvironment=PORTABLE=foo-test\n\
+         LogExtraFields=PORTABLE=foo-test\nLogExtraFields=PORTABLE_ROOT_NAME_AND_VERSION=foo_1\n\
+         ExtensionImagePolicy=root=verity+signed+encrypted+unprotected+absent\n"
+    );
+    for unit in ["foo-test.service", "foo-test-oneshot.service"] {
+        fs::write(dir.join(format!("{unit}.d/20-portable.conf")), &newer).unwrap();
+    }
+    fs::write(dir.join("foo-test.service"), "[Service]\nExecStart=/x\n").unwrap();
+    fs::create_dir_all(root.at("run/portables/foo-test/etc")).unwrap();
+    assert_eq!(root.ok("is-attached foo-test").trim(), "attached-runtime");
+    let out = root.ok("detach --runtime --extension /var/lib/extensions/ext.raw foo-test");
+    assert!(
+        out.contains("Removed /run/systemd/system.attached/foo-test-oneshot.service.d.\n"),
+        "{out}"
+    );
+    assert!(out.contains("Removed /run/portables/foo-test.\n"), "{out}");
+    assert!(!dir.exists());
+    assert!(!root.at("run/portables/foo-test").exists());
+    // The base image itself is untouched.
+    assert!(
+        root.at("var/lib/portables/foo-test/usr/bin/busybox")
+            .is_file()
+    );
+}
