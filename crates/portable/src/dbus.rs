@@ -319,7 +319,7 @@ impl Conn {
     /// Connects and authenticates (as the current user) to `socket`.
     pub fn connect(socket: &Path, bus: bool) -> std::io::Result<Conn> {
         let mut stream = UnixStream::connect(socket)?;
-        stream.set_read_timeout(Some(Duration::from_secs(120)))?;
+        stream.set_read_timeout(Some(Duration::from_secs(900)))?;
         let uid = rustix::process::geteuid().as_raw().to_string();
         let hex: String = uid.bytes().map(|b| format!("{b:02x}")).collect();
         stream.write_all(format!("\0AUTH EXTERNAL {hex}\r\n").as_bytes())?;
