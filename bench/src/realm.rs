@@ -56,28 +56,44 @@ fn big_image(t: &TestRoot) -> anyhow::Result<String> {
 fn creation(t: &TestRoot, image: &str, label: &str, runs: usize) -> anyhow::Result<Vec<Row>> {
     let img = t.path().join(format!("storage/appimg/{image}.appimg"));
     let realm = name("bn");
-    let ours = median(runs, || {
-        let start = Instant::now();
-        sh(&mut t.command(&["-q", "new", "--appimg", image, &realm]))?;
-        let took = start.elapsed();
-        sh(&mut t.command(&["-q", "remove", &realm]))?;
-        settle(t)?;
-        Ok(took)
-    })?;
     let dst = t.path().join("bench-copy");
-    let snapshot = median(runs, || {
-        let start = Instant::now();
-        sh(Command::new("btrfs")
-            .args(["-q", "subvolume", "snapshot"])
-            .arg(&img)
-            .arg(&dst))?;
-        let took = start.elapsed();
+    // Each round times both, in alternating order, under the same conditions (btrfs cleans up
+    // deleted subvolumes in the background, which slows whatever runs next).
+    let (mut ours, mut snapshot) = (Vec::new(), Vec::new());
+    for round in 0..=runs {
+        let mine = |v: &mut Vec<Duration>| -> anyhow::Result<()> {
+            v.push(time(
+                &mut t.command(&["-q", "new", "--appimg", image, &realm]),
+            )?);
+            Ok(())
+        };
+        let bare = |v: &mut Vec<Duration>| -> anyhow::Result<()> {
+            v.push(time(
+                Command::new("btrfs")
+                    .args(["-q", "subvolume", "snapshot"])
+                    .arg(&img)
+                    .arg(&dst),
+            )?);
+            Ok(())
+        };
+        if round % 2 == 0 {
+            mine(&mut ours)?;
+            bare(&mut snapshot)?;
+        } else {
+            bare(&mut snapshot)?;
+            mine(&mut ours)?;
+        }
+        sh(&mut t.command(&["-q", "remove", &realm]))?;
         sh(Command::new("btrfs")
             .args(["-q", "subvolume", "delete"])
             .arg(&dst))?;
         settle(t)?;
-        Ok(took)
-    })?;
+    }
+    // The first round warms the caches.
+    let (ours, snapshot) = (
+        middle(&mut ours[1..].to_vec()),
+        middle(&mut snapshot[1..].to_vec()),
+    );
     let copy = median(runs.min(3), || {
         let start = Instant::now();
         sh(Command::new("cp").arg("-a").arg(&img).arg(&dst))?;
@@ -97,12 +113,20 @@ fn creation(t: &TestRoot, image: &str, label: &str, runs: usize) -> anyhow::Resu
     ])
 }
 
+fn middle(times: &mut [Duration]) -> Duration {
+    times.sort();
+    times[times.len() / 2]
+}
+
 /// Waits for btrfs to finish cleaning up deleted subvolumes, so that one iteration's deletion
 /// does not slow down the next one's creation (for us and the peer alike).
 fn settle(t: &TestRoot) -> anyhow::Result<()> {
-    sh(Command::new("btrfs")
-        .args(["-q", "subvolume", "sync"])
-        .arg(t.path()))
+    // Bounded: a subvolume deleted while something still holds it is cleaned only later.
+    let _ = Command::new("timeout")
+        .args(["5", "btrfs", "-q", "subvolume", "sync"])
+        .arg(t.path())
+        .status();
+    Ok(())
 }
 
 fn start(t: &TestRoot, runs: usize) -> anyhow::Result<Vec<Row>> {

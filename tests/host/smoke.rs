@@ -8,6 +8,50 @@ use realms_tests::run::run;
 use realms_tests::scratch::{Scratch, unique};
 
 #[test]
+fn btrfs_snapshots_through_crates_sys_hold_the_files() {
+    let src = Scratch::empty("sysbtrfs");
+    std::fs::write(src.path().join("hello"), "from the source\n").unwrap();
+    let snap = src.path().with_file_name(unique("sysbtrfs-snap"));
+    realms_sys::btrfs::snapshot(src.path(), &snap, true).unwrap();
+    let seen = std::fs::read_to_string(snap.join("hello"));
+    let read_only = realms_sys::btrfs::is_readonly(&snap);
+    realms_sys::btrfs::delete_subvolume(&snap).unwrap();
+    assert_eq!(seen.unwrap(), "from the source\n");
+    assert!(read_only.unwrap());
+    assert!(!snap.exists());
+}
+
+/// Issue 2: parsing and writing back every unit file of the Debian base is byte-identical.
+#[test]
+fn unit_files_of_the_debian_base_round_trip_byte_for_byte() {
+    let dir = debian_base().join("usr/lib/systemd/system");
+    let mut files = Vec::new();
+    let mut stack = vec![dir.clone()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).unwrap().flatten() {
+            let ft = e.file_type().unwrap();
+            if ft.is_dir() {
+                stack.push(e.path());
+            } else if ft.is_file() {
+                files.push(e.path());
+            }
+        }
+    }
+    assert!(
+        files.len() > 100,
+        "only {} unit files under {}",
+        files.len(),
+        dir.display()
+    );
+    for f in &files {
+        let text = std::fs::read_to_string(f).unwrap();
+        let unit =
+            realms_unit::UnitFile::parse(&text).unwrap_or_else(|e| panic!("{}: {e}", f.display()));
+        assert_eq!(unit.to_text(), text, "{} does not round-trip", f.display());
+    }
+}
+
+#[test]
 fn nspawn_runs_true_in_the_debian_base() {
     nspawn_prerequisites();
     let base = debian_base();

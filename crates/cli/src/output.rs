@@ -51,18 +51,24 @@ pub fn print_error(err: &anyhow::Error) {
     eprintln!("error: {err:#}");
 }
 
-/// Logs go to stderr, filtered by `RUST_LOG` (default: warnings; `-v` info, `-vv` debug).
+/// Logs go to stderr: warnings by default, `-v` info, `-vv` debug; `RUST_LOG` overrides it.
+/// (The plain level filter avoids compiling filter directives on every run: start-up time
+/// counts for `realms run`.)
 pub fn init_logging(verbose: u8) {
-    let default = match verbose {
-        0 => "warn",
-        1 => "info",
-        _ => "debug",
-    };
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
+    let builder = tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
-        .without_time()
-        .init();
+        .without_time();
+    match std::env::var("RUST_LOG") {
+        Ok(directives) => builder
+            .with_env_filter(tracing_subscriber::EnvFilter::new(directives))
+            .init(),
+        Err(_) => {
+            let level = match verbose {
+                0 => tracing::Level::WARN,
+                1 => tracing::Level::INFO,
+                _ => tracing::Level::DEBUG,
+            };
+            builder.with_max_level(level).init()
+        }
+    }
 }

@@ -46,6 +46,10 @@ fn pid_file(store: &RealmStore, name: &str) -> PathBuf {
     store.run_dir().join(format!("realm-{name}.pid"))
 }
 
+fn leader_file(store: &RealmStore, name: &str) -> PathBuf {
+    store.run_dir().join(format!("realm-{name}.leader"))
+}
+
 /// The log of the realm's nspawn (direct executor).
 pub fn log_file(store: &RealmStore, name: &str) -> PathBuf {
     store.run_dir().join(format!("realm-{name}.log"))
@@ -93,11 +97,25 @@ pub fn is_running(store: &RealmStore, name: &str) -> bool {
 /// The PID (on the host) of the realm's init, the process whose namespaces are the realm's.
 pub fn leader(store: &RealmStore, name: &str) -> Result<u32> {
     let pid = nspawn_pid(store, name).ok_or_else(|| Error::realm(name, "it is not running"))?;
+    // Remembered at start; still right if that process is still nspawn's child.
+    let cached = fs::read_to_string(leader_file(store, name))
+        .ok()
+        .and_then(|s| s.trim().parse().ok());
+    if let Some(leader) = cached
+        && proc::parent_of(leader) == Some(pid)
+    {
+        return Ok(leader);
+    }
     let deadline = Instant::now() + Duration::from_secs(5);
     loop {
         // nspawn's intermediate child exits once the container's init runs; one child remains.
         let children = proc::children_of(pid)?;
         if let [leader] = children.as_slice() {
+            let _ = realms_sys::atomic::write_file(
+                leader_file(store, name),
+                leader.to_string().as_bytes(),
+                0o644,
+            );
             return Ok(*leader);
         }
         if Instant::now() > deadline {
@@ -372,6 +390,7 @@ pub(crate) fn stop_locked(store: &RealmStore, name: &str) -> Result<()> {
 /// Drops the runtime state of a stopped realm (pid file, address leases).
 fn forget_runtime(store: &RealmStore, name: &str) {
     let _ = fs::remove_file(pid_file(store, name));
+    let _ = fs::remove_file(leader_file(store, name));
     zone::release(store, name);
 }
 
