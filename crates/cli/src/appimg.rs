@@ -12,7 +12,7 @@ use realms_image::{ImageInfo, ImageKind, Progress, Source, import, keys};
 use realms_realm::{RealmStore, update};
 use serde::Serialize;
 
-use crate::output::Ctx;
+use crate::output::{Ctx, Json};
 
 #[derive(Debug, Subcommand)]
 pub enum AppimgCmd {
@@ -226,17 +226,6 @@ impl fmt::Display for Images {
                 i.os.as_deref().unwrap_or("-")
             )?;
         }
-        Ok(())
-    }
-}
-
-/// A value shown only with `--json` (its text form is said line by line instead).
-#[derive(Serialize)]
-#[serde(transparent)]
-struct Json<T: Serialize>(T);
-
-impl<T: Serialize> fmt::Display for Json<T> {
-    fn fmt(&self, _: &mut fmt::Formatter) -> fmt::Result {
         Ok(())
     }
 }

@@ -46,6 +46,17 @@ impl Ctx {
     }
 }
 
+/// A value shown only with `--json` (its text form is said line by line instead).
+#[derive(Serialize)]
+#[serde(transparent)]
+pub struct Json<T: Serialize>(pub T);
+
+impl<T: Serialize> Display for Json<T> {
+    fn fmt(&self, _: &mut std::fmt::Formatter) -> std::fmt::Result {
+        Ok(())
+    }
+}
+
 /// Prints the error chain once: `error: outer: inner: ...`.
 pub fn print_error(err: &anyhow::Error) {
     eprintln!("error: {err:#}");

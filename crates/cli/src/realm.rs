@@ -9,7 +9,7 @@ use clap::{Args, Subcommand};
 use realms_realm::{RealmStore, exec, launch, lifecycle, select, update, zone};
 use serde::Serialize;
 
-use crate::output::Ctx;
+use crate::output::{Ctx, Json};
 
 #[derive(Debug, Subcommand)]
 pub enum RealmCmd {
@@ -100,7 +100,9 @@ pub fn run(cmd: RealmCmd, ctx: &Ctx) -> anyhow::Result<ExitCode> {
     match cmd {
         RealmCmd::New { name, appimg } => {
             lifecycle::create(&store, &name, &appimg, &say)?;
-            ctx.emit(&Done::new("created", &name))?;
+            ctx.emit(&Json(
+                serde_json::json!({ "action": "created", "realm": name }),
+            ))?;
         }
         RealmCmd::List => ctx.emit(&List(select::list(&store)?))?,
         RealmCmd::Default { name: Some(name) } => select::set_default(&store, &name, &say)?,
@@ -200,24 +202,6 @@ pub fn zone(args: ZoneArgs, ctx: &Ctx) -> anyhow::Result<ExitCode> {
         _ => anyhow::bail!("use `realms zone`, `realms zone ZONE` or `realms zone ZONE KEY VALUE`"),
     }
     Ok(ExitCode::SUCCESS)
-}
-
-#[derive(Serialize)]
-struct Done<'a> {
-    action: &'a str,
-    realm: &'a str,
-}
-
-impl<'a> Done<'a> {
-    fn new(action: &'a str, realm: &'a str) -> Self {
-        Done { action, realm }
-    }
-}
-
-impl fmt::Display for Done<'_> {
-    fn fmt(&self, _: &mut fmt::Formatter) -> fmt::Result {
-        Ok(())
-    }
 }
 
 #[derive(Serialize)]

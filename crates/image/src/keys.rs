@@ -89,44 +89,39 @@ fn write_private(path: &Path, seed: &[u8; 32]) -> Result<()> {
 
 /// Reads a private key file written by `realms appimg key generate`.
 pub fn load_private(path: &Path) -> Result<SigningKey> {
-    let bad = |message: &str| Error::Key {
+    Ok(SigningKey::from_bytes(&read_key_file(
+        path,
+        "private",
+        PRIVATE_HEADER,
+    )?))
+}
+
+/// The 32 key bytes of a key file: a header line, then the key in hex.
+fn read_key_file(path: &Path, kind: &str, header: &str) -> Result<[u8; 32]> {
+    let bad = |message: String| Error::Key {
         path: path.to_path_buf(),
-        message: message.to_string(),
+        message,
     };
-    let text =
-        fs::read_to_string(path).map_err(|e| Error::io("reading the private key", path, e))?;
+    let text = fs::read_to_string(path).map_err(|e| Error::io("reading the key", path, e))?;
     let mut lines = text.lines();
-    if lines.next() != Some(PRIVATE_HEADER) {
-        return Err(bad(&format!(
-            "not a realms private key (the first line must be '{PRIVATE_HEADER}')"
+    if lines.next() != Some(header) {
+        return Err(bad(format!(
+            "not a realms {kind} key (the first line must be '{header}')"
         )));
     }
-    let seed: [u8; 32] = lines
+    lines
         .next()
         .and_then(|l| hex::decode(l.trim()).ok())
         .and_then(|b| b.try_into().ok())
-        .ok_or_else(|| bad("line 2 must be the 32-byte key in hex"))?;
-    Ok(SigningKey::from_bytes(&seed))
+        .ok_or_else(|| bad("line 2 must be the 32-byte key in hex".into()))
 }
 
 fn load_public(name: &str, path: &Path) -> Result<TrustedKey> {
+    let bytes = read_key_file(path, "public", PUBLIC_HEADER)?;
     let bad = |message: &str| Error::Key {
         path: path.to_path_buf(),
         message: message.to_string(),
     };
-    let text =
-        fs::read_to_string(path).map_err(|e| Error::io("reading the public key", path, e))?;
-    let mut lines = text.lines();
-    if lines.next() != Some(PUBLIC_HEADER) {
-        return Err(bad(&format!(
-            "not a realms public key (the first line must be '{PUBLIC_HEADER}')"
-        )));
-    }
-    let bytes: [u8; 32] = lines
-        .next()
-        .and_then(|l| hex::decode(l.trim()).ok())
-        .and_then(|b| b.try_into().ok())
-        .ok_or_else(|| bad("line 2 must be the 32-byte key in hex"))?;
     let key =
         VerifyingKey::from_bytes(&bytes).map_err(|_| bad("not a valid ed25519 public key"))?;
     Ok(TrustedKey {
