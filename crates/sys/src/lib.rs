@@ -4,8 +4,8 @@
 pub mod atomic;
 pub mod btrfs;
 pub mod cmd;
-mod error;
 pub mod dm;
+mod error;
 pub mod fs;
 pub mod lock;
 pub mod loopdev;
