@@ -18,7 +18,9 @@ pub fn target_dir() -> PathBuf {
     if let Some(dir) = std::env::var_os("CARGO_TARGET_DIR") {
         return PathBuf::from(dir);
     }
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target")
+    // No `..` in it: some tools (systemd-repart's CopyFiles=) take only normalized paths.
+    let manifest = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    manifest.parent().unwrap_or(manifest).join("target")
 }
 
 /// The `realms` binary built from this workspace (`cargo build -p realms-cli` comes first).
