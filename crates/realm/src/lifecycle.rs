@@ -33,9 +33,37 @@ pub fn create(store: &RealmStore, name: &str, image: &str, say: &dyn Fn(&str)) -
     let template = fs::read_to_string(store.dir().join("config")).unwrap_or_default();
     let config = set_line(&template, "appimg", &toml::Value::String(image.to_string()));
     RealmConfig::parse(&config, &store.dir().join("config"))?;
-    // Inside the staging directory a plain write will do: the rename below publishes it.
-    write_synced(&staging.join("config"), config.as_bytes())?;
+    // Inside the staging directory a plain write will do: the rename below publishes it. Its
+    // flush to disk runs beside the home copy and the snapshot, and is awaited before the rename.
+    let config_path = staging.join("config");
+    fs::write(&config_path, config.as_bytes())
+        .map_err(|e| Error::io("writing", &config_path, e))?;
+    std::thread::scope(|scope| {
+        let flushed = scope.spawn(|| {
+            fs::File::open(&config_path)
+                .and_then(|f| f.sync_data())
+                .map_err(|e| Error::io("writing", &config_path, e))
+        });
+        let populated = populate(store, name, image, &info, &staging, say);
+        let flushed = flushed
+            .join()
+            .unwrap_or_else(|_| Err(Error::realm(name, "flushing the config failed")));
+        populated.and(flushed)
+    })?;
+    atomic::rename_noreplace(&staging, &dest)?;
+    guard.disarm();
+    Ok(())
+}
 
+/// Fills a staging realm directory: the home from skel, the root from the image.
+fn populate(
+    store: &RealmStore,
+    name: &str,
+    image: &str,
+    info: &realms_image::ImageInfo,
+    staging: &Path,
+    say: &dyn Fn(&str),
+) -> Result<()> {
     say("[+]: Populating realm home directory with files from /realms/skel");
     let home = staging.join("home");
     mkdir(&home)?;
@@ -43,8 +71,8 @@ pub fn create(store: &RealmStore, name: &str, image: &str, say: &dyn Fn(&str)) -
     chown_tree(&home)?;
 
     let image_rel = Path::new("/storage/appimg").join(format!("{image}.appimg"));
-    let snapshot = store.root_kind_for(&info) == RootKind::Snapshot
-        && snapshot_or_cross_fs(&info.path, &staging)?;
+    let snapshot = store.root_kind_for(info) == RootKind::Snapshot
+        && snapshot_or_cross_fs(&info.path, staging)?;
     if snapshot {
         say(&format!(
             "Create a snapshot of '{}' in '/realms/realm-{name}/rootfs'",
@@ -69,8 +97,6 @@ pub fn create(store: &RealmStore, name: &str, image: &str, say: &dyn Fn(&str)) -
             image_rel.display()
         ));
     }
-    atomic::rename_noreplace(&staging, &dest)?;
-    guard.disarm();
     Ok(())
 }
 
@@ -178,14 +204,6 @@ fn snapshot_or_cross_fs(image: &Path, staging: &Path) -> Result<bool> {
         }
         Err(e) => Err(e.into()),
     }
-}
-
-fn write_synced(path: &Path, bytes: &[u8]) -> Result<()> {
-    use std::io::Write;
-    let mut f = fs::File::create(path).map_err(|e| Error::io("creating", path, e))?;
-    f.write_all(bytes)
-        .and_then(|_| f.sync_data())
-        .map_err(|e| Error::io("writing", path, e))
 }
 
 /// Gives a new home and everything in it to the realm user (symlinks themselves, not targets).
