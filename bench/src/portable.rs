@@ -10,7 +10,7 @@ use realms_tests::container::Container;
 use realms_tests::fixtures::{debian_base, portable_image};
 use realms_tests::scratch::{Scratch, unique};
 
-use crate::table::{Row, median_timed, print};
+use crate::table::{Row, paired, print};
 
 fn inside(c: &Container, script: &str) -> anyhow::Result<Duration> {
     let start = Instant::now();
@@ -62,8 +62,12 @@ pub fn run_suite(runs: usize) -> anyhow::Result<()> {
     let mut rows = Vec::new();
     for (flags, label) in [("", "reload"), ("--now", "--now")] {
         for (time_attach, verb) in [(true, "attach"), (false, "detach")] {
-            let ours = median_timed(runs, || pair(&c, "realms portable", flags, time_attach))?;
-            let peer = median_timed(runs, || pair(&c, "portablectl", flags, time_attach))?;
+            let (ours, peer) = paired(
+                runs,
+                || pair(&c, "realms portable", flags, time_attach),
+                || pair(&c, "portablectl", flags, time_attach),
+                || Ok(()),
+            )?;
             rows.push(Row::new(
                 format!("{verb} foo-test ({label})"),
                 ours,

@@ -12,7 +12,7 @@ use realms_tests::fixtures::debian_base;
 use realms_tests::realms::{TestRoot, name};
 use realms_tests::scratch::Scratch;
 
-use crate::table::{Row, median_timed as median, print};
+use crate::table::{Row, median_timed as median, paired, print};
 
 pub fn run_suite(runs: usize) -> anyhow::Result<()> {
     nspawn_prerequisites();
@@ -57,43 +57,27 @@ fn creation(t: &TestRoot, image: &str, label: &str, runs: usize) -> anyhow::Resu
     let img = t.path().join(format!("storage/appimg/{image}.appimg"));
     let realm = name("bn");
     let dst = t.path().join("bench-copy");
-    // Each round times both, in alternating order, under the same conditions (btrfs cleans up
-    // deleted subvolumes in the background, which slows whatever runs next).
-    let (mut ours, mut snapshot) = (Vec::new(), Vec::new());
-    for round in 0..=runs {
-        let mine = |v: &mut Vec<Duration>| -> anyhow::Result<()> {
-            v.push(time(
-                &mut t.command(&["-q", "new", "--appimg", image, &realm]),
-            )?);
-            Ok(())
-        };
-        let bare = |v: &mut Vec<Duration>| -> anyhow::Result<()> {
-            v.push(time(
+    // btrfs cleans up deleted subvolumes in the background, which slows whatever runs next:
+    // both are timed in the same rounds.
+    let (ours, snapshot) = paired(
+        runs,
+        || time(&mut t.command(&["-q", "new", "--appimg", image, &realm])),
+        || {
+            time(
                 Command::new("btrfs")
                     .args(["-q", "subvolume", "snapshot"])
                     .arg(&img)
                     .arg(&dst),
-            )?);
-            Ok(())
-        };
-        if round % 2 == 0 {
-            mine(&mut ours)?;
-            bare(&mut snapshot)?;
-        } else {
-            bare(&mut snapshot)?;
-            mine(&mut ours)?;
-        }
-        sh(&mut t.command(&["-q", "remove", &realm]))?;
-        sh(Command::new("btrfs")
-            .args(["-q", "subvolume", "delete"])
-            .arg(&dst))?;
-        settle(t)?;
-    }
-    // The first round warms the caches.
-    let (ours, snapshot) = (
-        middle(&mut ours[1..].to_vec()),
-        middle(&mut snapshot[1..].to_vec()),
-    );
+            )
+        },
+        || {
+            sh(&mut t.command(&["-q", "remove", &realm]))?;
+            sh(Command::new("btrfs")
+                .args(["-q", "subvolume", "delete"])
+                .arg(&dst))?;
+            settle(t)
+        },
+    )?;
     let copy = median(runs.min(3), || {
         let start = Instant::now();
         sh(Command::new("cp").arg("-a").arg(&img).arg(&dst))?;
@@ -113,11 +97,6 @@ fn creation(t: &TestRoot, image: &str, label: &str, runs: usize) -> anyhow::Resu
     ])
 }
 
-fn middle(times: &mut [Duration]) -> Duration {
-    times.sort();
-    times[times.len() / 2]
-}
-
 /// Waits for btrfs to finish cleaning up deleted subvolumes, so that one iteration's deletion
 /// does not slow down the next one's creation (for us and the peer alike).
 fn settle(t: &TestRoot) -> anyhow::Result<()> {
@@ -133,15 +112,17 @@ fn start(t: &TestRoot, runs: usize) -> anyhow::Result<Vec<Row>> {
     let realm = name("bs");
     t.ok(&["new", &realm]);
     t.ok(&["config", &realm, "use-network", "false"]);
-    let ours = median(runs, || {
-        let start = Instant::now();
-        sh(&mut t.command(&["-q", "start", &realm]))?;
-        let took = start.elapsed();
-        sh(&mut t.command(&["-q", "stop", &realm]))?;
-        Ok(took)
-    })?;
     let tree = Scratch::snapshot(debian_base(), "barenspawn");
-    let bare = median(runs, || bare_boot(tree.path()))?;
+    let (ours, bare) = paired(
+        runs,
+        || {
+            let took = time(&mut t.command(&["-q", "start", &realm]))?;
+            sh(&mut t.command(&["-q", "stop", &realm]))?;
+            Ok(took)
+        },
+        || bare_boot(tree.path()),
+        || Ok(()),
+    )?;
     Ok(vec![Row::new(
         "realms start (until systemd is ready)".into(),
         ours,
@@ -203,13 +184,14 @@ fn run(t: &TestRoot, runs: usize) -> anyhow::Result<Row> {
     let realm = name("br");
     t.ok(&["new", &realm]);
     t.ok(&["start", &realm]);
-    let ours = median(runs * 4, || {
-        time(&mut t.command(&["run", &realm, "--", "/bin/true"]))
-    })?;
+    t.ok(&["run", &realm, "--", "/bin/true"]);
     let leader = leader_of(t, &realm)?;
-    let bare = median(runs * 4, || {
-        time(Command::new("nsenter").args(["-t", &leader, "-a", "/bin/true"]))
-    })?;
+    let (ours, bare) = paired(
+        runs * 4,
+        || time(&mut t.command(&["run", &realm, "--", "/bin/true"])),
+        || time(Command::new("nsenter").args(["-t", &leader, "-a", "/bin/true"])),
+        || Ok(()),
+    )?;
     Ok(Row::new(
         "realms run R -- /bin/true".into(),
         ours,

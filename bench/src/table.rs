@@ -29,6 +29,35 @@ pub fn median_timed<F: FnMut() -> anyhow::Result<Duration>>(
     Ok(times[times.len() / 2])
 }
 
+/// Times `ours` and `peer` in the same rounds, alternating which goes first, so that drift in
+/// the machine (background work, caches) hits both alike. Each closure times the part that
+/// counts itself; `between` runs after each round, untimed. One warm-up round is dropped.
+/// Returns the two medians.
+pub fn paired(
+    runs: usize,
+    mut ours: impl FnMut() -> anyhow::Result<Duration>,
+    mut peer: impl FnMut() -> anyhow::Result<Duration>,
+    mut between: impl FnMut() -> anyhow::Result<()>,
+) -> anyhow::Result<(Duration, Duration)> {
+    let (mut a, mut b) = (Vec::new(), Vec::new());
+    for round in 0..=runs.max(1) {
+        if round % 2 == 0 {
+            a.push(ours()?);
+            b.push(peer()?);
+        } else {
+            b.push(peer()?);
+            a.push(ours()?);
+        }
+        between()?;
+    }
+    let mid = |v: &mut Vec<Duration>| {
+        v.remove(0);
+        v.sort();
+        v[v.len() / 2]
+    };
+    Ok((mid(&mut a), mid(&mut b)))
+}
+
 /// One measured comparison: Realms' time beside the peer's on the same input.
 #[derive(Debug)]
 pub struct Row {
