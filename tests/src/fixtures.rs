@@ -39,6 +39,25 @@ pub fn key(parts: &[&str]) -> String {
     hex::encode(&h.finalize()[..6])
 }
 
+/// The state of the Debian archive that apt last saw (the `Date:` of every `InRelease` under
+/// /var/lib/apt/lists; `scripts/setup` runs `apt-get update` first). Fixtures installed from the
+/// archive put it in their key, so a cache never outlives the package versions it was built from.
+pub fn archive_stamp() -> String {
+    let mut dates: Vec<String> = fs::read_dir("/var/lib/apt/lists")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().ends_with("InRelease"))
+        .filter_map(|e| {
+            let text = fs::read_to_string(e.path()).ok()?;
+            let date = text.lines().find(|l| l.starts_with("Date:"))?.to_string();
+            Some(format!("{} {date}", e.file_name().to_string_lossy()))
+        })
+        .collect();
+    dates.sort();
+    dates.join("\n")
+}
+
 /// Serialises fixture building across the threads of one process and across processes.
 pub fn with_fixture_lock<T>(f: impl FnOnce() -> T) -> T {
     static THREADS: Mutex<()> = Mutex::new(());
@@ -125,7 +144,13 @@ pub fn debian_base() -> &'static Path {
     BASE.get_or_init(|| {
         let pool = pool();
         let mirror = debian_mirror();
-        let k = key(&["base-v2", BASE_SUITE, BASE_PACKAGES, &mirror]);
+        let k = key(&[
+            "base-v2",
+            BASE_SUITE,
+            BASE_PACKAGES,
+            &mirror,
+            &archive_stamp(),
+        ]);
         let root = pool.join(format!("base-{k}"));
         let image = root.join("storage/appimg/base.appimg");
         with_fixture_lock(|| {

@@ -10,7 +10,9 @@ use std::process::{Command, Stdio};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
-use crate::fixtures::{debian_base, debian_mirror, fixtures_dir, key, pool, with_fixture_lock};
+use crate::fixtures::{
+    archive_stamp, debian_base, debian_mirror, fixtures_dir, key, pool, with_fixture_lock,
+};
 use crate::run::{run, tail};
 use crate::scratch::{Scratch, unique};
 
@@ -89,6 +91,7 @@ pub fn guest_image() -> &'static GuestImage {
             &base.to_string_lossy(),
             GUEST_PACKAGES,
             &debian_mirror(),
+            &archive_stamp(),
         ]);
         let root = pool().join(format!("guest-{k}"));
         let kernel = fixtures_dir().join(format!("guest-{k}.vmlinuz"));
@@ -139,6 +142,13 @@ fn build_guest(base: &Path, root: &Path, kernel: &Path, initrd: &Path) {
         log.display(),
         tail(&fs::read(&log).unwrap_or_default())
     );
+    // The package versions the guest was built from, for reading a failure against.
+    let versions = Command::new("chroot")
+        .arg(&build)
+        .args(["dpkg-query", "-W"])
+        .output()
+        .expect("run dpkg-query in the guest tree");
+    fs::write(root.with_extension("packages"), &versions.stdout).unwrap();
     fs::write(build.join("etc/fstab"), "/dev/vda / ext4 defaults 0 1\n").unwrap();
     // Its vhangup would cut off output; the cases write to the disk instead.
     let getty = build.join("etc/systemd/system/serial-getty@ttyS0.service");

@@ -22,8 +22,10 @@ pub struct Cli {
 
 #[derive(Debug, Args)]
 pub struct Global {
-    /// Operate inside this directory instead of the real root.
-    #[arg(long, global = true, env = "REALMS_ROOT", default_value = "/")]
+    /// Operate inside this directory instead of the real root (before the subcommand:
+    /// `realms shell NAME --root` means a root shell).
+    // Not `global`: a global `--root DIR` would take the same long name as `shell --root`.
+    #[arg(long, env = "REALMS_ROOT", default_value = "/")]
     pub root: PathBuf,
     /// Print results as JSON.
     #[arg(long, global = true)]
@@ -70,5 +72,88 @@ mod tests {
     #[test]
     fn cli_definition_is_consistent() {
         Cli::command().debug_assert();
+    }
+
+    /// Every subcommand parses, and every value is read back as the type it was declared with
+    /// (a clap id shared by two arguments of different types panics only on access).
+    #[test]
+    fn every_subcommand_parses() {
+        let lines: &[&str] = &[
+            "new work",
+            "new work --appimg other",
+            "list",
+            "default",
+            "default work",
+            "current",
+            "current work",
+            "config work",
+            "config work use-gpu",
+            "config work use-gpu true",
+            "start",
+            "start work",
+            "stop work",
+            "restart work",
+            "run work -- true",
+            "run work --user user -- ls -l",
+            "shell work",
+            "shell work --root",
+            "remove work",
+            "remove work --stop",
+            "update-appimg",
+            "update-appimg base --key k -- apt-get -y upgrade",
+            "launch work",
+            "appimg import base /tmp/tree",
+            "appimg list",
+            "appimg remove base",
+            "appimg rollback base",
+            "appimg build b --from base --format erofs",
+            "appimg build b --from base --format squashfs --seal --key k --version 3 --allow-downgrade",
+            "appimg verify b",
+            "appimg key generate me",
+            "appimg key list",
+            "zone",
+            "zone work",
+            "zone work nat on",
+            "verity format d h",
+            "verity format d h --hash sha512 --salt - --no-superblock --hash-offset 4096",
+            "verity verify d h 00",
+            "portable list",
+            "portable attach img",
+            "portable attach --now --enable --runtime --profile strict --copy copy img p1 p2",
+            "portable detach img",
+            "portable reattach img",
+            "portable inspect img",
+            "portable is-attached img",
+            "portable read-only img",
+            "portable remove img",
+            "portable validate img",
+        ];
+        for line in lines {
+            for argv in [
+                format!("realms {line}"),
+                format!("realms --root /r --json -q -v {line}"),
+            ] {
+                let cli = Cli::try_parse_from(argv.split_whitespace())
+                    .unwrap_or_else(|e| panic!("`{argv}` does not parse: {e}"));
+                assert!(cli.global.root.is_absolute(), "{argv}");
+            }
+        }
+    }
+
+    /// Regression: `realms shell` panicked in every form ("Mismatch between definition and
+    /// access of `root`"): the global `--root DIR` and `shell --root` shared one clap id.
+    #[test]
+    fn shell_root_flag_and_global_root_do_not_clash() {
+        let cli = Cli::try_parse_from(["realms", "--root", "/r", "shell", "w", "--root"]).unwrap();
+        assert_eq!(cli.global.root, PathBuf::from("/r"));
+        match cli.command {
+            Command::Realm(crate::realm::RealmCmd::Shell { as_root, .. }) => assert!(as_root),
+            other => panic!("parsed as {other:?}"),
+        }
+        let cli = Cli::try_parse_from(["realms", "shell", "w"]).unwrap();
+        assert!(matches!(
+            cli.command,
+            Command::Realm(crate::realm::RealmCmd::Shell { as_root: false, .. })
+        ));
     }
 }

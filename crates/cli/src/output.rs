@@ -1,11 +1,37 @@
 //! Output rendering shared by every command: text or JSON, quiet mode, the error chain, logging.
 
 use std::fmt::Display;
+use std::io::Write;
 use std::path::PathBuf;
 
 use serde::Serialize;
 
 use crate::args::Global;
+
+/// Writes to stdout. A reader that went away (`realms ... | head`) ends the program quietly with
+/// status 0, as ripgrep does; `println!` would panic.
+pub fn write_stdout(args: std::fmt::Arguments) {
+    let mut out = std::io::stdout().lock();
+    if let Err(err) = out.write_fmt(args).and_then(|()| out.flush()) {
+        if err.kind() == std::io::ErrorKind::BrokenPipe {
+            std::process::exit(0);
+        }
+        eprintln!("error: writing to standard output: {err}");
+        std::process::exit(1);
+    }
+}
+
+/// `print!` that ends quietly on a closed pipe.
+macro_rules! out {
+    ($($arg:tt)*) => { $crate::output::write_stdout(format_args!($($arg)*)) };
+}
+
+/// `println!` that ends quietly on a closed pipe.
+macro_rules! outln {
+    ($($arg:tt)*) => { $crate::output::write_stdout(format_args!("{}\n", format_args!($($arg)*))) };
+}
+
+pub(crate) use {out, outln};
 
 /// What every command gets: where the tool operates and how it should talk.
 #[derive(Debug, Clone)]
@@ -28,11 +54,11 @@ impl Ctx {
     /// Prints a command's result: JSON with `--json`, its text form otherwise (nothing with `-q`).
     pub fn emit<T: Serialize + Display>(&self, value: &T) -> anyhow::Result<()> {
         if self.json {
-            println!("{}", serde_json::to_string_pretty(value)?);
+            outln!("{}", serde_json::to_string_pretty(value)?);
         } else if !self.quiet {
             let text = value.to_string();
             if !text.is_empty() {
-                println!("{}", text.trim_end_matches('\n'));
+                outln!("{}", text.trim_end_matches('\n'));
             }
         }
         Ok(())
@@ -41,7 +67,7 @@ impl Ctx {
     /// Prints one progress line of the seed's kind (`[+] ...`); JSON output and `-q` silence it.
     pub fn say(&self, line: impl Display) {
         if !self.json && !self.quiet {
-            println!("{line}");
+            outln!("{line}");
         }
     }
 }

@@ -13,7 +13,7 @@ use realms_portable::ops::{self, Steps};
 use realms_portable::validate::validate;
 use realms_portable::{AttachOptions, CopyMode, DetachOptions, Host, Systemd, profile};
 
-use crate::output::Ctx;
+use crate::output::{Ctx, out, outln};
 
 /// `realms portable`.
 #[derive(Debug, Args)]
@@ -171,7 +171,7 @@ pub fn run(args: PortableArgs, ctx: &Ctx) -> anyhow::Result<ExitCode> {
                 .map(str::to_owned)
                 .to_vec()
         };
-        list.iter().for_each(|l| println!("{l}"));
+        list.iter().for_each(|l| outln!("{l}"));
         return Ok(ExitCode::SUCCESS);
     }
     anyhow::ensure!(
@@ -252,6 +252,15 @@ impl Run<'_> {
         let path = self.norm(image, false)?;
         let m = matches(self.ctx, image, prefixes, false)?;
         let o = self.attach_opts()?;
+        let profiles = profile::list(self.host);
+        if !self.ctx.quiet && !profiles.contains(&o.profile) {
+            // portablectl attaches silently without any profile drop-in; we say so.
+            eprintln!(
+                "[!] profile '{}' does not exist, so the units get no sandboxing drop-in; the profiles are: {}",
+                o.profile,
+                profiles.join(", ")
+            );
+        }
         let (host, sd, steps) = (self.host, self.systemd, self.steps());
         let mut say = sayer(self.ctx);
         let out = if reattach {
@@ -289,7 +298,7 @@ impl Run<'_> {
         if self.ctx.json {
             return emit_json(self.ctx, &found);
         }
-        print!("{}", inspect_text(&found, self.opts.cat));
+        out!("{}", inspect_text(&found, self.opts.cat));
         Ok(ExitCode::SUCCESS)
     }
 
@@ -297,9 +306,9 @@ impl Run<'_> {
         let path = self.norm(image, true)?;
         let state = manage::state(self.host, self.systemd, &path, &self.extensions(true)?)?;
         if self.ctx.json {
-            println!("{}", serde_json::json!({ "state": state }));
+            outln!("{}", serde_json::json!({ "state": state }));
         } else if !self.ctx.quiet {
-            println!("{state}");
+            outln!("{state}");
         }
         Ok(if state == realms_portable::State::Detached {
             ExitCode::FAILURE
@@ -316,7 +325,7 @@ impl Run<'_> {
         if self.ctx.json {
             emit_json(self.ctx, &checks)?;
         } else if !self.ctx.quiet {
-            checks.iter().for_each(|c| println!("{c}"));
+            checks.iter().for_each(|c| outln!("{c}"));
         }
         Ok(if ok {
             ExitCode::SUCCESS
@@ -387,7 +396,7 @@ impl Run<'_> {
 
 fn emit_json<T: serde::Serialize>(ctx: &Ctx, value: &T) -> anyhow::Result<ExitCode> {
     if ctx.json {
-        println!("{}", serde_json::to_string_pretty(value)?);
+        outln!("{}", serde_json::to_string_pretty(value)?);
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -432,7 +441,7 @@ fn list(host: &Host, systemd: &Systemd, ctx: &Ctx) -> anyhow::Result<ExitCode> {
         return emit_json(ctx, &images);
     }
     if !ctx.quiet {
-        print!("{}", list_table(&images));
+        out!("{}", list_table(&images));
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -50,8 +50,10 @@ pub enum RealmCmd {
     /// Open a login shell in a realm as its user (or root).
     Shell {
         name: String,
-        #[arg(long)]
-        root: bool,
+        /// Log in as root instead of the realm's user.
+        // Its own id: the global `--root DIR` already owns the id `root`.
+        #[arg(long = "root", id = "as_root")]
+        as_root: bool,
     },
     /// Remove a realm and everything in it.
     Remove {
@@ -150,10 +152,7 @@ pub fn run(cmd: RealmCmd, ctx: &Ctx) -> anyhow::Result<ExitCode> {
             launch::start(&store, &name, &say)?;
         }
         RealmCmd::Stop { name } => launch::stop(&store, &name, &say)?,
-        RealmCmd::Restart { name } => {
-            launch::stop(&store, &name, &say)?;
-            launch::start(&store, &name, &say)?;
-        }
+        RealmCmd::Restart { name } => launch::restart(&store, &name, &say)?,
         RealmCmd::Run {
             name,
             user,
@@ -162,8 +161,8 @@ pub fn run(cmd: RealmCmd, ctx: &Ctx) -> anyhow::Result<ExitCode> {
             let code = exec::run(&store, &name, user.as_deref(), &command, &say_err)?;
             return Ok(ExitCode::from(code.clamp(0, 255) as u8));
         }
-        RealmCmd::Shell { name, root } => {
-            let code = exec::shell(&store, &name, root, &say_err)?;
+        RealmCmd::Shell { name, as_root } => {
+            let code = exec::shell(&store, &name, as_root, &say_err)?;
             return Ok(ExitCode::from(code.clamp(0, 255) as u8));
         }
         RealmCmd::Remove { name, stop } => lifecycle::remove(&store, &name, stop, &say)?,
@@ -250,6 +249,10 @@ impl fmt::Display for List {
                 .map(|z| format!("zone {z}"))
                 .unwrap_or_else(|| "none".into());
             let state = if r.running { "running" } else { "stopped" };
+            if let Some(err) = &r.error {
+                writeln!(f, "{marks} {:<20} {state:<8} broken config: {err}", r.name)?;
+                continue;
+            }
             writeln!(
                 f,
                 "{marks} {:<20} {state:<8} {:<16} {root:<8} {net}",

@@ -348,6 +348,20 @@ pub fn stop(store: &RealmStore, name: &str, say: &dyn Fn(&str)) -> Result<()> {
     Ok(())
 }
 
+/// `realms restart NAME`: one operation under one lock. The config and the plan (bind mount
+/// sources, image) are checked before the realm is stopped, so a bad config leaves it running.
+pub fn restart(store: &RealmStore, name: &str, say: &dyn Fn(&str)) -> Result<()> {
+    store.check_exists(name)?;
+    let _lock = store.lock()?;
+    let config = store.config(name)?;
+    plan(store, name, &config, &RealHost)?;
+    if is_running(store, name) {
+        stop_locked(store, name)?;
+        say(&format!("[+]: Stopped realm '{name}'"));
+    }
+    start_locked(store, name, say)
+}
+
 /// Stops a running realm with the store lock held.
 pub(crate) fn stop_locked(store: &RealmStore, name: &str) -> Result<()> {
     match Executor::detect() {

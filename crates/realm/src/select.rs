@@ -48,16 +48,24 @@ pub struct RealmStatus {
     pub root: RootKind,
     /// The network zone, or `None` when the realm has only a loopback interface.
     pub zone: Option<String>,
+    /// Why the realm's config cannot be read (the other fields are then its defaults).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
 }
 
-/// `realms list`.
+/// `realms list`. A realm whose config is broken is listed with its error; the others are not
+/// affected by it.
 pub fn list(store: &RealmStore) -> Result<Vec<RealmStatus>> {
     let default = store.default_realm();
     let current = current(store);
     let mut rows = Vec::new();
     for name in store.names()? {
-        let config = store.config(&name)?;
+        let (config, error) = match store.config(&name) {
+            Ok(config) => (config, None),
+            Err(err) => (Default::default(), Some(err.to_string())),
+        };
         rows.push(RealmStatus {
+            error,
             running: launch::is_running(store, &name),
             default: default.as_deref() == Some(name.as_str()),
             current: current.as_deref() == Some(name.as_str()),

@@ -613,3 +613,25 @@ fn newer_portabled_attachments_are_recognised() {
             .is_file()
     );
 }
+
+/// A `--profile` that no profile directory has: portablectl attaches silently without a
+/// sandboxing drop-in; we attach the same files and say so.
+#[test]
+fn attach_with_a_profile_that_does_not_exist_warns() {
+    let root = Root::new("portable-noprof", true);
+    let out = root.realms("attach --profile nosuch foo-test");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("profile 'nosuch' does not exist") && stderr.contains("strict"),
+        "{stderr}"
+    );
+    let dir = root.at("etc/systemd/system.attached");
+    assert!(dir.join("foo-test.service").exists());
+    assert!(!dir.join("foo-test.service.d/10-profile.conf").exists());
+    assert!(
+        !root
+            .ok("attach --profile strict --force foo-test")
+            .contains("does not exist")
+    );
+}
