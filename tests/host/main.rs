@@ -3,6 +3,7 @@
 mod everyday;
 mod nested;
 mod portable;
+mod readme;
 mod realm;
 mod sealed;
 mod smoke;

@@ -3,9 +3,11 @@
 //! A test that needs something this machine lacks fails with a message naming what is missing;
 //! nothing is skipped silently.
 
+pub mod aptrepo;
 pub mod container;
 pub mod fixtures;
 pub mod guest;
+pub mod http;
 pub mod realms;
 pub mod require;
 pub mod run;

@@ -38,6 +38,16 @@ impl TestRoot {
         t
     }
 
+    /// An empty root on the btrfs pool: no image, no realm, the template config as Realms
+    /// makes it (for tests that run the user's own sequence, import included).
+    pub fn empty() -> TestRoot {
+        let scratch = Scratch::empty("root");
+        TestRoot {
+            root: scratch.path().to_path_buf(),
+            _scratch: Some(scratch),
+        }
+    }
+
     /// A root on a filesystem that is not btrfs (the machine's own disk, under target/), with
     /// the base image imported as a directory (so realms are overlays).
     pub fn plain() -> TestRoot {

@@ -54,6 +54,37 @@ pub enum Command {
     Portable(crate::portable::PortableArgs),
 }
 
+/// The command line, with what only the libraries know added to the help texts (the config
+/// keys, their values and defaults for `realms help config`).
+pub fn command() -> clap::Command {
+    use clap::CommandFactory;
+    Cli::command().mut_subcommand("config", |c| c.after_help(config_keys_help()))
+}
+
+/// Parses the process's arguments (exits with clap's message on a bad command line).
+pub fn parse() -> Cli {
+    use clap::FromArgMatches;
+    let matches = command().get_matches();
+    Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit())
+}
+
+fn config_keys_help() -> String {
+    use realms_realm::config::{KEYS, KeyType};
+    let mut text = String::from("Keys (in /realms/realm-NAME/config, TOML):\n");
+    for (key, ty, default, what) in KEYS {
+        let values = match ty {
+            KeyType::Bool => "true|false",
+            KeyType::Zone => "ZONE",
+            KeyType::Image => "IMAGE",
+            KeyType::BindList => "[\"HOST[:REALM]\", ...]",
+        };
+        text.push_str(&format!(
+            "  {key:<20} {values:<24} default {default:<8} {what}\n"
+        ));
+    }
+    text
+}
+
 pub fn dispatch(command: Command, ctx: &Ctx) -> anyhow::Result<ExitCode> {
     match command {
         Command::Realm(cmd) => crate::realm::run(cmd, ctx),
@@ -72,6 +103,21 @@ mod tests {
     #[test]
     fn cli_definition_is_consistent() {
         Cli::command().debug_assert();
+        command().debug_assert();
+    }
+
+    #[test]
+    fn help_config_lists_every_key_with_its_default() {
+        let help = command()
+            .find_subcommand_mut("config")
+            .unwrap()
+            .render_help()
+            .to_string();
+        for (key, _, default, _) in realms_realm::config::KEYS {
+            let line = help.lines().find(|l| l.trim_start().starts_with(key));
+            let line = line.unwrap_or_else(|| panic!("{key} missing from:\n{help}"));
+            assert!(line.contains(default), "{line}");
+        }
     }
 
     /// Every subcommand parses, and every value is read back as the type it was declared with

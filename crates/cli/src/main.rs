@@ -9,10 +9,8 @@ mod verity;
 
 use std::process::ExitCode;
 
-use clap::Parser;
-
 fn main() -> ExitCode {
-    let cli = args::Cli::parse();
+    let cli = args::parse();
     output::init_logging(cli.global.verbose);
     let ctx = output::Ctx::new(&cli.global);
     match args::dispatch(cli.command, &ctx) {
