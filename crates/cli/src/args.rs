@@ -43,7 +43,7 @@ pub enum Command {
     /// Application images: import, list, remove, roll back.
     #[command(subcommand)]
     Appimg(crate::appimg::AppimgCmd),
-    /// Network zones: list them, or show and set one zone's subnet and NAT.
+    /// Network zones: list them, show and set one zone's subnet and NAT, or remove one.
     Zone(crate::realm::ZoneArgs),
     /// dm-verity hash areas: format and verify, veritysetup-compatible.
     #[command(subcommand)]
