@@ -1,6 +1,7 @@
 //! Host tier: real btrfs, loop devices, mounts, systemd-nspawn and booted systemd containers.
 
 mod nested;
+mod network;
 mod portable;
 mod realm;
 mod sealed;

@@ -10,7 +10,7 @@ use realms_sys::{atomic, cmd::Cmd};
 
 use super::host::{self, Claim, Published};
 use super::port::PortForward;
-use super::{Zone, bridge_name, ensure, host_address, nft, parse_subnet, store_id};
+use super::{Zone, bridge_name, ensure_locked, host_address, nft, parse_subnet, store_id};
 use crate::store::RealmStore;
 use crate::{Error, Result};
 
@@ -39,8 +39,8 @@ pub fn attach(
     realm: &str,
     forwards: &[PortForward],
 ) -> Result<Attachment> {
-    let zone = ensure(store, zone_name)?;
     let _net = host::lock()?;
+    let zone = ensure_locked(store, zone_name)?;
     let mut claim = claim_for(store, zone_name, &zone)?;
     let address = lease(store, zone_name, &zone, realm)?;
     claim
@@ -200,24 +200,29 @@ fn way_out(zone_name: &str, zone: &Zone, realm: &str) -> Vec<String> {
     warnings
 }
 
-/// After `realms zone ZONE KEY VALUE`: the zone's host side follows its new settings, if this
-/// store has the zone set up on the host. Call with the store lock held.
-pub(super) fn resync(store: &RealmStore, zone_name: &str, zone: &Zone) -> Result<()> {
-    let _net = host::lock()?;
-    let id = store_id(store);
+/// After `realms zone ZONE KEY VALUE`: the zone's record and, if its bridge is up, its host
+/// side follow the new settings, when this store owns the zone. Call with the store lock and
+/// the host network lock held.
+pub(super) fn resync_locked(store: &RealmStore, zone_name: &str, zone: &Zone) -> Result<()> {
     let Some(mut claim) = host::read_claim(zone_name) else {
         return Ok(());
     };
-    if claim.store != id || !host::is_live(zone_name, &claim) {
+    if claim.store != store_id(store) {
         return Ok(());
     }
+    let bridge = bridge_name(zone_name);
     if claim.subnet != zone.subnet {
         // No realm of the zone runs (set refuses otherwise): nothing is forwarded any more.
         claim.forwards.clear();
         claim.subnet = zone.subnet.clone();
-        host::ensure_bridge(&bridge_name(zone_name), host_address(zone))?;
+        if host::bridge_exists(&bridge) {
+            host::ensure_bridge(&bridge, host_address(zone))?;
+        }
     }
     claim.nat = zone.nat;
+    if !host::bridge_exists(&bridge) {
+        return host::write_claim(zone_name, &claim);
+    }
     install(zone_name, &claim)?;
     if zone.nat {
         host::enable_ip_forward()?;
@@ -227,9 +232,12 @@ pub(super) fn resync(store: &RealmStore, zone_name: &str, zone: &Zone) -> Result
 
 /// The host side of `realms zone remove`: the table, the bridge and the record, unless another
 /// store owns the zone there (its bridge is then left alone). `known`: the zone is in this
-/// store's zones.toml. Call with the store lock held.
-pub(super) fn remove_from_host(store: &RealmStore, zone_name: &str, known: bool) -> Result<()> {
-    let _net = host::lock()?;
+/// store's zones.toml. Call with the store lock and the host network lock held.
+pub(super) fn remove_from_host_locked(
+    store: &RealmStore,
+    zone_name: &str,
+    known: bool,
+) -> Result<()> {
     let claim = host::read_claim(zone_name);
     let id = store_id(store);
     let ours = claim.as_ref().is_some_and(|c| c.store == id);
@@ -316,7 +324,7 @@ pub fn release(store: &RealmStore, realm: &str) {
             continue;
         }
         claim.forwards.retain(|f| f.realm != realm);
-        let done = if host::is_live(&zone, &claim) {
+        let done = if host::bridge_exists(&bridge_name(&zone)) {
             install(&zone, &claim)
         } else {
             host::write_claim(&zone, &claim)

@@ -5,8 +5,10 @@
 //! changes the zone's bridge and rules; another store asking for the same zone, or another zone
 //! asking for the same subnet, is refused with an error naming the owner.
 //!
-//! A record is in force while its bridge exists and its store's directory does; otherwise
-//! (after a reboot, or when the store is gone) the next store to use the zone takes it over.
+//! A record is written when a store creates the zone (so that its subnet is reserved before
+//! any bridge exists: two stores creating zones at once get two subnets), and is in force while
+//! the owning store still lists the zone in its zones.toml. When the store is gone or dropped
+//! the zone, the next store to use the zone takes it over.
 
 use std::fs;
 use std::net::Ipv4Addr;
@@ -99,9 +101,12 @@ pub fn live_claims() -> Vec<(String, Claim)> {
     out
 }
 
-/// A record is in force while its bridge exists and its store is still there.
+/// A record is in force while its store still lists the zone.
 pub fn is_live(zone: &str, claim: &Claim) -> bool {
-    bridge_exists(&super::bridge_name(zone)) && claim.store.is_dir()
+    let Ok(text) = fs::read_to_string(claim.store.join("zones.toml")) else {
+        return false;
+    };
+    toml::from_str::<toml::Table>(&text).is_ok_and(|t| t.contains_key(zone))
 }
 
 pub fn bridge_exists(bridge: &str) -> bool {

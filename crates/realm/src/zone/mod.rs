@@ -175,9 +175,9 @@ fn free_subnet(zones: &BTreeMap<String, Zone>) -> Option<Ipv4Addr> {
         })
 }
 
-/// The zone's settings, creating it (with a free subnet, NAT on) on first use. Call with the
-/// store lock held.
-pub fn ensure(store: &RealmStore, zone: &str) -> Result<Zone> {
+/// The zone's settings, creating it (with a free subnet, NAT on) on first use and reserving
+/// its subnet on the host. Call with the store lock and the host network lock held.
+fn ensure_locked(store: &RealmStore, zone: &str) -> Result<Zone> {
     let mut zones = load(store)?;
     if let Some(z) = zones.get(zone) {
         return Ok(z.clone());
@@ -193,6 +193,18 @@ pub fn ensure(store: &RealmStore, zone: &str) -> Result<Zone> {
     };
     zones.insert(zone.to_string(), z.clone());
     save(store, &zones)?;
+    let owned_elsewhere = host::read_claim(zone).is_some_and(|c| host::is_live(zone, &c));
+    if !owned_elsewhere {
+        host::write_claim(
+            zone,
+            &host::Claim {
+                store: store_id(store),
+                subnet: z.subnet.clone(),
+                nat: z.nat,
+                forwards: Vec::new(),
+            },
+        )?;
+    }
     Ok(z)
 }
 
@@ -225,7 +237,8 @@ fn join_names<'a>(names: impl IntoIterator<Item = &'a String>) -> String {
 pub fn set(store: &RealmStore, zone: &str, key: &str, value: &str) -> Result<Zone> {
     checked(zone)?;
     let _lock = store.lock()?;
-    ensure(store, zone)?;
+    let _net = host::lock()?;
+    ensure_locked(store, zone)?;
     let mut zones = load(store)?;
     let bad = |allowed: &str| Error::BadValue {
         key: key.into(),
@@ -257,7 +270,7 @@ pub fn set(store: &RealmStore, zone: &str, key: &str, value: &str) -> Result<Zon
     }
     zones.insert(zone.to_string(), z.clone());
     save(store, &zones)?;
-    attach::resync(store, zone, &z)?;
+    attach::resync_locked(store, zone, &z)?;
     Ok(z)
 }
 
@@ -316,7 +329,8 @@ pub fn remove(store: &RealmStore, zone: &str) -> Result<()> {
         });
     }
     let known = zones.contains_key(zone);
-    attach::remove_from_host(store, zone, known)?;
+    let _net = host::lock()?;
+    attach::remove_from_host_locked(store, zone, known)?;
     let leases = store.run_dir().join("leases").join(zone);
     let _ = fs::remove_dir_all(leases);
     if zones.remove(zone).is_some() {
