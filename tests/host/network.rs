@@ -641,3 +641,20 @@ fn zone_host(t: &TestRoot, zone: &str) -> String {
         .unwrap()
         .replace(".0/24", ".1")
 }
+
+#[test]
+fn port_forward_warns_when_a_host_program_has_the_port() {
+    let t = TestRoot::btrfs();
+    let r = name("p");
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    t.ok(&["new", &r]);
+    t.ok(&["config", &r, "port-forward", &format!("tcp:{port}:80")]);
+    let out = t.realms(&["start", &r]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains(&format!("tcp:{port}:80")) && stderr.contains("listens"),
+        "{stderr}"
+    );
+}

@@ -46,8 +46,17 @@ pub fn attach(
     claim
         .forwards
         .retain(|f| f.realm != realm && crate::launch::is_running(store, &f.realm));
+    let mut warnings = Vec::new();
     for f in forwards {
         check_port_free(zone_name, realm, f, &claim)?;
+        if host::port_in_use(f.proto, f.host_port) {
+            warnings.push(format!(
+                "port-forward '{f}': a program on the host listens on {} port {}; connections \
+                 to it now reach realm '{realm}' instead",
+                f.proto.as_str(),
+                f.host_port
+            ));
+        }
         claim.forwards.push(Published {
             realm: realm.to_string(),
             proto: f.proto,
@@ -58,7 +67,7 @@ pub fn attach(
     }
     host::ensure_bridge(&bridge_name(zone_name), host_address(&zone))?;
     install(zone_name, &claim)?;
-    let warnings = way_out(zone_name, &zone, realm);
+    warnings.extend(way_out(zone_name, &zone, realm));
     Ok(Attachment {
         zone,
         address,
@@ -71,6 +80,9 @@ pub fn attach(
 fn claim_for(store: &RealmStore, zone_name: &str, zone: &Zone) -> Result<Claim> {
     let id = store_id(store);
     let existing = host::read_claim(zone_name);
+    if existing.is_none() {
+        nft::forget_legacy(zone_name);
+    }
     if let Some(c) = &existing
         && c.store != id
         && host::is_live(zone_name, c)

@@ -180,6 +180,29 @@ pub fn has_default_route() -> bool {
         .is_ok_and(|s| !s.trim().is_empty())
 }
 
+/// True when a socket of the host listens on (TCP) or is bound to (UDP) the port.
+pub fn port_in_use(proto: Proto, port: u16) -> bool {
+    let (files, state) = match proto {
+        Proto::Tcp => (["/proc/net/tcp", "/proc/net/tcp6"], "0A"),
+        Proto::Udp => (["/proc/net/udp", "/proc/net/udp6"], "07"),
+    };
+    files.iter().any(|f| {
+        let text = fs::read_to_string(f).unwrap_or_default();
+        sockets_on(&text, state).any(|p| p == port)
+    })
+}
+
+/// The local ports of the sockets in a `/proc/net/{tcp,udp}` table that are in `state`.
+fn sockets_on<'a>(table: &'a str, state: &'a str) -> impl Iterator<Item = u16> + 'a {
+    table.lines().skip(1).filter_map(move |l| {
+        let mut w = l.split_whitespace();
+        let local = w.nth(1)?;
+        let st = w.nth(1)?;
+        let port = local.rsplit_once(':')?.1;
+        (st == state).then(|| u16::from_str_radix(port, 16).ok())?
+    })
+}
+
 /// The IPv4 networks on host interfaces: (interface, network address, prefix length).
 pub fn host_networks() -> Vec<(String, Ipv4Addr, u8)> {
     let out = Cmd::new("ip")
@@ -236,6 +259,14 @@ mod tests {
                 ("vz-work".to_string(), Ipv4Addr::new(10, 77, 3, 0), 24),
             ]
         );
+    }
+
+    #[test]
+    fn listening_sockets_are_found() {
+        let table = "  sl  local_address rem_address   st tx_queue rx_queue\n   \
+            0: 0100007F:1F90 00000000:0000 0A 00000000:00000000 00:00000000 00000000\n   \
+            1: 0100007F:0050 0200007F:9C40 01 00000000:00000000 00:00000000 00000000\n";
+        assert_eq!(sockets_on(table, "0A").collect::<Vec<_>>(), [8080]);
     }
 
     #[test]

@@ -131,6 +131,28 @@ pub fn delete(zone: &str) -> Result<()> {
         })
 }
 
+/// Takes the zone's bridge out of the shared table `inet realms` of earlier versions of realms
+/// (maps `zones` and `nat_zones`), whose rules would otherwise still apply to it. Only the
+/// zone's own elements go: that table may still serve zones of older realms on this host.
+/// Best effort, run once when a store first records the zone.
+pub fn forget_legacy(zone: &str) {
+    let bridge = bridge_name(zone);
+    for map in ["zones", "nat_zones"] {
+        let script = format!("delete element inet realms {map} {{ \"{bridge}\" }}\n");
+        if Cmd::new("nft")
+            .arg("-f")
+            .arg("-")
+            .stdin_bytes(script)
+            .run()
+            .is_ok()
+        {
+            tracing::info!(
+                "zone '{zone}': removed {bridge} from the old table inet realms ({map})"
+            );
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::super::host::Published;
