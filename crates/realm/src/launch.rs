@@ -171,9 +171,14 @@ pub(crate) fn start_locked(store: &RealmStore, name: &str, say: &dyn Fn(&str)) -
         }
         Network::LoopbackOnly => None,
     };
-    match Executor::detect() {
-        Executor::Direct => start_direct(store, name)?,
-        Executor::Systemd => start_unit(store, name)?,
+    let started = match Executor::detect() {
+        Executor::Direct => start_direct(store, name),
+        Executor::Systemd => start_unit(store, name),
+    };
+    if let Err(e) = started {
+        // Its address and port forwards go back to the zone.
+        zone::release(store, name);
+        return Err(e);
     }
     if let Some(net) = net {
         zone::configure_host0(leader(store, name)?, net.address, &net.zone)?;
