@@ -16,7 +16,9 @@
 //! - **prerouting/output**: port forwards, DNAT of `fib daddr type local` (every address of the
 //!   host: the host's own address, a bridge address, and 127.0.0.1 for local clients) to the
 //!   realm's address. nspawn's own `--port` is not used: it refuses loopback, and it keeps
-//!   rules of its own that realms could not see or check.
+//!   rules of its own that realms could not see or check. Zones stay apart here too: a realm
+//!   of another zone cannot use a forward (its own zone's table drops what it sends towards
+//!   `vz-*`), and a realm of the same zone going through the host's address is not hairpinned.
 //! - **guard** (raw prerouting): nothing arriving from the zone may be addressed to 127.0.0.0/8.
 //!   DNAT of loopback clients needs `route_localnet` on the zone's bridge, which would otherwise
 //!   let a realm send to the host's loopback-only services.
