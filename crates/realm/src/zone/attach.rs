@@ -90,12 +90,12 @@ fn claim_for(store: &RealmStore, zone_name: &str, zone: &Zone) -> Result<Claim> 
         return Err(zone_err(
             zone_name,
             format!(
-                "its bridge {} belongs to the realm store {} (subnet {}); put this store's realms \
-                 in another zone (`realms config NAME network-zone OTHER`), or remove the zone \
-                 from that store first (`realms zone remove {zone_name}` there)",
+                "on this host the zone (bridge {}, subnet {}) belongs to the realm store {}; put \
+                 this store's realms in another zone (`realms config NAME network-zone OTHER`), \
+                 or remove the zone from that store first (`realms zone remove {zone_name}` there)",
                 bridge_name(zone_name),
-                c.store.display(),
-                c.subnet
+                c.subnet,
+                c.store.display()
             ),
         ));
     }
