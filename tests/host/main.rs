@@ -2,6 +2,7 @@
 
 mod everyday;
 mod nested;
+mod network;
 mod portable;
 mod readme;
 mod realm;

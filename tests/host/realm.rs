@@ -177,9 +177,9 @@ fn zones_connect_their_realms_and_isolate_them_from_other_zones() {
         !crossed,
         "a realm in another zone reached a realm of zone {clear}"
     );
-    // The zone's NAT is off unless turned on.
-    assert!(t.ok(&["zone", &clear]).contains("nat off"));
-    assert!(t.ok(&["zone", &clear, "nat", "on"]).contains("nat on"));
+    // The zone's NAT is on unless turned off.
+    assert!(t.ok(&["zone", &clear]).contains("nat on"));
+    assert!(t.ok(&["zone", &clear, "nat", "off"]).contains("nat off"));
 }
 
 #[test]

@@ -100,7 +100,8 @@ fn a_realm_starts_on_a_sealed_image_verified_in_userspace() {
     t.ok(&["new", &r, "--appimg", "sealed"]);
     t.ok(&["config", &r, "use-network", "false"]);
     let out = t.realms(&["start", &r]);
-    let said = String::from_utf8_lossy(&out.stdout);
+    // A warning: on stderr, where `realms` puts every `[!]` line.
+    let said = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success());
     assert!(
         said.contains("no device-mapper") && said.contains("no protection against tampering"),

@@ -15,6 +15,7 @@ use crate::scratch::{Scratch, unique, unmount_below};
 #[derive(Debug)]
 pub struct TestRoot {
     root: PathBuf,
+    zone: String,
     _scratch: Option<Scratch>,
 }
 
@@ -32,6 +33,7 @@ impl TestRoot {
             .arg(images.join("base.appimg")));
         let t = TestRoot {
             root,
+            zone: name("z"),
             _scratch: Some(scratch),
         };
         t.own_zone();
@@ -55,6 +57,7 @@ impl TestRoot {
         fs::create_dir_all(&root).unwrap();
         let t = TestRoot {
             root,
+            zone: name("z"),
             _scratch: None,
         };
         t.ok(&["appimg", "import", "base", &debian_base().to_string_lossy()]);
@@ -68,7 +71,7 @@ impl TestRoot {
         self.ok(&["list"]);
         let template = self.realms_dir().join("config");
         let text = fs::read_to_string(&template).unwrap();
-        let zone = name("z");
+        let zone = &self.zone;
         fs::write(
             &template,
             text.replace(
@@ -81,6 +84,11 @@ impl TestRoot {
 
     pub fn path(&self) -> &Path {
         &self.root
+    }
+
+    /// The zone the store's new realms are in (unique to this test).
+    pub fn zone(&self) -> &str {
+        &self.zone
     }
 
     /// `realms --root ROOT ARGS...`, whatever its exit status.
@@ -149,15 +157,36 @@ impl Drop for TestRoot {
             .lines()
             .filter_map(|l| l.strip_prefix('[')?.strip_suffix(']'))
         {
-            let _ = Command::new("ip")
-                .args(["link", "del", &format!("vz-{zone}")])
-                .output();
+            forget_zone(&self.root, zone);
         }
         if self._scratch.is_none() {
             unmount_below(&self.root);
             let _ = fs::remove_dir_all(&self.root);
         }
     }
+}
+
+/// Removes what zone `zone` of the store under `root` left on the host: its bridge, its
+/// nftables table and its host-wide record (`/run/realms/net/ZONE.toml`), unless that record
+/// says another store owns the zone. (`realms zone remove` refuses while realms are configured
+/// for the zone, and a test's realms stay configured to the end.)
+pub fn forget_zone(root: &Path, zone: &str) {
+    let record = Path::new("/run/realms/net").join(format!("{zone}.toml"));
+    let owner = fs::read_to_string(&record).unwrap_or_default();
+    let store = root
+        .join("storage/realms")
+        .canonicalize()
+        .unwrap_or_else(|_| root.join("storage/realms"));
+    if !owner.is_empty() && !owner.contains(&format!("\"{}\"", store.display())) {
+        return;
+    }
+    let _ = Command::new("ip")
+        .args(["link", "del", &format!("vz-{zone}")])
+        .output();
+    let _ = Command::new("nft")
+        .args(["delete", "table", "inet", &format!("realms-zone-{zone}")])
+        .output();
+    let _ = fs::remove_file(record);
 }
 
 /// A realm or zone name no other test uses (veth and bridge names are global on the host):

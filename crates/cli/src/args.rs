@@ -45,7 +45,7 @@ pub enum Command {
     /// Application images: import, list, remove, roll back.
     #[command(subcommand)]
     Appimg(crate::appimg::AppimgCmd),
-    /// Network zones: list them, or show and set one zone's subnet and NAT.
+    /// Network zones: list them, show and set one zone's subnet and NAT, or remove one.
     Zone(crate::realm::ZoneArgs),
     /// dm-verity hash areas: format and verify, veritysetup-compatible.
     #[command(subcommand)]
@@ -77,6 +77,7 @@ fn config_keys_help() -> String {
             KeyType::Zone => "ZONE",
             KeyType::Image => "IMAGE",
             KeyType::BindList => "[\"HOST[:REALM]\", ...]",
+            KeyType::PortList => "[\"tcp:8080:80\", ...]",
         };
         text.push_str(&format!(
             "  {key:<20} {values:<24} default {default:<8} {what}\n"

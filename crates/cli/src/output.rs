@@ -65,8 +65,14 @@ impl Ctx {
     }
 
     /// Prints one progress line of the seed's kind (`[+] ...`); JSON output and `-q` silence it.
+    /// Warnings (`[!]: ...`) go to stderr, with `--json` too (only `-q` silences them).
     pub fn say(&self, line: impl Display) {
-        if !self.json && !self.quiet {
+        let line = line.to_string();
+        if line.starts_with("[!]") {
+            if !self.quiet {
+                eprintln!("{line}");
+            }
+        } else if !self.json && !self.quiet {
             outln!("{line}");
         }
     }

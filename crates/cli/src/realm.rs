@@ -77,12 +77,23 @@ pub enum RealmCmd {
     Launch { name: String },
 }
 
+/// `realms zone [ZONE [KEY VALUE]]` and `realms zone remove ZONE`.
 #[derive(Debug, Args)]
+#[command(args_conflicts_with_subcommands = true, disable_help_subcommand = true)]
 pub struct ZoneArgs {
+    #[command(subcommand)]
+    cmd: Option<ZoneCmd>,
     zone: Option<String>,
-    /// `nat` (true/false) or `subnet` (A.B.C.0/24).
+    /// `nat` (on/off; new zones have it on) or `subnet` (A.B.C.0/24).
     key: Option<String>,
     value: Option<String>,
+}
+
+#[derive(Debug, Subcommand)]
+enum ZoneCmd {
+    /// Remove a zone: its bridge, its nftables rules and its settings (refused while a realm is
+    /// configured for it).
+    Remove { zone: String },
 }
 
 fn store(ctx: &Ctx) -> anyhow::Result<RealmStore> {
@@ -185,6 +196,12 @@ pub fn run(cmd: RealmCmd, ctx: &Ctx) -> anyhow::Result<ExitCode> {
 
 pub fn zone(args: ZoneArgs, ctx: &Ctx) -> anyhow::Result<ExitCode> {
     let store = store(ctx)?;
+    if let Some(ZoneCmd::Remove { zone: z }) = args.cmd {
+        zone::remove(&store, &z)?;
+        ctx.say(format!("[+]: Removed zone '{z}'"));
+        ctx.emit(&Json(serde_json::json!({ "action": "removed", "zone": z })))?;
+        return Ok(ExitCode::SUCCESS);
+    }
     match (args.zone, args.key, args.value) {
         (Some(z), Some(k), Some(v)) => {
             let zone = zone::set(&store, &z, &k, &v)?;
@@ -198,7 +215,9 @@ pub fn zone(args: ZoneArgs, ctx: &Ctx) -> anyhow::Result<ExitCode> {
             ctx.emit(&Zones(vec![(z, zone)]))?;
         }
         (None, None, None) => ctx.emit(&Zones(zone::load(&store)?.into_iter().collect()))?,
-        _ => anyhow::bail!("use `realms zone`, `realms zone ZONE` or `realms zone ZONE KEY VALUE`"),
+        _ => anyhow::bail!(
+            "use `realms zone`, `realms zone ZONE`, `realms zone ZONE KEY VALUE` or `realms zone remove ZONE`"
+        ),
     }
     Ok(ExitCode::SUCCESS)
 }

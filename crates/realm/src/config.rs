@@ -25,6 +25,7 @@ pub struct RealmConfig {
     pub use_ephemeral_home: Option<bool>,
     pub extra_bindmounts: Option<Vec<String>>,
     pub extra_bindmounts_ro: Option<Vec<String>>,
+    pub port_forward: Option<Vec<String>>,
     pub appimg: Option<String>,
 }
 
@@ -35,6 +36,7 @@ pub enum KeyType {
     Zone,
     Image,
     BindList,
+    PortList,
 }
 
 /// Every key, its type, its default (as TOML) and what it does.
@@ -101,6 +103,12 @@ pub const KEYS: &[(&str, KeyType, &str, &str)] = &[
         "read-only binds, \"HOST[:REALM]\"",
     ),
     (
+        "port-forward",
+        KeyType::PortList,
+        "[]",
+        "host ports forwarded to the realm, \"[tcp:|udp:]HOSTPORT[:REALMPORT]\" (needs a network zone)",
+    ),
+    (
         "appimg",
         KeyType::Image,
         "\"base\"",
@@ -138,6 +146,10 @@ impl RealmConfig {
                 parse_bind(bind).map_err(|reason| bad_value(path, key, bind, &reason))?;
             }
         }
+        if let Some(list) = &self.port_forward {
+            crate::zone::port::parse_list(list.iter().map(String::as_str))
+                .map_err(|(entry, reason)| bad_value(path, "port-forward", &entry, &reason))?;
+        }
         if let Some(img) = &self.appimg {
             realms_image::validate_name("image", img)
                 .map_err(|e| bad_value(path, "appimg", img, &e.to_string()))?;
@@ -174,6 +186,12 @@ impl RealmConfig {
     }
     pub fn appimg(&self) -> &str {
         self.appimg.as_deref().unwrap_or("base")
+    }
+
+    /// The port forwards (validated when the config was read).
+    pub fn port_forwards(&self) -> Vec<crate::zone::PortForward> {
+        let list = self.port_forward.iter().flatten().map(String::as_str);
+        crate::zone::port::parse_list(list).unwrap_or_default()
     }
 
     /// The extra binds: (host path, path in the realm, read-only).
@@ -226,6 +244,25 @@ pub fn parse_value(key: &str, value: &str) -> Result<toml::Value> {
         KeyType::Image => {
             realms_image::validate_name("image", value).map_err(|e| invalid(&e.to_string()))?;
             Ok(toml::Value::String(value.to_string()))
+        }
+        KeyType::PortList => {
+            let items: Vec<&str> = value
+                .split(|c: char| c.is_whitespace() || c == ',')
+                .filter(|s| !s.is_empty())
+                .collect();
+            crate::zone::port::parse_list(items.iter().copied()).map_err(|(entry, reason)| {
+                Error::BadValue {
+                    key: key.to_string(),
+                    value: entry,
+                    allowed: reason,
+                }
+            })?;
+            Ok(toml::Value::Array(
+                items
+                    .into_iter()
+                    .map(|s| toml::Value::String(s.into()))
+                    .collect(),
+            ))
         }
         KeyType::BindList => {
             let items: Vec<&str> = value.split_whitespace().collect();
@@ -348,6 +385,45 @@ mod tests {
         assert!(err.contains("use-kvmm") && err.contains("use-kvm"), "{err}");
         assert!(parse_value("extra-bindmounts", "/a:/b /c").is_ok());
         assert!(parse_value("extra-bindmounts", "/a/../b").is_err());
+    }
+
+    #[test]
+    fn port_forwards_are_checked_naming_the_key_and_the_entry() {
+        let c = RealmConfig::parse(
+            "port-forward = [\"tcp:8080:80\", \"udp:53\"]\n",
+            Path::new("c"),
+        )
+        .unwrap();
+        assert_eq!(c.port_forwards().len(), 2);
+        assert_eq!(c.port_forwards()[0].to_string(), "tcp:8080:80");
+        let err = RealmConfig::parse(
+            "port-forward = [\"tcp:80:80\", \"tcp:0:1\"]\n",
+            Path::new("cfg"),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.contains("cfg") && err.contains("port-forward") && err.contains("tcp:0:1"),
+            "{err}"
+        );
+        let err = parse_value("port-forward", "tcp:8080:80 http")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("port-forward") && err.contains("'http'"),
+            "{err}"
+        );
+        let err = parse_value("port-forward", "8080:80,tcp:8080:81")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("tcp:8080:81") && err.contains("already"),
+            "{err}"
+        );
+        assert_eq!(
+            parse_value("port-forward", "tcp:8080:80, udp:53").unwrap(),
+            toml::Value::Array(vec!["tcp:8080:80".into(), "udp:53".into()])
+        );
     }
 
     #[test]

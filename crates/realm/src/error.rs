@@ -45,6 +45,11 @@ pub enum Error {
     Realm { name: String, message: String },
     #[error("network zone '{zone}': {message}")]
     Zone { zone: String, message: String },
+    #[error(
+        "network zone '{zone}' is used by realm(s) {realms}; move them to another zone \
+         (`realms config NAME network-zone OTHER`) or remove them first"
+    )]
+    ZoneInUse { zone: String, realms: String },
     #[error("{action} {}", path.display())]
     Io {
         action: &'static str,

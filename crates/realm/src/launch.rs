@@ -162,20 +162,26 @@ pub(crate) fn start_locked(store: &RealmStore, name: &str, say: &dyn Fn(&str)) -
         }
     }
     let net = match &plan.network {
-        Network::Zone { zone, .. } => {
-            let z = zone::ensure(store, zone)?;
-            zone::setup_bridge(zone, &z)?;
-            let addr = zone::lease(store, zone, &z, name)?;
-            Some((z, addr))
+        Network::Zone { zone, forwards, .. } => {
+            let attached = zone::attach(store, zone, name, forwards)?;
+            for warning in &attached.warnings {
+                say(&format!("[!]: {warning}"));
+            }
+            Some(attached)
         }
         Network::LoopbackOnly => None,
     };
-    match Executor::detect() {
-        Executor::Direct => start_direct(store, name)?,
-        Executor::Systemd => start_unit(store, name)?,
+    let started = match Executor::detect() {
+        Executor::Direct => start_direct(store, name),
+        Executor::Systemd => start_unit(store, name),
+    };
+    if let Err(e) = started {
+        // Its address and port forwards go back to the zone.
+        zone::release(store, name);
+        return Err(e);
     }
-    if let Some((z, addr)) = net {
-        zone::configure_host0(leader(store, name)?, addr, &z)?;
+    if let Some(net) = net {
+        zone::configure_host0(leader(store, name)?, net.address, &net.zone)?;
     }
     if plan.ephemeral_home.is_some() {
         // nspawn's temporary upper layer belongs to root; the home belongs to the realm user.

@@ -32,8 +32,65 @@ pub enum RootSetup {
 pub enum Network {
     /// A private network namespace with only `lo`.
     LoopbackOnly,
-    /// A veth pair whose host end joins the zone's bridge `vz-ZONE`.
-    Zone { zone: String, bridge: String },
+    /// A veth pair whose host end joins the zone's bridge `vz-ZONE`; `forwards` are host ports
+    /// DNATed to the realm's address in the zone (by the zone's nftables table, see
+    /// [`crate::zone::nft`]; not nspawn's `--port`, which refuses loopback clients).
+    Zone {
+        zone: String,
+        bridge: String,
+        forwards: Vec<crate::zone::PortForward>,
+    },
+}
+
+/// Where the realm's `/etc/resolv.conf` comes from (nspawn's `--resolv-conf=`).
+///
+/// A realm in a zone reaches the outside through the zone's NAT, so the host's own resolvers
+/// serve it, copied at each start (a copy, not a bind: the realm may edit its file). Resolvers
+/// on the host's loopback (systemd-resolved's 127.0.0.53, a local dnsmasq) are not reachable
+/// from a realm; systemd-resolved's list of upstream servers is copied instead when there is
+/// one, and otherwise the realm keeps its own file (and a note says why DNS may fail).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ResolvConf {
+    /// nspawn's default: with private networking, the realm's own file is left as it is.
+    Auto,
+    /// The host's `/etc/resolv.conf`.
+    CopyHost,
+    /// systemd-resolved's `/run/systemd/resolve/resolv.conf` (the upstream servers).
+    CopyUplink,
+}
+
+const HOST_RESOLV_CONF: &str = "/etc/resolv.conf";
+const RESOLVED_UPLINK: &str = "/run/systemd/resolve/resolv.conf";
+
+/// The realm's resolv.conf source given the host's `/etc/resolv.conf` text, and a note when
+/// no source the realm can reach exists.
+pub fn resolv_conf_for(host_text: &str, uplink_exists: bool) -> (ResolvConf, Option<String>) {
+    let servers: Vec<std::net::IpAddr> = host_text
+        .lines()
+        .filter_map(|l| {
+            let mut w = l.split_whitespace();
+            (w.next() == Some("nameserver")).then(|| w.next())?
+        })
+        .filter_map(|a| a.split('%').next()?.parse().ok())
+        .collect();
+    if servers.iter().any(|a| !a.is_loopback()) {
+        (ResolvConf::CopyHost, None)
+    } else if uplink_exists {
+        (ResolvConf::CopyUplink, None)
+    } else {
+        let why = if servers.is_empty() {
+            "names no nameserver".to_string()
+        } else {
+            "names only resolvers on the host's loopback, which a realm cannot reach".to_string()
+        };
+        (
+            ResolvConf::Auto,
+            Some(format!(
+                "dns: the host's {HOST_RESOLV_CONF} {why}; the realm keeps its own resolv.conf"
+            )),
+        )
+    }
 }
 
 /// One bind mount from the host into the realm.
@@ -52,6 +109,7 @@ pub struct LaunchPlan {
     pub directory: PathBuf,
     pub root: RootSetup,
     pub network: Network,
+    pub resolv_conf: ResolvConf,
     pub binds: Vec<Bind>,
     /// An ephemeral home: a tmpfs-backed overlay on this directory (skel) at /home/user.
     pub ephemeral_home: Option<PathBuf>,
@@ -64,6 +122,10 @@ pub struct LaunchPlan {
 /// What the plan needs to know about the host; tests pass their own.
 pub trait HostFacts {
     fn exists(&self, path: &Path) -> bool;
+    /// A host file's text (`None` when it cannot be read).
+    fn read(&self, _path: &Path) -> Option<String> {
+        None
+    }
 }
 
 /// The real host.
@@ -73,6 +135,9 @@ pub struct RealHost;
 impl HostFacts for RealHost {
     fn exists(&self, path: &Path) -> bool {
         path.exists()
+    }
+    fn read(&self, path: &Path) -> Option<String> {
+        std::fs::read_to_string(path).ok()
     }
 }
 
@@ -105,14 +170,28 @@ pub fn plan(
             }
         }
     };
-    let network = if config.use_network() {
+    let forwards = config.port_forwards();
+    let mut notes = Vec::new();
+    let (network, resolv_conf) = if config.use_network() {
         let zone = config.network_zone().to_string();
-        Network::Zone {
+        let host_text = host.read(Path::new(HOST_RESOLV_CONF)).unwrap_or_default();
+        let (resolv_conf, note) =
+            resolv_conf_for(&host_text, host.exists(Path::new(RESOLVED_UPLINK)));
+        notes.extend(note);
+        let network = Network::Zone {
             bridge: crate::zone::bridge_name(&zone),
             zone,
-        }
+            forwards,
+        };
+        (network, resolv_conf)
+    } else if !forwards.is_empty() {
+        return Err(Error::realm(
+            name,
+            "port-forward needs a network zone, and use-network is false; set `use-network true` \
+             or remove the port forwards",
+        ));
     } else {
-        Network::LoopbackOnly
+        (Network::LoopbackOnly, ResolvConf::Auto)
     };
     let mut p = LaunchPlan {
         name: name.to_string(),
@@ -120,10 +199,11 @@ pub fn plan(
         directory,
         root,
         network,
+        resolv_conf,
         binds: Vec::new(),
         ephemeral_home: None,
         environment: Vec::new(),
-        notes: Vec::new(),
+        notes,
     };
     if config.use_ephemeral_home() {
         p.ephemeral_home = Some(store.dir().join("skel"));
@@ -244,6 +324,11 @@ impl LaunchPlan {
         match &self.network {
             Network::LoopbackOnly => args.push("--private-network".into()),
             Network::Zone { bridge, .. } => args.push(arg("--network-bridge=", bridge)),
+        }
+        match self.resolv_conf {
+            ResolvConf::Auto => {}
+            ResolvConf::CopyHost => args.push("--resolv-conf=copy-host".into()),
+            ResolvConf::CopyUplink => args.push("--resolv-conf=copy-uplink".into()),
         }
         if let Some(skel) = &self.ephemeral_home {
             // An empty upper layer means a temporary one: the home is gone at the next start.

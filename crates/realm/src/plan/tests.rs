@@ -7,16 +7,23 @@ use super::*;
 use crate::config::RealmConfig;
 use crate::store::RealmStore;
 
-struct FakeHost(HashSet<PathBuf>);
+struct FakeHost(HashSet<PathBuf>, String);
 
 impl HostFacts for FakeHost {
     fn exists(&self, path: &Path) -> bool {
         self.0.contains(path)
     }
+    fn read(&self, path: &Path) -> Option<String> {
+        (path == Path::new("/etc/resolv.conf")).then(|| self.1.clone())
+    }
 }
 
+/// A host with these paths and a resolver on its network.
 fn host(paths: &[&str]) -> FakeHost {
-    FakeHost(paths.iter().map(PathBuf::from).collect())
+    FakeHost(
+        paths.iter().map(PathBuf::from).collect(),
+        "nameserver 192.0.2.53\n".into(),
+    )
 }
 
 fn store_with_realm(name: &str) -> (tempfile::TempDir, RealmStore) {
@@ -204,5 +211,80 @@ fn overlay_realms_mount_their_lower_layer() {
             work: dir.join("overlay/work"),
             image: Some(img),
         }
+    );
+}
+
+#[test]
+fn zone_realms_get_the_hosts_resolvers_they_can_reach() {
+    let (_d, store) = store_with_realm("a");
+    let p = plan(&store, "a", &config(""), &host(&[])).unwrap();
+    assert_eq!(p.resolv_conf, ResolvConf::CopyHost);
+    assert!(args(&p).contains(&"--resolv-conf=copy-host".to_string()));
+    // systemd-resolved's stub on the host's loopback: its upstream list instead.
+    let mut h = host(&["/run/systemd/resolve/resolv.conf"]);
+    h.1 = "# stub\nnameserver 127.0.0.53\noptions edns0\n".into();
+    let p = plan(&store, "a", &config(""), &h).unwrap();
+    assert!(args(&p).contains(&"--resolv-conf=copy-uplink".to_string()));
+    // Only loopback resolvers and no upstream list: the realm keeps its file, and a note says so.
+    h.0.clear();
+    let p = plan(&store, "a", &config(""), &h).unwrap();
+    assert_eq!(p.resolv_conf, ResolvConf::Auto);
+    assert!(!args(&p).iter().any(|a| a.starts_with("--resolv-conf")));
+    assert!(
+        p.notes.iter().any(|n| n.contains("loopback")),
+        "{:?}",
+        p.notes
+    );
+    // No network: nothing to resolve with.
+    let p = plan(&store, "a", &config("use-network = false\n"), &host(&[])).unwrap();
+    assert_eq!(p.resolv_conf, ResolvConf::Auto);
+}
+
+#[test]
+fn resolvers_mixing_loopback_and_network_are_copied() {
+    assert_eq!(
+        resolv_conf_for("nameserver 127.0.0.1\nnameserver fe80::1%eth0\n", false).0,
+        ResolvConf::CopyHost
+    );
+    assert_eq!(
+        resolv_conf_for("nameserver ::1\n", true).0,
+        ResolvConf::CopyUplink
+    );
+    assert!(
+        resolv_conf_for("", false)
+            .1
+            .unwrap()
+            .contains("no nameserver")
+    );
+}
+
+#[test]
+fn port_forwards_ride_on_the_zone() {
+    let (_d, store) = store_with_realm("a");
+    let p = plan(
+        &store,
+        "a",
+        &config("network-zone = \"web\"\nport-forward = [\"tcp:8080:80\"]\n"),
+        &host(&[]),
+    )
+    .unwrap();
+    let Network::Zone { forwards, .. } = &p.network else {
+        panic!("{:?}", p.network)
+    };
+    assert_eq!(forwards.len(), 1);
+    assert_eq!(forwards[0].to_string(), "tcp:8080:80");
+    // nspawn's --port is not used: the zone's table forwards (loopback included).
+    assert!(!args(&p).iter().any(|a| a.starts_with("--port")));
+    let err = plan(
+        &store,
+        "a",
+        &config("use-network = false\nport-forward = [\"8080\"]\n"),
+        &host(&[]),
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(
+        err.contains("port-forward") && err.contains("use-network"),
+        "{err}"
     );
 }
