@@ -29,9 +29,8 @@ pub struct Cgroup {
 
 /// Where the hierarchies are mounted: `(cgroup2, v1 name=systemd)`.
 fn hierarchies(base: &Path) -> (Option<PathBuf>, Option<PathBuf>) {
-    let is_cgroup2 = |p: &Path| {
-        rustix::fs::statfs(p).is_ok_and(|s| s.f_type == CGROUP2_SUPER_MAGIC)
-    };
+    let is_cgroup2 =
+        |p: &Path| rustix::fs::statfs(p).is_ok_and(|s| s.f_type == CGROUP2_SUPER_MAGIC);
     if is_cgroup2(base) {
         return (Some(base.to_path_buf()), None);
     }
@@ -67,7 +66,10 @@ impl Cgroup {
 
     /// The group's directories (cgroup2 first).
     pub fn dirs(&self) -> impl Iterator<Item = &Path> {
-        self.unified.iter().chain(self.legacy.iter()).map(|p| p.as_path())
+        self.unified
+            .iter()
+            .chain(self.legacy.iter())
+            .map(|p| p.as_path())
     }
 
     /// A child group of this one.
@@ -99,7 +101,10 @@ impl Cgroup {
     /// `cgroup.procs` of the cgroup2 group (else the v1 one), opened for writing, so that a
     /// forked child can join with one `write` before it execs (see [`join_fd`]).
     pub fn open_procs(&self) -> Result<OwnedFd> {
-        let dir = self.dirs().next().expect("a group has at least one hierarchy");
+        let dir = self
+            .dirs()
+            .next()
+            .expect("a group has at least one hierarchy");
         let procs = dir.join("cgroup.procs");
         rustix::fs::open(&procs, OFlags::WRONLY | OFlags::CLOEXEC, Mode::empty())
             .ctx("opening", &procs)
@@ -171,7 +176,10 @@ pub fn join_fd(procs: &OwnedFd) -> std::io::Result<()> {
 
 fn collect_pids(dir: &Path, out: &mut Vec<u32>) {
     if let Ok(text) = fs::read_to_string(dir.join("cgroup.procs")) {
-        out.extend(text.split_whitespace().filter_map(|s| s.parse::<u32>().ok()));
+        out.extend(
+            text.split_whitespace()
+                .filter_map(|s| s.parse::<u32>().ok()),
+        );
     }
     let Ok(entries) = fs::read_dir(dir) else {
         return;
@@ -234,9 +242,17 @@ mod tests {
         g.create().unwrap();
         fs::write(dir.path().join("systemd/realms/x/cgroup.procs"), "12\n7\n").unwrap();
         c.create().unwrap();
-        fs::write(dir.path().join("systemd/realms/x/run/cgroup.procs"), "7\n3\n").unwrap();
+        fs::write(
+            dir.path().join("systemd/realms/x/run/cgroup.procs"),
+            "7\n3\n",
+        )
+        .unwrap();
         assert_eq!(g.pids(), [3, 7, 12]);
         assert!(g.is_populated());
-        assert!(!Cgroup::under(dir.path(), Path::new("realms/y")).unwrap().is_populated());
+        assert!(
+            !Cgroup::under(dir.path(), Path::new("realms/y"))
+                .unwrap()
+                .is_populated()
+        );
     }
 }

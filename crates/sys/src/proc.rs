@@ -32,6 +32,23 @@ pub fn kill(pid: u32, signal: Signal) -> Result<()> {
     })
 }
 
+/// Sends the real-time signal `SIGRTMIN + offset` to process `pid` (systemd powers off on
+/// SIGRTMIN+4).
+pub fn kill_realtime(pid: u32, offset: i32) -> Result<()> {
+    let p = to_pid(pid)
+        .ok_or_else(|| Error::invalid("sending a signal to", pid_path(pid), "invalid pid"))?;
+    // SAFETY: kill(2) has no memory effects.
+    let r = unsafe { libc::kill(p.as_raw_nonzero().get(), libc::SIGRTMIN() + offset) };
+    if r != 0 {
+        return Err(Error::io(
+            format!("sending signal SIGRTMIN+{offset} to"),
+            pid_path(pid),
+            std::io::Error::last_os_error(),
+        ));
+    }
+    Ok(())
+}
+
 /// The PIDs whose parent is `pid`, in ascending order.
 ///
 /// Reads `/proc/PID/task/*/children` where the kernel has it, else scans `/proc/*/stat`.

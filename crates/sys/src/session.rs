@@ -64,20 +64,36 @@ impl Pty {
         unsafe {
             let master = libc::posix_openpt(libc::O_RDWR | libc::O_NOCTTY | libc::O_CLOEXEC);
             if master < 0 {
-                return Err(Error::io("opening a pseudo-terminal at", ptmx, io::Error::last_os_error()));
+                return Err(Error::io(
+                    "opening a pseudo-terminal at",
+                    ptmx,
+                    io::Error::last_os_error(),
+                ));
             }
             let master = OwnedFd::from_raw_fd(master);
             if libc::unlockpt(master.as_raw_fd()) != 0 {
-                return Err(Error::io("unlocking a pseudo-terminal at", ptmx, io::Error::last_os_error()));
+                return Err(Error::io(
+                    "unlocking a pseudo-terminal at",
+                    ptmx,
+                    io::Error::last_os_error(),
+                ));
             }
             let flags = libc::O_RDWR | libc::O_NOCTTY | libc::O_CLOEXEC;
             let slave = libc::ioctl(master.as_raw_fd(), libc::TIOCGPTPEER, flags);
             if slave < 0 {
-                return Err(Error::io("opening the peer of a pseudo-terminal at", ptmx, io::Error::last_os_error()));
+                return Err(Error::io(
+                    "opening the peer of a pseudo-terminal at",
+                    ptmx,
+                    io::Error::last_os_error(),
+                ));
             }
             let slave = OwnedFd::from_raw_fd(slave);
             if libc::fchown(slave.as_raw_fd(), uid, u32::MAX) != 0 {
-                return Err(Error::io("giving the pseudo-terminal to its user at", ptmx, io::Error::last_os_error()));
+                return Err(Error::io(
+                    "giving the pseudo-terminal to its user at",
+                    ptmx,
+                    io::Error::last_os_error(),
+                ));
             }
             let pty = Pty { master, slave };
             let caller = io::stdin();
@@ -174,7 +190,10 @@ impl Signals {
                 }
                 info
             };
-            out.push((info.ssi_signo as libc::c_int, info.ssi_code == libc::SI_KERNEL));
+            out.push((
+                info.ssi_signo as libc::c_int,
+                info.ssi_code == libc::SI_KERNEL,
+            ));
         }
         out
     }
@@ -213,7 +232,10 @@ pub fn run(job: Job) -> Result<ExitStatus> {
         .current_dir(&cwd);
     if let Some(pty) = &pty {
         let stdio = || -> Result<Stdio> {
-            let fd = pty.slave.try_clone().map_err(|e| Error::io("duplicating", "/dev/ptmx", e))?;
+            let fd = pty
+                .slave
+                .try_clone()
+                .map_err(|e| Error::io("duplicating", "/dev/ptmx", e))?;
             Ok(Stdio::from(File::from(fd)))
         };
         cmd.stdin(stdio()?).stdout(stdio()?).stderr(stdio()?);
@@ -264,7 +286,13 @@ struct ChildSetup {
 
 impl ChildSetup {
     fn apply(&self) -> io::Result<()> {
-        let check = |r: libc::c_int| if r < 0 { Err(io::Error::last_os_error()) } else { Ok(()) };
+        let check = |r: libc::c_int| {
+            if r < 0 {
+                Err(io::Error::last_os_error())
+            } else {
+                Ok(())
+            }
+        };
         // SAFETY: each call is async-signal-safe and reads only data owned by self.
         unsafe {
             if self.new_session {
@@ -296,7 +324,11 @@ fn pidfd(pid: libc::pid_t) -> Result<OwnedFd> {
     // SAFETY: pidfd_open returns a new descriptor or -1.
     let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
     if fd < 0 {
-        return Err(Error::io("opening a pidfd for", format!("/proc/{pid}"), io::Error::last_os_error()));
+        return Err(Error::io(
+            "opening a pidfd for",
+            format!("/proc/{pid}"),
+            io::Error::last_os_error(),
+        ));
     }
     // SAFETY: the descriptor was just created and is ours alone.
     Ok(unsafe { OwnedFd::from_raw_fd(fd as RawFd) })
@@ -394,7 +426,11 @@ fn relay(signals: &Signals, pidfd: &OwnedFd, target: libc::pid_t, master: OwnedF
     let (mut stdin_open, mut master_open) = (true, true);
     let mut buf = vec![0u8; 16 * 1024];
     loop {
-        let want_write = if to_child.is_empty() { 0 } else { libc::POLLOUT };
+        let want_write = if to_child.is_empty() {
+            0
+        } else {
+            libc::POLLOUT
+        };
         let mut fds = [
             poll_in(signals.fd.as_raw_fd()),
             poll_in(pidfd.as_raw_fd()),
@@ -403,7 +439,11 @@ fn relay(signals: &Signals, pidfd: &OwnedFd, target: libc::pid_t, master: OwnedF
                 events: libc::POLLIN | want_write,
                 revents: 0,
             },
-            poll_in(if stdin_open && to_child.is_empty() { libc::STDIN_FILENO } else { -1 }),
+            poll_in(if stdin_open && to_child.is_empty() {
+                libc::STDIN_FILENO
+            } else {
+                -1
+            }),
         ];
         if !poll(&mut fds) {
             continue;
