@@ -3,6 +3,7 @@
 mod nested;
 mod portable;
 mod realm;
+mod run;
 mod sealed;
 mod smoke;
 mod verity;
