@@ -6,6 +6,7 @@ mod network;
 mod portable;
 mod readme;
 mod realm;
+mod run;
 mod sealed;
 mod smoke;
 mod verity;

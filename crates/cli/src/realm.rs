@@ -38,12 +38,26 @@ pub enum RealmCmd {
     Stop { name: String },
     /// Stop a realm and boot it again.
     Restart { name: String },
-    /// Run a command in a realm (started if needed); its exit status becomes ours.
+    /// Run a command in a realm (started if needed); its exit status becomes ours (127: no
+    /// such command, 126: not executable, 128+N: killed by signal N). Signals are passed on.
     Run {
         name: String,
         /// Run as this user of the realm (default root).
         #[arg(long, short)]
         user: Option<String>,
+        /// Set an environment variable (KEY=VALUE, or KEY for its value here); repeatable.
+        #[arg(long, short, value_name = "KEY=VALUE", value_parser = exec::parse_env)]
+        env: Vec<(String, String)>,
+        /// The working directory inside the realm (default: the user's home).
+        #[arg(long, short = 'w', value_name = "DIR")]
+        cwd: Option<std::path::PathBuf>,
+        /// Give the command a pseudo-terminal even when stdin or stdout is not a terminal.
+        #[arg(short = 't', long = "tty", conflicts_with = "no_tty")]
+        tty: bool,
+        /// Never give the command a pseudo-terminal (default: one when stdin and stdout are
+        /// terminals).
+        #[arg(short = 'T', long = "no-tty")]
+        no_tty: bool,
         #[arg(last = true, required = true, value_name = "CMD")]
         command: Vec<OsString>,
     },
@@ -167,14 +181,26 @@ pub fn run(cmd: RealmCmd, ctx: &Ctx) -> anyhow::Result<ExitCode> {
         RealmCmd::Run {
             name,
             user,
+            env,
+            cwd,
+            tty,
+            no_tty,
             command,
         } => {
-            let code = exec::run(&store, &name, user.as_deref(), &command, &say_err)?;
-            return Ok(ExitCode::from(code.clamp(0, 255) as u8));
+            let opts = exec::RunOptions {
+                user,
+                env,
+                cwd,
+                tty: match (tty, no_tty) {
+                    (true, _) => exec::Tty::Always,
+                    (_, true) => exec::Tty::Never,
+                    _ => exec::Tty::Auto,
+                },
+            };
+            return command_status(exec::run(&store, &name, &command, &opts, &say_err));
         }
         RealmCmd::Shell { name, as_root } => {
-            let code = exec::shell(&store, &name, as_root, &say_err)?;
-            return Ok(ExitCode::from(code.clamp(0, 255) as u8));
+            return command_status(exec::shell(&store, &name, as_root, &say_err));
         }
         RealmCmd::Remove { name, stop } => lifecycle::remove(&store, &name, stop, &say)?,
         RealmCmd::UpdateAppimg {
@@ -192,6 +218,20 @@ pub fn run(cmd: RealmCmd, ctx: &Ctx) -> anyhow::Result<ExitCode> {
         RealmCmd::Launch { name } => match launch::exec_launcher(&store, &name)? {},
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// The exit status of `run` and `shell`: the command's, or a shell's for a command that is
+/// missing (127) or cannot be executed (126).
+fn command_status(result: realms_realm::Result<i32>) -> anyhow::Result<ExitCode> {
+    match result {
+        Ok(code) => Ok(ExitCode::from(code.clamp(0, 255) as u8)),
+        Err(err) if err.exit_code() != 1 => {
+            let code = err.exit_code();
+            crate::output::print_error(&err.into());
+            Ok(ExitCode::from(code))
+        }
+        Err(err) => Err(err.into()),
+    }
 }
 
 pub fn zone(args: ZoneArgs, ctx: &Ctx) -> anyhow::Result<ExitCode> {
@@ -267,7 +307,11 @@ impl fmt::Display for List {
                 .as_deref()
                 .map(|z| format!("zone {z}"))
                 .unwrap_or_else(|| "none".into());
-            let state = if r.running { "running" } else { "stopped" };
+            let state = match (r.running, r.orphaned) {
+                (_, true) => "orphaned",
+                (true, false) => "running",
+                (false, false) => "stopped",
+            };
             if let Some(err) = &r.error {
                 writeln!(f, "{marks} {:<20} {state:<8} broken config: {err}", r.name)?;
                 continue;

@@ -43,6 +43,14 @@ pub enum Error {
     },
     #[error("realm '{name}': {message}")]
     Realm { name: String, message: String },
+    #[error("realm '{name}': {command}: command not found in the realm")]
+    CommandNotFound { name: String, command: String },
+    #[error("realm '{name}': {command}: cannot execute: {reason}")]
+    NotExecutable {
+        name: String,
+        command: String,
+        reason: String,
+    },
     #[error("network zone '{zone}': {message}")]
     Zone { zone: String, message: String },
     #[error(
@@ -82,6 +90,18 @@ impl Error {
         Error::Realm {
             name: name.to_string(),
             message: message.into(),
+        }
+    }
+}
+
+impl Error {
+    /// The exit status a shell gives this error: 127 for a missing command, 126 for one that
+    /// cannot be executed, 1 otherwise.
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            Error::CommandNotFound { .. } => 127,
+            Error::NotExecutable { .. } => 126,
+            _ => 1,
         }
     }
 }

@@ -1,15 +1,17 @@
 //! `realms run` and `realms shell`: a command inside a running realm (started first if need
-//! be), entered through the namespaces of the realm's init, with stdio passed through.
+//! be), entered through the namespaces of the realm's init, with stdio passed through (or a
+//! pty of the realm's), signals forwarded, and the exit codes of a shell (127, 126, 128+N).
 
-use std::ffi::OsString;
+use std::ffi::{OsStr, OsString};
 use std::path::{Path, PathBuf};
 
 use realms_sys::ns::{self, Credentials};
 use realms_sys::root::RootDir;
+use realms_sys::session;
 
 use crate::plan::{RealHost, plan};
 use crate::store::RealmStore;
-use crate::{Error, Result, launch};
+use crate::{Error, Result, launch, tree};
 
 /// An account in the realm's `/etc/passwd`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -22,36 +24,184 @@ pub struct Account {
     pub groups: Vec<u32>,
 }
 
-/// Starts the realm if it is not running (saying so through `say`).
+/// Starts the realm if it is not running (saying so through `say`); an orphaned realm (its
+/// nspawn was killed) is stopped and started afresh.
 pub fn ensure_running(store: &RealmStore, name: &str, say: &dyn Fn(&str)) -> Result<()> {
     store.check_exists(name)?;
-    if !launch::is_running(store, name) {
+    if launch::state(store, name) != launch::State::Running {
         let _lock = store.lock()?;
         launch::start_locked(store, name, say)?;
     }
     Ok(())
 }
 
-/// Runs `argv` in realm `name` as `user` (root when `None`); returns the exit code to exit with
-/// (128 + the signal number when the command was killed by a signal).
+/// Whether the command gets a pseudo-terminal.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Tty {
+    /// When stdin and stdout are terminals (like `machinectl shell`, `docker exec -it`).
+    #[default]
+    Auto,
+    /// Always (`-t`).
+    Always,
+    /// Never (`-T`).
+    Never,
+}
+
+impl Tty {
+    fn wanted(self) -> bool {
+        use std::os::fd::AsFd;
+        match self {
+            Tty::Always => true,
+            Tty::Never => false,
+            Tty::Auto => {
+                session::is_terminal(std::io::stdin().as_fd())
+                    && session::is_terminal(std::io::stdout().as_fd())
+            }
+        }
+    }
+}
+
+/// How `realms run` runs its command.
+#[derive(Debug, Clone, Default)]
+pub struct RunOptions {
+    /// The realm user to run as (root when `None`).
+    pub user: Option<String>,
+    /// Extra environment (`--env K=V`), set last.
+    pub env: Vec<(String, String)>,
+    /// The working directory inside the realm (default: the user's home, else `/`).
+    pub cwd: Option<PathBuf>,
+    pub tty: Tty,
+}
+
+/// Parses `--env` values: `KEY=VALUE`, or `KEY` alone for the host's value of KEY.
+pub fn parse_env(arg: &str) -> std::result::Result<(String, String), String> {
+    let (key, value) = match arg.split_once('=') {
+        Some((k, v)) => (k, Some(v.to_string())),
+        None => (arg, None),
+    };
+    let valid = key
+        .chars()
+        .next()
+        .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+        && key.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+    if !valid {
+        return Err(format!(
+            "'{key}' is not an environment variable name (letters, digits and _, not starting with a digit)"
+        ));
+    }
+    match value.or_else(|| std::env::var(key).ok()) {
+        Some(v) => Ok((key.to_string(), v)),
+        None => Err(format!(
+            "{key} is not set here; pass {key}=VALUE to give it a value"
+        )),
+    }
+}
+
+/// Runs `argv` in realm `name`; returns the exit code to exit with (128 + the signal number
+/// when the command was killed by a signal). A command that is missing or cannot be executed
+/// is [`Error::CommandNotFound`] or [`Error::NotExecutable`] (exit codes 127 and 126).
 pub fn run(
     store: &RealmStore,
     name: &str,
-    user: Option<&str>,
     argv: &[OsString],
+    opts: &RunOptions,
     say: &dyn Fn(&str),
 ) -> Result<i32> {
-    if argv.is_empty() {
+    let Some(program) = argv.first() else {
         return Err(Error::realm(
             name,
             "no command given; use `realms run NAME -- COMMAND [ARGS...]`",
+        ));
+    };
+    if let Some(cwd) = &opts.cwd
+        && !cwd.is_absolute()
+    {
+        return Err(Error::realm(
+            name,
+            format!(
+                "--cwd {} is not an absolute path inside the realm",
+                cwd.display()
+            ),
         ));
     }
     ensure_running(store, name, say)?;
     let config = store.config(name)?;
     let plan = plan(store, name, &config, &RealHost)?;
     let leader = launch::leader(store, name)?;
-    let account = lookup(leader, user.unwrap_or("root")).map_err(|m| Error::realm(name, m))?;
+    let user = opts.user.as_deref().unwrap_or("root");
+    let account = lookup(leader, user).map_err(|m| Error::realm(name, m))?;
+    let pty = opts.tty.wanted();
+    let env = environment(&account, &plan.environment, &opts.env, pty);
+    let cgroup = match launch::Executor::detect() {
+        launch::Executor::Direct => {
+            let group = tree::run_group(store, name)?;
+            group.create()?;
+            Some(group.open_procs()?)
+        }
+        launch::Executor::Systemd => None,
+    };
+    let entered = ns::enter(leader)?;
+    // From here on, paths are the realm's.
+    let cwd = match &opts.cwd {
+        Some(dir) if dir.is_dir() => dir.clone(),
+        Some(dir) => {
+            return Err(Error::realm(
+                name,
+                format!(
+                    "there is no directory {} in the realm (--cwd)",
+                    dir.display()
+                ),
+            ));
+        }
+        None if account.home.is_dir() => account.home.clone(),
+        None => PathBuf::from("/"),
+    };
+    let path = env
+        .iter()
+        .find(|(k, _)| k == "PATH")
+        .map(|(_, v)| v.clone());
+    let resolved = resolve(program, path.as_deref().unwrap_or_default())
+        .map_err(|e| e.into_error(name, program))?;
+    let job = session::Job {
+        program: resolved,
+        argv: argv.to_vec(),
+        env,
+        cwd,
+        creds: Credentials {
+            uid: account.uid,
+            gid: account.gid,
+            groups: account.groups.clone(),
+        },
+        cgroup,
+        cgroup_ns: Some(entered.cgroup_ns),
+        pty: if pty {
+            Some(session::Pty::open(account.uid)?)
+        } else {
+            None
+        },
+    };
+    let status = session::run(job).map_err(|e| match e {
+        realms_sys::Error::Spawn { source, .. } => Error::NotExecutable {
+            name: name.to_string(),
+            command: program.to_string_lossy().into_owned(),
+            reason: source.to_string(),
+        },
+        e => e.into(),
+    })?;
+    use std::os::unix::process::ExitStatusExt;
+    Ok(status
+        .code()
+        .unwrap_or_else(|| 128 + status.signal().unwrap_or(0)))
+}
+
+/// The command's environment: a login's basics, the caller's terminal settings, what the
+/// realm's options provide, then `--env`.
+fn environment(
+    account: &Account,
+    realm: &[(String, String)],
+    extra: &[(String, String)],
+    pty: bool,
+) -> Vec<(OsString, OsString)> {
     let mut env: Vec<(OsString, OsString)> = vec![
         (
             "PATH".into(),
@@ -68,26 +218,78 @@ pub fn run(
             env.push((key.into(), v));
         }
     }
-    env.extend(plan.environment.iter().map(|(k, v)| (k.into(), v.into())));
-    let creds = Credentials {
-        uid: account.uid,
-        gid: account.gid,
-        groups: account.groups.clone(),
-    };
-    ns::enter(leader)?;
-    let cwd = if account.home.is_dir() {
-        account.home.as_path()
-    } else {
-        Path::new("/")
-    };
-    let status = ns::run_as(argv, &env, cwd, &creds)?;
-    use std::os::unix::process::ExitStatusExt;
-    Ok(status
-        .code()
-        .unwrap_or_else(|| 128 + status.signal().unwrap_or(0)))
+    if pty && !env.iter().any(|(k, _)| k == "TERM") {
+        env.push(("TERM".into(), "vt220".into()));
+    }
+    for (k, v) in realm.iter().chain(extra) {
+        env.retain(|(key, _)| key != k.as_str());
+        env.push((k.into(), v.into()));
+    }
+    env
 }
 
-/// `realms shell NAME [--root]`: a login shell as the realm user `user` (or root).
+/// Why a command cannot be run.
+#[derive(Debug, PartialEq, Eq)]
+enum Unrunnable {
+    NotFound,
+    NotExecutable(String),
+}
+
+impl Unrunnable {
+    fn into_error(self, name: &str, program: &OsString) -> Error {
+        let command = program.to_string_lossy().into_owned();
+        match self {
+            Unrunnable::NotFound => Error::CommandNotFound {
+                name: name.to_string(),
+                command,
+            },
+            Unrunnable::NotExecutable(reason) => Error::NotExecutable {
+                name: name.to_string(),
+                command,
+                reason,
+            },
+        }
+    }
+}
+
+/// Finds `program` as a shell would: a path as it is, a bare name in `path`'s directories.
+fn resolve(program: &OsString, path: &OsStr) -> std::result::Result<PathBuf, Unrunnable> {
+    use std::os::unix::ffi::OsStrExt;
+    use std::os::unix::fs::PermissionsExt;
+    let check = |p: &Path| match std::fs::metadata(p) {
+        Ok(m) if m.is_dir() => Some(Err(Unrunnable::NotExecutable("it is a directory".into()))),
+        Ok(m) if m.permissions().mode() & 0o111 == 0 => Some(Err(Unrunnable::NotExecutable(
+            "it is not executable".into(),
+        ))),
+        Ok(_) => Some(Ok(p.to_path_buf())),
+        Err(_) => None,
+    };
+    if program.is_empty() {
+        return Err(Unrunnable::NotFound);
+    }
+    if program.as_bytes().contains(&b'/') {
+        return check(Path::new(program)).unwrap_or(Err(Unrunnable::NotFound));
+    }
+    let mut first_problem = None;
+    for dir in path.as_bytes().split(|b| *b == b':') {
+        let dir = if dir.is_empty() {
+            Path::new(".")
+        } else {
+            Path::new(OsStr::from_bytes(dir))
+        };
+        match check(&dir.join(program)) {
+            Some(Ok(found)) => return Ok(found),
+            Some(Err(problem)) => {
+                first_problem.get_or_insert(problem);
+            }
+            None => {}
+        }
+    }
+    Err(first_problem.unwrap_or(Unrunnable::NotFound))
+}
+
+/// `realms shell NAME [--root]`: a login shell as the realm user `user` (or root), on a pty
+/// when stdin and stdout are terminals.
 pub fn shell(store: &RealmStore, name: &str, as_root: bool, say: &dyn Fn(&str)) -> Result<i32> {
     ensure_running(store, name, say)?;
     let user = if as_root { "root" } else { "user" };
@@ -106,7 +308,11 @@ pub fn shell(store: &RealmStore, name: &str, as_root: bool, say: &dyn Fn(&str)) 
         )
     })?;
     let argv: Vec<OsString> = vec![account.shell.into(), "-l".into()];
-    run(store, name, Some(user), &argv, say)
+    let opts = RunOptions {
+        user: Some(user.to_string()),
+        ..RunOptions::default()
+    };
+    run(store, name, &argv, &opts, say)
 }
 
 /// Looks up `user` (a name or a numeric uid) in the container's passwd and group files, read

@@ -16,7 +16,7 @@ use realms_sys::{cmd::Cmd, mount, proc};
 
 use crate::plan::{Network, RealHost, RootSetup, plan};
 use crate::store::RealmStore;
-use crate::{Error, Result, zone};
+use crate::{Error, Result, tree, zone};
 
 /// Who runs the realm's nspawn process.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -81,17 +81,39 @@ fn nspawn_pid(store: &RealmStore, name: &str) -> Option<u32> {
                 .ok()?;
             let cmdline = fs::read(format!("/proc/{pid}/cmdline")).ok()?;
             let dir = store.realm_dir(name).join("rootfs");
-            let is_ours = cmdline
-                .split(|b| *b == 0)
-                .any(|a| a == format!("--directory={}", dir.display()).as_bytes());
+            let args: Vec<&[u8]> = cmdline.split(|b| *b == 0).collect();
+            // nspawn, or the launcher that is about to become it.
+            let is_ours = args.contains(&format!("--directory={}", dir.display()).as_bytes())
+                || args.ends_with(&[b"launch".as_slice(), name.as_bytes(), b""]);
             (proc::pid_alive(pid) && is_ours).then_some(pid)
         }
     }
 }
 
-/// True when the realm's container is running.
+/// Whether a realm runs, and how well.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum State {
+    Stopped,
+    Running,
+    /// Its nspawn is gone (killed) but processes of its container live on (direct executor);
+    /// `stop` ends them, `start` ends them and boots the realm afresh.
+    Orphaned,
+}
+
+/// The state of the realm's container.
+pub fn state(store: &RealmStore, name: &str) -> State {
+    if nspawn_pid(store, name).is_some() {
+        State::Running
+    } else if Executor::detect() == Executor::Direct && tree::is_populated(store, name) {
+        State::Orphaned
+    } else {
+        State::Stopped
+    }
+}
+
+/// True when anything of the realm's container runs (also when it is orphaned).
 pub fn is_running(store: &RealmStore, name: &str) -> bool {
-    nspawn_pid(store, name).is_some()
+    state(store, name) != State::Stopped
 }
 
 /// The PID (on the host) of the realm's init, the process whose namespaces are the realm's.
@@ -137,9 +159,18 @@ pub fn start(store: &RealmStore, name: &str, say: &dyn Fn(&str)) -> Result<()> {
 
 /// Starts a realm with the store lock held; a running realm is left as it is.
 pub(crate) fn start_locked(store: &RealmStore, name: &str, say: &dyn Fn(&str)) -> Result<()> {
-    if is_running(store, name) {
-        say(&format!("[+]: Realm '{name}' is already running"));
-        return Ok(());
+    match state(store, name) {
+        State::Running => {
+            say(&format!("[+]: Realm '{name}' is already running"));
+            return Ok(());
+        }
+        State::Orphaned => {
+            say(&format!(
+                "[!]: Realm '{name}' lost its systemd-nspawn (was it killed?); stopping what is left of it first"
+            ));
+            stop_locked(store, name)?;
+        }
+        State::Stopped => {}
     }
     let config = store.config(name)?;
     let plan = plan(store, name, &config, &RealHost)?;
@@ -200,6 +231,7 @@ fn realms_exe() -> Result<PathBuf> {
 
 fn start_direct(store: &RealmStore, name: &str) -> Result<()> {
     nspawn_prerequisites()?;
+    tree::prepare_start(store, name)?;
     let log_path = log_file(store, name);
     let log = fs::File::create(&log_path).map_err(|e| Error::io("creating", &log_path, e))?;
     let log2 = log
@@ -308,6 +340,11 @@ fn start_unit(store: &RealmStore, name: &str) -> Result<()> {
 /// `realms launch NAME` (internal): mounts the realm's root if it is an overlay, in a mount
 /// namespace of its own that dies with the container, then becomes systemd-nspawn.
 pub fn exec_launcher(store: &RealmStore, name: &str) -> Result<std::convert::Infallible> {
+    let registered = Executor::detect() == Executor::Systemd;
+    if !registered {
+        // Everything nspawn will ever fork stays in this group, even re-parented to PID 1.
+        tree::group(store, name)?.join()?;
+    }
     let config = store.config(name)?;
     let plan = plan(store, name, &config, &RealHost)?;
     if let RootSetup::Overlay {
@@ -334,7 +371,6 @@ pub fn exec_launcher(store: &RealmStore, name: &str) -> Result<std::convert::Inf
         )?
         .leak();
     }
-    let registered = Executor::detect() == Executor::Systemd;
     let err = std::process::Command::new("systemd-nspawn")
         .args(plan.nspawn_args(registered))
         .exec();
@@ -345,9 +381,15 @@ pub fn exec_launcher(store: &RealmStore, name: &str) -> Result<std::convert::Inf
 pub fn stop(store: &RealmStore, name: &str, say: &dyn Fn(&str)) -> Result<()> {
     store.check_exists(name)?;
     let _lock = store.lock()?;
-    if !is_running(store, name) {
-        say(&format!("[+]: Realm '{name}' is not running"));
-        return Ok(());
+    match state(store, name) {
+        State::Stopped => {
+            say(&format!("[+]: Realm '{name}' is not running"));
+            return Ok(());
+        }
+        State::Orphaned => say(&format!(
+            "[!]: Realm '{name}' lost its systemd-nspawn (was it killed?); stopping what is left of it"
+        )),
+        State::Running => {}
     }
     stop_locked(store, name)?;
     say(&format!("[+]: Stopped realm '{name}'"));
@@ -390,6 +432,8 @@ pub(crate) fn stop_locked(store: &RealmStore, name: &str) -> Result<()> {
                     proc::kill(pid, proc::Signal::KILL)?;
                 }
             }
+            // What nspawn did not take with it (all of it, when nspawn had been killed).
+            tree::reap(store, name)?;
         }
     }
     forget_runtime(store, name);
@@ -405,6 +449,33 @@ pub(crate) fn stop_locked(store: &RealmStore, name: &str) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// Fails, naming them, when processes still run in the realm (in its control group, or with
+/// its root directory as theirs): its root must not be deleted under them.
+pub(crate) fn check_unused(store: &RealmStore, name: &str) -> Result<()> {
+    let mut users = if Executor::detect() == Executor::Direct {
+        tree::group(store, name)?.pids()
+    } else {
+        Vec::new()
+    };
+    let rootfs = store.realm_dir(name).join("rootfs");
+    if rootfs.is_dir() {
+        users.extend(proc::rooted_at(&rootfs)?);
+    }
+    users.sort_unstable();
+    users.dedup();
+    if users.is_empty() {
+        return Ok(());
+    }
+    Err(Error::realm(
+        name,
+        format!(
+            "its root is still in use by {}; stop them first (`realms stop {name}` stops \
+             everything that runs in the realm)",
+            tree::describe(&users)
+        ),
+    ))
 }
 
 /// Drops the runtime state of a stopped realm (pid file, address leases).

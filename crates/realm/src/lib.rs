@@ -9,6 +9,7 @@ pub mod lifecycle;
 pub mod plan;
 pub mod select;
 pub mod store;
+mod tree;
 pub mod update;
 pub mod zone;
 

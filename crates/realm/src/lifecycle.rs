@@ -114,6 +114,8 @@ pub fn remove(store: &RealmStore, name: &str, stop: bool, say: &dyn Fn(&str)) ->
         crate::launch::stop_locked(store, name)?;
         say(&format!("[+]: Stopped realm '{name}'"));
     }
+    // Never delete a root that something still runs in.
+    crate::launch::check_unused(store, name)?;
     store.clear_current(name)?;
     let aside = store
         .dir()

@@ -42,6 +42,8 @@ pub fn current(store: &RealmStore) -> Option<String> {
 pub struct RealmStatus {
     pub name: String,
     pub running: bool,
+    /// Running without its nspawn (killed): `realms stop` or `start` cleans it up.
+    pub orphaned: bool,
     pub default: bool,
     pub current: bool,
     pub appimg: String,
@@ -64,9 +66,11 @@ pub fn list(store: &RealmStore) -> Result<Vec<RealmStatus>> {
             Ok(config) => (config, None),
             Err(err) => (Default::default(), Some(err.to_string())),
         };
+        let state = launch::state(store, &name);
         rows.push(RealmStatus {
             error,
-            running: launch::is_running(store, &name),
+            running: state != launch::State::Stopped,
+            orphaned: state == launch::State::Orphaned,
             default: default.as_deref() == Some(name.as_str()),
             current: current.as_deref() == Some(name.as_str()),
             appimg: config.appimg().to_string(),

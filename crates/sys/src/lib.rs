@@ -3,6 +3,7 @@
 
 pub mod atomic;
 pub mod btrfs;
+pub mod cgroup;
 pub mod cmd;
 pub mod dm;
 mod error;
@@ -13,6 +14,7 @@ pub mod mount;
 pub mod ns;
 pub mod proc;
 pub mod root;
+pub mod session;
 mod util;
 
 pub use error::{Error, Result};

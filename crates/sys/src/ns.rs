@@ -1,12 +1,9 @@
 //! Entering a running container's namespaces (like `nsenter -a`, without the extra process)
 //! and giving a launcher a mount namespace of its own.
 
-use std::ffi::OsString;
 use std::fs::File;
-use std::os::fd::AsFd;
-use std::os::unix::process::CommandExt;
-use std::path::{Path, PathBuf};
-use std::process::{Command, ExitStatus};
+use std::os::fd::{AsFd, OwnedFd};
+use std::path::PathBuf;
 
 use rustix::thread::{LinkNameSpaceType, UnshareFlags};
 
@@ -20,11 +17,20 @@ pub struct Credentials {
     pub groups: Vec<u32>,
 }
 
-/// Moves this process into the namespaces and root directory of process `pid`.
+/// The namespace a command entered with [`enter`] still has to join itself.
+#[derive(Debug)]
+pub struct Entered {
+    /// The container's cgroup namespace: a forked command joins its control group first and
+    /// then this namespace (see [`crate::session::Job`]); the caller stays outside both.
+    pub cgroup_ns: OwnedFd,
+}
+
+/// Moves this process into the namespaces (but the cgroup namespace) and root directory of
+/// process `pid`.
 ///
 /// Must be called while the process has a single thread (the mount namespace demands it). The
 /// process itself stays in its PID namespace; the children it spawns afterwards are inside.
-pub fn enter(pid: u32) -> Result<()> {
+pub fn enter(pid: u32) -> Result<Entered> {
     let proc_dir = PathBuf::from(format!("/proc/{pid}"));
     let open = |rel: &str| {
         let path = proc_dir.join(rel);
@@ -32,13 +38,13 @@ pub fn enter(pid: u32) -> Result<()> {
     };
     // Open everything first: once in the new mount namespace, /proc/PID may not be reachable.
     let kinds = [
-        ("ns/cgroup", LinkNameSpaceType::ControlGroup),
         ("ns/ipc", LinkNameSpaceType::InterProcessCommunication),
         ("ns/uts", LinkNameSpaceType::HostNameAndNISDomainName),
         ("ns/net", LinkNameSpaceType::Network),
         ("ns/pid", LinkNameSpaceType::ProcessID),
         ("ns/mnt", LinkNameSpaceType::Mount),
     ];
+    let cgroup_ns = OwnedFd::from(open("ns/cgroup")?);
     let mut fds = Vec::new();
     for (rel, kind) in kinds {
         fds.push((rel, kind, open(rel)?));
@@ -54,56 +60,7 @@ pub fn enter(pid: u32) -> Result<()> {
     rustix::process::chroot(".")
         .map_err(|e| Error::io("entering the root of", proc_dir.join("root"), e))?;
     std::env::set_current_dir("/").map_err(|e| Error::io("changing to", "/", e))?;
-    Ok(())
-}
-
-/// Runs a command (after [`enter`]) as `creds`, in `cwd`, with exactly `env`; stdio is
-/// inherited. Returns its exit status whatever it is.
-pub fn run_as(
-    argv: &[OsString],
-    env: &[(OsString, OsString)],
-    cwd: &Path,
-    creds: &Credentials,
-) -> Result<ExitStatus> {
-    let Some((program, args)) = argv.split_first() else {
-        return Err(Error::invalid(
-            "running a command in",
-            cwd,
-            "no command given",
-        ));
-    };
-    let mut cmd = Command::new(program);
-    cmd.args(args)
-        .env_clear()
-        .envs(env.iter().map(|(k, v)| (k, v)))
-        .current_dir(cwd);
-    let (uid, gid, groups) = (creds.uid, creds.gid, creds.groups.clone());
-    // SAFETY: the closure runs in the forked child before exec and only makes async-signal-safe
-    // system calls on data prepared before the fork.
-    unsafe {
-        cmd.pre_exec(move || {
-            // No allocation here (the child of a multi-threaded fork): use the Vec made before.
-            if libc::setgroups(groups.len(), groups.as_ptr()) != 0
-                || libc::setgid(gid) != 0
-                || libc::setuid(uid) != 0
-            {
-                return Err(std::io::Error::last_os_error());
-            }
-            Ok(())
-        });
-    }
-    let display = program.to_string_lossy().into_owned();
-    cmd.status().map_err(|e| {
-        if e.kind() == std::io::ErrorKind::NotFound {
-            Error::invalid(
-                "running",
-                Path::new(&display),
-                "no such command in the container",
-            )
-        } else {
-            Error::io("running", Path::new(&display), e)
-        }
-    })
+    Ok(Entered { cgroup_ns })
 }
 
 /// Gives this process a mount namespace of its own whose mounts do not propagate back to the

@@ -32,6 +32,23 @@ pub fn kill(pid: u32, signal: Signal) -> Result<()> {
     })
 }
 
+/// Sends the real-time signal `SIGRTMIN + offset` to process `pid` (systemd powers off on
+/// SIGRTMIN+4).
+pub fn kill_realtime(pid: u32, offset: i32) -> Result<()> {
+    let p = to_pid(pid)
+        .ok_or_else(|| Error::invalid("sending a signal to", pid_path(pid), "invalid pid"))?;
+    // SAFETY: kill(2) has no memory effects.
+    let r = unsafe { libc::kill(p.as_raw_nonzero().get(), libc::SIGRTMIN() + offset) };
+    if r != 0 {
+        return Err(Error::io(
+            format!("sending signal SIGRTMIN+{offset} to"),
+            pid_path(pid),
+            std::io::Error::last_os_error(),
+        ));
+    }
+    Ok(())
+}
+
 /// The PIDs whose parent is `pid`, in ascending order.
 ///
 /// Reads `/proc/PID/task/*/children` where the kernel has it, else scans `/proc/*/stat`.
@@ -67,6 +84,43 @@ pub fn children_of(pid: u32) -> Result<Vec<u32>> {
 /// The parent PID of `pid`, if the process exists.
 pub fn parent_of(pid: u32) -> Option<u32> {
     read_stat(pid).map(|s| s.ppid)
+}
+
+/// The PIDs of the processes whose root directory is `dir` itself (the same inode on the same
+/// device): what still runs in a directory that is about to be deleted.
+pub fn rooted_at(dir: &Path) -> Result<Vec<u32>> {
+    use std::os::unix::fs::MetadataExt;
+    let target = std::fs::metadata(dir).ctx("reading", dir)?;
+    let proc = Path::new("/proc");
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(proc).ctx("listing", proc)?.flatten() {
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|s| s.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        if std::fs::metadata(pid_path(pid).join("root"))
+            .is_ok_and(|m| m.dev() == target.dev() && m.ino() == target.ino())
+        {
+            out.push(pid);
+        }
+    }
+    Ok(out)
+}
+
+/// The command name of a process (`/proc/PID/comm`).
+pub fn name_of(pid: u32) -> Option<String> {
+    let comm = std::fs::read_to_string(pid_path(pid).join("comm")).ok()?;
+    Some(comm.trim_end().to_string())
+}
+
+/// The PID of `pid` in its own (innermost) PID namespace: 1 for a container's init.
+pub fn pid_in_namespace(pid: u32) -> Option<u32> {
+    let status = std::fs::read_to_string(pid_path(pid).join("status")).ok()?;
+    let line = status.lines().find_map(|l| l.strip_prefix("NSpid:"))?;
+    line.split_whitespace().last()?.parse().ok()
 }
 
 fn scan_children(parent: u32) -> Result<Vec<u32>> {
@@ -142,6 +196,16 @@ mod tests {
         assert!(!pid_alive(child.id()));
         assert!(!pid_alive(0));
         assert!(!pid_alive(u32::MAX));
+    }
+
+    #[test]
+    fn names_roots_and_namespace_pids() {
+        let me = std::process::id();
+        assert!(name_of(me).is_some_and(|n| !n.is_empty()));
+        assert_eq!(pid_in_namespace(me).map(|p| p > 0), Some(true));
+        assert!(rooted_at(Path::new("/")).unwrap().contains(&me));
+        let dir = tempfile::tempdir().unwrap();
+        assert!(rooted_at(dir.path()).unwrap().is_empty());
     }
 
     #[test]
