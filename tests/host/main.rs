@@ -5,4 +5,5 @@ mod portable;
 mod realm;
 mod sealed;
 mod smoke;
+mod verbs;
 mod verity;

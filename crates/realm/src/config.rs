@@ -26,6 +26,7 @@ pub struct RealmConfig {
     pub extra_bindmounts: Option<Vec<String>>,
     pub extra_bindmounts_ro: Option<Vec<String>>,
     pub appimg: Option<String>,
+    pub autostart: Option<bool>,
 }
 
 /// What a key holds, for validation and for `realms config NAME` listings.
@@ -101,6 +102,12 @@ pub const KEYS: &[(&str, KeyType, &str, &str)] = &[
         "read-only binds, \"HOST[:REALM]\"",
     ),
     (
+        "autostart",
+        KeyType::Bool,
+        "false",
+        "start the realm at boot (`realms autostart NAME on`), beside the default realm",
+    ),
+    (
         "appimg",
         KeyType::Image,
         "\"base\"",
@@ -171,6 +178,9 @@ impl RealmConfig {
     }
     pub fn use_ephemeral_home(&self) -> bool {
         self.use_ephemeral_home.unwrap_or(false)
+    }
+    pub fn autostart(&self) -> bool {
+        self.autostart.unwrap_or(false)
     }
     pub fn appimg(&self) -> &str {
         self.appimg.as_deref().unwrap_or("base")

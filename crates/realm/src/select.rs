@@ -39,6 +39,7 @@ pub fn current(store: &RealmStore) -> Option<String> {
 
 /// One row of `realms list`.
 #[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "kebab-case")]
 pub struct RealmStatus {
     pub name: String,
     pub running: bool,
@@ -48,6 +49,12 @@ pub struct RealmStatus {
     pub root: RootKind,
     /// The network zone, or `None` when the realm has only a loopback interface.
     pub zone: Option<String>,
+    /// The version of the image the realm is on.
+    pub image_version: Option<String>,
+    /// True when the image has a newer version (`realms rebase NAME` moves the realm to it).
+    pub behind: bool,
+    /// True when the realm starts at boot.
+    pub autostart: bool,
 }
 
 /// `realms list`.
@@ -57,7 +64,11 @@ pub fn list(store: &RealmStore) -> Result<Vec<RealmStatus>> {
     let mut rows = Vec::new();
     for name in store.names()? {
         let config = store.config(&name)?;
+        let on = crate::rebase::on_image(store, &name, config.appimg());
         rows.push(RealmStatus {
+            image_version: on.version,
+            behind: on.behind,
+            autostart: config.autostart(),
             running: launch::is_running(store, &name),
             default: default.as_deref() == Some(name.as_str()),
             current: current.as_deref() == Some(name.as_str()),
