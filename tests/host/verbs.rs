@@ -294,3 +294,217 @@ fn interactive_update_appimg_says_the_exit_status_decides() {
             .exists()
     );
 }
+
+// ---- snapshot, clone, rename ---------------------------------------------------------------
+
+fn home(t: &TestRoot, realm: &str) -> std::path::PathBuf {
+    t.realms_dir().join(format!("realm-{realm}/home"))
+}
+
+#[test]
+fn snapshot_restore_and_remove_on_both_stores() {
+    for t in both() {
+        let r = name("sn");
+        t.ok(&["new", &r]);
+        t.ok(&["run", &r, "--", "sh", "-c", "echo one > /etc/marker"]);
+        fs::write(home(&t, &r).join("file"), "one").unwrap();
+        let err = t.fails(&["snapshot", &r]);
+        assert!(
+            err.contains("running") && err.contains("stop it first"),
+            "{err}"
+        );
+        t.ok(&["stop", &r]);
+        let snap = json(&t, &["snapshot", &r]);
+        assert_eq!(snap["name"], "snap0", "{snap}");
+        t.ok(&["snapshot", "create", &r, "named"]);
+        let listed = json(&t, &["snapshot", "list", &r]);
+        let names: Vec<_> = listed
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|s| s["name"].as_str().unwrap().to_string())
+            .collect();
+        assert_eq!(names, ["snap0", "named"], "{listed}");
+
+        t.ok(&["run", &r, "--", "sh", "-c", "echo two > /etc/marker"]);
+        fs::remove_file(home(&t, &r).join("file")).unwrap();
+        t.ok(&["config", &r, "use-gpu", "true"]);
+        let err = t.fails(&["snapshot", "restore", &r, "snap0"]);
+        assert!(err.contains("running"), "{err}");
+        t.ok(&["stop", &r]);
+        let out = t.ok(&["snapshot", "restore", &r, "snap0"]);
+        assert!(out.contains("restored to snapshot 'snap0'"), "{out}");
+        assert_eq!(
+            fs::read_to_string(home(&t, &r).join("file")).unwrap(),
+            "one"
+        );
+        assert_eq!(t.ok(&["config", &r, "use-gpu"]).trim(), "use-gpu = false");
+        assert_eq!(t.ok(&["run", &r, "--", "cat", "/etc/marker"]), "one\n");
+        t.ok(&["stop", &r]);
+
+        t.ok(&["snapshot", "remove", &r, "named"]);
+        let err = t.fails(&["snapshot", "remove", &r, "named"]);
+        assert!(err.contains("no snapshot 'named'"), "{err}");
+        t.ok(&["remove", &r]);
+        assert!(!t.realms_dir().join("snapshots").join(&r).exists());
+        let leftovers: Vec<_> = fs::read_dir(t.realms_dir())
+            .unwrap()
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .filter(|n| n.starts_with('.') && n != ".lock")
+            .collect();
+        assert!(leftovers.is_empty(), "{leftovers:?}");
+    }
+}
+
+#[test]
+fn clone_copies_a_stopped_realm_on_both_stores() {
+    for (t, root) in both().into_iter().zip(["snapshot", "overlay"]) {
+        let (a, b) = (name("ca"), name("cb"));
+        t.ok(&["new", &a]);
+        t.ok(&["run", &a, "--", "sh", "-c", "echo in-a > /etc/marker"]);
+        fs::write(home(&t, &a).join("file"), "a").unwrap();
+        let err = t.fails(&["clone", &a, &b]);
+        assert!(err.contains("running"), "{err}");
+        t.ok(&["stop", &a]);
+        let out = json(&t, &["clone", &a, &b]);
+        assert_eq!(out["root"], root, "{out}");
+        let err = t.fails(&["clone", &a, &b]);
+        assert!(err.contains("already exists"), "{err}");
+        assert_eq!(fs::read_to_string(home(&t, &b).join("file")).unwrap(), "a");
+        assert_eq!(t.ok(&["run", &b, "--", "cat", "/etc/marker"]), "in-a\n");
+        t.ok(&["run", &b, "--", "sh", "-c", "echo in-b > /etc/marker"]);
+        assert_eq!(t.ok(&["run", &a, "--", "cat", "/etc/marker"]), "in-a\n");
+        t.ok(&["stop", &a]);
+        t.ok(&["stop", &b]);
+    }
+}
+
+#[test]
+fn rename_moves_links_snapshots_and_leases_on_both_stores() {
+    for t in both() {
+        let (old, new) = (name("ro"), name("rn"));
+        t.ok(&["new", &old]);
+        t.ok(&["default", &old]);
+        t.ok(&["start", &old]);
+        let err = t.fails(&["rename", &old, &new]);
+        assert!(
+            err.contains("running") && err.contains("stop it first"),
+            "{err}"
+        );
+        t.ok(&["stop", &old]);
+        t.ok(&["snapshot", &old]);
+        // A stale lease and a current link a crash left behind must follow the realm too.
+        let leases = t.path().join("run/realms/leases/zz");
+        fs::create_dir_all(&leases).unwrap();
+        fs::write(leases.join("99"), &old).unwrap();
+        std::os::unix::fs::symlink(
+            format!("/realms/realm-{old}"),
+            t.path().join("run/realms/current.realm"),
+        )
+        .unwrap();
+
+        let out = t.ok(&["rename", &old, &new]);
+        assert!(
+            out.contains(&format!("Renamed realm '{old}' to '{new}'")),
+            "{out}"
+        );
+        assert!(!t.realms_dir().join(format!("realm-{old}")).exists());
+        assert_eq!(t.ok(&["default"]).trim(), format!("Default Realm: {new}"));
+        assert_eq!(
+            fs::read_link(t.path().join("run/realms/current.realm")).unwrap(),
+            std::path::PathBuf::from(format!("/realms/realm-{new}"))
+        );
+        assert_eq!(fs::read_to_string(leases.join("99")).unwrap(), new);
+        let snaps = json(&t, &["snapshot", "list", &new]);
+        assert_eq!(snaps[0]["realm"], new.as_str(), "{snaps}");
+        assert!(!t.realms_dir().join("snapshots").join(&old).exists());
+        fs::remove_file(leases.join("99")).unwrap();
+        t.ok(&["start", &new]);
+        assert_eq!(list_row(&t, &new)["running"], true);
+        t.ok(&["stop", &new]);
+    }
+}
+
+// ---- status, logs, autostart ---------------------------------------------------------------
+
+#[test]
+fn status_and_logs_on_both_stores() {
+    for t in both() {
+        let r = name("st");
+        t.ok(&["new", &r]);
+        let stopped = json(&t, &["status", &r]);
+        assert_eq!(stopped["running"], false, "{stopped}");
+        let err = t.fails(&["logs", &r]);
+        assert!(err.contains("no log yet"), "{err}");
+
+        t.ok(&["start", &r]);
+        let s = json(&t, &["status", &r]);
+        assert_eq!(s["running"], true, "{s}");
+        assert!(s["leader"].as_u64().unwrap() > 1, "{s}");
+        assert!(s["uptime"].as_u64().is_some(), "{s}");
+        assert!(
+            s["address"].as_str().is_some_and(|a| a.starts_with("10.")),
+            "{s}"
+        );
+        assert_eq!(s["appimg"], "base", "{s}");
+        assert_eq!(s["options"]["use-gpu"], false, "{s}");
+        let text = t.ok(&["status", &r]);
+        assert!(
+            text.contains("State: running") && text.contains("Image: base"),
+            "{text}"
+        );
+
+        // The realm's own journal, read from the host.
+        t.ok(&[
+            "run",
+            &r,
+            "--",
+            "logger",
+            "-t",
+            "verbs",
+            "hello-from-the-realm",
+        ]);
+        t.ok(&["run", &r, "--", "journalctl", "--flush"]);
+        let logs = t.ok(&["logs", &r, "-n", "200"]);
+        assert!(logs.contains("hello-from-the-realm"), "{logs}");
+        let out = t.ok(&["--json", "logs", &r, "-n", "5"]);
+        for line in out.lines() {
+            let v: serde_json::Value = serde_json::from_str(line).expect(line);
+            assert!(v.is_object(), "{line}");
+        }
+        t.ok(&["stop", &r]);
+    }
+}
+
+#[test]
+fn autostart_realms_start_with_the_default_one() {
+    let t = TestRoot::btrfs();
+    let (d, a, other) = (name("ad"), name("aa"), name("ao"));
+    for r in [&d, &a, &other] {
+        t.ok(&["new", r]);
+    }
+    t.ok(&["default", &d]);
+    let out = t.ok(&["autostart", &a, "on"]);
+    assert!(out.contains("starts at boot"), "{out}");
+    assert_eq!(list_row(&t, &a)["autostart"], true);
+    let started = json(&t, &["start", "--autostart"]);
+    let names: Vec<_> = started
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["realm"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(names, [d.clone(), a.clone()], "{started}");
+    assert_eq!(list_row(&t, &d)["running"], true);
+    assert_eq!(list_row(&t, &a)["running"], true);
+    assert_eq!(list_row(&t, &other)["running"], false);
+    t.ok(&["autostart", &a, "off"]);
+    assert_eq!(list_row(&t, &a)["autostart"], false);
+    let unit = fs::read_to_string(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../dist/systemd/realms-default.service"),
+    )
+    .unwrap();
+    assert!(unit.contains("start --autostart"), "{unit}");
+}

@@ -95,7 +95,6 @@ pub fn run(cmd: VerbCmd, ctx: &Ctx) -> anyhow::Result<ExitCode> {
                         "it has no log yet; it gets one when it starts (`realms start {name}`)"
                     ),
                 })?;
-            store.check_exists(&name)?;
             if !ctx.quiet && !ctx.json {
                 eprintln!("[+]: Showing {}", source.describe());
             }
