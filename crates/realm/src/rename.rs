@@ -126,3 +126,44 @@ pub(crate) fn finish_interrupted(store: &RealmStore) -> Result<()> {
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_interrupted_rename_is_finished_and_every_step_runs_once() {
+        let root = tempfile::tempdir().unwrap();
+        let store = RealmStore::open(root.path()).unwrap();
+        let dir = store.dir().to_path_buf();
+        fs::create_dir_all(store.realm_dir("old").join("home")).unwrap();
+        fs::create_dir_all(crate::snapshot::dir(&store, "old").join("snap0")).unwrap();
+        fs::create_dir_all(store.run_dir().join("leases/zone")).unwrap();
+        fs::write(store.run_dir().join("leases/zone/7"), "old").unwrap();
+        fs::write(store.run_dir().join("leases/zone/8"), "other").unwrap();
+        fs::write(launch::log_file(&store, "old"), "log").unwrap();
+        std::os::unix::fs::symlink("realm-old", dir.join("default.realm")).unwrap();
+        store.set_current("old").unwrap();
+        fs::write(dir.join(".renaming-1"), "old new\n").unwrap();
+
+        finish_interrupted(&store).unwrap();
+        assert!(store.realm_dir("new").join("home").is_dir());
+        assert!(!store.realm_dir("old").exists());
+        assert!(crate::snapshot::dir(&store, "new").join("snap0").is_dir());
+        assert_eq!(store.default_realm().as_deref(), Some("new"));
+        assert_eq!(store.current_realm().as_deref(), Some("new"));
+        let lease = |h: &str| fs::read_to_string(store.run_dir().join("leases/zone").join(h));
+        assert_eq!(lease("7").unwrap(), "new");
+        assert_eq!(lease("8").unwrap(), "other");
+        assert_eq!(
+            fs::read_to_string(launch::log_file(&store, "new")).unwrap(),
+            "log"
+        );
+        assert!(!dir.join(".renaming-1").exists());
+
+        // Running the steps again changes nothing.
+        finish(&store, "old", "new").unwrap();
+        assert!(store.realm_dir("new").join("home").is_dir());
+        assert_eq!(store.default_realm().as_deref(), Some("new"));
+    }
+}

@@ -106,10 +106,14 @@ pub fn list(store: &RealmStore, realm: &str) -> Result<Vec<Snapshot>> {
         if validate_name("snapshot", &name).is_err() {
             continue;
         }
-        out.push(read_info(&entry.path(), realm, &name)?);
+        // Taken in the same second, the file times (in nanoseconds) still tell the order.
+        let taken = fs::metadata(entry.path().join(INFO))
+            .and_then(|m| m.modified())
+            .ok();
+        out.push((taken, read_info(&entry.path(), realm, &name)?));
     }
-    out.sort_by(|a, b| a.created.cmp(&b.created).then(a.name.cmp(&b.name)));
-    Ok(out)
+    out.sort_by(|(ta, a), (tb, b)| (a.created, ta, &a.name).cmp(&(b.created, tb, &b.name)));
+    Ok(out.into_iter().map(|(_, s)| s).collect())
 }
 
 fn read_info(path: &Path, realm: &str, name: &str) -> Result<Snapshot> {

@@ -204,18 +204,24 @@ pub fn build_image(
         .exists()
         .then(|| realms_image::record::Record::read(&images.path(&opts.name)).version)
         .flatten();
-    if let (Some(new), Some(installed)) = (&opts.version, installed)
-        && compare_versions(new, &installed).is_lt()
+    let mut opts = opts.clone();
+    let version = match &opts.version {
+        Some(v) => v.clone(),
+        None => realms_image::record::next_after([installed.as_deref()]),
+    };
+    if let Some(installed) = installed
+        && compare_versions(&version, &installed).is_lt()
         && !allow_downgrade
     {
         return Err(realms_image::Error::Downgrade {
             name: opts.name.clone(),
             installed,
-            new: new.clone(),
+            new: version,
         }
         .into());
     }
-    let (staged, meta) = sealed::build(images, opts, progress)?;
+    opts.version = Some(version);
+    let (staged, meta) = sealed::build(images, &opts, progress)?;
     if images.path(&opts.name).exists() {
         install(store, &opts.name, staged)?;
     } else {
