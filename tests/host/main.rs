@@ -9,4 +9,5 @@ mod realm;
 mod run;
 mod sealed;
 mod smoke;
+mod verbs;
 mod verity;

@@ -68,7 +68,7 @@ impl TestRoot {
     /// Creates the store and gives its new realms a zone of their own: bridges are global, and
     /// parallel tests must not share (or delete) each other's.
     fn own_zone(&self) {
-        self.ok(&["list"]);
+        self.ok(&["init"]);
         let template = self.realms_dir().join("config");
         let text = fs::read_to_string(&template).unwrap();
         let zone = &self.zone;

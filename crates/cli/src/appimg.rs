@@ -9,7 +9,7 @@ use std::path::PathBuf;
 
 use realms_image::sealed::{self, BuildOptions, Filesystem};
 use realms_image::{ImageInfo, ImageKind, Progress, Source, import, keys};
-use realms_realm::{RealmStore, update};
+use realms_realm::update;
 use serde::Serialize;
 
 use crate::output::{Ctx, Json};
@@ -37,7 +37,8 @@ pub enum AppimgCmd {
         /// Seal the image: a dm-verity hash tree and a signature made with --key.
         #[arg(long, requires = "key")]
         seal: bool,
-        /// The private key file to sign with (see `realms appimg key generate`).
+        /// The key to sign with: a name from `realms appimg key list` (its private key in
+        /// /etc/realms/private), or the path of a private key file.
         #[arg(long)]
         key: Option<PathBuf>,
         /// The image's version (default: one more than the installed one, or 1).
@@ -64,7 +65,7 @@ pub enum KeyCmd {
 }
 
 pub fn run(cmd: AppimgCmd, ctx: &Ctx) -> anyhow::Result<ExitCode> {
-    let store = RealmStore::open(&ctx.root)?;
+    let store = crate::realm::store(ctx)?;
     let say = |line: &str| ctx.say(line);
     match cmd {
         AppimgCmd::Import { name, source } => {
@@ -78,12 +79,29 @@ pub fn run(cmd: AppimgCmd, ctx: &Ctx) -> anyhow::Result<ExitCode> {
                 info.path.display()
             ));
             if ctx.json {
-                ctx.emit(&Images(vec![info]))?;
+                ctx.emit(&Images(vec![ImageRow {
+                    info,
+                    kept: Vec::new(),
+                }]))?;
             }
         }
-        AppimgCmd::List => ctx.emit(&Images(store.images().list()?))?,
+        AppimgCmd::List => {
+            let mut rows = Vec::new();
+            for info in store.images().list()? {
+                let kept = update::kept(&store, &info.name)?;
+                rows.push(ImageRow { info, kept });
+            }
+            ctx.emit(&Images(rows))?
+        }
         AppimgCmd::Remove { name } => update::remove_image(&store, &name, &say)?,
-        AppimgCmd::Rollback { name } => update::rollback(&store, &name, &say)?,
+        AppimgCmd::Rollback { name } => {
+            let version = update::rollback(&store, &name, &say)?;
+            ctx.emit(&Json(serde_json::json!({
+                "action": "rolled-back",
+                "image": name,
+                "version": version,
+            })))?;
+        }
         AppimgCmd::Build {
             name,
             from,
@@ -93,16 +111,17 @@ pub fn run(cmd: AppimgCmd, ctx: &Ctx) -> anyhow::Result<ExitCode> {
             version,
             allow_downgrade,
         } => {
-            let tree = match store.images().get(&from) {
-                Ok(info) if info.kind == ImageKind::Tree => info.path,
-                _ => PathBuf::from(&from),
-            };
+            let tree = update::build_source(&store, &from)?;
+            let key = key
+                .filter(|_| seal)
+                .map(|k| keys::resolve_private(store.root(), &k))
+                .transpose()?;
             let filesystem = Filesystem::parse(&format).expect("clap checked the format");
             let opts = BuildOptions {
                 name: name.clone(),
                 tree,
                 filesystem,
-                key: key.filter(|_| seal),
+                key,
                 version,
             };
             let progress = Spinner::new(ctx);
@@ -190,9 +209,17 @@ impl Progress for Spinner {
     }
 }
 
+/// One image of `realms appimg list`, with the older versions kept for overlay realms.
+#[derive(Serialize)]
+struct ImageRow {
+    #[serde(flatten)]
+    info: ImageInfo,
+    kept: Vec<update::Kept>,
+}
+
 #[derive(Serialize)]
 #[serde(transparent)]
-struct Images(Vec<ImageInfo>);
+struct Images(Vec<ImageRow>);
 
 impl fmt::Display for Images {
     fn fmt(&self, f: &mut fmt::Formatter) -> fmt::Result {
@@ -204,10 +231,10 @@ impl fmt::Display for Images {
         }
         writeln!(
             f,
-            "{:<16} {:<7} {:<10} {:<5} OS",
-            "NAME", "KIND", "STORAGE", "PREV"
+            "{:<16} {:<7} {:<8} {:<10} {:<9} {:<16} {:<9} OS",
+            "NAME", "KIND", "VERSION", "STORAGE", "SIZE", "CREATED", "PREV"
         )?;
-        for i in &self.0 {
+        for ImageRow { info: i, kept } in &self.0 {
             let kind = match i.kind {
                 ImageKind::Tree => "tree",
                 ImageKind::Block => "block",
@@ -218,13 +245,33 @@ impl fmt::Display for Images {
             } else {
                 "directory"
             };
-            let prev = if i.has_previous { "yes" } else { "no" };
+            let prev = match (&i.previous_version, i.has_previous) {
+                (Some(v), _) => format!("yes ({v})"),
+                (None, true) => "yes".to_string(),
+                (None, false) => "no".to_string(),
+            };
             writeln!(
                 f,
-                "{:<16} {kind:<7} {storage:<10} {prev:<5} {}",
+                "{:<16} {kind:<7} {:<8} {storage:<10} {:<9} {:<16} {prev:<9} {}",
                 i.name,
+                i.version.as_deref().unwrap_or("-"),
+                i.size.map(crate::verbs::human_size).unwrap_or("-".into()),
+                i.created.map(crate::verbs::utc_time).unwrap_or("-".into()),
                 i.os.as_deref().unwrap_or("-")
             )?;
+            for k in kept {
+                writeln!(
+                    f,
+                    "  kept: {} (version {}) for realm(s) {}; `realms rebase NAME` moves them to the current version",
+                    k.path.file_name().unwrap_or_default().to_string_lossy(),
+                    k.version.as_deref().unwrap_or("unknown"),
+                    k.realms
+                        .iter()
+                        .map(|r| format!("'{r}'"))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                )?;
+            }
         }
         Ok(())
     }

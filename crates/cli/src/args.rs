@@ -42,6 +42,8 @@ pub struct Global {
 pub enum Command {
     #[command(flatten)]
     Realm(crate::realm::RealmCmd),
+    #[command(flatten)]
+    Verbs(crate::verbs::VerbCmd),
     /// Application images: import, list, remove, roll back.
     #[command(subcommand)]
     Appimg(crate::appimg::AppimgCmd),
@@ -89,6 +91,7 @@ fn config_keys_help() -> String {
 pub fn dispatch(command: Command, ctx: &Ctx) -> anyhow::Result<ExitCode> {
     match command {
         Command::Realm(cmd) => crate::realm::run(cmd, ctx),
+        Command::Verbs(cmd) => crate::verbs::run(cmd, ctx),
         Command::Appimg(cmd) => crate::appimg::run(cmd, ctx),
         Command::Zone(args) => crate::realm::zone(args, ctx),
         Command::Verity(cmd) => crate::verity::run(cmd, ctx),

@@ -5,6 +5,7 @@ mod args;
 mod output;
 mod portable;
 mod realm;
+mod verbs;
 mod verity;
 
 use std::process::ExitCode;

@@ -22,6 +22,8 @@ pub enum RealmCmd {
     },
     /// List realms: running or stopped, default and current, image, network zone.
     List,
+    /// Create the realm and image stores (any command that changes something does it itself).
+    Init,
     /// Show the default realm (started at boot), or make NAME the default.
     Default { name: Option<String> },
     /// Show the current realm (owns the desktop), or make NAME current (starting it).
@@ -33,7 +35,13 @@ pub enum RealmCmd {
         value: Option<String>,
     },
     /// Boot a realm (the default realm when NAME is left out).
-    Start { name: Option<String> },
+    Start {
+        #[arg(conflicts_with = "autostart")]
+        name: Option<String>,
+        /// Start the default realm and every realm with autostart (what runs at boot).
+        #[arg(long)]
+        autostart: bool,
+    },
     /// Power a realm off.
     Stop { name: String },
     /// Stop a realm and boot it again.
@@ -80,7 +88,8 @@ pub enum RealmCmd {
     UpdateAppimg {
         #[arg(default_value = "base")]
         image: String,
-        /// The private key to reseal a sealed image with (default: the key that signed it).
+        /// The key to reseal a sealed image with: a name from `realms appimg key list`, or a
+        /// private key file (default: the key that signed it).
         #[arg(long)]
         key: Option<std::path::PathBuf>,
         #[arg(last = true, value_name = "CMD")]
@@ -110,9 +119,17 @@ enum ZoneCmd {
     Remove { zone: String },
 }
 
-fn store(ctx: &Ctx) -> anyhow::Result<RealmStore> {
-    RealmStore::open(&ctx.root)
-        .with_context(|| format!("opening the realm store under {}", ctx.root.display()))
+/// The store under `--root`; opening creates nothing, and the note that the first mutating
+/// command created it goes to stderr.
+pub(crate) fn store(ctx: &Ctx) -> anyhow::Result<RealmStore> {
+    let quiet = ctx.quiet;
+    Ok(RealmStore::open(&ctx.root)
+        .with_context(|| format!("opening the realm store under {}", ctx.root.display()))?
+        .with_notes(move |note| {
+            if !quiet {
+                eprintln!("{note}");
+            }
+        }))
 }
 
 pub fn run(cmd: RealmCmd, ctx: &Ctx) -> anyhow::Result<ExitCode> {
@@ -132,6 +149,20 @@ pub fn run(cmd: RealmCmd, ctx: &Ctx) -> anyhow::Result<ExitCode> {
             ))?;
         }
         RealmCmd::List => ctx.emit(&List(select::list(&store)?))?,
+        RealmCmd::Init => {
+            let created = store.init()?;
+            if !created {
+                ctx.say(format!(
+                    "[+]: The realm store at {} exists already",
+                    store.dir().display()
+                ));
+            }
+            ctx.emit(&Json(serde_json::json!({
+                "action": if created { "created" } else { "exists" },
+                "store": store.dir(),
+                "images": store.images().dir(),
+            })))?;
+        }
         RealmCmd::Default { name: Some(name) } => select::set_default(&store, &name, &say)?,
         RealmCmd::Default { name: None } => {
             let name = store.default_realm();
@@ -167,7 +198,16 @@ pub fn run(cmd: RealmCmd, ctx: &Ctx) -> anyhow::Result<ExitCode> {
                 key.as_deref(),
             )?))?;
         }
-        RealmCmd::Start { name } => {
+        RealmCmd::Start {
+            autostart: true, ..
+        } => {
+            let started = realms_realm::autostart::start_all(&store, &say)?;
+            ctx.emit(&Json(&started))?;
+            if started.iter().any(|s| !s.started) {
+                return Ok(ExitCode::FAILURE);
+            }
+        }
+        RealmCmd::Start { name, .. } => {
             let name = match name {
                 Some(n) => n,
                 None => store
@@ -289,14 +329,15 @@ impl fmt::Display for List {
         }
         writeln!(
             f,
-            "{:<2} {:<20} {:<8} {:<16} {:<8} NETWORK",
-            "", "NAME", "STATE", "APPIMG", "ROOT"
+            "{:<3} {:<20} {:<8} {:<16} {:<10} {:<8} NETWORK",
+            "", "NAME", "STATE", "APPIMG", "VERSION", "ROOT"
         )?;
         for r in &self.0 {
             let marks = format!(
-                "{}{}",
+                "{}{}{}",
                 if r.current { ">" } else { " " },
-                if r.default { "*" } else { " " }
+                if r.default { "*" } else { " " },
+                if r.autostart { "+" } else { " " }
             );
             let root = match r.root {
                 realms_realm::store::RootKind::Snapshot => "snapshot",
@@ -316,13 +357,21 @@ impl fmt::Display for List {
                 writeln!(f, "{marks} {:<20} {state:<8} broken config: {err}", r.name)?;
                 continue;
             }
+            let version = format!(
+                "{}{}",
+                r.image_version.as_deref().unwrap_or("-"),
+                if r.behind { " (old)" } else { "" }
+            );
             writeln!(
                 f,
-                "{marks} {:<20} {state:<8} {:<16} {root:<8} {net}",
+                "{marks} {:<20} {state:<8} {:<16} {version:<10} {root:<8} {net}",
                 r.name, r.appimg
             )?;
         }
-        write!(f, "(> current, * default)")
+        write!(
+            f,
+            "(> current, * default, + autostart; old: behind its image, `realms rebase NAME` moves it)"
+        )
     }
 }
 

@@ -17,6 +17,23 @@ pub enum Error {
     Exists { name: String, path: PathBuf },
     #[error("application image '{name}' has no previous version to roll back to ({} is missing)", path.display())]
     NoPrevious { name: String, path: PathBuf },
+    #[error(
+        "application image '{name}' is already rolled back: its current version {current} is older than {name}.appimg.prev (version {newer}), and there is no older version to go back to; `realms update-appimg {name}` makes a new version"
+    )]
+    AlreadyRolledBack {
+        name: String,
+        current: String,
+        newer: String,
+    },
+    #[error(
+        "no application image or directory named '{name}' to build from; `realms appimg list` shows the images there are"
+    )]
+    NoBuildSource { name: String },
+    #[error(
+        "no private key named '{name}' at {}; `realms appimg key list` shows the keys there are, or pass the path of a key file",
+        path.display()
+    )]
+    NoSuchKey { name: String, path: PathBuf },
     #[error("bad image source '{source_spec}': {reason}")]
     BadSource { source_spec: String, reason: String },
     #[error("{} is not an operating system tree: {reason}", path.display())]

@@ -87,6 +87,27 @@ fn write_private(path: &Path, seed: &[u8; 32]) -> Result<()> {
         .map_err(|e| Error::io("writing the private key", path, e))
 }
 
+/// The private key file `spec` names: a key of the key store by name (`me` is
+/// `/etc/realms/private/me.key` under `root`, as `realms appimg key list` shows them), or else
+/// a path on the host (anything with a `/`, or an existing file).
+pub fn resolve_private(root: &Path, spec: &Path) -> Result<PathBuf> {
+    let text = spec.to_string_lossy();
+    if text.contains('/') {
+        return Ok(spec.to_path_buf());
+    }
+    let stored = root.join(PRIVATE_DIR).join(format!("{text}.key"));
+    if validate_name("key", &text).is_ok() && stored.exists() {
+        return Ok(stored);
+    }
+    if spec.is_file() {
+        return Ok(spec.to_path_buf());
+    }
+    Err(Error::NoSuchKey {
+        name: text.into_owned(),
+        path: stored,
+    })
+}
+
 /// Reads a private key file written by `realms appimg key generate`.
 pub fn load_private(path: &Path) -> Result<SigningKey> {
     Ok(SigningKey::from_bytes(&read_key_file(
@@ -256,6 +277,24 @@ pub fn check(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_private_key_is_found_by_name_or_path() {
+        let root = tempfile::tempdir().unwrap();
+        let (private, _) = generate(root.path(), "me").unwrap();
+        assert_eq!(
+            resolve_private(root.path(), Path::new("me")).unwrap(),
+            private
+        );
+        assert_eq!(resolve_private(root.path(), &private).unwrap(), private);
+        let err = resolve_private(root.path(), Path::new("nobody"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("'nobody'") && err.contains("key list"),
+            "{err}"
+        );
+    }
 
     #[test]
     fn generate_sign_check() {

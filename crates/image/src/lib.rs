@@ -13,6 +13,7 @@ mod import;
 pub mod keys;
 pub mod meta;
 mod name;
+pub mod record;
 pub mod sealed;
 mod store;
 

@@ -6,6 +6,8 @@ use std::path::{Path, PathBuf};
 use realms_sys::{atomic, btrfs};
 use serde::Serialize;
 
+use crate::meta::compare_versions;
+use crate::record::{Record, next_after};
 use crate::{Error, Result, validate_name};
 
 /// What kind of root filesystem an image holds.
@@ -22,6 +24,7 @@ pub enum ImageKind {
 
 /// One image as `realms appimg list` shows it.
 #[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "kebab-case")]
 pub struct ImageInfo {
     pub name: String,
     pub kind: ImageKind,
@@ -32,6 +35,14 @@ pub struct ImageInfo {
     pub has_previous: bool,
     /// PRETTY_NAME from the image's os-release, when it has one.
     pub os: Option<String>,
+    /// The version (`None` for a tree imported before versions were recorded).
+    pub version: Option<String>,
+    /// When this version was made, in seconds since the epoch.
+    pub created: Option<u64>,
+    /// Bytes (the apparent size of the tree, or of the image files).
+    pub size: Option<u64>,
+    /// The version of `NAME.appimg.prev`, if known.
+    pub previous_version: Option<String>,
 }
 
 /// The store of application images under `ROOT/storage/appimg`.
@@ -74,11 +85,23 @@ impl Drop for Staged {
 const STAGING_PREFIX: &str = ".staging-";
 
 impl ImageStore {
-    /// Opens (creating if needed) the store under `root` (the `--root` directory).
+    /// Opens the store under `root` (the `--root` directory) without creating anything; a
+    /// store that does not exist yet lists as empty.
     pub fn open(root: &Path) -> Result<ImageStore> {
-        let dir = root.join("storage/appimg");
-        fs::create_dir_all(&dir).map_err(|e| Error::io("creating the image store", &dir, e))?;
-        Ok(ImageStore { dir })
+        Ok(ImageStore {
+            dir: root.join("storage/appimg"),
+        })
+    }
+
+    /// Creates the store directory if it is missing (commands that add images call it);
+    /// returns true when it was created.
+    pub fn init(&self) -> Result<bool> {
+        if self.dir.is_dir() {
+            return Ok(false);
+        }
+        fs::create_dir_all(&self.dir)
+            .map_err(|e| Error::io("creating the image store", &self.dir, e))?;
+        Ok(true)
     }
 
     pub fn dir(&self) -> &Path {
@@ -146,20 +169,29 @@ impl ImageStore {
             ImageKind::Tree => pretty_name(&path),
             _ => None,
         };
+        let record = Record::read(&path);
+        let prev = self.prev_path(name);
         ImageInfo {
             name: name.to_string(),
             kind,
             subvolume: btrfs::is_subvolume(&path).unwrap_or(false),
-            has_previous: self.prev_path(name).exists(),
+            has_previous: prev.exists(),
+            previous_version: prev.exists().then(|| Record::read(&prev).version).flatten(),
             path,
             os,
+            version: record.version,
+            created: record.created,
+            size: record.size,
         }
     }
 
     /// Every image in the store, sorted by name.
     pub fn list(&self) -> Result<Vec<ImageInfo>> {
-        let entries = fs::read_dir(&self.dir)
-            .map_err(|e| Error::io("reading the image store", &self.dir, e))?;
+        let entries = match fs::read_dir(&self.dir) {
+            Ok(entries) => entries,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(e) => return Err(Error::io("reading the image store", &self.dir, e)),
+        };
         let mut images = Vec::new();
         for entry in entries {
             let entry = entry.map_err(|e| Error::io("reading the image store", &self.dir, e))?;
@@ -177,6 +209,7 @@ impl ImageStore {
 
     /// A new empty staging tree (a subvolume on btrfs) for building image `name`.
     pub fn stage_empty(&self, name: &str) -> Result<Staged> {
+        self.init()?;
         let path = self.staging_path(name);
         if self.on_btrfs() {
             btrfs::create_subvolume(&path)?;
@@ -189,6 +222,7 @@ impl ImageStore {
 
     /// A new empty plain staging directory (block and sealed images are files, not trees).
     pub fn stage_plain(&self, name: &str) -> Result<Staged> {
+        self.init()?;
         let path = self.staging_path(name);
         fs::create_dir(&path).map_err(|e| Error::io("creating the staging directory", &path, e))?;
         Ok(Staged { path: Some(path) })
@@ -220,6 +254,7 @@ impl ImageStore {
                 path: dest,
             });
         }
+        record_tree(staged.path(), "1".to_string())?;
         seal_tree(staged.path())?;
         let src = staged.take();
         atomic::rename_noreplace(&src, &dest)?;
@@ -232,8 +267,17 @@ impl ImageStore {
     /// caller can keep it for realms that still use it (or delete it with [`delete_tree`]).
     pub fn commit_update(&self, staged: Staged, name: &str) -> Result<Option<PathBuf>> {
         let current = self.get(name)?.path;
-        seal_tree(staged.path())?;
         let prev = self.prev_path(name);
+        let known: Vec<Option<String>> = [current.clone(), prev.clone()]
+            .into_iter()
+            .chain(self.kept_versions(name))
+            .map(|p| Record::read(&p).version)
+            .collect();
+        record_tree(
+            staged.path(),
+            next_after(known.iter().map(|v| v.as_deref())),
+        )?;
+        seal_tree(staged.path())?;
         let retired = if prev.exists() {
             let aside = self
                 .dir
@@ -250,8 +294,25 @@ impl ImageStore {
         Ok(retired)
     }
 
-    /// Swaps `NAME.appimg` and `NAME.appimg.prev` in one atomic step.
-    pub fn rollback(&self, name: &str) -> Result<()> {
+    /// The older versions of image `name` kept for overlay realms made on them
+    /// (`NAME.appimg.old-N`), sorted.
+    pub fn kept_versions(&self, name: &str) -> Vec<PathBuf> {
+        let prefix = format!("{name}.appimg.old-");
+        let mut kept: Vec<PathBuf> = fs::read_dir(&self.dir)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter(|e| e.file_name().to_string_lossy().starts_with(&prefix))
+            .map(|e| e.path())
+            .collect();
+        kept.sort();
+        kept
+    }
+
+    /// Swaps `NAME.appimg` and `NAME.appimg.prev` in one atomic step; returns the versions
+    /// (before, after). Refused when the previous version is the newer one (the image was
+    /// rolled back already): swapping again would roll forward.
+    pub fn rollback(&self, name: &str) -> Result<(Option<String>, Option<String>)> {
         let current = self.get(name)?.path;
         let prev = self.prev_path(name);
         if !prev.is_dir() {
@@ -260,8 +321,23 @@ impl ImageStore {
                 path: prev,
             });
         }
+        let (now, before) = (Record::read(&current).version, Record::read(&prev).version);
+        // A version that was never recorded (an image older than version records) is older
+        // than every recorded one.
+        let prev_is_newer = match (&before, &now) {
+            (Some(before), Some(now)) => compare_versions(before, now).is_gt(),
+            (Some(_), None) => true,
+            _ => false,
+        };
+        if prev_is_newer {
+            return Err(Error::AlreadyRolledBack {
+                name: name.to_string(),
+                current: now.clone().unwrap_or_else(|| "(unrecorded)".into()),
+                newer: before.clone().unwrap_or_default(),
+            });
+        }
         atomic::exchange(&prev, &current)?;
-        Ok(())
+        Ok((now, before))
     }
 
     /// Deletes image `name` and its previous version.
@@ -306,6 +382,18 @@ impl ImageStore {
         }
         Ok(removed)
     }
+}
+
+/// Records version `version` on a finished tree image (block and sealed images have
+/// `image.meta` instead). A filesystem without extended attributes leaves it unrecorded.
+fn record_tree(path: &Path, version: String) -> Result<()> {
+    if path.join("image.meta").exists() {
+        return Ok(());
+    }
+    if let Err(err) = Record::new_for_tree(path, version).write(path) {
+        tracing::warn!("the version of {} is not recorded: {err}", path.display());
+    }
+    Ok(())
 }
 
 /// Makes a finished tree read-only where btrfs allows it.
@@ -353,4 +441,58 @@ fn pretty_name(tree: &Path) -> Option<String> {
         .find_map(|p| root.read_to_string(p).ok())?;
     let release = realms_unit::os_release::OsRelease::parse(&text).ok()?;
     release.get("PRETTY_NAME").map(str::to_string)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn staged_tree(store: &ImageStore, name: &str, file: &str) -> Staged {
+        let staged = store.stage_empty(name).unwrap();
+        fs::create_dir(staged.path().join("usr")).unwrap();
+        fs::write(staged.path().join(file), b"x").unwrap();
+        staged
+    }
+
+    #[test]
+    fn opening_creates_nothing_and_a_missing_store_lists_empty() {
+        let root = tempfile::tempdir().unwrap();
+        let store = ImageStore::open(root.path()).unwrap();
+        assert!(store.list().unwrap().is_empty());
+        assert!(!store.dir().exists());
+        assert!(store.init().unwrap());
+        assert!(!store.init().unwrap());
+    }
+
+    #[test]
+    fn appimg_rollback_twice_does_not_roll_forward() {
+        let root = tempfile::tempdir().unwrap();
+        let store = ImageStore::open(root.path()).unwrap();
+        store
+            .commit_new(staged_tree(&store, "img", "one"), "img")
+            .unwrap();
+        store
+            .commit_update(staged_tree(&store, "img", "two"), "img")
+            .unwrap();
+        let info = store.get("img").unwrap();
+        assert_eq!(info.version.as_deref(), Some("2"));
+        assert_eq!(info.previous_version.as_deref(), Some("1"));
+        assert!(info.size.is_some() && info.created.is_some());
+
+        let (from, to) = store.rollback("img").unwrap();
+        assert_eq!((from.as_deref(), to.as_deref()), (Some("2"), Some("1")));
+        assert!(store.path("img").join("one").exists());
+        let err = store.rollback("img").unwrap_err().to_string();
+        assert!(
+            err.contains("already rolled back") && err.contains("version 1"),
+            "{err}"
+        );
+        assert!(store.path("img").join("one").exists(), "rolled forward");
+
+        // The next update is newer than every version there was.
+        store
+            .commit_update(staged_tree(&store, "img", "three"), "img")
+            .unwrap();
+        assert_eq!(store.get("img").unwrap().version.as_deref(), Some("3"));
+    }
 }

@@ -27,6 +27,7 @@ pub struct RealmConfig {
     pub extra_bindmounts_ro: Option<Vec<String>>,
     pub port_forward: Option<Vec<String>>,
     pub appimg: Option<String>,
+    pub autostart: Option<bool>,
 }
 
 /// What a key holds, for validation and for `realms config NAME` listings.
@@ -109,6 +110,12 @@ pub const KEYS: &[(&str, KeyType, &str, &str)] = &[
         "host ports forwarded to the realm, \"[tcp:|udp:]HOSTPORT[:REALMPORT]\" (needs a network zone)",
     ),
     (
+        "autostart",
+        KeyType::Bool,
+        "false",
+        "start the realm at boot (`realms autostart NAME on`), beside the default realm",
+    ),
+    (
         "appimg",
         KeyType::Image,
         "\"base\"",
@@ -183,6 +190,9 @@ impl RealmConfig {
     }
     pub fn use_ephemeral_home(&self) -> bool {
         self.use_ephemeral_home.unwrap_or(false)
+    }
+    pub fn autostart(&self) -> bool {
+        self.autostart.unwrap_or(false)
     }
     pub fn appimg(&self) -> &str {
         self.appimg.as_deref().unwrap_or("base")

@@ -5,6 +5,11 @@ use std::path::PathBuf;
 /// Everything that can go wrong managing realms.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
+    #[error(
+        "{} does not exist; check the --root (or REALMS_ROOT) directory, or create it first",
+        .0.display()
+    )]
+    NoRoot(PathBuf),
     #[error("realm '{0}' does not exist; `realms list` shows the realms there are")]
     NoSuchRealm(String),
     #[error("realm '{0}' already exists")]

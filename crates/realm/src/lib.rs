@@ -1,13 +1,19 @@
 //! Realms: isolated OS containers booted with systemd-nspawn from snapshots of an application
 //! image, with a default realm started at boot and a current realm that owns the desktop.
 
+pub mod autostart;
 pub mod config;
+mod copy;
 mod error;
 pub mod exec;
 pub mod launch;
 pub mod lifecycle;
 pub mod plan;
+pub mod rebase;
+pub mod rename;
 pub mod select;
+pub mod snapshot;
+pub mod status;
 pub mod store;
 mod tree;
 pub mod update;

@@ -122,6 +122,7 @@ pub fn remove(store: &RealmStore, name: &str, stop: bool, say: &dyn Fn(&str)) ->
         .join(format!(".removing-realm-{name}-{}", std::process::id()));
     atomic::rename(store.realm_dir(name), &aside)?;
     delete_realm_tree(&aside)?;
+    crate::snapshot::remove_all(store, name)?;
     crate::launch::forget(store, name);
     say(&format!("[+]: Removed realm '{name}'"));
     Ok(())

@@ -39,6 +39,7 @@ pub fn current(store: &RealmStore) -> Option<String> {
 
 /// One row of `realms list`.
 #[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "kebab-case")]
 pub struct RealmStatus {
     pub name: String,
     pub running: bool,
@@ -50,6 +51,12 @@ pub struct RealmStatus {
     pub root: RootKind,
     /// The network zone, or `None` when the realm has only a loopback interface.
     pub zone: Option<String>,
+    /// The version of the image the realm is on.
+    pub image_version: Option<String>,
+    /// True when the image has a newer version (`realms rebase NAME` moves the realm to it).
+    pub behind: bool,
+    /// True when the realm starts at boot.
+    pub autostart: bool,
     /// Why the realm's config cannot be read (the other fields are then its defaults).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
@@ -67,8 +74,12 @@ pub fn list(store: &RealmStore) -> Result<Vec<RealmStatus>> {
             Err(err) => (Default::default(), Some(err.to_string())),
         };
         let state = launch::state(store, &name);
+        let on = crate::rebase::on_image(store, &name, config.appimg());
         rows.push(RealmStatus {
             error,
+            image_version: on.version,
+            behind: on.behind,
+            autostart: config.autostart(),
             running: state != launch::State::Stopped,
             orphaned: state == launch::State::Orphaned,
             default: default.as_deref() == Some(name.as_str()),

@@ -3,6 +3,7 @@
 
 use std::fs;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use realms_image::{ImageKind, ImageStore, validate_name};
 use realms_sys::{atomic, btrfs, lock::StoreLock};
@@ -27,16 +28,29 @@ network-zone = \"clear\"
 pub const REALM_UID: u32 = 1000;
 
 /// A realm store rooted at the `--root` directory.
-#[derive(Debug, Clone)]
+///
+/// Opening it reads nothing and creates nothing; the first command that changes something
+/// creates the layout ([`RealmStore::init`], run by [`RealmStore::lock`]).
+#[derive(Clone)]
 pub struct RealmStore {
     root: PathBuf,
     dir: PathBuf,
     run: PathBuf,
     images: ImageStore,
+    notes: Arc<dyn Fn(&str) + Send + Sync>,
+}
+
+impl std::fmt::Debug for RealmStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RealmStore")
+            .field("root", &self.root)
+            .field("dir", &self.dir)
+            .finish_non_exhaustive()
+    }
 }
 
 /// How a realm's root filesystem is made.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum RootKind {
     /// A writable btrfs snapshot of the image at `rootfs/`.
@@ -46,36 +60,70 @@ pub enum RootKind {
 }
 
 impl RealmStore {
-    /// Opens the store under `root`, creating its layout on first use.
+    /// Opens the store under `root` without touching the disk beyond checking that `root`
+    /// exists (a `--root` with a typo is an error, never a new empty store). A store that
+    /// does not exist yet reads as empty.
     pub fn open(root: &Path) -> Result<RealmStore> {
-        let storage = root.join("storage/realms");
-        mkdir(&storage)?;
-        let link = root.join("realms");
+        if !root.is_dir() {
+            return Err(Error::NoRoot(root.to_path_buf()));
+        }
+        Ok(RealmStore {
+            root: root.to_path_buf(),
+            dir: root.join("storage/realms"),
+            run: root.join("run/realms"),
+            images: ImageStore::open(root)?,
+            notes: Arc::new(|note| tracing::info!("{note}")),
+        })
+    }
+
+    /// Where notes about side effects the user did not ask for go (the store being created).
+    pub fn with_notes(mut self, notes: impl Fn(&str) + Send + Sync + 'static) -> RealmStore {
+        self.notes = Arc::new(notes);
+        self
+    }
+
+    /// True when the store has been created.
+    pub fn exists(&self) -> bool {
+        self.dir.is_dir()
+    }
+
+    /// Creates whatever is missing of the store's layout (`/storage/realms`, the `/realms`
+    /// symlink, `/run/realms`, the config template, skel, Shared, the image store); says so
+    /// when the store itself is new. Returns true when it was.
+    pub fn init(&self) -> Result<bool> {
+        let created = !self.exists();
+        mkdir(&self.dir)?;
+        let link = self.root.join("realms");
         if fs::symlink_metadata(&link).is_err() {
             std::os::unix::fs::symlink("storage/realms", &link)
                 .map_err(|e| Error::io("creating the symlink", &link, e))?;
         }
-        let dir = storage;
-        let run = root.join("run/realms");
-        mkdir(&run)?;
-        let template = dir.join("config");
+        mkdir(&self.run)?;
+        let template = self.dir.join("config");
         if !template.exists() {
             atomic::write_file(&template, CONFIG_TEMPLATE.as_bytes(), 0o644)?;
         }
         for sub in ["skel", "Shared"] {
-            let path = dir.join(sub);
+            let path = self.dir.join(sub);
             if !path.exists() {
                 mkdir(&path)?;
                 chown(&path)?;
             }
         }
-        let images = ImageStore::open(root)?;
-        Ok(RealmStore {
-            root: root.to_path_buf(),
-            dir,
-            run,
-            images,
-        })
+        let images_created = self.images.init()?;
+        if created {
+            (self.notes)(&format!(
+                "[+]: Created the realm store at {} (and the image store at {})",
+                self.dir.display(),
+                self.images.dir().display()
+            ));
+        } else if images_created {
+            (self.notes)(&format!(
+                "[+]: Created the image store at {}",
+                self.images.dir().display()
+            ));
+        }
+        Ok(created)
     }
 
     pub fn root(&self) -> &Path {
@@ -99,8 +147,11 @@ impl RealmStore {
     /// Takes the store lock (every mutating command does) and removes leftovers of interrupted
     /// commands.
     pub fn lock(&self) -> Result<StoreLock> {
+        self.init()?;
         let lock = StoreLock::acquire(self.dir.join(".lock"))?;
         self.cleanup_leftovers()?;
+        crate::snapshot::cleanup_leftovers(self)?;
+        crate::rename::finish_interrupted(self)?;
         self.images.cleanup_leftovers()?;
         Ok(lock)
     }
@@ -122,8 +173,11 @@ impl RealmStore {
 
     /// The names of all realms, sorted.
     pub fn names(&self) -> Result<Vec<String>> {
-        let entries = fs::read_dir(&self.dir)
-            .map_err(|e| Error::io("reading the realm store", &self.dir, e))?;
+        let entries = match fs::read_dir(&self.dir) {
+            Ok(entries) => entries,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(e) => return Err(Error::io("reading the realm store", &self.dir, e)),
+        };
         let mut names: Vec<String> = entries
             .flatten()
             .filter_map(|e| {
@@ -297,4 +351,34 @@ pub(crate) fn delete_realm_tree(dir: &Path) -> Result<()> {
         realms_sys::fs::remove_dir_all_one_fs(dir)?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn read_only_commands_never_create_the_store() {
+        let root = tempfile::tempdir().unwrap();
+        let store = RealmStore::open(root.path()).unwrap();
+        assert!(store.names().unwrap().is_empty());
+        assert!(store.images().list().unwrap().is_empty());
+        assert_eq!(store.default_realm(), None);
+        assert!(store.config("a").is_err());
+        assert!(crate::zone::load(&store).unwrap().is_empty());
+        assert_eq!(
+            fs::read_dir(root.path()).unwrap().count(),
+            0,
+            "opening wrote"
+        );
+    }
+
+    #[test]
+    fn a_missing_root_is_an_error_naming_it() {
+        let root = tempfile::tempdir().unwrap();
+        let typo = root.path().join("tpyo");
+        let err = RealmStore::open(&typo).unwrap_err().to_string();
+        assert!(err.contains("tpyo") && err.contains("--root"), "{err}");
+        assert!(!typo.exists());
+    }
 }

@@ -48,6 +48,10 @@ pub fn update_appimg(
     let machine = format!("{image}-appimg-update");
     if command.is_empty() {
         say(&format!("[+]: Entering root shell on {image} appimg"));
+        say(
+            "[+]: The shell's exit status decides: `exit 0` commits the changes to the image, \
+             `exit 1` discards them (a plain `exit` passes on the status of the last command)",
+        );
     } else {
         say(&format!(
             "[+]: Running {} on {image} appimg",
@@ -68,6 +72,11 @@ pub fn update_appimg(
         cmd.args(["--register=no", "--keep-unit"]);
     }
     if command.is_empty() {
+        use std::io::IsTerminal;
+        if !std::io::stdin().is_terminal() {
+            // Without a terminal nspawn would give the shell a pty that nothing writes to.
+            cmd.arg("--console=pipe");
+        }
         cmd.args(["/bin/bash", "-l"]);
     } else {
         cmd.arg("--").args(command);
@@ -94,8 +103,13 @@ pub fn update_appimg(
         }
     };
     install(store, image, staged)?;
+    let version = realms_image::record::Record::read(&images.path(image)).version;
     say(&format!(
-        "[+]: Updated {image} appimg; the previous version is kept as {image}.appimg.prev"
+        "[+]: Updated {image} appimg{}; the previous version is kept as {image}.appimg.prev \
+         (`realms appimg rollback {image}` goes back to it)",
+        version
+            .map(|v| format!(" to version {v}"))
+            .unwrap_or_default()
     ));
     Ok(UpdateOutcome::Committed)
 }
@@ -118,7 +132,7 @@ fn rebuild_options(
         )
     })?;
     let key = match (info.kind, key) {
-        (ImageKind::Sealed, Some(k)) => Some(k.to_path_buf()),
+        (ImageKind::Sealed, Some(k)) => Some(keys::resolve_private(store.root(), k)?),
         (ImageKind::Sealed, None) => {
             let signer = meta.signed_by.clone().unwrap_or_default();
             let default = store
@@ -176,7 +190,7 @@ fn unpack(store: &RealmStore, info: &ImageInfo) -> Result<realms_image::Staged> 
 
 /// `realms appimg build`: builds a block or sealed image and installs it as NAME. An installed
 /// image is replaced (kept as NAME.appimg.prev) only by a newer version, unless
-/// `allow_downgrade`.
+/// `allow_downgrade`; that is checked before anything is built.
 pub fn build_image(
     store: &RealmStore,
     opts: &BuildOptions,
@@ -185,24 +199,67 @@ pub fn build_image(
 ) -> Result<Meta> {
     let _lock = store.lock()?;
     let images = store.images();
-    let (staged, meta) = sealed::build(images, opts, progress)?;
-    if images.path(&opts.name).exists() {
-        if let Some(installed) = sealed::installed_meta(images, &opts.name)
-            && compare_versions(&meta.version, &installed.version).is_lt()
-            && !allow_downgrade
-        {
-            return Err(realms_image::Error::Downgrade {
-                name: opts.name.clone(),
-                installed: installed.version,
-                new: meta.version,
-            }
-            .into());
+    let installed = images
+        .path(&opts.name)
+        .exists()
+        .then(|| realms_image::record::Record::read(&images.path(&opts.name)).version)
+        .flatten();
+    let mut opts = opts.clone();
+    let version = match &opts.version {
+        Some(v) => v.clone(),
+        None => realms_image::record::next_after([installed.as_deref()]),
+    };
+    if let Some(installed) = installed
+        && compare_versions(&version, &installed).is_lt()
+        && !allow_downgrade
+    {
+        return Err(realms_image::Error::Downgrade {
+            name: opts.name.clone(),
+            installed,
+            new: version,
         }
+        .into());
+    }
+    opts.version = Some(version);
+    let (staged, meta) = sealed::build(images, &opts, progress)?;
+    if images.path(&opts.name).exists() {
         install(store, &opts.name, staged)?;
     } else {
         images.commit_new(staged, &opts.name)?;
     }
     Ok(meta)
+}
+
+/// The tree `realms appimg build --from FROM` builds from: the tree image FROM of the store,
+/// or else the directory FROM.
+pub fn build_source(store: &RealmStore, from: &str) -> Result<PathBuf> {
+    if realms_image::validate_name("image", from).is_ok()
+        && let Ok(info) = store.images().get(from)
+    {
+        if info.kind != ImageKind::Tree {
+            return Err(Error::realm(
+                from,
+                format!(
+                    "application image '{from}' is a {} image; build from a tree image or a directory",
+                    if info.kind == ImageKind::Sealed {
+                        "sealed"
+                    } else {
+                        "block"
+                    }
+                ),
+            ));
+        }
+        return Ok(info.path);
+    }
+    let dir = PathBuf::from(from);
+    if dir.is_dir() {
+        Ok(dir)
+    } else {
+        Err(realms_image::Error::NoBuildSource {
+            name: from.to_string(),
+        }
+        .into())
+    }
 }
 
 /// Makes a staged image the current `image`, keeping the old one for realms still on it.
@@ -220,18 +277,29 @@ impl Progress for Quiet {
     fn stage(&self, _: &str) {}
 }
 
-/// `realms appimg rollback IMG`: swaps the image and its previous version.
-pub fn rollback(store: &RealmStore, image: &str, say: &dyn Fn(&str)) -> Result<()> {
+/// `realms appimg rollback IMG`: swaps the image and its previous version (refused when it
+/// was rolled back already); returns the version now current.
+pub fn rollback(store: &RealmStore, image: &str, say: &dyn Fn(&str)) -> Result<Option<String>> {
     let _lock = store.lock()?;
     let images = store.images();
     let users = overlay_users(store, images, image)?;
-    images.rollback(image)?;
+    let (from, to) = images.rollback(image)?;
     repoint(store, &users.current, &images.prev_path(image))?;
     repoint(store, &users.prev, &images.path(image))?;
-    say(&format!(
-        "[+]: Rolled {image} appimg back to its previous version"
-    ));
-    Ok(())
+    match (&from, &to) {
+        (Some(from), Some(to)) => say(&format!(
+            "[+]: Rolled {image} appimg back from version {from} to version {to} (now current); \
+             version {from} is kept as {image}.appimg.prev"
+        )),
+        (Some(from), None) => say(&format!(
+            "[+]: Rolled {image} appimg back from version {from} to its previous version \
+             (made before versions were recorded); version {from} is kept as {image}.appimg.prev"
+        )),
+        _ => say(&format!(
+            "[+]: Rolled {image} appimg back to its previous version"
+        )),
+    }
+    Ok(to)
 }
 
 /// `realms appimg remove IMG`: refused while an overlay realm sits on it.
@@ -239,7 +307,7 @@ pub fn remove_image(store: &RealmStore, image: &str, say: &dyn Fn(&str)) -> Resu
     let _lock = store.lock()?;
     store.images().get(image)?;
     let (overlays, snapshots) = store.image_users(image)?;
-    let kept = kept_versions(store.images(), image);
+    let kept = store.images().kept_versions(image);
     let on_old: Vec<String> = store
         .names()?
         .into_iter()
@@ -269,6 +337,35 @@ pub fn remove_image(store: &RealmStore, image: &str, say: &dyn Fn(&str)) -> Resu
         ));
     }
     Ok(())
+}
+
+/// An older version of an image kept for the overlay realms made on it.
+#[derive(Debug, Clone, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub struct Kept {
+    pub path: PathBuf,
+    pub version: Option<String>,
+    /// The overlay realms on it (`realms rebase NAME` moves them to the current version).
+    pub realms: Vec<String>,
+}
+
+/// The versions of `image` before `.prev` that are kept, and who uses them.
+pub fn kept(store: &RealmStore, image: &str) -> Result<Vec<Kept>> {
+    let mut out = Vec::new();
+    for path in store.images().kept_versions(image) {
+        let realms = store
+            .names()?
+            .into_iter()
+            .filter(|n| store.root_kind(n) == RootKind::Overlay)
+            .filter(|n| store.overlay_lower(n).is_ok_and(|l| l == path))
+            .collect();
+        out.push(Kept {
+            version: realms_image::record::Record::read(&path).version,
+            path,
+            realms,
+        });
+    }
+    Ok(out)
 }
 
 /// Overlay realms on the current and on the previous version of an image.
@@ -319,21 +416,10 @@ fn keep_or_delete(
     if users.is_empty() {
         return Ok(realms_image::delete_tree(&retired)?);
     }
-    let n = kept_versions(images, image).len() + 1;
+    let n = images.kept_versions(image).len() + 1;
     let kept = images.dir().join(format!("{image}.appimg.old-{n}"));
     atomic::rename_noreplace(&retired, &kept)?;
     repoint(store, users, &kept)
-}
-
-fn kept_versions(images: &ImageStore, image: &str) -> Vec<PathBuf> {
-    let prefix = format!("{image}.appimg.old-");
-    fs::read_dir(images.dir())
-        .into_iter()
-        .flatten()
-        .flatten()
-        .filter(|e| e.file_name().to_string_lossy().starts_with(&prefix))
-        .map(|e| e.path())
-        .collect()
 }
 
 fn quote_list(names: &[String]) -> String {

@@ -399,6 +399,28 @@ pub fn set_immutable(path: impl AsRef<Path>, immutable: bool) -> Result<()> {
     Ok(())
 }
 
+/// The value of extended attribute `name` of `path` (not following a final symlink), or `None`
+/// when it has none (or the filesystem keeps no extended attributes).
+pub fn xattr(path: impl AsRef<Path>, name: &str) -> Result<Option<Vec<u8>>> {
+    let path = path.as_ref();
+    let mut buf = vec![0u8; 4096];
+    match rustix::fs::lgetxattr(path, name, &mut buf) {
+        Ok(n) => {
+            buf.truncate(n);
+            Ok(Some(buf))
+        }
+        Err(rustix::io::Errno::NODATA | rustix::io::Errno::NOTSUP) => Ok(None),
+        Err(e) => Err(Error::io("reading an extended attribute of", path, e)),
+    }
+}
+
+/// Sets extended attribute `name` of `path` (not following a final symlink) to `value`.
+pub fn set_xattr(path: impl AsRef<Path>, name: &str, value: &[u8]) -> Result<()> {
+    let path = path.as_ref();
+    rustix::fs::lsetxattr(path, name, value, rustix::fs::XattrFlags::empty())
+        .ctx("setting an extended attribute of", path)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -1,0 +1,159 @@
+//! Assembling a realm directory from parts (a config, a home and a root) in a staging
+//! directory: what `clone`, `snapshot` and `snapshot restore` share. A btrfs root is a snapshot
+//! (read-only inside a realm snapshot); an overlay root is a copy of its upper layer and the same
+//! `lower` link, so it stays on the image version it was made on.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use realms_sys::btrfs;
+
+use crate::store::{RealmStore, RootKind, chown, mkdir};
+use crate::{Error, Result};
+
+/// Where the parts of a realm (or of a snapshot of one) are.
+#[derive(Debug, Clone)]
+pub(crate) struct Parts {
+    pub config: PathBuf,
+    pub home: PathBuf,
+    pub root: Root,
+}
+
+/// A realm's root: a btrfs subvolume, or an overlay's upper layer on an image.
+#[derive(Debug, Clone)]
+pub(crate) enum Root {
+    Subvolume(PathBuf),
+    Overlay {
+        upper: PathBuf,
+        /// The `lower` link's target (`/storage/appimg/IMG.appimg[.prev|.old-N]`).
+        lower: PathBuf,
+    },
+}
+
+impl Parts {
+    /// The parts of realm `name`.
+    pub fn of_realm(store: &RealmStore, name: &str) -> Result<Parts> {
+        let dir = store.realm_dir(name);
+        let root = match store.root_kind(name) {
+            RootKind::Snapshot => Root::Subvolume(dir.join("rootfs")),
+            RootKind::Overlay => Root::Overlay {
+                upper: dir.join("overlay/upper"),
+                lower: read_link(&dir.join("lower"))?,
+            },
+        };
+        Ok(Parts {
+            config: dir.join("config"),
+            home: dir.join("home"),
+            root,
+        })
+    }
+
+    /// The parts kept in a snapshot directory (see [`Parts::write_to`]).
+    pub fn of_snapshot(dir: &Path) -> Result<Parts> {
+        let root = if dir.join("rootfs").exists() {
+            Root::Subvolume(dir.join("rootfs"))
+        } else {
+            Root::Overlay {
+                upper: dir.join("upper"),
+                lower: read_link(&dir.join("lower"))?,
+            }
+        };
+        Ok(Parts {
+            config: dir.join("config"),
+            home: dir.join("home"),
+            root,
+        })
+    }
+
+    /// Copies the parts into `dest` as a realm directory (`config`, `home`, and `rootfs` or
+    /// `overlay/{upper,work}` + `lower` + `rootfs`). The lower image must still exist.
+    pub fn assemble_realm(&self, store: &RealmStore, dest: &Path) -> Result<()> {
+        self.copy_common(dest)?;
+        match &self.root {
+            Root::Subvolume(src) => btrfs::snapshot(src, dest.join("rootfs"), false)?,
+            Root::Overlay { upper, lower } => {
+                let image = store.root().join(lower.strip_prefix("/").unwrap_or(lower));
+                if !image.is_dir() {
+                    return Err(Error::io(
+                        "finding the image version the realm was made on,",
+                        image,
+                        std::io::Error::from(std::io::ErrorKind::NotFound),
+                    ));
+                }
+                mkdir(&dest.join("rootfs"))?;
+                mkdir(&dest.join("overlay"))?;
+                realms_image::copy_tree(upper, &dest.join("overlay/upper"))?;
+                mkdir(&dest.join("overlay/work"))?;
+                if image.join("image.raw").exists() {
+                    mkdir(&dest.join("image"))?;
+                }
+                symlink(lower, &dest.join("lower"))?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Copies the parts into `dest` as a snapshot (`config`, `home`, and a read-only `rootfs`
+    /// or `upper` + `lower`).
+    pub fn write_snapshot(&self, dest: &Path) -> Result<()> {
+        self.copy_common(dest)?;
+        match &self.root {
+            Root::Subvolume(src) => btrfs::snapshot(src, dest.join("rootfs"), true)?,
+            Root::Overlay { upper, lower } => {
+                realms_image::copy_tree(upper, &dest.join("upper"))?;
+                symlink(lower, &dest.join("lower"))?;
+            }
+        }
+        Ok(())
+    }
+
+    fn copy_common(&self, dest: &Path) -> Result<()> {
+        mkdir(dest)?;
+        fs::copy(&self.config, dest.join("config"))
+            .map_err(|e| Error::io("copying", &self.config, e))?;
+        if self.home.is_dir() {
+            realms_image::copy_tree(&self.home, &dest.join("home"))?;
+        } else {
+            mkdir(&dest.join("home"))?;
+            chown(&dest.join("home"))?;
+        }
+        Ok(())
+    }
+}
+
+fn read_link(link: &Path) -> Result<PathBuf> {
+    fs::read_link(link).map_err(|e| Error::io("reading the symlink", link, e))
+}
+
+fn symlink(target: &Path, link: &Path) -> Result<()> {
+    std::os::unix::fs::symlink(target, link).map_err(|e| Error::io("creating the symlink", link, e))
+}
+
+/// A staging directory deleted on drop unless it was committed (renamed into place).
+#[derive(Debug)]
+pub(crate) struct Staging(Option<PathBuf>);
+
+impl Staging {
+    pub fn new(path: PathBuf) -> Staging {
+        Staging(Some(path))
+    }
+
+    pub fn path(&self) -> &Path {
+        self.0.as_deref().expect("used only until committed")
+    }
+
+    /// The work was renamed into place: nothing to delete.
+    pub fn committed(mut self) {
+        self.0 = None;
+    }
+}
+
+impl Drop for Staging {
+    fn drop(&mut self) {
+        if let Some(path) = self.0.take()
+            && let Err(err) = crate::store::delete_realm_tree(&path)
+        {
+            tracing::warn!("could not remove {}: {err}", path.display());
+        }
+    }
+}
