@@ -116,3 +116,31 @@ fn running(t: &TestRoot, realm: &str) -> bool {
         .cloned();
     row.unwrap_or_else(|| panic!("{realm} not listed: {list}"))["running"] == true
 }
+
+/// Regression: options the host cannot give (use-sound without a Pulse socket, ...) were said
+/// only with `-v`.
+#[test]
+fn start_says_which_options_the_host_lacks() {
+    let t = TestRoot::btrfs();
+    let r = name("lack");
+    t.ok(&["new", &r]);
+    t.ok(&["config", &r, "use-kvm", "true"]);
+    t.ok(&["config", &r, "use-gpu", "true"]);
+    let said = t.said(&["start", &r]);
+    for (key, host_path) in [
+        ("use-kvm", "/dev/kvm"),
+        ("use-gpu", "/dev/dri/renderD128"),
+        ("use-x11", "/tmp/.X11-unix"),
+    ] {
+        let lines: Vec<&str> = said.lines().filter(|l| l.contains(key)).collect();
+        if std::path::Path::new(host_path).exists() {
+            assert!(lines.is_empty(), "{key}: {said}");
+        } else {
+            assert_eq!(lines.len(), 1, "{key}: {said}");
+            assert!(
+                lines[0].starts_with("[!] ") && lines[0].contains(host_path),
+                "{said}"
+            );
+        }
+    }
+}

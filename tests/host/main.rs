@@ -1,6 +1,7 @@
 //! Host tier: real btrfs, loop devices, mounts, systemd-nspawn and booted systemd containers.
 
 mod everyday;
+mod json;
 mod nested;
 mod network;
 mod portable;

@@ -114,7 +114,7 @@ fn appimg_rollback_twice_does_not_roll_forward() {
             "-c",
             "echo v2 > /etc/v",
         ]);
-        let out = t.ok(&["appimg", "rollback", "base"]);
+        let out = t.said(&["appimg", "rollback", "base"]);
         assert!(out.contains("Rolled base appimg back"), "{out}");
         assert!(!t.path().join("storage/appimg/base.appimg/etc/v").exists());
         let err = t.fails(&["appimg", "rollback", "base"]);
@@ -185,7 +185,7 @@ fn rebase_moves_a_snapshot_realm_to_the_current_image_keeping_home_and_config() 
         let err = t.fails(&["rebase", &r]);
         assert!(err.contains("running") && err.contains("stop"), "{err}");
         t.ok(&["stop", &r]);
-        let out = t.ok(&["rebase", &r]);
+        let out = t.said(&["rebase", &r]);
         assert!(out.contains("rebased on base appimg"), "{out}");
         assert_eq!(list_row(&t, &r)["behind"], false);
         assert_eq!(t.ok(&["config", &r, "use-gpu"]).trim(), "use-gpu = true");
@@ -252,7 +252,7 @@ fn build_from_a_missing_image_names_it() {
 fn key_option_takes_a_key_name() {
     let t = TestRoot::btrfs();
     t.ok(&["appimg", "key", "generate", "builder"]);
-    let out = t.ok(&[
+    let out = t.said(&[
         "appimg", "build", "sk", "--from", "base", "--format", "erofs", "--seal", "--key",
         "builder",
     ]);
@@ -283,7 +283,8 @@ fn interactive_update_appimg_says_the_exit_status_decides() {
         .write_all(b"touch /etc/tried; exit 3\n")
         .unwrap();
     let out = child.wait_with_output().unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
+    // What update-appimg says goes to stderr; stdout belongs to the shell.
+    let stdout = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(3), "{stdout}");
     let said = stdout.find("exit status decides").expect(&stdout);
     let unchanged = stdout.find("unchanged").expect(&stdout);
@@ -315,7 +316,7 @@ fn snapshot_restore_and_remove_on_both_stores() {
         );
         t.ok(&["stop", &r]);
         let snap = json(&t, &["snapshot", &r]);
-        assert_eq!(snap["name"], "snap0", "{snap}");
+        assert_eq!(snap["snapshot"]["name"], "snap0", "{snap}");
         t.ok(&["snapshot", "create", &r, "named"]);
         let listed = json(&t, &["snapshot", "list", &r]);
         let names: Vec<_> = listed
@@ -404,7 +405,7 @@ fn rename_moves_links_snapshots_and_leases_on_both_stores() {
         )
         .unwrap();
 
-        let out = t.ok(&["rename", &old, &new]);
+        let out = t.said(&["rename", &old, &new]);
         assert!(
             out.contains(&format!("Renamed realm '{old}' to '{new}'")),
             "{out}"
@@ -485,7 +486,7 @@ fn autostart_realms_start_with_the_default_one() {
         t.ok(&["new", r]);
     }
     t.ok(&["default", &d]);
-    let out = t.ok(&["autostart", &a, "on"]);
+    let out = t.said(&["autostart", &a, "on"]);
     assert!(out.contains("starts at boot"), "{out}");
     assert_eq!(list_row(&t, &a)["autostart"], true);
     let started = json(&t, &["start", "--autostart"]);

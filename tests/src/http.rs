@@ -29,7 +29,7 @@ impl HttpServer {
             format!(
                 "daemon off;\nmaster_process off;\nuser root;\npid {pid};\nerror_log stderr warn;\n\
                  events {{}}\nhttp {{\n  access_log off;\n  client_body_temp_path {tmp};\n  \
-                 server {{ listen {addr}; root {root}; autoindex on; }}\n}}\n",
+                 server {{ listen {addr}; root {root}; autoindex on; log_not_found off; }}\n}}\n",
                 pid = dir.join("nginx.pid").display(),
                 tmp = dir.display(),
                 root = root.display(),

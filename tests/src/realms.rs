@@ -47,6 +47,7 @@ impl TestRoot {
         TestRoot {
             root: scratch.path().to_path_buf(),
             _scratch: Some(scratch),
+            zone: String::new(),
         }
     }
 
@@ -116,6 +117,20 @@ impl TestRoot {
             tail(&out.stderr)
         );
         String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// `realms ARGS...`, which must succeed; returns what it said on stderr (its `[+]` lines).
+    #[track_caller]
+    pub fn said(&self, args: &[&str]) -> String {
+        let out = self.realms(args);
+        assert!(
+            out.status.success(),
+            "`realms {}` failed ({}):\nstderr:\n{}",
+            args.join(" "),
+            out.status,
+            tail(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stderr).into_owned()
     }
 
     /// `realms ARGS...`, which must fail; returns stderr.

@@ -75,15 +75,10 @@ pub fn run(cmd: AppimgCmd, ctx: &Ctx) -> anyhow::Result<ExitCode> {
             let info = import(store.images(), &name, &source, &progress)?;
             progress.finish();
             ctx.say(format!(
-                "[+]: Imported appimg '{name}' at {}",
+                "[+] Imported appimg '{name}' at {}",
                 info.path.display()
             ));
-            if ctx.json {
-                ctx.emit(&Images(vec![ImageRow {
-                    info,
-                    kept: Vec::new(),
-                }]))?;
-            }
+            ctx.done("imported", "image", &name, serde_json::to_value(&info)?);
         }
         AppimgCmd::List => {
             let mut rows = Vec::new();
@@ -93,14 +88,18 @@ pub fn run(cmd: AppimgCmd, ctx: &Ctx) -> anyhow::Result<ExitCode> {
             }
             ctx.emit(&Images(rows))?
         }
-        AppimgCmd::Remove { name } => update::remove_image(&store, &name, &say)?,
+        AppimgCmd::Remove { name } => {
+            update::remove_image(&store, &name, &say)?;
+            ctx.done("removed", "image", &name, serde_json::json!({}));
+        }
         AppimgCmd::Rollback { name } => {
             let version = update::rollback(&store, &name, &say)?;
-            ctx.emit(&Json(serde_json::json!({
-                "action": "rolled-back",
-                "image": name,
-                "version": version,
-            })))?;
+            ctx.done(
+                "rolled-back",
+                "image",
+                &name,
+                serde_json::json!({ "version": version }),
+            );
         }
         AppimgCmd::Build {
             name,
@@ -133,39 +132,35 @@ pub fn run(cmd: AppimgCmd, ctx: &Ctx) -> anyhow::Result<ExitCode> {
                 "block"
             };
             ctx.say(format!(
-                "[+]: Built {kind} appimg '{name}' version {} ({})",
+                "[+] Built {kind} appimg '{name}' version {} ({})",
                 meta.version, meta.filesystem
             ));
             if let Some(v) = &meta.verity {
-                ctx.say(format!("[+]: Root hash {}", v.root_hash));
+                ctx.say(format!("[+] Root hash {}", v.root_hash));
             }
-            if ctx.json {
-                ctx.emit(&Json(meta))?;
-            }
+            ctx.done("built", "image", &name, serde_json::to_value(&meta)?);
         }
         AppimgCmd::Verify { name } => {
             let info = store.images().get(&name)?;
             let verified = sealed::verify(store.root(), &info)?;
             ctx.emit(&Json(&verified))?;
             ctx.say(format!(
-                "[+]: '{name}' version {}: signature good (key '{}', {}); all {} data blocks and the hash tree are intact",
+                "[+] '{name}' version {}: signature good (key '{}', {}); all {} data blocks and the hash tree are intact",
                 verified.version, verified.signed_by.key, verified.signed_by.fingerprint, verified.data_blocks
             ));
         }
         AppimgCmd::Key(KeyCmd::Generate { name }) => {
             let (private, key) = keys::generate(store.root(), &name)?;
             ctx.say(format!(
-                "[+]: Private key written to {} (keep it secret)",
+                "[+] Private key written to {} (keep it secret)",
                 private.display()
             ));
             ctx.say(format!(
-                "[+]: Public key {} trusted at {}",
+                "[+] Public key {} trusted at {}",
                 key.fingerprint,
                 key.path.display()
             ));
-            if ctx.json {
-                ctx.emit(&Json(key))?;
-            }
+            ctx.done("generated", "key", &name, serde_json::to_value(&key)?);
         }
         AppimgCmd::Key(KeyCmd::List) => ctx.emit(&Keys(keys::trusted(store.root())?))?,
     }
@@ -203,7 +198,7 @@ impl Progress for Spinner {
     fn stage(&self, message: &str) {
         match &self.bar {
             Some(bar) => bar.set_message(message.to_string()),
-            None if !self.quiet => eprintln!("[+]: {message}"),
+            None if !self.quiet => eprintln!("[+] {message}"),
             None => {}
         }
     }

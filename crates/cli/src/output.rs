@@ -64,17 +64,34 @@ impl Ctx {
         Ok(())
     }
 
-    /// Prints one progress line of the seed's kind (`[+] ...`); JSON output and `-q` silence it.
-    /// Warnings (`[!]: ...`) go to stderr, with `--json` too (only `-q` silences them).
+    /// Prints one progress line of the seed's kind (`[+] ...`) on stderr: stdout holds only
+    /// results. `--json` and `-q` silence progress; warnings (`[!] ...`) only `-q` silences.
     pub fn say(&self, line: impl Display) {
         let line = line.to_string();
-        if line.starts_with("[!]") {
-            if !self.quiet {
-                eprintln!("{line}");
-            }
-        } else if !self.json && !self.quiet {
-            outln!("{line}");
+        if self.quiet || (self.json && !line.starts_with("[!]")) {
+            return;
         }
+        eprintln!("{line}");
+    }
+
+    /// The result of a command that changes something: with `--json`, one object on stdout,
+    /// `{"action": ACTION, KIND: NAME, ...more}` (docs/json.md); its text form is the `[+]`
+    /// lines said on stderr while it ran.
+    pub fn done(&self, action: &str, kind: &str, name: &str, more: serde_json::Value) {
+        if !self.json {
+            return;
+        }
+        let mut object = match more {
+            serde_json::Value::Object(extra) => extra,
+            _ => serde_json::Map::new(),
+        };
+        object.insert("action".into(), action.into());
+        object.insert(kind.into(), name.into());
+        outln!(
+            "{}",
+            serde_json::to_string_pretty(&serde_json::Value::Object(object))
+                .expect("a JSON value serialises")
+        );
     }
 }
 

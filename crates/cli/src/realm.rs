@@ -8,6 +8,7 @@ use anyhow::Context;
 use clap::{Args, Subcommand};
 use realms_realm::{RealmStore, exec, launch, lifecycle, select, update, zone};
 use serde::Serialize;
+use serde_json::json;
 
 use crate::output::{Ctx, Json};
 
@@ -32,7 +33,20 @@ pub enum RealmCmd {
     Config {
         name: String,
         key: Option<String>,
+        /// The new value (a list as TOML, `["a", "b"]`, or entries separated by spaces).
+        #[arg(conflicts_with_all = ["add", "remove"])]
         value: Option<String>,
+        /// Add one entry to a list option.
+        #[arg(
+            long,
+            value_name = "ENTRY",
+            requires = "key",
+            conflicts_with = "remove"
+        )]
+        add: Option<String>,
+        /// Remove one entry from a list option.
+        #[arg(long, value_name = "ENTRY", requires = "key")]
+        remove: Option<String>,
     },
     /// Boot a realm (the default realm when NAME is left out).
     Start {
@@ -144,26 +158,28 @@ pub fn run(cmd: RealmCmd, ctx: &Ctx) -> anyhow::Result<ExitCode> {
     match cmd {
         RealmCmd::New { name, appimg } => {
             lifecycle::create(&store, &name, &appimg, &say)?;
-            ctx.emit(&Json(
-                serde_json::json!({ "action": "created", "realm": name }),
-            ))?;
+            ctx.done("created", "realm", &name, json!({ "appimg": appimg }));
         }
         RealmCmd::List => ctx.emit(&List(select::list(&store)?))?,
         RealmCmd::Init => {
             let created = store.init()?;
             if !created {
                 ctx.say(format!(
-                    "[+]: The realm store at {} exists already",
+                    "[+] The realm store at {} exists already",
                     store.dir().display()
                 ));
             }
-            ctx.emit(&Json(serde_json::json!({
-                "action": if created { "created" } else { "exists" },
-                "store": store.dir(),
-                "images": store.images().dir(),
-            })))?;
+            ctx.done(
+                if created { "created" } else { "exists" },
+                "store",
+                &store.dir().display().to_string(),
+                json!({ "images": store.images().dir() }),
+            );
         }
-        RealmCmd::Default { name: Some(name) } => select::set_default(&store, &name, &say)?,
+        RealmCmd::Default { name: Some(name) } => {
+            select::set_default(&store, &name, &say)?;
+            ctx.done("set-default", "realm", &name, json!({}));
+        }
         RealmCmd::Default { name: None } => {
             let name = store.default_realm();
             ctx.emit(&Named {
@@ -171,7 +187,10 @@ pub fn run(cmd: RealmCmd, ctx: &Ctx) -> anyhow::Result<ExitCode> {
                 name,
             })?;
         }
-        RealmCmd::Current { name: Some(name) } => select::set_current(&store, &name, &say)?,
+        RealmCmd::Current { name: Some(name) } => {
+            select::set_current(&store, &name, &say)?;
+            ctx.done("set-current", "realm", &name, json!({}));
+        }
         RealmCmd::Current { name: None } => {
             ctx.emit(&Named {
                 label: "Current Realm",
@@ -180,18 +199,34 @@ pub fn run(cmd: RealmCmd, ctx: &Ctx) -> anyhow::Result<ExitCode> {
         }
         RealmCmd::Config {
             name,
-            key,
-            value: Some(value),
-        } => {
-            let key = key.expect("clap gives a key before a value");
-            lifecycle::config_set(&store, &name, &key, &value)?;
-            ctx.say(format!("[+]: {key} = {value} in realm '{name}'"));
+            key: Some(key),
+            value,
+            add,
+            remove,
+        } if value.is_some() || add.is_some() || remove.is_some() => {
+            match (&value, &add, &remove) {
+                (Some(value), ..) => lifecycle::config_set(&store, &name, &key, value)?,
+                (_, Some(entry), _) => {
+                    lifecycle::config_edit(&store, &name, &key, lifecycle::ListEdit::Add(entry))?
+                }
+                (_, _, Some(entry)) => {
+                    lifecycle::config_edit(&store, &name, &key, lifecycle::ListEdit::Remove(entry))?
+                }
+                _ => unreachable!("the guard checked one is given"),
+            }
+            let shown = lifecycle::config_get(&store, &name, Some(&key))?;
+            if let Some((_, v)) = shown.first() {
+                ctx.say(format!("[+] {key} = {v} in realm '{name}'"));
+            }
+            let value = shown.first().map(|(_, v)| toml_to_json(v));
+            ctx.done(
+                "configured",
+                "realm",
+                &name,
+                json!({ "key": key, "value": value }),
+            );
         }
-        RealmCmd::Config {
-            name,
-            key,
-            value: None,
-        } => {
+        RealmCmd::Config { name, key, .. } => {
             ctx.emit(&Options(lifecycle::config_get(
                 &store,
                 &name,
@@ -215,9 +250,16 @@ pub fn run(cmd: RealmCmd, ctx: &Ctx) -> anyhow::Result<ExitCode> {
                     .ok_or(realms_realm::Error::NoDefault)?,
             };
             launch::start(&store, &name, &say)?;
+            ctx.done("started", "realm", &name, json!({}));
         }
-        RealmCmd::Stop { name } => launch::stop(&store, &name, &say)?,
-        RealmCmd::Restart { name } => launch::restart(&store, &name, &say)?,
+        RealmCmd::Stop { name } => {
+            launch::stop(&store, &name, &say)?;
+            ctx.done("stopped", "realm", &name, json!({}));
+        }
+        RealmCmd::Restart { name } => {
+            launch::restart(&store, &name, &say)?;
+            ctx.done("restarted", "realm", &name, json!({}));
+        }
         RealmCmd::Run {
             name,
             user,
@@ -242,15 +284,23 @@ pub fn run(cmd: RealmCmd, ctx: &Ctx) -> anyhow::Result<ExitCode> {
         RealmCmd::Shell { name, as_root } => {
             return command_status(exec::shell(&store, &name, as_root, &say_err));
         }
-        RealmCmd::Remove { name, stop } => lifecycle::remove(&store, &name, stop, &say)?,
+        RealmCmd::Remove { name, stop } => {
+            lifecycle::remove(&store, &name, stop, &say)?;
+            ctx.done("removed", "realm", &name, json!({}));
+        }
         RealmCmd::UpdateAppimg {
             image,
             key,
             command,
         } => {
             return match update::update_appimg(&store, &image, &command, key.as_deref(), &say)? {
-                update::UpdateOutcome::Committed => Ok(ExitCode::SUCCESS),
+                update::UpdateOutcome::Committed => {
+                    let version = store.images().get(&image)?.version;
+                    ctx.done("updated", "image", &image, json!({ "version": version }));
+                    Ok(ExitCode::SUCCESS)
+                }
                 update::UpdateOutcome::Discarded(code) => {
+                    ctx.done("discarded", "image", &image, json!({ "status": code }));
                     Ok(ExitCode::from(code.clamp(1, 255) as u8))
                 }
             };
@@ -278,14 +328,15 @@ pub fn zone(args: ZoneArgs, ctx: &Ctx) -> anyhow::Result<ExitCode> {
     let store = store(ctx)?;
     if let Some(ZoneCmd::Remove { zone: z }) = args.cmd {
         zone::remove(&store, &z)?;
-        ctx.say(format!("[+]: Removed zone '{z}'"));
-        ctx.emit(&Json(serde_json::json!({ "action": "removed", "zone": z })))?;
+        ctx.say(format!("[+] Removed zone '{z}'"));
+        ctx.done("removed", "zone", &z, json!({}));
         return Ok(ExitCode::SUCCESS);
     }
     match (args.zone, args.key, args.value) {
         (Some(z), Some(k), Some(v)) => {
             let zone = zone::set(&store, &z, &k, &v)?;
-            ctx.emit(&Zones(vec![(z, zone)]))?;
+            ctx.say(format!("[+] Zone '{z}': {k} {v}"));
+            ctx.done("configured", "zone", &z, serde_json::to_value(&zone)?);
         }
         (Some(z), None, None) => {
             let zones = zone::load(&store)?;

@@ -9,7 +9,8 @@ use realms_realm::store::RootKind;
 use realms_realm::{autostart, rebase, rename, snapshot, status};
 use serde::Serialize;
 
-use crate::output::{Ctx, Json};
+use crate::output::{Ctx, outln};
+use serde_json::json;
 
 #[derive(Debug, Subcommand)]
 pub enum VerbCmd {
@@ -96,11 +97,11 @@ pub fn run(cmd: VerbCmd, ctx: &Ctx) -> anyhow::Result<ExitCode> {
                     ),
                 })?;
             if !ctx.quiet && !ctx.json {
-                eprintln!("[+]: Showing {}", source.describe());
+                eprintln!("[+] Showing {}", source.describe());
             }
             if ctx.json && matches!(source, status::LogSource::File(_)) {
                 for line in source.tail(lines)? {
-                    println!("{}", serde_json::json!({ "realm": name, "message": line }));
+                    outln!("{}", serde_json::json!({ "realm": name, "message": line }));
                 }
                 return Ok(ExitCode::SUCCESS);
             }
@@ -115,33 +116,32 @@ pub fn run(cmd: VerbCmd, ctx: &Ctx) -> anyhow::Result<ExitCode> {
                 RootKind::Overlay => "a copy of its overlay's changes, on the same image version",
             };
             say(&format!(
-                "[+]: Cloned realm '{src}' as '{dst}' ({how}; config and home copied)"
+                "[+] Cloned realm '{src}' as '{dst}' ({how}; config and home copied)"
             ));
-            ctx.emit(&Json(serde_json::json!({
-                "action": "cloned", "realm": dst, "from": src, "root": root,
-            })))?;
+            ctx.done(
+                "cloned",
+                "realm",
+                &dst,
+                json!({ "from": src, "root": root }),
+            );
         }
         VerbCmd::Rename { old, new } => {
             rename::rename(&store, &old, &new)?;
-            say(&format!("[+]: Renamed realm '{old}' to '{new}'"));
-            ctx.emit(&Json(serde_json::json!({
-                "action": "renamed", "realm": new, "from": old,
-            })))?;
+            say(&format!("[+] Renamed realm '{old}' to '{new}'"));
+            ctx.done("renamed", "realm", &new, json!({ "from": old }));
         }
         VerbCmd::Rebase { name, appimg } => {
             let done = rebase::rebase(&store, &name, appimg.as_deref(), &say)?;
-            ctx.emit(&Json(done))?;
+            ctx.done("rebased", "realm", &name, serde_json::to_value(&done)?);
         }
         VerbCmd::Autostart { name, state } => {
             let on = state == "on";
             autostart::set(&store, &name, on)?;
             say(&format!(
-                "[+]: Realm '{name}' {} at boot",
+                "[+] Realm '{name}' {} at boot",
                 if on { "starts" } else { "no longer starts" }
             ));
-            ctx.emit(&Json(serde_json::json!({
-                "action": "autostart", "realm": name, "autostart": on,
-            })))?;
+            ctx.done("autostart", "realm", &name, json!({ "autostart": on }));
         }
     }
     Ok(ExitCode::SUCCESS)
@@ -164,26 +164,21 @@ fn snapshot_cmd(
     match cmd {
         SnapshotCmd::Create { name, snap } => {
             let s = snapshot::create(store, &name, snap.as_deref())?;
-            ctx.say(format!(
-                "[+]: Snapshot '{}' of realm '{name}' taken",
-                s.name
-            ));
-            ctx.emit(&Json(s))?;
+            ctx.say(format!("[+] Snapshot '{}' of realm '{name}' taken", s.name));
+            ctx.done("snapshotted", "realm", &name, json!({ "snapshot": s }));
         }
         SnapshotCmd::List { name } => ctx.emit(&Snapshots(snapshot::list(store, &name)?))?,
         SnapshotCmd::Restore { name, snap } => {
             let s = snapshot::restore(store, &name, &snap)?;
             ctx.say(format!(
-                "[+]: Realm '{name}' restored to snapshot '{snap}' (config, home and root)"
+                "[+] Realm '{name}' restored to snapshot '{snap}' (config, home and root)"
             ));
-            ctx.emit(&Json(s))?;
+            ctx.done("restored", "realm", &name, json!({ "snapshot": s }));
         }
         SnapshotCmd::Remove { name, snap } => {
             snapshot::remove(store, &name, &snap)?;
-            ctx.say(format!("[+]: Snapshot '{snap}' of realm '{name}' removed"));
-            ctx.emit(&Json(serde_json::json!({
-                "action": "removed", "realm": name, "snapshot": snap,
-            })))?;
+            ctx.say(format!("[+] Snapshot '{snap}' of realm '{name}' removed"));
+            ctx.done("removed", "snapshot", &snap, json!({ "realm": name }));
         }
     }
     Ok(())

@@ -23,6 +23,7 @@ pub const PRIVATE_DIR: &str = "etc/realms/private";
 
 /// A trusted public key.
 #[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "kebab-case")]
 pub struct TrustedKey {
     pub name: String,
     /// The first 16 bytes of the SHA-256 of the key, in hex.
@@ -198,6 +199,7 @@ pub fn sign(key: &SigningKey, payload: &[u8]) -> String {
 
 /// What a good signature was made with.
 #[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "kebab-case")]
 pub struct GoodSignature {
     pub key: String,
     pub fingerprint: String,

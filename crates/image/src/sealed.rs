@@ -220,6 +220,7 @@ fn format_verity(dir: &Path) -> Result<VerityMeta> {
 
 /// A sealed image whose signature checked out.
 #[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "kebab-case")]
 pub struct Checked {
     pub meta: Meta,
     pub signature: GoodSignature,
@@ -293,6 +294,7 @@ pub fn verity_params(info: &ImageInfo, v: &VerityMeta) -> Result<(Params, Vec<u8
 
 /// What `realms appimg verify` found.
 #[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "kebab-case")]
 pub struct Verified {
     pub name: String,
     pub version: String,

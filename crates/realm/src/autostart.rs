@@ -41,7 +41,7 @@ pub fn start_all(store: &RealmStore, say: &dyn Fn(&str)) -> Result<Vec<Started>>
     for realm in boot_realms(store)? {
         let result = launch::start(store, &realm, say);
         if let Err(e) = &result {
-            say(&format!("[!]: Realm '{realm}' did not start: {e}"));
+            say(&format!("[!] Realm '{realm}' did not start: {e}"));
         }
         out.push(Started {
             started: result.is_ok(),

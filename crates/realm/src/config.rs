@@ -256,10 +256,8 @@ pub fn parse_value(key: &str, value: &str) -> Result<toml::Value> {
             Ok(toml::Value::String(value.to_string()))
         }
         KeyType::PortList => {
-            let items: Vec<&str> = value
-                .split(|c: char| c.is_whitespace() || c == ',')
-                .filter(|s| !s.is_empty())
-                .collect();
+            let items = list_items(key, value)?;
+            let items: Vec<&str> = items.iter().map(String::as_str).collect();
             crate::zone::port::parse_list(items.iter().copied()).map_err(|(entry, reason)| {
                 Error::BadValue {
                     key: key.to_string(),
@@ -275,7 +273,8 @@ pub fn parse_value(key: &str, value: &str) -> Result<toml::Value> {
             ))
         }
         KeyType::BindList => {
-            let items: Vec<&str> = value.split_whitespace().collect();
+            let items = list_items(key, value)?;
+            let items: Vec<&str> = items.iter().map(String::as_str).collect();
             for item in &items {
                 parse_bind(item).map_err(|r| invalid(&r))?;
             }
@@ -287,6 +286,41 @@ pub fn parse_value(key: &str, value: &str) -> Result<toml::Value> {
             ))
         }
     }
+}
+
+/// The entries of a list value: the TOML form `realms config` shows (`["/a", "/b:/c"]`), or
+/// entries separated by spaces or commas (`/a /b:/c`).
+fn list_items(key: &str, value: &str) -> Result<Vec<String>> {
+    if !value.trim_start().starts_with('[') {
+        return Ok(value
+            .split(|c: char| c.is_whitespace() || c == ',')
+            .filter(|s| !s.is_empty())
+            .map(str::to_string)
+            .collect());
+    }
+    let bad = |allowed: String| Error::BadValue {
+        key: key.to_string(),
+        value: value.to_string(),
+        allowed,
+    };
+    let table: toml::Table = toml::from_str(&format!("list = {value}"))
+        .map_err(|e| bad(format!("not a TOML list: {}", e.message())))?;
+    table["list"]
+        .as_array()
+        .ok_or_else(|| bad("a TOML list of strings, like [\"a\", \"b\"]".into()))?
+        .iter()
+        .map(|v| {
+            v.as_str()
+                .map(str::to_string)
+                .ok_or_else(|| bad(format!("{v} is not a string; quote each entry")))
+        })
+        .collect()
+}
+
+/// Whether `key` holds a list (so `--add` and `--remove` apply to it).
+pub fn is_list(key: &str) -> bool {
+    KEYS.iter()
+        .any(|(k, ty, ..)| *k == key && matches!(ty, KeyType::BindList | KeyType::PortList))
 }
 
 pub(crate) fn unknown_key(key: &str) -> Error {

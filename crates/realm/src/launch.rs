@@ -161,12 +161,12 @@ pub fn start(store: &RealmStore, name: &str, say: &dyn Fn(&str)) -> Result<()> {
 pub(crate) fn start_locked(store: &RealmStore, name: &str, say: &dyn Fn(&str)) -> Result<()> {
     match state(store, name) {
         State::Running => {
-            say(&format!("[+]: Realm '{name}' is already running"));
+            say(&format!("[+] Realm '{name}' is already running"));
             return Ok(());
         }
         State::Orphaned => {
             say(&format!(
-                "[!]: Realm '{name}' lost its systemd-nspawn (was it killed?); stopping what is left of it first"
+                "[!] Realm '{name}' lost its systemd-nspawn (was it killed?); stopping what is left of it first"
             ));
             stop_locked(store, name)?;
         }
@@ -174,8 +174,9 @@ pub(crate) fn start_locked(store: &RealmStore, name: &str, say: &dyn Fn(&str)) -
     }
     let config = store.config(name)?;
     let plan = plan(store, name, &config, &RealHost)?;
+    // What the config asks for and this host cannot give is said, not only logged.
     for note in &plan.notes {
-        tracing::info!("realm '{name}': {note}");
+        say(&format!("[!] realm '{name}': {note}"));
     }
     if let RootSetup::Overlay {
         image: Some(image), ..
@@ -186,7 +187,7 @@ pub(crate) fn start_locked(store: &RealmStore, name: &str, say: &dyn Fn(&str)) -
             && activate::sealed_protection() == activate::Protection::VerifiedOnce
         {
             say(&format!(
-                "[!]: this kernel has no device-mapper, so sealed image '{}' is verified in userspace before it is \
+                "[!] this kernel has no device-mapper, so sealed image '{}' is verified in userspace before it is \
                  mounted read-only; this gives no protection against tampering after that",
                 info.name
             ));
@@ -196,7 +197,7 @@ pub(crate) fn start_locked(store: &RealmStore, name: &str, say: &dyn Fn(&str)) -
         Network::Zone { zone, forwards, .. } => {
             let attached = zone::attach(store, zone, name, forwards)?;
             for warning in &attached.warnings {
-                say(&format!("[!]: {warning}"));
+                say(&format!("[!] {warning}"));
             }
             Some(attached)
         }
@@ -221,7 +222,7 @@ pub(crate) fn start_locked(store: &RealmStore, name: &str, say: &dyn Fn(&str)) -
             .args(["-t", &pid, "-m", "chown", "1000:1000", "/home/user"])
             .run()?;
     }
-    say(&format!("[+]: Started realm '{name}'"));
+    say(&format!("[+] Started realm '{name}'"));
     Ok(())
 }
 
@@ -383,16 +384,16 @@ pub fn stop(store: &RealmStore, name: &str, say: &dyn Fn(&str)) -> Result<()> {
     let _lock = store.lock()?;
     match state(store, name) {
         State::Stopped => {
-            say(&format!("[+]: Realm '{name}' is not running"));
+            say(&format!("[+] Realm '{name}' is not running"));
             return Ok(());
         }
         State::Orphaned => say(&format!(
-            "[!]: Realm '{name}' lost its systemd-nspawn (was it killed?); stopping what is left of it"
+            "[!] Realm '{name}' lost its systemd-nspawn (was it killed?); stopping what is left of it"
         )),
         State::Running => {}
     }
     stop_locked(store, name)?;
-    say(&format!("[+]: Stopped realm '{name}'"));
+    say(&format!("[+] Stopped realm '{name}'"));
     Ok(())
 }
 
@@ -405,7 +406,7 @@ pub fn restart(store: &RealmStore, name: &str, say: &dyn Fn(&str)) -> Result<()>
     plan(store, name, &config, &RealHost)?;
     if is_running(store, name) {
         stop_locked(store, name)?;
-        say(&format!("[+]: Stopped realm '{name}'"));
+        say(&format!("[+] Stopped realm '{name}'"));
     }
     start_locked(store, name, say)
 }

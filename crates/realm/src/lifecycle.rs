@@ -64,7 +64,7 @@ fn populate(
     staging: &Path,
     say: &dyn Fn(&str),
 ) -> Result<()> {
-    say("[+]: Populating realm home directory with files from /realms/skel");
+    say("[+] Populating realm home directory with files from /realms/skel");
     let home = staging.join("home");
     mkdir(&home)?;
     realms_sys::fs::copy_tree(store.dir().join("skel"), &home)?;
@@ -75,7 +75,7 @@ fn populate(
         && snapshot_or_cross_fs(&info.path, staging)?;
     if snapshot {
         say(&format!(
-            "Create a snapshot of '{}' in '/realms/realm-{name}/rootfs'",
+            "[+] Create a snapshot of '{}' in '/realms/realm-{name}/rootfs'",
             image_rel.display()
         ));
     } else {
@@ -93,7 +93,7 @@ fn populate(
             realms_image::ImageKind::Sealed => "a sealed image, verified and mounted read-only",
         };
         say(&format!(
-            "[+]: Realm root is an overlay on '{}' ({why})",
+            "[+] Realm root is an overlay on '{}' ({why})",
             image_rel.display()
         ));
     }
@@ -112,7 +112,7 @@ pub fn remove(store: &RealmStore, name: &str, stop: bool, say: &dyn Fn(&str)) ->
             return Err(Error::Running(name.to_string()));
         }
         crate::launch::stop_locked(store, name)?;
-        say(&format!("[+]: Stopped realm '{name}'"));
+        say(&format!("[+] Stopped realm '{name}'"));
     }
     // Never delete a root that something still runs in.
     crate::launch::check_unused(store, name)?;
@@ -124,7 +124,7 @@ pub fn remove(store: &RealmStore, name: &str, stop: bool, say: &dyn Fn(&str)) ->
     delete_realm_tree(&aside)?;
     crate::snapshot::remove_all(store, name)?;
     crate::launch::forget(store, name);
-    say(&format!("[+]: Removed realm '{name}'"));
+    say(&format!("[+] Removed realm '{name}'"));
     Ok(())
 }
 
@@ -163,6 +163,67 @@ pub fn config_set(store: &RealmStore, name: &str, key: &str, value: &str) -> Res
     let _lock = store.lock()?;
     let path = store.config_path(name);
     let text = fs::read_to_string(&path).unwrap_or_default();
+    let new = set_line(&text, key, &parsed);
+    RealmConfig::parse(&new, &path)?;
+    atomic::write_file(&path, new.as_bytes(), 0o644)?;
+    Ok(())
+}
+
+/// One entry added to or removed from a list option (`realms config NAME KEY --add|--remove`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ListEdit<'a> {
+    Add(&'a str),
+    Remove(&'a str),
+}
+
+/// `realms config NAME KEY --add ENTRY` / `--remove ENTRY`: edits one entry of a list option,
+/// keeping the others (adding an entry already there, or removing one that is not, is an error
+/// that says so).
+pub fn config_edit(store: &RealmStore, name: &str, key: &str, edit: ListEdit) -> Result<()> {
+    store.check_exists(name)?;
+    if !crate::config::is_list(key) {
+        if !KEYS.iter().any(|(k, ..)| *k == key) {
+            return Err(unknown_key(key));
+        }
+        return Err(Error::BadValue {
+            key: key.to_string(),
+            value: format!("{edit:?}"),
+            allowed: "--add and --remove apply to list options only; set this one with `realms config NAME KEY VALUE`".into(),
+        });
+    }
+    let _lock = store.lock()?;
+    let path = store.config_path(name);
+    let text = fs::read_to_string(&path).unwrap_or_default();
+    let current = config_get(store, name, Some(key))?;
+    let shown = current.first().map(|(_, v)| v.as_str()).unwrap_or("[]");
+    let mut items: Vec<String> = parse_value(key, shown)?
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|v| v.as_str().map(str::to_string))
+        .collect();
+    let not = |allowed: &str| Error::BadValue {
+        key: key.to_string(),
+        value: match edit {
+            ListEdit::Add(e) | ListEdit::Remove(e) => e.to_string(),
+        },
+        allowed: allowed.to_string(),
+    };
+    match edit {
+        ListEdit::Add(entry) if items.iter().any(|i| i == entry) => {
+            return Err(not("it is in the list already"));
+        }
+        ListEdit::Add(entry) => items.push(entry.to_string()),
+        ListEdit::Remove(entry) => {
+            let before = items.len();
+            items.retain(|i| i != entry);
+            if items.len() == before {
+                return Err(not("it is not in the list"));
+            }
+        }
+    }
+    let list = toml::Value::Array(items.into_iter().map(toml::Value::String).collect());
+    let parsed = parse_value(key, &list.to_string())?;
     let new = set_line(&text, key, &parsed);
     RealmConfig::parse(&new, &path)?;
     atomic::write_file(&path, new.as_bytes(), 0o644)?;
@@ -256,5 +317,52 @@ mod tests {
             set_line(text, "network-zone", &toml::Value::String("work".into())),
             "# comment\nuse-gpu = false\nuse-kvm = false\nnetwork-zone = \"work\"\n"
         );
+    }
+
+    fn store_with_realm(name: &str) -> (tempfile::TempDir, RealmStore) {
+        let dir = tempfile::tempdir().unwrap();
+        let store = RealmStore::open(dir.path()).unwrap();
+        fs::create_dir_all(store.realm_dir(name).join("rootfs")).unwrap();
+        (dir, store)
+    }
+
+    fn binds(store: &RealmStore, name: &str) -> String {
+        config_get(store, name, Some("extra-bindmounts")).unwrap()[0]
+            .1
+            .clone()
+    }
+
+    /// Regression: a list option did not accept the TOML form `realms config` shows it in.
+    #[test]
+    fn list_options_take_the_toml_form_they_are_shown_in() {
+        let (_dir, store) = store_with_realm("r");
+        config_set(&store, "r", "extra-bindmounts", "/a /b:/c").unwrap();
+        let shown = binds(&store, "r");
+        assert_eq!(shown, r#"["/a", "/b:/c"]"#);
+        config_set(&store, "r", "extra-bindmounts", &shown).unwrap();
+        assert_eq!(binds(&store, "r"), shown);
+        config_set(&store, "r", "port-forward", r#"["tcp:8080:80"]"#).unwrap();
+        let err = config_set(&store, "r", "extra-bindmounts", "[1]").unwrap_err();
+        assert!(err.to_string().contains("not a string"), "{err}");
+        let err = config_set(&store, "r", "extra-bindmounts", r#"["/a""#).unwrap_err();
+        assert!(err.to_string().contains("not a TOML list"), "{err}");
+    }
+
+    #[test]
+    fn add_and_remove_edit_one_entry_of_a_list() {
+        let (_dir, store) = store_with_realm("r");
+        config_edit(&store, "r", "extra-bindmounts", ListEdit::Add("/a")).unwrap();
+        config_edit(&store, "r", "extra-bindmounts", ListEdit::Add("/b:/c")).unwrap();
+        assert_eq!(binds(&store, "r"), r#"["/a", "/b:/c"]"#);
+        let err = config_edit(&store, "r", "extra-bindmounts", ListEdit::Add("/a")).unwrap_err();
+        assert!(err.to_string().contains("already"), "{err}");
+        config_edit(&store, "r", "extra-bindmounts", ListEdit::Remove("/a")).unwrap();
+        assert_eq!(binds(&store, "r"), r#"["/b:/c"]"#);
+        let err = config_edit(&store, "r", "extra-bindmounts", ListEdit::Remove("/x")).unwrap_err();
+        assert!(err.to_string().contains("not in the list"), "{err}");
+        let err = config_edit(&store, "r", "extra-bindmounts", ListEdit::Add("rel")).unwrap_err();
+        assert!(err.to_string().contains("absolute"), "{err}");
+        let err = config_edit(&store, "r", "use-gpu", ListEdit::Add("x")).unwrap_err();
+        assert!(err.to_string().contains("list options only"), "{err}");
     }
 }

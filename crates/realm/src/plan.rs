@@ -95,6 +95,7 @@ pub fn resolv_conf_for(host_text: &str, uplink_exists: bool) -> (ResolvConf, Opt
 
 /// One bind mount from the host into the realm.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
 pub struct Bind {
     pub host: PathBuf,
     pub realm: PathBuf,
@@ -103,6 +104,7 @@ pub struct Bind {
 
 /// Everything needed to boot one realm.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
 pub struct LaunchPlan {
     pub name: String,
     pub machine: String,

@@ -119,7 +119,7 @@ pub fn rebase(
     }
     let after = on_image(store, name, &image);
     say(&format!(
-        "[+]: Realm '{name}' rebased on {image} appimg{}; its home and config are kept",
+        "[+] Realm '{name}' rebased on {image} appimg{}; its home and config are kept",
         after
             .current_version
             .as_deref()

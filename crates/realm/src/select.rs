@@ -26,7 +26,7 @@ pub fn set_current(store: &RealmStore, name: &str, say: &dyn Fn(&str)) -> Result
         launch::start_locked(store, name, say)?;
     }
     store.set_current(name)?;
-    say(&format!("[+]: Realm '{name}' set as current realm"));
+    say(&format!("[+] Realm '{name}' set as current realm"));
     Ok(())
 }
 

@@ -113,13 +113,13 @@ impl RealmStore {
         let images_created = self.images.init()?;
         if created {
             (self.notes)(&format!(
-                "[+]: Created the realm store at {} (and the image store at {})",
+                "[+] Created the realm store at {} (and the image store at {})",
                 self.dir.display(),
                 self.images.dir().display()
             ));
         } else if images_created {
             (self.notes)(&format!(
-                "[+]: Created the image store at {}",
+                "[+] Created the image store at {}",
                 self.images.dir().display()
             ));
         }

@@ -47,14 +47,14 @@ pub fn update_appimg(
     };
     let machine = format!("{image}-appimg-update");
     if command.is_empty() {
-        say(&format!("[+]: Entering root shell on {image} appimg"));
+        say(&format!("[+] Entering root shell on {image} appimg"));
         say(
-            "[+]: The shell's exit status decides: `exit 0` commits the changes to the image, \
+            "[+] The shell's exit status decides: `exit 0` commits the changes to the image, \
              `exit 1` discards them (a plain `exit` passes on the status of the last command)",
         );
     } else {
         say(&format!(
-            "[+]: Running {} on {image} appimg",
+            "[+] Running {} on {image} appimg",
             command_line(command)
         ));
     }
@@ -85,7 +85,7 @@ pub fn update_appimg(
     if !status.success() {
         let code = status.code().unwrap_or(1);
         say(&format!(
-            "[+]: The update exited with status {code}; {image} appimg is unchanged"
+            "[+] The update exited with status {code}; {image} appimg is unchanged"
         ));
         return Ok(UpdateOutcome::Discarded(code));
     }
@@ -93,7 +93,7 @@ pub fn update_appimg(
         None => staged,
         Some(mut opts) => {
             say(&format!(
-                "[+]: Rebuilding {image} appimg as {}",
+                "[+] Rebuilding {image} appimg as {}",
                 opts.filesystem.name()
             ));
             opts.tree = staged.path().to_path_buf();
@@ -105,7 +105,7 @@ pub fn update_appimg(
     install(store, image, staged)?;
     let version = realms_image::record::Record::read(&images.path(image)).version;
     say(&format!(
-        "[+]: Updated {image} appimg{}; the previous version is kept as {image}.appimg.prev \
+        "[+] Updated {image} appimg{}; the previous version is kept as {image}.appimg.prev \
          (`realms appimg rollback {image}` goes back to it)",
         version
             .map(|v| format!(" to version {v}"))
@@ -288,15 +288,15 @@ pub fn rollback(store: &RealmStore, image: &str, say: &dyn Fn(&str)) -> Result<O
     repoint(store, &users.prev, &images.path(image))?;
     match (&from, &to) {
         (Some(from), Some(to)) => say(&format!(
-            "[+]: Rolled {image} appimg back from version {from} to version {to} (now current); \
+            "[+] Rolled {image} appimg back from version {from} to version {to} (now current); \
              version {from} is kept as {image}.appimg.prev"
         )),
         (Some(from), None) => say(&format!(
-            "[+]: Rolled {image} appimg back from version {from} to its previous version \
+            "[+] Rolled {image} appimg back from version {from} to its previous version \
              (made before versions were recorded); version {from} is kept as {image}.appimg.prev"
         )),
         _ => say(&format!(
-            "[+]: Rolled {image} appimg back to its previous version"
+            "[+] Rolled {image} appimg back to its previous version"
         )),
     }
     Ok(to)
@@ -329,10 +329,10 @@ pub fn remove_image(store: &RealmStore, image: &str, say: &dyn Fn(&str)) -> Resu
     for old in kept {
         realms_image::delete_tree(&old)?;
     }
-    say(&format!("[+]: Removed {image} appimg"));
+    say(&format!("[+] Removed {image} appimg"));
     if !snapshots.is_empty() {
         say(&format!(
-            "[+]: Realm(s) {} were made from it; they are independent btrfs snapshots and keep working",
+            "[+] Realm(s) {} were made from it; they are independent btrfs snapshots and keep working",
             quote_list(&snapshots)
         ));
     }
