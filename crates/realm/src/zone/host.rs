@@ -278,6 +278,30 @@ mod tests {
     }
 
     #[test]
+    fn a_record_is_in_force_while_its_store_lists_the_zone() {
+        let dir = tempfile::tempdir().unwrap();
+        let claim = Claim {
+            store: dir.path().to_path_buf(),
+            subnet: "10.77.9.0/24".into(),
+            nat: true,
+            forwards: Vec::new(),
+        };
+        assert!(!is_live("work", &claim), "no zones.toml");
+        fs::write(
+            dir.path().join("zones.toml"),
+            "[work]\nsubnet = \"10.77.9.0/24\"\n",
+        )
+        .unwrap();
+        assert!(is_live("work", &claim));
+        assert!(!is_live("other", &claim));
+        let gone = Claim {
+            store: dir.path().join("gone"),
+            ..claim
+        };
+        assert!(!is_live("work", &gone), "the store is gone");
+    }
+
+    #[test]
     fn records_round_trip() {
         let c = Claim {
             store: "/x/storage/realms".into(),

@@ -152,9 +152,11 @@ fn store_id(store: &RealmStore) -> PathBuf {
         .unwrap_or_else(|_| store.dir().to_path_buf())
 }
 
-/// The first free `10.77.N.0/24`: not another zone's of this store, not in force on the host
-/// for another zone, not overlapping a network on a host interface.
-fn free_subnet(zones: &BTreeMap<String, Zone>) -> Option<Ipv4Addr> {
+/// A free `10.77.N.0/24`: not another zone's of this store, not reserved on the host for
+/// another zone, not overlapping a network on a host interface. The search starts at an N
+/// drawn from the zone's name and store (then goes up, wrapping), so that tools which take
+/// subnets without asking (or older realms) rarely pick the same one at the same moment.
+fn free_subnet(zones: &BTreeMap<String, Zone>, seed: &str) -> Option<Ipv4Addr> {
     let mut taken: Vec<Ipv4Addr> = zones
         .values()
         .filter_map(|z| parse_subnet(&z.subnet).ok())
@@ -165,14 +167,21 @@ fn free_subnet(zones: &BTreeMap<String, Zone>) -> Option<Ipv4Addr> {
             .filter_map(|(_, c)| parse_subnet(&c.subnet).ok()),
     );
     let host_nets = host::host_networks();
-    (0..=255u8)
-        .map(|n| Ipv4Addr::new(10, 77, n, 0))
-        .find(|net| {
-            !taken.contains(net)
-                && !host_nets
-                    .iter()
-                    .any(|(_, h, len)| host::overlaps(*net, 24, *h, *len))
-        })
+    subnet_candidates(seed).find(|net| {
+        !taken.contains(net)
+            && !host_nets
+                .iter()
+                .any(|(_, h, len)| host::overlaps(*net, 24, *h, *len))
+    })
+}
+
+/// Every `10.77.N.0/24`, starting from an N that is a (stable, FNV-1a) hash of `seed`.
+fn subnet_candidates(seed: &str) -> impl Iterator<Item = Ipv4Addr> {
+    let hash = seed.bytes().fold(0x811c_9dc5u32, |h, b| {
+        (h ^ u32::from(b)).wrapping_mul(0x0100_0193)
+    });
+    let start = (hash % 256) as u8;
+    (0..=255u8).map(move |i| Ipv4Addr::new(10, 77, start.wrapping_add(i), 0))
 }
 
 /// The zone's settings, creating it (with a free subnet, NAT on) on first use and reserving
@@ -182,7 +191,8 @@ fn ensure_locked(store: &RealmStore, zone: &str) -> Result<Zone> {
     if let Some(z) = zones.get(zone) {
         return Ok(z.clone());
     }
-    let subnet = free_subnet(&zones).ok_or_else(|| Error::Zone {
+    let seed = format!("{}\0{zone}", store_id(store).display());
+    let subnet = free_subnet(&zones, &seed).ok_or_else(|| Error::Zone {
         zone: zone.to_string(),
         message: "no free 10.77.N.0/24 subnet; set one with `realms zone ZONE subnet A.B.C.0/24`"
             .into(),
@@ -362,6 +372,19 @@ mod tests {
         assert!(parse_subnet("10.77.3.1/24").is_err());
         assert!(parse_subnet("10.77.3.0/16").is_err());
         assert!(parse_subnet("x").is_err());
+    }
+
+    #[test]
+    fn subnet_search_covers_every_slash_24_once_from_a_stable_start() {
+        let all: std::collections::BTreeSet<Ipv4Addr> = subnet_candidates("x").collect();
+        assert_eq!(all.len(), 256);
+        assert!(
+            all.iter()
+                .all(|a| a.octets()[..2] == [10, 77] && a.octets()[3] == 0)
+        );
+        let first = |s: &str| subnet_candidates(s).next().unwrap();
+        assert_eq!(first("/realms\0clear"), first("/realms\0clear"));
+        assert_ne!(first("/realms\0clear"), first("/realms\0work"));
     }
 
     #[test]
