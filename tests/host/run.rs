@@ -120,7 +120,7 @@ fn killed_nspawn_start_recovers_the_realm_and_its_stale_veth() {
     t.ok(&["new", &r]);
     let init = start_and_kill_nspawn(&t, &r);
     // Before the fix: "Failed to add new veth interfaces (vb-NAME:host0): File exists".
-    let out = t.ok(&["start", &r]);
+    let out = t.said(&["start", &r]);
     assert!(out.contains("lost its systemd-nspawn"), "{out}");
     assert!(
         !proc::pid_alive(init),

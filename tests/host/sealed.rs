@@ -26,7 +26,7 @@ fn realms_run_on_block_images_of_every_format() {
     let t = TestRoot::btrfs();
     for format in ["erofs", "squashfs", "ext4"] {
         let img = format!("blk{format}");
-        let out = t.ok(&[
+        let out = t.said(&[
             "appimg", "build", &img, "--from", "base", "--format", format,
         ]);
         assert!(
@@ -34,7 +34,7 @@ fn realms_run_on_block_images_of_every_format() {
             "{out}"
         );
         let r = name("k");
-        let out = t.ok(&["new", &r, "--appimg", &img]);
+        let out = t.said(&["new", &r, "--appimg", &img]);
         assert!(out.contains("a block image"), "{out}");
         t.ok(&["config", &r, "use-network", "false"]);
         let out = t.ok(&[
@@ -60,7 +60,7 @@ fn realms_run_on_block_images_of_every_format() {
 fn a_realm_starts_on_a_sealed_image_verified_in_userspace() {
     let t = TestRoot::btrfs();
     let key = key(&t);
-    let out = t.ok(&[
+    let out = t.said(&[
         "appimg",
         "build",
         "sealed",

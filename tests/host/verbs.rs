@@ -124,7 +124,7 @@ fn appimg_rollback_twice_does_not_roll_forward() {
             "the second rollback rolled forward"
         );
         // The next update is a new version past both.
-        let out = t.ok(&["update-appimg", "base", "--", "true"]);
+        let out = t.said(&["update-appimg", "base", "--", "true"]);
         assert!(out.contains("to version"), "{out}");
     }
 }
@@ -333,7 +333,7 @@ fn snapshot_restore_and_remove_on_both_stores() {
         let err = t.fails(&["snapshot", "restore", &r, "snap0"]);
         assert!(err.contains("running"), "{err}");
         t.ok(&["stop", &r]);
-        let out = t.ok(&["snapshot", "restore", &r, "snap0"]);
+        let out = t.said(&["snapshot", "restore", &r, "snap0"]);
         assert!(out.contains("restored to snapshot 'snap0'"), "{out}");
         assert_eq!(
             fs::read_to_string(home(&t, &r).join("file")).unwrap(),

@@ -143,11 +143,18 @@ pub fn run(cmd: AppimgCmd, ctx: &Ctx) -> anyhow::Result<ExitCode> {
         AppimgCmd::Verify { name } => {
             let info = store.images().get(&name)?;
             let verified = sealed::verify(store.root(), &info)?;
-            ctx.emit(&Json(&verified))?;
-            ctx.say(format!(
-                "[+] '{name}' version {}: signature good (key '{}', {}); all {} data blocks and the hash tree are intact",
-                verified.version, verified.signed_by.key, verified.signed_by.fingerprint, verified.data_blocks
-            ));
+            // A check's result: on stdout (text or JSON), as `list` prints its table.
+            if ctx.json {
+                ctx.emit(&Json(&verified))?;
+            } else if !ctx.quiet {
+                crate::output::outln!(
+                    "[+] '{name}' version {}: signature good (key '{}', {}); all {} data blocks and the hash tree are intact",
+                    verified.version,
+                    verified.signed_by.key,
+                    verified.signed_by.fingerprint,
+                    verified.data_blocks
+                );
+            }
         }
         AppimgCmd::Key(KeyCmd::Generate { name }) => {
             let (private, key) = keys::generate(store.root(), &name)?;

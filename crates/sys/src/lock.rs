@@ -142,8 +142,11 @@ fn announce_wait(path: &Path, file: &mut File) {
         .ok()
         .filter(|&pid| crate::proc::pid_alive(pid));
     match holder {
-        Some(pid) => eprintln!("waiting for lock on {} held by PID {pid}", path.display()),
-        None => eprintln!("waiting for lock on {}", path.display()),
+        Some(pid) => eprintln!(
+            "[+] waiting for lock on {} held by PID {pid}",
+            path.display()
+        ),
+        None => eprintln!("[+] waiting for lock on {}", path.display()),
     }
 }
 
