@@ -508,3 +508,36 @@ fn autostart_realms_start_with_the_default_one() {
     .unwrap();
     assert!(unit.contains("start --autostart"), "{unit}");
 }
+
+#[test]
+fn a_snapshot_of_an_overlay_realm_keeps_its_image_version() {
+    let t = TestRoot::plain();
+    let r = name("pn");
+    t.ok(&["new", &r]);
+    t.ok(&["snapshot", &r, "s0"]);
+    t.ok(&["update-appimg", "base", "--", "sh", "-c", "echo 2 > /etc/v"]);
+    t.ok(&["rebase", &r]);
+    t.ok(&["update-appimg", "base", "--", "sh", "-c", "echo 3 > /etc/v"]);
+    // The first version is gone from .prev but kept for the snapshot.
+    let images = t.ok(&["appimg", "list"]);
+    assert!(
+        images.contains("kept: base.appimg.old-1") && images.contains("(snapshot s0)"),
+        "{images}"
+    );
+    let err = t.fails(&["appimg", "remove", "base"]);
+    assert!(err.contains("(snapshot s0)"), "{err}");
+    t.ok(&["snapshot", "restore", &r, "s0"]);
+    let out = t.realms(&["run", &r, "--", "cat", "/etc/v"]);
+    assert!(
+        !out.status.success(),
+        "the restored realm is not on the first version"
+    );
+    t.ok(&["stop", &r]);
+    t.ok(&["snapshot", "remove", &r, "s0"]);
+    assert!(t.path().join("storage/appimg/base.appimg.old-1").exists());
+    t.ok(&["rebase", &r]);
+    assert!(
+        !t.path().join("storage/appimg/base.appimg.old-1").exists(),
+        "a version nothing uses is kept"
+    );
+}

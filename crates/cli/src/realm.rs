@@ -175,6 +175,9 @@ pub fn run(cmd: RealmCmd, ctx: &Ctx) -> anyhow::Result<ExitCode> {
             autostart: true, ..
         } => {
             let started = realms_realm::autostart::start_all(&store, &say)?;
+            if started.is_empty() {
+                say("[+]: No realm starts at boot (no default realm, none with autostart)");
+            }
             ctx.emit(&Json(&started))?;
             if started.iter().any(|s| !s.started) {
                 return Ok(ExitCode::FAILURE);

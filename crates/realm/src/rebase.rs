@@ -182,10 +182,7 @@ pub(crate) fn prune_kept(store: &RealmStore, version: &Path) -> Result<()> {
     if !is_kept || !version.exists() {
         return Ok(());
     }
-    let used = store.names()?.into_iter().any(|n| {
-        store.root_kind(&n) == RootKind::Overlay
-            && store.overlay_lower(&n).is_ok_and(|l| l == version)
-    });
+    let used = !crate::pins::owners_of(&crate::pins::overlay_pins(store)?, version).is_empty();
     if !used {
         realms_image::delete_tree(version)?;
     }
