@@ -122,20 +122,7 @@ pub fn run(cmd: RealmCmd, ctx: &Ctx) -> anyhow::Result<ExitCode> {
             ))?;
         }
         RealmCmd::List => ctx.emit(&List(select::list(&store)?))?,
-        RealmCmd::Init => {
-            let created = store.init()?;
-            if !created {
-                ctx.say(format!(
-                    "[+]: The realm store at {} exists already",
-                    store.dir().display()
-                ));
-            }
-            ctx.emit(&Json(serde_json::json!({
-                "action": if created { "created" } else { "exists" },
-                "store": store.dir(),
-                "images": store.images().dir(),
-            })))?;
-        }
+        RealmCmd::Init => crate::verbs::init(&store, ctx)?,
         RealmCmd::Default { name: Some(name) } => select::set_default(&store, &name, &say)?,
         RealmCmd::Default { name: None } => {
             let name = store.default_realm();
@@ -173,16 +160,7 @@ pub fn run(cmd: RealmCmd, ctx: &Ctx) -> anyhow::Result<ExitCode> {
         }
         RealmCmd::Start {
             autostart: true, ..
-        } => {
-            let started = realms_realm::autostart::start_all(&store, &say)?;
-            if started.is_empty() {
-                say("[+]: No realm starts at boot (no default realm, none with autostart)");
-            }
-            ctx.emit(&Json(&started))?;
-            if started.iter().any(|s| !s.started) {
-                return Ok(ExitCode::FAILURE);
-            }
-        }
+        } => return crate::verbs::start_autostart(&store, ctx),
         RealmCmd::Start { name, .. } => {
             let name = match name {
                 Some(n) => n,

@@ -147,6 +147,37 @@ pub fn run(cmd: VerbCmd, ctx: &Ctx) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// `realms init`.
+pub fn init(store: &realms_realm::RealmStore, ctx: &Ctx) -> anyhow::Result<()> {
+    let created = store.init()?;
+    if !created {
+        ctx.say(format!(
+            "[+]: The realm store at {} exists already",
+            store.dir().display()
+        ));
+    }
+    ctx.emit(&Json(serde_json::json!({
+        "action": if created { "created" } else { "exists" },
+        "store": store.dir(),
+        "images": store.images().dir(),
+    })))
+}
+
+/// `realms start --autostart`: fails when any boot realm failed to start.
+pub fn start_autostart(store: &realms_realm::RealmStore, ctx: &Ctx) -> anyhow::Result<ExitCode> {
+    let say = |line: &str| ctx.say(line);
+    let started = autostart::start_all(store, &say)?;
+    if started.is_empty() {
+        say("[+]: No realm starts at boot (no default realm, none with autostart)");
+    }
+    ctx.emit(&Json(&started))?;
+    Ok(if started.iter().all(|s| s.started) {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}
+
 fn snapshot_cmd(
     store: &realms_realm::RealmStore,
     args: SnapshotArgs,
