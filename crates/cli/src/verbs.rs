@@ -310,12 +310,11 @@ impl fmt::Display for StatusView {
             f,
             "Image: {} version {}{} ({})",
             s.appimg,
-            s.image.version.as_deref().unwrap_or("unrecorded"),
-            if s.image.behind {
+            s.image_version.as_deref().unwrap_or("unrecorded"),
+            if s.behind {
                 format!(
                     "; the image is at {} now, `realms rebase {}` moves the realm to it",
-                    s.image
-                        .current_version
+                    s.current_image_version
                         .as_deref()
                         .unwrap_or("a newer version"),
                     s.name
