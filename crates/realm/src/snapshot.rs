@@ -248,3 +248,25 @@ pub(crate) fn cleanup_leftovers(store: &RealmStore) -> Result<()> {
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn leftovers_of_interrupted_snapshot_commands_are_removed() {
+        let root = tempfile::tempdir().unwrap();
+        let store = RealmStore::open(root.path()).unwrap();
+        let base = dir(&store, "r");
+        let staged = base.join(".staging-s0-4194305/home");
+        let removing = store.dir().join("snapshots/.removing-q-1/snap0/home");
+        let kept = base.join("s1/home");
+        for d in [&staged, &removing, &kept] {
+            fs::create_dir_all(d).unwrap();
+        }
+        cleanup_leftovers(&store).unwrap();
+        assert!(!base.join(".staging-s0-4194305").exists());
+        assert!(!store.dir().join("snapshots/.removing-q-1").exists());
+        assert!(kept.exists());
+    }
+}
