@@ -120,7 +120,7 @@ fn every_command_prints_one_json_result() {
 }
 
 /// Regression: progress went to stdout in some commands and to stderr in others, with
-/// `[+]:`, `[+] `, `[!]:` and bare lines mixed.
+/// `[+]`, `[+] `, `[!]` and bare lines mixed.
 #[test]
 fn progress_goes_to_stderr_in_one_style() {
     let t = TestRoot::btrfs();

@@ -509,3 +509,101 @@ fn autostart_realms_start_with_the_default_one() {
     .unwrap();
     assert!(unit.contains("start --autostart"), "{unit}");
 }
+
+#[test]
+fn a_snapshot_of_an_overlay_realm_keeps_its_image_version() {
+    let t = TestRoot::plain();
+    let r = name("pn");
+    t.ok(&["new", &r]);
+    t.ok(&["snapshot", &r, "s0"]);
+    t.ok(&["update-appimg", "base", "--", "sh", "-c", "echo 2 > /etc/v"]);
+    t.ok(&["rebase", &r]);
+    t.ok(&["update-appimg", "base", "--", "sh", "-c", "echo 3 > /etc/v"]);
+    // The first version is gone from .prev but kept for the snapshot.
+    let images = t.ok(&["appimg", "list"]);
+    assert!(
+        images.contains("kept: base.appimg.old-1") && images.contains("(snapshot s0)"),
+        "{images}"
+    );
+    let err = t.fails(&["appimg", "remove", "base"]);
+    assert!(err.contains("(snapshot s0)"), "{err}");
+    t.ok(&["snapshot", "restore", &r, "s0"]);
+    let out = t.realms(&["run", &r, "--", "cat", "/etc/v"]);
+    assert!(
+        !out.status.success(),
+        "the restored realm is not on the first version"
+    );
+    t.ok(&["stop", &r]);
+    t.ok(&["snapshot", "remove", &r, "s0"]);
+    assert!(t.path().join("storage/appimg/base.appimg.old-1").exists());
+    t.ok(&["rebase", &r]);
+    assert!(
+        !t.path().join("storage/appimg/base.appimg.old-1").exists(),
+        "a version nothing uses is kept"
+    );
+}
+
+/// Under a systemd PID 1 (a booted container), the shipped realms-default.service starts the
+/// realms with autostart at boot, also when there is no default realm.
+#[test]
+fn autostart_realms_start_at_boot_under_systemd() {
+    use realms_tests::container::Container;
+    use realms_tests::fixtures::debian_base;
+    use realms_tests::scratch::{Scratch, unique};
+
+    let tree = Scratch::snapshot(debian_base(), "autoboot");
+    let root = tree.path();
+    fs::create_dir_all(root.join("storage/appimg")).unwrap();
+    realms_tests::run::run(
+        Command::new("btrfs")
+            .args(["subvolume", "snapshot", "-r"])
+            .arg(debian_base())
+            .arg(root.join("storage/appimg/base.appimg")),
+    );
+    fs::copy(realms_tests::realms_bin(), root.join("usr/bin/realms")).unwrap();
+    let realms = |args: &[&str]| {
+        realms_tests::run::run(
+            Command::new(realms_tests::realms_bin())
+                .arg("--root")
+                .arg(root)
+                .args(args),
+        )
+    };
+    let (auto, manual) = (name("ab"), name("mb"));
+    realms(&["new", &auto]);
+    realms(&["new", &manual]);
+    realms(&["autostart", &auto, "on"]);
+    let unit = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../dist/systemd/realms-default.service"
+    );
+    fs::copy(unit, root.join("etc/systemd/system/realms-default.service")).unwrap();
+    let wants = root.join("etc/systemd/system/multi-user.target.wants");
+    fs::create_dir_all(&wants).unwrap();
+    std::os::unix::fs::symlink(
+        "/etc/systemd/system/realms-default.service",
+        wants.join("realms-default.service"),
+    )
+    .unwrap();
+
+    let c = Container::boot(root, &unique("autoboot"), &["--private-network"]);
+    c.sh("systemd-analyze verify /etc/systemd/system/realms-default.service");
+    let active = |realm: &str| {
+        let out = c.exec(&["systemctl", "is-active", &format!("realm-{realm}.service")]);
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    };
+    assert_eq!(
+        active(&auto),
+        "active",
+        "{}",
+        c.sh("journalctl --no-pager -n 40 -o cat -u realms-default.service || true")
+    );
+    assert_ne!(active(&manual), "active");
+    let status = c.sh(&format!("realms status {auto}"));
+    assert!(
+        status.contains("State: running") && status.contains("autostart"),
+        "{status}"
+    );
+    c.sh(&format!("realms stop {auto}"));
+    c.stop();
+}

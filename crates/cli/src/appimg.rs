@@ -80,14 +80,7 @@ pub fn run(cmd: AppimgCmd, ctx: &Ctx) -> anyhow::Result<ExitCode> {
             ));
             ctx.done("imported", "image", &name, serde_json::to_value(&info)?);
         }
-        AppimgCmd::List => {
-            let mut rows = Vec::new();
-            for info in store.images().list()? {
-                let kept = update::kept(&store, &info.name)?;
-                rows.push(ImageRow { info, kept });
-            }
-            ctx.emit(&Images(rows))?
-        }
+        AppimgCmd::List => list(&store, ctx)?,
         AppimgCmd::Remove { name } => {
             update::remove_image(&store, &name, &say)?;
             ctx.done("removed", "image", &name, serde_json::json!({}));
@@ -172,6 +165,16 @@ pub fn run(cmd: AppimgCmd, ctx: &Ctx) -> anyhow::Result<ExitCode> {
         AppimgCmd::Key(KeyCmd::List) => ctx.emit(&Keys(keys::trusted(store.root())?))?,
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// `realms appimg list`: every image with its kept older versions and who uses them.
+fn list(store: &realms_realm::RealmStore, ctx: &Ctx) -> anyhow::Result<()> {
+    let mut rows = Vec::new();
+    for info in store.images().list()? {
+        let kept = update::kept(store, &info.name)?;
+        rows.push(ImageRow { info, kept });
+    }
+    ctx.emit(&Images(rows))
 }
 
 /// A spinner with the current stage on a TTY; plain lines otherwise.

@@ -10,7 +10,7 @@ use realms_realm::{RealmStore, exec, launch, lifecycle, select, update, zone};
 use serde::Serialize;
 use serde_json::json;
 
-use crate::output::{Ctx, Json};
+use crate::output::Ctx;
 
 #[derive(Debug, Subcommand)]
 pub enum RealmCmd {
@@ -161,21 +161,7 @@ pub fn run(cmd: RealmCmd, ctx: &Ctx) -> anyhow::Result<ExitCode> {
             ctx.done("created", "realm", &name, json!({ "appimg": appimg }));
         }
         RealmCmd::List => ctx.emit(&List(select::list(&store)?))?,
-        RealmCmd::Init => {
-            let created = store.init()?;
-            if !created {
-                ctx.say(format!(
-                    "[+] The realm store at {} exists already",
-                    store.dir().display()
-                ));
-            }
-            ctx.done(
-                if created { "created" } else { "exists" },
-                "store",
-                &store.dir().display().to_string(),
-                json!({ "images": store.images().dir() }),
-            );
-        }
+        RealmCmd::Init => crate::verbs::init(&store, ctx)?,
         RealmCmd::Default { name: Some(name) } => {
             select::set_default(&store, &name, &say)?;
             ctx.done("set-default", "realm", &name, json!({}));
@@ -235,13 +221,7 @@ pub fn run(cmd: RealmCmd, ctx: &Ctx) -> anyhow::Result<ExitCode> {
         }
         RealmCmd::Start {
             autostart: true, ..
-        } => {
-            let started = realms_realm::autostart::start_all(&store, &say)?;
-            ctx.emit(&Json(&started))?;
-            if started.iter().any(|s| !s.started) {
-                return Ok(ExitCode::FAILURE);
-            }
-        }
+        } => return crate::verbs::start_autostart(&store, ctx),
         RealmCmd::Start { name, .. } => {
             let name = match name {
                 Some(n) => n,

@@ -9,7 +9,7 @@ use realms_realm::store::RootKind;
 use realms_realm::{autostart, rebase, rename, snapshot, status};
 use serde::Serialize;
 
-use crate::output::{Ctx, outln};
+use crate::output::{Ctx, Json, outln};
 use serde_json::json;
 
 #[derive(Debug, Subcommand)]
@@ -147,6 +147,39 @@ pub fn run(cmd: VerbCmd, ctx: &Ctx) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// `realms init`.
+pub fn init(store: &realms_realm::RealmStore, ctx: &Ctx) -> anyhow::Result<()> {
+    let created = store.init()?;
+    if !created {
+        ctx.say(format!(
+            "[+] The realm store at {} exists already",
+            store.dir().display()
+        ));
+    }
+    ctx.done(
+        if created { "created" } else { "exists" },
+        "store",
+        &store.dir().display().to_string(),
+        json!({ "images": store.images().dir() }),
+    );
+    Ok(())
+}
+
+/// `realms start --autostart`: fails when any boot realm failed to start.
+pub fn start_autostart(store: &realms_realm::RealmStore, ctx: &Ctx) -> anyhow::Result<ExitCode> {
+    let say = |line: &str| ctx.say(line);
+    let started = autostart::start_all(store, &say)?;
+    if started.is_empty() {
+        say("[+] No realm starts at boot (no default realm, none with autostart)");
+    }
+    ctx.emit(&Json(&started))?;
+    Ok(if started.iter().all(|s| s.started) {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}
+
 fn snapshot_cmd(
     store: &realms_realm::RealmStore,
     args: SnapshotArgs,
@@ -274,12 +307,11 @@ impl fmt::Display for StatusView {
             f,
             "Image: {} version {}{} ({})",
             s.appimg,
-            s.image.version.as_deref().unwrap_or("unrecorded"),
-            if s.image.behind {
+            s.image_version.as_deref().unwrap_or("unrecorded"),
+            if s.behind {
                 format!(
                     "; the image is at {} now, `realms rebase {}` moves the realm to it",
-                    s.image
-                        .current_version
+                    s.current_image_version
                         .as_deref()
                         .unwrap_or("a newer version"),
                     s.name

@@ -157,3 +157,59 @@ impl Drop for Staging {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_overlay_realm_round_trips_through_a_snapshot() {
+        let root = tempfile::tempdir().unwrap();
+        let store = RealmStore::open(root.path()).unwrap();
+        fs::create_dir_all(root.path().join("storage/appimg/base.appimg.old-1/usr")).unwrap();
+        let realm = store.realm_dir("r");
+        fs::create_dir_all(realm.join("overlay/upper/etc")).unwrap();
+        fs::create_dir_all(realm.join("home")).unwrap();
+        fs::write(realm.join("overlay/upper/etc/changed"), "mine").unwrap();
+        fs::write(realm.join("home/file"), "home").unwrap();
+        fs::write(realm.join("config"), "use-gpu = true\n").unwrap();
+        std::os::unix::fs::symlink("/storage/appimg/base.appimg.old-1", realm.join("lower"))
+            .unwrap();
+
+        let snap = root.path().join("snap");
+        Parts::of_realm(&store, "r")
+            .unwrap()
+            .write_snapshot(&snap)
+            .unwrap();
+        assert_eq!(
+            fs::read_to_string(snap.join("upper/etc/changed")).unwrap(),
+            "mine"
+        );
+        let back = root.path().join("back");
+        Parts::of_snapshot(&snap)
+            .unwrap()
+            .assemble_realm(&store, &back)
+            .unwrap();
+        for (file, text) in [
+            ("overlay/upper/etc/changed", "mine"),
+            ("home/file", "home"),
+            ("config", "use-gpu = true\n"),
+        ] {
+            assert_eq!(fs::read_to_string(back.join(file)).unwrap(), text, "{file}");
+        }
+        assert!(back.join("overlay/work").is_dir() && back.join("rootfs").is_dir());
+        assert_eq!(
+            fs::read_link(back.join("lower")).unwrap(),
+            Path::new("/storage/appimg/base.appimg.old-1")
+        );
+
+        // A snapshot whose image version is gone cannot be restored, and says which.
+        fs::remove_dir_all(root.path().join("storage/appimg/base.appimg.old-1")).unwrap();
+        let err = Parts::of_snapshot(&snap)
+            .unwrap()
+            .assemble_realm(&store, &root.path().join("again"))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("base.appimg.old-1"), "{err}");
+    }
+}

@@ -8,6 +8,7 @@ mod error;
 pub mod exec;
 pub mod launch;
 pub mod lifecycle;
+pub mod pins;
 pub mod plan;
 pub mod rebase;
 pub mod rename;

@@ -120,11 +120,21 @@ pub fn remove(store: &RealmStore, name: &str, stop: bool, say: &dyn Fn(&str)) ->
     let aside = store
         .dir()
         .join(format!(".removing-realm-{name}-{}", std::process::id()));
+    let lower = crate::pins::target(store, &store.realm_dir(name).join("lower"));
+    let snapshots = crate::snapshot::list(store, name).map_or(0, |s| s.len());
     atomic::rename(store.realm_dir(name), &aside)?;
     delete_realm_tree(&aside)?;
     crate::snapshot::remove_all(store, name)?;
+    if let Some(lower) = lower {
+        crate::rebase::prune_kept(store, &lower)?;
+    }
     crate::launch::forget(store, name);
-    say(&format!("[+] Removed realm '{name}'"));
+    match snapshots {
+        0 => say(&format!("[+] Removed realm '{name}'")),
+        n => say(&format!(
+            "[+] Removed realm '{name}' and its {n} snapshot(s)"
+        )),
+    }
     Ok(())
 }
 

@@ -174,6 +174,30 @@ fn new_overlay_root(store: &RealmStore, name: &str, image: &str, info: &ImageInf
     Ok(())
 }
 
+/// Removes what interrupted rebases left in realm directories (a new root not yet swapped in,
+/// or an old one not yet deleted). Call with the store lock held.
+pub(crate) fn cleanup_leftovers(store: &RealmStore) -> Result<()> {
+    for name in store.names()? {
+        let dir = store.realm_dir(&name);
+        for entry in fs::read_dir(&dir).into_iter().flatten().flatten() {
+            let file = entry.file_name().to_string_lossy().into_owned();
+            let pid = [".rootfs-new-", ".overlay-new-"]
+                .iter()
+                .find_map(|p| file.strip_prefix(p))
+                .and_then(|rest| rest.parse::<u32>().ok());
+            if pid.is_some_and(|p| p != std::process::id() && !realms_sys::proc::pid_alive(p)) {
+                tracing::info!("removing the leftover {}", entry.path().display());
+                if btrfs::is_subvolume(entry.path()).unwrap_or(false) {
+                    btrfs::delete_subvolume_recursive(entry.path())?;
+                } else {
+                    delete_realm_tree(&entry.path())?;
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
 /// Deletes a kept older version (`IMG.appimg.old-N`) once no overlay realm is on it.
 pub(crate) fn prune_kept(store: &RealmStore, version: &Path) -> Result<()> {
     let is_kept = version
@@ -182,12 +206,30 @@ pub(crate) fn prune_kept(store: &RealmStore, version: &Path) -> Result<()> {
     if !is_kept || !version.exists() {
         return Ok(());
     }
-    let used = store.names()?.into_iter().any(|n| {
-        store.root_kind(&n) == RootKind::Overlay
-            && store.overlay_lower(&n).is_ok_and(|l| l == version)
-    });
+    let used = !crate::pins::owners_of(&crate::pins::overlay_pins(store)?, version).is_empty();
     if !used {
         realms_image::delete_tree(version)?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn leftovers_of_an_interrupted_rebase_are_removed() {
+        let root = tempfile::tempdir().unwrap();
+        let store = RealmStore::open(root.path()).unwrap();
+        let dir = store.realm_dir("r");
+        // A pid that cannot be alive (above the kernel's limit), and our own (in progress).
+        let dead = dir.join(".overlay-new-4194305/upper");
+        let ours = dir.join(format!(".rootfs-new-{}", std::process::id()));
+        fs::create_dir_all(&dead).unwrap();
+        fs::create_dir_all(&ours).unwrap();
+        fs::create_dir_all(dir.join("overlay/upper")).unwrap();
+        cleanup_leftovers(&store).unwrap();
+        assert!(!dir.join(".overlay-new-4194305").exists());
+        assert!(ours.exists() && dir.join("overlay/upper").exists());
+    }
 }

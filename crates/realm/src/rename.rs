@@ -43,8 +43,18 @@ pub fn rename(store: &RealmStore, old: &str, new: &str) -> Result<()> {
     store.check_exists(old)?;
     validate_name("realm", new)?;
     let _lock = store.lock()?;
-    if store.realm_dir(new).exists() || crate::snapshot::dir(store, new).exists() {
+    if store.realm_dir(new).exists() {
         return Err(Error::RealmExists(new.to_string()));
+    }
+    let orphans = crate::snapshot::dir(store, new);
+    if orphans.exists() {
+        return Err(Error::realm(
+            new,
+            format!(
+                "snapshots of an earlier realm of that name remain in {}; remove them first",
+                orphans.display()
+            ),
+        ));
     }
     if launch::is_running(store, old) {
         return Err(Error::realm(

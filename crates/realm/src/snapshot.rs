@@ -156,6 +156,7 @@ pub fn restore(store: &RealmStore, realm: &str, snap: &str) -> Result<Snapshot> 
     );
     Parts::of_snapshot(&path)?.assemble_realm(store, staging.path())?;
     let live = store.realm_dir(realm);
+    let old_lower = crate::pins::target(store, &live.join("lower"));
     atomic::exchange(staging.path(), &live)?;
     // The staging name now holds the old realm; it goes the way removed realms go.
     let aside = store
@@ -164,6 +165,7 @@ pub fn restore(store: &RealmStore, realm: &str, snap: &str) -> Result<Snapshot> 
     atomic::rename(staging.path(), &aside)?;
     staging.committed();
     delete_realm_tree(&aside)?;
+    prune(store, old_lower)?;
     Ok(info)
 }
 
@@ -172,8 +174,18 @@ pub fn remove(store: &RealmStore, realm: &str, snap: &str) -> Result<()> {
     let path = existing(store, realm, snap)?;
     let _lock = store.lock()?;
     let aside = dir(store, realm).join(format!(".removing-{snap}-{}", std::process::id()));
+    let lower = crate::pins::target(store, &path.join("lower"));
     atomic::rename(&path, &aside)?;
-    delete_realm_tree(&aside)
+    delete_realm_tree(&aside)?;
+    prune(store, lower)
+}
+
+/// Deletes a kept image version that nothing uses any more.
+fn prune(store: &RealmStore, lower: Option<PathBuf>) -> Result<()> {
+    match lower {
+        Some(l) => crate::rebase::prune_kept(store, &l),
+        None => Ok(()),
+    }
 }
 
 /// Deletes every snapshot of a realm (when the realm is removed).
@@ -187,10 +199,16 @@ pub(crate) fn remove_all(store: &RealmStore, realm: &str) -> Result<()> {
         .join("snapshots")
         .join(format!(".removing-{realm}-{}", std::process::id()));
     atomic::rename(&base, &aside)?;
+    let mut lowers = Vec::new();
     for entry in fs::read_dir(&aside).into_iter().flatten().flatten() {
+        lowers.push(crate::pins::target(store, &entry.path().join("lower")));
         delete_realm_tree(&entry.path())?;
     }
-    delete_realm_tree(&aside)
+    delete_realm_tree(&aside)?;
+    for lower in lowers {
+        prune(store, lower)?;
+    }
+    Ok(())
 }
 
 /// Removes what interrupted snapshot commands left (staging and half-removed snapshots).
@@ -229,4 +247,26 @@ pub(crate) fn cleanup_leftovers(store: &RealmStore) -> Result<()> {
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn leftovers_of_interrupted_snapshot_commands_are_removed() {
+        let root = tempfile::tempdir().unwrap();
+        let store = RealmStore::open(root.path()).unwrap();
+        let base = dir(&store, "r");
+        let staged = base.join(".staging-s0-4194305/home");
+        let removing = store.dir().join("snapshots/.removing-q-1/snap0/home");
+        let kept = base.join("s1/home");
+        for d in [&staged, &removing, &kept] {
+            fs::create_dir_all(d).unwrap();
+        }
+        cleanup_leftovers(&store).unwrap();
+        assert!(!base.join(".staging-s0-4194305").exists());
+        assert!(!store.dir().join("snapshots/.removing-q-1").exists());
+        assert!(kept.exists());
+    }
 }

@@ -13,7 +13,7 @@ use serde::Serialize;
 
 use crate::config::KEYS;
 use crate::launch::{self, Executor};
-use crate::rebase::{OnImage, on_image};
+use crate::rebase::on_image;
 use crate::store::{RealmStore, RootKind};
 use crate::{Result, plan, zone};
 
@@ -35,8 +35,12 @@ pub struct Status {
     pub zone: Option<String>,
     pub address: Option<String>,
     pub appimg: String,
-    #[serde(flatten)]
-    pub image: OnImage,
+    /// The version of the image the realm is on.
+    pub image_version: Option<String>,
+    /// The image's current version.
+    pub current_image_version: Option<String>,
+    /// True when the realm is not on the current version (`realms rebase NAME`).
+    pub behind: bool,
     pub root: RootKind,
     pub default: bool,
     pub current: bool,
@@ -54,6 +58,7 @@ pub fn status(store: &RealmStore, name: &str, log_lines: usize) -> Result<Status
     store.check_exists(name)?;
     let config = store.config(name)?;
     let running = launch::is_running(store, name);
+    let on = on_image(store, name, config.appimg());
     let leader = running.then(|| launch::leader(store, name).ok()).flatten();
     let pid = leader.and_then(realms_sys::proc::parent_of);
     let executor = Executor::detect();
@@ -87,7 +92,9 @@ pub fn status(store: &RealmStore, name: &str, log_lines: usize) -> Result<Status
         zone,
         address,
         appimg: config.appimg().to_string(),
-        image: on_image(store, name, config.appimg()),
+        image_version: on.version,
+        current_image_version: on.current_version,
+        behind: on.behind,
         root: store.root_kind(name),
         default: store.default_realm().as_deref() == Some(name),
         current: crate::select::current(store).as_deref() == Some(name),

@@ -151,6 +151,7 @@ impl RealmStore {
         let lock = StoreLock::acquire(self.dir.join(".lock"))?;
         self.cleanup_leftovers()?;
         crate::snapshot::cleanup_leftovers(self)?;
+        crate::rebase::cleanup_leftovers(self)?;
         crate::rename::finish_interrupted(self)?;
         self.images.cleanup_leftovers()?;
         Ok(lock)

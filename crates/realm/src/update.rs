@@ -12,7 +12,8 @@ use realms_image::sealed::{self, BuildOptions, Filesystem};
 use realms_image::{ImageInfo, ImageKind, ImageStore, Progress, keys};
 use realms_sys::{atomic, cmd::Cmd};
 
-use crate::store::{RealmStore, RootKind};
+use crate::pins::{Pin, overlay_pins, owners_of};
+use crate::store::RealmStore;
 use crate::{Error, Result, launch::Executor};
 
 /// What an update did.
@@ -306,19 +307,14 @@ pub fn rollback(store: &RealmStore, image: &str, say: &dyn Fn(&str)) -> Result<O
 pub fn remove_image(store: &RealmStore, image: &str, say: &dyn Fn(&str)) -> Result<()> {
     let _lock = store.lock()?;
     store.images().get(image)?;
-    let (overlays, snapshots) = store.image_users(image)?;
+    let (_, snapshots) = store.image_users(image)?;
     let kept = store.images().kept_versions(image);
-    let on_old: Vec<String> = store
-        .names()?
+    let versions: Vec<PathBuf> = [store.images().path(image), store.images().prev_path(image)]
         .into_iter()
-        .filter(|n| store.root_kind(n) == RootKind::Overlay)
-        .filter(|n| {
-            store
-                .overlay_lower(n)
-                .is_ok_and(|l| kept.contains(&l) || l == store.images().prev_path(image))
-        })
+        .chain(kept.iter().cloned())
         .collect();
-    let blocking: Vec<String> = overlays.into_iter().chain(on_old).collect();
+    let pins = overlay_pins(store)?;
+    let blocking: Vec<String> = versions.iter().flat_map(|v| owners_of(&pins, v)).collect();
     if !blocking.is_empty() {
         return Err(Error::ImageInUse {
             image: image.to_string(),
@@ -351,64 +347,54 @@ pub struct Kept {
 
 /// The versions of `image` before `.prev` that are kept, and who uses them.
 pub fn kept(store: &RealmStore, image: &str) -> Result<Vec<Kept>> {
-    let mut out = Vec::new();
-    for path in store.images().kept_versions(image) {
-        let realms = store
-            .names()?
-            .into_iter()
-            .filter(|n| store.root_kind(n) == RootKind::Overlay)
-            .filter(|n| store.overlay_lower(n).is_ok_and(|l| l == path))
-            .collect();
-        out.push(Kept {
+    let pins = overlay_pins(store)?;
+    Ok(store
+        .images()
+        .kept_versions(image)
+        .into_iter()
+        .map(|path| Kept {
             version: realms_image::record::Record::read(&path).version,
+            realms: owners_of(&pins, &path),
             path,
-            realms,
-        });
-    }
-    Ok(out)
+        })
+        .collect())
 }
 
-/// Overlay realms on the current and on the previous version of an image.
+/// The `lower` links (of overlay realms and their snapshots) on the current and on the
+/// previous version of an image.
 struct Users {
-    current: Vec<String>,
-    prev: Vec<String>,
+    current: Vec<Pin>,
+    prev: Vec<Pin>,
 }
 
 fn overlay_users(store: &RealmStore, images: &ImageStore, image: &str) -> Result<Users> {
     let (current_path, prev_path) = (images.path(image), images.prev_path(image));
-    let mut users = Users {
-        current: Vec::new(),
-        prev: Vec::new(),
-    };
-    for name in store.names()? {
-        if store.root_kind(&name) != RootKind::Overlay {
-            continue;
-        }
-        match store.overlay_lower(&name) {
-            Ok(l) if l == current_path => users.current.push(name),
-            Ok(l) if l == prev_path => users.prev.push(name),
-            _ => {}
-        }
-    }
-    Ok(users)
+    let (current, rest): (Vec<Pin>, Vec<Pin>) = overlay_pins(store)?
+        .into_iter()
+        .partition(|p| p.lower == current_path);
+    Ok(Users {
+        current,
+        prev: rest.into_iter().filter(|p| p.lower == prev_path).collect(),
+    })
 }
 
-/// Points the `lower` symlink of each realm at `tree` (a path on the host, inside the root).
-fn repoint(store: &RealmStore, realms: &[String], tree: &Path) -> Result<()> {
+/// Points each `lower` link at `tree` (a path on the host, inside the root).
+fn repoint(store: &RealmStore, pins: &[Pin], tree: &Path) -> Result<()> {
     let inside = Path::new("/").join(tree.strip_prefix(store.root()).unwrap_or(tree));
-    for name in realms {
-        atomic::replace_symlink(&inside, store.realm_dir(name).join("lower"))?;
+    for pin in pins {
+        atomic::replace_symlink(&inside, &pin.link)?;
     }
     Ok(())
 }
 
-/// The former `.prev` is kept (as `IMG.appimg.old-N`) while overlay realms still use it.
+/// The former `.prev` is kept (as `IMG.appimg.old-N`, N past every kept one) while overlay
+/// realms or their snapshots still use it.
 fn keep_or_delete(
     store: &RealmStore,
     images: &ImageStore,
     image: &str,
     retired: Option<PathBuf>,
-    users: &[String],
+    users: &[Pin],
 ) -> Result<()> {
     let Some(retired) = retired else {
         return Ok(());
@@ -416,7 +402,19 @@ fn keep_or_delete(
     if users.is_empty() {
         return Ok(realms_image::delete_tree(&retired)?);
     }
-    let n = images.kept_versions(image).len() + 1;
+    let n = images
+        .kept_versions(image)
+        .iter()
+        .filter_map(|p| {
+            p.to_string_lossy()
+                .rsplit("old-")
+                .next()?
+                .parse::<u32>()
+                .ok()
+        })
+        .max()
+        .unwrap_or(0)
+        + 1;
     let kept = images.dir().join(format!("{image}.appimg.old-{n}"));
     atomic::rename_noreplace(&retired, &kept)?;
     repoint(store, users, &kept)
