@@ -108,14 +108,6 @@ enum PortableCmd {
     },
 }
 
-fn parse_bool(s: &str) -> anyhow::Result<bool> {
-    match s {
-        "1" | "yes" | "y" | "true" | "t" | "on" => Ok(true),
-        "0" | "no" | "n" | "false" | "f" | "off" => Ok(false),
-        _ => anyhow::bail!("Failed to parse boolean argument: {s}"),
-    }
-}
-
 /// Prints an informational line on stderr unless `-q`/`--json`.
 fn sayer(ctx: &Ctx) -> impl FnMut(&str) + '_ {
     move |line: &str| {
@@ -130,25 +122,9 @@ fn matches(
     ctx: &Ctx,
     image: &str,
     given: &[String],
-    allow_any: bool,
+    allow_all: bool,
 ) -> anyhow::Result<Vec<String>> {
-    let mut say = sayer(ctx);
-    if given.is_empty() {
-        let prefix = realms_portable::name::prefix_of(image)
-            .ok_or_else(|| realms_portable::Error::BadPrefix(image.to_owned()))?;
-        say(&format!("(Matching unit files with prefix '{prefix}'.)"));
-        return Ok(vec![prefix]);
-    }
-    if given == ["-"] {
-        anyhow::ensure!(allow_any, realms_portable::Error::MatchAll);
-        say("(Matching all unit files.)");
-        return Ok(Vec::new());
-    }
-    say(&format!(
-        "(Matching unit files with prefixes '{}'.)",
-        given.join("', '")
-    ));
-    Ok(given.to_vec())
+    Ok(ops::unit_matches(image, given, allow_all, &mut sayer(ctx))?)
 }
 
 fn method(base: &str, opts: &PortableOpts) -> String {
@@ -167,18 +143,13 @@ pub fn run(args: PortableArgs, ctx: &Ctx) -> anyhow::Result<ExitCode> {
         let list = if opts.profile == "help" {
             profile::list(&host)
         } else {
-            ["auto", "copy", "symlink", "mixed"]
-                .map(str::to_owned)
-                .to_vec()
+            CopyMode::NAMES.map(str::to_owned).to_vec()
         };
         list.iter().for_each(|l| outln!("{l}"));
         return Ok(ExitCode::SUCCESS);
     }
-    anyhow::ensure!(
-        profile::is_valid_name(&opts.profile),
-        realms_portable::Error::BadProfileName(opts.profile.clone())
-    );
-    let copy: CopyMode = opts.copy.parse().map_err(anyhow::Error::msg)?;
+    profile::check_name(&opts.profile)?;
+    let copy: CopyMode = opts.copy.parse()?;
     let host = Host::open(&ctx.root).with_context(|| format!("opening {}", ctx.root.display()))?;
     let systemd = Systemd::detect(&host);
     let run = Run {
@@ -369,7 +340,7 @@ impl Run<'_> {
                 (|| {
                     let b = value
                         .as_deref()
-                        .map(parse_bool)
+                        .map(ops::parse_bool)
                         .transpose()?
                         .unwrap_or(true);
                     manage::set_read_only(self.host, &self.norm(&image, false)?, b)?;

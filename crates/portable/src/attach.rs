@@ -30,8 +30,13 @@ pub enum CopyMode {
     Mixed,
 }
 
+impl CopyMode {
+    /// The names `--copy=` takes, as `--copy=help` lists them.
+    pub const NAMES: [&'static str; 4] = ["auto", "copy", "symlink", "mixed"];
+}
+
 impl std::str::FromStr for CopyMode {
-    type Err = String;
+    type Err = Error;
 
     fn from_str(s: &str) -> std::result::Result<Self, Self::Err> {
         match s {
@@ -39,7 +44,7 @@ impl std::str::FromStr for CopyMode {
             "copy" => Ok(CopyMode::Copy),
             "symlink" => Ok(CopyMode::Symlink),
             "mixed" => Ok(CopyMode::Mixed),
-            other => Err(format!("Failed to parse --copy= argument: {other}")),
+            other => Err(Error::BadCopyMode(other.to_owned())),
         }
     }
 }

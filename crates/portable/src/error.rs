@@ -26,6 +26,12 @@ pub enum Error {
     MatchAll,
     #[error("Unit profile name not valid: {0}")]
     BadProfileName(String),
+    /// A `--copy=` mode that is not auto, copy, symlink or mixed.
+    #[error("Failed to parse --copy= argument: {0}")]
+    BadCopyMode(String),
+    /// A boolean argument (of `read-only`) that is not yes/no, true/false, on/off, 1/0.
+    #[error("Failed to parse boolean argument: {0}")]
+    BadBool(String),
     #[error("Image '{image}' lacks {what} data, refusing.")]
     NoRelease { image: String, what: &'static str },
     #[error("Image {0} os-release metadata lacks the ID field")]
@@ -67,7 +73,7 @@ pub enum Error {
     },
     #[error("unit file {}: {reason}", path.display())]
     BadUnitFile { path: PathBuf, reason: String },
-    #[error("{}: line {line}: {source}", path.display())]
+    #[error("{}: line {line}", path.display())]
     BadRelease {
         path: PathBuf,
         line: usize,
@@ -91,8 +97,58 @@ pub enum Error {
         #[source]
         source: Box<Error>,
     },
-    #[error("{0}")]
-    Systemd(String),
+    /// The D-Bus connection to the service manager failed (the message is the OS's).
+    #[error(transparent)]
+    Bus(std::io::Error),
+    /// `systemctl daemon-reload` (or its D-Bus call) failed.
+    #[error("Failed to reload daemon")]
+    Reload {
+        /// Why.
+        #[source]
+        source: Box<Error>,
+    },
+    /// Enabling or disabling a unit with the portable flag failed.
+    #[error("Failed to {verb} the portable service {unit}")]
+    Enable {
+        /// `enable` or `disable`.
+        verb: &'static str,
+        /// The unit.
+        unit: String,
+        /// Why.
+        #[source]
+        source: Box<Error>,
+    },
+    /// Queueing a start, stop or restart job for a unit failed.
+    #[error("Failed to call {method} on the portable service {unit}")]
+    Queue {
+        /// `StartUnit`, `StopUnit` or `RestartUnit`.
+        method: &'static str,
+        /// The unit.
+        unit: String,
+        /// Why.
+        #[source]
+        source: Box<Error>,
+    },
+    /// The service manager accepted a job request but named no job.
+    #[error("{method} of {unit} returned no job")]
+    NoJob {
+        /// The method called.
+        method: &'static str,
+        /// The unit.
+        unit: String,
+    },
+    /// The queued jobs did not finish within ten minutes.
+    #[error("timed out waiting for jobs")]
+    JobTimeout {
+        /// The units whose jobs were still pending.
+        units: Vec<String>,
+    },
+    /// A profile could not be installed in any of the profile directories.
+    #[error("could not install profile '{name}'")]
+    ProfileInstall {
+        /// The profile.
+        name: String,
+    },
     #[error(transparent)]
     Unit(#[from] realms_unit::Error),
     #[error(transparent)]
@@ -124,6 +180,19 @@ impl Error {
         }
     }
 
+    /// The error on one line as portablectl shows it inline (in a validate check, or after a
+    /// queued job): the message, plus the cause where the cause is systemd's or the parser's
+    /// own words (a failed D-Bus call, a bad line of os-release).
+    pub fn summary(&self) -> String {
+        match self {
+            Error::BadRelease { .. }
+            | Error::Reload { .. }
+            | Error::Enable { .. }
+            | Error::Queue { .. } => chain_text(self),
+            _ => self.to_string(),
+        }
+    }
+
     /// Whether this is a "does not exist" error from the OS.
     pub fn is_not_found(&self) -> bool {
         match self {
@@ -132,6 +201,19 @@ impl Error {
             _ => false,
         }
     }
+}
+
+/// The error and its causes on one line, `: `-separated, as the CLI prints a failure and as
+/// portablectl prints systemd's messages.
+pub fn chain_text(err: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = err.to_string();
+    let mut cause = err.source();
+    while let Some(c) = cause {
+        text.push_str(": ");
+        text.push_str(&c.to_string());
+        cause = c.source();
+    }
+    text
 }
 
 /// `' or any of its extensions 'A, B` when there are extensions, else nothing (portablectl's wording).

@@ -179,7 +179,7 @@ pub fn validate(host: &Host, image: &str, matches: &[String]) -> Result<Vec<Chec
     let opened = match Opened::open(host, &img) {
         Ok(o) => o,
         Err(e) => {
-            checks[0] = check("image type", Err(e.to_string()));
+            checks[0] = check("image type", Err(e.summary()));
             return Ok(checks);
         }
     };
@@ -214,7 +214,7 @@ pub fn validate(host: &Host, image: &str, matches: &[String]) -> Result<Vec<Chec
                 m.release.id().unwrap_or("")
             )),
             Ok(m) => Err(format!("{} has no ID=", m.release_path)),
-            Err(e) => Err(e.to_string()),
+            Err(e) => Err(e.summary()),
         },
     ));
     let missing: Vec<&str> = ["/etc/resolv.conf", "/etc/machine-id"]

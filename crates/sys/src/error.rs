@@ -161,8 +161,8 @@ fn format_tail(tail: &str) -> String {
     }
 }
 
-/// Attaches "what was being done" and the path to an OS error.
-pub(crate) trait IoContext<T> {
+/// Attaches "what was being done" and the path to an OS error: `File::open(p).ctx("opening", p)?`.
+pub trait IoContext<T> {
     /// Maps the error to [`Error::Io`] with `action` and `path`.
     fn ctx(self, action: &str, path: &Path) -> Result<T>;
 }

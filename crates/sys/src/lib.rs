@@ -4,6 +4,7 @@
 pub mod atomic;
 pub mod btrfs;
 pub mod cmd;
+pub mod device;
 pub mod dm;
 mod error;
 pub mod fs;
@@ -15,4 +16,4 @@ pub mod proc;
 pub mod root;
 mod util;
 
-pub use error::{Error, Result};
+pub use error::{Error, IoContext, Result};

@@ -94,14 +94,14 @@ pub enum Error {
         /// Why.
         reason: &'static str,
     },
-    /// A reader passed to a loader failed.
-    #[error("reading {path}: {source}")]
+    /// A reader passed to a loader failed. The OS error is part of the message (not a
+    /// `source`), so a chain printed with `{:#}` shows it once.
+    #[error("reading {path}: {error}")]
     Read {
         /// The root-relative path being read.
         path: String,
         /// The underlying error.
-        #[source]
-        source: std::io::Error,
+        error: std::io::Error,
     },
     /// Neither `/etc/os-release` nor `/usr/lib/os-release` exists.
     #[error("no os-release found: neither /etc/os-release nor /usr/lib/os-release exists")]

@@ -62,9 +62,80 @@ pub enum Corruption {
 /// Everything that can go wrong formatting or verifying a dm-verity device.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    /// The parameters are not valid (block size, salt length, hash offset, ...).
-    #[error("invalid verity parameters: {0}")]
-    InvalidParams(String),
+    /// A data or hash block size that is not a power of two from 512 to 4096.
+    #[error(
+        "invalid verity parameters: {device} block size {size} is not a power of two from 512 to 4096"
+    )]
+    BlockSize {
+        /// Which device's block size.
+        device: Device,
+        /// The size given.
+        size: u32,
+    },
+    /// A salt longer than a superblock can hold.
+    #[error("invalid verity parameters: salt is {len} bytes, at most {max} are allowed", max = crate::MAX_SALT)]
+    SaltLength {
+        /// Its length in bytes.
+        len: usize,
+    },
+    /// A hash offset that is not a multiple of 512.
+    #[error("invalid verity parameters: hash offset {offset} is not a multiple of 512")]
+    HashOffset {
+        /// The offset given, in bytes.
+        offset: u64,
+    },
+    /// A data block count of zero.
+    #[error("invalid verity parameters: data blocks must be at least 1")]
+    NoDataBlocks,
+    /// A size or offset computed from the parameters does not fit in 64 bits.
+    #[error("invalid verity parameters: {what} does not fit in 64 bits")]
+    TooLarge {
+        /// `the data size`, `the hash offset` or `the hash area`.
+        what: &'static str,
+    },
+    /// A salt given as text that is not hex (or `-`).
+    #[error("invalid salt '{text}': expected hex digits or '-'")]
+    SaltText {
+        /// The text given.
+        text: String,
+        /// Why it is not hex.
+        #[source]
+        source: hex::FromHexError,
+    },
+    /// A salt given as text that is longer than a superblock can hold.
+    #[error("invalid salt: {len} bytes, at most {max} are allowed", max = crate::MAX_SALT)]
+    SaltTextLength {
+        /// Its length in bytes.
+        len: usize,
+    },
+    /// A uuid given as text that is not `12345678-1234-1234-1234-123456789abc`.
+    #[error("invalid uuid '{text}' (expected 12345678-1234-1234-1234-123456789abc)")]
+    UuidText {
+        /// The text given.
+        text: String,
+    },
+    /// A root hash given as text that is not hex.
+    #[error("invalid root hash '{text}': expected hex digits")]
+    RootHashText {
+        /// The text given.
+        text: String,
+        /// Why it is not hex.
+        #[source]
+        source: hex::FromHexError,
+    },
+    /// Options given on top of a superblock's parameters are not valid.
+    #[error("invalid verity parameters")]
+    Options {
+        /// Which option, and why.
+        #[source]
+        source: Box<Error>,
+    },
+    /// The hash tree came out other than its layout said: a bug, not bad input.
+    #[error("invalid verity parameters: internal error: {what}")]
+    Internal {
+        /// What went wrong.
+        what: String,
+    },
     /// A device is smaller than the data blocks or the hash area it must hold.
     #[error("the {device} device is too small: {size} bytes, {needed} needed")]
     TooSmall {

@@ -22,6 +22,7 @@ mod format;
 mod hash;
 mod io;
 mod layout;
+mod options;
 mod params;
 mod superblock;
 mod tree;
@@ -32,6 +33,7 @@ pub use format::{FormatOutput, format};
 pub use hash::{HashAlgorithm, UnknownAlgorithm};
 pub use io::{ReadAt, WriteAt};
 pub use layout::{Level, TreeLayout, level_sizes, tree_layout};
+pub use options::{FailureSite, Options, parse_root_hash, parse_salt};
 pub use params::{Params, salt_text};
 pub use superblock::{
     MAX_SALT, SIGNATURE, SUPERBLOCK_SIZE, Superblock, SuperblockError, format_uuid, parse_uuid,
