@@ -224,3 +224,6 @@ pub(crate) fn ext_suffix(extensions: &[String]) -> String {
         format!("' or any of its extensions '{}", extensions.join(", "))
     }
 }
+
+#[cfg(test)]
+mod tests;
