@@ -52,9 +52,13 @@ impl std::str::FromStr for CopyMode {
 /// The options of one attach.
 #[derive(Debug, Clone, Default)]
 pub struct AttachOptions {
+    /// The security profile whose drop-in the units get (`default`, `strict`, ...).
     pub profile: String,
+    /// How unit files, the profile and the image get into place.
     pub copy: CopyMode,
+    /// Attach below `/run` (until the next reboot) instead of `/etc`.
     pub runtime: bool,
+    /// Replace existing files and skip portablectl's safety checks.
     pub force: bool,
     /// Extension images (names or in-root paths), in order.
     pub extensions: Vec<String>,
@@ -65,8 +69,11 @@ pub struct AttachOptions {
 /// What attach did: the changes, and a profile Realms installed because the host had none.
 #[derive(Debug, Clone, Serialize)]
 pub struct Attached {
+    /// The in-root path of the image attached.
     pub image: PathBuf,
+    /// Every file written, linked or created, in order.
     pub changes: Vec<Change>,
+    /// A built-in profile Realms installed because the host had none, if any.
     pub installed_profile: Option<PathBuf>,
 }
 

@@ -10,18 +10,28 @@ use std::time::Duration;
 /// A D-Bus value (the types systemd's manager API uses).
 #[derive(Debug, Clone, PartialEq)]
 pub enum Value {
+    /// `y`
     Byte(u8),
+    /// `b`
     Bool(bool),
+    /// `u`, and `n`/`q` widened
     U32(u32),
+    /// `i`
     I32(i32),
+    /// `t`, and `d` as its bits
     U64(u64),
+    /// `x`
     I64(i64),
+    /// `s`, `o` and `g`
     Str(String),
+    /// `a...`: the elements
     Array(Vec<Value>),
+    /// `(...)` and `{...}`: the fields
     Struct(Vec<Value>),
 }
 
 impl Value {
+    /// The text of a string, object path or signature.
     pub fn as_str(&self) -> Option<&str> {
         match self {
             Value::Str(s) => Some(s),
@@ -29,6 +39,7 @@ impl Value {
         }
     }
 
+    /// The elements of an array or the fields of a struct (empty for other values).
     pub fn items(&self) -> &[Value] {
         match self {
             Value::Array(v) | Value::Struct(v) => v,
@@ -40,16 +51,22 @@ impl Value {
 /// A message received: a method return, an error, or a signal.
 #[derive(Debug, Clone)]
 pub struct Message {
+    /// The message type: 2 method return, 3 error, 4 signal (1, a call, only in tests).
     pub kind: u8,
+    /// The serial of the call this replies to.
     pub reply_serial: Option<u32>,
+    /// The error name of an error reply.
     pub error: Option<String>,
+    /// The member (method or signal name).
     pub member: Option<String>,
+    /// The body, decoded by its signature.
     pub body: Vec<Value>,
 }
 
 const METHOD_CALL: u8 = 1;
 const METHOD_RETURN: u8 = 2;
 const ERROR: u8 = 3;
+/// The message type of a signal.
 pub const SIGNAL: u8 = 4;
 
 fn pad(buf: &mut Vec<u8>, align: usize) {

@@ -61,8 +61,11 @@ impl fmt::Debug for Guid {
 /// Discoverable Partitions type UUIDs of the root partition and its verity partitions.
 #[derive(Debug, Clone, Copy)]
 pub struct RootTypes {
+    /// The root partition.
     pub root: Guid,
+    /// The root partition's verity hash partition.
     pub verity: Guid,
+    /// The partition with the signature of the root hash.
     pub verity_sig: Guid,
 }
 
@@ -91,12 +94,17 @@ pub const LINUX_DATA: Guid = Guid::parse("0fc63daf-8483-4772-8e79-3d69d8477de4")
 pub struct Partition {
     /// 1-based partition number.
     pub number: u32,
+    /// The partition type.
     pub type_guid: Guid,
+    /// The partition's own UUID.
     pub uuid: Guid,
     /// Byte offset and size in the image.
     pub offset: u64,
+    /// Size in bytes.
     pub size: u64,
+    /// The partition label.
     pub label: String,
+    /// The attribute flags (bit 60: read-only, ...).
     pub attributes: u64,
 }
 

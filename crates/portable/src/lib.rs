@@ -15,6 +15,7 @@
 //! }
 //! # Ok(()) }
 //! ```
+#![warn(missing_docs)]
 
 pub mod attach;
 pub mod changes;

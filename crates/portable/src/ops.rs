@@ -16,8 +16,11 @@ use crate::systemd::{Job, Systemd};
 pub struct Steps {
     /// Reload PID 1 afterwards (portablectl's default; `--no-reload` turns it off).
     pub reload: bool,
+    /// Enable the units after attach (disable them before detach).
     pub enable: bool,
+    /// Start the units after attach (stop them before detach).
     pub now: bool,
+    /// Do not wait for the queued jobs.
     pub no_block: bool,
 }
 
@@ -26,7 +29,9 @@ pub struct Steps {
 pub struct Outcome {
     /// Reattach only: the changes of units that are gone for good.
     pub removed: Vec<Change>,
+    /// The changes of this attach or detach.
     pub changes: Vec<Change>,
+    /// A built-in profile Realms installed because the host had none, if any.
     pub installed_profile: Option<std::path::PathBuf>,
     /// Jobs queued on PID 1 (job object paths).
     pub jobs: Vec<String>,

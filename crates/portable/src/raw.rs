@@ -21,6 +21,7 @@ use crate::gpt::{self, Partition};
 pub struct Layout {
     /// Byte range of the root filesystem in the file (size 0: to the end).
     pub offset: u64,
+    /// Byte length of the root filesystem (0: to the end of the file).
     pub size: u64,
     /// `squashfs`, `erofs`, `ext4`, `btrfs` or `xfs`.
     pub fstype: &'static str,

@@ -35,8 +35,11 @@ pub struct Systemd {
 /// A job queued on PID 1.
 #[derive(Debug, Clone)]
 pub struct Job {
+    /// The job's D-Bus object path.
     pub path: String,
+    /// The method that queued it (`StartUnit`, ...).
     pub method: &'static str,
+    /// The unit it is for.
     pub unit: String,
 }
 
@@ -202,7 +205,7 @@ impl Systemd {
         })
     }
 
-    /// Enables (or disables) `unit` with the portable flag, so [Install] symlinks go into the
+    /// Enables (or disables) `unit` with the portable flag, so `[Install]` symlinks go into the
     /// attach directory; returns systemd's change lines as systemctl prints them.
     pub fn enable(&self, unit: &str, runtime: bool, enable: bool) -> Result<Vec<String>> {
         let flags = FLAG_PORTABLE | if runtime { FLAG_RUNTIME } else { 0 };

@@ -17,8 +17,11 @@ use crate::layout::Host;
 /// One requirement and whether the image meets it.
 #[derive(Debug, Clone, Serialize)]
 pub struct Check {
+    /// What is required.
     pub requirement: &'static str,
+    /// Whether the image meets it.
     pub passed: bool,
+    /// What was found (or what is missing).
     pub reason: String,
 }
 
@@ -44,7 +47,9 @@ fn check(requirement: &'static str, result: std::result::Result<String, String>)
 /// What the ELF header of a binary says: its machine, and its interpreter if dynamic.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Elf {
+    /// `e_machine`: the architecture.
     pub machine: u16,
+    /// The `PT_INTERP` path of a dynamically linked binary.
     pub interpreter: Option<String>,
 }
 

@@ -1,4 +1,5 @@
 //! The only crate with `unsafe`: mounts, loop devices, btrfs ioctls, in-root path resolution, atomic replace, locks and the command runner.
+#![warn(missing_docs)]
 #![allow(unsafe_code)]
 
 pub mod atomic;
