@@ -256,7 +256,7 @@ pub fn parse_entries(
     Ok(out)
 }
 
-/// The partitions of a whole disk image held in memory (for tests and fuzzing; [`crate::raw`]
+/// The partitions of a whole disk image held in memory (for tests and fuzzing; the `raw` module
 /// reads the same structures from a file): `None` when the image has no GPT.
 pub fn read_image(image: &[u8]) -> Result<Option<(u64, Vec<Partition>)>, GptError> {
     let Some(sector) = sector_size(image) else {
