@@ -145,12 +145,13 @@ pub enum Error {
         reason: String,
     },
     /// The partition table of a raw image is damaged.
-    #[error("{}: {reason}", path.display())]
+    #[error("{}", path.display())]
     Partition {
         /// The image.
         path: PathBuf,
         /// What is damaged.
-        reason: String,
+        #[source]
+        source: crate::gpt::GptError,
     },
     /// A file operation failed.
     #[error("{action} {}", path.display())]
@@ -264,6 +265,7 @@ impl Error {
     pub fn summary(&self) -> String {
         match self {
             Error::BadRelease { .. }
+            | Error::Partition { .. }
             | Error::Reload { .. }
             | Error::Enable { .. }
             | Error::Queue { .. } => chain_text(self),

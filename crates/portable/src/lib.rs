@@ -35,6 +35,7 @@ pub mod profile;
 pub mod raw;
 pub mod systemd;
 pub mod validate;
+pub mod verb;
 
 pub use attach::{AttachOptions, Attached, CopyMode, attach};
 pub use changes::{Change, ChangeKind};

@@ -6,7 +6,7 @@ use serde::Serialize;
 use crate::attach::{AttachOptions, Attached, attach};
 use crate::changes::{Change, ChangeKind};
 use crate::detach::{DetachOptions, Detached, detach};
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::layout::Host;
 use crate::load::load;
 use crate::systemd::{Job, Systemd};
@@ -41,44 +41,6 @@ pub struct Outcome {
 
 /// Where informational lines go (portablectl prints them on stderr).
 pub type Say<'a> = &'a mut dyn FnMut(&str);
-
-/// The unit prefixes a verb matches, as portablectl works them out: the prefixes given, the one
-/// derived from the image argument when none are, or all units for `-` (only where `allow_all`,
-/// i.e. not for attach). Says which, as portablectl does.
-pub fn unit_matches(
-    image: &str,
-    given: &[String],
-    allow_all: bool,
-    say: Say<'_>,
-) -> Result<Vec<String>> {
-    if given.is_empty() {
-        let prefix =
-            crate::name::prefix_of(image).ok_or_else(|| Error::BadPrefix(image.to_owned()))?;
-        say(&format!("(Matching unit files with prefix '{prefix}'.)"));
-        return Ok(vec![prefix]);
-    }
-    if given == ["-"] {
-        if !allow_all {
-            return Err(Error::MatchAll);
-        }
-        say("(Matching all unit files.)");
-        return Ok(Vec::new());
-    }
-    say(&format!(
-        "(Matching unit files with prefixes '{}'.)",
-        given.join("', '")
-    ));
-    Ok(given.to_vec())
-}
-
-/// Parses the boolean argument of `read-only` (yes/no, true/false, on/off, 1/0, y/n, t/f).
-pub fn parse_bool(s: &str) -> Result<bool> {
-    match s {
-        "1" | "yes" | "y" | "true" | "t" | "on" => Ok(true),
-        "0" | "no" | "n" | "false" | "f" | "off" => Ok(false),
-        _ => Err(Error::BadBool(s.to_owned())),
-    }
-}
 
 fn queue(systemd: &Systemd, method: &'static str, unit: &str, jobs: &mut Vec<Job>, say: Say<'_>) {
     match systemd.queue(method, unit) {

@@ -111,9 +111,9 @@ pub fn layout(image: &Path) -> Result<Layout> {
             root_hash,
         });
     };
-    let bad = |e: gpt::GptError| Error::Partition {
+    let bad = |source: gpt::GptError| Error::Partition {
         path: image.to_owned(),
-        reason: e.to_string(),
+        source,
     };
     let header = gpt::parse_header(&head[sector as usize..2 * sector as usize]).map_err(bad)?;
     let (offset, len) = header.entries_range(sector).map_err(bad)?;

@@ -98,7 +98,7 @@ fn every_variant() -> Vec<(Error, &'static str)> {
         (
             Error::Partition {
                 path: PathBuf::from("/i/img-p.raw"),
-                reason: s("bad header"),
+                source: crate::gpt::GptError::Header("bad header size"),
             },
             "/i/img-p.raw",
         ),
@@ -179,6 +179,14 @@ fn every_variant_renders_each_cause_once_and_names_its_subject() {
 
 #[test]
 fn summaries_keep_systemd_and_parser_causes() {
+    let e = Error::Partition {
+        path: "/i/a.raw".into(),
+        source: crate::gpt::GptError::Entries("entry array checksum mismatch"),
+    };
+    assert_eq!(
+        e.summary(),
+        "/i/a.raw: the GPT partition entries are damaged: entry array checksum mismatch"
+    );
     let e = Error::Enable {
         verb: "disable",
         unit: "a.service".into(),
