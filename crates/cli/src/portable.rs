@@ -9,9 +9,10 @@ use std::process::ExitCode;
 use anyhow::Context;
 use clap::{Args, Subcommand};
 use realms_portable::manage::{self, Listed};
-use realms_portable::ops::{self, Steps};
-use realms_portable::validate::validate;
-use realms_portable::{AttachOptions, CopyMode, DetachOptions, Host, Systemd, profile};
+use realms_portable::ops::Steps;
+use realms_portable::validate::Check;
+use realms_portable::verb::{Event, VerbOptions, Verbs};
+use realms_portable::{CopyMode, Host, State, Systemd, profile};
 
 use crate::output::{Ctx, out, outln};
 
@@ -108,47 +109,18 @@ enum PortableCmd {
     },
 }
 
-fn parse_bool(s: &str) -> anyhow::Result<bool> {
-    match s {
-        "1" | "yes" | "y" | "true" | "t" | "on" => Ok(true),
-        "0" | "no" | "n" | "false" | "f" | "off" => Ok(false),
-        _ => anyhow::bail!("Failed to parse boolean argument: {s}"),
+/// Renders a verb's events: portablectl's lines on stderr unless `-q`/`--json`, and a warning
+/// for a missing profile unless `-q`.
+fn events(ctx: &Ctx) -> impl FnMut(Event<'_>) + '_ {
+    move |event| match event {
+        Event::Line(line) if !ctx.quiet && !ctx.json => eprintln!("{line}"),
+        // portablectl attaches silently without any profile drop-in; we say so.
+        Event::MissingProfile { profile, available } if !ctx.quiet => eprintln!(
+            "[!] profile '{profile}' does not exist, so the units get no sandboxing drop-in; the profiles are: {}",
+            available.join(", ")
+        ),
+        _ => {}
     }
-}
-
-/// Prints an informational line on stderr unless `-q`/`--json`.
-fn sayer(ctx: &Ctx) -> impl FnMut(&str) + '_ {
-    move |line: &str| {
-        if !ctx.quiet && !ctx.json {
-            eprintln!("{line}");
-        }
-    }
-}
-
-/// The unit prefixes: the arguments, or the one derived from the image (`-` = all, if allowed).
-fn matches(
-    ctx: &Ctx,
-    image: &str,
-    given: &[String],
-    allow_any: bool,
-) -> anyhow::Result<Vec<String>> {
-    let mut say = sayer(ctx);
-    if given.is_empty() {
-        let prefix = realms_portable::name::prefix_of(image)
-            .ok_or_else(|| realms_portable::Error::BadPrefix(image.to_owned()))?;
-        say(&format!("(Matching unit files with prefix '{prefix}'.)"));
-        return Ok(vec![prefix]);
-    }
-    if given == ["-"] {
-        anyhow::ensure!(allow_any, realms_portable::Error::MatchAll);
-        say("(Matching all unit files.)");
-        return Ok(Vec::new());
-    }
-    say(&format!(
-        "(Matching unit files with prefixes '{}'.)",
-        given.join("', '")
-    ));
-    Ok(given.to_vec())
 }
 
 fn method(base: &str, opts: &PortableOpts) -> String {
@@ -167,28 +139,33 @@ pub fn run(args: PortableArgs, ctx: &Ctx) -> anyhow::Result<ExitCode> {
         let list = if opts.profile == "help" {
             profile::list(&host)
         } else {
-            ["auto", "copy", "symlink", "mixed"]
-                .map(str::to_owned)
-                .to_vec()
+            CopyMode::NAMES.map(str::to_owned).to_vec()
         };
         list.iter().for_each(|l| outln!("{l}"));
         return Ok(ExitCode::SUCCESS);
     }
-    anyhow::ensure!(
-        profile::is_valid_name(&opts.profile),
-        realms_portable::Error::BadProfileName(opts.profile.clone())
-    );
-    let copy: CopyMode = opts.copy.parse().map_err(anyhow::Error::msg)?;
+    let steps = Steps {
+        reload: !opts.no_reload,
+        enable: opts.enable,
+        now: opts.now,
+        no_block: opts.no_block,
+    };
+    let options = VerbOptions::new(
+        &opts.profile,
+        &opts.copy,
+        opts.runtime,
+        opts.force,
+        opts.extensions.clone(),
+        steps,
+    )?;
     let host = Host::open(&ctx.root).with_context(|| format!("opening {}", ctx.root.display()))?;
     let systemd = Systemd::detect(&host);
-    let run = Run {
-        opts,
-        copy,
+    let verbs = Verbs {
         host: &host,
         systemd: &systemd,
-        ctx,
+        options: &options,
     };
-    let (label, result) = run.dispatch(args.cmd);
+    let (label, result) = dispatch(&verbs, opts, ctx, args.cmd);
     match result {
         Ok(code) => Ok(code),
         Err(e) => {
@@ -202,196 +179,113 @@ pub fn run(args: PortableArgs, ctx: &Ctx) -> anyhow::Result<ExitCode> {
     }
 }
 
-/// One `realms portable` invocation: the options and what they act on.
-struct Run<'a> {
-    opts: &'a PortableOpts,
-    copy: CopyMode,
-    host: &'a Host,
-    systemd: &'a Systemd,
-    ctx: &'a Ctx,
+/// Runs the verb; returns portablectl's prefix for its error message and the result.
+fn dispatch(
+    verbs: &Verbs<'_>,
+    opts: &PortableOpts,
+    ctx: &Ctx,
+    cmd: PortableCmd,
+) -> (String, anyhow::Result<ExitCode>) {
+    let failed = |base: &str| format!("{} failed: ", method(base, opts));
+    let mut on_event = events(ctx);
+    match cmd {
+        PortableCmd::List => (
+            "Failed to list images: ".into(),
+            list(verbs.host, verbs.systemd, ctx),
+        ),
+        PortableCmd::Attach { image, prefixes } => (
+            failed("AttachImage"),
+            verbs
+                .attach(&image, &prefixes, false, &mut on_event)
+                .map_err(Into::into)
+                .and_then(|out| emit_json(ctx, &out)),
+        ),
+        PortableCmd::Reattach { image, prefixes } => (
+            failed("ReattachImage"),
+            verbs
+                .attach(&image, &prefixes, true, &mut on_event)
+                .map_err(Into::into)
+                .and_then(|out| emit_json(ctx, &out)),
+        ),
+        PortableCmd::Detach { image, prefixes } => (
+            failed("DetachImage"),
+            verbs
+                .detach(&image, &prefixes, &mut on_event)
+                .map_err(Into::into)
+                .and_then(|out| emit_json(ctx, &out)),
+        ),
+        PortableCmd::Inspect { image, prefixes } => (
+            "Failed to inspect image metadata: ".into(),
+            verbs
+                .inspect(&image, &prefixes, &mut on_event)
+                .map_err(Into::into)
+                .and_then(|found| render_inspect(ctx, &found, opts.cat)),
+        ),
+        PortableCmd::IsAttached { image } => {
+            let label = if opts.extensions.is_empty() {
+                "GetImageState failed: "
+            } else {
+                "GetImageStateWithExtensions failed: "
+            };
+            let result = verbs.state(&image).map_err(Into::into);
+            (label.into(), result.map(|s| render_state(ctx, s)))
+        }
+        PortableCmd::ReadOnly { image, value } => (
+            "Could not mark image read-only: ".into(),
+            verbs
+                .set_read_only(&image, value.as_deref())
+                .map(|()| ExitCode::SUCCESS)
+                .map_err(Into::into),
+        ),
+        PortableCmd::Remove { images } => (
+            "Could not remove image: ".into(),
+            verbs
+                .remove(&images)
+                .map(|_| ExitCode::SUCCESS)
+                .map_err(Into::into),
+        ),
+        PortableCmd::Validate { image, prefixes } => (
+            String::new(),
+            verbs
+                .validate(&image, &prefixes, &mut on_event)
+                .map_err(Into::into)
+                .and_then(|checks| render_checks(ctx, &checks)),
+        ),
+    }
 }
 
-impl Run<'_> {
-    fn steps(&self) -> Steps {
-        Steps {
-            reload: !self.opts.no_reload,
-            enable: self.opts.enable,
-            now: self.opts.now,
-            no_block: self.opts.no_block,
-        }
+fn render_inspect(ctx: &Ctx, found: &manage::Inspected, cat: bool) -> anyhow::Result<ExitCode> {
+    if ctx.json {
+        return emit_json(ctx, found);
     }
+    out!("{}", inspect_text(found, cat));
+    Ok(ExitCode::SUCCESS)
+}
 
-    fn norm(&self, arg: &str, permit_missing: bool) -> anyhow::Result<String> {
-        Ok(realms_portable::image::normalize_arg(
-            self.host,
-            arg,
-            permit_missing,
-        )?)
+fn render_state(ctx: &Ctx, state: State) -> ExitCode {
+    if ctx.json {
+        outln!("{}", serde_json::json!({ "state": state }));
+    } else if !ctx.quiet {
+        outln!("{state}");
     }
+    if state == State::Detached {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    }
+}
 
-    fn extensions(&self, permit_missing: bool) -> anyhow::Result<Vec<String>> {
-        self.opts
-            .extensions
-            .iter()
-            .map(|e| self.norm(e, permit_missing))
-            .collect()
+fn render_checks(ctx: &Ctx, checks: &[Check]) -> anyhow::Result<ExitCode> {
+    if ctx.json {
+        emit_json(ctx, &checks)?;
+    } else if !ctx.quiet {
+        checks.iter().for_each(|c| outln!("{c}"));
     }
-
-    fn attach_opts(&self) -> anyhow::Result<AttachOptions> {
-        Ok(AttachOptions {
-            profile: self.opts.profile.clone(),
-            copy: self.copy,
-            runtime: self.opts.runtime,
-            force: self.opts.force,
-            extensions: self.extensions(false)?,
-            reattach: false,
-        })
-    }
-
-    fn attach(&self, image: &str, prefixes: &[String], reattach: bool) -> anyhow::Result<ExitCode> {
-        let path = self.norm(image, false)?;
-        let m = matches(self.ctx, image, prefixes, false)?;
-        let o = self.attach_opts()?;
-        let profiles = profile::list(self.host);
-        if !self.ctx.quiet && !profiles.contains(&o.profile) {
-            // portablectl attaches silently without any profile drop-in; we say so.
-            eprintln!(
-                "[!] profile '{}' does not exist, so the units get no sandboxing drop-in; the profiles are: {}",
-                o.profile,
-                profiles.join(", ")
-            );
-        }
-        let (host, sd, steps) = (self.host, self.systemd, self.steps());
-        let mut say = sayer(self.ctx);
-        let out = if reattach {
-            ops::reattach_verb(host, sd, &path, &m, &o, &steps, &mut say)?
-        } else {
-            ops::attach_verb(host, sd, &path, &m, &o, &steps, &mut say)?
-        };
-        emit_json(self.ctx, &out)
-    }
-
-    fn detach(&self, image: &str, prefixes: &[String]) -> anyhow::Result<ExitCode> {
-        let path = self.norm(image, true)?;
-        let steps = self.steps();
-        let m = if steps.enable || steps.now {
-            matches(self.ctx, image, prefixes, true)?
-        } else {
-            Vec::new()
-        };
-        let o = DetachOptions {
-            runtime: self.opts.runtime,
-            force: self.opts.force,
-            extensions: self.extensions(true)?,
-            reattach: false,
-        };
-        let mut say = sayer(self.ctx);
-        let out = ops::detach_verb(self.host, self.systemd, &path, &m, &o, &steps, &mut say)?;
-        emit_json(self.ctx, &out)
-    }
-
-    fn inspect(&self, image: &str, prefixes: &[String]) -> anyhow::Result<ExitCode> {
-        let path = self.norm(image, false)?;
-        let m = matches(self.ctx, image, prefixes, true)?;
-        let exts = self.extensions(false)?;
-        let found = manage::inspect(self.host, &path, &exts, &m, self.opts.force)?;
-        if self.ctx.json {
-            return emit_json(self.ctx, &found);
-        }
-        out!("{}", inspect_text(&found, self.opts.cat));
-        Ok(ExitCode::SUCCESS)
-    }
-
-    fn is_attached(&self, image: &str) -> anyhow::Result<ExitCode> {
-        let path = self.norm(image, true)?;
-        let state = manage::state(self.host, self.systemd, &path, &self.extensions(true)?)?;
-        if self.ctx.json {
-            outln!("{}", serde_json::json!({ "state": state }));
-        } else if !self.ctx.quiet {
-            outln!("{state}");
-        }
-        Ok(if state == realms_portable::State::Detached {
-            ExitCode::FAILURE
-        } else {
-            ExitCode::SUCCESS
-        })
-    }
-
-    fn validate(&self, image: &str, prefixes: &[String]) -> anyhow::Result<ExitCode> {
-        let path = self.norm(image, false)?;
-        let m = matches(self.ctx, image, prefixes, true)?;
-        let checks = validate(self.host, &path, &m)?;
-        let ok = checks.iter().all(|c| c.passed);
-        if self.ctx.json {
-            emit_json(self.ctx, &checks)?;
-        } else if !self.ctx.quiet {
-            checks.iter().for_each(|c| outln!("{c}"));
-        }
-        Ok(if ok {
-            ExitCode::SUCCESS
-        } else {
-            ExitCode::FAILURE
-        })
-    }
-
-    /// Runs the verb; returns portablectl's prefix for its error message and the result.
-    fn dispatch(&self, cmd: PortableCmd) -> (String, anyhow::Result<ExitCode>) {
-        let failed = |base: &str| format!("{} failed: ", method(base, self.opts));
-        match cmd {
-            PortableCmd::List => (
-                "Failed to list images: ".into(),
-                list(self.host, self.systemd, self.ctx),
-            ),
-            PortableCmd::Attach { image, prefixes } => {
-                (failed("AttachImage"), self.attach(&image, &prefixes, false))
-            }
-            PortableCmd::Reattach { image, prefixes } => (
-                failed("ReattachImage"),
-                self.attach(&image, &prefixes, true),
-            ),
-            PortableCmd::Detach { image, prefixes } => {
-                (failed("DetachImage"), self.detach(&image, &prefixes))
-            }
-            PortableCmd::Inspect { image, prefixes } => (
-                "Failed to inspect image metadata: ".into(),
-                self.inspect(&image, &prefixes),
-            ),
-            PortableCmd::IsAttached { image } => {
-                let label = if self.opts.extensions.is_empty() {
-                    "GetImageState failed: "
-                } else {
-                    "GetImageStateWithExtensions failed: "
-                };
-                (label.into(), self.is_attached(&image))
-            }
-            PortableCmd::ReadOnly { image, value } => (
-                "Could not mark image read-only: ".into(),
-                (|| {
-                    let b = value
-                        .as_deref()
-                        .map(parse_bool)
-                        .transpose()?
-                        .unwrap_or(true);
-                    manage::set_read_only(self.host, &self.norm(&image, false)?, b)?;
-                    Ok(ExitCode::SUCCESS)
-                })(),
-            ),
-            PortableCmd::Remove { images } => (
-                "Could not remove image: ".into(),
-                images
-                    .iter()
-                    .try_for_each(|image| {
-                        let removed = manage::remove(self.host, self.systemd, image)?;
-                        tracing::info!("removed {}", removed.display());
-                        Ok(())
-                    })
-                    .map(|()| ExitCode::SUCCESS),
-            ),
-            PortableCmd::Validate { image, prefixes } => {
-                (String::new(), self.validate(&image, &prefixes))
-            }
-        }
-    }
+    Ok(if checks.iter().all(|c| c.passed) {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
 }
 
 fn emit_json<T: serde::Serialize>(ctx: &Ctx, value: &T) -> anyhow::Result<ExitCode> {

@@ -1,16 +1,15 @@
 //! `realms verity format|verify`: dm-verity hash areas for image builders, veritysetup-compatible.
 
 use std::fmt;
-use std::fs::{File, OpenOptions};
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-use anyhow::{Context, bail};
+use anyhow::Context;
 use clap::{Args, Subcommand};
+use realms_sys::device;
 use realms_verity::{
-    Corruption, Error, FormatOutput, HashAlgorithm, MAX_SALT, Params, format_uuid, parse_uuid,
-    read_superblock, salt_text,
+    Error, FailureSite, FormatOutput, HashAlgorithm, Options, Params, format_uuid, parse_root_hash,
+    salt_text,
 };
 use serde::Serialize;
 
@@ -74,48 +73,19 @@ pub struct VerityOpts {
 }
 
 impl VerityOpts {
-    /// Applies the options given onto `base`.
-    fn apply(&self, mut base: Params) -> anyhow::Result<Params> {
-        if let Some(hash) = self.hash_algorithm {
-            base.hash = hash;
+    /// The options as the library takes them.
+    fn options(&self) -> Options {
+        Options {
+            hash: self.hash_algorithm,
+            data_block_size: self.data_block_size,
+            hash_block_size: self.hash_block_size,
+            salt: self.salt.clone(),
+            uuid: self.uuid.clone(),
+            no_superblock: self.no_superblock,
+            hash_offset: self.hash_offset,
+            data_blocks: self.data_blocks,
         }
-        if let Some(size) = self.data_block_size {
-            base.data_block_size = size;
-        }
-        if let Some(size) = self.hash_block_size {
-            base.hash_block_size = size;
-        }
-        if let Some(salt) = &self.salt {
-            base.salt = parse_salt(salt)?;
-        }
-        if let Some(uuid) = &self.uuid {
-            let parsed = parse_uuid(uuid).with_context(|| {
-                format!("invalid uuid '{uuid}' (expected 12345678-1234-1234-1234-123456789abc)")
-            })?;
-            base.uuid = Some(parsed);
-        }
-        if self.data_blocks.is_some() {
-            base.data_blocks = self.data_blocks;
-        }
-        base.superblock = !self.no_superblock;
-        base.hash_offset = self.hash_offset;
-        Ok(base)
     }
-}
-
-fn parse_salt(text: &str) -> anyhow::Result<Vec<u8>> {
-    if text == "-" {
-        return Ok(Vec::new());
-    }
-    let salt = hex::decode(text)
-        .with_context(|| format!("invalid salt '{text}': expected hex digits or '-'"))?;
-    if salt.len() > MAX_SALT {
-        bail!(
-            "invalid salt: {} bytes, at most {MAX_SALT} are allowed",
-            salt.len()
-        );
-    }
-    Ok(salt)
 }
 
 /// Runs one `realms verity` command; exit status 2 when verification fails.
@@ -131,26 +101,11 @@ pub fn run(command: VerityCommand, ctx: &Ctx) -> anyhow::Result<ExitCode> {
     }
 }
 
-fn open_data(path: &Path) -> anyhow::Result<File> {
-    File::open(path).with_context(|| format!("opening data device {}", path.display()))
-}
-
 fn run_format(data: &Path, hash: &Path, opts: &VerityOpts, ctx: &Ctx) -> anyhow::Result<ExitCode> {
-    let mut params = opts.apply(Params::default())?;
-    if opts.salt.is_none() {
-        params.salt = rand::random::<[u8; 32]>().to_vec();
-    }
     // Refuse bad parameters before creating the hash file.
-    params.validate()?;
-    let data_file = open_data(data)?;
-    let hash_file = OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create(true)
-        .truncate(false)
-        .mode(0o600)
-        .open(hash)
-        .with_context(|| format!("opening hash device {}", hash.display()))?;
+    let params = opts.options().for_format()?;
+    let data_file = device::open_read(data, "data")?;
+    let hash_file = device::open_write(hash, "hash", 0o600)?;
     let out = realms_verity::format(&data_file, &hash_file, &params).with_context(|| {
         format!(
             "formatting {} with its hash area in {}",
@@ -158,9 +113,7 @@ fn run_format(data: &Path, hash: &Path, opts: &VerityOpts, ctx: &Ctx) -> anyhow:
             hash.display()
         )
     })?;
-    hash_file
-        .sync_all()
-        .with_context(|| format!("syncing {}", hash.display()))?;
+    device::sync(&hash_file, hash)?;
     ctx.emit(&Report::formatted(&out, data, hash))?;
     Ok(ExitCode::SUCCESS)
 }
@@ -172,27 +125,13 @@ fn run_verify(
     opts: &VerityOpts,
     ctx: &Ctx,
 ) -> anyhow::Result<ExitCode> {
-    let root = hex::decode(root_hash)
-        .with_context(|| format!("invalid root hash '{root_hash}': expected hex digits"))?;
-    let data_file = open_data(data)?;
-    let hash_file =
-        File::open(hash).with_context(|| format!("opening hash device {}", hash.display()))?;
-    // With a superblock, the parameters not given come from it; those given must agree with it.
-    let base = if opts.no_superblock {
-        Ok(Params::default())
-    } else {
-        read_superblock(&hash_file, opts.hash_offset)
-            .map(|sb| Params::from_superblock(&sb, opts.hash_offset))
-    };
-    let result = base
-        .and_then(|base| {
-            opts.apply(base)
-                .map_err(|e| Error::InvalidParams(format!("{e:#}")))
-        })
-        .and_then(|params| {
-            realms_verity::verify(&data_file, &hash_file, &params, &root)?;
-            Ok(params)
-        });
+    let root = parse_root_hash(root_hash)?;
+    let data_file = device::open_read(data, "data")?;
+    let hash_file = device::open_read(hash, "hash")?;
+    let result = opts.options().for_verify(&hash_file).and_then(|params| {
+        realms_verity::verify(&data_file, &hash_file, &params, &root)?;
+        Ok(params)
+    });
     match result {
         Ok(params) => {
             if ctx.json {
@@ -318,18 +257,12 @@ struct Failure {
 
 impl Failure {
     fn new(err: &Error, data: &Path, hash: &Path) -> Failure {
-        let (area, level, block, offset) = match err {
-            Error::Corrupt(Corruption::DataBlock { block, offset }) => {
-                ("data", None, Some(*block), Some(*offset))
-            }
-            Error::Corrupt(Corruption::HashBlock {
-                level,
-                block,
-                offset,
-            }) => ("hash", Some(*level), Some(*block), Some(*offset)),
-            Error::Corrupt(Corruption::RootHash { .. }) => ("root-hash", None, None, None),
-            _ => ("superblock", None, None, None),
-        };
+        let FailureSite {
+            area,
+            level,
+            block,
+            offset,
+        } = err.failure_site();
         Failure {
             verified: false,
             data_device: data.to_path_buf(),
@@ -383,7 +316,7 @@ mod tests {
         let VerityCommand::Format { opts, .. } = cmd else {
             panic!("{cmd:?}")
         };
-        let params = opts.apply(Params::default()).unwrap();
+        let params = opts.options().apply(Params::default()).unwrap();
         assert_eq!(
             params,
             Params {
@@ -391,7 +324,7 @@ mod tests {
                 data_block_size: 1024,
                 hash_block_size: 512,
                 salt: vec![],
-                uuid: parse_uuid("12345678-1234-1234-1234-123456789abc"),
+                uuid: realms_verity::parse_uuid("12345678-1234-1234-1234-123456789abc"),
                 superblock: false,
                 hash_offset: 4096,
                 data_blocks: Some(3),
@@ -411,7 +344,7 @@ mod tests {
             salt: vec![1],
             ..Params::default()
         };
-        assert_eq!(opts.apply(base.clone()).unwrap(), base);
+        assert_eq!(opts.options().apply(base.clone()).unwrap(), base);
         assert!(
             crate::args::Cli::try_parse_from([
                 "realms",
@@ -423,15 +356,5 @@ mod tests {
             ])
             .is_err()
         );
-    }
-
-    #[test]
-    fn salts() {
-        assert_eq!(parse_salt("-").unwrap(), Vec::<u8>::new());
-        assert_eq!(parse_salt("00ff").unwrap(), vec![0, 255]);
-        assert!(parse_salt("abc").is_err());
-        assert!(parse_salt("zz").is_err());
-        assert!(parse_salt(&"ab".repeat(257)).is_err());
-        assert_eq!(parse_salt(&"ab".repeat(256)).unwrap().len(), 256);
     }
 }

@@ -30,8 +30,13 @@ pub enum CopyMode {
     Mixed,
 }
 
+impl CopyMode {
+    /// The names `--copy=` takes, as `--copy=help` lists them.
+    pub const NAMES: [&'static str; 4] = ["auto", "copy", "symlink", "mixed"];
+}
+
 impl std::str::FromStr for CopyMode {
-    type Err = String;
+    type Err = Error;
 
     fn from_str(s: &str) -> std::result::Result<Self, Self::Err> {
         match s {
@@ -39,7 +44,7 @@ impl std::str::FromStr for CopyMode {
             "copy" => Ok(CopyMode::Copy),
             "symlink" => Ok(CopyMode::Symlink),
             "mixed" => Ok(CopyMode::Mixed),
-            other => Err(format!("Failed to parse --copy= argument: {other}")),
+            other => Err(Error::BadCopyMode(other.to_owned())),
         }
     }
 }
@@ -47,9 +52,13 @@ impl std::str::FromStr for CopyMode {
 /// The options of one attach.
 #[derive(Debug, Clone, Default)]
 pub struct AttachOptions {
+    /// The security profile whose drop-in the units get (`default`, `strict`, ...).
     pub profile: String,
+    /// How unit files, the profile and the image get into place.
     pub copy: CopyMode,
+    /// Attach below `/run` (until the next reboot) instead of `/etc`.
     pub runtime: bool,
+    /// Replace existing files and skip portablectl's safety checks.
     pub force: bool,
     /// Extension images (names or in-root paths), in order.
     pub extensions: Vec<String>,
@@ -60,8 +69,11 @@ pub struct AttachOptions {
 /// What attach did: the changes, and a profile Realms installed because the host had none.
 #[derive(Debug, Clone, Serialize)]
 pub struct Attached {
+    /// The in-root path of the image attached.
     pub image: PathBuf,
+    /// Every file written, linked or created, in order.
     pub changes: Vec<Change>,
+    /// A built-in profile Realms installed because the host had none, if any.
     pub installed_profile: Option<PathBuf>,
 }
 

@@ -11,23 +11,32 @@ use serde::Serialize;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum ChangeKind {
+    /// A file was copied from `source`.
     Copy,
+    /// A directory was created.
     Mkdir,
+    /// A symlink to `source` was created.
     Symlink,
+    /// A file or symlink was removed.
     Unlink,
+    /// A file was written with generated contents.
     Write,
 }
 
 /// One change: what happened to `path` (from `source`, for copies and symlinks).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Change {
+    /// What happened.
     #[serde(rename = "type")]
     pub kind: ChangeKind,
+    /// The host path it happened to.
     pub path: PathBuf,
+    /// Where a copy or symlink comes from.
     pub source: Option<PathBuf>,
 }
 
 impl Change {
+    /// A change of `kind` to `path`, from `source` for copies and symlinks.
     pub fn new(kind: ChangeKind, path: impl Into<PathBuf>, source: Option<PathBuf>) -> Change {
         Change {
             kind,

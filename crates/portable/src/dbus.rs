@@ -10,18 +10,28 @@ use std::time::Duration;
 /// A D-Bus value (the types systemd's manager API uses).
 #[derive(Debug, Clone, PartialEq)]
 pub enum Value {
+    /// `y`
     Byte(u8),
+    /// `b`
     Bool(bool),
+    /// `u`, and `n`/`q` widened
     U32(u32),
+    /// `i`
     I32(i32),
+    /// `t`, and `d` as its bits
     U64(u64),
+    /// `x`
     I64(i64),
+    /// `s`, `o` and `g`
     Str(String),
+    /// `a...`: the elements
     Array(Vec<Value>),
+    /// `(...)` and `{...}`: the fields
     Struct(Vec<Value>),
 }
 
 impl Value {
+    /// The text of a string, object path or signature.
     pub fn as_str(&self) -> Option<&str> {
         match self {
             Value::Str(s) => Some(s),
@@ -29,6 +39,7 @@ impl Value {
         }
     }
 
+    /// The elements of an array or the fields of a struct (empty for other values).
     pub fn items(&self) -> &[Value] {
         match self {
             Value::Array(v) | Value::Struct(v) => v,
@@ -40,16 +51,22 @@ impl Value {
 /// A message received: a method return, an error, or a signal.
 #[derive(Debug, Clone)]
 pub struct Message {
+    /// The message type: 2 method return, 3 error, 4 signal (1, a call, only in tests).
     pub kind: u8,
+    /// The serial of the call this replies to.
     pub reply_serial: Option<u32>,
+    /// The error name of an error reply.
     pub error: Option<String>,
+    /// The member (method or signal name).
     pub member: Option<String>,
+    /// The body, decoded by its signature.
     pub body: Vec<Value>,
 }
 
 const METHOD_CALL: u8 = 1;
 const METHOD_RETURN: u8 = 2;
 const ERROR: u8 = 3;
+/// The message type of a signal.
 pub const SIGNAL: u8 = 4;
 
 fn pad(buf: &mut Vec<u8>, align: usize) {
@@ -114,12 +131,16 @@ fn align_of(code: u8) -> usize {
     }
 }
 
-/// The length of the first complete type in `sig`.
+/// The length of the first complete type in `sig` (`None` if it is incomplete, or an empty
+/// struct, which D-Bus does not allow).
 fn type_len(sig: &[u8]) -> Option<usize> {
     match sig.first()? {
         b'a' => Some(1 + type_len(&sig[1..])?),
         open @ (b'(' | b'{') => {
             let close = if *open == b'(' { b')' } else { b'}' };
+            if sig.get(1) == Some(&close) {
+                return None;
+            }
             let mut i = 1;
             while *sig.get(i)? != close {
                 i += type_len(&sig[i..])?;
@@ -130,10 +151,16 @@ fn type_len(sig: &[u8]) -> Option<usize> {
     }
 }
 
+/// How deeply containers (arrays, structs, variants) may nest: the D-Bus limit is 64 for arrays
+/// and structs each; one bound for all keeps the recursion of [`Reader::value`] short.
+const MAX_DEPTH: usize = 64;
+
 /// Reads values from a message buffer (offsets count from the message start, for alignment).
 struct Reader<'a> {
     buf: &'a [u8],
     pos: usize,
+    /// How many containers the value being read is inside.
+    depth: usize,
 }
 
 impl Reader<'_> {
@@ -142,7 +169,7 @@ impl Reader<'_> {
     }
 
     fn take(&mut self, n: usize) -> Option<&[u8]> {
-        let s = self.buf.get(self.pos..self.pos + n)?;
+        let s = self.buf.get(self.pos..self.pos.checked_add(n)?)?;
         self.pos += n;
         Some(s)
     }
@@ -159,6 +186,16 @@ impl Reader<'_> {
     }
 
     fn value(&mut self, sig: &[u8]) -> Option<Value> {
+        if self.depth >= MAX_DEPTH {
+            return None;
+        }
+        self.depth += 1;
+        let value = self.value_at_depth(sig);
+        self.depth -= 1;
+        value
+    }
+
+    fn value_at_depth(&mut self, sig: &[u8]) -> Option<Value> {
         Some(match sig.first()? {
             b'y' => Value::Byte(self.take(1)?[0]),
             b'b' => Value::Bool(self.u32()? != 0),
@@ -195,10 +232,18 @@ impl Reader<'_> {
                 let len = self.u32()? as usize;
                 let elem = &sig[1..type_len(sig)?];
                 self.align(align_of(elem[0]));
-                let end = self.pos + len;
+                let end = self.pos.checked_add(len)?;
+                if end > self.buf.len() {
+                    return None;
+                }
                 let mut items = Vec::new();
                 while self.pos < end {
+                    let before = self.pos;
                     items.push(self.value(elem)?);
+                    // Every element takes at least one byte, or the array would never end.
+                    if self.pos == before {
+                        return None;
+                    }
                 }
                 Value::Array(items)
             }
@@ -279,7 +324,11 @@ pub fn decode(msg: &[u8]) -> Option<Message> {
     if msg.first()? != &b'l' {
         return None;
     }
-    let mut r = Reader { buf: msg, pos: 12 };
+    let mut r = Reader {
+        buf: msg,
+        pos: 12,
+        depth: 0,
+    };
     let fields = r.value(b"a(yv)")?;
     r.align(8);
     let mut out = Message {
@@ -476,10 +525,40 @@ mod tests {
         }
         let len = (body.len() - start) as u32;
         body[at..at + 4].copy_from_slice(&len.to_le_bytes());
-        let mut r = Reader { buf: &body, pos: 0 };
+        let mut r = Reader {
+            buf: &body,
+            pos: 0,
+            depth: 0,
+        };
         let v = r.values(b"ba(sss)").unwrap();
         assert_eq!(v[0], Value::Bool(true));
         assert_eq!(v[1].items()[0].items()[2].as_str(), Some("/b"));
         assert_eq!(type_len(b"a{sv}u"), Some(5));
+    }
+
+    /// Fuzz crash oom-a8209ea6: an array of empty dicts (`a{}`) in a variant took no bytes per
+    /// element, so the decoder looped, allocating, until it ran out of memory.
+    #[test]
+    fn oom_a8209ea6_array_of_empty_structs() {
+        let msg = include_bytes!("fuzz-regressions/dbus-oom-a8209ea6.bin");
+        assert!(decode(msg).is_none());
+        assert_eq!(type_len(b"a{}"), None);
+        assert_eq!(type_len(b"()"), None);
+    }
+
+    /// Variants inside variants nest without limit in the wire format; the decoder stops at
+    /// [`MAX_DEPTH`] instead of recursing until the stack overflows.
+    #[test]
+    fn deeply_nested_variants_are_refused() {
+        let mut body = Vec::new();
+        for _ in 0..100_000 {
+            body.extend_from_slice(&[1, b'v', 0]);
+        }
+        let mut r = Reader {
+            buf: &body,
+            pos: 0,
+            depth: 0,
+        };
+        assert_eq!(r.value(b"v"), None);
     }
 }

@@ -18,6 +18,7 @@ use crate::systemd::Systemd;
 /// A unit attached from an image, found in an attach directory.
 #[derive(Debug, Clone)]
 pub struct Found {
+    /// The unit's name.
     pub unit: String,
     /// The images its marker names (unescaped).
     pub images: Vec<String>,
@@ -82,8 +83,11 @@ pub fn scan(host: &Host, where_: &str, request: Option<&[String]>) -> Result<Vec
 /// The options of one detach.
 #[derive(Debug, Clone, Default)]
 pub struct DetachOptions {
+    /// Detach from `/run` instead of `/etc`.
     pub runtime: bool,
+    /// Skip the "is active" check.
     pub force: bool,
+    /// The extension images the units were attached with (names or in-root paths).
     pub extensions: Vec<String>,
     /// Part of a reattach: units may stay active.
     pub reattach: bool,
@@ -92,7 +96,9 @@ pub struct DetachOptions {
 /// What detach removed.
 #[derive(Debug, Clone, Serialize)]
 pub struct Detached {
+    /// The units detached.
     pub units: Vec<String>,
+    /// Every file removed, in order.
     pub changes: Vec<Change>,
 }
 

@@ -10,93 +10,228 @@ use std::path::PathBuf;
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
+    /// No image of that name in the search path (portablectl's words).
     #[error("No image '{0}' found.")]
     NoSuchImage(String),
+    /// The path is neither a directory, a block device nor a `.raw` file.
     #[error(
         "Type of image '{0}' not recognized; supported image types are directories/btrfs subvolumes, block devices, and raw disk image files with suffix '.raw'."
     )]
     BadImageType(String),
+    /// The image argument is neither a valid name nor a path.
     #[error("Image name '{0}' is not valid or not a valid path.")]
     BadImageName(String),
+    /// No unit prefix can be derived from the image argument.
     #[error("Failed to extract prefix of image name '{0}': Invalid argument")]
     BadPrefix(String),
+    /// The image path does not exist.
     #[error("Cannot normalize specified image path '{0}': No such file or directory")]
     NoSuchPath(String),
+    /// `-` (all units) given to attach, which must name its units.
     #[error("Refusing all unit file match.")]
     MatchAll,
+    /// A profile name that cannot name a profile directory.
     #[error("Unit profile name not valid: {0}")]
     BadProfileName(String),
+    /// A `--copy=` mode that is not auto, copy, symlink or mixed.
+    #[error("Failed to parse --copy= argument: {0}")]
+    BadCopyMode(String),
+    /// A boolean argument (of `read-only`) that is not yes/no, true/false, on/off, 1/0.
+    #[error("Failed to parse boolean argument: {0}")]
+    BadBool(String),
+    /// The image has no os-release (or an extension no extension-release).
     #[error("Image '{image}' lacks {what} data, refusing.")]
-    NoRelease { image: String, what: &'static str },
+    NoRelease {
+        /// The image path.
+        image: String,
+        /// `os-release` or `extension-release`.
+        what: &'static str,
+    },
+    /// The image's os-release has no `ID=`.
     #[error("Image {0} os-release metadata lacks the ID field")]
     NoOsId(String),
+    /// An extension's extension-release does not match the base image's os-release.
     #[error("Image {image} extension-release metadata does not match the root's: {reason}")]
-    ExtensionMismatch { image: String, reason: String },
+    ExtensionMismatch {
+        /// The extension image path.
+        image: String,
+        /// Which field differs, with the values.
+        reason: String,
+    },
+    /// The prefixes given match none of the image's units (portablectl's words).
     #[error(
         "Selected matches '{matches}' are not compatible with portable service image '{image}{exts}', refusing. (Acceptable prefix matches are: {valid})"
     )]
     IncompatiblePrefixes {
+        /// The prefixes given.
         matches: String,
+        /// The image.
         image: String,
+        /// The extensions (portablectl's suffix, see `ext_suffix`).
         exts: String,
+        /// The prefixes the image's units have.
         valid: String,
     },
+    /// No unit file of the image matches the prefixes.
     #[error("Couldn't find any matching unit files in image '{image}{exts}', refusing.")]
-    NoUnits { image: String, exts: String },
+    NoUnits {
+        /// The image.
+        image: String,
+        /// The extensions (portablectl's suffix).
+        exts: String,
+    },
+    /// A unit of that name is installed on the host already.
     #[error("Unit file '{0}' exists on the host already, refusing.")]
     UnitExists(String),
+    /// A unit to attach is running already.
     #[error("Unit file '{0}' is active already, refusing.")]
     UnitActiveOnAttach(String),
+    /// A unit to detach is still running (use `--now`).
     #[error("Unit file '{0}' is active, can't detach.")]
     UnitActive(String),
+    /// No unit attached from the image was found.
     #[error(
         "No unit files associated with '{image}{exts}' found attached to the system. Image not attached?"
     )]
-    NotAttached { image: String, exts: String },
+    NotAttached {
+        /// The image.
+        image: String,
+        /// The extensions (portablectl's suffix).
+        exts: String,
+    },
+    /// The image to remove is still attached.
     #[error("Image '{0}' is not detached, refusing.")]
     NotDetached(String),
+    /// The image lies below `/usr` and cannot be changed.
     #[error("Image '{0}' is a vendor image below /usr and cannot be changed.")]
     VendorImage(String),
+    /// A unit file in the image is a symlink leading outside the image.
     #[error(
         "unit file '{unit}' in image '{image}' is a symlink leading outside the image (to '{target}'), refusing"
     )]
     UnitEscapes {
+        /// The unit.
         unit: String,
+        /// The image.
         image: String,
+        /// Where the symlink points.
         target: String,
     },
+    /// A unit file in the image cannot be used.
     #[error("unit file {}: {reason}", path.display())]
-    BadUnitFile { path: PathBuf, reason: String },
-    #[error("{}: line {line}: {source}", path.display())]
-    BadRelease {
+    BadUnitFile {
+        /// The unit file.
         path: PathBuf,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// A release file in the image has a syntax error; the cause says which.
+    #[error("{}: line {line}", path.display())]
+    BadRelease {
+        /// The release file (host path).
+        path: PathBuf,
+        /// The 1-based line (0 when not about a line).
         line: usize,
+        /// What is wrong on it.
         #[source]
         source: realms_unit::Error,
     },
+    /// The image cannot be used as a portable image.
     #[error("image {}: {reason}", path.display())]
-    BadImage { path: PathBuf, reason: String },
-    #[error("{}: {reason}", path.display())]
-    Partition { path: PathBuf, reason: String },
+    BadImage {
+        /// The image.
+        path: PathBuf,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// The partition table of a raw image is damaged.
+    #[error("{}", path.display())]
+    Partition {
+        /// The image.
+        path: PathBuf,
+        /// What is damaged.
+        #[source]
+        source: crate::gpt::GptError,
+    },
+    /// A file operation failed.
     #[error("{action} {}", path.display())]
     Io {
+        /// What was being done, written to precede the path.
         action: &'static str,
+        /// The file.
         path: PathBuf,
+        /// The OS error.
         #[source]
         source: std::io::Error,
     },
+    /// Attaching one unit failed (portablectl's words); the cause says why.
     #[error("Failed to attach unit '{unit}'")]
     AttachUnit {
+        /// The unit.
         unit: String,
+        /// Why.
         #[source]
         source: Box<Error>,
     },
-    #[error("{0}")]
-    Systemd(String),
+    /// The D-Bus connection to the service manager failed (the message is the OS's).
+    #[error(transparent)]
+    Bus(std::io::Error),
+    /// `systemctl daemon-reload` (or its D-Bus call) failed.
+    #[error("Failed to reload daemon")]
+    Reload {
+        /// Why.
+        #[source]
+        source: Box<Error>,
+    },
+    /// Enabling or disabling a unit with the portable flag failed.
+    #[error("Failed to {verb} the portable service {unit}")]
+    Enable {
+        /// `enable` or `disable`.
+        verb: &'static str,
+        /// The unit.
+        unit: String,
+        /// Why.
+        #[source]
+        source: Box<Error>,
+    },
+    /// Queueing a start, stop or restart job for a unit failed.
+    #[error("Failed to call {method} on the portable service {unit}")]
+    Queue {
+        /// `StartUnit`, `StopUnit` or `RestartUnit`.
+        method: &'static str,
+        /// The unit.
+        unit: String,
+        /// Why.
+        #[source]
+        source: Box<Error>,
+    },
+    /// The service manager accepted a job request but named no job.
+    #[error("{method} of {unit} returned no job")]
+    NoJob {
+        /// The method called.
+        method: &'static str,
+        /// The unit.
+        unit: String,
+    },
+    /// The queued jobs did not finish within ten minutes.
+    #[error("timed out waiting for jobs")]
+    JobTimeout {
+        /// The units whose jobs were still pending.
+        units: Vec<String>,
+    },
+    /// A profile could not be installed in any of the profile directories.
+    #[error("could not install profile '{name}'")]
+    ProfileInstall {
+        /// The profile.
+        name: String,
+    },
+    /// A unit file, unit name or os-release error.
     #[error(transparent)]
     Unit(#[from] realms_unit::Error),
+    /// A system call or command failed.
     #[error(transparent)]
     Sys(#[from] realms_sys::Error),
+    /// A raw image failed its verity check.
     #[error(transparent)]
     Verity(#[from] realms_verity::Error),
 }
@@ -124,6 +259,20 @@ impl Error {
         }
     }
 
+    /// The error on one line as portablectl shows it inline (in a validate check, or after a
+    /// queued job): the message, plus the cause where the cause is systemd's or the parser's
+    /// own words (a failed D-Bus call, a bad line of os-release).
+    pub fn summary(&self) -> String {
+        match self {
+            Error::BadRelease { .. }
+            | Error::Partition { .. }
+            | Error::Reload { .. }
+            | Error::Enable { .. }
+            | Error::Queue { .. } => chain_text(self),
+            _ => self.to_string(),
+        }
+    }
+
     /// Whether this is a "does not exist" error from the OS.
     pub fn is_not_found(&self) -> bool {
         match self {
@@ -134,6 +283,19 @@ impl Error {
     }
 }
 
+/// The error and its causes on one line, `: `-separated, as the CLI prints a failure and as
+/// portablectl prints systemd's messages.
+pub fn chain_text(err: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = err.to_string();
+    let mut cause = err.source();
+    while let Some(c) = cause {
+        text.push_str(": ");
+        text.push_str(&c.to_string());
+        cause = c.source();
+    }
+    text
+}
+
 /// `' or any of its extensions 'A, B` when there are extensions, else nothing (portablectl's wording).
 pub(crate) fn ext_suffix(extensions: &[String]) -> String {
     if extensions.is_empty() {
@@ -142,3 +304,6 @@ pub(crate) fn ext_suffix(extensions: &[String]) -> String {
         format!("' or any of its extensions '{}", extensions.join(", "))
     }
 }
+
+#[cfg(test)]
+mod tests;

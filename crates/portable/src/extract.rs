@@ -18,7 +18,9 @@ use crate::raw::Mounted;
 /// An image opened for reading: a directory in place, or a raw image mounted read-only.
 #[derive(Debug)]
 pub enum Opened {
+    /// A directory or subvolume, read in place.
     Tree(RootDir),
+    /// A raw image, mounted read-only.
     Raw(Mounted),
 }
 
@@ -45,7 +47,9 @@ impl Opened {
 /// One unit file found in an image.
 #[derive(Debug, Clone)]
 pub struct UnitSource {
+    /// The unit's file name.
     pub name: String,
+    /// The unit file's bytes.
     pub contents: Vec<u8>,
     /// Its host-visible in-root path (directory images only; raw images are mounted privately).
     pub source: Option<PathBuf>,
@@ -58,7 +62,9 @@ pub struct UnitSource {
 pub struct Metadata {
     /// Where the release file was found (`/etc/os-release`, ...), and its text.
     pub release_path: String,
+    /// The release file's text.
     pub release_text: String,
+    /// The release file, parsed.
     pub release: OsRelease,
     /// The matching units, by name.
     pub units: BTreeMap<String, UnitSource>,

@@ -61,8 +61,11 @@ impl fmt::Debug for Guid {
 /// Discoverable Partitions type UUIDs of the root partition and its verity partitions.
 #[derive(Debug, Clone, Copy)]
 pub struct RootTypes {
+    /// The root partition.
     pub root: Guid,
+    /// The root partition's verity hash partition.
     pub verity: Guid,
+    /// The partition with the signature of the root hash.
     pub verity_sig: Guid,
 }
 
@@ -91,22 +94,61 @@ pub const LINUX_DATA: Guid = Guid::parse("0fc63daf-8483-4772-8e79-3d69d8477de4")
 pub struct Partition {
     /// 1-based partition number.
     pub number: u32,
+    /// The partition type.
     pub type_guid: Guid,
+    /// The partition's own UUID.
     pub uuid: Guid,
     /// Byte offset and size in the image.
     pub offset: u64,
+    /// Size in bytes.
     pub size: u64,
+    /// The partition label.
     pub label: String,
+    /// The attribute flags (bit 60: read-only, ...).
     pub attributes: u64,
 }
 
 /// Why a GPT could not be read.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum GptError {
+    /// The header at LBA 1 is missing, has a bad checksum or impossible geometry.
     #[error("the GPT header is damaged: {0}")]
     Header(&'static str),
+    /// The partition entry array is truncated, has a bad checksum or an impossible entry.
     #[error("the GPT partition entries are damaged: {0}")]
     Entries(&'static str),
+}
+
+/// The largest partition entry this reader accepts (the spec says 128 × 2^n; 4096 is one sector).
+const MAX_ENTRY_SIZE: u32 = 4096;
+
+/// What the header says about the partition entry array.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Header {
+    /// The LBA where the entry array starts.
+    pub entries_lba: u64,
+    /// The number of entries.
+    pub count: u32,
+    /// The size of one entry in bytes.
+    pub entry_size: u32,
+    /// The CRC-32 of the whole entry array.
+    pub entries_crc: u32,
+}
+
+impl Header {
+    /// The byte offset and length of the entry array for `sector`-byte sectors; an error when
+    /// the LBA times the sector size does not fit in 64 bits.
+    pub fn entries_range(&self, sector: u64) -> Result<(u64, usize), GptError> {
+        let offset = self
+            .entries_lba
+            .checked_mul(sector)
+            .ok_or(GptError::Header(
+                "the partition entries lie beyond 2^64 bytes",
+            ))?;
+        // count <= 4096 and entry_size <= 4096 (checked by parse_header), so this fits.
+        let len = self.count as usize * self.entry_size as usize;
+        Ok((offset, len))
+    }
 }
 
 /// CRC-32 (IEEE, reflected), as GPT uses for its header and entry array.
@@ -137,8 +179,8 @@ pub fn sector_size(image_head: &[u8]) -> Option<u64> {
         .find(|&s| image_head.get(s as usize..s as usize + 8) == Some(b"EFI PART".as_slice()))
 }
 
-/// The header fields needed to read the entries: (entries LBA, count, entry size, entries CRC).
-pub fn parse_header(sector: &[u8]) -> Result<(u64, u32, u32, u32), GptError> {
+/// The header fields needed to read the entries.
+pub fn parse_header(sector: &[u8]) -> Result<Header, GptError> {
     if sector.len() < 92 || &sector[..8] != b"EFI PART" {
         return Err(GptError::Header("no 'EFI PART' signature"));
     }
@@ -153,10 +195,15 @@ pub fn parse_header(sector: &[u8]) -> Result<(u64, u32, u32, u32), GptError> {
         return Err(GptError::Header("header checksum mismatch"));
     }
     let (count, entry_size) = (le32(sector, 80), le32(sector, 84));
-    if entry_size < 128 || entry_size % 8 != 0 || count > 4096 {
+    if !(128..=MAX_ENTRY_SIZE).contains(&entry_size) || entry_size % 8 != 0 || count > 4096 {
         return Err(GptError::Header("bad partition entry geometry"));
     }
-    Ok((le64(sector, 72), count, entry_size, le32(sector, 88)))
+    Ok(Header {
+        entries_lba: le64(sector, 72),
+        count,
+        entry_size,
+        entries_crc: le32(sector, 88),
+    })
 }
 
 /// The used entries of a partition entry array (`count` entries of `entry_size` bytes).
@@ -184,6 +231,13 @@ pub fn parse_entries(
         if last < first {
             return Err(GptError::Entries("a partition ends before it starts"));
         }
+        let too_far = GptError::Entries("a partition lies beyond 2^64 bytes");
+        let offset = first.checked_mul(sector).ok_or(too_far.clone())?;
+        let size = (last - first)
+            .checked_add(1)
+            .and_then(|blocks| blocks.checked_mul(sector))
+            .ok_or(too_far.clone())?;
+        offset.checked_add(size).ok_or(too_far)?;
         let label: Vec<u16> = e[56..128]
             .chunks(2)
             .map(|c| u16::from_le_bytes([c[0], c[1]]))
@@ -193,13 +247,36 @@ pub fn parse_entries(
             number: i as u32 + 1,
             type_guid,
             uuid: Guid(e[16..32].try_into().expect("16 bytes")),
-            offset: first * sector,
-            size: (last - first + 1) * sector,
+            offset,
+            size,
             label: String::from_utf16_lossy(&label),
             attributes: le64(e, 48),
         });
     }
     Ok(out)
+}
+
+/// The partitions of a whole disk image held in memory (for tests and fuzzing; the `raw` module
+/// reads the same structures from a file): `None` when the image has no GPT.
+pub fn read_image(image: &[u8]) -> Result<Option<(u64, Vec<Partition>)>, GptError> {
+    let Some(sector) = sector_size(image) else {
+        return Ok(None);
+    };
+    let at = sector as usize;
+    let header = parse_header(&image[at..image.len().min(2 * at)])?;
+    let (offset, len) = header.entries_range(sector)?;
+    let array = usize::try_from(offset)
+        .ok()
+        .and_then(|start| image.get(start..start.checked_add(len)?))
+        .ok_or(GptError::Entries("array truncated"))?;
+    let parts = parse_entries(
+        array,
+        header.count,
+        header.entry_size,
+        header.entries_crc,
+        sector,
+    )?;
+    Ok(Some((sector, parts)))
 }
 
 #[cfg(test)]
@@ -243,9 +320,10 @@ mod tests {
         let mut image = vec![0u8; 512];
         image.extend_from_slice(&hdr);
         assert_eq!(sector_size(&image), Some(512));
-        let (lba, count, size, ecrc) = parse_header(&image[512..1024]).unwrap();
+        let h = parse_header(&image[512..1024]).unwrap();
+        let (count, size, ecrc) = (h.count, h.entry_size, h.entries_crc);
         let parts = parse_entries(&entries, count, size, ecrc, 512).unwrap();
-        assert_eq!(lba, 2);
+        assert_eq!(h.entries_lba, 2);
         assert_eq!(parts.len(), 1);
         assert_eq!((parts[0].offset, parts[0].size), (2048 * 512, 2048 * 512));
         assert_eq!(parts[0].label, "root-x86-64");
@@ -253,5 +331,32 @@ mod tests {
         assert!(parse_entries(&entries, count, size, ecrc, 512).is_err());
         image[512 + 40] ^= 1;
         assert!(parse_header(&image[512..1024]).is_err());
+    }
+
+    /// Untrusted LBAs times the sector size used to overflow (a panic in debug builds, a wrapped
+    /// offset in release builds); now they are an error.
+    #[test]
+    fn lba_overflow_is_an_error() {
+        let mut entries = vec![0u8; 128];
+        entries[..16].copy_from_slice(&LINUX_DATA.0);
+        entries[32..40].copy_from_slice(&(u64::MAX / 4).to_le_bytes());
+        entries[40..48].copy_from_slice(&(u64::MAX / 4 + 8).to_le_bytes());
+        let crc = crc32(&entries);
+        assert_eq!(
+            parse_entries(&entries, 1, 128, crc, 512),
+            Err(GptError::Entries("a partition lies beyond 2^64 bytes"))
+        );
+        entries[32..40].copy_from_slice(&0u64.to_le_bytes());
+        entries[40..48].copy_from_slice(&u64::MAX.to_le_bytes());
+        let crc = crc32(&entries);
+        assert!(parse_entries(&entries, 1, 128, crc, 512).is_err());
+        let header = Header {
+            entries_lba: u64::MAX / 2,
+            count: 1,
+            entry_size: 128,
+            entries_crc: 0,
+        };
+        assert!(header.entries_range(4096).is_err());
+        assert_eq!(read_image(&[0; 1024]), Ok(None));
     }
 }

@@ -15,9 +15,13 @@ use crate::name::{image_name_of, is_valid_image_name};
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum ImageKind {
+    /// A plain directory tree.
     Directory,
+    /// A btrfs subvolume.
     Subvolume,
+    /// A `.raw` disk image file.
     Raw,
+    /// A block device.
     Block,
 }
 
@@ -41,8 +45,11 @@ impl ImageKind {
 /// One image: its name, in-root path and kind.
 #[derive(Debug, Clone, Serialize)]
 pub struct Image {
+    /// The image name (the file name without `.raw`).
     pub name: String,
+    /// The in-root path of the image.
     pub path: PathBuf,
+    /// What the image is.
     pub kind: ImageKind,
 }
 

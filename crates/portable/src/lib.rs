@@ -15,6 +15,7 @@
 //! }
 //! # Ok(()) }
 //! ```
+#![warn(missing_docs)]
 
 pub mod attach;
 pub mod changes;
@@ -34,6 +35,7 @@ pub mod profile;
 pub mod raw;
 pub mod systemd;
 pub mod validate;
+pub mod verb;
 
 pub use attach::{AttachOptions, Attached, CopyMode, attach};
 pub use changes::{Change, ChangeKind};

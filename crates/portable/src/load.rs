@@ -13,8 +13,11 @@ use crate::layout::Host;
 /// An image with its extensions, read.
 #[derive(Debug)]
 pub struct Loaded {
+    /// The base image.
     pub image: Image,
+    /// What the base image holds.
     pub base: Metadata,
+    /// The extension images, in order, with what each holds.
     pub extensions: Vec<(Image, Metadata)>,
     /// The matching units of the base and all extensions (the base wins a name clash).
     pub units: BTreeMap<String, UnitSource>,

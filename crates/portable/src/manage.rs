@@ -17,16 +17,24 @@ use crate::systemd::Systemd;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum State {
+    /// No unit is attached from the image.
     Detached,
+    /// Units are attached below `/etc`.
     Attached,
+    /// Units are attached below `/run`.
     AttachedRuntime,
+    /// Attached below `/etc`, and a unit is enabled.
     Enabled,
+    /// Attached below `/run`, and a unit is enabled.
     EnabledRuntime,
+    /// Attached below `/etc`, and a unit is active.
     Running,
+    /// Attached below `/run`, and a unit is active.
     RunningRuntime,
 }
 
 impl State {
+    /// The name portablectl prints (`attached-runtime`, ...).
     pub fn as_str(self) -> &'static str {
         match self {
             State::Detached => "detached",
@@ -92,16 +100,22 @@ pub fn state(host: &Host, systemd: &Systemd, image: &str, extensions: &[String])
 /// One row of `list`.
 #[derive(Debug, Clone, Serialize)]
 pub struct Listed {
+    /// The image name.
     pub name: String,
+    /// What the image is.
     #[serde(rename = "type")]
     pub kind: ImageKind,
+    /// Its in-root path.
     pub path: PathBuf,
+    /// Whether the image is read-only.
     pub read_only: bool,
-    /// Creation and modification times (seconds since the epoch), if known.
+    /// Creation time (seconds since the epoch), if known.
     pub crtime: Option<i64>,
+    /// Modification time (seconds since the epoch), if known.
     pub mtime: Option<i64>,
     /// Bytes used (raw images only, like portablectl without quotas).
     pub usage: Option<u64>,
+    /// The attachment state.
     pub state: State,
 }
 
@@ -136,9 +150,13 @@ pub fn list(host: &Host, systemd: &Systemd) -> Result<Vec<Listed>> {
 /// What `inspect` shows: the image path, the release files and the matching unit files.
 #[derive(Debug, Clone, Serialize)]
 pub struct Inspected {
+    /// The in-root path of the image.
     pub image: PathBuf,
+    /// The image's os-release text.
     pub os_release: String,
+    /// `PORTABLE_PRETTY_NAME=` of os-release, if set.
     pub portable_pretty_name: Option<String>,
+    /// `PRETTY_NAME=` of os-release, if set.
     pub pretty_name: Option<String>,
     /// `(extension path, extension-release text)` in command-line order.
     pub extensions: Vec<(PathBuf, String)>,

@@ -11,7 +11,9 @@ const MARKER_END: &str = "', do not edit.";
 /// One image as the drop-in names it: its in-root path and kind.
 #[derive(Debug, Clone, Copy)]
 pub struct Layer<'a> {
+    /// The image's in-root path.
     pub path: &'a Path,
+    /// What the image is (it decides between `RootDirectory=` and `RootImage=`).
     pub kind: ImageKind,
 }
 

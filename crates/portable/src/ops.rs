@@ -16,8 +16,11 @@ use crate::systemd::{Job, Systemd};
 pub struct Steps {
     /// Reload PID 1 afterwards (portablectl's default; `--no-reload` turns it off).
     pub reload: bool,
+    /// Enable the units after attach (disable them before detach).
     pub enable: bool,
+    /// Start the units after attach (stop them before detach).
     pub now: bool,
+    /// Do not wait for the queued jobs.
     pub no_block: bool,
 }
 
@@ -26,7 +29,9 @@ pub struct Steps {
 pub struct Outcome {
     /// Reattach only: the changes of units that are gone for good.
     pub removed: Vec<Change>,
+    /// The changes of this attach or detach.
     pub changes: Vec<Change>,
+    /// A built-in profile Realms installed because the host had none, if any.
     pub installed_profile: Option<std::path::PathBuf>,
     /// Jobs queued on PID 1 (job object paths).
     pub jobs: Vec<String>,
@@ -46,14 +51,14 @@ fn queue(systemd: &Systemd, method: &'static str, unit: &str, jobs: &mut Vec<Job
             ));
             jobs.push(job);
         }
-        Err(e) => say(&e.to_string()),
+        Err(e) => say(&e.summary()),
     }
 }
 
 fn enable(systemd: &Systemd, unit: &str, runtime: bool, on: bool, say: Say<'_>) {
     match systemd.enable(unit, runtime, on) {
         Ok(lines) => lines.iter().for_each(|l| say(l)),
-        Err(e) => say(&e.to_string()),
+        Err(e) => say(&e.summary()),
     }
 }
 
@@ -66,7 +71,7 @@ fn wait(systemd: &Systemd, jobs: &[Job], say: Say<'_>) {
                 ));
             }
         }
-        Err(e) => say(&e.to_string()),
+        Err(e) => say(&e.summary()),
     }
 }
 
@@ -167,7 +172,10 @@ fn stop_disable(
         Ok(l) => l.units.into_keys().collect(),
         Err(e) => {
             // Like portablectl: an image that cannot be read any more is still detached.
-            say(&format!("Failed to inspect image metadata: {e}"));
+            say(&format!(
+                "Failed to inspect image metadata: {}",
+                e.summary()
+            ));
             // Fall back to the units attached from it.
             crate::detach::scan(
                 host,

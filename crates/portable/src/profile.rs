@@ -30,6 +30,15 @@ pub fn is_valid_name(name: &str) -> bool {
     !name.is_empty() && name != "." && name != ".." && !name.contains('/') && name.len() <= 255
 }
 
+/// Refuses a profile name that cannot name a profile directory (as portablectl does).
+pub fn check_name(name: &str) -> Result<()> {
+    if is_valid_name(name) {
+        Ok(())
+    } else {
+        Err(Error::BadProfileName(name.to_owned()))
+    }
+}
+
 /// The drop-in of profile `name` for unit `unit` (`.../NAME/service.conf` for a service), if any.
 pub fn find(host: &Host, name: &str, unit: &str) -> Option<PathBuf> {
     let suffix = unit.rsplit_once('.').map_or(unit, |(_, s)| s);
@@ -85,7 +94,9 @@ pub fn ensure_installed(host: &Host, name: &str) -> Result<Option<PathBuf>> {
         }
     }
     Err(last_err.map_or_else(
-        || Error::Systemd(format!("could not install profile '{name}'")),
+        || Error::ProfileInstall {
+            name: name.to_owned(),
+        },
         Error::from,
     ))
 }

@@ -21,6 +21,7 @@ use crate::gpt::{self, Partition};
 pub struct Layout {
     /// Byte range of the root filesystem in the file (size 0: to the end).
     pub offset: u64,
+    /// Byte length of the root filesystem (0: to the end of the file).
     pub size: u64,
     /// `squashfs`, `erofs`, `ext4`, `btrfs` or `xfs`.
     pub fstype: &'static str,
@@ -56,7 +57,10 @@ pub fn probe_fs(file: &File, offset: u64) -> io::Result<Option<&'static str>> {
 fn read_upto(file: &File, buf: &mut [u8], offset: u64) -> io::Result<usize> {
     let mut done = 0;
     while done < buf.len() {
-        match file.read_at(&mut buf[done..], offset + done as u64)? {
+        let at = offset
+            .checked_add(done as u64)
+            .ok_or_else(|| io::Error::from(io::ErrorKind::UnexpectedEof))?;
+        match file.read_at(&mut buf[done..], at)? {
             0 => break,
             n => done += n,
         }
@@ -107,16 +111,23 @@ pub fn layout(image: &Path) -> Result<Layout> {
             root_hash,
         });
     };
-    let bad = |e: gpt::GptError| Error::Partition {
+    let bad = |source: gpt::GptError| Error::Partition {
         path: image.to_owned(),
-        reason: e.to_string(),
+        source,
     };
-    let (lba, count, entry_size, crc) =
-        gpt::parse_header(&head[sector as usize..2 * sector as usize]).map_err(bad)?;
-    let mut array = vec![0u8; count as usize * entry_size as usize];
-    FileExt::read_exact_at(&file, &mut array, lba * sector)
+    let header = gpt::parse_header(&head[sector as usize..2 * sector as usize]).map_err(bad)?;
+    let (offset, len) = header.entries_range(sector).map_err(bad)?;
+    let mut array = vec![0u8; len];
+    FileExt::read_exact_at(&file, &mut array, offset)
         .map_err(|e| Error::io("reading the partition table of", image, e))?;
-    let parts = gpt::parse_entries(&array, count, entry_size, crc, sector).map_err(bad)?;
+    let parts = gpt::parse_entries(
+        &array,
+        header.count,
+        header.entry_size,
+        header.entries_crc,
+        sector,
+    )
+    .map_err(bad)?;
     let types = gpt::host_root_types();
     let of_type = |t: Option<gpt::Guid>| -> Vec<&Partition> {
         t.map(|t| parts.iter().filter(|p| p.type_guid == t).collect())
@@ -178,10 +189,12 @@ struct Slice<'a> {
 
 impl ReadAt for Slice<'_> {
     fn read_exact_at(&self, buf: &mut [u8], offset: u64) -> io::Result<()> {
-        if offset + buf.len() as u64 > self.size {
-            return Err(io::Error::from(io::ErrorKind::UnexpectedEof));
+        let end = offset.checked_add(buf.len() as u64);
+        let at = self.offset.checked_add(offset);
+        match (end, at) {
+            (Some(end), Some(at)) if end <= self.size => FileExt::read_exact_at(self.file, buf, at),
+            _ => Err(io::Error::from(io::ErrorKind::UnexpectedEof)),
         }
-        FileExt::read_exact_at(self.file, buf, self.offset + offset)
     }
 
     fn size(&self) -> io::Result<u64> {

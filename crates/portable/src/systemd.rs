@@ -35,8 +35,11 @@ pub struct Systemd {
 /// A job queued on PID 1.
 #[derive(Debug, Clone)]
 pub struct Job {
+    /// The job's D-Bus object path.
     pub path: String,
+    /// The method that queued it (`StartUnit`, ...).
     pub method: &'static str,
+    /// The unit it is for.
     pub unit: String,
 }
 
@@ -51,11 +54,26 @@ fn run_capture(mut cmd: Cmd) -> Result<(bool, String)> {
     ))
 }
 
+fn enable_error(unit: &str, enable: bool, source: Error) -> Error {
+    Error::Enable {
+        verb: if enable { "enable" } else { "disable" },
+        unit: unit.to_owned(),
+        source: Box::new(source),
+    }
+}
+
+fn queue_error(method: &'static str, unit: &str, source: Error) -> Error {
+    Error::Queue {
+        method,
+        unit: unit.to_owned(),
+        source: Box::new(source),
+    }
+}
+
 fn busctl_json(args: &[&str]) -> Result<serde_json::Value> {
     let mut cmd = Cmd::new("busctl");
     cmd.arg("--json=short").args(args);
-    cmd.json::<serde_json::Value>()
-        .map_err(|e| Error::Systemd(e.to_string()))
+    Ok(cmd.json::<serde_json::Value>()?)
 }
 
 impl Systemd {
@@ -83,7 +101,7 @@ impl Systemd {
                 .ok()
         });
         let conn = conn.as_mut()?;
-        Some(f(conn).map_err(|e| Error::Systemd(e.to_string())))
+        Some(f(conn).map_err(Error::Bus))
     }
 
     /// Whether systemd is running for this host.
@@ -97,12 +115,16 @@ impl Systemd {
             return Ok(());
         }
         if let Some(r) = self.with_bus(|c| c.call(OBJECT, MANAGER, "Reload", "", &[]).map(drop)) {
-            return r.map_err(|e| Error::Systemd(format!("Failed to reload daemon: {e}")));
+            return r.map_err(|e| Error::Reload {
+                source: Box::new(e),
+            });
         }
         Cmd::new("systemctl")
             .arg("daemon-reload")
             .run()
-            .map_err(|e| Error::Systemd(format!("Failed to reload daemon: {e}")))
+            .map_err(|e| Error::Reload {
+                source: Box::new(e.into()),
+            })
     }
 
     /// The units of `units` that are active (activating, active, reloading, deactivating); a
@@ -183,7 +205,7 @@ impl Systemd {
         })
     }
 
-    /// Enables (or disables) `unit` with the portable flag, so [Install] symlinks go into the
+    /// Enables (or disables) `unit` with the portable flag, so `[Install]` symlinks go into the
     /// attach directory; returns systemd's change lines as systemctl prints them.
     pub fn enable(&self, unit: &str, runtime: bool, enable: bool) -> Result<Vec<String>> {
         let flags = FLAG_PORTABLE | if runtime { FLAG_RUNTIME } else { 0 };
@@ -198,19 +220,13 @@ impl Systemd {
             let changes = if enable { body.get(1) } else { body.first() };
             Ok(changes.map(change_lines).unwrap_or_default())
         }) {
-            let verb = if enable { "enable" } else { "disable" };
-            return r.map_err(|e| {
-                Error::Systemd(format!("Failed to {verb} the portable service {unit}: {e}"))
-            });
+            return r.map_err(|e| enable_error(unit, enable, e));
         }
         let flags = flags.to_string();
         let reply = busctl_json(&[
             "call", DEST, OBJECT, MANAGER, method, "ast", "1", unit, &flags,
         ])
-        .map_err(|e| {
-            let verb = if enable { "enable" } else { "disable" };
-            Error::Systemd(format!("Failed to {verb} the portable service {unit}: {e}"))
-        })?;
+        .map_err(|e| enable_error(unit, enable, e))?;
         let data = &reply["data"];
         let changes = if enable { &data[1] } else { &data[0] };
         let mut lines = Vec::new();
@@ -246,11 +262,7 @@ impl Systemd {
                 .to_owned())
         });
         if let Some(r) = bus {
-            let path = r.map_err(|e| {
-                Error::Systemd(format!(
-                    "Failed to call {method} on the portable service {unit}: {e}"
-                ))
-            })?;
+            let path = r.map_err(|e| queue_error(method, unit, e))?;
             return Ok(Job {
                 path,
                 method,
@@ -258,14 +270,11 @@ impl Systemd {
             });
         }
         let reply = busctl_json(&["call", DEST, OBJECT, MANAGER, method, "ss", unit, "replace"])
-            .map_err(|e| {
-                Error::Systemd(format!(
-                    "Failed to call {method} on the portable service {unit}: {e}"
-                ))
-            })?;
-        let path = reply["data"][0]
-            .as_str()
-            .ok_or_else(|| Error::Systemd(format!("{method} of {unit} returned no job")))?;
+            .map_err(|e| queue_error(method, unit, e))?;
+        let path = reply["data"][0].as_str().ok_or_else(|| Error::NoJob {
+            method,
+            unit: unit.to_owned(),
+        })?;
         Ok(Job {
             path: path.to_owned(),
             method,
@@ -300,7 +309,9 @@ impl Systemd {
                 break;
             }
             if Instant::now() > deadline {
-                return Err(Error::Systemd("timed out waiting for jobs".to_owned()));
+                return Err(Error::JobTimeout {
+                    units: jobs.iter().map(|j| j.unit.clone()).collect(),
+                });
             }
             std::thread::sleep(pause);
             pause = (pause * 2).min(Duration::from_millis(50));

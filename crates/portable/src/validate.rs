@@ -17,8 +17,11 @@ use crate::layout::Host;
 /// One requirement and whether the image meets it.
 #[derive(Debug, Clone, Serialize)]
 pub struct Check {
+    /// What is required.
     pub requirement: &'static str,
+    /// Whether the image meets it.
     pub passed: bool,
+    /// What was found (or what is missing).
     pub reason: String,
 }
 
@@ -44,7 +47,9 @@ fn check(requirement: &'static str, result: std::result::Result<String, String>)
 /// What the ELF header of a binary says: its machine, and its interpreter if dynamic.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Elf {
+    /// `e_machine`: the architecture.
     pub machine: u16,
+    /// The `PT_INTERP` path of a dynamically linked binary.
     pub interpreter: Option<String>,
 }
 
@@ -179,7 +184,7 @@ pub fn validate(host: &Host, image: &str, matches: &[String]) -> Result<Vec<Chec
     let opened = match Opened::open(host, &img) {
         Ok(o) => o,
         Err(e) => {
-            checks[0] = check("image type", Err(e.to_string()));
+            checks[0] = check("image type", Err(e.summary()));
             return Ok(checks);
         }
     };
@@ -214,7 +219,7 @@ pub fn validate(host: &Host, image: &str, matches: &[String]) -> Result<Vec<Chec
                 m.release.id().unwrap_or("")
             )),
             Ok(m) => Err(format!("{} has no ID=", m.release_path)),
-            Err(e) => Err(e.to_string()),
+            Err(e) => Err(e.summary()),
         },
     ));
     let missing: Vec<&str> = ["/etc/resolv.conf", "/etc/machine-id"]

@@ -76,6 +76,13 @@ impl RealmStore {
         })
     }
 
+    /// Takes the lock file `path`; a wait for another process is said through the notes.
+    pub(crate) fn acquire(&self, path: &Path) -> Result<StoreLock> {
+        Ok(StoreLock::acquire_with(path, &mut |event| {
+            (self.notes)(&format!("[+] {event}"))
+        })?)
+    }
+
     /// Where notes about side effects the user did not ask for go (the store being created).
     pub fn with_notes(mut self, notes: impl Fn(&str) + Send + Sync + 'static) -> RealmStore {
         self.notes = Arc::new(notes);
@@ -148,7 +155,7 @@ impl RealmStore {
     /// commands.
     pub fn lock(&self) -> Result<StoreLock> {
         self.init()?;
-        let lock = StoreLock::acquire(self.dir.join(".lock"))?;
+        let lock = self.acquire(&self.dir.join(".lock"))?;
         self.cleanup_leftovers()?;
         crate::snapshot::cleanup_leftovers(self)?;
         crate::rebase::cleanup_leftovers(self)?;

@@ -13,7 +13,7 @@ use rustix::fs::{AtFlags, Mode, OFlags, RenameFlags};
 use rustix::io::Errno;
 
 use crate::error::{Error, IoContext, Result};
-use crate::util::{open_dir, open_parent, temp_name};
+use crate::util::{open_dir, open_parent, random_suffix};
 
 /// The prefix of every temporary name this module creates.
 pub const TEMP_PREFIX: &str = ".#";
@@ -21,6 +21,19 @@ pub const TEMP_PREFIX: &str = ".#";
 /// Whether `name` (a single file name) is a temporary name left by this module.
 pub fn is_temp_name(name: &OsStr) -> bool {
     name.as_bytes().starts_with(TEMP_PREFIX.as_bytes())
+}
+
+/// Builds a temporary name `.#NAME.SUFFIX`, shortening NAME so the result stays under NAME_MAX.
+fn temp_name(name: &OsStr) -> std::ffi::OsString {
+    use std::os::unix::ffi::OsStrExt;
+    let bytes = name.as_bytes();
+    let keep = &bytes[..bytes.len().min(200)];
+    let mut out = Vec::with_capacity(keep.len() + 16);
+    out.extend_from_slice(TEMP_PREFIX.as_bytes());
+    out.extend_from_slice(keep);
+    out.push(b'.');
+    out.extend_from_slice(random_suffix().as_bytes());
+    std::os::unix::ffi::OsStringExt::from_vec(out)
 }
 
 /// Replaces `path` with `bytes` atomically: temp file in the same dir, fsync, rename, fsync dir.
@@ -258,5 +271,14 @@ mod tests {
     fn temp_names() {
         assert!(is_temp_name(OsStr::new(".#f.0123456789")));
         assert!(!is_temp_name(OsStr::new("f")));
+    }
+
+    #[test]
+    fn temp_names_are_recognisable_and_bounded() {
+        let long = "x".repeat(255);
+        let t = temp_name(OsStr::new(&long));
+        assert!(t.len() <= 255);
+        assert!(is_temp_name(&t));
+        assert_ne!(temp_name(OsStr::new("a")), temp_name(OsStr::new("a")));
     }
 }

@@ -62,14 +62,21 @@ pub fn available() -> bool {
 /// The parameters of a dm-verity table (`Documentation/admin-guide/device-mapper/verity.rst`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct VerityTable {
+    /// The device holding the data.
     pub data_device: PathBuf,
+    /// The device holding the hash tree (may be the data device).
     pub hash_device: PathBuf,
+    /// Data block size in bytes.
     pub data_block_size: u32,
+    /// Hash block size in bytes.
     pub hash_block_size: u32,
+    /// Number of data blocks covered.
     pub data_blocks: u64,
     /// Where the hash tree starts in the hash device, in hash blocks.
     pub hash_start_block: u64,
+    /// The kernel's name of the hash algorithm (`sha256`).
     pub algorithm: String,
+    /// The root hash, hex.
     pub root_hash_hex: String,
     /// Hex, or `-` for none.
     pub salt_hex: String,

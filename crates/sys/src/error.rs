@@ -161,8 +161,8 @@ fn format_tail(tail: &str) -> String {
     }
 }
 
-/// Attaches "what was being done" and the path to an OS error.
-pub(crate) trait IoContext<T> {
+/// Attaches "what was being done" and the path to an OS error: `File::open(p).ctx("opening", p)?`.
+pub trait IoContext<T> {
     /// Maps the error to [`Error::Io`] with `action` and `path`.
     fn ctx(self, action: &str, path: &Path) -> Result<T>;
 }
@@ -218,5 +218,67 @@ mod tests {
         );
         assert!(e.is_not_found());
         assert!(!Error::invalid("deleting", "/x", "not a subvolume").is_not_found());
+    }
+
+    #[test]
+    fn every_variant_renders_each_cause_once_and_names_its_subject() {
+        use std::os::unix::process::ExitStatusExt;
+        let json = serde_json::from_str::<serde_json::Value>("{").unwrap_err();
+        let cases: Vec<(Error, &str)> = vec![
+            (
+                Error::io("opening", "/a/1", io::Error::other("eio")),
+                "/a/1",
+            ),
+            (
+                Error::invalid("deleting", "/a/2", "not a subvolume"),
+                "/a/2",
+            ),
+            (
+                Error::NotFound {
+                    program: "mkfs.erofs".into(),
+                    argv: "mkfs.erofs x".into(),
+                    hint: "apt-get install erofs-utils".into(),
+                },
+                "mkfs.erofs",
+            ),
+            (
+                Error::Spawn {
+                    argv: "true --x".into(),
+                    source: io::Error::other("e2big"),
+                },
+                "true --x",
+            ),
+            (
+                Error::Failed {
+                    argv: "false -y".into(),
+                    status: ExitStatus::from_raw(256),
+                    stderr: "bad\n".into(),
+                },
+                "false -y",
+            ),
+            (
+                Error::Json {
+                    argv: "lsblk --json".into(),
+                    source: json,
+                },
+                "lsblk --json",
+            ),
+            (
+                Error::Utf8 {
+                    argv: "cat bin".into(),
+                },
+                "cat bin",
+            ),
+        ];
+        for (err, subject) in cases {
+            let text = chain(&err);
+            assert!(text.contains(subject), "{text:?} does not name {subject:?}");
+            let mut level: &dyn std::error::Error = &err;
+            while let Some(cause) = level.source() {
+                let (outer, inner) = (level.to_string(), cause.to_string());
+                assert!(!outer.contains(&inner), "{text:?}: {inner:?} prints twice");
+                level = cause;
+            }
+        }
     }
 }

@@ -1,10 +1,12 @@
 //! The only crate with `unsafe`: mounts, loop devices, btrfs ioctls, in-root path resolution, atomic replace, locks and the command runner.
+#![warn(missing_docs)]
 #![allow(unsafe_code)]
 
 pub mod atomic;
 pub mod btrfs;
 pub mod cgroup;
 pub mod cmd;
+pub mod device;
 pub mod dm;
 mod error;
 pub mod fs;
@@ -17,4 +19,4 @@ pub mod root;
 pub mod session;
 mod util;
 
-pub use error::{Error, Result};
+pub use error::{Error, IoContext, Result};

@@ -28,29 +28,85 @@ enum Wait {
     NoWait,
 }
 
+/// What taking a lock reports to its caller, who decides how (or whether) to show it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum LockEvent<'a> {
+    /// Someone else holds the lock; the caller is now waiting for it (reported once per lock).
+    Waiting {
+        /// The lock file.
+        path: &'a Path,
+        /// The PID recorded by the exclusive holder, when that process is alive.
+        holder: Option<u32>,
+    },
+}
+
+impl std::fmt::Display for LockEvent<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            LockEvent::Waiting {
+                path,
+                holder: Some(pid),
+            } => write!(
+                f,
+                "waiting for lock on {} held by PID {pid}",
+                path.display()
+            ),
+            LockEvent::Waiting { path, holder: None } => {
+                write!(f, "waiting for lock on {}", path.display())
+            }
+        }
+    }
+}
+
+/// Where lock events go.
+pub type OnLockEvent<'a> = &'a mut dyn FnMut(LockEvent<'_>);
+
+/// The reporter of [`StoreLock::acquire`] and [`StoreLock::acquire_shared`]: a warning in the log.
+fn log_event(event: LockEvent<'_>) {
+    tracing::warn!("{event}");
+}
+
 impl StoreLock {
     /// Takes the exclusive lock on `path` (creating the file), waiting for other holders.
     ///
-    /// When it has to wait it prints once to stderr `waiting for lock on PATH held by PID N`.
+    /// When it has to wait it logs a warning `waiting for lock on PATH held by PID N`; use
+    /// [`StoreLock::acquire_with`] to report that yourself.
     pub fn acquire(path: impl AsRef<Path>) -> Result<StoreLock> {
-        Self::lock(path.as_ref(), true, Wait::Block)
+        Self::acquire_with(path, &mut log_event)
+    }
+
+    /// Takes the exclusive lock on `path` (creating the file), waiting for other holders;
+    /// `on_event` hears once that it waits, and for whom.
+    pub fn acquire_with(path: impl AsRef<Path>, on_event: OnLockEvent<'_>) -> Result<StoreLock> {
+        Self::lock(path.as_ref(), true, Wait::Block, on_event)
             .map(|l| l.expect("blocking lock always returns one"))
     }
 
-    /// Takes a shared lock on `path` (creating the file), waiting for an exclusive holder.
+    /// Takes a shared lock on `path` (creating the file), waiting for an exclusive holder
+    /// (logging a warning when it has to wait).
     pub fn acquire_shared(path: impl AsRef<Path>) -> Result<StoreLock> {
-        Self::lock(path.as_ref(), false, Wait::Block)
+        Self::acquire_shared_with(path, &mut log_event)
+    }
+
+    /// Takes a shared lock on `path` (creating the file), waiting for an exclusive holder;
+    /// `on_event` hears once that it waits, and for whom.
+    pub fn acquire_shared_with(
+        path: impl AsRef<Path>,
+        on_event: OnLockEvent<'_>,
+    ) -> Result<StoreLock> {
+        Self::lock(path.as_ref(), false, Wait::Block, on_event)
             .map(|l| l.expect("blocking lock always returns one"))
     }
 
     /// Takes the exclusive lock if it is free right now; `None` if someone else holds it.
     pub fn try_acquire(path: impl AsRef<Path>) -> Result<Option<StoreLock>> {
-        Self::lock(path.as_ref(), true, Wait::NoWait)
+        Self::lock(path.as_ref(), true, Wait::NoWait, &mut |_| {})
     }
 
     /// Takes a shared lock if no exclusive holder has it right now.
     pub fn try_acquire_shared(path: impl AsRef<Path>) -> Result<Option<StoreLock>> {
-        Self::lock(path.as_ref(), false, Wait::NoWait)
+        Self::lock(path.as_ref(), false, Wait::NoWait, &mut |_| {})
     }
 
     /// The lock file.
@@ -63,7 +119,12 @@ impl StoreLock {
         self.exclusive
     }
 
-    fn lock(path: &Path, exclusive: bool, wait: Wait) -> Result<Option<StoreLock>> {
+    fn lock(
+        path: &Path,
+        exclusive: bool,
+        wait: Wait,
+        on_event: OnLockEvent<'_>,
+    ) -> Result<Option<StoreLock>> {
         let (try_op, block_op) = if exclusive {
             (
                 FlockOperation::NonBlockingLockExclusive,
@@ -89,7 +150,10 @@ impl StoreLock {
                 Err(Errno::WOULDBLOCK) if wait == Wait::NoWait => return Ok(None),
                 Err(Errno::WOULDBLOCK) => {
                     if !announced {
-                        announce_wait(path, &mut file);
+                        on_event(LockEvent::Waiting {
+                            path,
+                            holder: holder(&mut file),
+                        });
                         announced = true;
                     }
                     flock_retrying(&file, block_op).ctx("waiting for lock", path)?;
@@ -133,21 +197,14 @@ fn flock_retrying(file: &File, op: FlockOperation) -> rustix::io::Result<()> {
     }
 }
 
-fn announce_wait(path: &Path, file: &mut File) {
+/// The live process whose PID the lock file records, if any.
+fn holder(file: &mut File) -> Option<u32> {
     let mut text = String::new();
     let _ = file.read_to_string(&mut text);
-    let holder = text
-        .trim()
+    text.trim()
         .parse::<u32>()
         .ok()
-        .filter(|&pid| crate::proc::pid_alive(pid));
-    match holder {
-        Some(pid) => eprintln!(
-            "[+] waiting for lock on {} held by PID {pid}",
-            path.display()
-        ),
-        None => eprintln!("[+] waiting for lock on {}", path.display()),
-    }
+        .filter(|&pid| crate::proc::pid_alive(pid))
 }
 
 fn still_at_path(file: &File, path: &Path) -> Result<bool> {
@@ -253,5 +310,31 @@ mod tests {
         // A new lock on the path is a different inode, so it is free; that is why we never delete.
         let l2 = StoreLock::try_acquire(&path).unwrap().expect("fresh file");
         drop((l, l2));
+    }
+
+    #[test]
+    fn waiting_is_reported_to_the_caller() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(".lock");
+        let held = StoreLock::acquire(&path).unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        let waiter = {
+            let path = path.clone();
+            std::thread::spawn(move || {
+                StoreLock::acquire_with(&path, &mut |e| tx.send(e.to_string()).unwrap())
+                    .map(|l| l.is_exclusive())
+                    .ok()
+            })
+        };
+        // The waiter reports before it blocks; only then is the lock released.
+        let event = rx.recv_timeout(std::time::Duration::from_secs(60)).unwrap();
+        drop(held);
+        assert_eq!(waiter.join().unwrap(), Some(true));
+        let pid = std::process::id();
+        assert_eq!(
+            event,
+            format!("waiting for lock on {} held by PID {pid}", path.display())
+        );
+        assert!(rx.try_recv().is_err(), "reported once");
     }
 }

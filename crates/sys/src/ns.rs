@@ -12,8 +12,11 @@ use crate::error::{Error, Result};
 /// Who a command entered into a container runs as.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Credentials {
+    /// The user id.
     pub uid: u32,
+    /// The primary group id.
     pub gid: u32,
+    /// The supplementary group ids.
     pub groups: Vec<u32>,
 }
 

@@ -39,6 +39,7 @@ pub struct Job {
     pub env: Vec<(OsString, OsString)>,
     /// Its working directory (inside the container).
     pub cwd: PathBuf,
+    /// The user, group and supplementary groups it runs as.
     pub creds: Credentials,
     /// `cgroup.procs` of a control group the command joins before it execs.
     pub cgroup: Option<OwnedFd>,

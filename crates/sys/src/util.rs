@@ -1,4 +1,5 @@
-//! Small internal helpers shared by the modules: temp-name suffixes, parent/name splitting, dir fds.
+//! Small internal helpers shared by the modules: random suffixes, parent/name splitting, dir fds,
+//! ioctl numbers. It imports no other module of the crate but `error`, so nothing cycles through it.
 
 use std::ffi::OsStr;
 use std::hash::{BuildHasher, Hasher};
@@ -50,19 +51,6 @@ pub(crate) fn open_dir(path: &Path, action: &str) -> Result<OwnedFd> {
     .ctx(action, path)
 }
 
-/// Builds a temporary name `.#NAME.SUFFIX`, shortening NAME so the result stays under NAME_MAX.
-pub(crate) fn temp_name(name: &OsStr) -> std::ffi::OsString {
-    use std::os::unix::ffi::OsStrExt;
-    let bytes = name.as_bytes();
-    let keep = &bytes[..bytes.len().min(200)];
-    let mut out = Vec::with_capacity(keep.len() + 16);
-    out.extend_from_slice(crate::atomic::TEMP_PREFIX.as_bytes());
-    out.extend_from_slice(keep);
-    out.push(b'.');
-    out.extend_from_slice(random_suffix().as_bytes());
-    std::os::unix::ffi::OsStringExt::from_vec(out)
-}
-
 /// Direction bits of an ioctl request number (`_IOC_WRITE`, `_IOC_READ`).
 pub(crate) const IOC_WRITE: u32 = 1;
 pub(crate) const IOC_READ: u32 = 2;
@@ -110,14 +98,5 @@ mod tests {
         assert_eq!((p, n), (Path::new("/"), OsStr::new("c")));
         assert!(split_parent(Path::new("/"), "x").is_err());
         assert!(split_parent(Path::new("a/.."), "x").is_err());
-    }
-
-    #[test]
-    fn temp_names_are_recognisable_and_bounded() {
-        let long = "x".repeat(255);
-        let t = temp_name(OsStr::new(&long));
-        assert!(t.len() <= 255);
-        assert!(crate::atomic::is_temp_name(&t));
-        assert_ne!(temp_name(OsStr::new("a")), temp_name(OsStr::new("a")));
     }
 }

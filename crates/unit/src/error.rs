@@ -94,14 +94,14 @@ pub enum Error {
         /// Why.
         reason: &'static str,
     },
-    /// A reader passed to a loader failed.
-    #[error("reading {path}: {source}")]
+    /// A reader passed to a loader failed. The OS error is part of the message (not a
+    /// `source`), so a chain printed with `{:#}` shows it once.
+    #[error("reading {path}: {error}")]
     Read {
         /// The root-relative path being read.
         path: String,
         /// The underlying error.
-        #[source]
-        source: std::io::Error,
+        error: std::io::Error,
     },
     /// Neither `/etc/os-release` nor `/usr/lib/os-release` exists.
     #[error("no os-release found: neither /etc/os-release nor /usr/lib/os-release exists")]
@@ -193,3 +193,111 @@ pub(crate) fn lossy(b: &[u8]) -> String {
 
 /// Shorthand for results of this crate.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The message and each cause after `: `, as `{:#}` prints them.
+    fn chain(err: &dyn std::error::Error) -> String {
+        let mut text = err.to_string();
+        let mut cause = err.source();
+        while let Some(c) = cause {
+            text.push_str(": ");
+            text.push_str(&c.to_string());
+            cause = c.source();
+        }
+        text
+    }
+
+    #[test]
+    fn every_variant_renders_each_cause_once_and_names_its_subject() {
+        let s = |t: &str| t.to_owned();
+        let cases: Vec<(Error, &str)> = vec![
+            (Error::InvalidPath { input: s("p1") }, "'p1'"),
+            (Error::RelativePath { input: s("p2") }, "'p2'"),
+            (
+                Error::NotNormalizedPath {
+                    input: s("/a/../p3"),
+                },
+                "/a/../p3",
+            ),
+            (
+                Error::BadEscape {
+                    input: s("e\\1"),
+                    offset: 1,
+                },
+                "e\\1",
+            ),
+            (
+                Error::BadEscapedPath {
+                    input: s("e2"),
+                    reason: "empty",
+                },
+                "'e2'",
+            ),
+            (Error::NotUtf8 { input: s("e3") }, "'e3'"),
+            (
+                Error::InvalidUnitName {
+                    name: s("u1"),
+                    reason: "no suffix",
+                },
+                "'u1'",
+            ),
+            (Error::UnknownUnitType { suffix: s("xyz") }, "'xyz'"),
+            (Error::HashedUnitName { name: s("u2") }, "'u2'"),
+            (Error::Mangle { input: s("m1") }, "'m1'"),
+            (
+                Error::syntax(3, Problem::BadKey(s("k-1"))).in_file("/etc/os-release"),
+                "/etc/os-release",
+            ),
+            (
+                Error::Unwritable {
+                    what: "key",
+                    text: s("a\nb"),
+                    reason: "newline",
+                },
+                "key 'a\nb'",
+            ),
+            (
+                Error::Read {
+                    path: s("/usr/lib/os-release"),
+                    error: std::io::Error::other("boom"),
+                },
+                "/usr/lib/os-release",
+            ),
+            (Error::OsReleaseMissing, "os-release"),
+            (
+                Error::ExtensionReleaseMissing {
+                    name: s("ext1"),
+                    path: s("/usr/lib/extension-release.d/extension-release.ext1"),
+                },
+                "'ext1'",
+            ),
+            (Error::InvalidExtensionName { name: s("ext2") }, "'ext2'"),
+            (
+                Error::ExtensionMismatch {
+                    name: s("ext3"),
+                    reason: s("ID differs"),
+                },
+                "'ext3'",
+            ),
+        ];
+        for (err, subject) in cases {
+            let text = chain(&err);
+            assert!(text.contains(subject), "{text:?} does not name {subject:?}");
+            let mut level: &dyn std::error::Error = &err;
+            while let Some(cause) = level.source() {
+                let (outer, inner) = (level.to_string(), cause.to_string());
+                assert!(!outer.contains(&inner), "{text:?}: {inner:?} prints twice");
+                level = cause;
+            }
+        }
+        // The OS error of a failed read shows once, not as message and cause both.
+        let read = Error::Read {
+            path: s("/etc/os-release"),
+            error: std::io::Error::other("boom"),
+        };
+        assert_eq!(chain(&read).matches("boom").count(), 1);
+    }
+}

@@ -15,6 +15,7 @@
 //! assert_eq!(unit.to_text(), "[Service]\nExecStart=/bin/true\nType=oneshot\n");
 //! # Ok::<(), realms_unit::Error>(())
 //! ```
+#![warn(missing_docs)]
 
 pub mod error;
 pub mod escape;

@@ -341,9 +341,9 @@ pub(crate) fn read_parsed<F>(read: &F, path: &str) -> Result<Option<OsRelease>>
 where
     F: Fn(&str) -> io::Result<Option<String>>,
 {
-    let text = read(path).map_err(|source| Error::Read {
+    let text = read(path).map_err(|error| Error::Read {
         path: path.to_owned(),
-        source,
+        error,
     })?;
     let Some(text) = text else { return Ok(None) };
     let mut parsed = OsRelease::parse(&text).map_err(|e| e.in_file(path))?;

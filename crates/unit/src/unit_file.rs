@@ -160,6 +160,16 @@ fn check_entry(key: &str, value: &str) -> Result<()> {
     Ok(())
 }
 
+/// Whether the last physical line of `raw` (a logical line as read) ends in a continuation.
+fn continues(raw: &str) -> bool {
+    let body = raw
+        .strip_suffix("\r\n")
+        .or_else(|| raw.strip_suffix(['\n', '\r']))
+        .unwrap_or(raw);
+    let last = body.rsplit(['\n', '\r']).next().unwrap_or(body);
+    parse::ends_with_escape(last)
+}
+
 impl UnitFile {
     /// An empty file (write new drop-ins with it).
     pub fn new() -> Self {
@@ -177,25 +187,32 @@ impl UnitFile {
     /// Write the file back: byte-identical to the parsed input for unchanged lines.
     pub fn to_text(&self) -> String {
         let mut out = String::new();
-        let mut put = |piece: &str| {
+        // Whether the last logical line written still continues (it came from a file that
+        // ended inside a continuation): a blank line ends it, so what follows stays separate.
+        let mut open = false;
+        let mut put = |piece: &str, logical: bool| {
             if !out.is_empty() && !out.ends_with(['\n', '\r']) {
                 out.push_str(self.newline);
             }
+            if open {
+                out.push_str(self.newline);
+            }
             out.push_str(piece);
+            open = logical && continues(piece);
         };
         for text in &self.preamble {
-            put(text);
+            put(text, false);
         }
         for section in &self.sections {
             match &section.header {
-                Some(raw) => put(raw),
-                None => put(&format!("[{}]{}", section.name, self.newline)),
+                Some(raw) => put(raw, true),
+                None => put(&format!("[{}]{}", section.name, self.newline), false),
             }
             for item in &section.items {
                 match item {
-                    Item::Text(t) => put(t),
-                    Item::Entry(Entry { raw: Some(raw), .. }) => put(raw),
-                    Item::Entry(e) => put(&format!("{}={}{}", e.key, e.value, self.newline)),
+                    Item::Text(t) => put(t, false),
+                    Item::Entry(Entry { raw: Some(raw), .. }) => put(raw, true),
+                    Item::Entry(e) => put(&format!("{}={}{}", e.key, e.value, self.newline), false),
                 }
             }
         }

@@ -62,9 +62,80 @@ pub enum Corruption {
 /// Everything that can go wrong formatting or verifying a dm-verity device.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    /// The parameters are not valid (block size, salt length, hash offset, ...).
-    #[error("invalid verity parameters: {0}")]
-    InvalidParams(String),
+    /// A data or hash block size that is not a power of two from 512 to 4096.
+    #[error(
+        "invalid verity parameters: {device} block size {size} is not a power of two from 512 to 4096"
+    )]
+    BlockSize {
+        /// Which device's block size.
+        device: Device,
+        /// The size given.
+        size: u32,
+    },
+    /// A salt longer than a superblock can hold.
+    #[error("invalid verity parameters: salt is {len} bytes, at most {max} are allowed", max = crate::MAX_SALT)]
+    SaltLength {
+        /// Its length in bytes.
+        len: usize,
+    },
+    /// A hash offset that is not a multiple of 512.
+    #[error("invalid verity parameters: hash offset {offset} is not a multiple of 512")]
+    HashOffset {
+        /// The offset given, in bytes.
+        offset: u64,
+    },
+    /// A data block count of zero.
+    #[error("invalid verity parameters: data blocks must be at least 1")]
+    NoDataBlocks,
+    /// A size or offset computed from the parameters does not fit in 64 bits.
+    #[error("invalid verity parameters: {what} does not fit in 64 bits")]
+    TooLarge {
+        /// `the data size`, `the hash offset` or `the hash area`.
+        what: &'static str,
+    },
+    /// A salt given as text that is not hex (or `-`).
+    #[error("invalid salt '{text}': expected hex digits or '-'")]
+    SaltText {
+        /// The text given.
+        text: String,
+        /// Why it is not hex.
+        #[source]
+        source: hex::FromHexError,
+    },
+    /// A salt given as text that is longer than a superblock can hold.
+    #[error("invalid salt: {len} bytes, at most {max} are allowed", max = crate::MAX_SALT)]
+    SaltTextLength {
+        /// Its length in bytes.
+        len: usize,
+    },
+    /// A uuid given as text that is not `12345678-1234-1234-1234-123456789abc`.
+    #[error("invalid uuid '{text}' (expected 12345678-1234-1234-1234-123456789abc)")]
+    UuidText {
+        /// The text given.
+        text: String,
+    },
+    /// A root hash given as text that is not hex.
+    #[error("invalid root hash '{text}': expected hex digits")]
+    RootHashText {
+        /// The text given.
+        text: String,
+        /// Why it is not hex.
+        #[source]
+        source: hex::FromHexError,
+    },
+    /// Options given on top of a superblock's parameters are not valid.
+    #[error("invalid verity parameters")]
+    Options {
+        /// Which option, and why.
+        #[source]
+        source: Box<Error>,
+    },
+    /// The hash tree came out other than its layout said: a bug, not bad input.
+    #[error("invalid verity parameters: internal error: {what}")]
+    Internal {
+        /// What went wrong.
+        what: String,
+    },
     /// A device is smaller than the data blocks or the hash area it must hold.
     #[error("the {device} device is too small: {size} bytes, {needed} needed")]
     TooSmall {
@@ -165,3 +236,131 @@ impl Error {
 
 /// The crate's result type.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::HashAlgorithm;
+
+    /// The message and each cause after `: `, as `{:#}` prints them.
+    fn chain(err: &dyn std::error::Error) -> String {
+        let mut text = err.to_string();
+        let mut cause = err.source();
+        while let Some(c) = cause {
+            text.push_str(": ");
+            text.push_str(&c.to_string());
+            cause = c.source();
+        }
+        text
+    }
+
+    #[test]
+    fn every_variant_renders_each_cause_once_and_names_its_subject() {
+        let hex_err = hex::decode("zz").unwrap_err();
+        let cases: Vec<(Error, &str)> = vec![
+            (
+                Error::BlockSize {
+                    device: Device::Hash,
+                    size: 100,
+                },
+                "hash block size 100",
+            ),
+            (Error::SaltLength { len: 300 }, "salt is 300 bytes"),
+            (Error::HashOffset { offset: 5 }, "hash offset 5"),
+            (Error::NoDataBlocks, "data blocks"),
+            (
+                Error::TooLarge {
+                    what: "the data size",
+                },
+                "the data size",
+            ),
+            (
+                Error::SaltText {
+                    text: "zz".into(),
+                    source: hex_err,
+                },
+                "salt 'zz'",
+            ),
+            (Error::SaltTextLength { len: 257 }, "salt: 257 bytes"),
+            (Error::UuidText { text: "u-1".into() }, "uuid 'u-1'"),
+            (
+                Error::RootHashText {
+                    text: "zz".into(),
+                    source: hex_err,
+                },
+                "root hash 'zz'",
+            ),
+            (
+                Error::Options {
+                    source: Box::new(Error::UuidText { text: "u-2".into() }),
+                },
+                "uuid 'u-2'",
+            ),
+            (
+                Error::Internal {
+                    what: "level 3".into(),
+                },
+                "level 3",
+            ),
+            (
+                Error::TooSmall {
+                    device: Device::Data,
+                    size: 1,
+                    needed: 2,
+                },
+                "data device",
+            ),
+            (
+                Error::Overlap {
+                    data_end: 10,
+                    hash_offset: 4,
+                },
+                "hash area at byte 4",
+            ),
+            (
+                Error::read(Device::Hash, 512)(io::Error::other("eio")),
+                "hash device at byte 512",
+            ),
+            (
+                Error::Superblock {
+                    offset: 0,
+                    source: SuperblockError::Version(9),
+                },
+                "version 9",
+            ),
+            (
+                Error::SuperblockMismatch {
+                    field: "salt",
+                    found: "aa".into(),
+                    expected: "bb".into(),
+                },
+                "its salt is aa",
+            ),
+            (
+                Error::RootHashLength {
+                    len: 3,
+                    algorithm: HashAlgorithm::Sha256,
+                    expected: 32,
+                },
+                "root hash is 3 bytes",
+            ),
+            (
+                Error::Corrupt(Corruption::DataBlock {
+                    block: 7,
+                    offset: 28672,
+                }),
+                "data block 7",
+            ),
+        ];
+        for (err, subject) in cases {
+            let text = chain(&err);
+            assert!(text.contains(subject), "{text:?} does not name {subject:?}");
+            let mut level: &dyn std::error::Error = &err;
+            while let Some(cause) = level.source() {
+                let (outer, inner) = (level.to_string(), cause.to_string());
+                assert!(!outer.contains(&inner), "{text:?}: {inner:?} prints twice");
+                level = cause;
+            }
+        }
+    }
+}

@@ -196,10 +196,12 @@ impl<'a, H: WriteAt + ?Sized> Cascade<'a, H> {
     fn emit(&mut self, level: usize, blocks: Vec<u8>) -> Result<()> {
         let count = blocks.len() as u64 / self.layout.hash_block_size;
         if self.written[level] + count > self.layout.levels[level].blocks {
-            return Err(Error::InvalidParams(format!(
-                "internal error: level {level} grew past {} blocks",
-                self.layout.levels[level].blocks
-            )));
+            return Err(Error::Internal {
+                what: format!(
+                    "level {level} grew past {} blocks",
+                    self.layout.levels[level].blocks
+                ),
+            });
         }
         let offset = self.layout.hash_block_offset(level, self.written[level]);
         self.hash
@@ -227,9 +229,9 @@ impl<'a, H: WriteAt + ?Sized> Cascade<'a, H> {
         }
         match self.root {
             Some(root) => Ok(root),
-            None => Err(Error::InvalidParams(
-                "internal error: the tree has no top block".into(),
-            )),
+            None => Err(Error::Internal {
+                what: "the tree has no top block".into(),
+            }),
         }
     }
 }

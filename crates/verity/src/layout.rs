@@ -61,8 +61,8 @@ impl TreeLayout {
     }
 }
 
-fn too_large(what: &str) -> Error {
-    Error::InvalidParams(format!("{what} does not fit in 64 bits"))
+fn too_large(what: &'static str) -> Error {
+    Error::TooLarge { what }
 }
 
 /// Number of blocks in each level for `data_blocks` data blocks, lowest level first.
@@ -80,9 +80,7 @@ pub fn level_sizes(data_blocks: u64, hashes_per_block: u64) -> Vec<u64> {
 pub fn tree_layout(params: &Params, data_blocks: u64) -> Result<TreeLayout> {
     params.validate()?;
     if data_blocks == 0 {
-        return Err(Error::InvalidParams(
-            "data blocks must be at least 1".into(),
-        ));
+        return Err(Error::NoDataBlocks);
     }
     let hbs = u64::from(params.hash_block_size);
     let dbs = u64::from(params.data_block_size);

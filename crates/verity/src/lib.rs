@@ -1,6 +1,6 @@
 //! dm-verity hash trees and superblocks, byte-identical to veritysetup, hashed in parallel.
 //!
-//! [`format`] writes the hash area (a version-1 superblock and the hash tree of hash format 1)
+//! [`format()`] writes the hash area (a version-1 superblock and the hash tree of hash format 1)
 //! for a data device and returns the root hash; [`verify`] checks a data device against a hash
 //! area and a root hash and names the first bad block. Both stream the data through positioned
 //! reads ([`ReadAt`]) in bounded chunks hashed on all cores. Nothing here touches the system
@@ -16,12 +16,14 @@
 //! verify(&data, &hash, &params, &out.root_hash)?;
 //! # Ok(()) }
 //! ```
+#![warn(missing_docs)]
 
 mod error;
 mod format;
 mod hash;
 mod io;
 mod layout;
+mod options;
 mod params;
 mod superblock;
 mod tree;
@@ -32,6 +34,7 @@ pub use format::{FormatOutput, format};
 pub use hash::{HashAlgorithm, UnknownAlgorithm};
 pub use io::{ReadAt, WriteAt};
 pub use layout::{Level, TreeLayout, level_sizes, tree_layout};
+pub use options::{FailureSite, Options, parse_root_hash, parse_salt};
 pub use params::{Params, salt_text};
 pub use superblock::{
     MAX_SALT, SIGNATURE, SUPERBLOCK_SIZE, Superblock, SuperblockError, format_uuid, parse_uuid,

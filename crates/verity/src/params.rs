@@ -1,6 +1,6 @@
 //! The parameters of a dm-verity device, mirroring veritysetup's options, and their validation.
 
-use crate::error::{Error, Result};
+use crate::error::{Device, Error, Result};
 use crate::hash::HashAlgorithm;
 use crate::superblock::{MAX_SALT, Superblock, format_uuid, valid_block_size};
 
@@ -46,32 +46,26 @@ impl Default for Params {
 impl Params {
     /// Checks block sizes, salt length, hash offset alignment and the data block count.
     pub fn validate(&self) -> Result<()> {
-        for (which, size) in [
-            ("data", self.data_block_size),
-            ("hash", self.hash_block_size),
+        for (device, size) in [
+            (Device::Data, self.data_block_size),
+            (Device::Hash, self.hash_block_size),
         ] {
             if !valid_block_size(size) {
-                return Err(Error::InvalidParams(format!(
-                    "{which} block size {size} is not a power of two from 512 to 4096"
-                )));
+                return Err(Error::BlockSize { device, size });
             }
         }
         if self.salt.len() > MAX_SALT {
-            return Err(Error::InvalidParams(format!(
-                "salt is {} bytes, at most {MAX_SALT} are allowed",
-                self.salt.len()
-            )));
+            return Err(Error::SaltLength {
+                len: self.salt.len(),
+            });
         }
         if !self.hash_offset.is_multiple_of(512) {
-            return Err(Error::InvalidParams(format!(
-                "hash offset {} is not a multiple of 512",
-                self.hash_offset
-            )));
+            return Err(Error::HashOffset {
+                offset: self.hash_offset,
+            });
         }
         if self.data_blocks == Some(0) {
-            return Err(Error::InvalidParams(
-                "data blocks must be at least 1".into(),
-            ));
+            return Err(Error::NoDataBlocks);
         }
         Ok(())
     }
@@ -182,7 +176,13 @@ mod tests {
         ];
         for params in bad {
             assert!(
-                matches!(params.validate(), Err(Error::InvalidParams(_))),
+                matches!(
+                    params.validate(),
+                    Err(Error::BlockSize { .. }
+                        | Error::SaltLength { .. }
+                        | Error::HashOffset { .. }
+                        | Error::NoDataBlocks)
+                ),
                 "{params:?}"
             );
         }

@@ -53,7 +53,10 @@ pub enum SuperblockError {
     Truncated(usize),
     /// The first 8 bytes are not `verity\0\0`.
     #[error("no verity superblock signature (found {found:02x?})")]
-    BadSignature { found: [u8; 8] },
+    BadSignature {
+        /// The first 8 bytes.
+        found: [u8; 8],
+    },
     /// A version other than 1.
     #[error("unsupported superblock version {0} (only 1 is supported)")]
     Version(u32),
@@ -65,7 +68,12 @@ pub enum SuperblockError {
     Algorithm(String),
     /// A block size that is not a power of two from 512 to 4096.
     #[error("invalid {which} block size {size} (a power of two from 512 to 4096)")]
-    BlockSize { which: &'static str, size: u32 },
+    BlockSize {
+        /// `data` or `hash`.
+        which: &'static str,
+        /// The size found.
+        size: u32,
+    },
     /// Zero data blocks.
     #[error("superblock describes zero data blocks")]
     NoDataBlocks,
@@ -74,7 +82,10 @@ pub enum SuperblockError {
     SaltSize(u16),
     /// A reserved or unused byte that must be zero is not.
     #[error("reserved byte {offset} of the superblock is not zero")]
-    Reserved { offset: usize },
+    Reserved {
+        /// Its offset in the superblock.
+        offset: usize,
+    },
 }
 
 /// Whether `size` is a block size this crate (and the kernel on 4 KiB pages) supports.

@@ -39,7 +39,7 @@ pub fn attach(
     realm: &str,
     forwards: &[PortForward],
 ) -> Result<Attachment> {
-    let _net = host::lock()?;
+    let _net = host::lock(store)?;
     let zone = ensure_locked(store, zone_name)?;
     let mut claim = claim_for(store, zone_name, &zone)?;
     let address = lease(store, zone_name, &zone, realm)?;
@@ -324,7 +324,7 @@ pub fn release(store: &RealmStore, realm: &str) {
             name.strip_suffix(".toml").map(str::to_string)
         })
         .collect();
-    let _net = match host::lock() {
+    let _net = match host::lock(store) {
         Ok(l) => l,
         Err(e) => return tracing::warn!("realm '{realm}': releasing its port forwards: {e}"),
     };

@@ -52,9 +52,9 @@ fn claim_path(zone: &str) -> PathBuf {
 }
 
 /// The host-wide network lock; taken after (never before) a store lock.
-pub fn lock() -> Result<StoreLock> {
+pub fn lock(store: &crate::RealmStore) -> Result<StoreLock> {
     fs::create_dir_all(NET_DIR).map_err(|e| Error::io("creating", NET_DIR, e))?;
-    Ok(StoreLock::acquire(Path::new(NET_DIR).join(".lock"))?)
+    store.acquire(&Path::new(NET_DIR).join(".lock"))
 }
 
 /// The zone's record, if it has one (an unreadable record counts as none).

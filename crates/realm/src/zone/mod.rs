@@ -247,7 +247,7 @@ fn join_names<'a>(names: impl IntoIterator<Item = &'a String>) -> String {
 pub fn set(store: &RealmStore, zone: &str, key: &str, value: &str) -> Result<Zone> {
     checked(zone)?;
     let _lock = store.lock()?;
-    let _net = host::lock()?;
+    let _net = host::lock(store)?;
     ensure_locked(store, zone)?;
     let mut zones = load(store)?;
     let bad = |allowed: &str| Error::BadValue {
@@ -339,7 +339,7 @@ pub fn remove(store: &RealmStore, zone: &str) -> Result<()> {
         });
     }
     let known = zones.contains_key(zone);
-    let _net = host::lock()?;
+    let _net = host::lock(store)?;
     attach::remove_from_host_locked(store, zone, known)?;
     let leases = store.run_dir().join("leases").join(zone);
     let _ = fs::remove_dir_all(leases);

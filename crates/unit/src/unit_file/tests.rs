@@ -335,3 +335,28 @@ fn write_top_to_bottom() {
     assert_eq!(back.preamble().len(), 2);
     assert_eq!(back.get("Service", "ExtensionImages"), Some("/e.raw"));
 }
+
+/// Fuzz crash d7e2d304: a file that ends inside a continuation (`[%U]\` CR TAB `\` CR) was
+/// written back with the next section glued onto that continuation, so the text `to_text`
+/// produced after an edit did not parse.
+#[test]
+fn crash_d7e2d304_continuation_at_end_of_file() {
+    let text = "[%U]\\\r\t\\\r";
+    let mut unit = UnitFile::parse(text).unwrap();
+    assert_eq!(
+        unit.to_text(),
+        text,
+        "an unedited file is written back unchanged"
+    );
+    unit.set("Service", "Type", "oneshot").unwrap();
+    let again = UnitFile::parse(&unit.to_text()).unwrap();
+    assert_eq!(again.section_names(), ["%U", "Service"]);
+    assert_eq!(again.get("Service", "Type"), Some("oneshot"));
+    // The same for an assignment continued up to the end of the file.
+    let mut unit = UnitFile::parse("[Service]\nExecStart=/bin/a \\\n  b \\").unwrap();
+    unit.set("Install", "WantedBy", "multi-user.target")
+        .unwrap();
+    let again = UnitFile::parse(&unit.to_text()).unwrap();
+    assert_eq!(again.get("Service", "ExecStart"), Some("/bin/a    b"));
+    assert_eq!(again.get("Install", "WantedBy"), Some("multi-user.target"));
+}
