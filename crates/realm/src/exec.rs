@@ -389,7 +389,11 @@ mod tests {
         assert!(parse_env("1A=x").unwrap_err().contains("1A"));
         assert!(parse_env("=x").is_err());
         assert!(parse_env("A-B=x").is_err());
-        assert!(parse_env("REALMS_SURELY_UNSET_VAR").unwrap_err().contains("not set"));
+        assert!(
+            parse_env("REALMS_SURELY_UNSET_VAR")
+                .unwrap_err()
+                .contains("not set")
+        );
         let path = std::env::var("PATH").unwrap();
         assert_eq!(parse_env("PATH"), Ok(("PATH".into(), path)));
     }
