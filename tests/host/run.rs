@@ -290,3 +290,56 @@ fn run_takes_env_and_cwd() {
     let err = t.fails(&["run", "-e", "1BAD=x", &r, "--", "true"]);
     assert!(err.contains("1BAD"), "{err}");
 }
+
+/// `script` runs `realms ARGS` on a terminal of its own, fed from our pipe; returns it.
+fn on_a_terminal(t: &TestRoot, args: &str) -> Child {
+    let realms = t.command(&[]).get_program().to_string_lossy().into_owned();
+    let inner = format!(
+        "{realms} --root {} {args}; echo rc=$?; stty -a",
+        t.path().display()
+    );
+    Command::new("script")
+        .args(["-qec", &inner, "/dev/null"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap()
+}
+
+fn finish(child: Child) -> String {
+    let out = child.wait_with_output().unwrap();
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+#[test]
+fn run_on_a_pty_passes_input_and_ctrl_c_and_restores_the_terminal() {
+    use std::io::Write;
+    let t = TestRoot::btrfs();
+    let r = name("ia");
+    t.ok(&["new", &r]);
+    t.ok(&["start", &r]);
+    let mut child = on_a_terminal(
+        &t,
+        &format!("run {r} -- sh -c 'test -t 0 || exit 9; read line; echo got-$line; exit 3'"),
+    );
+    child.stdin.take().unwrap().write_all(b"abc\n").unwrap();
+    let out = finish(child);
+    assert!(out.contains("got-abc") && out.contains("rc=3"), "{out}");
+    // The terminal is back in its cooked mode afterwards.
+    assert!(
+        out.split_whitespace().any(|w| w == "icanon")
+            && out.split_whitespace().any(|w| w == "echo"),
+        "{out}"
+    );
+    // ^C reaches the command through the realm's pty (raw mode on ours).
+    let mut child = on_a_terminal(&t, &format!("run {r} -- sleep 30"));
+    wait_for("sleep in the realm", || {
+        !in_realm(&t, &r, "sleep").is_empty()
+    });
+    let mut stdin = child.stdin.take().unwrap();
+    stdin.write_all(b"\x03").unwrap();
+    let out = finish(child);
+    drop(stdin);
+    assert!(out.contains("rc=130"), "{out}");
+    assert!(in_realm(&t, &r, "sleep").is_empty());
+}
