@@ -343,3 +343,23 @@ fn run_on_a_pty_passes_input_and_ctrl_c_and_restores_the_terminal() {
     assert!(out.contains("rc=130"), "{out}");
     assert!(in_realm(&t, &r, "sleep").is_empty());
 }
+
+#[test]
+fn run_gets_a_hangup_when_its_terminal_goes_away() {
+    let t = TestRoot::btrfs();
+    let r = name("hu");
+    t.ok(&["new", &r]);
+    t.ok(&["start", &r]);
+    // With the realm's pty, and sharing ours (-T): like an SSH session that drops.
+    for mode in ["", "-T"] {
+        let mut child = on_a_terminal(&t, &format!("run {mode} {r} -- sleep 30"));
+        wait_for("sleep in the realm", || {
+            !in_realm(&t, &r, "sleep").is_empty()
+        });
+        child.kill().unwrap();
+        child.wait().unwrap();
+        wait_for(&format!("sleep to end after the hangup ({mode})"), || {
+            in_realm(&t, &r, "sleep").is_empty()
+        });
+    }
+}
