@@ -363,3 +363,24 @@ fn run_gets_a_hangup_when_its_terminal_goes_away() {
         });
     }
 }
+
+#[test]
+fn killed_nspawn_remove_stop_ends_commands_run_in_the_realm_too() {
+    let t = TestRoot::btrfs();
+    let r = name("kr");
+    t.ok(&["new", &r]);
+    t.ok(&["start", &r]);
+    let mut run = spawn_run(&t, &["run", &r, "--", "sleep", "60"]);
+    wait_for("sleep in the realm", || {
+        !in_realm(&t, &r, "sleep").is_empty()
+    });
+    let nspawn = nspawn_pid(&t, &r);
+    proc::kill(nspawn, proc::Signal::KILL).unwrap();
+    wait_for("nspawn to die", || !proc::pid_alive(nspawn));
+    assert!(!in_realm(&t, &r, "sleep").is_empty());
+    t.ok(&["remove", "--stop", &r]);
+    // The orphaned init powered off (SIGTERM to everything), or was killed with it all.
+    let status = run.wait().unwrap();
+    assert!(matches!(status.code(), Some(143 | 137)), "{status}");
+    assert!(!t.realms_dir().join(format!("realm-{r}")).exists());
+}

@@ -11,7 +11,7 @@ use realms_sys::session;
 
 use crate::plan::{RealHost, plan};
 use crate::store::RealmStore;
-use crate::{Error, Result, launch, tree};
+use crate::{Error, Result, launch};
 
 /// An account in the realm's `/etc/passwd`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -132,14 +132,6 @@ pub fn run(
     let account = lookup(leader, user).map_err(|m| Error::realm(name, m))?;
     let pty = opts.tty.wanted();
     let env = environment(&account, &plan.environment, &opts.env, pty);
-    let cgroup = match launch::Executor::detect() {
-        launch::Executor::Direct => {
-            let group = tree::run_group(store, name)?;
-            group.create()?;
-            Some(group.open_procs()?)
-        }
-        launch::Executor::Systemd => None,
-    };
     let entered = ns::enter(leader)?;
     // From here on, paths are the realm's.
     let cwd = match &opts.cwd {
@@ -172,7 +164,10 @@ pub fn run(
             gid: account.gid,
             groups: account.groups.clone(),
         },
-        cgroup,
+        // Not the realm's control group: moving a process between groups waits for an RCU
+        // grace period (~15 ms here). The command is in the realm's PID namespace, so it ends
+        // with the realm's init whichever way the realm stops.
+        cgroup: None,
         cgroup_ns: Some(entered.cgroup_ns),
         pty: if pty {
             Some(session::Pty::open(account.uid)?)

@@ -432,8 +432,31 @@ pub(crate) fn stop_locked(store: &RealmStore, name: &str) -> Result<()> {
 }
 
 /// Fails, naming them, when processes still run in the realm (in its control group, or with
-/// its root directory as theirs): its root must not be deleted under them.
-pub(crate) fn check_unused(store: &RealmStore, name: &str) -> Result<()> {
+/// its root directory as theirs): its root must not be deleted under them. `settle` is how long
+/// they get to go away (the rest of a PID namespace dies just after its init).
+pub(crate) fn check_unused(store: &RealmStore, name: &str, settle: Duration) -> Result<()> {
+    let deadline = Instant::now() + settle;
+    let users = loop {
+        let users = root_users(store, name)?;
+        if users.is_empty() {
+            return Ok(());
+        }
+        if Instant::now() >= deadline {
+            break users;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    Err(Error::realm(
+        name,
+        format!(
+            "its root is still in use by {}; stop them first (`realms stop {name}` stops \
+             everything that runs in the realm)",
+            tree::describe(&users)
+        ),
+    ))
+}
+
+fn root_users(store: &RealmStore, name: &str) -> Result<Vec<u32>> {
     let mut users = if Executor::detect() == Executor::Direct {
         tree::group(store, name)?.pids()
     } else {
@@ -445,17 +468,7 @@ pub(crate) fn check_unused(store: &RealmStore, name: &str) -> Result<()> {
     }
     users.sort_unstable();
     users.dedup();
-    if users.is_empty() {
-        return Ok(());
-    }
-    Err(Error::realm(
-        name,
-        format!(
-            "its root is still in use by {}; stop them first (`realms stop {name}` stops \
-             everything that runs in the realm)",
-            tree::describe(&users)
-        ),
-    ))
+    Ok(users)
 }
 
 /// Drops the runtime state of a stopped realm (pid file, address leases).

@@ -40,7 +40,8 @@ pub struct Job {
     /// Its working directory (inside the container).
     pub cwd: PathBuf,
     pub creds: Credentials,
-    /// `cgroup.procs` of a control group the command joins before it execs.
+    /// `cgroup.procs` of a control group the command joins before it execs (a migration
+    /// waits for an RCU grace period: milliseconds).
     pub cgroup: Option<OwnedFd>,
     /// A cgroup namespace the command enters after joining `cgroup`.
     pub cgroup_ns: Option<OwnedFd>,
