@@ -156,6 +156,9 @@ fn remove_refuses_a_root_that_a_process_still_uses() {
         "{err}"
     );
     assert!(rootfs(&t, &r).join("etc/os-release").exists());
+    // Nor does a second container boot on it.
+    let err = t.fails(&["start", &r]);
+    assert!(err.contains("sleep") && err.contains("in use"), "{err}");
     squatter.kill().unwrap();
     squatter.wait().unwrap();
     t.ok(&["remove", &r]);

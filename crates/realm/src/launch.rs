@@ -41,6 +41,8 @@ impl Executor {
 
 const START_TIMEOUT: Duration = Duration::from_secs(120);
 const STOP_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long the rest of a just-stopped realm's PID namespace gets to die after its init.
+pub(crate) const SETTLE: Duration = Duration::from_secs(3);
 
 fn pid_file(store: &RealmStore, name: &str) -> PathBuf {
     store.run_dir().join(format!("realm-{name}.pid"))
@@ -159,6 +161,7 @@ pub fn start(store: &RealmStore, name: &str, say: &dyn Fn(&str)) -> Result<()> {
 
 /// Starts a realm with the store lock held; a running realm is left as it is.
 pub(crate) fn start_locked(store: &RealmStore, name: &str, say: &dyn Fn(&str)) -> Result<()> {
+    let mut settle = Duration::ZERO;
     match state(store, name) {
         State::Running => {
             say(&format!("[+]: Realm '{name}' is already running"));
@@ -169,9 +172,13 @@ pub(crate) fn start_locked(store: &RealmStore, name: &str, say: &dyn Fn(&str)) -
                 "[!]: Realm '{name}' lost its systemd-nspawn (was it killed?); stopping what is left of it first"
             ));
             stop_locked(store, name)?;
+            settle = SETTLE;
         }
         State::Stopped => {}
     }
+    // Something that escaped every executor (say, a container of an older realms) must not
+    // get a second container booted on the same root.
+    check_unused(store, name, settle)?;
     let config = store.config(name)?;
     let plan = plan(store, name, &config, &RealHost)?;
     for note in &plan.notes {

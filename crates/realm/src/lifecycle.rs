@@ -114,7 +114,7 @@ pub fn remove(store: &RealmStore, name: &str, stop: bool, say: &dyn Fn(&str)) ->
         }
         crate::launch::stop_locked(store, name)?;
         say(&format!("[+]: Stopped realm '{name}'"));
-        settle = std::time::Duration::from_secs(3);
+        settle = crate::launch::SETTLE;
     }
     // Never delete a root that something still runs in.
     crate::launch::check_unused(store, name, settle)?;
