@@ -70,6 +70,23 @@ fn start_and_kill_nspawn(t: &TestRoot, realm: &str) -> u32 {
     init
 }
 
+/// The control groups of `realm` (direct executor) in every hierarchy.
+fn groups_of(realm: &str) -> Vec<PathBuf> {
+    [
+        "/sys/fs/cgroup/unified/realms",
+        "/sys/fs/cgroup/systemd/realms",
+        "/sys/fs/cgroup/realms",
+    ]
+    .iter()
+    .flat_map(|d| fs::read_dir(d).into_iter().flatten().flatten())
+    .map(|e| e.path())
+    .filter(|p| {
+        p.file_name()
+            .is_some_and(|n| n.to_string_lossy().starts_with(&format!("realm-{realm}.")))
+    })
+    .collect()
+}
+
 fn veth_exists(realm: &str) -> bool {
     Path::new(&format!("/sys/class/net/vb-{realm}")).exists()
 }
@@ -81,6 +98,7 @@ fn killed_nspawn_leaves_a_realm_stop_and_remove_can_recover() {
     t.ok(&["new", &r]);
     let init = start_and_kill_nspawn(&t, &r);
     assert!(veth_exists(&r), "the orphaned container holds its veth");
+    assert!(!groups_of(&r).is_empty(), "the realm has no control group");
 
     // list sees the orphan; stop ends it, and its veth goes with it.
     let entry = list_entry(&t, &r);
@@ -111,6 +129,7 @@ fn killed_nspawn_leaves_a_realm_stop_and_remove_can_recover() {
         "remove left the orphaned init running"
     );
     assert!(!t.realms_dir().join(format!("realm-{r}")).exists());
+    assert_eq!(groups_of(&r), Vec::<PathBuf>::new());
 }
 
 #[test]
@@ -386,4 +405,5 @@ fn killed_nspawn_remove_stop_ends_commands_run_in_the_realm_too() {
     let status = run.wait().unwrap();
     assert!(matches!(status.code(), Some(143 | 137)), "{status}");
     assert!(!t.realms_dir().join(format!("realm-{r}")).exists());
+    assert_eq!(groups_of(&r), Vec::<PathBuf>::new());
 }

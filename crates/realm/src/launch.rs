@@ -270,6 +270,7 @@ fn start_direct(store: &RealmStore, name: &str) -> Result<()> {
         }
         if let Ok(Some(status)) = child.try_wait() {
             let _ = fs::remove_file(pid_file(store, name));
+            let _ = tree::reap(store, name);
             return Err(failed(format!(
                 "systemd-nspawn exited with {status} (log: {})",
                 log_path.display()
@@ -279,6 +280,7 @@ fn start_direct(store: &RealmStore, name: &str) -> Result<()> {
             let _ = child.kill();
             let _ = child.wait();
             let _ = fs::remove_file(pid_file(store, name));
+            let _ = tree::reap(store, name);
             return Err(failed(format!(
                 "its init did not report ready within {}s",
                 START_TIMEOUT.as_secs()
@@ -489,6 +491,9 @@ fn forget_runtime(store: &RealmStore, name: &str) {
 pub(crate) fn forget(store: &RealmStore, name: &str) {
     forget_runtime(store, name);
     let _ = fs::remove_file(log_file(store, name));
+    if let Ok(group) = tree::group(store, name) {
+        let _ = group.remove();
+    }
     if Executor::detect() == Executor::Systemd && unit_path(name).exists() {
         let _ = fs::remove_file(unit_path(name));
         let _ = Cmd::new("systemctl").arg("daemon-reload").run();
