@@ -23,7 +23,7 @@ pub fn run_suite(runs: usize) -> anyhow::Result<()> {
         rows.extend(creation(&t, image, label, runs)?);
     }
     rows.extend(start(&t, runs)?);
-    rows.push(run(&t, runs)?);
+    rows.extend(run(&t, runs)?);
     print("realms: create, start, run", &rows);
     Ok(())
 }
@@ -180,7 +180,7 @@ fn bare_boot(tree: &std::path::Path) -> anyhow::Result<Duration> {
     Ok(took)
 }
 
-fn run(t: &TestRoot, runs: usize) -> anyhow::Result<Row> {
+fn run(t: &TestRoot, runs: usize) -> anyhow::Result<Vec<Row>> {
     let realm = name("br");
     t.ok(&["new", &realm]);
     t.ok(&["start", &realm]);
@@ -192,13 +192,29 @@ fn run(t: &TestRoot, runs: usize) -> anyhow::Result<Row> {
         || time(Command::new("nsenter").args(["-t", &leader, "-a", "/bin/true"])),
         || Ok(()),
     )?;
-    Ok(Row::new(
-        "realms run R -- /bin/true".into(),
-        ours,
-        "nsenter -t LEADER -a /bin/true",
-        bare,
-        Some(1.5),
-    ))
+    // With a pty of the realm's (signals forwarded, bytes copied both ways).
+    let (pty, bare_pty) = paired(
+        runs * 4,
+        || time(&mut t.command(&["run", "-t", &realm, "--", "/bin/true"])),
+        || time(Command::new("nsenter").args(["-t", &leader, "-a", "/bin/true"])),
+        || Ok(()),
+    )?;
+    Ok(vec![
+        Row::new(
+            "realms run R -- /bin/true".into(),
+            ours,
+            "nsenter -t LEADER -a /bin/true",
+            bare,
+            Some(1.5),
+        ),
+        Row::new(
+            "realms run -t R -- /bin/true (a pty)".into(),
+            pty,
+            "nsenter -t LEADER -a /bin/true",
+            bare_pty,
+            Some(1.5),
+        ),
+    ])
 }
 
 fn time(cmd: &mut Command) -> anyhow::Result<Duration> {

@@ -70,6 +70,23 @@ fn start_and_kill_nspawn(t: &TestRoot, realm: &str) -> u32 {
     init
 }
 
+/// The control groups of `realm` (direct executor) in every hierarchy.
+fn groups_of(realm: &str) -> Vec<PathBuf> {
+    [
+        "/sys/fs/cgroup/unified/realms",
+        "/sys/fs/cgroup/systemd/realms",
+        "/sys/fs/cgroup/realms",
+    ]
+    .iter()
+    .flat_map(|d| fs::read_dir(d).into_iter().flatten().flatten())
+    .map(|e| e.path())
+    .filter(|p| {
+        p.file_name()
+            .is_some_and(|n| n.to_string_lossy().starts_with(&format!("realm-{realm}.")))
+    })
+    .collect()
+}
+
 fn veth_exists(realm: &str) -> bool {
     Path::new(&format!("/sys/class/net/vb-{realm}")).exists()
 }
@@ -81,6 +98,7 @@ fn killed_nspawn_leaves_a_realm_stop_and_remove_can_recover() {
     t.ok(&["new", &r]);
     let init = start_and_kill_nspawn(&t, &r);
     assert!(veth_exists(&r), "the orphaned container holds its veth");
+    assert!(!groups_of(&r).is_empty(), "the realm has no control group");
 
     // list sees the orphan; stop ends it, and its veth goes with it.
     let entry = list_entry(&t, &r);
@@ -111,6 +129,7 @@ fn killed_nspawn_leaves_a_realm_stop_and_remove_can_recover() {
         "remove left the orphaned init running"
     );
     assert!(!t.realms_dir().join(format!("realm-{r}")).exists());
+    assert_eq!(groups_of(&r), Vec::<PathBuf>::new());
 }
 
 #[test]
@@ -156,6 +175,9 @@ fn remove_refuses_a_root_that_a_process_still_uses() {
         "{err}"
     );
     assert!(rootfs(&t, &r).join("etc/os-release").exists());
+    // Nor does a second container boot on it.
+    let err = t.fails(&["start", &r]);
+    assert!(err.contains("sleep") && err.contains("in use"), "{err}");
     squatter.kill().unwrap();
     squatter.wait().unwrap();
     t.ok(&["remove", &r]);
@@ -289,4 +311,99 @@ fn run_takes_env_and_cwd() {
     assert!(err.contains("/no/such/dir"), "{err}");
     let err = t.fails(&["run", "-e", "1BAD=x", &r, "--", "true"]);
     assert!(err.contains("1BAD"), "{err}");
+}
+
+/// `script` runs `realms ARGS` on a terminal of its own, fed from our pipe; returns it.
+fn on_a_terminal(t: &TestRoot, args: &str) -> Child {
+    let realms = t.command(&[]).get_program().to_string_lossy().into_owned();
+    let inner = format!(
+        "{realms} --root {} {args}; echo rc=$?; stty -a",
+        t.path().display()
+    );
+    Command::new("script")
+        .args(["-qec", &inner, "/dev/null"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap()
+}
+
+fn finish(child: Child) -> String {
+    let out = child.wait_with_output().unwrap();
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+#[test]
+fn run_on_a_pty_passes_input_and_ctrl_c_and_restores_the_terminal() {
+    use std::io::Write;
+    let t = TestRoot::btrfs();
+    let r = name("ia");
+    t.ok(&["new", &r]);
+    t.ok(&["start", &r]);
+    let mut child = on_a_terminal(
+        &t,
+        &format!("run {r} -- sh -c 'test -t 0 || exit 9; read line; echo got-$line; exit 3'"),
+    );
+    child.stdin.take().unwrap().write_all(b"abc\n").unwrap();
+    let out = finish(child);
+    assert!(out.contains("got-abc") && out.contains("rc=3"), "{out}");
+    // The terminal is back in its cooked mode afterwards.
+    assert!(
+        out.split_whitespace().any(|w| w == "icanon")
+            && out.split_whitespace().any(|w| w == "echo"),
+        "{out}"
+    );
+    // ^C reaches the command through the realm's pty (raw mode on ours).
+    let mut child = on_a_terminal(&t, &format!("run {r} -- sleep 30"));
+    wait_for("sleep in the realm", || {
+        !in_realm(&t, &r, "sleep").is_empty()
+    });
+    let mut stdin = child.stdin.take().unwrap();
+    stdin.write_all(b"\x03").unwrap();
+    let out = finish(child);
+    drop(stdin);
+    assert!(out.contains("rc=130"), "{out}");
+    assert!(in_realm(&t, &r, "sleep").is_empty());
+}
+
+#[test]
+fn run_gets_a_hangup_when_its_terminal_goes_away() {
+    let t = TestRoot::btrfs();
+    let r = name("hu");
+    t.ok(&["new", &r]);
+    t.ok(&["start", &r]);
+    // With the realm's pty, and sharing ours (-T): like an SSH session that drops.
+    for mode in ["", "-T"] {
+        let mut child = on_a_terminal(&t, &format!("run {mode} {r} -- sleep 30"));
+        wait_for("sleep in the realm", || {
+            !in_realm(&t, &r, "sleep").is_empty()
+        });
+        child.kill().unwrap();
+        child.wait().unwrap();
+        wait_for(&format!("sleep to end after the hangup ({mode})"), || {
+            in_realm(&t, &r, "sleep").is_empty()
+        });
+    }
+}
+
+#[test]
+fn killed_nspawn_remove_stop_ends_commands_run_in_the_realm_too() {
+    let t = TestRoot::btrfs();
+    let r = name("kr");
+    t.ok(&["new", &r]);
+    t.ok(&["start", &r]);
+    let mut run = spawn_run(&t, &["run", &r, "--", "sleep", "60"]);
+    wait_for("sleep in the realm", || {
+        !in_realm(&t, &r, "sleep").is_empty()
+    });
+    let nspawn = nspawn_pid(&t, &r);
+    proc::kill(nspawn, proc::Signal::KILL).unwrap();
+    wait_for("nspawn to die", || !proc::pid_alive(nspawn));
+    assert!(!in_realm(&t, &r, "sleep").is_empty());
+    t.ok(&["remove", "--stop", &r]);
+    // The orphaned init powered off (SIGTERM to everything), or was killed with it all.
+    let status = run.wait().unwrap();
+    assert!(matches!(status.code(), Some(143 | 137)), "{status}");
+    assert!(!t.realms_dir().join(format!("realm-{r}")).exists());
+    assert_eq!(groups_of(&r), Vec::<PathBuf>::new());
 }

@@ -11,7 +11,7 @@ use realms_sys::session;
 
 use crate::plan::{RealHost, plan};
 use crate::store::RealmStore;
-use crate::{Error, Result, launch, tree};
+use crate::{Error, Result, launch};
 
 /// An account in the realm's `/etc/passwd`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -132,14 +132,6 @@ pub fn run(
     let account = lookup(leader, user).map_err(|m| Error::realm(name, m))?;
     let pty = opts.tty.wanted();
     let env = environment(&account, &plan.environment, &opts.env, pty);
-    let cgroup = match launch::Executor::detect() {
-        launch::Executor::Direct => {
-            let group = tree::run_group(store, name)?;
-            group.create()?;
-            Some(group.open_procs()?)
-        }
-        launch::Executor::Systemd => None,
-    };
     let entered = ns::enter(leader)?;
     // From here on, paths are the realm's.
     let cwd = match &opts.cwd {
@@ -172,7 +164,10 @@ pub fn run(
             gid: account.gid,
             groups: account.groups.clone(),
         },
-        cgroup,
+        // Not the realm's control group: moving a process between groups waits for an RCU
+        // grace period (~15 ms here). The command is in the realm's PID namespace, so it ends
+        // with the realm's init whichever way the realm stops.
+        cgroup: None,
         cgroup_ns: Some(entered.cgroup_ns),
         pty: if pty {
             Some(session::Pty::open(account.uid)?)
@@ -380,5 +375,83 @@ mod tests {
         assert_eq!(a.home, PathBuf::from("/home/user"));
         assert_eq!(parse_account(passwd, group, "0").unwrap().name, "root");
         assert!(parse_account(passwd, group, "nobody").is_none());
+    }
+
+    #[test]
+    fn env_arguments_need_a_name_and_a_value() {
+        assert_eq!(parse_env("A=b=c"), Ok(("A".into(), "b=c".into())));
+        assert_eq!(parse_env("_X1="), Ok(("_X1".into(), String::new())));
+        assert!(parse_env("1A=x").unwrap_err().contains("1A"));
+        assert!(parse_env("=x").is_err());
+        assert!(parse_env("A-B=x").is_err());
+        assert!(
+            parse_env("REALMS_SURELY_UNSET_VAR")
+                .unwrap_err()
+                .contains("not set")
+        );
+        let path = std::env::var("PATH").unwrap();
+        assert_eq!(parse_env("PATH"), Ok(("PATH".into(), path)));
+    }
+
+    #[test]
+    fn environment_puts_options_and_env_last() {
+        let account = parse_account("user:x:1000:1000::/home/user:/bin/bash", "", "user").unwrap();
+        let realm = [("DISPLAY".to_string(), ":0".to_string())];
+        let extra = [
+            ("PATH".to_string(), "/bin".to_string()),
+            ("DISPLAY".to_string(), ":1".to_string()),
+        ];
+        let env = environment(&account, &realm, &extra, true);
+        let get = |k: &str| {
+            let all: Vec<_> = env.iter().filter(|(key, _)| key == k).collect();
+            assert!(all.len() <= 1, "{k} is set twice");
+            all.first().map(|(_, v)| v.to_string_lossy().into_owned())
+        };
+        assert_eq!(get("PATH").as_deref(), Some("/bin"));
+        assert_eq!(get("DISPLAY").as_deref(), Some(":1"));
+        assert_eq!(get("HOME").as_deref(), Some("/home/user"));
+        assert!(get("TERM").is_some(), "a pty gets a TERM");
+    }
+
+    #[test]
+    fn commands_resolve_like_a_shell_finds_them() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let (a, b) = (dir.path().join("a"), dir.path().join("b"));
+        std::fs::create_dir_all(&a).unwrap();
+        std::fs::create_dir_all(&b).unwrap();
+        let file = |p: &Path, mode: u32| {
+            std::fs::write(p, "#!/bin/sh\n").unwrap();
+            std::fs::set_permissions(p, std::fs::Permissions::from_mode(mode)).unwrap();
+        };
+        file(&a.join("tool"), 0o644);
+        file(&b.join("tool"), 0o755);
+        file(&a.join("plain"), 0o644);
+        std::fs::create_dir(b.join("dir")).unwrap();
+        let path = OsString::from(format!("{}:{}", a.display(), b.display()));
+        let find = |p: &str| resolve(&OsString::from(p), &path);
+        // The first executable match wins over an earlier file that is not executable.
+        assert_eq!(find("tool"), Ok(b.join("tool")));
+        assert!(matches!(find("plain"), Err(Unrunnable::NotExecutable(_))));
+        assert!(matches!(find("dir"), Err(Unrunnable::NotExecutable(_))));
+        assert_eq!(find("missing"), Err(Unrunnable::NotFound));
+        assert_eq!(find(""), Err(Unrunnable::NotFound));
+        let abs = b.join("tool");
+        assert_eq!(find(abs.to_str().unwrap()), Ok(abs.clone()));
+        assert!(matches!(
+            find(a.join("plain").to_str().unwrap()),
+            Err(Unrunnable::NotExecutable(_))
+        ));
+        assert_eq!(find("/no/such/file"), Err(Unrunnable::NotFound));
+    }
+
+    #[test]
+    fn errors_carry_a_shell_exit_code() {
+        let nf = Unrunnable::NotFound.into_error("r", &OsString::from("x"));
+        assert_eq!(nf.exit_code(), 127);
+        assert!(nf.to_string().contains("command not found"), "{nf}");
+        let ne = Unrunnable::NotExecutable("no".into()).into_error("r", &OsString::from("x"));
+        assert_eq!(ne.exit_code(), 126);
+        assert_eq!(Error::realm("r", "other").exit_code(), 1);
     }
 }

@@ -41,6 +41,8 @@ impl Executor {
 
 const START_TIMEOUT: Duration = Duration::from_secs(120);
 const STOP_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long the rest of a just-stopped realm's PID namespace gets to die after its init.
+pub(crate) const SETTLE: Duration = Duration::from_secs(3);
 
 fn pid_file(store: &RealmStore, name: &str) -> PathBuf {
     store.run_dir().join(format!("realm-{name}.pid"))
@@ -159,6 +161,7 @@ pub fn start(store: &RealmStore, name: &str, say: &dyn Fn(&str)) -> Result<()> {
 
 /// Starts a realm with the store lock held; a running realm is left as it is.
 pub(crate) fn start_locked(store: &RealmStore, name: &str, say: &dyn Fn(&str)) -> Result<()> {
+    let mut settle = Duration::ZERO;
     match state(store, name) {
         State::Running => {
             say(&format!("[+] Realm '{name}' is already running"));
@@ -169,9 +172,13 @@ pub(crate) fn start_locked(store: &RealmStore, name: &str, say: &dyn Fn(&str)) -
                 "[!] Realm '{name}' lost its systemd-nspawn (was it killed?); stopping what is left of it first"
             ));
             stop_locked(store, name)?;
+            settle = SETTLE;
         }
         State::Stopped => {}
     }
+    // Something that escaped every executor (say, a container of an older realms) must not
+    // get a second container booted on the same root.
+    check_unused(store, name, settle)?;
     let config = store.config(name)?;
     let plan = plan(store, name, &config, &RealHost)?;
     // What the config asks for and this host cannot give is said, not only logged.
@@ -270,6 +277,7 @@ fn start_direct(store: &RealmStore, name: &str) -> Result<()> {
         }
         if let Ok(Some(status)) = child.try_wait() {
             let _ = fs::remove_file(pid_file(store, name));
+            let _ = tree::reap(store, name);
             return Err(failed(format!(
                 "systemd-nspawn exited with {status} (log: {})",
                 log_path.display()
@@ -279,6 +287,7 @@ fn start_direct(store: &RealmStore, name: &str) -> Result<()> {
             let _ = child.kill();
             let _ = child.wait();
             let _ = fs::remove_file(pid_file(store, name));
+            let _ = tree::reap(store, name);
             return Err(failed(format!(
                 "its init did not report ready within {}s",
                 START_TIMEOUT.as_secs()
@@ -453,8 +462,31 @@ pub(crate) fn stop_locked(store: &RealmStore, name: &str) -> Result<()> {
 }
 
 /// Fails, naming them, when processes still run in the realm (in its control group, or with
-/// its root directory as theirs): its root must not be deleted under them.
-pub(crate) fn check_unused(store: &RealmStore, name: &str) -> Result<()> {
+/// its root directory as theirs): its root must not be deleted under them. `settle` is how long
+/// they get to go away (the rest of a PID namespace dies just after its init).
+pub(crate) fn check_unused(store: &RealmStore, name: &str, settle: Duration) -> Result<()> {
+    let deadline = Instant::now() + settle;
+    let users = loop {
+        let users = root_users(store, name)?;
+        if users.is_empty() {
+            return Ok(());
+        }
+        if Instant::now() >= deadline {
+            break users;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    Err(Error::realm(
+        name,
+        format!(
+            "its root is still in use by {}; stop them first (`realms stop {name}` stops \
+             everything that runs in the realm)",
+            tree::describe(&users)
+        ),
+    ))
+}
+
+fn root_users(store: &RealmStore, name: &str) -> Result<Vec<u32>> {
     let mut users = if Executor::detect() == Executor::Direct {
         tree::group(store, name)?.pids()
     } else {
@@ -466,17 +498,7 @@ pub(crate) fn check_unused(store: &RealmStore, name: &str) -> Result<()> {
     }
     users.sort_unstable();
     users.dedup();
-    if users.is_empty() {
-        return Ok(());
-    }
-    Err(Error::realm(
-        name,
-        format!(
-            "its root is still in use by {}; stop them first (`realms stop {name}` stops \
-             everything that runs in the realm)",
-            tree::describe(&users)
-        ),
-    ))
+    Ok(users)
 }
 
 /// Drops the runtime state of a stopped realm (pid file, address leases).
@@ -490,6 +512,9 @@ fn forget_runtime(store: &RealmStore, name: &str) {
 pub(crate) fn forget(store: &RealmStore, name: &str) {
     forget_runtime(store, name);
     let _ = fs::remove_file(log_file(store, name));
+    if let Ok(group) = tree::group(store, name) {
+        let _ = group.remove();
+    }
     if Executor::detect() == Executor::Systemd && unit_path(name).exists() {
         let _ = fs::remove_file(unit_path(name));
         let _ = Cmd::new("systemctl").arg("daemon-reload").run();

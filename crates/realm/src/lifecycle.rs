@@ -107,15 +107,17 @@ pub fn remove(store: &RealmStore, name: &str, stop: bool, say: &dyn Fn(&str)) ->
     if store.default_realm().as_deref() == Some(name) {
         return Err(Error::IsDefault(name.to_string()));
     }
+    let mut settle = std::time::Duration::ZERO;
     if crate::launch::is_running(store, name) {
         if !stop {
             return Err(Error::Running(name.to_string()));
         }
         crate::launch::stop_locked(store, name)?;
         say(&format!("[+] Stopped realm '{name}'"));
+        settle = crate::launch::SETTLE;
     }
     // Never delete a root that something still runs in.
-    crate::launch::check_unused(store, name)?;
+    crate::launch::check_unused(store, name, settle)?;
     store.clear_current(name)?;
     let aside = store
         .dir()

@@ -22,7 +22,7 @@ pub fn set_default(store: &RealmStore, name: &str, say: &dyn Fn(&str)) -> Result
 pub fn set_current(store: &RealmStore, name: &str, say: &dyn Fn(&str)) -> Result<()> {
     store.check_exists(name)?;
     let _lock = store.lock()?;
-    if !launch::is_running(store, name) {
+    if launch::state(store, name) != launch::State::Running {
         launch::start_locked(store, name, say)?;
     }
     store.set_current(name)?;

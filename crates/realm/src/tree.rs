@@ -1,7 +1,8 @@
 //! The direct executor's hold on a realm's whole process tree: a control group of its own that
-//! the launcher joins before it execs nspawn (and that every command `realms run` starts joins
-//! too), so that the realm's processes can be seen and stopped even after nspawn itself was
-//! killed (its container's init then lives on, re-parented to PID 1, holding the veth).
+//! the launcher joins before it execs nspawn, so that the realm's processes can be seen and
+//! stopped even after nspawn itself was killed (its container's init then lives on, re-parented
+//! to PID 1, holding the veth). Commands `realms run` starts are in the container's PID
+//! namespace: they end with its init.
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -26,11 +27,6 @@ pub(crate) fn group(store: &RealmStore, name: &str) -> Result<Cgroup> {
     Ok(Cgroup::new(
         Path::new(PARENT).join(format!("realm-{name}.{}", store_tag(store))),
     )?)
-}
-
-/// The group that commands `realms run` starts join, beside the container's own.
-pub(crate) fn run_group(store: &RealmStore, name: &str) -> Result<Cgroup> {
-    Ok(group(store, name)?.child("run"))
 }
 
 /// Whether anything of the realm still runs (its nspawn, its container, commands run in it).

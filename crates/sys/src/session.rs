@@ -41,7 +41,8 @@ pub struct Job {
     pub cwd: PathBuf,
     /// The user, group and supplementary groups it runs as.
     pub creds: Credentials,
-    /// `cgroup.procs` of a control group the command joins before it execs.
+    /// `cgroup.procs` of a control group the command joins before it execs (a migration
+    /// waits for an RCU grace period: milliseconds).
     pub cgroup: Option<OwnedFd>,
     /// A cgroup namespace the command enters after joining `cgroup`.
     pub cgroup_ns: Option<OwnedFd>,
@@ -210,7 +211,7 @@ impl Drop for Signals {
 /// Runs `job` (after [`crate::ns::enter`]) and returns its exit status. Signals the caller
 /// receives are passed on: to the command's session on a pty, to its own process group when
 /// stdin is not a terminal, else (the command shares the caller's terminal and process group,
-/// so the terminal's own signals reach it directly) only those sent by other processes.
+/// so the terminal's ^C, ^\ and resizes reach it directly) all but those.
 pub fn run(job: Job) -> Result<ExitStatus> {
     let signals = Signals::block()?;
     let shares_group = job.pty.is_none() && is_terminal(io::stdin().as_fd());
@@ -348,8 +349,10 @@ fn wait_forwarding(signals: &Signals, pidfd: &OwnedFd, target: libc::pid_t, shar
             continue;
         }
         for (signal, from_kernel) in signals.read() {
-            // With a shared terminal, the kernel already sent its signals to the whole group.
-            if !(shares_group && from_kernel) {
+            // With a shared terminal, the kernel already sent ^C, ^\ and resizes to the whole
+            // foreground group (but a hangup only to the session leader, which we may be).
+            let terminal_signal = matches!(signal, libc::SIGINT | libc::SIGQUIT | libc::SIGWINCH);
+            if !(shares_group && from_kernel && terminal_signal) {
                 forward(target, signal);
             }
         }
@@ -457,8 +460,15 @@ fn relay(signals: &Signals, pidfd: &OwnedFd, target: libc::pid_t, master: OwnedF
             }
         }
         if fds[1].revents != 0 {
-            // The command exited: pass on what it (or what it left behind) wrote last.
-            while master_open && matches!(copy_output(m, &mut buf, &mut stdout), Copied::Some) {}
+            // The command exited: pass on what it wrote last (bounded: what it left behind in
+            // the background may write on and on).
+            let mut budget = 64;
+            while master_open
+                && budget > 0
+                && matches!(copy_output(m, &mut buf, &mut stdout), Copied::Some)
+            {
+                budget -= 1;
+            }
             return Ok(());
         }
         if fds[2].revents != 0 {

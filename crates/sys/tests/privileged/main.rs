@@ -11,3 +11,4 @@ mod fs;
 mod loopdev;
 mod mount;
 mod root;
+mod session;
