@@ -131,7 +131,7 @@ pub enum Error {
         /// The key name or path.
         key: String,
         /// The cause.
-        source: realms_image::Error,
+        source: Box<realms_image::Error>,
     },
     /// A failure of the portable-service layer.
     #[error("package '{package}': {source}")]
@@ -139,7 +139,7 @@ pub enum Error {
         /// The package.
         package: String,
         /// The cause.
-        source: realms_portable::Error,
+        source: Box<realms_portable::Error>,
     },
     /// A state file that cannot be read.
     #[error("state file {}: {message}; move it away to start afresh", path.display())]
