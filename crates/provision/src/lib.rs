@@ -3,7 +3,18 @@
 //! attach through `realms-portable`, and the state of what is installed.
 #![warn(missing_docs)]
 
+pub mod apply;
 mod error;
+pub mod fetch;
+pub mod index;
+pub mod install;
 pub mod manifest;
+pub mod portable;
+pub mod publish;
+pub mod state;
+pub mod unpack;
 
 pub use error::{Error, Result};
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,157 @@
+//! Every call into `realms-portable` in one place: attach with a profile and copy mode, enable
+//! and start the listed units through PID 1, stop/disable and detach, remove an image.
+
+use std::fs;
+use std::path::Path;
+
+use realms_portable::ops::{Steps, attach_verb, detach_verb};
+use realms_portable::{AttachOptions, CopyMode, DetachOptions, Host, Systemd};
+
+use crate::manifest::InstallMethod;
+use crate::{Error, Result};
+
+fn portable_error(package: &str) -> impl Fn(realms_portable::Error) -> Error + '_ {
+    move |e| Error::Portable {
+        package: package.to_string(),
+        source: Box::new(e),
+    }
+}
+
+/// What PID 1 did with the units.
+#[derive(Debug, Default, Clone)]
+pub struct Activated {
+    /// Whether systemd runs as PID 1 (nothing is enabled or started otherwise).
+    pub systemd: bool,
+    /// The units enabled.
+    pub enabled: Vec<String>,
+    /// The units started.
+    pub started: Vec<String>,
+    /// Lines worth telling (failed jobs, errors of PID 1).
+    pub notes: Vec<String>,
+}
+
+/// Attaches the image at `image` (a host path under the root) as package `package`, then
+/// enables `enable` and starts `start`.
+pub fn attach(
+    root: &Path,
+    package: &str,
+    image: &Path,
+    profile: &str,
+    method: InstallMethod,
+    enable: &[String],
+    start: &[String],
+) -> Result<Activated> {
+    let err = portable_error(package);
+    let host = Host::open(root).map_err(&err)?;
+    let systemd = Systemd::detect(&host);
+    let inner = Path::new("/").join(image.strip_prefix(root).unwrap_or(image));
+    let opts = AttachOptions {
+        profile: profile.to_string(),
+        copy: match method {
+            InstallMethod::Auto => CopyMode::Auto,
+            InstallMethod::Copy => CopyMode::Copy,
+            InstallMethod::Symlink => CopyMode::Symlink,
+        },
+        ..AttachOptions::default()
+    };
+    let steps = Steps {
+        reload: true,
+        ..Steps::default()
+    };
+    let mut notes = Vec::new();
+    attach_verb(
+        &host,
+        &systemd,
+        &inner.to_string_lossy(),
+        &[],
+        &opts,
+        &steps,
+        &mut |l: &str| tracing::debug!("{l}"),
+    )
+    .map_err(&err)?;
+    let mut done = Activated {
+        systemd: systemd.is_running(),
+        ..Activated::default()
+    };
+    if !systemd.is_running() {
+        return Ok(done);
+    }
+    for unit in enable {
+        match systemd.enable(unit, false, true) {
+            Ok(_) => done.enabled.push(unit.clone()),
+            Err(e) => notes.push(format!("enabling {unit}: {e}")),
+        }
+    }
+    let mut jobs = Vec::new();
+    for unit in start {
+        match systemd.queue("StartUnit", unit) {
+            Ok(job) => {
+                jobs.push(job);
+                done.started.push(unit.clone());
+            }
+            Err(e) => notes.push(format!("starting {unit}: {e}")),
+        }
+    }
+    match systemd.wait(&jobs) {
+        Ok(failed) => {
+            for u in failed {
+                done.started.retain(|s| *s != u);
+                notes.push(format!(
+                    "{u} failed to start; see `systemctl status {u}` and `journalctl -u {u}`"
+                ));
+            }
+        }
+        Err(e) => notes.push(e.to_string()),
+    }
+    done.notes = notes;
+    Ok(done)
+}
+
+/// Stops, disables and detaches the image at `image`; an image not attached is fine.
+pub fn detach(root: &Path, package: &str, image: &Path) -> Result<()> {
+    let err = portable_error(package);
+    let host = Host::open(root).map_err(&err)?;
+    let systemd = Systemd::detect(&host);
+    let inner = Path::new("/").join(image.strip_prefix(root).unwrap_or(image));
+    let steps = Steps {
+        reload: true,
+        enable: true,
+        now: true,
+        no_block: false,
+    };
+    match detach_verb(
+        &host,
+        &systemd,
+        &inner.to_string_lossy(),
+        &[],
+        &DetachOptions::default(),
+        &steps,
+        &mut |l: &str| tracing::debug!("{l}"),
+    ) {
+        Ok(_) => Ok(()),
+        Err(e) if e.to_string().contains("not attached") => Ok(()),
+        Err(e) => Err(err(e)),
+    }
+}
+
+/// Whether the image at `image` is attached (a unit file of it is in the attach directory).
+pub fn is_attached(root: &Path, image: &Path) -> bool {
+    let Ok(host) = Host::open(root) else {
+        return false;
+    };
+    let inner = Path::new("/").join(image.strip_prefix(root).unwrap_or(image));
+    let same = |i: &String| Path::new(i) == inner || Path::new(i).file_name() == inner.file_name();
+    realms_portable::detach::scan(&host, realms_portable::layout::attached_dir(false), None)
+        .map(|found| found.iter().any(|f| f.images.iter().any(same)))
+        .unwrap_or(false)
+}
+
+/// Removes an image directory or raw file.
+pub fn remove_image(image: &Path) -> Result<()> {
+    let r = match fs::symlink_metadata(image) {
+        Ok(m) if m.is_dir() => fs::remove_dir_all(image),
+        Ok(_) => fs::remove_file(image),
+        Err(_) => return Ok(()),
+    };
+    r.map_err(|e| Error::io("removing", image, e))
+}
