@@ -155,3 +155,19 @@ pub fn remove_image(image: &Path) -> Result<()> {
     };
     r.map_err(|e| Error::io("removing", image, e))
 }
+
+/// The checks of `realms portable validate` that `dir` (a directory image for units prefixed
+/// `name`) fails; empty when it is a valid portable image.
+pub fn validate(dir: &Path, name: &str) -> Result<Vec<String>> {
+    let err = portable_error(name);
+    let host = Host::open("/").map_err(&err)?;
+    let dir = fs::canonicalize(dir).map_err(|e| Error::io("reading", dir, e))?;
+    let checks =
+        realms_portable::validate::validate(&host, &dir.to_string_lossy(), &[name.to_string()])
+            .map_err(&err)?;
+    Ok(checks
+        .iter()
+        .filter(|c| !c.passed)
+        .map(|c| c.to_string())
+        .collect())
+}
