@@ -133,7 +133,17 @@ fn fetch_pair(
             "no index for architecture {arch} and stream {stream}; publish one with `realms provision publish --stream {stream}`"
         ),
     })?;
-    let serial = index::parse(url, &bytes)?.serial;
+    // Only the serial is read before the signature is checked: it names the signature file.
+    #[derive(serde::Deserialize)]
+    struct Serial {
+        serial: u64,
+    }
+    let serial = serde_json::from_slice::<Serial>(&bytes)
+        .map_err(|e| Error::BadIndex {
+            url: url.to_string(),
+            message: format!("no serial: {e}"),
+        })?
+        .serial;
     let sig = fetcher.get(&join(repo, arch, &index::sig_name(stream, serial)), 4096)?;
     Ok((bytes, sig))
 }

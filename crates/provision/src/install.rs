@@ -83,6 +83,13 @@ pub fn clean_staging(root: &Path) {
     }
 }
 
+/// The cached copy of a package and its part while it downloads, named by the hash the
+/// index states (so a file of the same name from elsewhere is never taken for it).
+fn cache_paths(cache: &Path, entry: &Entry) -> (PathBuf, PathBuf) {
+    let base = format!("{}-{}", &entry.sha256[..16], entry.file);
+    (cache.join(&base), cache.join(format!("{base}.part")))
+}
+
 /// The source stream of a package: the complete cached copy, or the cached part followed by
 /// the rest from the repository (written to the cache as it is read).
 fn source(
@@ -91,12 +98,11 @@ fn source(
     cache: &Path,
     entry: &Entry,
 ) -> Result<Box<dyn Read + Send>> {
-    let done = cache.join(&entry.file);
+    let (done, part) = cache_paths(cache, entry);
     if let Ok(f) = fs::File::open(&done) {
         return Ok(Box::new(f));
     }
     fs::create_dir_all(cache).map_err(|e| Error::io("creating", cache, e))?;
-    let part = cache.join(format!("{}.part", entry.file));
     let have = fs::metadata(&part).map(|m| m.len()).unwrap_or(0);
     let have = if have > entry.size { 0 } else { have };
     let append = fs::OpenOptions::new()
@@ -191,8 +197,7 @@ fn stage(
     let unpacked = unpack_one(&mut hashing, entry, ext, staging, &limits);
     // Read to the end: the hash covers the whole file, whatever the unpacker needed.
     let drained = io::copy(&mut hashing, &mut io::sink());
-    let part = cache.join(format!("{}.part", entry.file));
-    let done = cache.join(&entry.file);
+    let (done, part) = cache_paths(cache, entry);
     let digest = hex::encode(hashing.hash.finalize());
     let integrity = |reason: String| Error::Integrity {
         file: entry.file.clone(),
@@ -220,6 +225,9 @@ fn stage(
     }
     if part.exists() {
         let _ = realms_sys::atomic::rename(&part, &done);
+    }
+    if unpacked.is_err() {
+        let _ = fs::remove_file(&done);
     }
     unpacked.map_err(|e| match e {
         Error::Integrity { file, reason, .. } => Error::Integrity {
