@@ -215,6 +215,15 @@ fn stage(
             message: format!("{e}; the next try resumes where this one stopped"),
         });
     }
+    if hashing.count < entry.size {
+        return Err(Error::Fetch {
+            url: url.to_string(),
+            message: format!(
+                "the transfer stopped after {} of {} bytes; the next try resumes where it stopped",
+                hashing.count, entry.size
+            ),
+        });
+    }
     if hashing.count != entry.size || digest != entry.sha256 {
         let _ = fs::remove_file(&part);
         let _ = fs::remove_file(&done);

@@ -19,3 +19,5 @@ pub use error::{Error, Result};
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_http;
