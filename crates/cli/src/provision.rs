@@ -25,6 +25,8 @@ pub enum ProvisionCmd {
     Apply(ApplyArgs),
     /// What is installed, from where, and its units.
     Status,
+    /// Install the archives dropped at /opt/inbox/PROFILE/USER/NAME_VERSION.tar.gz, once.
+    Inbox,
     /// Add package files to a repository and sign its index (atomically).
     Publish {
         /// Package files named NAME_VERSION.EXT (tar, tar.gz, tar.zst, tar.xz, raw).
@@ -143,6 +145,16 @@ pub fn run(cmd: ProvisionCmd, ctx: &Ctx) -> anyhow::Result<ExitCode> {
                 "manifest": m.files,
                 "packages": steps,
             })))?;
+        }
+        ProvisionCmd::Inbox => {
+            let done = realms_provision::inbox::process(&ctx.root, &mut |l| ctx.say(l))?;
+            if done.is_empty() {
+                ctx.say("[+] the inbox is empty");
+            }
+            ctx.emit(&Json(&done))?;
+            if done.iter().any(|d| !d.installed) {
+                return Ok(ExitCode::FAILURE);
+            }
         }
         ProvisionCmd::Status => {
             let state = State::load(&ctx.root)?;

@@ -204,6 +204,10 @@ pub fn plan(
         });
     }
     for (name, o) in &state.packages {
+        // Inbox packages are the inbox's: apply neither lists nor prunes them.
+        if o.repository.starts_with("inbox:") {
+            continue;
+        }
         if !manifest.packages.iter().any(|p| p.name == *name) {
             steps.push(Step {
                 package: name.clone(),
@@ -313,15 +317,14 @@ fn put(root: &Path, fetcher: &Fetcher, step: &mut Step, state: &mut State) -> Re
             p.profile == "trusted",
         )?;
     }
-    let done = crate::portable::attach(
-        root,
-        &p.name,
-        &target,
-        &p.profile,
-        p.install_method,
-        &p.enable,
-        &p.start,
-    );
+    let req = crate::portable::Request {
+        profile: &p.profile,
+        method: p.install_method,
+        enable: &p.enable,
+        start: &p.start,
+        service_dropin: None,
+    };
+    let done = crate::portable::attach(root, &p.name, &target, &req);
     let done = match done {
         Ok(d) => d,
         Err(e) => {

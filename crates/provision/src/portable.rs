@@ -28,26 +28,35 @@ pub struct Activated {
     pub started: Vec<String>,
     /// Lines worth telling (failed jobs, errors of PID 1).
     pub notes: Vec<String>,
+    /// Every unit the attach put in place.
+    pub units: Vec<String>,
+}
+
+/// How to attach and what to do then.
+#[derive(Debug, Clone)]
+pub struct Request<'a> {
+    /// The portable profile.
+    pub profile: &'a str,
+    /// How the image is attached.
+    pub method: InstallMethod,
+    /// Units to enable.
+    pub enable: &'a [String],
+    /// Units to start.
+    pub start: &'a [String],
+    /// A drop-in (`NAME.conf`, text) for every attached `.service`, written before anything starts.
+    pub service_dropin: Option<(&'a str, String)>,
 }
 
 /// Attaches the image at `image` (a host path under the root) as package `package`, then
-/// enables `enable` and starts `start`.
-pub fn attach(
-    root: &Path,
-    package: &str,
-    image: &Path,
-    profile: &str,
-    method: InstallMethod,
-    enable: &[String],
-    start: &[String],
-) -> Result<Activated> {
+/// enables and starts the units `req` lists.
+pub fn attach(root: &Path, package: &str, image: &Path, req: &Request<'_>) -> Result<Activated> {
     let err = portable_error(package);
     let host = Host::open(root).map_err(&err)?;
     let systemd = Systemd::detect(&host);
     let inner = Path::new("/").join(image.strip_prefix(root).unwrap_or(image));
     let opts = AttachOptions {
-        profile: profile.to_string(),
-        copy: match method {
+        profile: req.profile.to_string(),
+        copy: match req.method {
             InstallMethod::Auto => CopyMode::Auto,
             InstallMethod::Copy => CopyMode::Copy,
             InstallMethod::Symlink => CopyMode::Symlink,
@@ -58,8 +67,7 @@ pub fn attach(
         reload: true,
         ..Steps::default()
     };
-    let mut notes = Vec::new();
-    attach_verb(
+    let outcome = attach_verb(
         &host,
         &systemd,
         &inner.to_string_lossy(),
@@ -69,21 +77,60 @@ pub fn attach(
         &mut |l: &str| tracing::debug!("{l}"),
     )
     .map_err(&err)?;
+    let units: Vec<String> = outcome
+        .changes
+        .iter()
+        .filter(|c| c.is_managed_unit())
+        .filter_map(|c| c.unit_name())
+        .collect();
+    if let Some((name, text)) = &req.service_dropin {
+        for unit in units.iter().filter(|u| u.ends_with(".service")) {
+            let dir = root
+                .join("etc/systemd/system.attached")
+                .join(format!("{unit}.d"));
+            fs::create_dir_all(&dir).map_err(|e| Error::io("creating", &dir, e))?;
+            realms_sys::atomic::write_file(dir.join(name), text.as_bytes(), 0o644)?;
+        }
+        if systemd.is_running() {
+            systemd.reload().map_err(&err)?;
+        }
+    }
+    let mut done = activate(&systemd, req.enable, Some(req.start));
+    done.units = units;
+    Ok(done)
+}
+
+/// Enables `enable` and starts `start` (`None`: the units that were enabled) through PID 1.
+pub fn enable_start(
+    root: &Path,
+    package: &str,
+    enable: &[String],
+    start: Option<&[String]>,
+) -> Result<Activated> {
+    let host = Host::open(root).map_err(portable_error(package))?;
+    Ok(activate(&Systemd::detect(&host), enable, start))
+}
+
+fn activate(systemd: &Systemd, enable: &[String], start: Option<&[String]>) -> Activated {
     let mut done = Activated {
         systemd: systemd.is_running(),
         ..Activated::default()
     };
     if !systemd.is_running() {
-        return Ok(done);
+        return done;
     }
+    let mut notes = Vec::new();
     for unit in enable {
         match systemd.enable(unit, false, true) {
             Ok(_) => done.enabled.push(unit.clone()),
             Err(e) => notes.push(format!("enabling {unit}: {e}")),
         }
     }
+    let start = start
+        .map(<[String]>::to_vec)
+        .unwrap_or_else(|| done.enabled.clone());
     let mut jobs = Vec::new();
-    for unit in start {
+    for unit in &start {
         match systemd.queue("StartUnit", unit) {
             Ok(job) => {
                 jobs.push(job);
@@ -104,7 +151,7 @@ pub fn attach(
         Err(e) => notes.push(e.to_string()),
     }
     done.notes = notes;
-    Ok(done)
+    done
 }
 
 /// Stops, disables and detaches the image at `image`; an image not attached is fine.
@@ -113,6 +160,7 @@ pub fn detach(root: &Path, package: &str, image: &Path) -> Result<()> {
     let host = Host::open(root).map_err(&err)?;
     let systemd = Systemd::detect(&host);
     let inner = Path::new("/").join(image.strip_prefix(root).unwrap_or(image));
+    remove_dropins(root, package);
     let steps = Steps {
         reload: true,
         enable: true,
@@ -131,6 +179,24 @@ pub fn detach(root: &Path, package: &str, image: &Path) -> Result<()> {
         Ok(_) => Ok(()),
         Err(e) if e.to_string().contains("not attached") => Ok(()),
         Err(e) => Err(err(e)),
+    }
+}
+
+/// The name of the `User=` drop-in the inbox writes.
+pub const USER_DROPIN: &str = "30-realms-provision-user.conf";
+
+/// Removes the inbox's `User=` drop-ins of `package`'s units (portable detach removes only what
+/// attach wrote).
+fn remove_dropins(root: &Path, package: &str) {
+    let dir = root.join("etc/systemd/system.attached");
+    let Ok(entries) = fs::read_dir(&dir) else {
+        return;
+    };
+    for e in entries.flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        if name.starts_with(package) && name.ends_with(".service.d") {
+            let _ = fs::remove_file(e.path().join(USER_DROPIN));
+        }
     }
 }
 

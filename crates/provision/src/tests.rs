@@ -471,3 +471,49 @@ fn plan_says_what_apply_would_do_and_changes_nothing() {
         .clone();
     assert_eq!(Ext::of(&e.file, "foo", "1"), Some(Ext::TarZst));
 }
+
+#[test]
+fn the_inbox_installs_with_profile_and_user_and_files_refusals() {
+    let r = Repo::new();
+    let pkg = r.package("svcpkg", "1");
+    fs::create_dir_all(r.root.join("etc")).unwrap();
+    fs::write(
+        r.root.join("etc/passwd"),
+        "root:x:0:0::/root:/bin/sh\nsvc:x:1000:1000::/:/bin/sh\n",
+    )
+    .unwrap();
+    let inbox = r.root.join(crate::inbox::INBOX);
+    for (profile, user) in [("strict", "svc"), ("strict", "root"), ("default", "nobody")] {
+        let dir = inbox.join(profile).join(user);
+        fs::create_dir_all(&dir).unwrap();
+        fs::copy(&pkg, dir.join("svcpkg_1.tar.zst")).unwrap();
+    }
+    fs::write(inbox.join("strict/svc/junk.txt"), "x").unwrap();
+    let done = crate::inbox::process(&r.root, &mut |_| {}).unwrap();
+    let ok: Vec<bool> = done.iter().map(|d| d.installed).collect();
+    assert_eq!(ok, [false, false, false, true], "{done:?}");
+    assert!(inbox.join(".done/svcpkg_1.tar.zst").exists());
+    let err = fs::read_to_string(inbox.join(".failed/svcpkg_1.tar.zst.error")).unwrap();
+    assert!(
+        err.contains("root only under the trusted profile") || err.contains("no user 'nobody'"),
+        "{err}"
+    );
+    assert!(
+        fs::read_to_string(inbox.join(".failed/junk.txt.error"))
+            .unwrap()
+            .contains("NAME_VERSION")
+    );
+    assert_eq!(r.portables(), ["svcpkg_1"]);
+    let dropin = r
+        .root
+        .join("etc/systemd/system.attached/svcpkg.service.d")
+        .join(crate::portable::USER_DROPIN);
+    assert_eq!(fs::read_to_string(dropin).unwrap(), "[Service]\nUser=svc\n");
+    let state = State::load(&r.root).unwrap();
+    assert_eq!(state.packages["svcpkg"].profile, "strict");
+    // An apply neither lists nor prunes inbox packages.
+    r.publish(&[r.package("foo", "1")], None, 3600);
+    let steps = r.apply(&r.manifest("    - name: foo\n"), true).unwrap();
+    assert_eq!(actions(&steps), [("foo".into(), Action::Install)]);
+    assert!(r.portables().contains(&"svcpkg_1".to_string()));
+}
