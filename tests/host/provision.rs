@@ -286,7 +286,7 @@ fn apply_in_a_booted_container_from_nginx_and_every_refusal() {
     // Wrong hash: another valid package under the listed name.
     p.publish("wronghash", &[&lone1], &[]);
     fs::copy(&lone2, p.arch_dir("wronghash").join("lone_1.0.tar.zst")).unwrap();
-    b.refused(&server, "wronghash", "lone", "1.0", "SHA-256");
+    b.refused(&server, "wronghash", "lone", "1.0", "the index states");
     // Unsigned index.
     p.publish("unsigned", &[&lone1], &[]);
     fs::remove_file(p.arch_dir("unsigned").join("index.stable.1.sig")).unwrap();
@@ -391,7 +391,7 @@ fn first_boot_applies_the_manifest_once_and_the_inbox_installs_as_its_user() {
     let inb = package(work, "inb", "1");
     p.publish("main", &[&boot1], &[]);
     let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, free_port()));
-    let _server = HttpServer::serve(&serve, addr);
+    let server = HttpServer::serve(&serve, addr);
 
     let tree = Scratch::snapshot(debian_base(), "provision-boot");
     let root = tree.path().to_path_buf();
@@ -420,6 +420,7 @@ fn first_boot_applies_the_manifest_once_and_the_inbox_installs_as_its_user() {
     for (unit, wants) in [
         ("realms-provision.service", Some("multi-user.target.wants")),
         ("realms-provision-inbox.path", Some("paths.target.wants")),
+        ("realms-provision-inbox.timer", Some("timers.target.wants")),
         ("realms-provision-inbox.service", None),
     ] {
         fs::copy(dist.join(unit), units.join(unit)).unwrap();
@@ -464,6 +465,34 @@ fn first_boot_applies_the_manifest_once_and_the_inbox_installs_as_its_user() {
     assert!(
         status.contains("inb") && status.contains("strict"),
         "{status}"
+    );
+
+    // A network outage: the repository is gone. With the index and the package in the cache,
+    // a machine provisioning again gets its services from there.
+    drop(server);
+    fs::write(
+        root.join("root/empty.yaml"),
+        format!("composable:\n  default_repository: http://{addr}/main\n  packages: []\n"),
+    )
+    .unwrap();
+    b.ok("realms provision apply --prune /root/empty.yaml");
+    assert_ne!(
+        b.ok("systemctl is-active boot.service || true").trim(),
+        "active"
+    );
+    let out = b.ok("rm /var/lib/realms/provision/first-boot.done && systemctl restart realms-provision.service; journalctl --sync; journalctl -u realms-provision.service -o cat --no-pager");
+    assert_eq!(
+        b.ok("systemctl is-active boot.service || true").trim(),
+        "active",
+        "{out}"
+    );
+    assert!(out.contains("using the cached index"), "{out}");
+    // Without the cache either, the unit fails and is restarted later, not given up.
+    b.ok("realms provision apply --prune /root/empty.yaml && rm -rf /var/cache/realms/provision /var/lib/realms/provision/first-boot.done");
+    b.sh("systemctl restart realms-provision.service");
+    wait_for(
+        &b,
+        "systemctl show -p SubState --value realms-provision.service | grep -qx auto-restart",
     );
     b.c.stop();
 }
