@@ -211,7 +211,7 @@ mod tests {
             "provision status",
             "provision inbox",
             "provision publish a_1.tar.zst b_2.tar --to /srv/repo --key me --stream next --arch amd64 --valid-days 7 --serial 9",
-            "provision pack dir --name foo --pkg-version 1 -o out",
+            "provision pack dir --name foo --pkg-version 1 -o out --format tar.gz",
         ];
         for line in lines {
             for argv in [

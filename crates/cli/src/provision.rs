@@ -64,6 +64,9 @@ pub enum ProvisionCmd {
         /// Where the package goes.
         #[arg(short, long, default_value = ".")]
         output: PathBuf,
+        /// The package format: tar, tar.gz, tar.zst or tar.xz.
+        #[arg(long, default_value = "tar.zst")]
+        format: String,
     },
 }
 
@@ -213,7 +216,12 @@ pub fn run(cmd: ProvisionCmd, ctx: &Ctx) -> anyhow::Result<ExitCode> {
             name,
             version,
             output,
+            format,
         } => {
+            let Some((_, _, ext)) = realms_provision::index::Ext::split(&format!("x_1.{format}"))
+            else {
+                bail!("unknown package format '{format}': use tar, tar.gz, tar.zst or tar.xz");
+            };
             let name = match name {
                 Some(n) => n,
                 None => dir
@@ -236,7 +244,7 @@ pub fn run(cmd: ProvisionCmd, ctx: &Ctx) -> anyhow::Result<ExitCode> {
                     failed.join("; ")
                 );
             }
-            let file = pack(&dir, &name, &version, &output)?;
+            let file = pack(&dir, &name, &version, ext, &output)?;
             ctx.say(format!("[+] Packed {}", file.display()));
             ctx.done(
                 "packed",

@@ -4,7 +4,7 @@
 
 use std::collections::BTreeMap;
 use std::fs;
-use std::io::{self, Read};
+use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
 
 use ed25519_dalek::SigningKey;
@@ -172,19 +172,38 @@ fn write_sha256sums(dir: &Path) -> Result<()> {
     Ok(())
 }
 
-/// `realms provision pack DIR`: writes `OUT/NAME_VERSION.tar.zst` from directory image `dir`
-/// (absolute symlinks made relative, so the install-side checks accept them).
-pub fn pack(dir: &Path, name: &str, version: &str, out: &Path) -> Result<PathBuf> {
-    let file = out.join(format!("{name}_{version}.tar.zst"));
-    let tmp = out.join(format!(".{name}_{version}.tar.zst.tmp"));
-    let f = fs::File::create(&tmp).map_err(|e| Error::io("creating", &tmp, e))?;
-    let enc = zstd::stream::write::Encoder::new(f, 3)
-        .map_err(|e| Error::io("compressing", &tmp, e))?
-        .auto_finish();
-    let mut b = tar::Builder::new(enc);
+/// `realms provision pack DIR`: writes `OUT/NAME_VERSION.EXT` (`ext` one of the tar kinds)
+/// from directory image `dir` (absolute symlinks made relative, so the install-side checks
+/// accept them).
+pub fn pack(dir: &Path, name: &str, version: &str, ext: Ext, out: &Path) -> Result<PathBuf> {
+    let suffix = match ext {
+        Ext::Tar => "tar",
+        Ext::TarGz => "tar.gz",
+        Ext::TarZst => "tar.zst",
+        Ext::TarXz => "tar.xz",
+        Ext::Raw => return Err(Error::Usage("pack makes tarballs, not raw images".into())),
+    };
+    let file = out.join(format!("{name}_{version}.{suffix}"));
+    let tmp = out.join(format!(".{name}_{version}.{suffix}.tmp"));
+    let f = io::BufWriter::new(fs::File::create(&tmp).map_err(|e| Error::io("creating", &tmp, e))?);
+    let w: Box<dyn io::Write> = match ext {
+        Ext::TarGz => Box::new(flate2::write::GzEncoder::new(
+            f,
+            flate2::Compression::default(),
+        )),
+        Ext::TarZst => Box::new(
+            zstd::stream::write::Encoder::new(f, 3)
+                .map_err(|e| Error::io("compressing", &tmp, e))?
+                .auto_finish(),
+        ),
+        Ext::TarXz => Box::new(liblzma::write::XzEncoder::new(f, 6)),
+        _ => Box::new(f),
+    };
+    let mut b = tar::Builder::new(w);
     b.follow_symlinks(false);
     append_tree(&mut b, dir, Path::new(""))
-        .and_then(|()| b.into_inner().map(drop))
+        .and_then(|()| b.into_inner())
+        .and_then(|mut w| w.flush())
         .map_err(|e| Error::io("packing", dir, e))?;
     realms_sys::atomic::rename(&tmp, &file)?;
     Ok(file)

@@ -95,7 +95,7 @@ impl Repo {
         portable_tree(&src, name, version);
         let out = self._dir.path().join("out");
         fs::create_dir_all(&out).unwrap();
-        pack(&src, name, version, &out).unwrap()
+        pack(&src, name, version, crate::index::Ext::TarZst, &out).unwrap()
     }
 
     fn manifest(&self, body: &str) -> manifest::Manifest {
