@@ -190,7 +190,7 @@ pub fn run_suite(runs: usize) -> anyhow::Result<()> {
             Some(&c),
             &format!(
                 "/usr/lib/systemd/systemd-pull tar --verify=checksum --btrfs-subvol=no --btrfs-quota=no --sync=no \
-                 --image-root=/var/lib/portables {base}/foo-test_1.tar.gz foo-test-1 >/dev/null 2>&1 && \
+                 --image-root=/var/lib/portables {base}/foo-test_1.tar.gz foo-test-1 2>&1 && \
                  portablectl attach --now foo-test-1 foo-test >/dev/null 2>&1"
             ),
         )

@@ -183,7 +183,7 @@ fn stage(
     staging: &Path,
     allow_setuid: bool,
 ) -> Result<()> {
-    let mut hashing = Hashing {
+    let hashing = Hashing {
         inner: source(fetcher, url, cache, entry)?,
         hash: Sha256::new(),
         count: 0,
@@ -194,9 +194,22 @@ fn stage(
         installed_size: entry.installed_size,
         allow_setuid,
     };
-    let unpacked = unpack_one(&mut hashing, entry, ext, staging, &limits);
+    // Fetching and hashing run on their own thread, decompressing and unpacking on this one:
+    // still one pass over the bytes, on two cores.
+    let (tx, rx) = std::sync::mpsc::sync_channel(16);
+    let reader = std::thread::spawn(move || fetch_thread(hashing, tx));
+    let mut piped = Piped {
+        rx,
+        buf: Vec::new(),
+        pos: 0,
+    };
+    let unpacked = unpack_one(&mut piped, entry, ext, staging, &limits);
     // Read to the end: the hash covers the whole file, whatever the unpacker needed.
-    let drained = io::copy(&mut hashing, &mut io::sink());
+    let drained = io::copy(&mut piped, &mut io::sink());
+    drop(piped);
+    let hashing = reader
+        .join()
+        .map_err(|_| Error::Usage("the download thread panicked".into()))?;
     let (done, part) = cache_paths(cache, entry);
     let digest = hex::encode(hashing.hash.finalize());
     let integrity = |reason: String| Error::Integrity {
@@ -246,6 +259,57 @@ fn stage(
         },
         other => other,
     })
+}
+
+/// Reads `hashing` to its end in chunks sent to the unpacker; returns it for its hash.
+fn fetch_thread<R: Read>(
+    mut hashing: Hashing<R>,
+    tx: std::sync::mpsc::SyncSender<io::Result<Vec<u8>>>,
+) -> Hashing<R> {
+    loop {
+        let mut chunk = vec![0u8; 256 << 10];
+        match hashing.read(&mut chunk) {
+            Ok(0) => break,
+            Ok(n) => {
+                chunk.truncate(n);
+                if tx.send(Ok(chunk)).is_err() {
+                    break;
+                }
+            }
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => {
+                let _ = tx.send(Err(e));
+                break;
+            }
+        }
+    }
+    hashing
+}
+
+/// The unpacker's side of [`fetch_thread`].
+struct Piped {
+    rx: std::sync::mpsc::Receiver<io::Result<Vec<u8>>>,
+    buf: Vec<u8>,
+    pos: usize,
+}
+
+impl Read for Piped {
+    fn read(&mut self, out: &mut [u8]) -> io::Result<usize> {
+        if self.pos == self.buf.len() {
+            match self.rx.recv() {
+                Ok(Ok(chunk)) => {
+                    self.buf = chunk;
+                    self.pos = 0;
+                }
+                Ok(Err(e)) => return Err(e),
+                Err(_) => return Ok(0),
+            }
+        }
+        let n = out.len().min(self.buf.len() - self.pos);
+        out[..n].copy_from_slice(&self.buf[self.pos..self.pos + n]);
+        self.pos += n;
+        Ok(n)
+    }
 }
 
 fn unpack_one(
