@@ -1,6 +1,7 @@
 //! `cargo run -p realms-bench -- SUITE`: time Realms and its peer on the same input in one run.
 
 mod portable;
+mod provision;
 mod realm;
 mod table;
 mod verity;
@@ -25,6 +26,8 @@ enum Suite {
     Verity,
     /// portable attach and detach vs portablectl in a booted container
     Portable,
+    /// provision apply of a ~200 MB package vs curl|sha256sum|tar and systemd-pull
+    Provision,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -40,6 +43,7 @@ fn main() -> anyhow::Result<()> {
             Suite::Realm => realm::run_suite(args.runs)?,
             Suite::Verity => verity::run_suite(args.runs)?,
             Suite::Portable => portable::run_suite(args.runs)?,
+            Suite::Provision => provision::run_suite(args.runs)?,
         }
     }
     Ok(())

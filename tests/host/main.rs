@@ -5,6 +5,7 @@ mod json;
 mod nested;
 mod network;
 mod portable;
+mod provision;
 mod readme;
 mod realm;
 mod run;

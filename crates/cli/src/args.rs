@@ -54,6 +54,9 @@ pub enum Command {
     Verity(crate::verity::VerityCommand),
     /// Portable services: attach, detach, reattach, inspect and list images, portablectl-compatible.
     Portable(crate::portable::PortableArgs),
+    /// Provisioning: apply a manifest of portable-service packages from signed repositories.
+    #[command(subcommand)]
+    Provision(crate::provision::ProvisionCmd),
 }
 
 /// The command line, with what only the libraries know added to the help texts (the config
@@ -96,6 +99,7 @@ pub fn dispatch(command: Command, ctx: &Ctx) -> anyhow::Result<ExitCode> {
         Command::Zone(args) => crate::realm::zone(args, ctx),
         Command::Verity(cmd) => crate::verity::run(cmd, ctx),
         Command::Portable(args) => crate::portable::run(args, ctx),
+        Command::Provision(cmd) => crate::provision::run(cmd, ctx),
     }
 }
 
@@ -200,6 +204,14 @@ mod tests {
             "portable read-only img",
             "portable remove img",
             "portable validate img",
+            "provision plan",
+            "provision plan m.yaml --prune --arch arm64",
+            "provision apply",
+            "provision apply m.yaml --prune",
+            "provision status",
+            "provision inbox",
+            "provision publish a_1.tar.zst b_2.tar --to /srv/repo --key me --stream next --arch amd64 --valid-days 7 --serial 9",
+            "provision pack dir --name foo --pkg-version 1 -o out --format tar.gz",
         ];
         for line in lines {
             for argv in [

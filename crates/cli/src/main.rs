@@ -4,6 +4,7 @@ mod appimg;
 mod args;
 mod output;
 mod portable;
+mod provision;
 mod realm;
 mod verbs;
 mod verity;

@@ -1,0 +1,277 @@
+//! `realms provision ...`: the manifest of portable-service packages applied from signed
+//! repositories (crates/provision).
+
+use std::fmt;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::{Context, bail};
+use clap::{Args, Subcommand};
+use realms_provision::apply::{Action, Options, Step, apply, plan};
+use realms_provision::fetch::Fetcher;
+use realms_provision::manifest::{self, Stream};
+use realms_provision::publish::{Publish, pack, publish};
+use realms_provision::state::State;
+use serde::Serialize;
+
+use crate::output::{Ctx, Json};
+
+/// `realms provision ...`.
+#[derive(Debug, Subcommand)]
+pub enum ProvisionCmd {
+    /// Print what apply would do: install, upgrade, repair, remove, keep or unchanged.
+    Plan(ApplyArgs),
+    /// Install, attach, enable and start the manifest's packages (and with --prune remove the others).
+    Apply(ApplyArgs),
+    /// What is installed, from where, and its units.
+    Status,
+    /// Install the archives dropped at /opt/inbox/PROFILE/USER/NAME_VERSION.tar.gz, once.
+    Inbox,
+    /// Add package files to a repository and sign its index (atomically).
+    Publish {
+        /// Package files named NAME_VERSION.EXT (tar, tar.gz, tar.zst, tar.xz, raw).
+        #[arg(required = true)]
+        packages: Vec<PathBuf>,
+        /// The repository directory (or file:// url).
+        #[arg(long)]
+        to: String,
+        /// The signing key: a key name of `realms appimg key list`, or a key file.
+        #[arg(long)]
+        key: PathBuf,
+        /// The stream whose index is updated.
+        #[arg(long, default_value = "stable")]
+        stream: Stream,
+        /// The architecture directory (default: this machine's).
+        #[arg(long)]
+        arch: Option<String>,
+        /// How many days the index stays valid.
+        #[arg(long, default_value_t = 30)]
+        valid_days: u64,
+        /// The serial to write (default: one more than the index's).
+        #[arg(long)]
+        serial: Option<u64>,
+    },
+    /// Make a package (NAME_VERSION.tar.zst) from a portable-service directory image.
+    Pack {
+        /// The directory image.
+        dir: PathBuf,
+        /// The package name (default: the directory's name).
+        #[arg(long)]
+        name: Option<String>,
+        /// The version (default: IMAGE_VERSION or VERSION_ID of its os-release).
+        #[arg(long = "pkg-version", value_name = "VERSION")]
+        version: Option<String>,
+        /// Where the package goes.
+        #[arg(short, long, default_value = ".")]
+        output: PathBuf,
+        /// The package format: tar, tar.gz, tar.zst or tar.xz.
+        #[arg(long, default_value = "tar.zst")]
+        format: String,
+    },
+}
+
+/// The arguments of plan and apply.
+#[derive(Debug, Args)]
+pub struct ApplyArgs {
+    /// The manifest (default /etc/realms/provision.yaml; the drop-ins of
+    /// /etc/realms/provision.d are always merged in).
+    manifest: Option<PathBuf>,
+    /// Detach and remove packages the manifest no longer lists.
+    #[arg(long)]
+    prune: bool,
+    /// The architecture (default: this machine's).
+    #[arg(long)]
+    arch: Option<String>,
+}
+
+struct Steps(Vec<Step>);
+
+impl Serialize for Steps {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        self.0.serialize(s)
+    }
+}
+
+impl fmt::Display for Steps {
+    fn fmt(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        for s in &self.0 {
+            let action = serde_json::to_value(s.action).unwrap_or_default();
+            writeln!(
+                f,
+                "{:<10} {:<20} {}{}",
+                action.as_str().unwrap_or(""),
+                s.package,
+                s.from
+                    .as_deref()
+                    .map(|v| format!("{v} -> "))
+                    .unwrap_or_default(),
+                s.version.as_deref().unwrap_or("-")
+            )?;
+        }
+        Ok(())
+    }
+}
+
+pub fn run(cmd: ProvisionCmd, ctx: &Ctx) -> anyhow::Result<ExitCode> {
+    match cmd {
+        ProvisionCmd::Plan(a) => {
+            let m = manifest::load(&ctx.root, a.manifest.as_deref())?;
+            let mut state = State::load(&ctx.root)?;
+            let steps = plan(&ctx.root, &m, &Fetcher::default(), &options(&a), &mut state)?;
+            ctx.emit(&Steps(steps))?;
+        }
+        ProvisionCmd::Apply(a) => {
+            let m = manifest::load(&ctx.root, a.manifest.as_deref())?;
+            if m.files.is_empty() {
+                bail!(
+                    "no manifest: write {} or pass one",
+                    ctx.root.join(manifest::DEFAULT_PATH).display()
+                );
+            }
+            let steps = apply(&ctx.root, &m, &Fetcher::default(), &options(&a), &mut |l| {
+                ctx.say(format!("[+] {l}"))
+            })?;
+            for s in &steps {
+                s.notes.iter().for_each(|n| ctx.say(format!("[!] {n}")));
+            }
+            let changed = steps
+                .iter()
+                .any(|s| !matches!(s.action, Action::Unchanged | Action::Keep));
+            if !changed {
+                ctx.say(format!(
+                    "[+] nothing changed: {} package(s) as listed",
+                    steps.len()
+                ));
+            }
+            ctx.emit(&Json(serde_json::json!({
+                "action": if changed { "applied" } else { "unchanged" },
+                "manifest": m.files,
+                "packages": steps,
+            })))?;
+        }
+        ProvisionCmd::Inbox => {
+            let done = realms_provision::inbox::process(&ctx.root, &mut |l| ctx.say(l))?;
+            if done.is_empty() {
+                ctx.say("[+] the inbox is empty");
+            }
+            ctx.emit(&Json(&done))?;
+            if done.iter().any(|d| !d.installed) {
+                return Ok(ExitCode::FAILURE);
+            }
+        }
+        ProvisionCmd::Status => {
+            let state = State::load(&ctx.root)?;
+            if ctx.json {
+                ctx.emit(&Json(&state))?;
+            } else if !ctx.quiet {
+                for (name, p) in &state.packages {
+                    crate::output::outln!(
+                        "{name:<20} {:<12} {:<10} {} ({})",
+                        p.version,
+                        p.profile,
+                        p.image.display(),
+                        p.repository
+                    );
+                }
+            }
+        }
+        ProvisionCmd::Publish {
+            packages,
+            to,
+            key,
+            stream,
+            arch,
+            valid_days,
+            serial,
+        } => {
+            let key_path = realms_image::keys::resolve_private(&ctx.root, &key)?;
+            let signing = realms_image::keys::load_private(&key_path)?;
+            let arch = arch.unwrap_or_else(|| realms_provision::index::host_arch().into());
+            let done = publish(
+                &Publish {
+                    repo: &to,
+                    arch: &arch,
+                    stream,
+                    valid_for: valid_days * 86400,
+                    serial,
+                },
+                &packages,
+                &signing,
+            )?;
+            ctx.say(format!(
+                "[+] Published {} into {} (serial {})",
+                done.added.join(", "),
+                done.index.display(),
+                done.serial
+            ));
+            ctx.done(
+                "published",
+                "index",
+                &done.index.to_string_lossy(),
+                serde_json::to_value(&done)?,
+            );
+        }
+        ProvisionCmd::Pack {
+            dir,
+            name,
+            version,
+            output,
+            format,
+        } => {
+            let Some((_, _, ext)) = realms_provision::index::Ext::split(&format!("x_1.{format}"))
+            else {
+                bail!("unknown package format '{format}': use tar, tar.gz, tar.zst or tar.xz");
+            };
+            let name = match name {
+                Some(n) => n,
+                None => dir
+                    .file_name()
+                    .context("name the package with --name")?
+                    .to_string_lossy()
+                    .into_owned(),
+            };
+            let version = match version {
+                Some(v) => v,
+                None => os_release_version(&dir).context(
+                    "no IMAGE_VERSION or VERSION_ID in its os-release: pass --pkg-version",
+                )?,
+            };
+            let failed = realms_provision::portable::validate(&dir, &name)?;
+            if !failed.is_empty() {
+                bail!(
+                    "{} is not a valid portable image for '{name}' (`realms portable validate` fails): {}",
+                    dir.display(),
+                    failed.join("; ")
+                );
+            }
+            let file = pack(&dir, &name, &version, ext, &output)?;
+            ctx.say(format!("[+] Packed {}", file.display()));
+            ctx.done(
+                "packed",
+                "package",
+                &file.to_string_lossy(),
+                serde_json::json!({ "name": name, "version": version }),
+            );
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn options(a: &ApplyArgs) -> Options {
+    Options {
+        prune: a.prune,
+        arch: a.arch.clone(),
+    }
+}
+
+fn os_release_version(dir: &std::path::Path) -> Option<String> {
+    let text = ["usr/lib/os-release", "etc/os-release"]
+        .iter()
+        .find_map(|p| std::fs::read_to_string(dir.join(p)).ok())?;
+    for key in ["IMAGE_VERSION=", "VERSION_ID="] {
+        if let Some(v) = text.lines().find_map(|l| l.strip_prefix(key)) {
+            return Some(v.trim_matches('"').to_string());
+        }
+    }
+    None
+}

@@ -1,0 +1,355 @@
+//! `plan`, `apply [--prune]` and `status`: the manifest against the state, each package's
+//! index fetched and verified, then install, upgrade, repair or remove, the state written after
+//! every package. A second apply finds everything unchanged.
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use serde::Serialize;
+
+use crate::fetch::{Fetcher, join};
+use crate::index::{self, Entry, Index, MAX_INDEX_BYTES};
+use crate::install::{self, CACHE, image_path};
+use crate::manifest::{Manifest, Package};
+use crate::state::{self, Installed, State, serial_key};
+use crate::{Error, Result};
+
+/// What apply does (or did) with one package.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Action {
+    /// Not installed yet.
+    Install,
+    /// Installed in another version or with other settings.
+    Upgrade,
+    /// Installed as listed, but its image or attachment is missing.
+    Repair,
+    /// No longer listed: removed with `--prune`.
+    Remove,
+    /// No longer listed, kept (no `--prune`).
+    Keep,
+    /// As listed.
+    Unchanged,
+}
+
+/// One line of the plan.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub struct Step {
+    /// The package.
+    pub package: String,
+    /// What happens to it.
+    pub action: Action,
+    /// The version it gets (none for remove/keep).
+    pub version: Option<String>,
+    /// The version installed before.
+    pub from: Option<String>,
+    /// Notes of PID 1 (failed starts).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub notes: Vec<String>,
+    #[serde(skip)]
+    entry: Option<Entry>,
+    #[serde(skip)]
+    package_spec: Option<Package>,
+    #[serde(skip)]
+    arch: String,
+}
+
+/// The options of plan and apply.
+#[derive(Debug, Clone, Default)]
+pub struct Options {
+    /// Remove packages no longer listed.
+    pub prune: bool,
+    /// The architecture (default: this machine's).
+    pub arch: Option<String>,
+}
+
+/// The verified index of `repo`/`arch`/`stream`, fetched (or, when the repository cannot be
+/// reached, the cached copy, checked again); records the serial in `state`.
+pub fn fetch_index(
+    root: &Path,
+    fetcher: &Fetcher,
+    repo: &str,
+    arch: &str,
+    stream: crate::manifest::Stream,
+    state: &mut State,
+) -> Result<Index> {
+    let url = join(repo, arch, &index::index_name(stream));
+    let key = serial_key(repo, arch, stream);
+    let cache = root
+        .join(CACHE)
+        .join("index")
+        .join(hex::encode(&sha2_of(&key)[..8]));
+    fs::create_dir_all(&cache).map_err(|e| Error::io("creating", &cache, e))?;
+    let (bytes, sig_bytes) = match fetch_pair(fetcher, repo, arch, stream, &url) {
+        Ok(pair) => pair,
+        Err(e @ Error::Fetch { .. }) => match (
+            fs::read(cache.join("index.json")),
+            fs::read(cache.join("index.sig")),
+        ) {
+            (Ok(b), Ok(s)) => {
+                tracing::warn!("{e}; using the cached index");
+                (b, Some(s))
+            }
+            _ => return Err(e),
+        },
+        Err(e) => return Err(e),
+    };
+    let sig_path = cache.join("index.sig.new");
+    match &sig_bytes {
+        Some(s) => realms_sys::atomic::write_file(&sig_path, s, 0o644)?,
+        None => {
+            let _ = fs::remove_file(&sig_path);
+        }
+    }
+    let keys = realms_image::keys::trusted(root).map_err(|e| Error::Key {
+        key: "/etc/realms/keys.d".into(),
+        source: Box::new(e),
+    })?;
+    let seen = state.serials.get(&key).copied();
+    let idx = index::verify(&url, &bytes, &sig_path, &keys, seen, index::now())?;
+    realms_sys::atomic::write_file(cache.join("index.json"), &bytes, 0o644)?;
+    realms_sys::atomic::rename(&sig_path, cache.join("index.sig"))?;
+    state.serials.insert(key, idx.serial);
+    Ok(idx)
+}
+
+fn sha2_of(s: &str) -> Vec<u8> {
+    use sha2::Digest;
+    sha2::Sha256::digest(s.as_bytes()).to_vec()
+}
+
+fn fetch_pair(
+    fetcher: &Fetcher,
+    repo: &str,
+    arch: &str,
+    stream: crate::manifest::Stream,
+    url: &str,
+) -> Result<(Vec<u8>, Option<Vec<u8>>)> {
+    let bytes = fetcher.get(url, MAX_INDEX_BYTES)?.ok_or_else(|| Error::Fetch {
+        url: url.to_string(),
+        message: format!(
+            "no index for architecture {arch} and stream {stream}; publish one with `realms provision publish --stream {stream}`"
+        ),
+    })?;
+    // Only the serial is read before the signature is checked: it names the signature file.
+    #[derive(serde::Deserialize)]
+    struct Serial {
+        serial: u64,
+    }
+    let serial = serde_json::from_slice::<Serial>(&bytes)
+        .map_err(|e| Error::BadIndex {
+            url: url.to_string(),
+            message: format!("no serial: {e}"),
+        })?
+        .serial;
+    let sig = fetcher.get(&join(repo, arch, &index::sig_name(stream, serial)), 4096)?;
+    Ok((bytes, sig))
+}
+
+/// What apply would do.
+pub fn plan(
+    root: &Path,
+    manifest: &Manifest,
+    fetcher: &Fetcher,
+    opts: &Options,
+    state: &mut State,
+) -> Result<Vec<Step>> {
+    let arch = opts
+        .arch
+        .clone()
+        .unwrap_or_else(|| index::host_arch().to_string());
+    let mut indexes: BTreeMap<String, Index> = BTreeMap::new();
+    let mut steps = Vec::new();
+    for p in &manifest.packages {
+        let repo = p.repository.clone().unwrap_or_default();
+        let key = serial_key(&repo, &arch, p.track_stream);
+        if !indexes.contains_key(&key) {
+            let idx = fetch_index(root, fetcher, &repo, &arch, p.track_stream, state)?;
+            indexes.insert(key.clone(), idx);
+        }
+        let idx = &indexes[&key];
+        let entry = idx
+            .find(&p.name, &p.version)
+            .ok_or_else(|| Error::NotListed {
+                package: p.name.clone(),
+                version: p.version.clone(),
+                url: join(&repo, &arch, &index::index_name(p.track_stream)),
+                stream: p.track_stream.to_string(),
+                listed: idx.listed(&p.name),
+            })?;
+        let old = state.packages.get(&p.name);
+        let action = match old {
+            None => Action::Install,
+            Some(o) if !same(o, p, entry) => Action::Upgrade,
+            Some(o) => {
+                let image = root.join(o.image.strip_prefix("/").unwrap_or(&o.image));
+                if image.exists() && crate::portable::is_attached(root, &image) {
+                    Action::Unchanged
+                } else {
+                    Action::Repair
+                }
+            }
+        };
+        steps.push(Step {
+            package: p.name.clone(),
+            action,
+            version: Some(entry.version.clone()),
+            from: old.map(|o| o.version.clone()),
+            notes: Vec::new(),
+            entry: Some(entry.clone()),
+            package_spec: Some(p.clone()),
+            arch: arch.clone(),
+        });
+    }
+    for (name, o) in &state.packages {
+        // Inbox packages are the inbox's: apply neither lists nor prunes them.
+        if o.repository.starts_with("inbox:") {
+            continue;
+        }
+        if !manifest.packages.iter().any(|p| p.name == *name) {
+            steps.push(Step {
+                package: name.clone(),
+                action: if opts.prune {
+                    Action::Remove
+                } else {
+                    Action::Keep
+                },
+                version: None,
+                from: Some(o.version.clone()),
+                notes: Vec::new(),
+                entry: None,
+                package_spec: None,
+                arch: o.arch.clone(),
+            });
+        }
+    }
+    Ok(steps)
+}
+
+fn same(o: &Installed, p: &Package, e: &Entry) -> bool {
+    o.version == e.version
+        && o.sha256 == e.sha256
+        && o.profile == p.profile
+        && o.install_method == p.install_method
+        && o.enabled == p.enable
+        && o.started == p.start
+        && Some(&o.repository) == p.repository.as_ref()
+}
+
+/// Applies the manifest; returns the steps done.
+pub fn apply(
+    root: &Path,
+    manifest: &Manifest,
+    fetcher: &Fetcher,
+    opts: &Options,
+    say: &mut dyn FnMut(&str),
+) -> Result<Vec<Step>> {
+    let dir = root.join(state::DIR);
+    fs::create_dir_all(&dir).map_err(|e| Error::io("creating", &dir, e))?;
+    let _lock = realms_sys::lock::StoreLock::acquire(dir.join(".lock"))?;
+    install::clean_staging(root);
+    let mut state = State::load(root)?;
+    // The serials of verified indexes are kept even when the plan fails later.
+    let planned = plan(root, manifest, fetcher, opts, &mut state);
+    state.save(root)?;
+    let mut steps = planned?;
+    for step in &mut steps {
+        match step.action {
+            Action::Unchanged | Action::Keep => {}
+            Action::Remove => {
+                if let Some(o) = state.packages.get(&step.package).cloned() {
+                    let image = root.join(o.image.strip_prefix("/").unwrap_or(&o.image));
+                    crate::portable::detach(root, &step.package, &image)?;
+                    crate::portable::remove_image(&image)?;
+                    state.packages.remove(&step.package);
+                    state.save(root)?;
+                    say(&format!("removed {} {}", step.package, o.version));
+                }
+            }
+            Action::Install | Action::Upgrade | Action::Repair => {
+                put(root, fetcher, step, &mut state)?;
+                state.save(root)?;
+                say(&format!(
+                    "{} {} {}",
+                    match step.action {
+                        Action::Install => "installed",
+                        Action::Upgrade => "upgraded",
+                        _ => "repaired",
+                    },
+                    step.package,
+                    step.version.as_deref().unwrap_or("")
+                ));
+            }
+        }
+    }
+    Ok(steps)
+}
+
+/// Installs (when needed), detaches the old image, attaches the new one and records it.
+fn put(root: &Path, fetcher: &Fetcher, step: &mut Step, state: &mut State) -> Result<()> {
+    let (Some(p), Some(entry)) = (step.package_spec.clone(), step.entry.clone()) else {
+        return Ok(());
+    };
+    let repo = p.repository.clone().unwrap_or_default();
+    let old = state.packages.get(&p.name).cloned();
+    let target = image_path(root, &p.name, &entry);
+    let have = old.as_ref().is_some_and(|o| {
+        o.sha256 == entry.sha256
+            && root.join(o.image.strip_prefix("/").unwrap_or(&o.image)) == target
+    }) && target.exists();
+    if let Some(o) = &old {
+        let image = root.join(o.image.strip_prefix("/").unwrap_or(&o.image));
+        crate::portable::detach(root, &p.name, &image)?;
+        if image != target {
+            crate::portable::remove_image(&image)?;
+        }
+    }
+    if !have {
+        install::install(
+            root,
+            fetcher,
+            &repo,
+            &step.arch,
+            &p.name,
+            &entry,
+            p.profile == "trusted",
+        )?;
+    }
+    let req = crate::portable::Request {
+        profile: &p.profile,
+        method: p.install_method,
+        enable: &p.enable,
+        start: &p.start,
+        service_dropin: None,
+    };
+    let done = crate::portable::attach(root, &p.name, &target, &req);
+    let done = match done {
+        Ok(d) => d,
+        Err(e) => {
+            let _ = crate::portable::detach(root, &p.name, &target);
+            let _ = crate::portable::remove_image(&target);
+            state.packages.remove(&p.name);
+            return Err(e);
+        }
+    };
+    step.notes = done.notes;
+    state.packages.insert(
+        p.name.clone(),
+        Installed {
+            version: entry.version.clone(),
+            file: entry.file.clone(),
+            sha256: entry.sha256.clone(),
+            repository: repo,
+            stream: p.track_stream,
+            arch: step.arch.clone(),
+            image: PathBuf::from("/").join(target.strip_prefix(root).unwrap_or(&target)),
+            profile: p.profile.clone(),
+            install_method: p.install_method,
+            enabled: p.enable.clone(),
+            started: p.start.clone(),
+        },
+    );
+    Ok(())
+}

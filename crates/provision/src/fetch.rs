@@ -1,0 +1,149 @@
+//! Transports: `file://` and `http(s)://` (ureq with rustls; the proxy variables honoured),
+//! retries with exponential backoff on connection errors and 5xx, and resume from an offset
+//! with a `Range` request.
+
+use std::fs;
+use std::io::{self, Read, Seek, SeekFrom};
+use std::time::Duration;
+
+use crate::{Error, Result};
+
+/// Fetches files of repositories.
+#[derive(Debug, Clone)]
+pub struct Fetcher {
+    agent: ureq::Agent,
+    attempts: u32,
+    backoff: Duration,
+}
+
+impl Default for Fetcher {
+    fn default() -> Self {
+        Fetcher::new(4, Duration::from_millis(500))
+    }
+}
+
+/// The url of `file` under `ARCH/` of repository `repo`.
+pub fn join(repo: &str, arch: &str, file: &str) -> String {
+    format!("{}/{arch}/{file}", repo.trim_end_matches('/'))
+}
+
+impl Fetcher {
+    /// A fetcher trying each request `attempts` times, waiting `backoff`, then twice that, ...
+    pub fn new(attempts: u32, backoff: Duration) -> Fetcher {
+        let config = ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .timeout_connect(Some(Duration::from_secs(10)))
+            .timeout_recv_response(Some(Duration::from_secs(30)))
+            .timeout_recv_body(Some(Duration::from_secs(60)))
+            .user_agent(concat!("realms-provision/", env!("CARGO_PKG_VERSION")))
+            .build();
+        Fetcher {
+            agent: config.into(),
+            attempts: attempts.max(1),
+            backoff,
+        }
+    }
+
+    /// A whole small file of at most `limit` bytes; `None` when it does not exist.
+    pub fn get(&self, url: &str, limit: u64) -> Result<Option<Vec<u8>>> {
+        let Some(mut r) = self.open(url, 0)? else {
+            return Ok(None);
+        };
+        let mut out = Vec::new();
+        r.by_ref()
+            .take(limit + 1)
+            .read_to_end(&mut out)
+            .map_err(|e| fetch_error(url, e.to_string()))?;
+        if out.len() as u64 > limit {
+            return Err(fetch_error(url, format!("larger than {limit} bytes")));
+        }
+        Ok(Some(out))
+    }
+
+    /// The bytes of `url` from `offset` on; `None` when it does not exist.
+    pub fn open(&self, url: &str, offset: u64) -> Result<Option<Box<dyn Read + Send>>> {
+        if let Some(path) = url.strip_prefix("file://") {
+            let mut f = match fs::File::open(path) {
+                Ok(f) => f,
+                Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+                Err(e) => return Err(fetch_error(url, e.to_string())),
+            };
+            f.seek(SeekFrom::Start(offset))
+                .map_err(|e| fetch_error(url, e.to_string()))?;
+            return Ok(Some(Box::new(f)));
+        }
+        if !(url.starts_with("http://") || url.starts_with("https://")) {
+            return Err(Error::Scheme {
+                url: url.to_string(),
+            });
+        }
+        let mut delay = self.backoff;
+        let mut attempt = 1;
+        loop {
+            match self.http(url, offset) {
+                Err(Retry::Again(message)) if attempt < self.attempts => {
+                    tracing::info!(
+                        "{url}: {message}; retrying in {:.1}s (attempt {attempt} of {})",
+                        delay.as_secs_f32(),
+                        self.attempts
+                    );
+                    std::thread::sleep(delay);
+                    delay *= 2;
+                    attempt += 1;
+                }
+                Err(Retry::Again(message) | Retry::Fatal(message)) => {
+                    return Err(fetch_error(
+                        url,
+                        format!("{message} (after {attempt} attempts)"),
+                    ));
+                }
+                Ok(r) => return Ok(r),
+            }
+        }
+    }
+
+    fn http(
+        &self,
+        url: &str,
+        offset: u64,
+    ) -> std::result::Result<Option<Box<dyn Read + Send>>, Retry> {
+        let mut req = self.agent.get(url);
+        if offset > 0 {
+            req = req.header("Range", format!("bytes={offset}-"));
+        }
+        let resp = req.call().map_err(|e| match e {
+            ureq::Error::Io(_)
+            | ureq::Error::ConnectionFailed
+            | ureq::Error::HostNotFound
+            | ureq::Error::Timeout(_) => Retry::Again(e.to_string()),
+            other => Retry::Fatal(other.to_string()),
+        })?;
+        let status = resp.status().as_u16();
+        match status {
+            404 | 410 => Ok(None),
+            500..=599 => Err(Retry::Again(format!("server error {status}"))),
+            200 | 206 => {
+                let mut body: Box<dyn Read + Send> = Box::new(resp.into_body().into_reader());
+                if offset > 0 && status == 200 {
+                    // The server ignored the range: skip what is there already.
+                    io::copy(&mut body.by_ref().take(offset), &mut io::sink())
+                        .map_err(|e| Retry::Again(e.to_string()))?;
+                }
+                Ok(Some(body))
+            }
+            other => Err(Retry::Fatal(format!("the server answered {other}"))),
+        }
+    }
+}
+
+enum Retry {
+    Again(String),
+    Fatal(String),
+}
+
+fn fetch_error(url: &str, message: String) -> Error {
+    Error::Fetch {
+        url: url.to_string(),
+        message,
+    }
+}

@@ -1,0 +1,342 @@
+//! One package, one pass: fetch, hash, decompress and unpack into a staging directory on the
+//! target file system; renamed to `/var/lib/portables/NAME_VERSION` only when the hash and size
+//! match the (verified) index. The download is also written to the cache
+//! (`/var/cache/realms/provision`) so a cut download resumes where it stopped and a machine
+//! without network can reinstall from it.
+
+use std::fs;
+use std::io::{self, Read, Write};
+use std::path::{Path, PathBuf};
+
+use sha2::{Digest, Sha256};
+
+use crate::fetch::{Fetcher, join};
+use crate::index::{Entry, Ext};
+use crate::unpack::{Limits, decoder, unpack_tar};
+use crate::{Error, Result};
+
+/// Where images go, under the root.
+pub const PORTABLES: &str = "var/lib/portables";
+/// The download cache, under the root.
+pub const CACHE: &str = "var/cache/realms/provision";
+/// The prefix of staging directories under [`PORTABLES`].
+pub const STAGING_PREFIX: &str = ".realms-provision-";
+
+/// The image path an entry is installed as, under the root.
+pub fn image_path(root: &Path, name: &str, entry: &Entry) -> PathBuf {
+    let base = format!("{name}_{}", entry.version);
+    let file = match Ext::of(&entry.file, name, &entry.version) {
+        Some(Ext::Raw) => format!("{base}.raw"),
+        _ => base,
+    };
+    root.join(PORTABLES).join(file)
+}
+
+/// Reads through, hashing and counting, and failing past `limit` bytes.
+struct Hashing<R> {
+    inner: R,
+    hash: Sha256,
+    count: u64,
+    limit: u64,
+    over: bool,
+}
+
+impl<R: Read> Read for Hashing<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.hash.update(&buf[..n]);
+        self.count += n as u64;
+        if self.count > self.limit {
+            self.over = true;
+            return Err(io::Error::other(format!(
+                "larger than the {} bytes the index states",
+                self.limit
+            )));
+        }
+        Ok(n)
+    }
+}
+
+/// Writes what it reads into the cache's `.part` file.
+struct Tee<R> {
+    inner: R,
+    file: fs::File,
+}
+
+impl<R: Read> Read for Tee<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.file.write_all(&buf[..n])?;
+        Ok(n)
+    }
+}
+
+/// Removes what a killed install left under /var/lib/portables.
+pub fn clean_staging(root: &Path) {
+    let Ok(entries) = fs::read_dir(root.join(PORTABLES)) else {
+        return;
+    };
+    for e in entries.flatten() {
+        if e.file_name().to_string_lossy().starts_with(STAGING_PREFIX) {
+            let _ = fs::remove_dir_all(e.path());
+        }
+    }
+}
+
+/// The cached copy of a package and its part while it downloads, named by the hash the
+/// index states (so a file of the same name from elsewhere is never taken for it).
+fn cache_paths(cache: &Path, entry: &Entry) -> (PathBuf, PathBuf) {
+    let base = format!("{}-{}", &entry.sha256[..16], entry.file);
+    (cache.join(&base), cache.join(format!("{base}.part")))
+}
+
+/// The source stream of a package: the complete cached copy, or the cached part followed by
+/// the rest from the repository (written to the cache as it is read).
+fn source(
+    fetcher: &Fetcher,
+    url: &str,
+    cache: &Path,
+    entry: &Entry,
+) -> Result<Box<dyn Read + Send>> {
+    let (done, part) = cache_paths(cache, entry);
+    if let Ok(f) = fs::File::open(&done) {
+        return Ok(Box::new(f));
+    }
+    fs::create_dir_all(cache).map_err(|e| Error::io("creating", cache, e))?;
+    let have = fs::metadata(&part).map(|m| m.len()).unwrap_or(0);
+    let have = if have > entry.size { 0 } else { have };
+    let append = fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&part)
+        .map_err(|e| Error::io("opening", &part, e))?;
+    append
+        .set_len(have)
+        .map_err(|e| Error::io("truncating", &part, e))?;
+    if have > 0 {
+        tracing::info!("resuming {url} at byte {have} of {}", entry.size);
+    }
+    let rest = fetcher.open(url, have)?.ok_or_else(|| Error::Fetch {
+        url: url.to_string(),
+        message: "not found on the server, though the index lists it".into(),
+    })?;
+    let head = fs::File::open(&part).map_err(|e| Error::io("opening", &part, e))?;
+    Ok(Box::new(head.take(have).chain(Tee {
+        inner: rest,
+        file: append,
+    })))
+}
+
+/// Installs package `name` as the verified index `entry` describes from repository `repo`;
+/// returns the installed image path. `allow_setuid` is the `trusted` profile.
+pub fn install(
+    root: &Path,
+    fetcher: &Fetcher,
+    repo: &str,
+    arch: &str,
+    name: &str,
+    entry: &Entry,
+    allow_setuid: bool,
+) -> Result<PathBuf> {
+    let ext = Ext::of(&entry.file, name, &entry.version).ok_or_else(|| Error::BadIndex {
+        url: repo.to_string(),
+        message: format!(
+            "file '{}' is not named {name}_{}.EXT",
+            entry.file, entry.version
+        ),
+    })?;
+    let url = join(repo, arch, &entry.file);
+    let portables = root.join(PORTABLES);
+    fs::create_dir_all(&portables).map_err(|e| Error::io("creating", &portables, e))?;
+    let staging = portables.join(format!(
+        "{STAGING_PREFIX}{name}_{}-{}",
+        entry.version,
+        std::process::id()
+    ));
+    let _ = fs::remove_dir_all(&staging);
+    fs::create_dir(&staging).map_err(|e| Error::io("creating", &staging, e))?;
+    let cache = root.join(CACHE);
+    let result = stage(fetcher, &url, &cache, entry, ext, &staging, allow_setuid);
+    let result = result.and_then(|()| {
+        let target = image_path(root, name, entry);
+        let from = match ext {
+            Ext::Raw => staging.join("image.raw"),
+            _ => staging.join("tree"),
+        };
+        if target.exists() {
+            crate::portable::remove_image(&target)?;
+        }
+        realms_sys::atomic::rename_noreplace(&from, &target)?;
+        realms_sys::atomic::fsync_dir(&portables)?;
+        Ok(target)
+    });
+    let _ = fs::remove_dir_all(&staging);
+    result
+}
+
+fn stage(
+    fetcher: &Fetcher,
+    url: &str,
+    cache: &Path,
+    entry: &Entry,
+    ext: Ext,
+    staging: &Path,
+    allow_setuid: bool,
+) -> Result<()> {
+    let hashing = Hashing {
+        inner: source(fetcher, url, cache, entry)?,
+        hash: Sha256::new(),
+        count: 0,
+        limit: entry.size,
+        over: false,
+    };
+    let limits = Limits {
+        installed_size: entry.installed_size,
+        allow_setuid,
+    };
+    // Fetching and hashing run on their own thread, decompressing and unpacking on this one:
+    // still one pass over the bytes, on two cores.
+    let (tx, rx) = std::sync::mpsc::sync_channel(16);
+    let reader = std::thread::spawn(move || fetch_thread(hashing, tx));
+    let mut piped = Piped {
+        rx,
+        buf: Vec::new(),
+        pos: 0,
+    };
+    let unpacked = unpack_one(&mut piped, entry, ext, staging, &limits);
+    // Read to the end: the hash covers the whole file, whatever the unpacker needed.
+    let drained = io::copy(&mut piped, &mut io::sink());
+    drop(piped);
+    let hashing = reader
+        .join()
+        .map_err(|_| Error::Usage("the download thread panicked".into()))?;
+    let (done, part) = cache_paths(cache, entry);
+    let digest = hex::encode(hashing.hash.finalize());
+    let integrity = |reason: String| Error::Integrity {
+        file: entry.file.clone(),
+        url: url.to_string(),
+        reason,
+    };
+    if let Err(e) = drained {
+        if hashing.over {
+            let _ = fs::remove_file(&part);
+            let _ = fs::remove_file(&done);
+            return Err(integrity(e.to_string()));
+        }
+        return Err(Error::Fetch {
+            url: url.to_string(),
+            message: format!("{e}; the next try resumes where this one stopped"),
+        });
+    }
+    if hashing.count < entry.size {
+        return Err(Error::Fetch {
+            url: url.to_string(),
+            message: format!(
+                "the transfer stopped after {} of {} bytes; the next try resumes where it stopped",
+                hashing.count, entry.size
+            ),
+        });
+    }
+    if hashing.count != entry.size || digest != entry.sha256 {
+        let _ = fs::remove_file(&part);
+        let _ = fs::remove_file(&done);
+        return Err(integrity(format!(
+            "its SHA-256 is {digest} and size {}, but the index states {} and {}",
+            hashing.count, entry.sha256, entry.size
+        )));
+    }
+    if part.exists() {
+        let _ = realms_sys::atomic::rename(&part, &done);
+    }
+    if unpacked.is_err() {
+        let _ = fs::remove_file(&done);
+    }
+    unpacked.map_err(|e| match e {
+        Error::Integrity { file, reason, .. } => Error::Integrity {
+            file,
+            url: url.to_string(),
+            reason,
+        },
+        other => other,
+    })
+}
+
+/// Reads `hashing` to its end in chunks sent to the unpacker; returns it for its hash.
+fn fetch_thread<R: Read>(
+    mut hashing: Hashing<R>,
+    tx: std::sync::mpsc::SyncSender<io::Result<Vec<u8>>>,
+) -> Hashing<R> {
+    loop {
+        let mut chunk = vec![0u8; 256 << 10];
+        match hashing.read(&mut chunk) {
+            Ok(0) => break,
+            Ok(n) => {
+                chunk.truncate(n);
+                if tx.send(Ok(chunk)).is_err() {
+                    break;
+                }
+            }
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => {
+                let _ = tx.send(Err(e));
+                break;
+            }
+        }
+    }
+    hashing
+}
+
+/// The unpacker's side of [`fetch_thread`].
+struct Piped {
+    rx: std::sync::mpsc::Receiver<io::Result<Vec<u8>>>,
+    buf: Vec<u8>,
+    pos: usize,
+}
+
+impl Read for Piped {
+    fn read(&mut self, out: &mut [u8]) -> io::Result<usize> {
+        if self.pos == self.buf.len() {
+            match self.rx.recv() {
+                Ok(Ok(chunk)) => {
+                    self.buf = chunk;
+                    self.pos = 0;
+                }
+                Ok(Err(e)) => return Err(e),
+                Err(_) => return Ok(0),
+            }
+        }
+        let n = out.len().min(self.buf.len() - self.pos);
+        out[..n].copy_from_slice(&self.buf[self.pos..self.pos + n]);
+        self.pos += n;
+        Ok(n)
+    }
+}
+
+fn unpack_one(
+    r: &mut impl Read,
+    entry: &Entry,
+    ext: Ext,
+    staging: &Path,
+    limits: &Limits,
+) -> Result<()> {
+    if ext == Ext::Raw {
+        let path = staging.join("image.raw");
+        let mut f = fs::File::create(&path).map_err(|e| Error::io("creating", &path, e))?;
+        io::copy(r, &mut f).map_err(|e| Error::io("writing", &path, e))?;
+        return f.sync_all().map_err(|e| Error::io("syncing", &path, e));
+    }
+    let tree = staging.join("tree");
+    fs::create_dir(&tree).map_err(|e| Error::io("creating", &tree, e))?;
+    let mut dec = decoder(ext, r).map_err(|e| Error::Integrity {
+        file: entry.file.clone(),
+        url: String::new(),
+        reason: format!("cannot decompress: {e}"),
+    })?;
+    unpack_tar(&entry.file, &mut dec, &tree, limits)?;
+    io::copy(&mut dec, &mut io::sink()).map_err(|e| Error::Integrity {
+        file: entry.file.clone(),
+        url: String::new(),
+        reason: format!("cannot decompress: {e}"),
+    })?;
+    Ok(())
+}

@@ -1,0 +1,24 @@
+//! Provisioning: a declarative manifest of portable-service packages, signed repositories
+//! (an index per architecture and stream), verified one-pass install into /var/lib/portables,
+//! attach through `realms-portable`, and the state of what is installed.
+#![warn(missing_docs)]
+
+pub mod apply;
+mod error;
+pub mod fetch;
+pub mod fuzz;
+pub mod inbox;
+pub mod index;
+pub mod install;
+pub mod manifest;
+pub mod portable;
+pub mod publish;
+pub mod state;
+pub mod unpack;
+
+pub use error::{Error, Result};
+
+#[cfg(test)]
+mod tests;
+#[cfg(test)]
+mod tests_http;

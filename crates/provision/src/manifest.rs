@@ -1,0 +1,464 @@
+//! The manifest: which portable-service packages this machine runs, from which repository, with
+//! which profile, and which of their units are enabled and started.
+//!
+//! `/etc/realms/provision.yaml`, then the drop-ins `/etc/realms/provision.d/*.yaml` in name
+//! order: a drop-in's `default_repository` replaces the one before, and its packages are added,
+//! replacing an earlier package of the same name. The schema is strict: an unknown key, a value
+//! of the wrong type or a missing name is an error naming the file, line, column and key.
+
+use std::fmt;
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::{Error, Result};
+
+/// The default manifest, under the root.
+pub const DEFAULT_PATH: &str = "etc/realms/provision.yaml";
+/// The drop-in directory, under the root.
+pub const DROPIN_DIR: &str = "etc/realms/provision.d";
+
+/// A stream of a repository: which versions a machine follows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Stream {
+    /// Released versions (the default).
+    #[default]
+    Stable,
+    /// The next stable.
+    Testing,
+    /// Further ahead.
+    Next,
+}
+
+impl Stream {
+    /// Its name, as in the manifest and the index file name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Stream::Stable => "stable",
+            Stream::Testing => "testing",
+            Stream::Next => "next",
+        }
+    }
+}
+
+impl fmt::Display for Stream {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl std::str::FromStr for Stream {
+    type Err = String;
+
+    fn from_str(s: &str) -> std::result::Result<Self, Self::Err> {
+        match s {
+            "stable" => Ok(Stream::Stable),
+            "testing" => Ok(Stream::Testing),
+            "next" => Ok(Stream::Next),
+            _ => Err(format!("unknown stream '{s}': use stable, testing or next")),
+        }
+    }
+}
+
+/// How an image is attached (portablectl's `--copy=`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum InstallMethod {
+    /// Unit files copied, profile and image symlinked.
+    #[default]
+    Auto,
+    /// Unit files and profile copied.
+    Copy,
+    /// Unit files and profile symlinked.
+    Symlink,
+}
+
+/// One package of the manifest.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Package {
+    /// The package name (the image name, the prefix of its units).
+    pub name: String,
+    /// Its repository; the manifest's `default_repository` when absent.
+    #[serde(default)]
+    pub repository: Option<String>,
+    /// An exact version, or `latest` (the highest the stream lists).
+    #[serde(default = "latest")]
+    pub version: String,
+    /// The stream whose index is followed.
+    #[serde(default)]
+    pub track_stream: Stream,
+    /// Units enabled after the attach.
+    #[serde(default)]
+    pub enable: Vec<String>,
+    /// Units started after the attach.
+    #[serde(default)]
+    pub start: Vec<String>,
+    /// The portable profile.
+    #[serde(default = "default_profile")]
+    pub profile: String,
+    /// How the image is attached.
+    #[serde(default)]
+    pub install_method: InstallMethod,
+    /// The file it was read from.
+    #[serde(skip)]
+    pub file: PathBuf,
+}
+
+fn latest() -> String {
+    "latest".into()
+}
+
+fn default_profile() -> String {
+    "default".into()
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileDoc {
+    composable: Composable,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Composable {
+    #[serde(default)]
+    default_repository: Option<String>,
+    #[serde(default)]
+    packages: Vec<Package>,
+}
+
+/// The merged manifest.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub struct Manifest {
+    /// The files read, in order.
+    pub files: Vec<PathBuf>,
+    /// The packages, each with its repository resolved.
+    pub packages: Vec<Package>,
+}
+
+/// Whether `text` holds nothing but blank lines and comments.
+fn is_blank(text: &str) -> bool {
+    text.lines()
+        .map(str::trim)
+        .all(|l| l.is_empty() || l.starts_with('#') || l == "---")
+}
+
+/// Parses one manifest file's text (`file` names it in errors); the package repositories are
+/// left as written.
+pub fn parse(file: &Path, text: &str) -> Result<(Option<String>, Vec<Package>)> {
+    if is_blank(text) {
+        return Ok((None, Vec::new()));
+    }
+    let doc: FileDoc = serde_yaml_ng::from_str(text).map_err(|e| yaml_error(file, &e))?;
+    let mut packages = doc.composable.packages;
+    for p in &mut packages {
+        p.file = file.to_path_buf();
+        check_package(p)?;
+    }
+    Ok((doc.composable.default_repository, packages))
+}
+
+/// A YAML error as `file:line:column: message` (the message without serde_yaml's own
+/// " at line L column C").
+fn yaml_error(file: &Path, e: &serde_yaml_ng::Error) -> Error {
+    let (line, column) = e
+        .location()
+        .map(|l| (l.line(), l.column()))
+        .unwrap_or((1, 1));
+    let mut message = e.to_string();
+    if let Some(i) = message.rfind(" at line ") {
+        message.truncate(i);
+    }
+    Error::Manifest {
+        file: file.to_path_buf(),
+        line,
+        column,
+        message: explain(&message),
+    }
+}
+
+/// Adds what is allowed to serde's messages where it does not say.
+fn explain(message: &str) -> String {
+    if message.contains("missing field `composable`") {
+        return format!("{message}: a manifest is a mapping with one key, composable");
+    }
+    if message.contains("invalid type") {
+        let hint = "keys: name, repository, version and profile are strings; enable and start \
+                    are lists of unit names; track_stream is stable, testing or next; \
+                    install_method is copy, symlink or auto";
+        return format!("{message} ({hint})");
+    }
+    message.to_string()
+}
+
+fn valid_name(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 128
+        && s.starts_with(|c: char| c.is_ascii_alphanumeric())
+        && s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '.' | '+'))
+}
+
+/// Whether `s` is a valid version: `latest`, or a non-empty word of letters, digits and
+/// `.-+~^` starting with a letter or digit.
+pub fn valid_version(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 128
+        && s.starts_with(|c: char| c.is_ascii_alphanumeric())
+        && s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '.' | '+' | '~' | '^'))
+}
+
+fn check_package(p: &Package) -> Result<()> {
+    let bad = |message: String| Error::ManifestValue {
+        file: p.file.clone(),
+        package: p.name.clone(),
+        message,
+    };
+    if !valid_name(&p.name) {
+        return Err(bad("key name: a package name is letters, digits, '-', '.' and '+', starting with a letter or digit (no '_', which separates the version)".into()));
+    }
+    if !valid_version(&p.version) {
+        return Err(bad(format!(
+            "key version: '{}' is not a version: use latest or letters, digits and .-+~^",
+            p.version
+        )));
+    }
+    if !valid_name(&p.profile) {
+        return Err(bad(format!(
+            "key profile: '{}' is not a profile name: use default, nonetwork, strict, trusted or a profile installed on the host",
+            p.profile
+        )));
+    }
+    for (key, units) in [("enable", &p.enable), ("start", &p.start)] {
+        for u in units {
+            let ok = u.starts_with(&p.name)
+                && [".service", ".socket", ".timer", ".path", ".target"]
+                    .iter()
+                    .any(|s| u.ends_with(s))
+                && !u.contains('/');
+            if !ok {
+                return Err(bad(format!(
+                    "key {key}: '{u}' is not a unit of this package: unit names start with the package name and end in .service, .socket, .timer, .path or .target"
+                )));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The manifest files under `root`: `manifest` (or the default path when it exists), then the
+/// drop-ins in name order.
+pub fn files(root: &Path, manifest: Option<&Path>) -> Result<Vec<PathBuf>> {
+    let mut out = Vec::new();
+    match manifest {
+        Some(m) => out.push(m.to_path_buf()),
+        None => {
+            let p = root.join(DEFAULT_PATH);
+            if p.exists() {
+                out.push(p);
+            }
+        }
+    }
+    let dir = root.join(DROPIN_DIR);
+    match fs::read_dir(&dir) {
+        Ok(entries) => {
+            let mut dropins: Vec<PathBuf> = entries
+                .flatten()
+                .map(|e| e.path())
+                .filter(|p| p.extension().is_some_and(|e| e == "yaml" || e == "yml"))
+                .collect();
+            dropins.sort();
+            out.extend(dropins);
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(Error::io("reading", dir, e)),
+    }
+    Ok(out)
+}
+
+/// Reads and merges the manifest files, resolving each package's repository.
+pub fn load(root: &Path, manifest: Option<&Path>) -> Result<Manifest> {
+    let files = files(root, manifest)?;
+    let mut default_repository: Option<String> = None;
+    let mut packages: Vec<Package> = Vec::new();
+    for file in &files {
+        let text = fs::read_to_string(file).map_err(|e| Error::io("reading", file, e))?;
+        let (default, found) = parse(file, &text)?;
+        if default.is_some() {
+            default_repository = default;
+        }
+        for p in found {
+            match packages.iter_mut().find(|q| q.name == p.name) {
+                Some(q) => *q = p,
+                None => packages.push(p),
+            }
+        }
+    }
+    for p in &mut packages {
+        if p.repository.is_none() {
+            p.repository = default_repository.clone();
+        }
+        if p.repository.is_none() {
+            return Err(Error::ManifestValue {
+                file: p.file.clone(),
+                package: p.name.clone(),
+                message:
+                    "key repository: no repository, and no default_repository in any manifest file"
+                        .into(),
+            });
+        }
+    }
+    Ok(Manifest { files, packages })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SEED: &str = "\
+composable:
+  default_repository: https://example.org/portables
+  packages:
+    - name: goss
+      repository: file:///media/usb1/fcos      # optional; default_repository otherwise
+      version: v0.0.1                           # an exact version, or: latest
+      track_stream: stable                      # stable | next | testing
+      enable: [goss-serve.service]
+      start: [goss.socket, goss-serve.service]
+      profile: default
+      install_method: copy
+";
+
+    fn err(text: &str) -> String {
+        parse(Path::new("/etc/realms/provision.yaml"), text)
+            .unwrap_err()
+            .to_string()
+    }
+
+    #[test]
+    fn the_seed_manifest_parses() {
+        let (default, packages) = parse(Path::new("m.yaml"), SEED).unwrap();
+        assert_eq!(default.as_deref(), Some("https://example.org/portables"));
+        let p = &packages[0];
+        assert_eq!(p.name, "goss");
+        assert_eq!(p.repository.as_deref(), Some("file:///media/usb1/fcos"));
+        assert_eq!(p.version, "v0.0.1");
+        assert_eq!(p.track_stream, Stream::Stable);
+        assert_eq!(p.start, ["goss.socket", "goss-serve.service"]);
+        assert_eq!(p.install_method, InstallMethod::Copy);
+        assert_eq!(p.file, Path::new("m.yaml"));
+    }
+
+    #[test]
+    fn defaults_apply() {
+        let (_, packages) = parse(
+            Path::new("m.yaml"),
+            "composable:\n  packages:\n    - name: foo\n",
+        )
+        .unwrap();
+        let p = &packages[0];
+        assert_eq!(
+            (p.version.as_str(), p.profile.as_str()),
+            ("latest", "default")
+        );
+        assert_eq!(p.install_method, InstallMethod::Auto);
+    }
+
+    #[test]
+    fn an_unknown_key_names_file_line_column_and_what_is_allowed() {
+        let e = err("composable:\n  packages:\n    - name: foo\n      colour: red\n");
+        assert!(e.starts_with("/etc/realms/provision.yaml:4:7: "), "{e}");
+        assert!(e.contains("colour") && e.contains("install_method"), "{e}");
+        let e = err("composable:\n  default_repo: x\n");
+        assert!(e.starts_with("/etc/realms/provision.yaml:2:3: "), "{e}");
+        assert!(e.contains("default_repository"), "{e}");
+        let e = err("other: 1\n");
+        assert!(e.contains(":1:1: ") && e.contains("composable"), "{e}");
+    }
+
+    #[test]
+    fn a_wrong_type_names_file_line_column() {
+        let e = err("composable:\n  packages:\n    - name: foo\n      enable: goss.service\n");
+        assert!(e.starts_with("/etc/realms/provision.yaml:4:15: "), "{e}");
+        assert!(e.contains("invalid type") && e.contains("enable"), "{e}");
+        let e = err("composable:\n  packages:\n    - name: foo\n      track_stream: beta\n");
+        assert!(e.contains(":4:21: ") && e.contains("stable"), "{e}");
+        let e = err("composable:\n  packages: {}\n");
+        assert!(e.contains(":2:13: "), "{e}");
+    }
+
+    #[test]
+    fn a_missing_name_names_file_line_column() {
+        let e = err("composable:\n  packages:\n    - version: v1\n");
+        assert!(e.starts_with("/etc/realms/provision.yaml:3:7: "), "{e}");
+        assert!(e.contains("missing field `name`"), "{e}");
+    }
+
+    #[test]
+    fn a_syntax_error_names_file_line_column() {
+        let e = err("composable:\n  packages:\n    - name: [foo\n");
+        assert!(e.starts_with("/etc/realms/provision.yaml:"), "{e}");
+        let e = err("composable:\n\tpackages: []\n");
+        assert!(e.starts_with("/etc/realms/provision.yaml:2:"), "{e}");
+    }
+
+    #[test]
+    fn bad_values_name_the_package_and_key() {
+        let e = err("composable:\n  packages:\n    - name: foo_bar\n");
+        assert!(e.contains("'foo_bar'") && e.contains("key name"), "{e}");
+        let e = err("composable:\n  packages:\n    - name: foo\n      version: a/b\n");
+        assert!(e.contains("key version"), "{e}");
+        let e = err("composable:\n  packages:\n    - name: foo\n      start: [bar.service]\n");
+        assert!(e.contains("key start") && e.contains("bar.service"), "{e}");
+    }
+
+    #[test]
+    fn dropins_merge_in_name_order() {
+        let root = tempfile::tempdir().unwrap();
+        let dir = root.path().join(DROPIN_DIR);
+        fs::create_dir_all(&dir).unwrap();
+        fs::write(root.path().join(DEFAULT_PATH), SEED).unwrap();
+        fs::write(
+            dir.join("20-b.yaml"),
+            "composable:\n  packages:\n    - name: goss\n      version: v2\n",
+        )
+        .unwrap();
+        fs::write(
+            dir.join("10-a.yaml"),
+            "composable:\n  default_repository: http://127.0.0.1/r\n  packages:\n    - name: bar\n",
+        )
+        .unwrap();
+        fs::write(dir.join("30-empty.yaml"), "# nothing\n").unwrap();
+        fs::write(dir.join("README"), "not yaml").unwrap();
+        let m = load(root.path(), None).unwrap();
+        assert_eq!(m.files.len(), 4);
+        let names: Vec<_> = m.packages.iter().map(|p| p.name.as_str()).collect();
+        assert_eq!(names, ["goss", "bar"]);
+        assert_eq!(m.packages[0].version, "v2");
+        assert_eq!(
+            m.packages[0].repository.as_deref(),
+            Some("http://127.0.0.1/r")
+        );
+        assert_eq!(
+            m.packages[1].repository.as_deref(),
+            Some("http://127.0.0.1/r")
+        );
+    }
+
+    #[test]
+    fn a_package_without_any_repository_is_refused() {
+        let root = tempfile::tempdir().unwrap();
+        let m = root.path().join("m.yaml");
+        fs::write(&m, "composable:\n  packages:\n    - name: foo\n").unwrap();
+        let e = load(root.path(), Some(&m)).unwrap_err().to_string();
+        assert!(
+            e.contains("default_repository") && e.contains("'foo'"),
+            "{e}"
+        );
+    }
+}
