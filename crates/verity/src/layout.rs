@@ -118,7 +118,9 @@ pub fn tree_layout(params: &Params, data_blocks: u64) -> Result<TreeLayout> {
             .checked_add(blocks)
             .ok_or_else(|| too_large("the hash area"))?;
     }
-    let tree_offset = first_block * hbs;
+    let tree_offset = first_block
+        .checked_mul(hbs)
+        .ok_or_else(|| too_large("the hash offset"))?;
     let hash_end = position
         .checked_mul(hbs)
         .ok_or_else(|| too_large("the hash area"))?;
@@ -294,5 +296,31 @@ mod tests {
         };
         assert!(tree_layout(&far, 1).is_err());
         assert!(tree_layout(&params, 0).is_err());
+    }
+
+    /// Regression (fuzz artifact crash-43193e8a): a superblock read at a hash offset near
+    /// u64::MAX made the tree's offset overflow (a panic in debug builds, a wrap in release).
+    #[test]
+    fn crash_43193e8a_hash_offset_near_the_end_of_u64_is_an_error() {
+        let params = Params {
+            hash: Sha256,
+            data_block_size: 4096,
+            hash_block_size: 4096,
+            salt: vec![0; 32],
+            uuid: None,
+            superblock: true,
+            hash_offset: 0xffff_ffff_ffff_fc00,
+            data_blocks: Some(1),
+        };
+        for data_blocks in [1, 2, 1 << 20] {
+            let err = tree_layout(&params, data_blocks).unwrap_err();
+            assert!(matches!(err, Error::TooLarge { .. }), "{err}");
+        }
+        let no_superblock = Params {
+            superblock: false,
+            hash_offset: u64::MAX - 4095,
+            ..params
+        };
+        assert!(tree_layout(&no_superblock, 2).is_err());
     }
 }
