@@ -1,6 +1,6 @@
 //! Errors of the realm store: each names the realm, file, line or key it is about.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 /// Everything that can go wrong managing realms.
 #[derive(Debug, thiserror::Error)]
@@ -109,6 +109,25 @@ impl Error {
             _ => 1,
         }
     }
+}
+
+/// A TOML parse error as a config error naming the file and line.
+pub(crate) fn bad_file(path: &Path, text: &str, err: &toml::de::Error) -> Error {
+    let line = err.span().map(|span| line_of(text, span.start));
+    Error::BadConfig {
+        path: path.to_path_buf(),
+        line,
+        message: err.message().trim().to_string(),
+    }
+}
+
+/// The 1-based line number of a byte offset.
+fn line_of(text: &str, offset: usize) -> usize {
+    text.as_bytes()[..offset.min(text.len())]
+        .iter()
+        .filter(|b| **b == b'\n')
+        .count()
+        + 1
 }
 
 fn log_tail(log: &str) -> String {

@@ -6,7 +6,7 @@ use std::path::Path;
 use realms_image::validate_name;
 use realms_sys::{atomic, btrfs};
 
-use crate::config::{KEYS, RealmConfig, parse_value, unknown_key};
+use crate::config::{KEYS, RealmConfig, parse_value, set_line, unknown_key};
 use crate::store::{RealmStore, RootKind, chown, delete_realm_tree, mkdir};
 use crate::{Error, Result};
 
@@ -242,31 +242,6 @@ pub fn config_edit(store: &RealmStore, name: &str, key: &str, edit: ListEdit) ->
     Ok(())
 }
 
-/// Sets `key = value` in a flat TOML file, keeping every other line (and comments) as it was.
-pub(crate) fn set_line(text: &str, key: &str, value: &toml::Value) -> String {
-    let line = format!("{key} = {value}");
-    let mut out = Vec::new();
-    let mut done = false;
-    for l in text.lines() {
-        let is_key = l.split_once('=').is_some_and(|(k, _)| k.trim() == key)
-            && !l.trim_start().starts_with('#');
-        if is_key {
-            if !done {
-                out.push(line.clone());
-                done = true;
-            }
-        } else {
-            out.push(l.to_string());
-        }
-    }
-    if !done {
-        out.push(line);
-    }
-    let mut s = out.join("\n");
-    s.push('\n');
-    s
-}
-
 /// Snapshots the image as the realm's rootfs; `false` when the image is on another btrfs
 /// filesystem (EXDEV), so the realm must be an overlay instead.
 fn snapshot_or_cross_fs(image: &Path, staging: &Path) -> Result<bool> {
@@ -317,19 +292,6 @@ impl Drop for RemoveOnDrop<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn set_line_replaces_or_appends_and_keeps_comments() {
-        let text = "# comment\nuse-gpu = false\nuse-kvm = false\n";
-        assert_eq!(
-            set_line(text, "use-gpu", &toml::Value::Boolean(true)),
-            "# comment\nuse-gpu = true\nuse-kvm = false\n"
-        );
-        assert_eq!(
-            set_line(text, "network-zone", &toml::Value::String("work".into())),
-            "# comment\nuse-gpu = false\nuse-kvm = false\nnetwork-zone = \"work\"\n"
-        );
-    }
 
     fn store_with_realm(name: &str) -> (tempfile::TempDir, RealmStore) {
         let dir = tempfile::tempdir().unwrap();

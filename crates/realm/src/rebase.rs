@@ -107,7 +107,7 @@ pub fn rebase(
         // shows as behind, and another rebase finishes the move.
         let path = store.config_path(name);
         let text = fs::read_to_string(&path).unwrap_or_default();
-        let text = crate::lifecycle::set_line(&text, "appimg", &toml::Value::String(image.clone()));
+        let text = crate::config::set_line(&text, "appimg", &toml::Value::String(image.clone()));
         atomic::write_file(&path, text.as_bytes(), 0o644)?;
     }
     match kind {
@@ -174,30 +174,6 @@ fn new_overlay_root(store: &RealmStore, name: &str, image: &str, info: &ImageInf
     Ok(())
 }
 
-/// Removes what interrupted rebases left in realm directories (a new root not yet swapped in,
-/// or an old one not yet deleted). Call with the store lock held.
-pub(crate) fn cleanup_leftovers(store: &RealmStore) -> Result<()> {
-    for name in store.names()? {
-        let dir = store.realm_dir(&name);
-        for entry in fs::read_dir(&dir).into_iter().flatten().flatten() {
-            let file = entry.file_name().to_string_lossy().into_owned();
-            let pid = [".rootfs-new-", ".overlay-new-"]
-                .iter()
-                .find_map(|p| file.strip_prefix(p))
-                .and_then(|rest| rest.parse::<u32>().ok());
-            if pid.is_some_and(|p| p != std::process::id() && !realms_sys::proc::pid_alive(p)) {
-                tracing::info!("removing the leftover {}", entry.path().display());
-                if btrfs::is_subvolume(entry.path()).unwrap_or(false) {
-                    btrfs::delete_subvolume_recursive(entry.path())?;
-                } else {
-                    delete_realm_tree(&entry.path())?;
-                }
-            }
-        }
-    }
-    Ok(())
-}
-
 /// Deletes a kept older version (`IMG.appimg.old-N`) once no overlay realm is on it.
 pub(crate) fn prune_kept(store: &RealmStore, version: &Path) -> Result<()> {
     let is_kept = version
@@ -228,7 +204,7 @@ mod tests {
         fs::create_dir_all(&dead).unwrap();
         fs::create_dir_all(&ours).unwrap();
         fs::create_dir_all(dir.join("overlay/upper")).unwrap();
-        cleanup_leftovers(&store).unwrap();
+        crate::recover::cleanup_rebases(&store).unwrap();
         assert!(!dir.join(".overlay-new-4194305").exists());
         assert!(ours.exists() && dir.join("overlay/upper").exists());
     }

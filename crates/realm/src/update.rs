@@ -69,7 +69,7 @@ pub fn update_appimg(
     .arg(format!("--machine={machine}"))
     .arg("--directory")
     .arg(staged.path());
-    if Executor::detect() == Executor::Direct {
+    if store.executor() == Executor::Direct {
         cmd.args(["--register=no", "--keep-unit"]);
     }
     if command.is_empty() {

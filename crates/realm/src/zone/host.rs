@@ -17,7 +17,7 @@ use std::path::{Path, PathBuf};
 use realms_sys::{atomic, cmd::Cmd, lock::StoreLock};
 use serde::{Deserialize, Serialize};
 
-use super::port::Proto;
+use crate::forward::Proto;
 use crate::{Error, Result};
 
 /// Where the host-wide records live (never under `--root`).
