@@ -18,6 +18,6 @@ pub mod sealed;
 mod store;
 
 pub use error::{Error, Result};
-pub use import::{Progress, Source, import};
+pub use import::{Source, import};
 pub use name::validate_name;
 pub use store::{ImageInfo, ImageKind, ImageStore, Staged, copy_tree, delete_tree};

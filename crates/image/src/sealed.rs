@@ -13,7 +13,8 @@ use serde::Serialize;
 use crate::keys::{self, GoodSignature};
 use crate::meta::{Meta, VerityMeta};
 use crate::store::{ImageInfo, ImageKind, ImageStore, Staged};
-use crate::{Error, Progress, Result};
+use crate::{Error, Result};
+use realms_sys::event::{Event, Report};
 
 /// The filesystem inside `image.raw`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -58,7 +59,7 @@ pub struct BuildOptions {
 pub fn build(
     store: &ImageStore,
     opts: &BuildOptions,
-    progress: &dyn Progress,
+    progress: &dyn Report,
 ) -> Result<(Staged, Meta)> {
     crate::validate_name("image", &opts.name)?;
     if !opts.tree.join("usr").is_dir() {
@@ -71,7 +72,10 @@ pub fn build(
     let staged = store.stage_plain(&opts.name)?;
     let dir = staged.path().to_path_buf();
     let raw = dir.join("image.raw");
-    progress.stage(&format!("making the {} filesystem", opts.filesystem.name()));
+    progress.report(Event::progress(format!(
+        "making the {} filesystem",
+        opts.filesystem.name()
+    )));
     mkfs(opts.filesystem, &opts.tree, &raw, &opts.name)?;
     pad_to_block(&raw)?;
     let version = match &opts.version {
@@ -92,7 +96,7 @@ pub fn build(
         verity: None,
     };
     if let Some(signing) = &signing {
-        progress.stage("computing the dm-verity hash tree");
+        progress.report(Event::progress("computing the dm-verity hash tree"));
         meta.verity = Some(format_verity(&dir)?);
         meta.signed_by = opts
             .key

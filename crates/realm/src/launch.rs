@@ -20,28 +20,31 @@ pub(crate) use crate::runtime::{SETTLE, leader_file, nspawn_pid, pid_file, unit_
 pub use crate::runtime::{State, is_running, leader, log_file, state};
 use crate::store::RealmStore;
 use crate::{Error, Result, tree, zone};
+use realms_sys::event::{Event, Report};
 
 const START_TIMEOUT: Duration = Duration::from_secs(120);
 const STOP_TIMEOUT: Duration = Duration::from_secs(30);
 /// `realms start NAME`.
-pub fn start(store: &RealmStore, name: &str, say: &dyn Fn(&str)) -> Result<()> {
+pub fn start(store: &RealmStore, name: &str, say: &dyn Report) -> Result<()> {
     store.check_exists(name)?;
     let _lock = store.lock()?;
     start_locked(store, name, say)
 }
 
 /// Starts a realm with the store lock held; a running realm is left as it is.
-pub(crate) fn start_locked(store: &RealmStore, name: &str, say: &dyn Fn(&str)) -> Result<()> {
+pub(crate) fn start_locked(store: &RealmStore, name: &str, say: &dyn Report) -> Result<()> {
     let mut settle = Duration::ZERO;
     match state(store, name) {
         State::Running => {
-            say(&format!("[+] Realm '{name}' is already running"));
+            say.report(Event::progress(format!(
+                "Realm '{name}' is already running"
+            )));
             return Ok(());
         }
         State::Orphaned => {
-            say(&format!(
-                "[!] Realm '{name}' lost its systemd-nspawn (was it killed?); stopping what is left of it first"
-            ));
+            say.report(Event::warning(format!(
+                "Realm '{name}' lost its systemd-nspawn (was it killed?); stopping what is left of it first"
+            )));
             stop_locked(store, name)?;
             settle = SETTLE;
         }
@@ -54,7 +57,7 @@ pub(crate) fn start_locked(store: &RealmStore, name: &str, say: &dyn Fn(&str)) -
     let plan = plan(store, name, &config, &RealHost)?;
     // What the config asks for and this host cannot give is said, not only logged.
     for note in &plan.notes {
-        say(&format!("[!] realm '{name}': {note}"));
+        say.report(Event::warning(format!("realm '{name}': {note}")));
     }
     if let RootSetup::Overlay {
         image: Some(image), ..
@@ -64,18 +67,18 @@ pub(crate) fn start_locked(store: &RealmStore, name: &str, say: &dyn Fn(&str)) -
         if info.kind == ImageKind::Sealed
             && activate::sealed_protection() == activate::Protection::VerifiedOnce
         {
-            say(&format!(
-                "[!] this kernel has no device-mapper, so sealed image '{}' is verified in userspace before it is \
+            say.report(Event::warning(format!(
+                "this kernel has no device-mapper, so sealed image '{}' is verified in userspace before it is \
                  mounted read-only; this gives no protection against tampering after that",
                 info.name
-            ));
+            )));
         }
     }
     let net = match &plan.network {
         Network::Zone { zone, forwards, .. } => {
             let attached = zone::attach(store, zone, name, forwards)?;
             for warning in &attached.warnings {
-                say(&format!("[!] {warning}"));
+                say.report(Event::warning(warning.to_string()));
             }
             Some(attached)
         }
@@ -100,7 +103,7 @@ pub(crate) fn start_locked(store: &RealmStore, name: &str, say: &dyn Fn(&str)) -
             .args(["-t", &pid, "-m", "chown", "1000:1000", "/home/user"])
             .run()?;
     }
-    say(&format!("[+] Started realm '{name}'"));
+    say.report(Event::progress(format!("Started realm '{name}'")));
     Ok(())
 }
 
@@ -259,34 +262,34 @@ pub fn exec_launcher(store: &RealmStore, name: &str) -> Result<std::convert::Inf
 }
 
 /// `realms stop NAME`.
-pub fn stop(store: &RealmStore, name: &str, say: &dyn Fn(&str)) -> Result<()> {
+pub fn stop(store: &RealmStore, name: &str, say: &dyn Report) -> Result<()> {
     store.check_exists(name)?;
     let _lock = store.lock()?;
     match state(store, name) {
         State::Stopped => {
-            say(&format!("[+] Realm '{name}' is not running"));
+            say.report(Event::progress(format!("Realm '{name}' is not running")));
             return Ok(());
         }
-        State::Orphaned => say(&format!(
-            "[!] Realm '{name}' lost its systemd-nspawn (was it killed?); stopping what is left of it"
-        )),
+        State::Orphaned => say.report(Event::warning(format!(
+            "Realm '{name}' lost its systemd-nspawn (was it killed?); stopping what is left of it"
+        ))),
         State::Running => {}
     }
     stop_locked(store, name)?;
-    say(&format!("[+] Stopped realm '{name}'"));
+    say.report(Event::progress(format!("Stopped realm '{name}'")));
     Ok(())
 }
 
 /// `realms restart NAME`: one operation under one lock. The config and the plan (bind mount
 /// sources, image) are checked before the realm is stopped, so a bad config leaves it running.
-pub fn restart(store: &RealmStore, name: &str, say: &dyn Fn(&str)) -> Result<()> {
+pub fn restart(store: &RealmStore, name: &str, say: &dyn Report) -> Result<()> {
     store.check_exists(name)?;
     let _lock = store.lock()?;
     let config = store.config(name)?;
     plan(store, name, &config, &RealHost)?;
     if is_running(store, name) {
         stop_locked(store, name)?;
-        say(&format!("[+] Stopped realm '{name}'"));
+        say.report(Event::progress(format!("Stopped realm '{name}'")));
     }
     start_locked(store, name, say)
 }

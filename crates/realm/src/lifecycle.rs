@@ -9,10 +9,11 @@ use realms_sys::{atomic, btrfs};
 use crate::config::{KEYS, RealmConfig, parse_value, set_line, unknown_key};
 use crate::store::{RealmStore, RootKind, chown, delete_realm_tree, mkdir};
 use crate::{Error, Result};
+use realms_sys::event::{Event, Report};
 
 /// `realms new NAME [--appimg IMG]`: stages the realm directory (config from the template, home
 /// from skel, rootfs a snapshot of the image or overlay directories) and renames it into place.
-pub fn create(store: &RealmStore, name: &str, image: &str, say: &dyn Fn(&str)) -> Result<()> {
+pub fn create(store: &RealmStore, name: &str, image: &str, say: &dyn Report) -> Result<()> {
     validate_name("realm", name)?;
     let _lock = store.lock()?;
     let dest = store.realm_dir(name);
@@ -62,9 +63,11 @@ fn populate(
     image: &str,
     info: &realms_image::ImageInfo,
     staging: &Path,
-    say: &dyn Fn(&str),
+    say: &dyn Report,
 ) -> Result<()> {
-    say("[+] Populating realm home directory with files from /realms/skel");
+    say.report(Event::progress(
+        "Populating realm home directory with files from /realms/skel",
+    ));
     let home = staging.join("home");
     mkdir(&home)?;
     realms_sys::fs::copy_tree(store.dir().join("skel"), &home)?;
@@ -74,10 +77,10 @@ fn populate(
     let snapshot = store.root_kind_for(info) == RootKind::Snapshot
         && snapshot_or_cross_fs(&info.path, staging)?;
     if snapshot {
-        say(&format!(
-            "[+] Create a snapshot of '{}' in '/realms/realm-{name}/rootfs'",
+        say.report(Event::progress(format!(
+            "Create a snapshot of '{}' in '/realms/realm-{name}/rootfs'",
             image_rel.display()
-        ));
+        )));
     } else {
         for d in ["rootfs", "overlay/upper", "overlay/work"] {
             mkdir(&staging.join(d))?;
@@ -92,16 +95,16 @@ fn populate(
             realms_image::ImageKind::Block => "a block image, mounted read-only",
             realms_image::ImageKind::Sealed => "a sealed image, verified and mounted read-only",
         };
-        say(&format!(
-            "[+] Realm root is an overlay on '{}' ({why})",
+        say.report(Event::progress(format!(
+            "Realm root is an overlay on '{}' ({why})",
             image_rel.display()
-        ));
+        )));
     }
     Ok(())
 }
 
 /// `realms remove NAME`: refused for the default realm and (without `stop`) a running one.
-pub fn remove(store: &RealmStore, name: &str, stop: bool, say: &dyn Fn(&str)) -> Result<()> {
+pub fn remove(store: &RealmStore, name: &str, stop: bool, say: &dyn Report) -> Result<()> {
     store.check_exists(name)?;
     let _lock = store.lock()?;
     if store.default_realm().as_deref() == Some(name) {
@@ -113,7 +116,7 @@ pub fn remove(store: &RealmStore, name: &str, stop: bool, say: &dyn Fn(&str)) ->
             return Err(Error::Running(name.to_string()));
         }
         crate::launch::stop_locked(store, name)?;
-        say(&format!("[+] Stopped realm '{name}'"));
+        say.report(Event::progress(format!("Stopped realm '{name}'")));
         settle = crate::launch::SETTLE;
     }
     // Never delete a root that something still runs in.
@@ -132,10 +135,10 @@ pub fn remove(store: &RealmStore, name: &str, stop: bool, say: &dyn Fn(&str)) ->
     }
     crate::launch::forget(store, name);
     match snapshots {
-        0 => say(&format!("[+] Removed realm '{name}'")),
-        n => say(&format!(
-            "[+] Removed realm '{name}' and its {n} snapshot(s)"
-        )),
+        0 => say.report(Event::progress(format!("Removed realm '{name}'"))),
+        n => say.report(Event::progress(format!(
+            "Removed realm '{name}' and its {n} snapshot(s)"
+        ))),
     }
     Ok(())
 }

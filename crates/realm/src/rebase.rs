@@ -12,6 +12,7 @@ use serde::Serialize;
 
 use crate::store::{RealmStore, RootKind, delete_realm_tree, mkdir};
 use crate::{Error, Result, launch};
+use realms_sys::event::{Event, Report};
 
 /// Which version of its image a realm is on.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
@@ -71,7 +72,7 @@ pub fn rebase(
     store: &RealmStore,
     name: &str,
     appimg: Option<&str>,
-    say: &dyn Fn(&str),
+    say: &dyn Report,
 ) -> Result<Rebased> {
     store.check_exists(name)?;
     let _lock = store.lock()?;
@@ -118,14 +119,14 @@ pub fn rebase(
         prune_kept(store, &old)?;
     }
     let after = on_image(store, name, &image);
-    say(&format!(
-        "[+] Realm '{name}' rebased on {image} appimg{}; its home and config are kept",
+    say.report(Event::progress(format!(
+        "Realm '{name}' rebased on {image} appimg{}; its home and config are kept",
         after
             .current_version
             .as_deref()
             .map(|v| format!(" version {v}"))
             .unwrap_or_default()
-    ));
+    )));
     Ok(Rebased {
         realm: name.to_string(),
         appimg: image,

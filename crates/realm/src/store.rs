@@ -11,6 +11,7 @@ use realms_sys::{atomic, btrfs, lock::StoreLock};
 use crate::config::RealmConfig;
 use crate::executor::Executor;
 use crate::{Error, Result};
+use realms_sys::event::{Event, Report};
 
 /// The config template written into a new store: the seed's options with their defaults.
 pub const CONFIG_TEMPLATE: &str = "\
@@ -38,7 +39,7 @@ pub struct RealmStore {
     dir: PathBuf,
     run: PathBuf,
     images: ImageStore,
-    notes: Arc<dyn Fn(&str) + Send + Sync>,
+    notes: Arc<dyn Report + Send + Sync>,
     executor: Executor,
 }
 
@@ -74,7 +75,7 @@ impl RealmStore {
             dir: root.join("storage/realms"),
             run: root.join("run/realms"),
             images: ImageStore::open(root)?,
-            notes: Arc::new(|note| tracing::info!("{note}")),
+            notes: Arc::new(|event: Event| tracing::info!("{}", event.text())),
             executor: Executor::detect(),
         })
     }
@@ -82,12 +83,12 @@ impl RealmStore {
     /// Takes the lock file `path`; a wait for another process is said through the notes.
     pub(crate) fn acquire(&self, path: &Path) -> Result<StoreLock> {
         Ok(StoreLock::acquire_with(path, &mut |event| {
-            (self.notes)(&format!("[+] {event}"))
+            self.notes.report(event.into())
         })?)
     }
 
     /// Where notes about side effects the user did not ask for go (the store being created).
-    pub fn with_notes(mut self, notes: impl Fn(&str) + Send + Sync + 'static) -> RealmStore {
+    pub fn with_notes(mut self, notes: impl Report + Send + Sync + 'static) -> RealmStore {
         self.notes = Arc::new(notes);
         self
     }
@@ -133,16 +134,16 @@ impl RealmStore {
         }
         let images_created = self.images.init()?;
         if created {
-            (self.notes)(&format!(
-                "[+] Created the realm store at {} (and the image store at {})",
+            self.notes.report(Event::note(format!(
+                "Created the realm store at {} (and the image store at {})",
                 self.dir.display(),
                 self.images.dir().display()
-            ));
+            )));
         } else if images_created {
-            (self.notes)(&format!(
-                "[+] Created the image store at {}",
+            self.notes.report(Event::note(format!(
+                "Created the image store at {}",
                 self.images.dir().display()
-            ));
+            )));
         }
         Ok(created)
     }

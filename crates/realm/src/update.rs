@@ -9,12 +9,13 @@ use std::path::{Path, PathBuf};
 
 use realms_image::meta::{Meta, compare_versions};
 use realms_image::sealed::{self, BuildOptions, Filesystem};
-use realms_image::{ImageInfo, ImageKind, ImageStore, Progress, keys};
+use realms_image::{ImageInfo, ImageKind, ImageStore, keys};
 use realms_sys::{atomic, cmd::Cmd};
 
 use crate::pins::{Pin, overlay_pins, owners_of};
 use crate::store::RealmStore;
 use crate::{Error, Result, launch::Executor};
+use realms_sys::event::{Event, Report};
 
 /// What an update did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -33,7 +34,7 @@ pub fn update_appimg(
     image: &str,
     command: &[OsString],
     key: Option<&Path>,
-    say: &dyn Fn(&str),
+    say: &dyn Report,
 ) -> Result<UpdateOutcome> {
     let _lock = store.lock()?;
     let images = store.images();
@@ -48,16 +49,18 @@ pub fn update_appimg(
     };
     let machine = format!("{image}-appimg-update");
     if command.is_empty() {
-        say(&format!("[+] Entering root shell on {image} appimg"));
-        say(
-            "[+] The shell's exit status decides: `exit 0` commits the changes to the image, \
+        say.report(Event::progress(format!(
+            "Entering root shell on {image} appimg"
+        )));
+        say.report(Event::progress(
+            "The shell's exit status decides: `exit 0` commits the changes to the image, \
              `exit 1` discards them (a plain `exit` passes on the status of the last command)",
-        );
-    } else {
-        say(&format!(
-            "[+] Running {} on {image} appimg",
-            command_line(command)
         ));
+    } else {
+        say.report(Event::progress(format!(
+            "Running {} on {image} appimg",
+            command_line(command)
+        )));
     }
     let mut cmd = Cmd::new("systemd-nspawn");
     cmd.args([
@@ -85,33 +88,33 @@ pub fn update_appimg(
     let status = cmd.status_inherit()?;
     if !status.success() {
         let code = status.code().unwrap_or(1);
-        say(&format!(
-            "[+] The update exited with status {code}; {image} appimg is unchanged"
-        ));
+        say.report(Event::progress(format!(
+            "The update exited with status {code}; {image} appimg is unchanged"
+        )));
         return Ok(UpdateOutcome::Discarded(code));
     }
     let staged = match rebuild {
         None => staged,
         Some(mut opts) => {
-            say(&format!(
-                "[+] Rebuilding {image} appimg as {}",
+            say.report(Event::progress(format!(
+                "Rebuilding {image} appimg as {}",
                 opts.filesystem.name()
-            ));
+            )));
             opts.tree = staged.path().to_path_buf();
-            let (built, _) = sealed::build(images, &opts, &Quiet)?;
+            let (built, _) = sealed::build(images, &opts, &realms_sys::event::Silent)?;
             drop(staged);
             built
         }
     };
     install(store, image, staged)?;
     let version = realms_image::record::Record::read(&images.path(image)).version;
-    say(&format!(
-        "[+] Updated {image} appimg{}; the previous version is kept as {image}.appimg.prev \
+    say.report(Event::progress(format!(
+        "Updated {image} appimg{}; the previous version is kept as {image}.appimg.prev \
          (`realms appimg rollback {image}` goes back to it)",
         version
             .map(|v| format!(" to version {v}"))
             .unwrap_or_default()
-    ));
+    )));
     Ok(UpdateOutcome::Committed)
 }
 
@@ -196,7 +199,7 @@ pub fn build_image(
     store: &RealmStore,
     opts: &BuildOptions,
     allow_downgrade: bool,
-    progress: &dyn Progress,
+    progress: &dyn Report,
 ) -> Result<Meta> {
     let _lock = store.lock()?;
     let images = store.images();
@@ -272,15 +275,9 @@ fn install(store: &RealmStore, image: &str, staged: realms_image::Staged) -> Res
     keep_or_delete(store, images, image, retired, &users.prev)
 }
 
-struct Quiet;
-
-impl Progress for Quiet {
-    fn stage(&self, _: &str) {}
-}
-
 /// `realms appimg rollback IMG`: swaps the image and its previous version (refused when it
 /// was rolled back already); returns the version now current.
-pub fn rollback(store: &RealmStore, image: &str, say: &dyn Fn(&str)) -> Result<Option<String>> {
+pub fn rollback(store: &RealmStore, image: &str, say: &dyn Report) -> Result<Option<String>> {
     let _lock = store.lock()?;
     let images = store.images();
     let users = overlay_users(store, images, image)?;
@@ -288,23 +285,23 @@ pub fn rollback(store: &RealmStore, image: &str, say: &dyn Fn(&str)) -> Result<O
     repoint(store, &users.current, &images.prev_path(image))?;
     repoint(store, &users.prev, &images.path(image))?;
     match (&from, &to) {
-        (Some(from), Some(to)) => say(&format!(
-            "[+] Rolled {image} appimg back from version {from} to version {to} (now current); \
+        (Some(from), Some(to)) => say.report(Event::progress(format!(
+            "Rolled {image} appimg back from version {from} to version {to} (now current); \
              version {from} is kept as {image}.appimg.prev"
-        )),
-        (Some(from), None) => say(&format!(
-            "[+] Rolled {image} appimg back from version {from} to its previous version \
+        ))),
+        (Some(from), None) => say.report(Event::progress(format!(
+            "Rolled {image} appimg back from version {from} to its previous version \
              (made before versions were recorded); version {from} is kept as {image}.appimg.prev"
-        )),
-        _ => say(&format!(
-            "[+] Rolled {image} appimg back to its previous version"
-        )),
+        ))),
+        _ => say.report(Event::progress(format!(
+            "Rolled {image} appimg back to its previous version"
+        ))),
     }
     Ok(to)
 }
 
 /// `realms appimg remove IMG`: refused while an overlay realm sits on it.
-pub fn remove_image(store: &RealmStore, image: &str, say: &dyn Fn(&str)) -> Result<()> {
+pub fn remove_image(store: &RealmStore, image: &str, say: &dyn Report) -> Result<()> {
     let _lock = store.lock()?;
     store.images().get(image)?;
     let (_, snapshots) = store.image_users(image)?;
@@ -325,12 +322,12 @@ pub fn remove_image(store: &RealmStore, image: &str, say: &dyn Fn(&str)) -> Resu
     for old in kept {
         realms_image::delete_tree(&old)?;
     }
-    say(&format!("[+] Removed {image} appimg"));
+    say.report(Event::progress(format!("Removed {image} appimg")));
     if !snapshots.is_empty() {
-        say(&format!(
-            "[+] Realm(s) {} were made from it; they are independent btrfs snapshots and keep working",
+        say.report(Event::progress(format!(
+            "Realm(s) {} were made from it; they are independent btrfs snapshots and keep working",
             quote_list(&snapshots)
-        ));
+        )));
     }
     Ok(())
 }

@@ -9,6 +9,7 @@ pub mod cmd;
 pub mod device;
 pub mod dm;
 mod error;
+pub mod event;
 pub mod fs;
 pub mod lock;
 pub mod loopdev;
