@@ -11,6 +11,8 @@ pub mod forward;
 pub mod launch;
 pub mod lifecycle;
 pub mod names;
+#[cfg(test)]
+mod ops_tests;
 pub mod pins;
 pub mod plan;
 pub mod rebase;

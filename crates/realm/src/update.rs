@@ -36,6 +36,31 @@ pub fn update_appimg(
     key: Option<&Path>,
     say: &dyn Report,
 ) -> Result<UpdateOutcome> {
+    update_appimg_with(store, image, command, key, say, &mut |cmd, _| {
+        let status = cmd.status_inherit()?;
+        Ok(if status.success() {
+            0
+        } else {
+            status.code().unwrap_or(1)
+        })
+    })
+}
+
+/// Runs the update's container: gets its nspawn command line and the staged tree it works
+/// on, returns the exit status that decides (0 commits, anything else discards).
+pub type RunContainer<'a> = &'a mut dyn FnMut(Cmd, &Path) -> Result<i32>;
+
+/// [`update_appimg`] with the container run by `run` (tests change the staged tree instead):
+/// everything around it (staging, the decision to commit or discard, rebuilding, installing
+/// and keeping the previous version) is the same.
+pub fn update_appimg_with(
+    store: &RealmStore,
+    image: &str,
+    command: &[OsString],
+    key: Option<&Path>,
+    say: &dyn Report,
+    run: RunContainer<'_>,
+) -> Result<UpdateOutcome> {
     let _lock = store.lock()?;
     let images = store.images();
     let info = images.get(image)?;
@@ -62,32 +87,9 @@ pub fn update_appimg(
             command_line(command)
         )));
     }
-    let mut cmd = Cmd::new("systemd-nspawn");
-    cmd.args([
-        "--quiet",
-        "--resolv-conf=bind-host",
-        "--timezone=off",
-        "--link-journal=no",
-    ])
-    .arg(format!("--machine={machine}"))
-    .arg("--directory")
-    .arg(staged.path());
-    if store.executor() == Executor::Direct {
-        cmd.args(["--register=no", "--keep-unit"]);
-    }
-    if command.is_empty() {
-        use std::io::IsTerminal;
-        if !std::io::stdin().is_terminal() {
-            // Without a terminal nspawn would give the shell a pty that nothing writes to.
-            cmd.arg("--console=pipe");
-        }
-        cmd.args(["/bin/bash", "-l"]);
-    } else {
-        cmd.arg("--").args(command);
-    }
-    let status = cmd.status_inherit()?;
-    if !status.success() {
-        let code = status.code().unwrap_or(1);
+    let cmd = container_command(store, &machine, staged.path(), command);
+    let code = run(cmd, staged.path())?;
+    if code != 0 {
         say.report(Event::progress(format!(
             "The update exited with status {code}; {image} appimg is unchanged"
         )));
@@ -116,6 +118,34 @@ pub fn update_appimg(
             .unwrap_or_default()
     )));
     Ok(UpdateOutcome::Committed)
+}
+
+/// The nspawn command line of an update: `command` in a container on `tree`, or a login shell.
+fn container_command(store: &RealmStore, machine: &str, tree: &Path, command: &[OsString]) -> Cmd {
+    let mut cmd = Cmd::new("systemd-nspawn");
+    cmd.args([
+        "--quiet",
+        "--resolv-conf=bind-host",
+        "--timezone=off",
+        "--link-journal=no",
+    ])
+    .arg(format!("--machine={machine}"))
+    .arg("--directory")
+    .arg(tree);
+    if store.executor() == Executor::Direct {
+        cmd.args(["--register=no", "--keep-unit"]);
+    }
+    if command.is_empty() {
+        use std::io::IsTerminal;
+        if !std::io::stdin().is_terminal() {
+            // Without a terminal nspawn would give the shell a pty that nothing writes to.
+            cmd.arg("--console=pipe");
+        }
+        cmd.args(["/bin/bash", "-l"]);
+    } else {
+        cmd.arg("--").args(command);
+    }
+    cmd
 }
 
 /// How to rebuild a block or sealed image after an update: same filesystem, next version,
