@@ -7,7 +7,7 @@ use std::time::Duration;
 use clap::Subcommand;
 use std::path::PathBuf;
 
-use realms_image::sealed::{self, BuildOptions, Filesystem};
+use realms_image::sealed::{self, Filesystem};
 use realms_image::{ImageInfo, ImageKind, Source, import, keys};
 use realms_realm::update;
 use serde::Serialize;
@@ -104,21 +104,17 @@ pub fn run(cmd: AppimgCmd, ctx: &Ctx) -> anyhow::Result<ExitCode> {
             version,
             allow_downgrade,
         } => {
-            let tree = update::build_source(&store, &from)?;
-            let key = key
-                .filter(|_| seal)
-                .map(|k| keys::resolve_private(store.root(), &k))
-                .transpose()?;
-            let filesystem = Filesystem::parse(&format).expect("clap checked the format");
-            let opts = BuildOptions {
+            let request = update::BuildRequest {
                 name: name.clone(),
-                tree,
-                filesystem,
+                from,
+                filesystem: Filesystem::parse(&format).expect("clap checked the format"),
+                seal,
                 key,
                 version,
+                allow_downgrade,
             };
             let progress = Spinner::new(ctx);
-            let meta = update::build_image(&store, &opts, allow_downgrade, &progress)?;
+            let meta = update::build(&store, &request, &progress)?;
             progress.finish();
             let kind = if meta.verity.is_some() {
                 "sealed"

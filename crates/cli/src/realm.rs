@@ -225,13 +225,7 @@ pub fn run(cmd: RealmCmd, ctx: &Ctx) -> anyhow::Result<ExitCode> {
             autostart: true, ..
         } => return crate::verbs::start_autostart(&store, ctx),
         RealmCmd::Start { name, .. } => {
-            let name = match name {
-                Some(n) => n,
-                None => store
-                    .default_realm()
-                    .ok_or(realms_realm::Error::NoDefault)?,
-            };
-            launch::start(&store, &name, &say)?;
+            let name = select::start(&store, name.as_deref(), &say)?;
             ctx.done("started", "realm", &name, json!({}));
         }
         RealmCmd::Stop { name } => {

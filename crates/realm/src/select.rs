@@ -19,6 +19,17 @@ pub fn set_default(store: &RealmStore, name: &str, say: &dyn Report) -> Result<(
     Ok(())
 }
 
+/// `realms start [NAME]`: starts realm `name`, or the default realm when none is named
+/// (refused when there is none); returns the realm's name.
+pub fn start(store: &RealmStore, name: Option<&str>, say: &dyn Report) -> Result<String> {
+    let name = match name {
+        Some(n) => n.to_string(),
+        None => store.default_realm().ok_or(crate::Error::NoDefault)?,
+    };
+    launch::start(store, &name, say)?;
+    Ok(name)
+}
+
 /// `realms current NAME`: starts the realm if it is stopped, then makes it current.
 pub fn set_current(store: &RealmStore, name: &str, say: &dyn Report) -> Result<()> {
     store.check_exists(name)?;

@@ -222,6 +222,44 @@ fn unpack(store: &RealmStore, info: &ImageInfo) -> Result<realms_image::Staged> 
     Ok(tree)
 }
 
+/// What `realms appimg build` is asked for.
+#[derive(Debug, Clone)]
+pub struct BuildRequest {
+    /// The image to build (installed as `NAME.appimg`).
+    pub name: String,
+    /// A tree image of the store, or else a directory: what goes into the image.
+    pub from: String,
+    /// The filesystem of the image.
+    pub filesystem: Filesystem,
+    /// Seal it: dm-verity and a signature with `key`.
+    pub seal: bool,
+    /// The signing key: a key name, or a private key file (used only when sealing).
+    pub key: Option<PathBuf>,
+    /// The version to record; the next one after the installed image's when `None`.
+    pub version: Option<String>,
+    /// Replace an installed newer version.
+    pub allow_downgrade: bool,
+}
+
+/// `realms appimg build`, whole: resolves `--from` and the key, then [`build_image`].
+pub fn build(store: &RealmStore, request: &BuildRequest, progress: &dyn Report) -> Result<Meta> {
+    let tree = build_source(store, &request.from)?;
+    let key = request
+        .key
+        .as_deref()
+        .filter(|_| request.seal)
+        .map(|k| keys::resolve_private(store.root(), k))
+        .transpose()?;
+    let opts = BuildOptions {
+        name: request.name.clone(),
+        tree,
+        filesystem: request.filesystem,
+        key,
+        version: request.version.clone(),
+    };
+    build_image(store, &opts, request.allow_downgrade, progress)
+}
+
 /// `realms appimg build`: builds a block or sealed image and installs it as NAME. An installed
 /// image is replaced (kept as NAME.appimg.prev) only by a newer version, unless
 /// `allow_downgrade`; that is checked before anything is built.
