@@ -350,14 +350,10 @@ pub(crate) fn check_unused(store: &RealmStore, name: &str, settle: Duration) -> 
         }
         std::thread::sleep(Duration::from_millis(20));
     };
-    Err(Error::realm(
-        name,
-        format!(
-            "its root is still in use by {}; stop them first (`realms stop {name}` stops \
-             everything that runs in the realm)",
-            tree::describe(&users)
-        ),
-    ))
+    Err(Error::RootInUse {
+        name: name.to_string(),
+        users: tree::describe(&users),
+    })
 }
 
 fn root_users(store: &RealmStore, name: &str) -> Result<Vec<u32>> {

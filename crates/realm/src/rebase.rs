@@ -77,12 +77,10 @@ pub fn rebase(
     store.check_exists(name)?;
     let _lock = store.lock()?;
     if launch::is_running(store, name) {
-        return Err(Error::realm(
-            name,
-            format!(
-                "it is running and rebase replaces its root; stop it first (`realms stop {name}`)"
-            ),
-        ));
+        return Err(Error::MustBeStopped {
+            name: name.to_string(),
+            because: " and rebase replaces its root".into(),
+        });
     }
     let config = store.config(name)?;
     let image = appimg.unwrap_or(config.appimg()).to_string();

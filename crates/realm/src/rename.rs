@@ -54,13 +54,11 @@ pub fn rename(store: &RealmStore, old: &str, new: &str) -> Result<()> {
         ));
     }
     if launch::is_running(store, old) {
-        return Err(Error::realm(
-            old,
-            format!(
-                "it is running, and its directory, machine name and network interface are \
-                 named after it; stop it first (`realms stop {old}`)"
-            ),
-        ));
+        return Err(Error::MustBeStopped {
+            name: old.to_string(),
+            because: ", and its directory, machine name and network interface are named after it"
+                .into(),
+        });
     }
     let intent = store.dir().join(format!(
         "{}{}",

@@ -90,7 +90,9 @@ pub fn is_running(store: &RealmStore, name: &str) -> bool {
 
 /// The PID (on the host) of the realm's init, the process whose namespaces are the realm's.
 pub fn leader(store: &RealmStore, name: &str) -> Result<u32> {
-    let pid = nspawn_pid(store, name).ok_or_else(|| Error::realm(name, "it is not running"))?;
+    let pid = nspawn_pid(store, name).ok_or_else(|| Error::NotRunning {
+        name: name.to_string(),
+    })?;
     // Remembered at start; still right if that process is still nspawn's child.
     let cached = fs::read_to_string(leader_file(store, name))
         .ok()

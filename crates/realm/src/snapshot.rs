@@ -40,13 +40,10 @@ pub fn dir(store: &RealmStore, realm: &str) -> PathBuf {
 /// consistent while nothing writes to them.
 pub(crate) fn refuse_running(store: &RealmStore, name: &str, what: &str) -> Result<()> {
     if launch::is_running(store, name) {
-        return Err(Error::realm(
-            name,
-            format!(
-                "it is running, and {what} is only consistent while it is stopped; \
-                 stop it first (`realms stop {name}`)"
-            ),
-        ));
+        return Err(Error::MustBeStopped {
+            name: name.to_string(),
+            because: format!(", and {what} is only consistent while it is stopped"),
+        });
     }
     Ok(())
 }
@@ -69,12 +66,10 @@ pub fn create(store: &RealmStore, realm: &str, snap: Option<&str>) -> Result<Sna
     };
     let dest = base.join(&snap);
     if dest.exists() {
-        return Err(Error::realm(
-            realm,
-            format!(
-                "it has a snapshot '{snap}' already; `realms snapshot remove {realm} {snap}` removes it"
-            ),
-        ));
+        return Err(Error::SnapshotExists {
+            realm: realm.to_string(),
+            snapshot: snap.to_string(),
+        });
     }
     crate::store::mkdir(&base)?;
     let config = store.config(realm)?;
@@ -132,12 +127,10 @@ fn existing(store: &RealmStore, realm: &str, snap: &str) -> Result<PathBuf> {
     validate_name("snapshot", snap)?;
     let path = dir(store, realm).join(snap);
     if !path.is_dir() {
-        return Err(Error::realm(
-            realm,
-            format!(
-                "it has no snapshot '{snap}'; `realms snapshot list {realm}` shows its snapshots"
-            ),
-        ));
+        return Err(Error::NoSuchSnapshot {
+            realm: realm.to_string(),
+            snapshot: snap.to_string(),
+        });
     }
     Ok(path)
 }

@@ -156,15 +156,11 @@ fn rebuild_options(
     key: Option<&Path>,
 ) -> Result<BuildOptions> {
     let (meta, _) = Meta::load(&info.path.join("image.meta"))?;
-    let filesystem = Filesystem::parse(&meta.filesystem).ok_or_else(|| {
-        Error::realm(
-            &info.name,
-            format!(
-                "image.meta names an unknown filesystem '{}'",
-                meta.filesystem
-            ),
-        )
-    })?;
+    let filesystem =
+        Filesystem::parse(&meta.filesystem).ok_or_else(|| Error::UnknownFilesystem {
+            image: info.name.clone(),
+            filesystem: meta.filesystem.clone(),
+        })?;
     let key = match (info.kind, key) {
         (ImageKind::Sealed, Some(k)) => Some(keys::resolve_private(store.root(), k)?),
         (ImageKind::Sealed, None) => {
@@ -174,13 +170,10 @@ fn rebuild_options(
                 .join(keys::PRIVATE_DIR)
                 .join(format!("{signer}.key"));
             if signer.is_empty() || !default.exists() {
-                return Err(Error::realm(
-                    &info.name,
-                    format!(
-                        "resealing needs the private key; pass --key (looked for {})",
-                        default.display()
-                    ),
-                ));
+                return Err(Error::NeedsPrivateKey {
+                    image: info.name.clone(),
+                    looked_for: default.clone(),
+                });
             }
             Some(default)
         }
