@@ -196,9 +196,9 @@ fn format_verity(dir: &Path) -> Result<VerityMeta> {
         uuid: Some(random::<16>()?),
         ..Params::default()
     };
-    let out = realms_verity::format(&data, &hash, &params).map_err(|e| Error::Build {
-        name: dir.display().to_string(),
-        message: e.to_string(),
+    let out = realms_verity::format(&data, &hash, &params).map_err(|source| Error::Verity {
+        path: dir.to_path_buf(),
+        source,
     })?;
     hash.sync_all()
         .map_err(|e| Error::io("writing", &hash_path, e))?;

@@ -134,21 +134,12 @@ impl Error {
 
 /// A TOML parse error as a config error naming the file and line.
 pub(crate) fn bad_file(path: &Path, text: &str, err: &toml::de::Error) -> Error {
-    let line = err.span().map(|span| line_of(text, span.start));
+    let line = realms_image::toml_line(text, err);
     Error::BadConfig {
         path: path.to_path_buf(),
         line,
         message: err.message().trim().to_string(),
     }
-}
-
-/// The 1-based line number of a byte offset.
-fn line_of(text: &str, offset: usize) -> usize {
-    text.as_bytes()[..offset.min(text.len())]
-        .iter()
-        .filter(|b| **b == b'\n')
-        .count()
-        + 1
 }
 
 fn log_tail(log: &str) -> String {
