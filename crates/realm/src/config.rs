@@ -243,11 +243,9 @@ pub fn parse_value(key: &str, value: &str) -> Result<toml::Value> {
         allowed: allowed.to_string(),
     };
     match ty {
-        KeyType::Bool => match value {
-            "true" | "yes" | "on" | "1" => Ok(toml::Value::Boolean(true)),
-            "false" | "no" | "off" | "0" => Ok(toml::Value::Boolean(false)),
-            _ => Err(invalid("true or false")),
-        },
+        KeyType::Bool => parse_bool(value)
+            .map(toml::Value::Boolean)
+            .ok_or_else(|| invalid("true or false")),
         KeyType::Zone => {
             crate::names::validate_zone(value).map_err(|r| invalid(&r))?;
             Ok(toml::Value::String(value.to_string()))
@@ -362,6 +360,16 @@ pub(crate) fn set_line(text: &str, key: &str, value: &toml::Value) -> String {
     let mut s = out.join("\n");
     s.push('\n');
     s
+}
+
+/// A boolean as the command line gives it, for every option that takes one (realm config
+/// keys, a zone's `nat`): true, yes, on, 1 or false, no, off, 0.
+pub fn parse_bool(value: &str) -> Option<bool> {
+    match value {
+        "true" | "yes" | "on" | "1" => Some(true),
+        "false" | "no" | "off" | "0" => Some(false),
+        _ => None,
+    }
 }
 
 #[cfg(test)]

@@ -230,11 +230,8 @@ pub fn set(store: &RealmStore, zone: &str, key: &str, value: &str) -> Result<Zon
     let mut z = zones[zone].clone();
     match key {
         "nat" => {
-            z.nat = match value {
-                "true" | "on" | "yes" | "1" => true,
-                "false" | "off" | "no" | "0" => false,
-                _ => return Err(bad("true or false (on, off)")),
-            }
+            z.nat =
+                crate::config::parse_bool(value).ok_or_else(|| bad("true or false (on, off)"))?;
         }
         "subnet" => {
             parse_subnet(value).map_err(|m| bad(&m))?;
