@@ -3,7 +3,6 @@
 //! an ed25519 signature over `image.meta` (which holds the root hash).
 
 use std::fs;
-use std::io::Read;
 use std::path::{Path, PathBuf};
 
 use realms_sys::cmd::Cmd;
@@ -172,14 +171,6 @@ fn pad_to_block(raw: &Path) -> Result<()> {
         .map_err(|e| Error::io("padding", raw, e))
 }
 
-fn random<const N: usize>() -> Result<[u8; N]> {
-    let mut b = [0u8; N];
-    fs::File::open("/dev/urandom")
-        .and_then(|mut f| f.read_exact(&mut b))
-        .map_err(|e| Error::io("reading random bytes from", "/dev/urandom", e))?;
-    Ok(b)
-}
-
 /// Formats `image.verity` for `image.raw` with a fresh salt; writes `image.roothash`.
 fn format_verity(dir: &Path) -> Result<VerityMeta> {
     let raw = dir.join("image.raw");
@@ -192,8 +183,8 @@ fn format_verity(dir: &Path) -> Result<VerityMeta> {
         .open(&hash_path)
         .map_err(|e| Error::io("creating", &hash_path, e))?;
     let params = Params {
-        salt: random::<32>()?.to_vec(),
-        uuid: Some(random::<16>()?),
+        salt: realms_sys::random::bytes::<32>()?.to_vec(),
+        uuid: Some(realms_sys::random::bytes::<16>()?),
         ..Params::default()
     };
     let out = realms_verity::format(&data, &hash, &params).map_err(|source| Error::Verity {

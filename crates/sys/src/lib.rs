@@ -16,6 +16,7 @@ pub mod loopdev;
 pub mod mount;
 pub mod ns;
 pub mod proc;
+pub mod random;
 pub mod root;
 pub mod session;
 mod util;
