@@ -79,6 +79,18 @@ pub enum Error {
     },
     #[error("network zone '{zone}': {message}")]
     Zone { zone: String, message: String },
+    #[error("network zone '{zone}': {rule}")]
+    InvalidZoneName { zone: String, rule: String },
+    #[error(
+        "network zone '{zone}': no free 10.77.N.0/24 subnet; set one with `realms zone ZONE subnet A.B.C.0/24`"
+    )]
+    NoFreeSubnet { zone: String },
+    #[error("writing {} (its settings do not serialise as TOML)", path.display())]
+    Serialize {
+        path: PathBuf,
+        #[source]
+        source: toml::ser::Error,
+    },
     #[error(
         "network zone '{zone}' is used by realm(s) {realms}; move them to another zone \
          (`realms config NAME network-zone OTHER`) or remove them first"
@@ -277,6 +289,21 @@ mod tests {
                     message: s("no free subnet"),
                 },
                 "'work'",
+            ),
+            (
+                Error::InvalidZoneName {
+                    zone: s("Bad"),
+                    rule: s("lowercase"),
+                },
+                "'Bad'",
+            ),
+            (Error::NoFreeSubnet { zone: s("full") }, "'full'"),
+            (
+                Error::Serialize {
+                    path: "/realms/zones.toml".into(),
+                    source: <toml::ser::Error as serde::ser::Error>::custom("bad"),
+                },
+                "/realms/zones.toml",
             ),
             (
                 Error::ZoneInUse {

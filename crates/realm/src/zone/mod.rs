@@ -52,9 +52,9 @@ fn nat_default() -> bool {
 }
 
 fn checked(zone: &str) -> Result<()> {
-    validate_zone(zone).map_err(|m| Error::Zone {
+    validate_zone(zone).map_err(|rule| Error::InvalidZoneName {
         zone: zone.to_string(),
-        message: m,
+        rule,
     })
 }
 
@@ -84,9 +84,9 @@ pub fn load(store: &RealmStore) -> Result<BTreeMap<String, Zone>> {
 }
 
 fn save(store: &RealmStore, zones: &BTreeMap<String, Zone>) -> Result<()> {
-    let text = toml::to_string(zones).map_err(|e| Error::Zone {
-        zone: String::new(),
-        message: e.to_string(),
+    let text = toml::to_string(zones).map_err(|source| Error::Serialize {
+        path: zones_path(store),
+        source,
     })?;
     atomic::write_file(zones_path(store), text.as_bytes(), 0o644)?;
     Ok(())
@@ -164,10 +164,8 @@ fn ensure_locked(store: &RealmStore, zone: &str) -> Result<Zone> {
         return Ok(z.clone());
     }
     let seed = format!("{}\0{zone}", store_id(store).display());
-    let subnet = free_subnet(&zones, &seed).ok_or_else(|| Error::Zone {
+    let subnet = free_subnet(&zones, &seed).ok_or_else(|| Error::NoFreeSubnet {
         zone: zone.to_string(),
-        message: "no free 10.77.N.0/24 subnet; set one with `realms zone ZONE subnet A.B.C.0/24`"
-            .into(),
     })?;
     let z = Zone {
         subnet: format!("{subnet}/24"),
