@@ -7,12 +7,13 @@ use std::time::Duration;
 use clap::Subcommand;
 use std::path::PathBuf;
 
-use realms_image::sealed::{self, BuildOptions, Filesystem};
-use realms_image::{ImageInfo, ImageKind, Progress, Source, import, keys};
+use realms_image::sealed::{self, Filesystem};
+use realms_image::{ImageInfo, ImageKind, Source, import, keys};
 use realms_realm::update;
 use serde::Serialize;
 
 use crate::output::{Ctx, Json};
+use realms_sys::event::{Event, Report};
 
 #[derive(Debug, Subcommand)]
 pub enum AppimgCmd {
@@ -66,7 +67,7 @@ pub enum KeyCmd {
 
 pub fn run(cmd: AppimgCmd, ctx: &Ctx) -> anyhow::Result<ExitCode> {
     let store = crate::realm::store(ctx)?;
-    let say = |line: &str| ctx.say(line);
+    let say = |event: Event| ctx.say(event);
     match cmd {
         AppimgCmd::Import { name, source } => {
             let source = Source::parse(&source)?;
@@ -74,10 +75,10 @@ pub fn run(cmd: AppimgCmd, ctx: &Ctx) -> anyhow::Result<ExitCode> {
             let progress = Spinner::new(ctx);
             let info = import(store.images(), &name, &source, &progress)?;
             progress.finish();
-            ctx.say(format!(
-                "[+] Imported appimg '{name}' at {}",
+            ctx.say(Event::progress(format!(
+                "Imported appimg '{name}' at {}",
                 info.path.display()
-            ));
+            )));
             ctx.done("imported", "image", &name, serde_json::to_value(&info)?);
         }
         AppimgCmd::List => list(&store, ctx)?,
@@ -103,33 +104,29 @@ pub fn run(cmd: AppimgCmd, ctx: &Ctx) -> anyhow::Result<ExitCode> {
             version,
             allow_downgrade,
         } => {
-            let tree = update::build_source(&store, &from)?;
-            let key = key
-                .filter(|_| seal)
-                .map(|k| keys::resolve_private(store.root(), &k))
-                .transpose()?;
-            let filesystem = Filesystem::parse(&format).expect("clap checked the format");
-            let opts = BuildOptions {
+            let request = update::BuildRequest {
                 name: name.clone(),
-                tree,
-                filesystem,
+                from,
+                filesystem: Filesystem::parse(&format).expect("clap checked the format"),
+                seal,
                 key,
                 version,
+                allow_downgrade,
             };
             let progress = Spinner::new(ctx);
-            let meta = update::build_image(&store, &opts, allow_downgrade, &progress)?;
+            let meta = update::build(&store, &request, &progress)?;
             progress.finish();
             let kind = if meta.verity.is_some() {
                 "sealed"
             } else {
                 "block"
             };
-            ctx.say(format!(
-                "[+] Built {kind} appimg '{name}' version {} ({})",
+            ctx.say(Event::progress(format!(
+                "Built {kind} appimg '{name}' version {} ({})",
                 meta.version, meta.filesystem
-            ));
+            )));
             if let Some(v) = &meta.verity {
-                ctx.say(format!("[+] Root hash {}", v.root_hash));
+                ctx.say(Event::progress(format!("Root hash {}", v.root_hash)));
             }
             ctx.done("built", "image", &name, serde_json::to_value(&meta)?);
         }
@@ -151,15 +148,15 @@ pub fn run(cmd: AppimgCmd, ctx: &Ctx) -> anyhow::Result<ExitCode> {
         }
         AppimgCmd::Key(KeyCmd::Generate { name }) => {
             let (private, key) = keys::generate(store.root(), &name)?;
-            ctx.say(format!(
-                "[+] Private key written to {} (keep it secret)",
+            ctx.say(Event::progress(format!(
+                "Private key written to {} (keep it secret)",
                 private.display()
-            ));
-            ctx.say(format!(
-                "[+] Public key {} trusted at {}",
+            )));
+            ctx.say(Event::progress(format!(
+                "Public key {} trusted at {}",
                 key.fingerprint,
                 key.path.display()
-            ));
+            )));
             ctx.done("generated", "key", &name, serde_json::to_value(&key)?);
         }
         AppimgCmd::Key(KeyCmd::List) => ctx.emit(&Keys(keys::trusted(store.root())?))?,
@@ -204,11 +201,11 @@ impl Spinner {
     }
 }
 
-impl Progress for Spinner {
-    fn stage(&self, message: &str) {
+impl Report for Spinner {
+    fn report(&self, event: Event) {
         match &self.bar {
-            Some(bar) => bar.set_message(message.to_string()),
-            None if !self.quiet => eprintln!("[+] {message}"),
+            Some(bar) => bar.set_message(event.text().to_string()),
+            None if !self.quiet => eprintln!("{}", crate::output::render(&event)),
             None => {}
         }
     }

@@ -4,6 +4,7 @@ use std::fmt::Display;
 use std::io::Write;
 use std::path::PathBuf;
 
+use realms_sys::event::{Event, Report};
 use serde::Serialize;
 
 use crate::args::Global;
@@ -64,14 +65,17 @@ impl Ctx {
         Ok(())
     }
 
-    /// Prints one progress line of the seed's kind (`[+] ...`) on stderr: stdout holds only
-    /// results. `--json` and `-q` silence progress; warnings (`[!] ...`) only `-q` silences.
-    pub fn say(&self, line: impl Display) {
-        let line = line.to_string();
-        if self.quiet || (self.json && !line.starts_with("[!]")) {
-            return;
+    /// Renders one event of a library operation on stderr (stdout holds only results): a
+    /// progress step or a note as `[+] ...`, a warning as `[!] ...`. `-q` silences every
+    /// event, `--json` progress steps only.
+    pub fn say(&self, event: Event) {
+        let shown = match event {
+            Event::Progress(_) => !self.json,
+            Event::Note(_) | Event::Warning(_) => true,
+        };
+        if shown && !self.quiet {
+            eprintln!("{}", render(&event));
         }
-        eprintln!("{line}");
     }
 
     /// The result of a command that changes something: with `--json`, one object on stdout,
@@ -103,6 +107,20 @@ pub struct Json<T: Serialize>(pub T);
 impl<T: Serialize> Display for Json<T> {
     fn fmt(&self, _: &mut std::fmt::Formatter) -> std::fmt::Result {
         Ok(())
+    }
+}
+
+/// An event as a line in the seed's style: `[!] ` before a warning, `[+] ` before the rest.
+pub fn render(event: &Event) -> String {
+    match event {
+        Event::Progress(text) | Event::Note(text) => format!("[+] {text}"),
+        Event::Warning(text) => format!("[!] {text}"),
+    }
+}
+
+impl Report for Ctx {
+    fn report(&self, event: Event) {
+        self.say(event)
     }
 }
 

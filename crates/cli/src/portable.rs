@@ -112,14 +112,18 @@ enum PortableCmd {
 /// Renders a verb's events: portablectl's lines on stderr unless `-q`/`--json`, and a warning
 /// for a missing profile unless `-q`.
 fn events(ctx: &Ctx) -> impl FnMut(Event<'_>) + '_ {
-    move |event| match event {
+    move |event| {
+        match event {
         Event::Line(line) if !ctx.quiet && !ctx.json => eprintln!("{line}"),
         // portablectl attaches silently without any profile drop-in; we say so.
-        Event::MissingProfile { profile, available } if !ctx.quiet => eprintln!(
-            "[!] profile '{profile}' does not exist, so the units get no sandboxing drop-in; the profiles are: {}",
-            available.join(", ")
-        ),
+        Event::MissingProfile { profile, available } => {
+            ctx.say(realms_sys::event::Event::warning(format!(
+                "profile '{profile}' does not exist, so the units get no sandboxing drop-in; the profiles are: {}",
+                available.join(", ")
+            )))
+        }
         _ => {}
+    }
     }
 }
 

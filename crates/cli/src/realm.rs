@@ -11,6 +11,7 @@ use serde::Serialize;
 use serde_json::json;
 
 use crate::output::Ctx;
+use realms_sys::event::Event;
 
 #[derive(Debug, Subcommand)]
 pub enum RealmCmd {
@@ -139,20 +140,21 @@ pub(crate) fn store(ctx: &Ctx) -> anyhow::Result<RealmStore> {
     let quiet = ctx.quiet;
     Ok(RealmStore::open(&ctx.root)
         .with_context(|| format!("opening the realm store under {}", ctx.root.display()))?
-        .with_notes(move |note| {
+        .with_notes(move |event: Event| {
             if !quiet {
-                eprintln!("{note}");
+                eprintln!("{}", crate::output::render(&event));
             }
         }))
 }
 
 pub fn run(cmd: RealmCmd, ctx: &Ctx) -> anyhow::Result<ExitCode> {
     let store = store(ctx)?;
-    let say = |line: &str| ctx.say(line);
-    // `run` and `shell` keep stdout for the command; their own lines go to stderr.
-    let say_err = |line: &str| {
+    let say = |event: Event| ctx.say(event);
+    // `run` and `shell` keep stdout for the command; their own lines go to stderr, also with
+    // `--json`.
+    let say_err = |event: Event| {
         if !ctx.quiet {
-            eprintln!("{line}")
+            eprintln!("{}", crate::output::render(&event))
         }
     };
     match cmd {
@@ -202,7 +204,7 @@ pub fn run(cmd: RealmCmd, ctx: &Ctx) -> anyhow::Result<ExitCode> {
             }
             let shown = lifecycle::config_get(&store, &name, Some(&key))?;
             if let Some((_, v)) = shown.first() {
-                ctx.say(format!("[+] {key} = {v} in realm '{name}'"));
+                ctx.say(Event::progress(format!("{key} = {v} in realm '{name}'")));
             }
             let value = shown.first().map(|(_, v)| toml_to_json(v));
             ctx.done(
@@ -223,13 +225,7 @@ pub fn run(cmd: RealmCmd, ctx: &Ctx) -> anyhow::Result<ExitCode> {
             autostart: true, ..
         } => return crate::verbs::start_autostart(&store, ctx),
         RealmCmd::Start { name, .. } => {
-            let name = match name {
-                Some(n) => n,
-                None => store
-                    .default_realm()
-                    .ok_or(realms_realm::Error::NoDefault)?,
-            };
-            launch::start(&store, &name, &say)?;
+            let name = select::start(&store, name.as_deref(), &say)?;
             ctx.done("started", "realm", &name, json!({}));
         }
         RealmCmd::Stop { name } => {
@@ -308,14 +304,14 @@ pub fn zone(args: ZoneArgs, ctx: &Ctx) -> anyhow::Result<ExitCode> {
     let store = store(ctx)?;
     if let Some(ZoneCmd::Remove { zone: z }) = args.cmd {
         zone::remove(&store, &z)?;
-        ctx.say(format!("[+] Removed zone '{z}'"));
+        ctx.say(Event::progress(format!("Removed zone '{z}'")));
         ctx.done("removed", "zone", &z, json!({}));
         return Ok(ExitCode::SUCCESS);
     }
     match (args.zone, args.key, args.value) {
         (Some(z), Some(k), Some(v)) => {
             let zone = zone::set(&store, &z, &k, &v)?;
-            ctx.say(format!("[+] Zone '{z}': {k} {v}"));
+            ctx.say(Event::progress(format!("Zone '{z}': {k} {v}")));
             ctx.done("configured", "zone", &z, serde_json::to_value(&zone)?);
         }
         (Some(z), None, None) => {

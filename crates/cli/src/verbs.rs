@@ -10,6 +10,7 @@ use realms_realm::{autostart, rebase, rename, snapshot, status};
 use serde::Serialize;
 
 use crate::output::{Ctx, Json, outln};
+use realms_sys::event::Event;
 use serde_json::json;
 
 #[derive(Debug, Subcommand)]
@@ -79,7 +80,7 @@ pub enum SnapshotCmd {
 
 pub fn run(cmd: VerbCmd, ctx: &Ctx) -> anyhow::Result<ExitCode> {
     let store = crate::realm::store(ctx)?;
-    let say = |line: &str| ctx.say(line);
+    let say = |event: Event| ctx.say(event);
     match cmd {
         VerbCmd::Status { name, lines } => {
             ctx.emit(&StatusView(status::status(&store, &name, lines)?))?
@@ -96,9 +97,7 @@ pub fn run(cmd: VerbCmd, ctx: &Ctx) -> anyhow::Result<ExitCode> {
                         "it has no log yet; it gets one when it starts (`realms start {name}`)"
                     ),
                 })?;
-            if !ctx.quiet && !ctx.json {
-                eprintln!("[+] Showing {}", source.describe());
-            }
+            ctx.say(Event::progress(format!("Showing {}", source.describe())));
             if ctx.json && matches!(source, status::LogSource::File(_)) {
                 for line in source.tail(lines)? {
                     outln!("{}", serde_json::json!({ "realm": name, "message": line }));
@@ -115,9 +114,9 @@ pub fn run(cmd: VerbCmd, ctx: &Ctx) -> anyhow::Result<ExitCode> {
                 RootKind::Snapshot => "a btrfs snapshot of its root",
                 RootKind::Overlay => "a copy of its overlay's changes, on the same image version",
             };
-            say(&format!(
-                "[+] Cloned realm '{src}' as '{dst}' ({how}; config and home copied)"
-            ));
+            say(Event::progress(format!(
+                "Cloned realm '{src}' as '{dst}' ({how}; config and home copied)"
+            )));
             ctx.done(
                 "cloned",
                 "realm",
@@ -127,7 +126,7 @@ pub fn run(cmd: VerbCmd, ctx: &Ctx) -> anyhow::Result<ExitCode> {
         }
         VerbCmd::Rename { old, new } => {
             rename::rename(&store, &old, &new)?;
-            say(&format!("[+] Renamed realm '{old}' to '{new}'"));
+            say(Event::progress(format!("Renamed realm '{old}' to '{new}'")));
             ctx.done("renamed", "realm", &new, json!({ "from": old }));
         }
         VerbCmd::Rebase { name, appimg } => {
@@ -137,10 +136,10 @@ pub fn run(cmd: VerbCmd, ctx: &Ctx) -> anyhow::Result<ExitCode> {
         VerbCmd::Autostart { name, state } => {
             let on = state == "on";
             autostart::set(&store, &name, on)?;
-            say(&format!(
-                "[+] Realm '{name}' {} at boot",
+            say(Event::progress(format!(
+                "Realm '{name}' {} at boot",
                 if on { "starts" } else { "no longer starts" }
-            ));
+            )));
             ctx.done("autostart", "realm", &name, json!({ "autostart": on }));
         }
     }
@@ -151,10 +150,10 @@ pub fn run(cmd: VerbCmd, ctx: &Ctx) -> anyhow::Result<ExitCode> {
 pub fn init(store: &realms_realm::RealmStore, ctx: &Ctx) -> anyhow::Result<()> {
     let created = store.init()?;
     if !created {
-        ctx.say(format!(
-            "[+] The realm store at {} exists already",
+        ctx.say(Event::progress(format!(
+            "The realm store at {} exists already",
             store.dir().display()
-        ));
+        )));
     }
     ctx.done(
         if created { "created" } else { "exists" },
@@ -167,10 +166,12 @@ pub fn init(store: &realms_realm::RealmStore, ctx: &Ctx) -> anyhow::Result<()> {
 
 /// `realms start --autostart`: fails when any boot realm failed to start.
 pub fn start_autostart(store: &realms_realm::RealmStore, ctx: &Ctx) -> anyhow::Result<ExitCode> {
-    let say = |line: &str| ctx.say(line);
+    let say = |event: Event| ctx.say(event);
     let started = autostart::start_all(store, &say)?;
     if started.is_empty() {
-        say("[+] No realm starts at boot (no default realm, none with autostart)");
+        say(Event::progress(
+            "No realm starts at boot (no default realm, none with autostart)",
+        ));
     }
     ctx.emit(&Json(&started))?;
     Ok(if started.iter().all(|s| s.started) {
@@ -197,20 +198,25 @@ fn snapshot_cmd(
     match cmd {
         SnapshotCmd::Create { name, snap } => {
             let s = snapshot::create(store, &name, snap.as_deref())?;
-            ctx.say(format!("[+] Snapshot '{}' of realm '{name}' taken", s.name));
+            ctx.say(Event::progress(format!(
+                "Snapshot '{}' of realm '{name}' taken",
+                s.name
+            )));
             ctx.done("snapshotted", "realm", &name, json!({ "snapshot": s }));
         }
         SnapshotCmd::List { name } => ctx.emit(&Snapshots(snapshot::list(store, &name)?))?,
         SnapshotCmd::Restore { name, snap } => {
             let s = snapshot::restore(store, &name, &snap)?;
-            ctx.say(format!(
-                "[+] Realm '{name}' restored to snapshot '{snap}' (config, home and root)"
-            ));
+            ctx.say(Event::progress(format!(
+                "Realm '{name}' restored to snapshot '{snap}' (config, home and root)"
+            )));
             ctx.done("restored", "realm", &name, json!({ "snapshot": s }));
         }
         SnapshotCmd::Remove { name, snap } => {
             snapshot::remove(store, &name, &snap)?;
-            ctx.say(format!("[+] Snapshot '{snap}' of realm '{name}' removed"));
+            ctx.say(Event::progress(format!(
+                "Snapshot '{snap}' of realm '{name}' removed"
+            )));
             ctx.done("removed", "snapshot", &snap, json!({ "realm": name }));
         }
     }

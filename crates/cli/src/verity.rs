@@ -14,6 +14,7 @@ use realms_verity::{
 use serde::Serialize;
 
 use crate::output::{Ctx, print_error};
+use realms_sys::event::Event;
 
 /// veritysetup's exit status for a device that fails verification.
 const EXIT_CORRUPT: u8 = 2;
@@ -137,11 +138,11 @@ fn run_verify(
             if ctx.json {
                 ctx.emit(&Report::verified(&params, &root, data, hash))?;
             } else {
-                ctx.say(format_args!(
-                    "[+] {} verified against {}: root hash {root_hash}",
+                ctx.say(Event::progress(format!(
+                    "{} verified against {}: root hash {root_hash}",
                     data.display(),
                     hash.display()
-                ));
+                )));
             }
             Ok(ExitCode::SUCCESS)
         }

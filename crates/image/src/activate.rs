@@ -44,9 +44,8 @@ pub fn mount_image(
     dm_name: &str,
 ) -> Result<Protection> {
     match info.kind {
-        ImageKind::Tree => Err(Error::Build {
+        ImageKind::Tree => Err(Error::TreeNotMounted {
             name: info.name.clone(),
-            message: "a tree image is not mounted".into(),
         }),
         ImageKind::Block => {
             let (meta, _) = Meta::load(&info.path.join("image.meta"))?;

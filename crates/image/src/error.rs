@@ -58,10 +58,20 @@ pub enum Error {
         installed: String,
         new: String,
     },
-    #[error("{}: {message}", path.display())]
-    BadMeta { path: PathBuf, message: String },
-    #[error("building application image '{name}': {message}")]
-    Build { name: String, message: String },
+    #[error("{}{}: {message}", path.display(), line.map(|l| format!(": line {l}")).unwrap_or_default())]
+    BadMeta {
+        path: PathBuf,
+        line: Option<usize>,
+        message: String,
+    },
+    #[error("application image '{name}' is a tree image, which is used in place and never mounted")]
+    TreeNotMounted { name: String },
+    #[error("computing the dm-verity hash tree of {}", path.display())]
+    Verity {
+        path: PathBuf,
+        #[source]
+        source: realms_verity::Error,
+    },
     #[error("{action} {}", path.display())]
     Io {
         action: &'static str,
@@ -75,6 +85,19 @@ pub enum Error {
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
+/// The 1-based line a TOML parse error points at in `text` (`None` when it points nowhere).
+/// The realm crate's config errors use it too, so every TOML file is reported the same way.
+pub fn toml_line(text: &str, err: &toml::de::Error) -> Option<usize> {
+    let offset = err.span()?.start.min(text.len());
+    Some(
+        text.as_bytes()[..offset]
+            .iter()
+            .filter(|b| **b == b'\n')
+            .count()
+            + 1,
+    )
+}
+
 impl Error {
     pub(crate) fn io(
         action: &'static str,
@@ -86,5 +109,171 @@ impl Error {
             path: path.into(),
             source,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn s(text: &str) -> String {
+        text.to_string()
+    }
+
+    /// Every variant, with the text that names its subject.
+    fn every_variant() -> Vec<(Error, &'static str)> {
+        let p = |path: &str| PathBuf::from(path);
+        vec![
+            (
+                Error::InvalidName {
+                    kind: "image",
+                    name: s("Bad"),
+                    rule: "lowercase",
+                },
+                "'Bad'",
+            ),
+            (
+                Error::NotFound {
+                    name: s("a"),
+                    path: p("/s/a.appimg"),
+                },
+                "'a'",
+            ),
+            (
+                Error::Exists {
+                    name: s("b"),
+                    path: p("/s/b.appimg"),
+                },
+                "'b'",
+            ),
+            (
+                Error::NoPrevious {
+                    name: s("c"),
+                    path: p("/s/c.appimg.prev"),
+                },
+                "'c'",
+            ),
+            (
+                Error::AlreadyRolledBack {
+                    name: s("d"),
+                    current: s("1"),
+                    newer: s("2"),
+                },
+                "'d'",
+            ),
+            (Error::NoBuildSource { name: s("e") }, "'e'"),
+            (
+                Error::NoSuchKey {
+                    name: s("k"),
+                    path: p("/keys/k"),
+                },
+                "'k'",
+            ),
+            (
+                Error::BadSource {
+                    source_spec: s("ftp:x"),
+                    reason: s("unknown"),
+                },
+                "'ftp:x'",
+            ),
+            (
+                Error::NotAnOsTree {
+                    path: p("/t"),
+                    reason: s("no /usr"),
+                },
+                "/t",
+            ),
+            (
+                Error::Key {
+                    path: p("/keys/x.pub"),
+                    message: s("bad"),
+                },
+                "/keys/x.pub",
+            ),
+            (Error::Unsigned { name: s("f") }, "'f'"),
+            (
+                Error::Untrusted {
+                    name: s("g"),
+                    fingerprint: s("ab12"),
+                },
+                "'g'",
+            ),
+            (
+                Error::BadSignature {
+                    name: s("h"),
+                    reason: s("does not match"),
+                },
+                "'h'",
+            ),
+            (
+                Error::Tampered {
+                    name: s("i"),
+                    reason: s("block 3"),
+                },
+                "'i'",
+            ),
+            (
+                Error::Downgrade {
+                    name: s("j"),
+                    installed: s("2"),
+                    new: s("1"),
+                },
+                "'j'",
+            ),
+            (
+                Error::BadMeta {
+                    path: p("/s/l.appimg/image.meta"),
+                    line: Some(2),
+                    message: s("missing field"),
+                },
+                "image.meta: line 2",
+            ),
+            (Error::TreeNotMounted { name: s("m") }, "'m'"),
+            (
+                Error::Verity {
+                    path: p("/s/.staging-n"),
+                    source: realms_verity::Error::HashOffset { offset: 7 },
+                },
+                "/s/.staging-n",
+            ),
+            (
+                Error::io("reading", "/s/o", std::io::Error::from_raw_os_error(13)),
+                "/s/o",
+            ),
+            (
+                Error::Sys(realms_sys::Error::io(
+                    "opening",
+                    "/s/q",
+                    std::io::Error::from_raw_os_error(2),
+                )),
+                "/s/q",
+            ),
+        ]
+    }
+
+    #[test]
+    fn every_variant_renders_each_cause_once_and_names_its_subject() {
+        for (err, subject) in every_variant() {
+            // What `main` prints: each level of the chain once, as `{:#}` does.
+            let mut text = err.to_string();
+            let mut level: &dyn std::error::Error = &err;
+            while let Some(cause) = level.source() {
+                let inner = cause.to_string();
+                assert!(
+                    !level.to_string().contains(&inner),
+                    "{text:?}: {inner:?} prints twice"
+                );
+                text.push_str(&format!(": {inner}"));
+                level = cause;
+            }
+            assert!(text.contains(subject), "{text:?} does not name {subject:?}");
+        }
+    }
+
+    #[test]
+    fn toml_errors_name_their_line() {
+        let text = "name = \"a\"\nversion = \n";
+        let err = toml::from_str::<toml::Value>(text).unwrap_err();
+        assert_eq!(toml_line(text, &err), Some(2));
     }
 }

@@ -8,6 +8,7 @@ use realms_sys::{btrfs, root::RootDir};
 
 use crate::store::{ImageInfo, ImageStore, Staged, copy_tree};
 use crate::{Error, Result, validate_name};
+use realms_sys::event::{Event, Report};
 
 /// Packages every debootstrap image gets: a bootable systemd userland with networking tools.
 pub const BASE_PACKAGES: &[&str] = &[
@@ -30,11 +31,6 @@ pub enum Source {
         suite: String,
         packages: Vec<String>,
     },
-}
-
-/// Reports the stages of a long operation (the CLI shows them as a spinner on a TTY).
-pub trait Progress {
-    fn stage(&self, message: &str);
 }
 
 impl Source {
@@ -97,7 +93,7 @@ pub fn import(
     store: &ImageStore,
     name: &str,
     source: &Source,
-    progress: &dyn Progress,
+    progress: &dyn Report,
 ) -> Result<ImageInfo> {
     validate_name("image", name)?;
     let dest = store.path(name);
@@ -110,21 +106,21 @@ pub fn import(
     let staged = store.stage_empty(name)?;
     match source {
         Source::Dir(dir) => {
-            progress.stage(&format!("copying {}", dir.display()));
+            progress.report(Event::progress(format!("copying {}", dir.display())));
             copy_into(dir, staged.path())?;
         }
         Source::Tarball(file) => {
-            progress.stage(&format!("unpacking {}", file.display()));
+            progress.report(Event::progress(format!("unpacking {}", file.display())));
             unpack(file, staged.path())?;
         }
         Source::Debootstrap { suite, packages } => {
-            progress.stage(&format!(
+            progress.report(Event::progress(format!(
                 "running debootstrap {suite} (this takes a minute)"
-            ));
+            )));
             debootstrap(suite, packages, &staged)?;
         }
     }
-    progress.stage("checking the tree");
+    progress.report(Event::progress("checking the tree"));
     prepare_tree(staged.path())?;
     store.commit_new(staged, name)?;
     store.get(name)

@@ -2,7 +2,6 @@
 //! `/etc/realms/keys.d/` and `/usr/lib/realms/keys.d/`, and signing and checking signatures.
 
 use std::fs;
-use std::io::Read;
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
@@ -59,10 +58,7 @@ pub fn generate(root: &Path, name: &str) -> Result<(PathBuf, TrustedKey)> {
         fs::set_permissions(dir, fs::Permissions::from_mode(mode))
             .map_err(|e| Error::io("setting the mode of", dir.as_path(), e))?;
     }
-    let mut seed = [0u8; 32];
-    fs::File::open("/dev/urandom")
-        .and_then(|mut f| f.read_exact(&mut seed))
-        .map_err(|e| Error::io("reading random bytes from", "/dev/urandom", e))?;
+    let seed = realms_sys::random::bytes::<32>()?;
     let signing = SigningKey::from_bytes(&seed);
     write_private(&private, &seed)?;
     let text = format!(

@@ -17,7 +17,7 @@ pub mod record;
 pub mod sealed;
 mod store;
 
-pub use error::{Error, Result};
-pub use import::{Progress, Source, import};
+pub use error::{Error, Result, toml_line};
+pub use import::{Source, import};
 pub use name::validate_name;
 pub use store::{ImageInfo, ImageKind, ImageStore, Staged, copy_tree, delete_tree};

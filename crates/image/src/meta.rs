@@ -47,6 +47,7 @@ impl Meta {
     pub fn parse(text: &str, path: &Path) -> Result<Meta> {
         toml::from_str(text).map_err(|e| Error::BadMeta {
             path: path.to_path_buf(),
+            line: crate::error::toml_line(text, &e),
             message: e.message().trim().to_string(),
         })
     }
@@ -56,6 +57,7 @@ impl Meta {
             std::fs::read(path).map_err(|e| Error::io("reading the image metadata", path, e))?;
         let text = std::str::from_utf8(&bytes).map_err(|_| Error::BadMeta {
             path: path.to_path_buf(),
+            line: None,
             message: "not UTF-8".into(),
         })?;
         Ok((Meta::parse(text, path)?, bytes))

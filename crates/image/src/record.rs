@@ -56,6 +56,7 @@ impl Record {
     /// Writes the record onto the tree at `path` (before it is made read-only).
     pub fn write(&self, path: &Path) -> Result<()> {
         let text = toml::to_string(self).map_err(|e| Error::BadMeta {
+            line: None,
             path: path.to_path_buf(),
             message: e.to_string(),
         })?;

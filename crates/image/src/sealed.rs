@@ -3,7 +3,6 @@
 //! an ed25519 signature over `image.meta` (which holds the root hash).
 
 use std::fs;
-use std::io::Read;
 use std::path::{Path, PathBuf};
 
 use realms_sys::cmd::Cmd;
@@ -13,7 +12,8 @@ use serde::Serialize;
 use crate::keys::{self, GoodSignature};
 use crate::meta::{Meta, VerityMeta};
 use crate::store::{ImageInfo, ImageKind, ImageStore, Staged};
-use crate::{Error, Progress, Result};
+use crate::{Error, Result};
+use realms_sys::event::{Event, Report};
 
 /// The filesystem inside `image.raw`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -58,7 +58,7 @@ pub struct BuildOptions {
 pub fn build(
     store: &ImageStore,
     opts: &BuildOptions,
-    progress: &dyn Progress,
+    progress: &dyn Report,
 ) -> Result<(Staged, Meta)> {
     crate::validate_name("image", &opts.name)?;
     if !opts.tree.join("usr").is_dir() {
@@ -71,7 +71,10 @@ pub fn build(
     let staged = store.stage_plain(&opts.name)?;
     let dir = staged.path().to_path_buf();
     let raw = dir.join("image.raw");
-    progress.stage(&format!("making the {} filesystem", opts.filesystem.name()));
+    progress.report(Event::progress(format!(
+        "making the {} filesystem",
+        opts.filesystem.name()
+    )));
     mkfs(opts.filesystem, &opts.tree, &raw, &opts.name)?;
     pad_to_block(&raw)?;
     let version = match &opts.version {
@@ -92,7 +95,7 @@ pub fn build(
         verity: None,
     };
     if let Some(signing) = &signing {
-        progress.stage("computing the dm-verity hash tree");
+        progress.report(Event::progress("computing the dm-verity hash tree"));
         meta.verity = Some(format_verity(&dir)?);
         meta.signed_by = opts
             .key
@@ -168,14 +171,6 @@ fn pad_to_block(raw: &Path) -> Result<()> {
         .map_err(|e| Error::io("padding", raw, e))
 }
 
-fn random<const N: usize>() -> Result<[u8; N]> {
-    let mut b = [0u8; N];
-    fs::File::open("/dev/urandom")
-        .and_then(|mut f| f.read_exact(&mut b))
-        .map_err(|e| Error::io("reading random bytes from", "/dev/urandom", e))?;
-    Ok(b)
-}
-
 /// Formats `image.verity` for `image.raw` with a fresh salt; writes `image.roothash`.
 fn format_verity(dir: &Path) -> Result<VerityMeta> {
     let raw = dir.join("image.raw");
@@ -188,13 +183,13 @@ fn format_verity(dir: &Path) -> Result<VerityMeta> {
         .open(&hash_path)
         .map_err(|e| Error::io("creating", &hash_path, e))?;
     let params = Params {
-        salt: random::<32>()?.to_vec(),
-        uuid: Some(random::<16>()?),
+        salt: realms_sys::random::bytes::<32>()?.to_vec(),
+        uuid: Some(realms_sys::random::bytes::<16>()?),
         ..Params::default()
     };
-    let out = realms_verity::format(&data, &hash, &params).map_err(|e| Error::Build {
-        name: dir.display().to_string(),
-        message: e.to_string(),
+    let out = realms_verity::format(&data, &hash, &params).map_err(|source| Error::Verity {
+        path: dir.to_path_buf(),
+        source,
     })?;
     hash.sync_all()
         .map_err(|e| Error::io("writing", &hash_path, e))?;

@@ -6,6 +6,7 @@ use serde::Serialize;
 
 use crate::store::RealmStore;
 use crate::{Result, launch, lifecycle};
+use realms_sys::event::{Event, Report};
 
 /// `realms autostart NAME on|off`.
 pub fn set(store: &RealmStore, name: &str, on: bool) -> Result<()> {
@@ -36,12 +37,14 @@ pub struct Started {
 }
 
 /// `realms start --autostart`: starts every boot realm; one failing does not stop the others.
-pub fn start_all(store: &RealmStore, say: &dyn Fn(&str)) -> Result<Vec<Started>> {
+pub fn start_all(store: &RealmStore, say: &dyn Report) -> Result<Vec<Started>> {
     let mut out = Vec::new();
     for realm in boot_realms(store)? {
         let result = launch::start(store, &realm, say);
         if let Err(e) = &result {
-            say(&format!("[!] Realm '{realm}' did not start: {e}"));
+            say.report(Event::warning(format!(
+                "Realm '{realm}' did not start: {e}"
+            )));
         }
         out.push(Started {
             started: result.is_ok(),

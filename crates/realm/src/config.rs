@@ -126,7 +126,8 @@ pub const KEYS: &[(&str, KeyType, &str, &str)] = &[
 impl RealmConfig {
     /// Parses a config file's text; `path` is only used in errors.
     pub fn parse(text: &str, path: &Path) -> Result<RealmConfig> {
-        let config: RealmConfig = toml::from_str(text).map_err(|e| bad_file(path, text, &e))?;
+        let config: RealmConfig =
+            toml::from_str(text).map_err(|e| crate::error::bad_file(path, text, &e))?;
         config.validate(path)?;
         Ok(config)
     }
@@ -142,7 +143,7 @@ impl RealmConfig {
 
     fn validate(&self, path: &Path) -> Result<()> {
         if let Some(zone) = &self.network_zone {
-            crate::zone::validate_zone(zone)
+            crate::names::validate_zone(zone)
                 .map_err(|reason| bad_value(path, "network-zone", zone, &reason))?;
         }
         for (key, list) in [
@@ -154,7 +155,7 @@ impl RealmConfig {
             }
         }
         if let Some(list) = &self.port_forward {
-            crate::zone::port::parse_list(list.iter().map(String::as_str))
+            crate::forward::parse_list(list.iter().map(String::as_str))
                 .map_err(|(entry, reason)| bad_value(path, "port-forward", &entry, &reason))?;
         }
         if let Some(img) = &self.appimg {
@@ -199,9 +200,9 @@ impl RealmConfig {
     }
 
     /// The port forwards (validated when the config was read).
-    pub fn port_forwards(&self) -> Vec<crate::zone::PortForward> {
+    pub fn port_forwards(&self) -> Vec<crate::forward::PortForward> {
         let list = self.port_forward.iter().flatten().map(String::as_str);
-        crate::zone::port::parse_list(list).unwrap_or_default()
+        crate::forward::parse_list(list).unwrap_or_default()
     }
 
     /// The extra binds: (host path, path in the realm, read-only).
@@ -242,13 +243,11 @@ pub fn parse_value(key: &str, value: &str) -> Result<toml::Value> {
         allowed: allowed.to_string(),
     };
     match ty {
-        KeyType::Bool => match value {
-            "true" | "yes" | "on" | "1" => Ok(toml::Value::Boolean(true)),
-            "false" | "no" | "off" | "0" => Ok(toml::Value::Boolean(false)),
-            _ => Err(invalid("true or false")),
-        },
+        KeyType::Bool => parse_bool(value)
+            .map(toml::Value::Boolean)
+            .ok_or_else(|| invalid("true or false")),
         KeyType::Zone => {
-            crate::zone::validate_zone(value).map_err(|r| invalid(&r))?;
+            crate::names::validate_zone(value).map_err(|r| invalid(&r))?;
             Ok(toml::Value::String(value.to_string()))
         }
         KeyType::Image => {
@@ -258,7 +257,7 @@ pub fn parse_value(key: &str, value: &str) -> Result<toml::Value> {
         KeyType::PortList => {
             let items = list_items(key, value)?;
             let items: Vec<&str> = items.iter().map(String::as_str).collect();
-            crate::zone::port::parse_list(items.iter().copied()).map_err(|(entry, reason)| {
+            crate::forward::parse_list(items.iter().copied()).map_err(|(entry, reason)| {
                 Error::BadValue {
                     key: key.to_string(),
                     value: entry,
@@ -338,23 +337,39 @@ fn bad_value(path: &Path, key: &str, value: &str, reason: &str) -> Error {
     }
 }
 
-/// A TOML parse error as a config error naming the file and line.
-pub(crate) fn bad_file(path: &Path, text: &str, err: &toml::de::Error) -> Error {
-    let line = err.span().map(|span| line_of(text, span.start));
-    Error::BadConfig {
-        path: path.to_path_buf(),
-        line,
-        message: err.message().trim().to_string(),
+/// Sets `key = value` in a flat TOML file, keeping every other line (and comments) as it was.
+pub(crate) fn set_line(text: &str, key: &str, value: &toml::Value) -> String {
+    let line = format!("{key} = {value}");
+    let mut out = Vec::new();
+    let mut done = false;
+    for l in text.lines() {
+        let is_key = l.split_once('=').is_some_and(|(k, _)| k.trim() == key)
+            && !l.trim_start().starts_with('#');
+        if is_key {
+            if !done {
+                out.push(line.clone());
+                done = true;
+            }
+        } else {
+            out.push(l.to_string());
+        }
     }
+    if !done {
+        out.push(line);
+    }
+    let mut s = out.join("\n");
+    s.push('\n');
+    s
 }
 
-/// The 1-based line number of a byte offset.
-fn line_of(text: &str, offset: usize) -> usize {
-    text.as_bytes()[..offset.min(text.len())]
-        .iter()
-        .filter(|b| **b == b'\n')
-        .count()
-        + 1
+/// A boolean as the command line gives it, for every option that takes one (realm config
+/// keys, a zone's `nat`): true, yes, on, 1 or false, no, off, 0.
+pub fn parse_bool(value: &str) -> Option<bool> {
+    match value {
+        "true" | "yes" | "on" | "1" => Some(true),
+        "false" | "no" | "off" | "0" => Some(false),
+        _ => None,
+    }
 }
 
 #[cfg(test)]
@@ -481,5 +496,18 @@ mod tests {
             (PathBuf::from("/a"), PathBuf::from("/b"))
         );
         assert!(parse_bind("a:/b").is_err());
+    }
+
+    #[test]
+    fn set_line_replaces_or_appends_and_keeps_comments() {
+        let text = "# comment\nuse-gpu = false\nuse-kvm = false\n";
+        assert_eq!(
+            set_line(text, "use-gpu", &toml::Value::Boolean(true)),
+            "# comment\nuse-gpu = true\nuse-kvm = false\n"
+        );
+        assert_eq!(
+            set_line(text, "network-zone", &toml::Value::String("work".into())),
+            "# comment\nuse-gpu = false\nuse-kvm = false\nnetwork-zone = \"work\"\n"
+        );
     }
 }

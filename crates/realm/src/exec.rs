@@ -12,6 +12,7 @@ use realms_sys::session;
 use crate::plan::{RealHost, plan};
 use crate::store::RealmStore;
 use crate::{Error, Result, launch};
+use realms_sys::event::Report;
 
 /// An account in the realm's `/etc/passwd`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -26,7 +27,7 @@ pub struct Account {
 
 /// Starts the realm if it is not running (saying so through `say`); an orphaned realm (its
 /// nspawn was killed) is stopped and started afresh.
-pub fn ensure_running(store: &RealmStore, name: &str, say: &dyn Fn(&str)) -> Result<()> {
+pub fn ensure_running(store: &RealmStore, name: &str, say: &dyn Report) -> Result<()> {
     store.check_exists(name)?;
     if launch::state(store, name) != launch::State::Running {
         let _lock = store.lock()?;
@@ -105,7 +106,7 @@ pub fn run(
     name: &str,
     argv: &[OsString],
     opts: &RunOptions,
-    say: &dyn Fn(&str),
+    say: &dyn Report,
 ) -> Result<i32> {
     let Some(program) = argv.first() else {
         return Err(Error::realm(
@@ -285,7 +286,7 @@ fn resolve(program: &OsString, path: &OsStr) -> std::result::Result<PathBuf, Unr
 
 /// `realms shell NAME [--root]`: a login shell as the realm user `user` (or root), on a pty
 /// when stdin and stdout are terminals.
-pub fn shell(store: &RealmStore, name: &str, as_root: bool, say: &dyn Fn(&str)) -> Result<i32> {
+pub fn shell(store: &RealmStore, name: &str, as_root: bool, say: &dyn Report) -> Result<i32> {
     ensure_running(store, name, say)?;
     let user = if as_root { "root" } else { "user" };
     let leader = launch::leader(store, name)?;

@@ -14,163 +14,37 @@ use std::time::{Duration, Instant};
 use realms_image::{ImageKind, activate};
 use realms_sys::{cmd::Cmd, mount, proc};
 
+pub use crate::executor::Executor;
 use crate::plan::{Network, RealHost, RootSetup, plan};
+pub(crate) use crate::runtime::{SETTLE, leader_file, nspawn_pid, pid_file, unit_name, unit_path};
+pub use crate::runtime::{State, is_running, leader, log_file, state};
 use crate::store::RealmStore;
 use crate::{Error, Result, tree, zone};
-
-/// Who runs the realm's nspawn process.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Executor {
-    /// A systemd unit `realm-NAME.service` (systemd is PID 1).
-    Systemd,
-    /// realms itself, detached, with a pid file (no systemd PID 1, as on these CI machines).
-    Direct,
-}
-
-impl Executor {
-    /// Systemd when the host was booted with it; `REALMS_EXECUTOR=direct|systemd` overrides.
-    pub fn detect() -> Executor {
-        match std::env::var("REALMS_EXECUTOR").as_deref() {
-            Ok("direct") => Executor::Direct,
-            Ok("systemd") => Executor::Systemd,
-            _ if Path::new("/run/systemd/system").is_dir() => Executor::Systemd,
-            _ => Executor::Direct,
-        }
-    }
-}
+use realms_sys::event::{Event, Report};
 
 const START_TIMEOUT: Duration = Duration::from_secs(120);
 const STOP_TIMEOUT: Duration = Duration::from_secs(30);
-/// How long the rest of a just-stopped realm's PID namespace gets to die after its init.
-pub(crate) const SETTLE: Duration = Duration::from_secs(3);
-
-fn pid_file(store: &RealmStore, name: &str) -> PathBuf {
-    store.run_dir().join(format!("realm-{name}.pid"))
-}
-
-fn leader_file(store: &RealmStore, name: &str) -> PathBuf {
-    store.run_dir().join(format!("realm-{name}.leader"))
-}
-
-/// The log of the realm's nspawn (direct executor).
-pub fn log_file(store: &RealmStore, name: &str) -> PathBuf {
-    store.run_dir().join(format!("realm-{name}.log"))
-}
-
-fn unit_name(name: &str) -> String {
-    format!("realm-{name}.service")
-}
-
-fn unit_path(name: &str) -> PathBuf {
-    Path::new("/run/systemd/system").join(unit_name(name))
-}
-
-/// The nspawn process of a running realm (direct executor: from the pid file, checked).
-fn nspawn_pid(store: &RealmStore, name: &str) -> Option<u32> {
-    match Executor::detect() {
-        Executor::Systemd => {
-            let out = Cmd::new("systemctl")
-                .args(["show", "--property=MainPID", "--value", &unit_name(name)])
-                .output_string()
-                .ok()?;
-            out.trim().parse().ok().filter(|p| *p != 0)
-        }
-        Executor::Direct => {
-            let pid: u32 = fs::read_to_string(pid_file(store, name))
-                .ok()?
-                .trim()
-                .parse()
-                .ok()?;
-            let cmdline = fs::read(format!("/proc/{pid}/cmdline")).ok()?;
-            let dir = store.realm_dir(name).join("rootfs");
-            let args: Vec<&[u8]> = cmdline.split(|b| *b == 0).collect();
-            // nspawn, or the launcher that is about to become it.
-            let is_ours = args.contains(&format!("--directory={}", dir.display()).as_bytes())
-                || args.ends_with(&[b"launch".as_slice(), name.as_bytes(), b""]);
-            (proc::pid_alive(pid) && is_ours).then_some(pid)
-        }
-    }
-}
-
-/// Whether a realm runs, and how well.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum State {
-    Stopped,
-    Running,
-    /// Its nspawn is gone (killed) but processes of its container live on (direct executor);
-    /// `stop` ends them, `start` ends them and boots the realm afresh.
-    Orphaned,
-}
-
-/// The state of the realm's container.
-pub fn state(store: &RealmStore, name: &str) -> State {
-    if nspawn_pid(store, name).is_some() {
-        State::Running
-    } else if Executor::detect() == Executor::Direct && tree::is_populated(store, name) {
-        State::Orphaned
-    } else {
-        State::Stopped
-    }
-}
-
-/// True when anything of the realm's container runs (also when it is orphaned).
-pub fn is_running(store: &RealmStore, name: &str) -> bool {
-    state(store, name) != State::Stopped
-}
-
-/// The PID (on the host) of the realm's init, the process whose namespaces are the realm's.
-pub fn leader(store: &RealmStore, name: &str) -> Result<u32> {
-    let pid = nspawn_pid(store, name).ok_or_else(|| Error::realm(name, "it is not running"))?;
-    // Remembered at start; still right if that process is still nspawn's child.
-    let cached = fs::read_to_string(leader_file(store, name))
-        .ok()
-        .and_then(|s| s.trim().parse().ok());
-    if let Some(leader) = cached
-        && proc::parent_of(leader) == Some(pid)
-    {
-        return Ok(leader);
-    }
-    let deadline = Instant::now() + Duration::from_secs(5);
-    loop {
-        // nspawn's intermediate child exits once the container's init runs; one child remains.
-        let children = proc::children_of(pid)?;
-        if let [leader] = children.as_slice() {
-            let _ = realms_sys::atomic::write_file(
-                leader_file(store, name),
-                leader.to_string().as_bytes(),
-                0o644,
-            );
-            return Ok(*leader);
-        }
-        if Instant::now() > deadline {
-            return Err(Error::realm(
-                name,
-                format!("nspawn (pid {pid}) has no single container process"),
-            ));
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    }
-}
-
 /// `realms start NAME`.
-pub fn start(store: &RealmStore, name: &str, say: &dyn Fn(&str)) -> Result<()> {
+pub fn start(store: &RealmStore, name: &str, say: &dyn Report) -> Result<()> {
     store.check_exists(name)?;
     let _lock = store.lock()?;
     start_locked(store, name, say)
 }
 
 /// Starts a realm with the store lock held; a running realm is left as it is.
-pub(crate) fn start_locked(store: &RealmStore, name: &str, say: &dyn Fn(&str)) -> Result<()> {
+pub(crate) fn start_locked(store: &RealmStore, name: &str, say: &dyn Report) -> Result<()> {
     let mut settle = Duration::ZERO;
     match state(store, name) {
         State::Running => {
-            say(&format!("[+] Realm '{name}' is already running"));
+            say.report(Event::progress(format!(
+                "Realm '{name}' is already running"
+            )));
             return Ok(());
         }
         State::Orphaned => {
-            say(&format!(
-                "[!] Realm '{name}' lost its systemd-nspawn (was it killed?); stopping what is left of it first"
-            ));
+            say.report(Event::warning(format!(
+                "Realm '{name}' lost its systemd-nspawn (was it killed?); stopping what is left of it first"
+            )));
             stop_locked(store, name)?;
             settle = SETTLE;
         }
@@ -183,7 +57,7 @@ pub(crate) fn start_locked(store: &RealmStore, name: &str, say: &dyn Fn(&str)) -
     let plan = plan(store, name, &config, &RealHost)?;
     // What the config asks for and this host cannot give is said, not only logged.
     for note in &plan.notes {
-        say(&format!("[!] realm '{name}': {note}"));
+        say.report(Event::warning(format!("realm '{name}': {note}")));
     }
     if let RootSetup::Overlay {
         image: Some(image), ..
@@ -193,24 +67,24 @@ pub(crate) fn start_locked(store: &RealmStore, name: &str, say: &dyn Fn(&str)) -
         if info.kind == ImageKind::Sealed
             && activate::sealed_protection() == activate::Protection::VerifiedOnce
         {
-            say(&format!(
-                "[!] this kernel has no device-mapper, so sealed image '{}' is verified in userspace before it is \
+            say.report(Event::warning(format!(
+                "this kernel has no device-mapper, so sealed image '{}' is verified in userspace before it is \
                  mounted read-only; this gives no protection against tampering after that",
                 info.name
-            ));
+            )));
         }
     }
     let net = match &plan.network {
         Network::Zone { zone, forwards, .. } => {
             let attached = zone::attach(store, zone, name, forwards)?;
             for warning in &attached.warnings {
-                say(&format!("[!] {warning}"));
+                say.report(Event::warning(warning.to_string()));
             }
             Some(attached)
         }
         Network::LoopbackOnly => None,
     };
-    let started = match Executor::detect() {
+    let started = match store.executor() {
         Executor::Direct => start_direct(store, name),
         Executor::Systemd => start_unit(store, name),
     };
@@ -229,7 +103,7 @@ pub(crate) fn start_locked(store: &RealmStore, name: &str, say: &dyn Fn(&str)) -
             .args(["-t", &pid, "-m", "chown", "1000:1000", "/home/user"])
             .run()?;
     }
-    say(&format!("[+] Started realm '{name}'"));
+    say.report(Event::progress(format!("Started realm '{name}'")));
     Ok(())
 }
 
@@ -350,7 +224,7 @@ fn start_unit(store: &RealmStore, name: &str) -> Result<()> {
 /// `realms launch NAME` (internal): mounts the realm's root if it is an overlay, in a mount
 /// namespace of its own that dies with the container, then becomes systemd-nspawn.
 pub fn exec_launcher(store: &RealmStore, name: &str) -> Result<std::convert::Infallible> {
-    let registered = Executor::detect() == Executor::Systemd;
+    let registered = store.executor() == Executor::Systemd;
     if !registered {
         // Everything nspawn will ever fork stays in this group, even re-parented to PID 1.
         tree::group(store, name)?.join()?;
@@ -388,41 +262,41 @@ pub fn exec_launcher(store: &RealmStore, name: &str) -> Result<std::convert::Inf
 }
 
 /// `realms stop NAME`.
-pub fn stop(store: &RealmStore, name: &str, say: &dyn Fn(&str)) -> Result<()> {
+pub fn stop(store: &RealmStore, name: &str, say: &dyn Report) -> Result<()> {
     store.check_exists(name)?;
     let _lock = store.lock()?;
     match state(store, name) {
         State::Stopped => {
-            say(&format!("[+] Realm '{name}' is not running"));
+            say.report(Event::progress(format!("Realm '{name}' is not running")));
             return Ok(());
         }
-        State::Orphaned => say(&format!(
-            "[!] Realm '{name}' lost its systemd-nspawn (was it killed?); stopping what is left of it"
-        )),
+        State::Orphaned => say.report(Event::warning(format!(
+            "Realm '{name}' lost its systemd-nspawn (was it killed?); stopping what is left of it"
+        ))),
         State::Running => {}
     }
     stop_locked(store, name)?;
-    say(&format!("[+] Stopped realm '{name}'"));
+    say.report(Event::progress(format!("Stopped realm '{name}'")));
     Ok(())
 }
 
 /// `realms restart NAME`: one operation under one lock. The config and the plan (bind mount
 /// sources, image) are checked before the realm is stopped, so a bad config leaves it running.
-pub fn restart(store: &RealmStore, name: &str, say: &dyn Fn(&str)) -> Result<()> {
+pub fn restart(store: &RealmStore, name: &str, say: &dyn Report) -> Result<()> {
     store.check_exists(name)?;
     let _lock = store.lock()?;
     let config = store.config(name)?;
     plan(store, name, &config, &RealHost)?;
     if is_running(store, name) {
         stop_locked(store, name)?;
-        say(&format!("[+] Stopped realm '{name}'"));
+        say.report(Event::progress(format!("Stopped realm '{name}'")));
     }
     start_locked(store, name, say)
 }
 
 /// Stops a running realm with the store lock held.
 pub(crate) fn stop_locked(store: &RealmStore, name: &str) -> Result<()> {
-    match Executor::detect() {
+    match store.executor() {
         Executor::Systemd => Cmd::new("systemctl")
             .args(["stop", &unit_name(name)])
             .run()?,
@@ -476,18 +350,14 @@ pub(crate) fn check_unused(store: &RealmStore, name: &str, settle: Duration) -> 
         }
         std::thread::sleep(Duration::from_millis(20));
     };
-    Err(Error::realm(
-        name,
-        format!(
-            "its root is still in use by {}; stop them first (`realms stop {name}` stops \
-             everything that runs in the realm)",
-            tree::describe(&users)
-        ),
-    ))
+    Err(Error::RootInUse {
+        name: name.to_string(),
+        users: tree::describe(&users),
+    })
 }
 
 fn root_users(store: &RealmStore, name: &str) -> Result<Vec<u32>> {
-    let mut users = if Executor::detect() == Executor::Direct {
+    let mut users = if store.executor() == Executor::Direct {
         tree::group(store, name)?.pids()
     } else {
         Vec::new()
@@ -515,7 +385,7 @@ pub(crate) fn forget(store: &RealmStore, name: &str) {
     if let Ok(group) = tree::group(store, name) {
         let _ = group.remove();
     }
-    if Executor::detect() == Executor::Systemd && unit_path(name).exists() {
+    if store.executor() == Executor::Systemd && unit_path(name).exists() {
         let _ = fs::remove_file(unit_path(name));
         let _ = Cmd::new("systemctl").arg("daemon-reload").run();
     }

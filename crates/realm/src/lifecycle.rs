@@ -6,13 +6,14 @@ use std::path::Path;
 use realms_image::validate_name;
 use realms_sys::{atomic, btrfs};
 
-use crate::config::{KEYS, RealmConfig, parse_value, unknown_key};
+use crate::config::{KEYS, RealmConfig, parse_value, set_line, unknown_key};
 use crate::store::{RealmStore, RootKind, chown, delete_realm_tree, mkdir};
 use crate::{Error, Result};
+use realms_sys::event::{Event, Report};
 
 /// `realms new NAME [--appimg IMG]`: stages the realm directory (config from the template, home
 /// from skel, rootfs a snapshot of the image or overlay directories) and renames it into place.
-pub fn create(store: &RealmStore, name: &str, image: &str, say: &dyn Fn(&str)) -> Result<()> {
+pub fn create(store: &RealmStore, name: &str, image: &str, say: &dyn Report) -> Result<()> {
     validate_name("realm", name)?;
     let _lock = store.lock()?;
     let dest = store.realm_dir(name);
@@ -62,9 +63,11 @@ fn populate(
     image: &str,
     info: &realms_image::ImageInfo,
     staging: &Path,
-    say: &dyn Fn(&str),
+    say: &dyn Report,
 ) -> Result<()> {
-    say("[+] Populating realm home directory with files from /realms/skel");
+    say.report(Event::progress(
+        "Populating realm home directory with files from /realms/skel",
+    ));
     let home = staging.join("home");
     mkdir(&home)?;
     realms_sys::fs::copy_tree(store.dir().join("skel"), &home)?;
@@ -74,10 +77,10 @@ fn populate(
     let snapshot = store.root_kind_for(info) == RootKind::Snapshot
         && snapshot_or_cross_fs(&info.path, staging)?;
     if snapshot {
-        say(&format!(
-            "[+] Create a snapshot of '{}' in '/realms/realm-{name}/rootfs'",
+        say.report(Event::progress(format!(
+            "Create a snapshot of '{}' in '/realms/realm-{name}/rootfs'",
             image_rel.display()
-        ));
+        )));
     } else {
         for d in ["rootfs", "overlay/upper", "overlay/work"] {
             mkdir(&staging.join(d))?;
@@ -92,16 +95,16 @@ fn populate(
             realms_image::ImageKind::Block => "a block image, mounted read-only",
             realms_image::ImageKind::Sealed => "a sealed image, verified and mounted read-only",
         };
-        say(&format!(
-            "[+] Realm root is an overlay on '{}' ({why})",
+        say.report(Event::progress(format!(
+            "Realm root is an overlay on '{}' ({why})",
             image_rel.display()
-        ));
+        )));
     }
     Ok(())
 }
 
 /// `realms remove NAME`: refused for the default realm and (without `stop`) a running one.
-pub fn remove(store: &RealmStore, name: &str, stop: bool, say: &dyn Fn(&str)) -> Result<()> {
+pub fn remove(store: &RealmStore, name: &str, stop: bool, say: &dyn Report) -> Result<()> {
     store.check_exists(name)?;
     let _lock = store.lock()?;
     if store.default_realm().as_deref() == Some(name) {
@@ -113,7 +116,7 @@ pub fn remove(store: &RealmStore, name: &str, stop: bool, say: &dyn Fn(&str)) ->
             return Err(Error::Running(name.to_string()));
         }
         crate::launch::stop_locked(store, name)?;
-        say(&format!("[+] Stopped realm '{name}'"));
+        say.report(Event::progress(format!("Stopped realm '{name}'")));
         settle = crate::launch::SETTLE;
     }
     // Never delete a root that something still runs in.
@@ -132,10 +135,10 @@ pub fn remove(store: &RealmStore, name: &str, stop: bool, say: &dyn Fn(&str)) ->
     }
     crate::launch::forget(store, name);
     match snapshots {
-        0 => say(&format!("[+] Removed realm '{name}'")),
-        n => say(&format!(
-            "[+] Removed realm '{name}' and its {n} snapshot(s)"
-        )),
+        0 => say.report(Event::progress(format!("Removed realm '{name}'"))),
+        n => say.report(Event::progress(format!(
+            "Removed realm '{name}' and its {n} snapshot(s)"
+        ))),
     }
     Ok(())
 }
@@ -242,31 +245,6 @@ pub fn config_edit(store: &RealmStore, name: &str, key: &str, edit: ListEdit) ->
     Ok(())
 }
 
-/// Sets `key = value` in a flat TOML file, keeping every other line (and comments) as it was.
-pub(crate) fn set_line(text: &str, key: &str, value: &toml::Value) -> String {
-    let line = format!("{key} = {value}");
-    let mut out = Vec::new();
-    let mut done = false;
-    for l in text.lines() {
-        let is_key = l.split_once('=').is_some_and(|(k, _)| k.trim() == key)
-            && !l.trim_start().starts_with('#');
-        if is_key {
-            if !done {
-                out.push(line.clone());
-                done = true;
-            }
-        } else {
-            out.push(l.to_string());
-        }
-    }
-    if !done {
-        out.push(line);
-    }
-    let mut s = out.join("\n");
-    s.push('\n');
-    s
-}
-
 /// Snapshots the image as the realm's rootfs; `false` when the image is on another btrfs
 /// filesystem (EXDEV), so the realm must be an overlay instead.
 fn snapshot_or_cross_fs(image: &Path, staging: &Path) -> Result<bool> {
@@ -317,19 +295,6 @@ impl Drop for RemoveOnDrop<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn set_line_replaces_or_appends_and_keeps_comments() {
-        let text = "# comment\nuse-gpu = false\nuse-kvm = false\n";
-        assert_eq!(
-            set_line(text, "use-gpu", &toml::Value::Boolean(true)),
-            "# comment\nuse-gpu = true\nuse-kvm = false\n"
-        );
-        assert_eq!(
-            set_line(text, "network-zone", &toml::Value::String("work".into())),
-            "# comment\nuse-gpu = false\nuse-kvm = false\nnetwork-zone = \"work\"\n"
-        );
-    }
 
     fn store_with_realm(name: &str) -> (tempfile::TempDir, RealmStore) {
         let dir = tempfile::tempdir().unwrap();

@@ -12,6 +12,7 @@ use serde::Serialize;
 
 use crate::store::{RealmStore, RootKind, delete_realm_tree, mkdir};
 use crate::{Error, Result, launch};
+use realms_sys::event::{Event, Report};
 
 /// Which version of its image a realm is on.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
@@ -71,17 +72,15 @@ pub fn rebase(
     store: &RealmStore,
     name: &str,
     appimg: Option<&str>,
-    say: &dyn Fn(&str),
+    say: &dyn Report,
 ) -> Result<Rebased> {
     store.check_exists(name)?;
     let _lock = store.lock()?;
     if launch::is_running(store, name) {
-        return Err(Error::realm(
-            name,
-            format!(
-                "it is running and rebase replaces its root; stop it first (`realms stop {name}`)"
-            ),
-        ));
+        return Err(Error::MustBeStopped {
+            name: name.to_string(),
+            because: " and rebase replaces its root".into(),
+        });
     }
     let config = store.config(name)?;
     let image = appimg.unwrap_or(config.appimg()).to_string();
@@ -107,7 +106,7 @@ pub fn rebase(
         // shows as behind, and another rebase finishes the move.
         let path = store.config_path(name);
         let text = fs::read_to_string(&path).unwrap_or_default();
-        let text = crate::lifecycle::set_line(&text, "appimg", &toml::Value::String(image.clone()));
+        let text = crate::config::set_line(&text, "appimg", &toml::Value::String(image.clone()));
         atomic::write_file(&path, text.as_bytes(), 0o644)?;
     }
     match kind {
@@ -118,14 +117,14 @@ pub fn rebase(
         prune_kept(store, &old)?;
     }
     let after = on_image(store, name, &image);
-    say(&format!(
-        "[+] Realm '{name}' rebased on {image} appimg{}; its home and config are kept",
+    say.report(Event::progress(format!(
+        "Realm '{name}' rebased on {image} appimg{}; its home and config are kept",
         after
             .current_version
             .as_deref()
             .map(|v| format!(" version {v}"))
             .unwrap_or_default()
-    ));
+    )));
     Ok(Rebased {
         realm: name.to_string(),
         appimg: image,
@@ -174,30 +173,6 @@ fn new_overlay_root(store: &RealmStore, name: &str, image: &str, info: &ImageInf
     Ok(())
 }
 
-/// Removes what interrupted rebases left in realm directories (a new root not yet swapped in,
-/// or an old one not yet deleted). Call with the store lock held.
-pub(crate) fn cleanup_leftovers(store: &RealmStore) -> Result<()> {
-    for name in store.names()? {
-        let dir = store.realm_dir(&name);
-        for entry in fs::read_dir(&dir).into_iter().flatten().flatten() {
-            let file = entry.file_name().to_string_lossy().into_owned();
-            let pid = [".rootfs-new-", ".overlay-new-"]
-                .iter()
-                .find_map(|p| file.strip_prefix(p))
-                .and_then(|rest| rest.parse::<u32>().ok());
-            if pid.is_some_and(|p| p != std::process::id() && !realms_sys::proc::pid_alive(p)) {
-                tracing::info!("removing the leftover {}", entry.path().display());
-                if btrfs::is_subvolume(entry.path()).unwrap_or(false) {
-                    btrfs::delete_subvolume_recursive(entry.path())?;
-                } else {
-                    delete_realm_tree(&entry.path())?;
-                }
-            }
-        }
-    }
-    Ok(())
-}
-
 /// Deletes a kept older version (`IMG.appimg.old-N`) once no overlay realm is on it.
 pub(crate) fn prune_kept(store: &RealmStore, version: &Path) -> Result<()> {
     let is_kept = version
@@ -228,7 +203,7 @@ mod tests {
         fs::create_dir_all(&dead).unwrap();
         fs::create_dir_all(&ours).unwrap();
         fs::create_dir_all(dir.join("overlay/upper")).unwrap();
-        cleanup_leftovers(&store).unwrap();
+        crate::recover::cleanup_rebases(&store).unwrap();
         assert!(!dir.join(".overlay-new-4194305").exists());
         assert!(ours.exists() && dir.join("overlay/upper").exists());
     }

@@ -5,7 +5,6 @@
 //! command finish a rename that was interrupted half-way.
 
 use std::fs;
-use std::path::{Path, PathBuf};
 
 use realms_image::validate_name;
 use realms_sys::atomic;
@@ -35,8 +34,6 @@ pub fn clone(store: &RealmStore, src: &str, dst: &str) -> Result<RootKind> {
     Ok(store.root_kind(dst))
 }
 
-const INTENT_PREFIX: &str = ".renaming-";
-
 /// `realms rename OLD NEW`: refused while the realm runs (its directory, machine name and veth
 /// are named after it).
 pub fn rename(store: &RealmStore, old: &str, new: &str) -> Result<()> {
@@ -57,83 +54,20 @@ pub fn rename(store: &RealmStore, old: &str, new: &str) -> Result<()> {
         ));
     }
     if launch::is_running(store, old) {
-        return Err(Error::realm(
-            old,
-            format!(
-                "it is running, and its directory, machine name and network interface are \
-                 named after it; stop it first (`realms stop {old}`)"
-            ),
-        ));
+        return Err(Error::MustBeStopped {
+            name: old.to_string(),
+            because: ", and its directory, machine name and network interface are named after it"
+                .into(),
+        });
     }
-    let intent = store
-        .dir()
-        .join(format!("{INTENT_PREFIX}{}", std::process::id()));
+    let intent = store.dir().join(format!(
+        "{}{}",
+        crate::recover::INTENT_PREFIX,
+        std::process::id()
+    ));
     atomic::write_file(&intent, format!("{old} {new}\n").as_bytes(), 0o644)?;
-    finish(store, old, new)?;
+    crate::recover::finish_rename(store, old, new)?;
     fs::remove_file(&intent).map_err(|e| Error::io("removing", &intent, e))?;
-    Ok(())
-}
-
-/// Every step of a rename, each one done only if it is not done yet.
-fn finish(store: &RealmStore, old: &str, new: &str) -> Result<()> {
-    move_if_there(&store.realm_dir(old), &store.realm_dir(new))?;
-    move_if_there(
-        &crate::snapshot::dir(store, old),
-        &crate::snapshot::dir(store, new),
-    )?;
-    if store.default_realm().as_deref() == Some(old) {
-        atomic::replace_symlink(format!("realm-{new}"), store.dir().join("default.realm"))?;
-    }
-    if store.current_realm().as_deref() == Some(old) {
-        store.set_current(new)?;
-    }
-    rewrite_leases(store, old, new)?;
-    move_if_there(&launch::log_file(store, old), &launch::log_file(store, new))?;
-    // Runtime leftovers of the old name (pid files, a unit file) go.
-    launch::forget(store, old);
-    Ok(())
-}
-
-fn move_if_there(from: &Path, to: &Path) -> Result<()> {
-    if fs::symlink_metadata(from).is_ok() && fs::symlink_metadata(to).is_err() {
-        atomic::rename_noreplace(from, to)?;
-    }
-    Ok(())
-}
-
-/// Address leases (`/run/realms/leases/ZONE/HOST`, holding the realm's name) follow the realm.
-fn rewrite_leases(store: &RealmStore, old: &str, new: &str) -> Result<()> {
-    let leases = store.run_dir().join("leases");
-    for zone in fs::read_dir(&leases).into_iter().flatten().flatten() {
-        for lease in fs::read_dir(zone.path()).into_iter().flatten().flatten() {
-            if fs::read_to_string(lease.path()).is_ok_and(|o| o.trim() == old) {
-                atomic::write_file(lease.path(), new.as_bytes(), 0o644)?;
-            }
-        }
-    }
-    Ok(())
-}
-
-/// Finishes renames that were interrupted (called with the store lock held).
-pub(crate) fn finish_interrupted(store: &RealmStore) -> Result<()> {
-    let intents: Vec<PathBuf> = fs::read_dir(store.dir())
-        .into_iter()
-        .flatten()
-        .flatten()
-        .filter(|e| e.file_name().to_string_lossy().starts_with(INTENT_PREFIX))
-        .map(|e| e.path())
-        .collect();
-    for intent in intents {
-        let text = fs::read_to_string(&intent).unwrap_or_default();
-        if let Some((old, new)) = text.trim().split_once(' ')
-            && validate_name("realm", old).is_ok()
-            && validate_name("realm", new).is_ok()
-        {
-            tracing::info!("finishing the interrupted rename of realm '{old}' to '{new}'");
-            finish(store, old, new)?;
-        }
-        fs::remove_file(&intent).map_err(|e| Error::io("removing", &intent, e))?;
-    }
     Ok(())
 }
 
@@ -156,7 +90,7 @@ mod tests {
         store.set_current("old").unwrap();
         fs::write(dir.join(".renaming-1"), "old new\n").unwrap();
 
-        finish_interrupted(&store).unwrap();
+        crate::recover::finish_renames(&store).unwrap();
         assert!(store.realm_dir("new").join("home").is_dir());
         assert!(!store.realm_dir("old").exists());
         assert!(crate::snapshot::dir(&store, "new").join("snap0").is_dir());
@@ -172,7 +106,7 @@ mod tests {
         assert!(!dir.join(".renaming-1").exists());
 
         // Running the steps again changes nothing.
-        finish(&store, "old", "new").unwrap();
+        crate::recover::finish_rename(&store, "old", "new").unwrap();
         assert!(store.realm_dir("new").join("home").is_dir());
         assert_eq!(store.default_realm().as_deref(), Some("new"));
     }

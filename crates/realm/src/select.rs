@@ -4,29 +4,43 @@ use serde::Serialize;
 
 use crate::store::{RealmStore, RootKind};
 use crate::{Result, launch};
+use realms_sys::event::{Event, Report};
 
 /// `realms default NAME`: prints the seed's line.
-pub fn set_default(store: &RealmStore, name: &str, say: &dyn Fn(&str)) -> Result<()> {
+pub fn set_default(store: &RealmStore, name: &str, say: &dyn Report) -> Result<()> {
     store.check_exists(name)?;
     let _lock = store.lock()?;
     match store.set_default(name)? {
-        Some(old) => say(&format!(
-            "[+] default realm changed from '{old}' to '{name}'"
-        )),
-        None => say(&format!("[+] default realm set to '{name}'")),
+        Some(old) => say.report(Event::progress(format!(
+            "default realm changed from '{old}' to '{name}'"
+        ))),
+        None => say.report(Event::progress(format!("default realm set to '{name}'"))),
     }
     Ok(())
 }
 
+/// `realms start [NAME]`: starts realm `name`, or the default realm when none is named
+/// (refused when there is none); returns the realm's name.
+pub fn start(store: &RealmStore, name: Option<&str>, say: &dyn Report) -> Result<String> {
+    let name = match name {
+        Some(n) => n.to_string(),
+        None => store.default_realm().ok_or(crate::Error::NoDefault)?,
+    };
+    launch::start(store, &name, say)?;
+    Ok(name)
+}
+
 /// `realms current NAME`: starts the realm if it is stopped, then makes it current.
-pub fn set_current(store: &RealmStore, name: &str, say: &dyn Fn(&str)) -> Result<()> {
+pub fn set_current(store: &RealmStore, name: &str, say: &dyn Report) -> Result<()> {
     store.check_exists(name)?;
     let _lock = store.lock()?;
     if launch::state(store, name) != launch::State::Running {
         launch::start_locked(store, name, say)?;
     }
     store.set_current(name)?;
-    say(&format!("[+] Realm '{name}' set as current realm"));
+    say.report(Event::progress(format!(
+        "Realm '{name}' set as current realm"
+    )));
     Ok(())
 }
 

@@ -33,20 +33,17 @@ const INFO: &str = "snapshot.toml";
 
 /// `/realms/snapshots/NAME`.
 pub fn dir(store: &RealmStore, realm: &str) -> PathBuf {
-    store.dir().join("snapshots").join(realm)
+    store.snapshot_dir(realm)
 }
 
 /// Refuses a running realm: its home (and an overlay's changes) are copied, which is only
 /// consistent while nothing writes to them.
 pub(crate) fn refuse_running(store: &RealmStore, name: &str, what: &str) -> Result<()> {
     if launch::is_running(store, name) {
-        return Err(Error::realm(
-            name,
-            format!(
-                "it is running, and {what} is only consistent while it is stopped; \
-                 stop it first (`realms stop {name}`)"
-            ),
-        ));
+        return Err(Error::MustBeStopped {
+            name: name.to_string(),
+            because: format!(", and {what} is only consistent while it is stopped"),
+        });
     }
     Ok(())
 }
@@ -69,12 +66,10 @@ pub fn create(store: &RealmStore, realm: &str, snap: Option<&str>) -> Result<Sna
     };
     let dest = base.join(&snap);
     if dest.exists() {
-        return Err(Error::realm(
-            realm,
-            format!(
-                "it has a snapshot '{snap}' already; `realms snapshot remove {realm} {snap}` removes it"
-            ),
-        ));
+        return Err(Error::SnapshotExists {
+            realm: realm.to_string(),
+            snapshot: snap.to_string(),
+        });
     }
     crate::store::mkdir(&base)?;
     let config = store.config(realm)?;
@@ -120,7 +115,7 @@ fn read_info(path: &Path, realm: &str, name: &str) -> Result<Snapshot> {
     let file = path.join(INFO);
     let text = fs::read_to_string(&file).map_err(|e| Error::io("reading", &file, e))?;
     let mut info: Snapshot =
-        toml::from_str(&text).map_err(|e| crate::config::bad_file(&file, &text, &e))?;
+        toml::from_str(&text).map_err(|e| crate::error::bad_file(&file, &text, &e))?;
     // The realm may have been renamed since.
     info.realm = realm.to_string();
     info.name = name.to_string();
@@ -132,12 +127,10 @@ fn existing(store: &RealmStore, realm: &str, snap: &str) -> Result<PathBuf> {
     validate_name("snapshot", snap)?;
     let path = dir(store, realm).join(snap);
     if !path.is_dir() {
-        return Err(Error::realm(
-            realm,
-            format!(
-                "it has no snapshot '{snap}'; `realms snapshot list {realm}` shows its snapshots"
-            ),
-        ));
+        return Err(Error::NoSuchSnapshot {
+            realm: realm.to_string(),
+            snapshot: snap.to_string(),
+        });
     }
     Ok(path)
 }
@@ -211,44 +204,6 @@ pub(crate) fn remove_all(store: &RealmStore, realm: &str) -> Result<()> {
     Ok(())
 }
 
-/// Removes what interrupted snapshot commands left (staging and half-removed snapshots).
-pub(crate) fn cleanup_leftovers(store: &RealmStore) -> Result<()> {
-    let top = store.dir().join("snapshots");
-    let mut dirs = vec![top.clone()];
-    dirs.extend(
-        fs::read_dir(&top)
-            .into_iter()
-            .flatten()
-            .flatten()
-            .map(|e| e.path())
-            .filter(|p| p.is_dir()),
-    );
-    for d in dirs {
-        for entry in fs::read_dir(&d).into_iter().flatten().flatten() {
-            let name = entry.file_name().to_string_lossy().into_owned();
-            let stale = name.starts_with(".removing-")
-                || name.strip_prefix(".staging-").is_some_and(|rest| {
-                    rest.rsplit('-')
-                        .next()
-                        .and_then(|p| p.parse::<u32>().ok())
-                        .is_some_and(|pid| {
-                            pid != std::process::id() && !realms_sys::proc::pid_alive(pid)
-                        })
-                });
-            if stale {
-                tracing::info!("removing the leftover {}", entry.path().display());
-                if d == top {
-                    for inner in fs::read_dir(entry.path()).into_iter().flatten().flatten() {
-                        delete_realm_tree(&inner.path())?;
-                    }
-                }
-                delete_realm_tree(&entry.path())?;
-            }
-        }
-    }
-    Ok(())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -264,7 +219,7 @@ mod tests {
         for d in [&staged, &removing, &kept] {
             fs::create_dir_all(d).unwrap();
         }
-        cleanup_leftovers(&store).unwrap();
+        crate::recover::cleanup_snapshots(&store).unwrap();
         assert!(!base.join(".staging-s0-4194305").exists());
         assert!(!store.dir().join("snapshots/.removing-q-1").exists());
         assert!(kept.exists());

@@ -61,7 +61,7 @@ pub fn status(store: &RealmStore, name: &str, log_lines: usize) -> Result<Status
     let on = on_image(store, name, config.appimg());
     let leader = running.then(|| launch::leader(store, name).ok()).flatten();
     let pid = leader.and_then(realms_sys::proc::parent_of);
-    let executor = Executor::detect();
+    let executor = store.executor();
     let notes = plan::plan(store, name, &config, &plan::RealHost)
         .map(|p| p.notes)
         .unwrap_or_else(|e| vec![e.to_string()]);
@@ -183,7 +183,7 @@ pub fn log_source(store: &RealmStore, name: &str) -> Option<LogSource> {
     if file.exists() {
         return Some(LogSource::File(file));
     }
-    (Executor::detect() == Executor::Systemd)
+    (store.executor() == Executor::Systemd)
         .then(|| LogSource::Unit(format!("realm-{name}.service")))
 }
 

@@ -9,7 +9,9 @@ use realms_image::{ImageKind, ImageStore, validate_name};
 use realms_sys::{atomic, btrfs, lock::StoreLock};
 
 use crate::config::RealmConfig;
+use crate::executor::Executor;
 use crate::{Error, Result};
+use realms_sys::event::{Event, Report};
 
 /// The config template written into a new store: the seed's options with their defaults.
 pub const CONFIG_TEMPLATE: &str = "\
@@ -37,7 +39,8 @@ pub struct RealmStore {
     dir: PathBuf,
     run: PathBuf,
     images: ImageStore,
-    notes: Arc<dyn Fn(&str) + Send + Sync>,
+    notes: Arc<dyn Report + Send + Sync>,
+    executor: Executor,
 }
 
 impl std::fmt::Debug for RealmStore {
@@ -72,21 +75,33 @@ impl RealmStore {
             dir: root.join("storage/realms"),
             run: root.join("run/realms"),
             images: ImageStore::open(root)?,
-            notes: Arc::new(|note| tracing::info!("{note}")),
+            notes: Arc::new(|event: Event| tracing::info!("{}", event.text())),
+            executor: Executor::detect(),
         })
     }
 
     /// Takes the lock file `path`; a wait for another process is said through the notes.
     pub(crate) fn acquire(&self, path: &Path) -> Result<StoreLock> {
         Ok(StoreLock::acquire_with(path, &mut |event| {
-            (self.notes)(&format!("[+] {event}"))
+            self.notes.report(event.into())
         })?)
     }
 
     /// Where notes about side effects the user did not ask for go (the store being created).
-    pub fn with_notes(mut self, notes: impl Fn(&str) + Send + Sync + 'static) -> RealmStore {
+    pub fn with_notes(mut self, notes: impl Report + Send + Sync + 'static) -> RealmStore {
         self.notes = Arc::new(notes);
         self
+    }
+
+    /// Runs realms with `executor` instead of the one detected from the host at [`open`](Self::open).
+    pub fn with_executor(mut self, executor: Executor) -> RealmStore {
+        self.executor = executor;
+        self
+    }
+
+    /// Who runs realms' nspawn, decided once when the store was opened.
+    pub fn executor(&self) -> Executor {
+        self.executor
     }
 
     /// True when the store has been created.
@@ -119,16 +134,16 @@ impl RealmStore {
         }
         let images_created = self.images.init()?;
         if created {
-            (self.notes)(&format!(
-                "[+] Created the realm store at {} (and the image store at {})",
+            self.notes.report(Event::note(format!(
+                "Created the realm store at {} (and the image store at {})",
                 self.dir.display(),
                 self.images.dir().display()
-            ));
+            )));
         } else if images_created {
-            (self.notes)(&format!(
-                "[+] Created the image store at {}",
+            self.notes.report(Event::note(format!(
+                "Created the image store at {}",
                 self.images.dir().display()
-            ));
+            )));
         }
         Ok(created)
     }
@@ -151,17 +166,9 @@ impl RealmStore {
         &self.images
     }
 
-    /// Takes the store lock (every mutating command does) and removes leftovers of interrupted
-    /// commands.
-    pub fn lock(&self) -> Result<StoreLock> {
-        self.init()?;
-        let lock = self.acquire(&self.dir.join(".lock"))?;
-        self.cleanup_leftovers()?;
-        crate::snapshot::cleanup_leftovers(self)?;
-        crate::rebase::cleanup_leftovers(self)?;
-        crate::rename::finish_interrupted(self)?;
-        self.images.cleanup_leftovers()?;
-        Ok(lock)
+    /// `/realms/snapshots/REALM`: the snapshots of realm `realm`.
+    pub fn snapshot_dir(&self, realm: &str) -> PathBuf {
+        self.dir.join("snapshots").join(realm)
     }
 
     /// `/realms/realm-NAME`.
@@ -265,7 +272,7 @@ impl RealmStore {
     }
 
     /// Removes what interrupted creations and removals left in the store.
-    fn cleanup_leftovers(&self) -> Result<()> {
+    pub(crate) fn cleanup_leftovers(&self) -> Result<()> {
         let Ok(entries) = fs::read_dir(&self.dir) else {
             return Ok(());
         };
@@ -373,7 +380,6 @@ mod tests {
         assert!(store.images().list().unwrap().is_empty());
         assert_eq!(store.default_realm(), None);
         assert!(store.config("a").is_err());
-        assert!(crate::zone::load(&store).unwrap().is_empty());
         assert_eq!(
             fs::read_dir(root.path()).unwrap().count(),
             0,

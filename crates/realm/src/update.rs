@@ -9,12 +9,13 @@ use std::path::{Path, PathBuf};
 
 use realms_image::meta::{Meta, compare_versions};
 use realms_image::sealed::{self, BuildOptions, Filesystem};
-use realms_image::{ImageInfo, ImageKind, ImageStore, Progress, keys};
+use realms_image::{ImageInfo, ImageKind, ImageStore, keys};
 use realms_sys::{atomic, cmd::Cmd};
 
 use crate::pins::{Pin, overlay_pins, owners_of};
 use crate::store::RealmStore;
 use crate::{Error, Result, launch::Executor};
+use realms_sys::event::{Event, Report};
 
 /// What an update did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -33,7 +34,32 @@ pub fn update_appimg(
     image: &str,
     command: &[OsString],
     key: Option<&Path>,
-    say: &dyn Fn(&str),
+    say: &dyn Report,
+) -> Result<UpdateOutcome> {
+    update_appimg_with(store, image, command, key, say, &mut |cmd, _| {
+        let status = cmd.status_inherit()?;
+        Ok(if status.success() {
+            0
+        } else {
+            status.code().unwrap_or(1)
+        })
+    })
+}
+
+/// Runs the update's container: gets its nspawn command line and the staged tree it works
+/// on, returns the exit status that decides (0 commits, anything else discards).
+pub type RunContainer<'a> = &'a mut dyn FnMut(Cmd, &Path) -> Result<i32>;
+
+/// [`update_appimg`] with the container run by `run` (tests change the staged tree instead):
+/// everything around it (staging, the decision to commit or discard, rebuilding, installing
+/// and keeping the previous version) is the same.
+pub fn update_appimg_with(
+    store: &RealmStore,
+    image: &str,
+    command: &[OsString],
+    key: Option<&Path>,
+    say: &dyn Report,
+    run: RunContainer<'_>,
 ) -> Result<UpdateOutcome> {
     let _lock = store.lock()?;
     let images = store.images();
@@ -48,17 +74,54 @@ pub fn update_appimg(
     };
     let machine = format!("{image}-appimg-update");
     if command.is_empty() {
-        say(&format!("[+] Entering root shell on {image} appimg"));
-        say(
-            "[+] The shell's exit status decides: `exit 0` commits the changes to the image, \
+        say.report(Event::progress(format!(
+            "Entering root shell on {image} appimg"
+        )));
+        say.report(Event::progress(
+            "The shell's exit status decides: `exit 0` commits the changes to the image, \
              `exit 1` discards them (a plain `exit` passes on the status of the last command)",
-        );
-    } else {
-        say(&format!(
-            "[+] Running {} on {image} appimg",
-            command_line(command)
         ));
+    } else {
+        say.report(Event::progress(format!(
+            "Running {} on {image} appimg",
+            command_line(command)
+        )));
     }
+    let cmd = container_command(store, &machine, staged.path(), command);
+    let code = run(cmd, staged.path())?;
+    if code != 0 {
+        say.report(Event::progress(format!(
+            "The update exited with status {code}; {image} appimg is unchanged"
+        )));
+        return Ok(UpdateOutcome::Discarded(code));
+    }
+    let staged = match rebuild {
+        None => staged,
+        Some(mut opts) => {
+            say.report(Event::progress(format!(
+                "Rebuilding {image} appimg as {}",
+                opts.filesystem.name()
+            )));
+            opts.tree = staged.path().to_path_buf();
+            let (built, _) = sealed::build(images, &opts, &realms_sys::event::Silent)?;
+            drop(staged);
+            built
+        }
+    };
+    install(store, image, staged)?;
+    let version = realms_image::record::Record::read(&images.path(image)).version;
+    say.report(Event::progress(format!(
+        "Updated {image} appimg{}; the previous version is kept as {image}.appimg.prev \
+         (`realms appimg rollback {image}` goes back to it)",
+        version
+            .map(|v| format!(" to version {v}"))
+            .unwrap_or_default()
+    )));
+    Ok(UpdateOutcome::Committed)
+}
+
+/// The nspawn command line of an update: `command` in a container on `tree`, or a login shell.
+fn container_command(store: &RealmStore, machine: &str, tree: &Path, command: &[OsString]) -> Cmd {
     let mut cmd = Cmd::new("systemd-nspawn");
     cmd.args([
         "--quiet",
@@ -68,8 +131,8 @@ pub fn update_appimg(
     ])
     .arg(format!("--machine={machine}"))
     .arg("--directory")
-    .arg(staged.path());
-    if Executor::detect() == Executor::Direct {
+    .arg(tree);
+    if store.executor() == Executor::Direct {
         cmd.args(["--register=no", "--keep-unit"]);
     }
     if command.is_empty() {
@@ -82,37 +145,7 @@ pub fn update_appimg(
     } else {
         cmd.arg("--").args(command);
     }
-    let status = cmd.status_inherit()?;
-    if !status.success() {
-        let code = status.code().unwrap_or(1);
-        say(&format!(
-            "[+] The update exited with status {code}; {image} appimg is unchanged"
-        ));
-        return Ok(UpdateOutcome::Discarded(code));
-    }
-    let staged = match rebuild {
-        None => staged,
-        Some(mut opts) => {
-            say(&format!(
-                "[+] Rebuilding {image} appimg as {}",
-                opts.filesystem.name()
-            ));
-            opts.tree = staged.path().to_path_buf();
-            let (built, _) = sealed::build(images, &opts, &Quiet)?;
-            drop(staged);
-            built
-        }
-    };
-    install(store, image, staged)?;
-    let version = realms_image::record::Record::read(&images.path(image)).version;
-    say(&format!(
-        "[+] Updated {image} appimg{}; the previous version is kept as {image}.appimg.prev \
-         (`realms appimg rollback {image}` goes back to it)",
-        version
-            .map(|v| format!(" to version {v}"))
-            .unwrap_or_default()
-    ));
-    Ok(UpdateOutcome::Committed)
+    cmd
 }
 
 /// How to rebuild a block or sealed image after an update: same filesystem, next version,
@@ -123,15 +156,11 @@ fn rebuild_options(
     key: Option<&Path>,
 ) -> Result<BuildOptions> {
     let (meta, _) = Meta::load(&info.path.join("image.meta"))?;
-    let filesystem = Filesystem::parse(&meta.filesystem).ok_or_else(|| {
-        Error::realm(
-            &info.name,
-            format!(
-                "image.meta names an unknown filesystem '{}'",
-                meta.filesystem
-            ),
-        )
-    })?;
+    let filesystem =
+        Filesystem::parse(&meta.filesystem).ok_or_else(|| Error::UnknownFilesystem {
+            image: info.name.clone(),
+            filesystem: meta.filesystem.clone(),
+        })?;
     let key = match (info.kind, key) {
         (ImageKind::Sealed, Some(k)) => Some(keys::resolve_private(store.root(), k)?),
         (ImageKind::Sealed, None) => {
@@ -141,13 +170,10 @@ fn rebuild_options(
                 .join(keys::PRIVATE_DIR)
                 .join(format!("{signer}.key"));
             if signer.is_empty() || !default.exists() {
-                return Err(Error::realm(
-                    &info.name,
-                    format!(
-                        "resealing needs the private key; pass --key (looked for {})",
-                        default.display()
-                    ),
-                ));
+                return Err(Error::NeedsPrivateKey {
+                    image: info.name.clone(),
+                    looked_for: default.clone(),
+                });
             }
             Some(default)
         }
@@ -189,6 +215,44 @@ fn unpack(store: &RealmStore, info: &ImageInfo) -> Result<realms_image::Staged> 
     Ok(tree)
 }
 
+/// What `realms appimg build` is asked for.
+#[derive(Debug, Clone)]
+pub struct BuildRequest {
+    /// The image to build (installed as `NAME.appimg`).
+    pub name: String,
+    /// A tree image of the store, or else a directory: what goes into the image.
+    pub from: String,
+    /// The filesystem of the image.
+    pub filesystem: Filesystem,
+    /// Seal it: dm-verity and a signature with `key`.
+    pub seal: bool,
+    /// The signing key: a key name, or a private key file (used only when sealing).
+    pub key: Option<PathBuf>,
+    /// The version to record; the next one after the installed image's when `None`.
+    pub version: Option<String>,
+    /// Replace an installed newer version.
+    pub allow_downgrade: bool,
+}
+
+/// `realms appimg build`, whole: resolves `--from` and the key, then [`build_image`].
+pub fn build(store: &RealmStore, request: &BuildRequest, progress: &dyn Report) -> Result<Meta> {
+    let tree = build_source(store, &request.from)?;
+    let key = request
+        .key
+        .as_deref()
+        .filter(|_| request.seal)
+        .map(|k| keys::resolve_private(store.root(), k))
+        .transpose()?;
+    let opts = BuildOptions {
+        name: request.name.clone(),
+        tree,
+        filesystem: request.filesystem,
+        key,
+        version: request.version.clone(),
+    };
+    build_image(store, &opts, request.allow_downgrade, progress)
+}
+
 /// `realms appimg build`: builds a block or sealed image and installs it as NAME. An installed
 /// image is replaced (kept as NAME.appimg.prev) only by a newer version, unless
 /// `allow_downgrade`; that is checked before anything is built.
@@ -196,7 +260,7 @@ pub fn build_image(
     store: &RealmStore,
     opts: &BuildOptions,
     allow_downgrade: bool,
-    progress: &dyn Progress,
+    progress: &dyn Report,
 ) -> Result<Meta> {
     let _lock = store.lock()?;
     let images = store.images();
@@ -272,15 +336,9 @@ fn install(store: &RealmStore, image: &str, staged: realms_image::Staged) -> Res
     keep_or_delete(store, images, image, retired, &users.prev)
 }
 
-struct Quiet;
-
-impl Progress for Quiet {
-    fn stage(&self, _: &str) {}
-}
-
 /// `realms appimg rollback IMG`: swaps the image and its previous version (refused when it
 /// was rolled back already); returns the version now current.
-pub fn rollback(store: &RealmStore, image: &str, say: &dyn Fn(&str)) -> Result<Option<String>> {
+pub fn rollback(store: &RealmStore, image: &str, say: &dyn Report) -> Result<Option<String>> {
     let _lock = store.lock()?;
     let images = store.images();
     let users = overlay_users(store, images, image)?;
@@ -288,23 +346,23 @@ pub fn rollback(store: &RealmStore, image: &str, say: &dyn Fn(&str)) -> Result<O
     repoint(store, &users.current, &images.prev_path(image))?;
     repoint(store, &users.prev, &images.path(image))?;
     match (&from, &to) {
-        (Some(from), Some(to)) => say(&format!(
-            "[+] Rolled {image} appimg back from version {from} to version {to} (now current); \
+        (Some(from), Some(to)) => say.report(Event::progress(format!(
+            "Rolled {image} appimg back from version {from} to version {to} (now current); \
              version {from} is kept as {image}.appimg.prev"
-        )),
-        (Some(from), None) => say(&format!(
-            "[+] Rolled {image} appimg back from version {from} to its previous version \
+        ))),
+        (Some(from), None) => say.report(Event::progress(format!(
+            "Rolled {image} appimg back from version {from} to its previous version \
              (made before versions were recorded); version {from} is kept as {image}.appimg.prev"
-        )),
-        _ => say(&format!(
-            "[+] Rolled {image} appimg back to its previous version"
-        )),
+        ))),
+        _ => say.report(Event::progress(format!(
+            "Rolled {image} appimg back to its previous version"
+        ))),
     }
     Ok(to)
 }
 
 /// `realms appimg remove IMG`: refused while an overlay realm sits on it.
-pub fn remove_image(store: &RealmStore, image: &str, say: &dyn Fn(&str)) -> Result<()> {
+pub fn remove_image(store: &RealmStore, image: &str, say: &dyn Report) -> Result<()> {
     let _lock = store.lock()?;
     store.images().get(image)?;
     let (_, snapshots) = store.image_users(image)?;
@@ -325,12 +383,12 @@ pub fn remove_image(store: &RealmStore, image: &str, say: &dyn Fn(&str)) -> Resu
     for old in kept {
         realms_image::delete_tree(&old)?;
     }
-    say(&format!("[+] Removed {image} appimg"));
+    say.report(Event::progress(format!("Removed {image} appimg")));
     if !snapshots.is_empty() {
-        say(&format!(
-            "[+] Realm(s) {} were made from it; they are independent btrfs snapshots and keep working",
+        say.report(Event::progress(format!(
+            "Realm(s) {} were made from it; they are independent btrfs snapshots and keep working",
             quote_list(&snapshots)
-        ));
+        )));
     }
     Ok(())
 }

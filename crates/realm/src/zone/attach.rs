@@ -45,7 +45,7 @@ pub fn attach(
     let address = lease(store, zone_name, &zone, realm)?;
     claim
         .forwards
-        .retain(|f| f.realm != realm && crate::launch::is_running(store, &f.realm));
+        .retain(|f| f.realm != realm && crate::runtime::is_running(store, &f.realm));
     let mut warnings = Vec::new();
     for f in forwards {
         check_port_free(zone_name, realm, f, &claim)?;
@@ -287,7 +287,7 @@ fn lease(store: &RealmStore, zone_name: &str, zone: &Zone, realm: &str) -> Resul
             Ok(owner) if owner.trim() == realm => {
                 return Ok(Ipv4Addr::new(net[0], net[1], net[2], host));
             }
-            Ok(owner) if crate::launch::is_running(store, owner.trim()) => {}
+            Ok(owner) if crate::runtime::is_running(store, owner.trim()) => {}
             _ => {
                 if free.is_none() {
                     free = Some(host);

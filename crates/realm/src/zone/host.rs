@@ -17,7 +17,7 @@ use std::path::{Path, PathBuf};
 use realms_sys::{atomic, cmd::Cmd, lock::StoreLock};
 use serde::{Deserialize, Serialize};
 
-use super::port::Proto;
+use crate::forward::Proto;
 use crate::{Error, Result};
 
 /// Where the host-wide records live (never under `--root`).
@@ -70,9 +70,9 @@ pub fn read_claim(zone: &str) -> Option<Claim> {
 }
 
 pub fn write_claim(zone: &str, claim: &Claim) -> Result<()> {
-    let text = toml::to_string(claim).map_err(|e| Error::Zone {
-        zone: zone.to_string(),
-        message: e.to_string(),
+    let text = toml::to_string(claim).map_err(|source| Error::Serialize {
+        path: claim_path(zone),
+        source,
     })?;
     fs::create_dir_all(NET_DIR).map_err(|e| Error::io("creating", NET_DIR, e))?;
     atomic::write_file(claim_path(zone), text.as_bytes(), 0o644)?;

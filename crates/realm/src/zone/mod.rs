@@ -19,7 +19,6 @@
 mod attach;
 pub mod host;
 pub mod nft;
-pub mod port;
 
 use std::collections::BTreeMap;
 use std::fs;
@@ -29,8 +28,9 @@ use std::path::PathBuf;
 use realms_sys::atomic;
 use serde::{Deserialize, Serialize};
 
+pub use crate::forward::{self as port, PortForward, Proto};
+pub use crate::names::{bridge_name, validate_zone};
 pub use attach::{Attachment, attach, configure_host0, release};
-pub use port::{PortForward, Proto};
 
 use crate::store::RealmStore;
 use crate::{Error, Result};
@@ -51,39 +51,11 @@ fn nat_default() -> bool {
     true
 }
 
-/// Words of `realms zone` that cannot be zone names.
-const RESERVED: &[&str] = &["remove"];
-
-/// Zone names become interface names (`vz-` + name, 15 bytes at most).
-pub fn validate_zone(zone: &str) -> std::result::Result<(), String> {
-    let mut chars = zone.chars();
-    let ok = matches!(chars.next(), Some('a'..='z'))
-        && zone.len() <= 12
-        && chars.all(|c| matches!(c, 'a'..='z' | '0'..='9' | '-'));
-    if RESERVED.contains(&zone) {
-        return Err(format!(
-            "'{zone}' is a word of `realms zone`, not a zone name"
-        ));
-    }
-    if ok {
-        Ok(())
-    } else {
-        Err("zone names are a lowercase letter followed by up to 11 lowercase letters, digits or dashes \
-             ([a-z][a-z0-9-]{0,11}), so that the bridge name vz-ZONE fits in an interface name"
-            .to_string())
-    }
-}
-
 fn checked(zone: &str) -> Result<()> {
-    validate_zone(zone).map_err(|m| Error::Zone {
+    validate_zone(zone).map_err(|rule| Error::InvalidZoneName {
         zone: zone.to_string(),
-        message: m,
+        rule,
     })
-}
-
-/// The bridge of a zone.
-pub fn bridge_name(zone: &str) -> String {
-    format!("vz-{zone}")
 }
 
 fn zones_path(store: &RealmStore) -> PathBuf {
@@ -99,7 +71,7 @@ pub fn load(store: &RealmStore) -> Result<BTreeMap<String, Zone>> {
         Err(e) => return Err(Error::io("reading", &path, e)),
     };
     let zones: BTreeMap<String, Zone> =
-        toml::from_str(&text).map_err(|e| crate::config::bad_file(&path, &text, &e))?;
+        toml::from_str(&text).map_err(|e| crate::error::bad_file(&path, &text, &e))?;
     for (name, zone) in &zones {
         checked(name)?;
         parse_subnet(&zone.subnet).map_err(|m| Error::BadConfig {
@@ -112,9 +84,9 @@ pub fn load(store: &RealmStore) -> Result<BTreeMap<String, Zone>> {
 }
 
 fn save(store: &RealmStore, zones: &BTreeMap<String, Zone>) -> Result<()> {
-    let text = toml::to_string(zones).map_err(|e| Error::Zone {
-        zone: String::new(),
-        message: e.to_string(),
+    let text = toml::to_string(zones).map_err(|source| Error::Serialize {
+        path: zones_path(store),
+        source,
     })?;
     atomic::write_file(zones_path(store), text.as_bytes(), 0o644)?;
     Ok(())
@@ -192,10 +164,8 @@ fn ensure_locked(store: &RealmStore, zone: &str) -> Result<Zone> {
         return Ok(z.clone());
     }
     let seed = format!("{}\0{zone}", store_id(store).display());
-    let subnet = free_subnet(&zones, &seed).ok_or_else(|| Error::Zone {
+    let subnet = free_subnet(&zones, &seed).ok_or_else(|| Error::NoFreeSubnet {
         zone: zone.to_string(),
-        message: "no free 10.77.N.0/24 subnet; set one with `realms zone ZONE subnet A.B.C.0/24`"
-            .into(),
     })?;
     let z = Zone {
         subnet: format!("{subnet}/24"),
@@ -227,7 +197,7 @@ pub fn realms_in_zone(store: &RealmStore, zone: &str) -> Result<Vec<(String, boo
             continue;
         };
         if config.use_network() && config.network_zone() == zone {
-            let running = crate::launch::is_running(store, &name);
+            let running = crate::runtime::is_running(store, &name);
             out.push((name, running));
         }
     }
@@ -258,11 +228,8 @@ pub fn set(store: &RealmStore, zone: &str, key: &str, value: &str) -> Result<Zon
     let mut z = zones[zone].clone();
     match key {
         "nat" => {
-            z.nat = match value {
-                "true" | "on" | "yes" | "1" => true,
-                "false" | "off" | "no" | "0" => false,
-                _ => return Err(bad("true or false (on, off)")),
-            }
+            z.nat =
+                crate::config::parse_bool(value).ok_or_else(|| bad("true or false (on, off)"))?;
         }
         "subnet" => {
             parse_subnet(value).map_err(|m| bad(&m))?;
@@ -352,6 +319,18 @@ pub fn remove(store: &RealmStore, zone: &str) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn reading_the_zones_of_a_new_store_creates_nothing() {
+        let root = tempfile::tempdir().unwrap();
+        let store = RealmStore::open(root.path()).unwrap();
+        assert!(load(&store).unwrap().is_empty());
+        assert_eq!(
+            fs::read_dir(root.path()).unwrap().count(),
+            0,
+            "reading wrote"
+        );
+    }
 
     #[test]
     fn zone_names_fit_interface_names() {

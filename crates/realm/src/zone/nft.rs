@@ -158,8 +158,8 @@ pub fn forget_legacy(zone: &str) {
 #[cfg(test)]
 mod tests {
     use super::super::host::Published;
-    use super::super::port::Proto;
     use super::*;
+    use crate::forward::Proto;
 
     fn claim(nat: bool, forwards: Vec<Published>) -> Claim {
         Claim {

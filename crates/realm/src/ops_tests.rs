@@ -1,0 +1,220 @@
+//! Unit tests of the realm operations on a temporary root (a plain directory, not btrfs): what
+//! create, remove, config, default and current do on disk, without starting anything.
+
+use std::fs;
+use std::path::Path;
+
+use realms_sys::event::{Event, Recorder};
+
+use crate::executor::Executor;
+use crate::store::{RealmStore, RootKind};
+use crate::{Error, lifecycle, select};
+
+/// A store under a temporary root with a tree image `base` (a plain directory).
+fn store_with_image() -> (tempfile::TempDir, RealmStore) {
+    let root = tempfile::tempdir().unwrap();
+    let store = RealmStore::open(root.path())
+        .unwrap()
+        .with_executor(Executor::Direct);
+    fs::create_dir_all(root.path().join("storage/appimg/base.appimg/usr/bin")).unwrap();
+    (root, store)
+}
+
+fn texts(recorder: &Recorder) -> Vec<String> {
+    recorder
+        .events()
+        .iter()
+        .map(|e| e.text().to_string())
+        .collect()
+}
+
+#[test]
+fn create_on_a_store_that_is_not_btrfs_makes_an_overlay_realm_without_mounting() {
+    let (root, store) = store_with_image();
+    let said = Recorder::default();
+    fs::create_dir_all(root.path().join("storage/realms/skel")).unwrap();
+    fs::write(root.path().join("storage/realms/skel/.bashrc"), "# skel").unwrap();
+    lifecycle::create(&store, "work", "base", &said).unwrap();
+
+    let dir = store.realm_dir("work");
+    assert_eq!(store.root_kind("work"), RootKind::Overlay);
+    assert_eq!(
+        fs::read_link(dir.join("lower")).unwrap(),
+        Path::new("/storage/appimg/base.appimg")
+    );
+    for d in ["rootfs", "overlay/upper", "overlay/work", "home"] {
+        assert!(dir.join(d).is_dir(), "{d}");
+    }
+    // Nothing is mounted on the root: it is empty until start.
+    assert_eq!(fs::read_dir(dir.join("rootfs")).unwrap().count(), 0);
+    assert_eq!(
+        fs::read_to_string(dir.join("home/.bashrc")).unwrap(),
+        "# skel"
+    );
+    assert_eq!(store.config("work").unwrap().appimg(), "base");
+    assert_eq!(store.names().unwrap(), ["work"]);
+    assert_eq!(
+        texts(&said),
+        [
+            "Populating realm home directory with files from /realms/skel",
+            "Realm root is an overlay on '/storage/appimg/base.appimg' (the store is not on btrfs)"
+        ]
+    );
+    assert!(
+        said.events()
+            .iter()
+            .all(|e| matches!(e, Event::Progress(_)))
+    );
+    // No staging directory is left behind.
+    let leftovers: Vec<_> = fs::read_dir(store.dir())
+        .unwrap()
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().starts_with(".staging"))
+        .collect();
+    assert!(leftovers.is_empty(), "{leftovers:?}");
+
+    let again = lifecycle::create(&store, "work", "base", &Recorder::default()).unwrap_err();
+    assert!(
+        matches!(again, Error::RealmExists(ref n) if n == "work"),
+        "{again}"
+    );
+    let missing = lifecycle::create(&store, "other", "nope", &Recorder::default()).unwrap_err();
+    assert!(missing.to_string().contains("nope"), "{missing}");
+    assert!(!store.realm_dir("other").exists());
+}
+
+#[test]
+fn remove_deletes_the_realm_and_refuses_the_default_one() {
+    let (_root, store) = store_with_image();
+    let quiet = Recorder::default();
+    lifecycle::create(&store, "a", "base", &quiet).unwrap();
+    lifecycle::create(&store, "b", "base", &quiet).unwrap();
+    select::set_default(&store, "a", &quiet).unwrap();
+
+    let err = lifecycle::remove(&store, "a", false, &quiet).unwrap_err();
+    assert!(matches!(err, Error::IsDefault(ref n) if n == "a"), "{err}");
+    assert!(store.realm_dir("a").exists());
+
+    let said = Recorder::default();
+    lifecycle::remove(&store, "b", false, &said).unwrap();
+    assert!(!store.realm_dir("b").exists());
+    assert_eq!(texts(&said), ["Removed realm 'b'"]);
+    assert_eq!(store.names().unwrap(), ["a"]);
+    assert!(lifecycle::remove(&store, "b", false, &said).is_err());
+}
+
+#[test]
+fn config_set_and_get_round_trip_and_check_keys_and_values() {
+    let (_root, store) = store_with_image();
+    lifecycle::create(&store, "r", "base", &Recorder::default()).unwrap();
+    lifecycle::config_set(&store, "r", "use-gpu", "true").unwrap();
+    let got = lifecycle::config_get(&store, "r", Some("use-gpu")).unwrap();
+    assert_eq!(got, [("use-gpu".to_string(), "true".to_string())]);
+    assert!(store.config("r").unwrap().use_gpu());
+    lifecycle::config_set(&store, "r", "use-gpu", "false").unwrap();
+    assert!(!store.config("r").unwrap().use_gpu());
+
+    let unknown = lifecycle::config_set(&store, "r", "use-nothing", "true").unwrap_err();
+    assert!(unknown.to_string().contains("use-nothing"), "{unknown}");
+    let bad = lifecycle::config_set(&store, "r", "use-gpu", "maybe").unwrap_err();
+    assert!(bad.to_string().contains("maybe"), "{bad}");
+    // A refused value leaves the file as it was.
+    assert!(!store.config("r").unwrap().use_gpu());
+    let all = lifecycle::config_get(&store, "r", None).unwrap();
+    assert!(
+        all.iter().any(|(k, v)| k == "appimg" && v == "\"base\""),
+        "{all:?}"
+    );
+}
+
+#[test]
+fn default_and_current_follow_their_links() {
+    let (_root, store) = store_with_image();
+    let quiet = Recorder::default();
+    lifecycle::create(&store, "a", "base", &quiet).unwrap();
+    lifecycle::create(&store, "b", "base", &quiet).unwrap();
+    assert_eq!(store.default_realm(), None);
+
+    let said = Recorder::default();
+    select::set_default(&store, "a", &said).unwrap();
+    select::set_default(&store, "b", &said).unwrap();
+    assert_eq!(store.default_realm().as_deref(), Some("b"));
+    assert_eq!(
+        texts(&said),
+        [
+            "default realm set to 'a'",
+            "default realm changed from 'a' to 'b'"
+        ]
+    );
+    assert!(select::set_default(&store, "nope", &said).is_err());
+    assert_eq!(store.default_realm().as_deref(), Some("b"));
+
+    // The current realm: the link under /run/realms, cleared when that realm goes.
+    assert_eq!(store.current_realm(), None);
+    store.set_current("a").unwrap();
+    assert_eq!(store.current_realm().as_deref(), Some("a"));
+    store.clear_current("b").unwrap();
+    assert_eq!(store.current_realm().as_deref(), Some("a"));
+    lifecycle::remove(&store, "a", false, &quiet).unwrap();
+    assert_eq!(store.current_realm(), None);
+}
+
+/// An update whose container writes `file` into the staged tree and exits with `code`.
+fn update(
+    store: &RealmStore,
+    file: &str,
+    code: i32,
+    said: &Recorder,
+) -> crate::update::UpdateOutcome {
+    let command = [std::ffi::OsString::from("true")];
+    crate::update::update_appimg_with(store, "base", &command, None, said, &mut |cmd, tree| {
+        let line = format!("{cmd:?}");
+        assert!(
+            line.contains("--register=no") && line.contains("true"),
+            "{line}"
+        );
+        fs::write(tree.join(file), "new").unwrap();
+        Ok(code)
+    })
+    .unwrap()
+}
+
+#[test]
+fn update_appimg_commits_on_success_discards_on_failure_and_rolls_back() {
+    use crate::update::UpdateOutcome;
+    let (root, store) = store_with_image();
+    let image = root.path().join("storage/appimg/base.appimg");
+
+    let said = Recorder::default();
+    assert_eq!(
+        update(&store, "failed", 3, &said),
+        UpdateOutcome::Discarded(3)
+    );
+    assert!(!image.join("failed").exists());
+    assert_eq!(
+        texts(&said).last().unwrap(),
+        "The update exited with status 3; base appimg is unchanged"
+    );
+
+    let said = Recorder::default();
+    assert_eq!(update(&store, "added", 0, &said), UpdateOutcome::Committed);
+    assert!(image.join("added").exists());
+    assert!(root.path().join("storage/appimg/base.appimg.prev").is_dir());
+    assert_eq!(
+        texts(&said),
+        [
+            "Running true on base appimg",
+            "Updated base appimg to version 1; the previous version is kept as base.appimg.prev \
+             (`realms appimg rollback base` goes back to it)"
+        ]
+    );
+
+    let said = Recorder::default();
+    crate::update::rollback(&store, "base", &said).unwrap();
+    assert!(!image.join("added").exists());
+    assert!(
+        root.path()
+            .join("storage/appimg/base.appimg.prev/added")
+            .exists()
+    );
+}
