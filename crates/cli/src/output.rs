@@ -78,6 +78,18 @@ impl Ctx {
         }
     }
 
+    /// Says a line that already carries its kind as a prefix (`[+] ...` or `[!] ...`), as the
+    /// provisioning library's callbacks give them.
+    pub fn say_line(&self, line: impl Display) {
+        let line = line.to_string();
+        let event = match (line.strip_prefix("[!] "), line.strip_prefix("[+] ")) {
+            (Some(text), _) => Event::warning(text),
+            (_, Some(text)) => Event::progress(text),
+            _ => Event::progress(line),
+        };
+        self.say(event)
+    }
+
     /// The result of a command that changes something: with `--json`, one object on stdout,
     /// `{"action": ACTION, KIND: NAME, ...more}` (docs/json.md); its text form is the `[+]`
     /// lines said on stderr while it ran.

@@ -129,16 +129,18 @@ pub fn run(cmd: ProvisionCmd, ctx: &Ctx) -> anyhow::Result<ExitCode> {
                 );
             }
             let steps = apply(&ctx.root, &m, &Fetcher::default(), &options(&a), &mut |l| {
-                ctx.say(format!("[+] {l}"))
+                ctx.say_line(format!("[+] {l}"))
             })?;
             for s in &steps {
-                s.notes.iter().for_each(|n| ctx.say(format!("[!] {n}")));
+                s.notes
+                    .iter()
+                    .for_each(|n| ctx.say_line(format!("[!] {n}")));
             }
             let changed = steps
                 .iter()
                 .any(|s| !matches!(s.action, Action::Unchanged | Action::Keep));
             if !changed {
-                ctx.say(format!(
+                ctx.say_line(format!(
                     "[+] nothing changed: {} package(s) as listed",
                     steps.len()
                 ));
@@ -150,9 +152,9 @@ pub fn run(cmd: ProvisionCmd, ctx: &Ctx) -> anyhow::Result<ExitCode> {
             })))?;
         }
         ProvisionCmd::Inbox => {
-            let done = realms_provision::inbox::process(&ctx.root, &mut |l| ctx.say(l))?;
+            let done = realms_provision::inbox::process(&ctx.root, &mut |l| ctx.say_line(l))?;
             if done.is_empty() {
-                ctx.say("[+] the inbox is empty");
+                ctx.say_line("[+] the inbox is empty");
             }
             ctx.emit(&Json(&done))?;
             if done.iter().any(|d| !d.installed) {
@@ -198,7 +200,7 @@ pub fn run(cmd: ProvisionCmd, ctx: &Ctx) -> anyhow::Result<ExitCode> {
                 &packages,
                 &signing,
             )?;
-            ctx.say(format!(
+            ctx.say_line(format!(
                 "[+] Published {} into {} (serial {})",
                 done.added.join(", "),
                 done.index.display(),
@@ -245,7 +247,7 @@ pub fn run(cmd: ProvisionCmd, ctx: &Ctx) -> anyhow::Result<ExitCode> {
                 );
             }
             let file = pack(&dir, &name, &version, ext, &output)?;
-            ctx.say(format!("[+] Packed {}", file.display()));
+            ctx.say_line(format!("[+] Packed {}", file.display()));
             ctx.done(
                 "packed",
                 "package",
