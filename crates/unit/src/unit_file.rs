@@ -160,14 +160,20 @@ fn check_entry(key: &str, value: &str) -> Result<()> {
     Ok(())
 }
 
-/// Whether the last physical line of `raw` (a logical line as read) ends in a continuation.
+/// Whether a logical line as read (`raw`, all its physical lines) is still open at its end: its
+/// last line ends in a continuation, or comment lines follow one (systemd skips comments inside
+/// a continuation, so they do not end it).
 fn continues(raw: &str) -> bool {
-    let body = raw
-        .strip_suffix("\r\n")
-        .or_else(|| raw.strip_suffix(['\n', '\r']))
-        .unwrap_or(raw);
-    let last = body.rsplit(['\n', '\r']).next().unwrap_or(body);
-    parse::ends_with_escape(last)
+    let mut open = false;
+    for (content, _) in parse::physical_lines(raw) {
+        let comment = parse::is_comment_or_blank(content)
+            && !content.trim_matches(parse::WHITESPACE).is_empty();
+        if open && comment {
+            continue;
+        }
+        open = parse::ends_with_escape(content);
+    }
+    open
 }
 
 impl UnitFile {

@@ -13,7 +13,7 @@ pub(crate) fn ends_with_escape(s: &str) -> bool {
 
 /// Split into (content, raw) pairs; a line ends at `\n`, `\r\n` or a lone `\r`, and raw keeps
 /// the ending. The last line may have no ending.
-fn physical_lines(text: &str) -> impl Iterator<Item = (&str, &str)> {
+pub(crate) fn physical_lines(text: &str) -> impl Iterator<Item = (&str, &str)> {
     let mut rest = text;
     std::iter::from_fn(move || {
         if rest.is_empty() {
@@ -30,7 +30,7 @@ fn physical_lines(text: &str) -> impl Iterator<Item = (&str, &str)> {
     })
 }
 
-fn is_comment_or_blank(content: &str) -> bool {
+pub(crate) fn is_comment_or_blank(content: &str) -> bool {
     let lead = content.trim_start_matches(WHITESPACE);
     lead.is_empty() || lead.starts_with(['#', ';'])
 }

@@ -360,3 +360,28 @@ fn crash_d7e2d304_continuation_at_end_of_file() {
     assert_eq!(again.get("Service", "ExecStart"), Some("/bin/a    b"));
     assert_eq!(again.get("Install", "WantedBy"), Some("multi-user.target"));
 }
+
+/// Regression (fuzz artifact crash-6c0aac03, found by the CI fuzz step): a section header
+/// continued by a comment line up to the end of the file was written back with the next entry
+/// glued onto that continuation ("[Service]  Type=oneshot").
+#[test]
+fn crash_6c0aac03_continuation_then_comment_at_end_of_file() {
+    let text = "# The hec\n[Service]\nExeon=#The hec\n[Service] \\\n#";
+    let mut unit = UnitFile::parse(text).unwrap();
+    assert_eq!(
+        unit.to_text(),
+        text,
+        "an unedited file is written back unchanged"
+    );
+    unit.set("Service", "Type", "oneshot").unwrap();
+    let again = UnitFile::parse(&unit.to_text()).unwrap();
+    assert_eq!(again.get("Service", "Type"), Some("oneshot"));
+    assert_eq!(again.get("Service", "Exeon"), Some("#The hec"));
+    // An assignment continued over comment lines to the end of the file, the same.
+    let mut unit = UnitFile::parse("[Service]\nExecStart=/bin/a \\\n# c\n; d").unwrap();
+    unit.set("Install", "WantedBy", "multi-user.target")
+        .unwrap();
+    let again = UnitFile::parse(&unit.to_text()).unwrap();
+    assert_eq!(again.get("Service", "ExecStart"), Some("/bin/a"));
+    assert_eq!(again.get("Install", "WantedBy"), Some("multi-user.target"));
+}
