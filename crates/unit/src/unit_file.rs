@@ -201,7 +201,13 @@ impl UnitFile {
                 out.push_str(self.newline);
             }
             if open {
-                out.push_str(self.newline);
+                // A blank line ends the continuation. After a lone `\r` ending, a `\n` would
+                // only turn it into `\r\n`: end the blank line with `\r` as well.
+                out.push_str(if out.ends_with('\r') {
+                    "\r"
+                } else {
+                    self.newline
+                });
             }
             out.push_str(piece);
             open = logical && continues(piece);

@@ -385,3 +385,20 @@ fn crash_6c0aac03_continuation_then_comment_at_end_of_file() {
     assert_eq!(again.get("Service", "ExecStart"), Some("/bin/a"));
     assert_eq!(again.get("Install", "WantedBy"), Some("multi-user.target"));
 }
+
+/// Regression (fuzz artifact crash-f629c821, found by the CI fuzz step): a continuation open at
+/// the end of a file whose last line ends in a lone `\r` was "closed" with a `\n` that only made
+/// that ending `\r\n`, so the next entry was glued onto the section header.
+#[test]
+fn crash_f629c821_continuation_ending_in_a_lone_cr() {
+    let text = "# T\r\r\r[Service] \\\n\\\r";
+    let mut unit = UnitFile::parse(text).unwrap();
+    assert_eq!(
+        unit.to_text(),
+        text,
+        "an unedited file is written back unchanged"
+    );
+    unit.set("Service", "Type", "oneshot").unwrap();
+    let again = UnitFile::parse(&unit.to_text()).unwrap();
+    assert_eq!(again.get("Service", "Type"), Some("oneshot"));
+}
