@@ -10,6 +10,7 @@ pub mod device;
 pub mod dm;
 mod error;
 pub mod event;
+pub mod failpoint;
 pub mod fs;
 pub mod lock;
 pub mod loopdev;
@@ -19,6 +20,7 @@ pub mod proc;
 pub mod random;
 pub mod root;
 pub mod session;
+pub mod untrusted;
 mod util;
 
 pub use error::{Error, IoContext, Result};
