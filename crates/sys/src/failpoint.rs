@@ -32,14 +32,15 @@ mod imp {
             // Reads FAILPOINTS once; kept for the life of the process.
             std::mem::forget(fail::FailScenario::setup());
         });
-        if let Some(path) = std::env::var_os("REALMS_FAILPOINT_TRACE") {
-            if let Ok(mut f) = std::fs::OpenOptions::new()
+        let trace = std::env::var_os("REALMS_FAILPOINT_TRACE");
+        if let Some(mut f) = trace.and_then(|path| {
+            std::fs::OpenOptions::new()
                 .append(true)
                 .create(true)
                 .open(path)
-            {
-                let _ = writeln!(f, "{name}");
-            }
+                .ok()
+        }) {
+            let _ = writeln!(f, "{name}");
         }
         fail::fail_point!(name, |_| {
             let _ = rustix::process::kill_process(
