@@ -205,12 +205,17 @@ fn prepare_tree(tree: &Path) -> Result<()> {
             reason: "it has no /usr".into(),
         });
     }
-    if !root.exists("etc/os-release")? && !root.exists("usr/lib/os-release")? {
+    let Some(os_release) = ["etc/os-release", "usr/lib/os-release"]
+        .into_iter()
+        .find(|p| root.exists(p).unwrap_or(false))
+    else {
         return Err(Error::NotAnOsTree {
             path: tree.to_path_buf(),
             reason: "it has neither /etc/os-release nor /usr/lib/os-release".into(),
         });
-    }
+    };
+    // Bounded: a FIFO, a device or a huge sparse os-release is an error naming it, not a hang.
+    root.read_capped(os_release, realms_sys::untrusted::TEXT_CAP)?;
     if root
         .symlink_metadata("etc/machine-id")?
         .is_some_and(|m| m.is_file())
@@ -274,6 +279,93 @@ pub fn debian_mirror() -> Result<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A source tree whose `etc/os-release` is made by `make`.
+    fn hostile_os_release(make: impl Fn(&Path)) -> (tempfile::TempDir, ImageStore, PathBuf) {
+        let tmp = tempfile::tempdir().unwrap();
+        let src = tmp.path().join("src");
+        fs::create_dir_all(src.join("usr")).unwrap();
+        fs::create_dir_all(src.join("etc")).unwrap();
+        make(&src.join("etc/os-release"));
+        let store = ImageStore::open(&tmp.path().join("root")).unwrap();
+        (tmp, store, src)
+    }
+
+    /// `mknod PATH ARGS...` (`p` for a FIFO, `c 1 5` for /dev/zero's numbers).
+    fn mknod(path: &Path, args: &[&str]) {
+        let st = std::process::Command::new("mknod")
+            .arg(path)
+            .args(args)
+            .status()
+            .unwrap();
+        assert!(st.success());
+    }
+
+    fn import_err(store: &ImageStore, src: &Path) -> String {
+        let started = std::time::Instant::now();
+        let e = import(
+            store,
+            "hostile",
+            &Source::Dir(src.into()),
+            &realms_sys::event::Silent,
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            started.elapsed().as_secs() < 20,
+            "took {:?}",
+            started.elapsed()
+        );
+        assert!(
+            !store.path("hostile").exists(),
+            "a refused import left an image"
+        );
+        assert!(e.len() < 400, "{e}");
+        e
+    }
+
+    #[test]
+    fn os_release_fifo_hangs_import_and_list() {
+        let (_t, store, src) = hostile_os_release(|p| mknod(p, &["p"]));
+        let e = import_err(&store, &src);
+        assert!(e.contains("etc/os-release") && e.contains("FIFO"), "{e}");
+        // A tree image already in the store with such an os-release lists without a name.
+        store
+            .commit_new(
+                {
+                    let staged = store.stage_empty("fifo").unwrap();
+                    fs::create_dir_all(staged.path().join("etc")).unwrap();
+                    mknod(&staged.path().join("etc/os-release"), &["p"]);
+                    staged
+                },
+                "fifo",
+            )
+            .unwrap();
+        let listed = store.list().unwrap();
+        assert_eq!(listed.len(), 1);
+        assert_eq!(listed[0].os, None);
+    }
+
+    #[test]
+    fn os_release_dev_zero_is_read_until_allocation_fails() {
+        let (_t, store, src) = hostile_os_release(|p| mknod(p, &["c", "1", "5"]));
+        let e = import_err(&store, &src);
+        assert!(
+            e.contains("etc/os-release") && e.contains("character device"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn os_release_sparse_3gib_takes_9gb_and_a_6gb_message() {
+        let (_t, store, src) =
+            hostile_os_release(|p| fs::File::create(p).unwrap().set_len(3 << 30).unwrap());
+        let e = import_err(&store, &src);
+        assert!(
+            e.contains("etc/os-release") && e.contains("longer than"),
+            "{e}"
+        );
+    }
 
     #[test]
     fn parses_sources() {

@@ -6,6 +6,7 @@ use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use ed25519_dalek::{Signature, Signer, SigningKey, VerifyingKey};
+use realms_sys::untrusted;
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 
@@ -208,11 +209,14 @@ pub fn check(
     payload: &[u8],
     keys: &[TrustedKey],
 ) -> Result<GoodSignature> {
-    let text = fs::read_to_string(sig_path).map_err(|e| match e.kind() {
-        std::io::ErrorKind::NotFound => Error::Unsigned {
-            name: image.to_string(),
-        },
-        _ => Error::io("reading the signature", sig_path, e),
+    let bytes = untrusted::read(sig_path, untrusted::TEXT_CAP).map_err(|e| {
+        if e.is_not_found() {
+            Error::Unsigned {
+                name: image.to_string(),
+            }
+        } else {
+            Error::Sys(e)
+        }
     })?;
     #[derive(serde::Deserialize)]
     #[serde(deny_unknown_fields)]
@@ -224,6 +228,8 @@ pub fn check(
         name: image.to_string(),
         reason: m,
     };
+    let text = String::from_utf8(bytes)
+        .map_err(|_| bad(format!("{} is malformed: not UTF-8", sig_path.display())))?;
     let parsed: SigFile = toml::from_str(&text).map_err(|e| {
         bad(format!(
             "{} is malformed: {}",

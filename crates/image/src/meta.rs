@@ -53,8 +53,7 @@ impl Meta {
     }
 
     pub fn load(path: &Path) -> Result<(Meta, Vec<u8>)> {
-        let bytes =
-            std::fs::read(path).map_err(|e| Error::io("reading the image metadata", path, e))?;
+        let bytes = realms_sys::untrusted::read(path, realms_sys::untrusted::TEXT_CAP)?;
         let text = std::str::from_utf8(&bytes).map_err(|_| Error::BadMeta {
             path: path.to_path_buf(),
             line: None,

@@ -6,6 +6,7 @@ use std::fs;
 use std::path::{Path, PathBuf};
 
 use realms_sys::cmd::Cmd;
+use realms_sys::untrusted;
 use realms_verity::{HashAlgorithm, Params};
 use serde::Serialize;
 
@@ -225,11 +226,14 @@ pub struct Checked {
 /// metadata belongs to this image and agrees with its sidecar. Nothing is mounted.
 pub fn check_signature(root: &Path, info: &ImageInfo) -> Result<Checked> {
     let meta_path = info.path.join("image.meta");
-    let bytes = fs::read(&meta_path).map_err(|e| match e.kind() {
-        std::io::ErrorKind::NotFound => Error::Unsigned {
-            name: info.name.clone(),
-        },
-        _ => Error::io("reading", &meta_path, e),
+    let bytes = untrusted::read(&meta_path, untrusted::TEXT_CAP).map_err(|e| {
+        if e.is_not_found() {
+            Error::Unsigned {
+                name: info.name.clone(),
+            }
+        } else {
+            Error::Sys(e)
+        }
     })?;
     let trusted = keys::trusted(root)?;
     let signature = keys::check(&info.name, &info.path.join("image.sig"), &bytes, &trusted)?;
@@ -245,7 +249,8 @@ pub fn check_signature(root: &Path, info: &ImageInfo) -> Result<Checked> {
         .verity
         .as_ref()
         .ok_or_else(|| tampered(info, "its signed metadata has no verity parameters"))?;
-    let sidecar = fs::read_to_string(info.path.join("image.roothash")).unwrap_or_default();
+    let sidecar = untrusted::read_to_string(&info.path.join("image.roothash"), untrusted::TEXT_CAP)
+        .unwrap_or_default();
     if sidecar != format!("{}\n", verity.root_hash) {
         return Err(tampered(
             info,

@@ -433,12 +433,16 @@ fn unique_suffix() -> String {
     format!("{}-{nanos}", std::process::id())
 }
 
-/// PRETTY_NAME of a tree's os-release (`/etc` first, then `/usr/lib`), read inside the tree.
+/// PRETTY_NAME of a tree's os-release (`/etc` first, then `/usr/lib`), read inside the tree and
+/// bounded (a FIFO or a huge file is no name, never a hang).
 fn pretty_name(tree: &Path) -> Option<String> {
     let root = realms_sys::root::RootDir::open(tree).ok()?;
     let text = ["etc/os-release", "usr/lib/os-release"]
         .iter()
-        .find_map(|p| root.read_to_string(p).ok())?;
+        .find_map(|p| {
+            root.read_capped_to_string(p, realms_sys::untrusted::TEXT_CAP)
+                .ok()
+        })?;
     let release = realms_unit::os_release::OsRelease::parse(&text).ok()?;
     release.get("PRETTY_NAME").map(str::to_string)
 }

@@ -316,9 +316,11 @@ pub fn shell(store: &RealmStore, name: &str, as_root: bool, say: &dyn Report) ->
 fn lookup(leader: u32, user: &str) -> std::result::Result<Account, String> {
     let root = RootDir::open(format!("/proc/{leader}/root")).map_err(|e| e.to_string())?;
     let passwd = root
-        .read_to_string("etc/passwd")
+        .read_capped_to_string("etc/passwd", realms_sys::untrusted::TEXT_CAP)
         .map_err(|e| e.to_string())?;
-    let group = root.read_to_string("etc/group").unwrap_or_default();
+    let group = root
+        .read_capped_to_string("etc/group", realms_sys::untrusted::TEXT_CAP)
+        .unwrap_or_default();
     parse_account(&passwd, &group, user)
         .ok_or_else(|| format!("there is no user '{user}' in the realm's /etc/passwd"))
 }

@@ -119,6 +119,31 @@ impl RootDir {
         })
     }
 
+    /// Reads the regular file `inner` (symlinks followed, inside the root) whole, refusing anything
+    /// but a regular file and more than `cap` bytes, without ever blocking on a FIFO: the bounded
+    /// read for files that come from an image ([`crate::untrusted::read_file`]).
+    pub fn read_capped(&self, inner: impl AsRef<Path>, cap: u64) -> Result<Vec<u8>> {
+        let inner = inner.as_ref();
+        let fd = self.resolve_ctx(
+            inner,
+            OFlags::RDONLY | OFlags::NONBLOCK | OFlags::NOCTTY,
+            "opening",
+        )?;
+        crate::untrusted::read_file(File::from(fd), &self.display_path(inner), cap)
+    }
+
+    /// [`RootDir::read_capped`] as UTF-8 text.
+    pub fn read_capped_to_string(&self, inner: impl AsRef<Path>, cap: u64) -> Result<String> {
+        let inner = inner.as_ref();
+        String::from_utf8(self.read_capped(inner, cap)?).map_err(|_| {
+            Error::invalid(
+                "reading",
+                self.display_path(inner),
+                "the file is not valid utf-8",
+            )
+        })
+    }
+
     /// Whether `inner` exists (following a final symlink inside the root; a dangling one is `false`).
     pub fn exists(&self, inner: impl AsRef<Path>) -> Result<bool> {
         let inner = inner.as_ref();
@@ -339,6 +364,42 @@ mod tests {
         symlink("nowhere", root.join("dangling")).unwrap();
         let r = RootDir::open(&root).unwrap();
         (tmp, r)
+    }
+
+    #[test]
+    fn os_release_fifo_zero_and_sparse_are_refused_naming_the_file() {
+        let tmp = tempfile::tempdir().unwrap();
+        let root = tmp.path();
+        std::fs::create_dir_all(root.join("etc")).unwrap();
+        std::fs::create_dir_all(root.join("usr/lib")).unwrap();
+        std::fs::write(root.join("usr/lib/os-release"), "ID=x\n").unwrap();
+        symlink("../usr/lib/os-release", root.join("etc/os-release")).unwrap();
+        rustix::fs::mknodat(
+            rustix::fs::CWD,
+            root.join("etc/fifo"),
+            FileType::Fifo,
+            Mode::from_raw_mode(0o644),
+            0,
+        )
+        .unwrap();
+        symlink("/dev/zero", root.join("etc/hostzero")).unwrap();
+        std::fs::File::create(root.join("etc/sparse"))
+            .unwrap()
+            .set_len(3 << 30)
+            .unwrap();
+        let r = RootDir::open(root).unwrap();
+        let cap = crate::untrusted::TEXT_CAP;
+        assert_eq!(
+            r.read_capped_to_string("etc/os-release", cap).unwrap(),
+            "ID=x\n"
+        );
+        let e = r.read_capped("etc/fifo", cap).unwrap_err().to_string();
+        assert!(e.contains("etc/fifo") && e.contains("FIFO"), "{e}");
+        // The host's /dev/zero is not reachable: the link resolves inside the root.
+        assert!(r.read_capped("etc/hostzero", cap).is_err());
+        let e = r.read_capped("etc/sparse", cap).unwrap_err().to_string();
+        assert!(e.contains("etc/sparse") && e.contains("longer than"), "{e}");
+        assert!(e.len() < 300, "{e}");
     }
 
     #[test]
