@@ -19,7 +19,10 @@ use realms_sys::event::{Event, Report};
 pub enum AppimgCmd {
     /// Import an image from a directory, a tarball (.tar, .tar.gz, .tar.zst, .tar.xz) or
     /// debootstrap:SUITE[:PACKAGE,...].
-    Import { name: String, source: String },
+    Import {
+        name: String,
+        source: std::ffi::OsString,
+    },
     /// List the images.
     List,
     /// Remove an image (refused while a realm is an overlay on it).

@@ -241,4 +241,24 @@ mod tests {
             Command::Realm(crate::realm::RealmCmd::Shell { as_root: false, .. })
         ));
     }
+
+    #[test]
+    fn appimg_import_of_a_non_utf8_source_path_is_refused_at_parsing() {
+        use std::os::unix::ffi::OsStrExt;
+        let source = std::ffi::OsStr::from_bytes(b"/tmp/caf\xe9-tree");
+        let cli = Cli::try_parse_from([
+            std::ffi::OsStr::new("realms"),
+            "appimg".as_ref(),
+            "import".as_ref(),
+            "base".as_ref(),
+            source,
+        ])
+        .unwrap();
+        match cli.command {
+            Command::Appimg(crate::appimg::AppimgCmd::Import { source: got, .. }) => {
+                assert_eq!(got, source)
+            }
+            other => panic!("parsed as {other:?}"),
+        }
+    }
 }

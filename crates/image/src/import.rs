@@ -34,13 +34,19 @@ pub enum Source {
 }
 
 impl Source {
-    /// Parses the SOURCE argument of `realms appimg import`.
-    pub fn parse(spec: &str) -> Result<Source> {
+    /// Parses the SOURCE argument of `realms appimg import`: any path the OS accepts, UTF-8 or
+    /// not, or `debootstrap:...`.
+    pub fn parse(spec: impl AsRef<std::ffi::OsStr>) -> Result<Source> {
+        let spec_os = spec.as_ref();
+        let shown = spec_os.to_string_lossy();
         let bad = |reason: &str| Error::BadSource {
-            source_spec: spec.to_string(),
+            source_spec: shown.to_string(),
             reason: reason.to_string(),
         };
-        if let Some(rest) = spec.strip_prefix("debootstrap:") {
+        if let Some(rest) = spec_os
+            .to_str()
+            .and_then(|s| s.strip_prefix("debootstrap:"))
+        {
             let (suite, packages) = rest.split_once(':').unwrap_or((rest, ""));
             if suite.is_empty() || !suite.chars().all(|c| c.is_ascii_alphanumeric() || c == '-') {
                 return Err(bad(
@@ -60,8 +66,8 @@ impl Source {
                 packages,
             });
         }
-        let path = PathBuf::from(spec);
-        let lower = spec.to_ascii_lowercase();
+        let path = PathBuf::from(spec_os);
+        let lower = shown.to_ascii_lowercase();
         if [".tar", ".tar.gz", ".tgz", ".tar.zst", ".tar.xz"]
             .iter()
             .any(|s| lower.ends_with(s))
@@ -394,6 +400,21 @@ mod tests {
             Source::parse(tar.to_str().unwrap()).unwrap(),
             Source::Tarball(tar)
         );
+    }
+
+    #[test]
+    fn appimg_import_refuses_a_non_utf8_source_path() {
+        use std::os::unix::ffi::OsStrExt;
+        let dir = tempfile::tempdir().unwrap();
+        let tree = dir.path().join(std::ffi::OsStr::from_bytes(b"caf\xe9"));
+        fs::create_dir(&tree).unwrap();
+        assert_eq!(
+            Source::parse(tree.as_os_str()).unwrap(),
+            Source::Dir(tree.clone())
+        );
+        let tar = dir.path().join(std::ffi::OsStr::from_bytes(b"caf\xe9.tar"));
+        fs::write(&tar, b"").unwrap();
+        assert_eq!(Source::parse(&tar).unwrap(), Source::Tarball(tar));
     }
 
     #[test]

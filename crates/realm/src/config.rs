@@ -123,6 +123,26 @@ pub const KEYS: &[(&str, KeyType, &str, &str)] = &[
     ),
 ];
 
+/// The text of the config file at `path` before an edit: a missing file is empty; one that is
+/// not UTF-8 is an error naming it (an edit must never replace settings it could not read).
+pub fn read_text(path: &Path) -> Result<String> {
+    let bytes = match std::fs::read(path) {
+        Ok(bytes) => bytes,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(String::new()),
+        Err(e) => return Err(Error::io("reading the realm config", path, e)),
+    };
+    String::from_utf8(bytes).map_err(|e| Error::BadConfig {
+        path: path.to_path_buf(),
+        line: Some(
+            1 + e.as_bytes()[..e.utf8_error().valid_up_to()]
+                .iter()
+                .filter(|b| **b == b'\n')
+                .count(),
+        ),
+        message: "not valid UTF-8; fix or remove the file, nothing was changed".into(),
+    })
+}
+
 impl RealmConfig {
     /// Parses a config file's text; `path` is only used in errors.
     pub fn parse(text: &str, path: &Path) -> Result<RealmConfig> {
@@ -134,11 +154,7 @@ impl RealmConfig {
 
     /// Reads a config file; a missing file is the all-defaults config.
     pub fn load(path: &Path) -> Result<RealmConfig> {
-        match std::fs::read_to_string(path) {
-            Ok(text) => RealmConfig::parse(&text, path),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(RealmConfig::default()),
-            Err(e) => Err(Error::io("reading the realm config", path, e)),
-        }
+        RealmConfig::parse(&read_text(path)?, path)
     }
 
     fn validate(&self, path: &Path) -> Result<()> {

@@ -177,7 +177,7 @@ pub fn config_set(store: &RealmStore, name: &str, key: &str, value: &str) -> Res
     let parsed = parse_value(key, value)?;
     let _lock = store.lock()?;
     let path = store.config_path(name);
-    let text = fs::read_to_string(&path).unwrap_or_default();
+    let text = crate::config::read_text(&path)?;
     let new = set_line(&text, key, &parsed);
     RealmConfig::parse(&new, &path)?;
     atomic::write_file(&path, new.as_bytes(), 0o644)?;
@@ -208,7 +208,7 @@ pub fn config_edit(store: &RealmStore, name: &str, key: &str, edit: ListEdit) ->
     }
     let _lock = store.lock()?;
     let path = store.config_path(name);
-    let text = fs::read_to_string(&path).unwrap_or_default();
+    let text = crate::config::read_text(&path)?;
     let current = config_get(store, name, Some(key))?;
     let shown = current.first().map(|(_, v)| v.as_str()).unwrap_or("[]");
     let mut items: Vec<String> = parse_value(key, shown)?

@@ -218,3 +218,55 @@ fn update_appimg_commits_on_success_discards_on_failure_and_rolls_back() {
             .exists()
     );
 }
+
+#[test]
+fn config_set_on_a_non_utf8_config_replaces_the_whole_file() {
+    let (_root, store) = store_with_image();
+    lifecycle::create(&store, "r", "base", &Recorder::default()).unwrap();
+    let path = store.config_path("r");
+    let mut bytes = fs::read(&path).unwrap();
+    bytes.extend_from_slice(b"use-sound = true\n# caf\xe9\n");
+    fs::write(&path, &bytes).unwrap();
+    for result in [
+        lifecycle::config_set(&store, "r", "use-gpu", "true"),
+        lifecycle::config_edit(
+            &store,
+            "r",
+            "extra-bindmounts",
+            lifecycle::ListEdit::Add("/srv"),
+        ),
+    ] {
+        let e = result.unwrap_err().to_string();
+        assert!(
+            e.contains(&path.display().to_string()) && e.contains("UTF-8"),
+            "{e}"
+        );
+        assert_eq!(fs::read(&path).unwrap(), bytes, "the config was changed");
+    }
+}
+
+#[test]
+fn realms_list_fails_about_once_in_300_while_a_realm_is_removed() {
+    let (_root, store) = store_with_image();
+    let quiet = Recorder::default();
+    lifecycle::create(&store, "stays", "base", &quiet).unwrap();
+    let done = std::sync::atomic::AtomicBool::new(false);
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            for _ in 0..100 {
+                lifecycle::create(&store, "churn", "base", &Recorder::default()).unwrap();
+                lifecycle::remove(&store, "churn", false, &Recorder::default()).unwrap();
+            }
+            done.store(true, std::sync::atomic::Ordering::SeqCst);
+        });
+        let mut lists = 0;
+        while !done.load(std::sync::atomic::Ordering::SeqCst) || lists < 300 {
+            let rows = select::list(&store).unwrap();
+            for row in &rows {
+                assert_eq!(row.error, None, "list {lists}: {}", row.name);
+            }
+            assert!(rows.iter().any(|r| r.name == "stays"));
+            lists += 1;
+        }
+    });
+}

@@ -2,7 +2,6 @@
 //! another image), keeping its home and config and replacing its root (Incus `rebuild`,
 //! distrobox `upgrade`); and which version of its image a realm is on, for `list` and `status`.
 
-use std::fs;
 use std::path::Path;
 
 use realms_image::record::Record;
@@ -105,7 +104,7 @@ pub fn rebase(
         // The config first: a crash before the root is replaced leaves a realm that `list`
         // shows as behind, and another rebase finishes the move.
         let path = store.config_path(name);
-        let text = fs::read_to_string(&path).unwrap_or_default();
+        let text = crate::config::read_text(&path)?;
         let text = crate::config::set_line(&text, "appimg", &toml::Value::String(image.clone()));
         atomic::write_file(&path, text.as_bytes(), 0o644)?;
     }
@@ -191,6 +190,7 @@ pub(crate) fn prune_kept(store: &RealmStore, version: &Path) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::fs;
 
     #[test]
     fn leftovers_of_an_interrupted_rebase_are_removed() {

@@ -3,7 +3,7 @@
 use serde::Serialize;
 
 use crate::store::{RealmStore, RootKind};
-use crate::{Result, launch};
+use crate::{Error, Result, launch};
 use realms_sys::event::{Event, Report};
 
 /// `realms default NAME`: prints the seed's line.
@@ -77,7 +77,7 @@ pub struct RealmStatus {
 }
 
 /// `realms list`. A realm whose config is broken is listed with its error; the others are not
-/// affected by it.
+/// affected by it. It takes no lock: a realm removed while it lists is left out.
 pub fn list(store: &RealmStore) -> Result<Vec<RealmStatus>> {
     let default = store.default_realm();
     let current = current(store);
@@ -85,10 +85,16 @@ pub fn list(store: &RealmStore) -> Result<Vec<RealmStatus>> {
     for name in store.names()? {
         let (config, error) = match store.config(&name) {
             Ok(config) => (config, None),
+            Err(Error::NoSuchRealm(_)) => continue,
             Err(err) => (Default::default(), Some(err.to_string())),
         };
+
         let state = launch::state(store, &name);
         let on = crate::rebase::on_image(store, &name, config.appimg());
+        if !store.realm_dir(&name).is_dir() {
+            // Removed while we read it: what was read may be half of it.
+            continue;
+        }
         rows.push(RealmStatus {
             error,
             image_version: on.version,

@@ -216,33 +216,39 @@ fn join_names<'a>(names: impl IntoIterator<Item = &'a String>) -> String {
 /// zone (creating it), and rewrites its rules on the host if it is set up there.
 pub fn set(store: &RealmStore, zone: &str, key: &str, value: &str) -> Result<Zone> {
     checked(zone)?;
-    let _lock = store.lock()?;
-    let _net = host::lock(store)?;
-    ensure_locked(store, zone)?;
-    let mut zones = load(store)?;
+    // The key and value first: a refused one must not have created the zone.
     let bad = |allowed: &str| Error::BadValue {
         key: key.into(),
         value: value.into(),
         allowed: allowed.into(),
     };
-    let mut z = zones[zone].clone();
-    match key {
+    let nat = match key {
         "nat" => {
-            z.nat =
-                crate::config::parse_bool(value).ok_or_else(|| bad("true or false (on, off)"))?;
+            Some(crate::config::parse_bool(value).ok_or_else(|| bad("true or false (on, off)"))?)
         }
         "subnet" => {
             parse_subnet(value).map_err(|m| bad(&m))?;
-            if value != z.subnet {
-                subnet_change_allowed(store, &zones, zone, value)?;
-            }
-            z.subnet = value.to_string();
+            None
         }
         _ => {
             return Err(Error::UnknownKey {
                 key: key.into(),
                 known: "nat, subnet".into(),
             });
+        }
+    };
+    let _lock = store.lock()?;
+    let _net = host::lock(store)?;
+    ensure_locked(store, zone)?;
+    let mut zones = load(store)?;
+    let mut z = zones[zone].clone();
+    match nat {
+        Some(nat) => z.nat = nat,
+        None => {
+            if value != z.subnet {
+                subnet_change_allowed(store, &zones, zone, value)?;
+            }
+            z.subnet = value.to_string();
         }
     }
     zones.insert(zone.to_string(), z.clone());
@@ -330,6 +336,24 @@ mod tests {
             0,
             "reading wrote"
         );
+    }
+
+    #[test]
+    fn zone_set_with_a_bad_value_has_already_created_the_zone() {
+        let root = tempfile::tempdir().unwrap();
+        let store = RealmStore::open(root.path()).unwrap();
+        for (key, value) in [
+            ("nat", "maybe"),
+            ("subnet", "10.77.3.7/16"),
+            ("colour", "blue"),
+        ] {
+            let e = set(&store, "storebadval", key, value)
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains(key) || e.contains(value), "{e}");
+            assert!(load(&store).unwrap().is_empty(), "{key} {value}");
+            assert!(!zones_path(&store).exists());
+        }
     }
 
     #[test]
