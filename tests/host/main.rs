@@ -11,5 +11,6 @@ mod realm;
 mod run;
 mod sealed;
 mod smoke;
+mod store;
 mod verbs;
 mod verity;

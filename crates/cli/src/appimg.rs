@@ -57,6 +57,9 @@ pub enum AppimgCmd {
     /// Signing keys for sealed images.
     #[command(subcommand)]
     Key(KeyCmd),
+    /// Forget that an image was sealed and the highest version accepted, so that an unsealed
+    /// or older image may take its name.
+    Unseal { name: String },
 }
 
 #[derive(Debug, Subcommand)]
@@ -88,6 +91,15 @@ pub fn run(cmd: AppimgCmd, ctx: &Ctx) -> anyhow::Result<ExitCode> {
         AppimgCmd::Remove { name } => {
             update::remove_image(&store, &name, &say)?;
             ctx.done("removed", "image", &name, serde_json::json!({}));
+        }
+        AppimgCmd::Unseal { name } => {
+            let forgot = update::unseal(&store, &name, &say)?;
+            ctx.done(
+                "unsealed",
+                "image",
+                &name,
+                serde_json::json!({ "was-sealed": forgot }),
+            );
         }
         AppimgCmd::Rollback { name } => {
             let version = update::rollback(&store, &name, &say)?;

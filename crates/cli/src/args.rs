@@ -186,6 +186,7 @@ mod tests {
             "appimg build b --from base --format erofs",
             "appimg build b --from base --format squashfs --seal --key k --version 3 --allow-downgrade",
             "appimg verify b",
+            "appimg unseal b",
             "appimg key generate me",
             "appimg key list",
             "zone",

@@ -58,6 +58,21 @@ pub enum Error {
         installed: String,
         new: String,
     },
+    #[error(
+        "application image '{name}' was sealed (recorded in {}) but is not signed now; `realms appimg unseal {name}` first if it is meant to be unsealed",
+        record.display()
+    )]
+    SealStripped { name: String, record: PathBuf },
+    #[error(
+        "application image '{name}': signed version {version} is older than version {highest}, the highest accepted (recorded in {}); `realms appimg build --allow-downgrade` installs an older version on purpose",
+        record.display()
+    )]
+    SealedDowngrade {
+        name: String,
+        version: String,
+        highest: String,
+        record: PathBuf,
+    },
     #[error("{}{}: {message}", path.display(), line.map(|l| format!(": line {l}")).unwrap_or_default())]
     BadMeta {
         path: PathBuf,
@@ -219,6 +234,22 @@ mod tests {
                     new: s("1"),
                 },
                 "'j'",
+            ),
+            (
+                Error::SealStripped {
+                    name: s("m"),
+                    record: p("/s/.seals/m"),
+                },
+                "'m'",
+            ),
+            (
+                Error::SealedDowngrade {
+                    name: s("n"),
+                    version: s("1"),
+                    highest: s("2"),
+                    record: p("/s/.seals/n"),
+                },
+                "'n'",
             ),
             (
                 Error::BadMeta {

@@ -204,6 +204,7 @@ fn debootstrap(suite: &str, packages: &[String], staged: &Staged) -> Result<()> 
 /// stubs in their place), an empty machine-id, and an os-release.
 fn prepare_tree(tree: &Path) -> Result<()> {
     flatten_nested_subvolumes(tree, tree)?;
+    realms_sys::perms::settle_image_root(tree)?;
     let root = RootDir::open(tree)?;
     if !root.exists("usr")? {
         return Err(Error::NotAnOsTree {

@@ -121,7 +121,8 @@ fn read_key_file(path: &Path, kind: &str, header: &str) -> Result<[u8; 32]> {
         path: path.to_path_buf(),
         message,
     };
-    let text = fs::read_to_string(path).map_err(|e| Error::io("reading the key", path, e))?;
+    let text = String::from_utf8(untrusted::read_following(path, 64 << 10)?)
+        .map_err(|_| bad("not UTF-8 text".into()))?;
     let mut lines = text.lines();
     if lines.next() != Some(header) {
         return Err(bad(format!(
@@ -151,7 +152,9 @@ fn load_public(name: &str, path: &Path) -> Result<TrustedKey> {
     })
 }
 
-/// Every trusted key under `root`, by name (/etc first).
+/// Every trusted key under `root`, by name (/etc first). A key file that cannot be read or
+/// parsed is skipped with a warning naming it: one junk file must not make every sealed image
+/// fail to verify.
 pub fn trusted(root: &Path) -> Result<Vec<TrustedKey>> {
     let mut keys: Vec<TrustedKey> = Vec::new();
     for dir in TRUST_DIRS {
@@ -170,7 +173,10 @@ pub fn trusted(root: &Path) -> Result<Vec<TrustedKey>> {
                 continue;
             };
             if !keys.iter().any(|k| k.name == name) {
-                keys.push(load_public(name, &path)?);
+                match load_public(name, &path) {
+                    Ok(key) => keys.push(key),
+                    Err(e) => tracing::warn!("skipping the trusted key {}: {e}", path.display()),
+                }
             }
         }
     }
@@ -298,6 +304,23 @@ mod tests {
             err.contains("'nobody'") && err.contains("key list"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn one_malformed_pub_in_keys_d_makes_every_sealed_image_fail_to_verify() {
+        let root = tempfile::tempdir().unwrap();
+        let (_, key) = generate(root.path(), "builder").unwrap();
+        let dir = root.path().join(TRUST_DIRS[0]);
+        fs::write(dir.join("aaa-junk.pub"), "not a key\n").unwrap();
+        let fifo = dir.join("fifo.pub");
+        let made = std::process::Command::new("mkfifo")
+            .arg(&fifo)
+            .status()
+            .unwrap();
+        assert!(made.success());
+        let keys = trusted(root.path()).unwrap();
+        assert_eq!(keys.len(), 1);
+        assert_eq!(keys[0].fingerprint, key.fingerprint);
     }
 
     #[test]

@@ -15,6 +15,7 @@ pub mod meta;
 mod name;
 pub mod record;
 pub mod sealed;
+pub mod seals;
 mod store;
 
 pub use error::{Error, Result, toml_line};

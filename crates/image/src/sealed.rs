@@ -226,17 +226,31 @@ pub struct Checked {
 /// metadata belongs to this image and agrees with its sidecar. Nothing is mounted.
 pub fn check_signature(root: &Path, info: &ImageInfo) -> Result<Checked> {
     let meta_path = info.path.join("image.meta");
-    let bytes = untrusted::read(&meta_path, untrusted::TEXT_CAP).map_err(|e| {
-        if e.is_not_found() {
-            Error::Unsigned {
-                name: info.name.clone(),
+    let store_dir = ImageStore::open(root)?.dir().to_path_buf();
+    // A name the store knows as sealed that is no longer signed had its seal stripped.
+    let stripped = |e: Error| match e {
+        Error::Unsigned { name } if crate::seals::is_sealed(&store_dir, &name) => {
+            Error::SealStripped {
+                record: crate::seals::path(&store_dir, &name),
+                name,
             }
-        } else {
-            Error::Sys(e)
         }
-    })?;
+        e => e,
+    };
+    let bytes = untrusted::read(&meta_path, untrusted::TEXT_CAP)
+        .map_err(|e| {
+            if e.is_not_found() {
+                Error::Unsigned {
+                    name: info.name.clone(),
+                }
+            } else {
+                Error::Sys(e)
+            }
+        })
+        .map_err(stripped)?;
     let trusted = keys::trusted(root)?;
-    let signature = keys::check(&info.name, &info.path.join("image.sig"), &bytes, &trusted)?;
+    let signature = keys::check(&info.name, &info.path.join("image.sig"), &bytes, &trusted)
+        .map_err(stripped)?;
     let text = String::from_utf8(bytes).map_err(|_| tampered(info, "image.meta is not UTF-8"))?;
     let meta = Meta::parse(&text, &meta_path)?;
     if meta.name != info.name {
@@ -257,7 +271,40 @@ pub fn check_signature(root: &Path, info: &ImageInfo) -> Result<Checked> {
             "image.roothash does not match the signed root hash",
         ));
     }
+    check_superblock_padding(info, verity.hash_block_size)?;
+    // The current version may not go below the highest accepted; the versions kept for realms
+    // made before an update (`.prev`, `.old-N`) are older by design.
+    if info.path == ImageStore::open(root)?.path(&info.name) {
+        crate::seals::accept(&store_dir, &info.name, &meta.version, false)?;
+    }
     Ok(Checked { meta, signature })
+}
+
+/// Bytes 512 up to the hash block size of `image.verity`'s first block (the superblock's
+/// padding) are read by no one, the kernel and veritysetup included; our format writes zeros
+/// there, and anything else is refused, so that no byte of a sealed image is outside what is
+/// checked (docs/sealed.md).
+fn check_superblock_padding(info: &ImageInfo, hash_block_size: u32) -> Result<()> {
+    use std::io::Read;
+    let path = info.path.join("image.verity");
+    let size = usize::try_from(hash_block_size)
+        .ok()
+        .filter(|s| (512..=1 << 20).contains(s))
+        .ok_or_else(|| tampered(info, "its signed metadata has a bad hash block size"))?;
+    let mut block = vec![0u8; size];
+    fs::File::open(&path)
+        .and_then(|mut f| f.read_exact(&mut block))
+        .map_err(|e| Error::io("reading the superblock of", &path, e))?;
+    if let Some(at) = block[512..].iter().position(|b| *b != 0) {
+        return Err(tampered(
+            info,
+            &format!(
+                "byte {} of image.verity, in the superblock's padding, is not zero",
+                512 + at
+            ),
+        ));
+    }
+    Ok(())
 }
 
 fn tampered(info: &ImageInfo, reason: &str) -> Error {

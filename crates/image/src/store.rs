@@ -96,12 +96,15 @@ impl ImageStore {
     /// Creates the store directory if it is missing (commands that add images call it);
     /// returns true when it was created.
     pub fn init(&self) -> Result<bool> {
-        if self.dir.is_dir() {
-            return Ok(false);
+        let created = !self.dir.is_dir();
+        if created {
+            fs::create_dir_all(&self.dir)
+                .map_err(|e| Error::io("creating the image store", &self.dir, e))?;
         }
-        fs::create_dir_all(&self.dir)
-            .map_err(|e| Error::io("creating the image store", &self.dir, e))?;
-        Ok(true)
+        // Images hold other people's setuid binaries and device nodes: only root may reach them
+        // (as /var/lib/machines). A store made before this is closed at its next use.
+        realms_sys::perms::make_private_dir(&self.dir)?;
+        Ok(created)
     }
 
     pub fn dir(&self) -> &Path {
@@ -157,9 +160,12 @@ impl ImageStore {
     fn info(&self, name: &str, path: PathBuf) -> ImageInfo {
         // Any trace of sealing makes an image sealed, so that deleting the signature cannot
         // turn a sealed image into a block image that is mounted unchecked.
+        // So does the store's record that the name was sealed: deleting every file of the seal
+        // is then refused too.
         let sealed = ["image.sig", "image.verity", "image.roothash"]
             .iter()
-            .any(|f| path.join(f).exists());
+            .any(|f| path.join(f).exists())
+            || crate::seals::is_sealed(&self.dir, name);
         let kind = match (path.join("image.raw").exists(), sealed) {
             (_, true) => ImageKind::Sealed,
             (true, false) => ImageKind::Block,
@@ -258,6 +264,7 @@ impl ImageStore {
         seal_tree(staged.path())?;
         let src = staged.take();
         atomic::rename_noreplace(&src, &dest)?;
+        self.remember_seal(name)?;
         Ok(dest)
     }
 
@@ -291,7 +298,21 @@ impl ImageStore {
         // One atomic step makes the new tree current; the old one now sits at the staging name.
         atomic::exchange(&staged, &current)?;
         atomic::rename(&staged, &prev)?;
+        self.remember_seal(name)?;
         Ok(retired)
+    }
+
+    /// Records a sealed image's version, now current by the user's command (a build, an
+    /// update or a rollback), as the highest accepted ([`crate::seals`]).
+    fn remember_seal(&self, name: &str) -> Result<()> {
+        let path = self.path(name);
+        if !path.join("image.sig").exists() {
+            return Ok(());
+        }
+        match Record::read(&path).version {
+            Some(version) => crate::seals::accept(&self.dir, name, &version, true),
+            None => Ok(()),
+        }
     }
 
     /// The older versions of image `name` kept for overlay realms made on them
@@ -337,6 +358,7 @@ impl ImageStore {
             });
         }
         atomic::exchange(&prev, &current)?;
+        self.remember_seal(name)?;
         Ok((now, before))
     }
 

@@ -115,6 +115,8 @@ impl RealmStore {
     pub fn init(&self) -> Result<bool> {
         let created = !self.exists();
         mkdir(&self.dir)?;
+        // Realm roots hold their images' setuid binaries: only root may reach them.
+        realms_sys::perms::make_private_dir(&self.dir)?;
         let link = self.root.join("realms");
         if fs::symlink_metadata(&link).is_err() {
             std::os::unix::fs::symlink("storage/realms", &link)

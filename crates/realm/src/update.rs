@@ -285,6 +285,15 @@ pub fn build_image(
         }
         .into());
     }
+    if opts.key.is_some() {
+        realms_image::seals::check_build(images.dir(), &opts.name, &version, allow_downgrade)?;
+    } else if realms_image::seals::is_sealed(images.dir(), &opts.name) {
+        return Err(realms_image::Error::SealStripped {
+            record: realms_image::seals::path(images.dir(), &opts.name),
+            name: opts.name.clone(),
+        }
+        .into());
+    }
     opts.version = Some(version);
     let (staged, meta) = sealed::build(images, &opts, progress)?;
     if images.path(&opts.name).exists() {
@@ -359,6 +368,19 @@ pub fn rollback(store: &RealmStore, image: &str, say: &dyn Report) -> Result<Opt
         ))),
     }
     Ok(to)
+}
+
+/// `realms appimg unseal IMG`: forgets that the image name was sealed and its highest accepted
+/// version ([`realms_image::seals`]); returns false when there was no such record.
+pub fn unseal(store: &RealmStore, image: &str, say: &dyn Report) -> Result<bool> {
+    let _lock = store.lock()?;
+    let forgot = realms_image::seals::unseal(store.images().dir(), image)?;
+    say.report(Event::progress(if forgot {
+        format!("Forgot that appimg '{image}' was sealed: an unsealed or older image may now take its name")
+    } else {
+        format!("appimg '{image}' was not recorded as sealed; nothing changed")
+    }));
+    Ok(forgot)
 }
 
 /// `realms appimg remove IMG`: refused while an overlay realm sits on it.

@@ -54,9 +54,10 @@ struct DmTargetSpec {
 const _: () = assert!(size_of::<DmIoctl>() == 312);
 const _: () = assert!(size_of::<DmTargetSpec>() == 40);
 
-/// True when the kernel has device-mapper (`/dev/mapper/control` exists).
+/// True when the kernel has device-mapper: its control device opens (a stale node left by
+/// libdevmapper on a kernel without it does not count; see [`crate::caps`]).
 pub fn available() -> bool {
-    Path::new(CONTROL).exists()
+    crate::caps::device_mapper()
 }
 
 /// The parameters of a dm-verity table (`Documentation/admin-guide/device-mapper/verity.rst`).

@@ -4,6 +4,7 @@
 
 pub mod atomic;
 pub mod btrfs;
+pub mod caps;
 pub mod cgroup;
 pub mod cmd;
 pub mod device;
@@ -16,6 +17,7 @@ pub mod lock;
 pub mod loopdev;
 pub mod mount;
 pub mod ns;
+pub mod perms;
 pub mod proc;
 pub mod random;
 pub mod root;

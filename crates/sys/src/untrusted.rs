@@ -27,6 +27,18 @@ pub fn read(path: &Path, cap: u64) -> Result<Vec<u8>> {
     read_file(File::from(fd), path, cap)
 }
 
+/// Like [`read`], but a symlink is followed (for files whose path the user or the administrator
+/// chose, such as keys): what it leads to must still be a regular file under the cap.
+pub fn read_following(path: &Path, cap: u64) -> Result<Vec<u8>> {
+    let fd = rustix::fs::open(
+        path,
+        OFlags::RDONLY | OFlags::NONBLOCK | OFlags::CLOEXEC | OFlags::NOCTTY,
+        Mode::empty(),
+    )
+    .ctx("opening", path)?;
+    read_file(File::from(fd), path, cap)
+}
+
 /// Reads the regular file at `path` whole as UTF-8; see [`read`].
 pub fn read_to_string(path: &Path, cap: u64) -> Result<String> {
     let bytes = read(path, cap)?;

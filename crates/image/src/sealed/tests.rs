@@ -22,7 +22,15 @@ impl Rng {
 
 /// A sealed image of `blocks` data blocks of noise, signed with a trusted key.
 fn sealed_image(root: &Path, name: &str, blocks: usize) -> ImageInfo {
-    let (private, _) = keys::generate(root, "builder").unwrap();
+    sealed_image_version(root, name, blocks, "1")
+}
+
+/// [`sealed_image`] of version `version` (the key `builder` is made once per root).
+fn sealed_image_version(root: &Path, name: &str, blocks: usize, version: &str) -> ImageInfo {
+    let private = root.join(keys::PRIVATE_DIR).join("builder.key");
+    if !private.exists() {
+        keys::generate(root, "builder").unwrap();
+    }
     let store = ImageStore::open(root).unwrap();
     let dir = store.path(name);
     fs::create_dir_all(&dir).unwrap();
@@ -32,7 +40,7 @@ fn sealed_image(root: &Path, name: &str, blocks: usize) -> ImageInfo {
     let verity = format_verity(&dir).unwrap();
     let meta = Meta {
         name: name.into(),
-        version: "1".into(),
+        version: version.into(),
         filesystem: "erofs".into(),
         created: 1,
         signed_by: Some("builder".into()),
@@ -106,7 +114,7 @@ fn every_single_byte_flip_is_detected_and_named() {
             layout.hash_end,
             &["hash block", "root hash"],
         ),
-        (hash.clone(), 0, 512, &["superblock"]),
+        (hash.clone(), 0, 4096, &["superblock"]),
         (
             info.path.join("image.sig"),
             0,
@@ -145,4 +153,85 @@ fn every_single_byte_flip_is_detected_and_named() {
         );
     }
     verify(root.path(), &info).expect("the image is whole again");
+}
+
+#[test]
+fn superblock_padding_bytes_512_to_4095_are_covered_by_nothing() {
+    let root = tempfile::tempdir().unwrap();
+    let info = sealed_image(root.path(), "img", 8);
+    let hash = info.path.join("image.verity");
+    let original = fs::read(&hash).unwrap();
+    assert!(original[512..4096].iter().all(|b| *b == 0));
+    for at in [512usize, 513, 1000, 2048, 4095] {
+        let mut bytes = original.clone();
+        bytes[at] = 0xff;
+        fs::write(&hash, &bytes).unwrap();
+        for err in [
+            check_signature(root.path(), &info).unwrap_err().to_string(),
+            verify(root.path(), &info).unwrap_err().to_string(),
+        ] {
+            assert!(
+                err.contains("tampered") && err.contains(&format!("byte {at} of image.verity")),
+                "{at}: {err}"
+            );
+        }
+    }
+    fs::write(&hash, &original).unwrap();
+    verify(root.path(), &info).unwrap();
+}
+
+#[test]
+fn stripping_the_seal_turns_a_sealed_image_into_a_plain_block_image() {
+    let root = tempfile::tempdir().unwrap();
+    let info = sealed_image(root.path(), "img", 8);
+    // The store learns the seal at the first check (a build records it as it installs).
+    check_signature(root.path(), &info).unwrap();
+    for f in ["image.sig", "image.verity", "image.roothash"] {
+        fs::remove_file(info.path.join(f)).unwrap();
+    }
+    let store = ImageStore::open(root.path()).unwrap();
+    let stripped = store.get("img").unwrap();
+    assert_eq!(stripped.kind, ImageKind::Sealed);
+    let err = check_signature(root.path(), &stripped)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("was sealed") && err.contains("appimg unseal img"),
+        "{err}"
+    );
+    assert!(crate::seals::unseal(store.dir(), "img").unwrap());
+    assert_eq!(store.get("img").unwrap().kind, ImageKind::Block);
+}
+
+#[test]
+fn an_older_signed_version_copied_over_the_installed_one_passes_verify() {
+    let root = tempfile::tempdir().unwrap();
+    let store = ImageStore::open(root.path()).unwrap();
+    let old = sealed_image(root.path(), "img", 8);
+    let aside = root.path().join("v1");
+    copy_dir(&old.path, &aside);
+    fs::remove_dir_all(&old.path).unwrap();
+    // Version 2, signed with the same key, installed and accepted.
+    let newer = sealed_image_version(root.path(), "img", 8, "2");
+    verify(root.path(), &newer).unwrap();
+    fs::remove_dir_all(&newer.path).unwrap();
+    copy_dir(&aside, &store.path("img"));
+    let copied = store.get("img").unwrap();
+    let err = verify(root.path(), &copied).unwrap_err().to_string();
+    assert!(
+        err.contains("version 1 is older than version 2") && err.contains(".seals"),
+        "{err}"
+    );
+    // The kept versions of realms made before an update are older by design.
+    let prev = store.prev_path("img");
+    fs::rename(store.path("img"), &prev).unwrap();
+    let kept = store.info_at(&prev).unwrap();
+    verify(root.path(), &kept).unwrap();
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    fs::create_dir_all(to).unwrap();
+    for e in fs::read_dir(from).unwrap().flatten() {
+        fs::copy(e.path(), to.join(e.file_name())).unwrap();
+    }
 }
