@@ -83,12 +83,22 @@ fn stale_dev_mapper_control_node_makes_sealed_realms_fail_to_start() {
     assert!(stopped.status.success());
 }
 
-/// Runs `argv` as `nobody` (setpriv, no supplementary groups); returns whether it succeeded
-/// and what it said on stderr.
+/// Runs `argv` as `nobody` (setpriv, no supplementary groups) from a shell that is already
+/// unprivileged (setpriv's own exec still passes root's permission checks); returns whether it
+/// succeeded and what it said on stderr.
 fn as_nobody(argv: &[&std::ffi::OsStr]) -> (bool, String) {
     let out = output(
         Command::new("setpriv")
-            .args(["--reuid=nobody", "--regid=nogroup", "--clear-groups", "--"])
+            .args([
+                "--reuid=nobody",
+                "--regid=nogroup",
+                "--clear-groups",
+                "--",
+                "sh",
+                "-c",
+                "\"$@\"",
+                "sh",
+            ])
             .args(argv),
     );
     (
@@ -274,4 +284,70 @@ fn sealed_image_strip_the_seal_and_copy_an_older_signed_version_are_refused() {
     // Only an explicit unseal lets an unsealed image have the name.
     t.ok(&["appimg", "unseal", "sealed"]);
     t.ok(&["new", &name("strip"), "--appimg", "sealed"]);
+}
+
+/// `realms ARGS...` under a time limit: a hang is a failure, not a stuck test run.
+fn realms_timed(t: &TestRoot, secs: u32, args: &[&std::ffi::OsStr]) -> std::process::Output {
+    let mut cmd = Command::new("timeout");
+    cmd.arg(format!("{secs}s"))
+        .arg(realms_tests::realms_bin())
+        .arg("--root")
+        .arg(t.path())
+        .args(args);
+    output(&mut cmd)
+}
+
+#[test]
+fn hostile_tarball_corpus_through_appimg_import() {
+    use realms_image::corpus::{Expect, cases};
+    use std::os::unix::fs::MetadataExt;
+    let t = TestRoot::empty();
+    let dir = t.path().join("corpus");
+    fs::create_dir_all(&dir).unwrap();
+    for (i, case) in cases().into_iter().enumerate() {
+        let tar = dir.join(format!("{}.tar", case.name));
+        fs::write(&tar, &case.tar).unwrap();
+        let image = format!("c{i}");
+        let out = realms_timed(
+            &t,
+            60,
+            &[
+                "appimg".as_ref(),
+                "import".as_ref(),
+                image.as_ref(),
+                tar.as_os_str(),
+            ],
+        );
+        assert_ne!(out.status.code(), Some(124), "{}: hung", case.name);
+        let said = String::from_utf8_lossy(&out.stderr);
+        let path = t.path().join(format!("storage/appimg/{image}.appimg"));
+        match case.expect {
+            Expect::Refused(needle) => {
+                assert!(!out.status.success(), "{}: imported", case.name);
+                assert!(said.contains(needle), "{}: {said}", case.name);
+                assert!(!path.exists(), "{}: left an image", case.name);
+            }
+            Expect::Unpacked => {
+                assert!(out.status.success(), "{}: {said}", case.name);
+                assert_eq!(
+                    fs::metadata(&path).unwrap().mode() & 0o7777,
+                    0o755,
+                    "{}",
+                    case.name
+                );
+            }
+        }
+        if case.name == "device-nodes-left-out" {
+            assert!(said.contains("left out 'dev/mem'"), "{said}");
+        }
+    }
+    for escaped in ["evil", "etc/evil", "storage/evil", "storage/appimg/evil"] {
+        assert!(!t.path().join(escaped).exists(), "{escaped}");
+        assert!(
+            !t.path().parent().unwrap().join(escaped).exists(),
+            "{escaped}"
+        );
+    }
+    let list = realms_timed(&t, 60, &["appimg".as_ref(), "list".as_ref()]);
+    assert!(list.status.success());
 }

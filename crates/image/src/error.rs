@@ -73,6 +73,18 @@ pub enum Error {
         highest: String,
         record: PathBuf,
     },
+    #[error("archive {archive}: entry '{entry}' {reason}")]
+    HostileEntry {
+        archive: String,
+        entry: String,
+        reason: String,
+    },
+    #[error("archive {archive} is truncated or corrupt{}: {reason}", entry.as_ref().map(|e| format!(" (in entry '{e}')")).unwrap_or_default())]
+    BadArchive {
+        archive: String,
+        entry: Option<String>,
+        reason: String,
+    },
     #[error("{}{}: {message}", path.display(), line.map(|l| format!(": line {l}")).unwrap_or_default())]
     BadMeta {
         path: PathBuf,
@@ -241,6 +253,22 @@ mod tests {
                     record: p("/s/.seals/m"),
                 },
                 "'m'",
+            ),
+            (
+                Error::HostileEntry {
+                    archive: s("x.tar"),
+                    entry: s("etc/evil"),
+                    reason: s("is a device node"),
+                },
+                "etc/evil",
+            ),
+            (
+                Error::BadArchive {
+                    archive: s("y.tar"),
+                    entry: Some(s("usr/big")),
+                    reason: s("unexpected EOF"),
+                },
+                "usr/big",
             ),
             (
                 Error::SealedDowngrade {

@@ -117,7 +117,7 @@ pub fn import(
         }
         Source::Tarball(file) => {
             progress.report(Event::progress(format!("unpacking {}", file.display())));
-            unpack(file, staged.path())?;
+            unpack(file, staged.path(), progress)?;
         }
         Source::Debootstrap { suite, packages } => {
             progress.report(Event::progress(format!(
@@ -141,29 +141,23 @@ fn copy_into(src: &Path, dest: &Path) -> Result<()> {
     Ok(())
 }
 
-fn unpack(file: &Path, dest: &Path) -> Result<()> {
-    let lower = file.to_string_lossy().to_ascii_lowercase();
-    let filter = if lower.ends_with(".gz") || lower.ends_with(".tgz") {
-        Some("--gzip")
-    } else if lower.ends_with(".zst") {
-        Some("--zstd")
-    } else if lower.ends_with(".xz") {
-        Some("--xz")
-    } else {
-        None
-    };
-    let mut cmd = Cmd::new("tar");
-    cmd.args([
-        "-x",
-        "--numeric-owner",
-        "--same-permissions",
-        "--xattrs",
-        "--xattrs-include=*",
-    ]);
-    if let Some(f) = filter {
-        cmd.arg(f);
+/// Unpacks a tarball with the shared safe unpacker ([`crate::unpack`]): never GNU tar as root.
+/// The files may take at most the space free on the store's filesystem (a 1 TiB sparse entry is
+/// refused from its header); device nodes are left out (nspawn gives a realm its own /dev).
+fn unpack(file: &Path, dest: &Path, progress: &dyn Report) -> Result<()> {
+    let free = rustix::fs::statvfs(dest)
+        .map(|s| s.f_bavail.saturating_mul(s.f_frsize))
+        .map_err(|e| Error::io("inspecting the filesystem of", dest, e.into()))?;
+    let policy = crate::unpack::Policy::os_tree(free);
+    let r = crate::unpack::open_archive(file)?;
+    let done = crate::unpack::unpack_tar(&file.display().to_string(), r, dest, &policy)?;
+    for (entry, why) in &done.skipped {
+        progress.report(Event::warning(format!(
+            "{}: left out '{}', which {why}",
+            file.display(),
+            entry.display()
+        )));
     }
-    cmd.arg("-f").arg(file).arg("-C").arg(dest).run()?;
     Ok(())
 }
 

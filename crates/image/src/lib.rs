@@ -8,6 +8,7 @@
 //! dot-name and renamed into place.
 
 pub mod activate;
+pub mod corpus;
 mod error;
 mod import;
 pub mod keys;
@@ -17,6 +18,7 @@ pub mod record;
 pub mod sealed;
 pub mod seals;
 mod store;
+pub mod unpack;
 
 pub use error::{Error, Result, toml_line};
 pub use import::{Source, import};
