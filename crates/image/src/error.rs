@@ -73,6 +73,18 @@ pub enum Error {
         highest: String,
         record: PathBuf,
     },
+    #[error(
+        "application image '{name}': the tree's files hold {total} bytes, which {format} writes out in full (holes included), and the store has {free} bytes free; the largest is {} ({largest_size} bytes); build with --format squashfs, which keeps holes, or leave it out",
+        largest.display()
+    )]
+    BuildTooBig {
+        name: String,
+        format: String,
+        total: u64,
+        free: u64,
+        largest: PathBuf,
+        largest_size: u64,
+    },
     #[error("archive {archive}: entry '{entry}' {reason}")]
     HostileEntry {
         archive: String,
@@ -253,6 +265,17 @@ mod tests {
                     record: p("/s/.seals/m"),
                 },
                 "'m'",
+            ),
+            (
+                Error::BuildTooBig {
+                    name: s("o"),
+                    format: s("erofs"),
+                    total: 1 << 40,
+                    free: 1 << 30,
+                    largest: p("/t/usr/sparse"),
+                    largest_size: 1 << 40,
+                },
+                "'o'",
             ),
             (
                 Error::HostileEntry {

@@ -8,6 +8,7 @@
 //! dot-name and renamed into place.
 
 pub mod activate;
+mod bound;
 pub mod corpus;
 mod error;
 mod import;

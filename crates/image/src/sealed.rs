@@ -69,6 +69,10 @@ pub fn build(
         });
     }
     let signing = opts.key.as_deref().map(keys::load_private).transpose()?;
+    if opts.filesystem == Filesystem::Erofs {
+        // mkfs.erofs writes holes out: bounded by the space there is.
+        crate::bound::check_fits(&opts.name, "erofs", &opts.tree, store.dir())?;
+    }
     let staged = store.stage_plain(&opts.name)?;
     let dir = staged.path().to_path_buf();
     let raw = dir.join("image.raw");

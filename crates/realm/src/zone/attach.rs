@@ -238,6 +238,8 @@ pub(super) fn resync_locked(store: &RealmStore, zone_name: &str, zone: &Zone) ->
     install(zone_name, &claim)?;
     if zone.nat {
         host::enable_ip_forward()?;
+    } else {
+        super::forwarding::restore_if_unneeded()?;
     }
     Ok(())
 }
@@ -268,6 +270,7 @@ pub(super) fn remove_from_host_locked(
     nft::delete(zone_name)?;
     host::delete_bridge(&bridge_name(zone_name))?;
     host::remove_claim(zone_name);
+    super::forwarding::restore_if_unneeded()?;
     Ok(())
 }
 

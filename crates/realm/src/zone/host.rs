@@ -163,13 +163,9 @@ pub fn ip_forward_on() -> bool {
     fs::read_to_string(IP_FORWARD).is_ok_and(|v| v.trim() != "0")
 }
 
-/// Turns IPv4 forwarding on; `true` if it was off.
+/// Turns IPv4 forwarding on, recording that Realms did; `true` if it was off.
 pub fn enable_ip_forward() -> Result<bool> {
-    if ip_forward_on() {
-        return Ok(false);
-    }
-    fs::write(IP_FORWARD, "1").map_err(|e| Error::io("enabling", IP_FORWARD, e))?;
-    Ok(true)
+    super::forwarding::enable()
 }
 
 /// True when the host has an IPv4 default route.

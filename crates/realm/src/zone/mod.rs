@@ -17,6 +17,7 @@
 //! while any realm of the store is configured for the zone.
 
 mod attach;
+mod forwarding;
 pub mod host;
 pub mod nft;
 
