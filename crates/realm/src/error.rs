@@ -147,10 +147,20 @@ impl Error {
 /// A TOML parse error as a config error naming the file and line.
 pub(crate) fn bad_file(path: &Path, text: &str, err: &toml::de::Error) -> Error {
     let line = realms_image::toml_line(text, err);
+    let message = err.message().trim();
+    // The key the error is about, read off its line (`key = ...` or `[key]`), unless the
+    // message names it already.
+    let key = line
+        .and_then(|l| text.lines().nth(l - 1))
+        .and_then(crate::config::line_key)
+        .filter(|k| !message.contains(&format!("`{k}`")));
     Error::BadConfig {
         path: path.to_path_buf(),
         line,
-        message: err.message().trim().to_string(),
+        message: match key {
+            Some(key) => format!("'{key}': {message}"),
+            None => message.to_string(),
+        },
     }
 }
 

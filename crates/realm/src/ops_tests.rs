@@ -270,3 +270,77 @@ fn realms_list_fails_about_once_in_300_while_a_realm_is_removed() {
         }
     });
 }
+
+/// The configs and zones files of the hostile corpus: every wrong type, each error naming the
+/// file and the key (or zone), `realms list` still listing every realm.
+#[test]
+fn config_and_zones_corpus_every_wrong_type_names_the_file_and_key() {
+    let (_root, store) = store_with_image();
+    lifecycle::create(&store, "r", "base", &Recorder::default()).unwrap();
+    lifecycle::create(&store, "ok", "base", &Recorder::default()).unwrap();
+    let configs: &[(&str, &str)] = &[
+        ("use-gpu = \"yes\"\n", "'use-gpu'"),
+        ("use-gpu = 1\n", "'use-gpu'"),
+        ("network-zone = 5\n", "'network-zone'"),
+        ("network-zone = \"Bad!\"\n", "network-zone"),
+        ("extra-bindmounts = \"x\"\n", "'extra-bindmounts'"),
+        ("extra-bindmounts = [\"relative\"]\n", "extra-bindmounts"),
+        ("port-forward = [1]\n", "'port-forward'"),
+        ("port-forward = [\"tcp:99999:80\"]\n", "port-forward"),
+        ("bogus = 1\n", "`bogus`"),
+        ("use-gpu = \n", "'use-gpu'"),
+        ("appimg = [\"a\"]\n", "'appimg'"),
+        ("[use-gpu]\n", "'use-gpu'"),
+        ("autostart = 2020-01-01\n", "'autostart'"),
+    ];
+    let config = store.config_path("r");
+    for (text, key) in configs {
+        fs::write(&config, text).unwrap();
+        let e = store.config("r").map(|_| ()).unwrap_err().to_string();
+        assert!(
+            e.contains(&config.display().to_string()) && e.contains(key),
+            "{text:?}: {e}"
+        );
+        let rows = select::list(&store).unwrap();
+        assert_eq!(rows.len(), 2, "{text:?}");
+        assert!(
+            rows.iter()
+                .any(|r| r.name == "r" && r.error.as_deref().is_some_and(|e| e.contains(key)))
+        );
+        assert!(rows.iter().any(|r| r.name == "ok" && r.error.is_none()));
+        assert!(lifecycle::config_set(&store, "r", "use-sound", "true").is_err());
+        assert_eq!(
+            fs::read_to_string(&config).unwrap(),
+            *text,
+            "a refused edit wrote"
+        );
+    }
+    let zones_file = store.dir().join("zones.toml");
+    let zones: &[(&str, &str)] = &[
+        ("[z]\nsubnet = 5\n", "'subnet'"),
+        ("[z]\nsubnet = \"10.1.2.0/24\"\nnat = \"x\"\n", "'nat'"),
+        ("[z]\n", "`subnet`"),
+        ("[\"Bad!\"]\nsubnet = \"10.1.2.0/24\"\n", "'Bad!'"),
+        ("[z]\nsubnet = \"1.2.3.4/16\"\n", "zone 'z'"),
+        ("z = 1\n", "'z'"),
+        ("[z]\nsubnet = \"10.1.2.0/24\"\ncolour = 1\n", "`colour`"),
+        ("[z\n", "line 1"),
+    ];
+    for (text, key) in zones {
+        fs::write(&zones_file, text).unwrap();
+        let e = crate::zone::load(&store)
+            .map(|_| ())
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains(&zones_file.display().to_string()) && e.contains(key),
+            "{text:?}: {e}"
+        );
+        assert!(crate::zone::set(&store, "z", "nat", "on").is_err());
+        assert_eq!(
+            fs::read_to_string(&zones_file).unwrap(),
+            *text,
+            "a refused edit wrote"
+        );
+    }
+}

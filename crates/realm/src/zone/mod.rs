@@ -74,7 +74,11 @@ pub fn load(store: &RealmStore) -> Result<BTreeMap<String, Zone>> {
     let zones: BTreeMap<String, Zone> =
         toml::from_str(&text).map_err(|e| crate::error::bad_file(&path, &text, &e))?;
     for (name, zone) in &zones {
-        checked(name)?;
+        checked(name).map_err(|e| Error::BadConfig {
+            path: path.clone(),
+            line: None,
+            message: e.to_string(),
+        })?;
         parse_subnet(&zone.subnet).map_err(|m| Error::BadConfig {
             path: path.clone(),
             line: None,
