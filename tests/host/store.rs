@@ -351,3 +351,81 @@ fn hostile_tarball_corpus_through_appimg_import() {
     let list = realms_timed(&t, 60, &["appimg".as_ref(), "list".as_ref()]);
     assert!(list.status.success());
 }
+
+#[test]
+fn os_release_fifo_dev_zero_and_sparse_through_appimg_import_and_list() {
+    let t = TestRoot::empty();
+    let make: [(&str, &[&str]); 3] = [
+        ("fifo", &["mknod", "OS", "p"]),
+        ("zero", &["mknod", "OS", "c", "1", "5"]),
+        ("sparse", &["truncate", "-s", "3G", "OS"]),
+    ];
+    for (case, argv) in make {
+        let src = t.path().join(format!("src-{case}"));
+        fs::create_dir_all(src.join("usr")).unwrap();
+        fs::create_dir_all(src.join("etc")).unwrap();
+        let os = src.join("etc/os-release");
+        let argv: Vec<std::ffi::OsString> = argv
+            .iter()
+            .map(|a| {
+                if *a == "OS" {
+                    os.clone().into_os_string()
+                } else {
+                    a.into()
+                }
+            })
+            .collect();
+        assert!(
+            Command::new(&argv[0])
+                .args(&argv[1..])
+                .status()
+                .unwrap()
+                .success()
+        );
+        let image = format!("os{case}");
+        let out = realms_timed(
+            &t,
+            60,
+            &[
+                "appimg".as_ref(),
+                "import".as_ref(),
+                image.as_ref(),
+                src.as_os_str(),
+            ],
+        );
+        assert_ne!(out.status.code(), Some(124), "{case}: hung");
+        let said = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{case}: imported");
+        assert!(
+            said.contains("etc/os-release") && said.len() < 2000,
+            "{case}: {said}"
+        );
+        assert!(
+            !t.path()
+                .join(format!("storage/appimg/{image}.appimg"))
+                .exists()
+        );
+
+        // Such a tree already in the store lists, without a name.
+        let planted = t
+            .path()
+            .join(format!("storage/appimg/planted{case}.appimg"));
+        assert!(
+            Command::new("cp")
+                .arg("-a")
+                .arg(&src)
+                .arg(&planted)
+                .status()
+                .unwrap()
+                .success()
+        );
+        let list = realms_timed(&t, 60, &["appimg".as_ref(), "list".as_ref()]);
+        assert_ne!(list.status.code(), Some(124), "{case}: list hung");
+        assert!(
+            list.status.success(),
+            "{}",
+            String::from_utf8_lossy(&list.stderr)
+        );
+        assert!(String::from_utf8_lossy(&list.stdout).contains(&format!("planted{case}")));
+    }
+}
