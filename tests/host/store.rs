@@ -429,3 +429,79 @@ fn os_release_fifo_dev_zero_and_sparse_through_appimg_import_and_list() {
         assert!(String::from_utf8_lossy(&list.stdout).contains(&format!("planted{case}")));
     }
 }
+
+/// `find TREE -printf` lines describing every entry but device nodes (which an import leaves
+/// out): path, type, mode, owner, size, link target.
+fn describe_tree(tree: &std::path::Path) -> Vec<String> {
+    let out = output(Command::new("find").arg(tree).args([
+        "-mindepth",
+        "1",
+        "-not",
+        "-type",
+        "c",
+        "-not",
+        "-type",
+        "b",
+        "-printf",
+        "%P %y %m %U:%G %s %l\\n",
+    ]));
+    let mut lines: Vec<String> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| {
+            // A directory's size is the filesystem's business.
+            if l.split(' ').nth(1) == Some("d") {
+                l.rsplitn(3, ' ').nth(2).unwrap_or(l).to_string()
+            } else {
+                l.to_string()
+            }
+        })
+        .collect();
+    lines.sort();
+    lines
+}
+
+#[test]
+fn debian_tarball_imports_with_the_safe_unpacker_as_gnu_tar_did() {
+    let t = TestRoot::empty();
+    let base = realms_tests::fixtures::debian_base();
+    let tar = t.path().join("debian.tar.zst");
+    realms_tests::run::run(
+        Command::new("tar")
+            .args(["-c", "--zstd", "--xattrs", "--numeric-owner", "-f"])
+            .arg(&tar)
+            .arg("-C")
+            .arg(&base)
+            .arg("."),
+    );
+    let out = realms_timed(
+        &t,
+        300,
+        &[
+            "appimg".as_ref(),
+            "import".as_ref(),
+            "deb".as_ref(),
+            tar.as_os_str(),
+        ],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let imported = t.path().join("storage/appimg/deb.appimg");
+    let (want, got) = (describe_tree(&base), describe_tree(&imported));
+    let missing: Vec<_> = want.iter().filter(|l| !got.contains(l)).take(5).collect();
+    let extra: Vec<_> = got.iter().filter(|l| !want.contains(l)).take(5).collect();
+    assert!(
+        missing.is_empty() && extra.is_empty(),
+        "missing {missing:?}, extra {extra:?}"
+    );
+    assert!(setuid_program(&imported).exists());
+    let r = name("deb");
+    t.ok(&["init"]);
+    t.ok(&["new", &r, "--appimg", "deb"]);
+    t.ok(&["config", &r, "use-network", "false"]);
+    let said = t.ok(&["run", &r, "--", "cat", "/etc/debian_version"]);
+    t.ok(&["stop", &r]);
+    assert!(said.starts_with("12"), "{said}");
+}
