@@ -470,7 +470,7 @@ fn debian_tarball_imports_with_the_safe_unpacker_as_gnu_tar_did() {
             .args(["-c", "--zstd", "--xattrs", "--numeric-owner", "-f"])
             .arg(&tar)
             .arg("-C")
-            .arg(&base)
+            .arg(base)
             .arg("."),
     );
     let out = realms_timed(
@@ -489,7 +489,7 @@ fn debian_tarball_imports_with_the_safe_unpacker_as_gnu_tar_did() {
         String::from_utf8_lossy(&out.stderr)
     );
     let imported = t.path().join("storage/appimg/deb.appimg");
-    let (want, got) = (describe_tree(&base), describe_tree(&imported));
+    let (want, got) = (describe_tree(base), describe_tree(&imported));
     let missing: Vec<_> = want.iter().filter(|l| !got.contains(l)).take(5).collect();
     let extra: Vec<_> = got.iter().filter(|l| !want.contains(l)).take(5).collect();
     assert!(
