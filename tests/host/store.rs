@@ -61,20 +61,21 @@ fn stale_dev_mapper_control_node_makes_sealed_realms_fail_to_start() {
         !has_dm,
         "this test needs a kernel without device-mapper (the host tier's)"
     );
-    // The mount point for the namespace's tmpfs; an empty directory is not a device-mapper.
-    let made_dir = fs::create_dir("/dev/mapper").is_ok();
     let t = TestRoot::btrfs();
     let key = key(&t);
     build_sealed(&t, &key, "sealed", "1");
     let r = name("dm");
     t.ok(&["new", &r, "--appimg", "sealed"]);
     t.ok(&["config", &r, "use-network", "false"]);
+    // The mount point for the namespace's tmpfs, only while it is used (an empty directory is
+    // not a device-mapper, and the stale node itself never exists outside the namespace).
+    let made_dir = fs::create_dir("/dev/mapper").is_ok();
     let out = with_stale_dm_node(&t, &["start", &r]);
-    let said = String::from_utf8_lossy(&out.stderr).into_owned();
-    let stopped = t.realms(&["stop", &r]);
     if made_dir {
         let _ = fs::remove_dir("/dev/mapper");
     }
+    let said = String::from_utf8_lossy(&out.stderr).into_owned();
+    let stopped = t.realms(&["stop", &r]);
     assert!(out.status.success(), "{said}");
     assert!(
         said.contains("no device-mapper") && !said.contains("/dev/mapper/control"),
