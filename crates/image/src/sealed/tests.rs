@@ -235,3 +235,31 @@ fn copy_dir(from: &Path, to: &Path) {
         fs::copy(e.path(), to.join(e.file_name())).unwrap();
     }
 }
+
+#[test]
+fn verity_superblock_with_absurd_numbers_is_refused_quickly_naming_it() {
+    let root = tempfile::tempdir().unwrap();
+    let info = sealed_image(root.path(), "img", 8);
+    let hash = info.path.join("image.verity");
+    let original = fs::read(&hash).unwrap();
+    // (offset, bytes): data block size, hash block size, data blocks, salt size, version.
+    let absurd: [(usize, &[u8]); 6] = [
+        (64, &u32::MAX.to_le_bytes()),
+        (68, &0u32.to_le_bytes()),
+        (72, &u64::MAX.to_le_bytes()),
+        (72, &(1u64 << 62).to_le_bytes()),
+        (80, &u16::MAX.to_le_bytes()),
+        (8, &u32::MAX.to_le_bytes()),
+    ];
+    for (at, bytes) in absurd {
+        let mut b = original.clone();
+        b[at..at + bytes.len()].copy_from_slice(bytes);
+        fs::write(&hash, &b).unwrap();
+        let started = std::time::Instant::now();
+        let err = verify(root.path(), &info).unwrap_err().to_string();
+        assert!(started.elapsed().as_secs() < 5, "{at}: slow");
+        assert!(err.contains("superblock"), "{at}: {err}");
+    }
+    fs::write(&hash, &original).unwrap();
+    verify(root.path(), &info).unwrap();
+}
