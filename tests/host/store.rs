@@ -159,6 +159,19 @@ fn unprivileged_user_runs_an_images_setuid_binary_and_opens_its_device_nodes() {
     }
     let hostile = images.join("hostile.appimg");
     assert_eq!(fs::metadata(&hostile).unwrap().mode() & 0o7777, 0o755);
+    // An OS tree needs no device node (a realm gets its own /dev): the import leaves it out.
+    assert!(!hostile.join("etc/null-node").exists());
+    // Planted in a realm's root by other means, it is still out of reach.
+    let planted = realms.join(format!("realm-{r}/rootfs/etc/null-node"));
+    assert!(
+        Command::new("mknod")
+            .args(["-m", "0666"])
+            .arg(&planted)
+            .args(["c", "1", "3"])
+            .status()
+            .unwrap()
+            .success()
+    );
 
     let suid_in_image = setuid_program(&images.join("base.appimg"));
     let rootfs = realms.join(format!("realm-{r}/rootfs"));
@@ -189,7 +202,7 @@ fn unprivileged_user_runs_an_images_setuid_binary_and_opens_its_device_nodes() {
         "-c".as_ref(),
         "exec 3<>\"$1\"".as_ref(),
         "sh".as_ref(),
-        hostile.join("etc/null-node").as_os_str(),
+        planted.as_os_str(),
     ]);
     assert!(!ok && said.contains("Permission denied"), "{said}");
     // The same user can run a setuid program outside the store: the refusals above are the

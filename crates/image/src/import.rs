@@ -127,6 +127,12 @@ pub fn import(
         }
     }
     progress.report(Event::progress("checking the tree"));
+    for node in remove_device_nodes(staged.path())? {
+        progress.report(Event::warning(format!(
+            "left out the device node '{}': a realm gets its own /dev",
+            node.display()
+        )));
+    }
     prepare_tree(staged.path())?;
     store.commit_new(staged, name)?;
     store.get(name)
@@ -224,6 +230,30 @@ fn prepare_tree(tree: &Path) -> Result<()> {
         root.write_atomic("etc/machine-id", b"", 0o444)?;
     }
     Ok(())
+}
+
+/// Removes the character and block device nodes of a copied tree (an OS tree for nspawn needs
+/// none, and one would be a way to the host's devices); returns them, relative to `tree`.
+fn remove_device_nodes(tree: &Path) -> Result<Vec<PathBuf>> {
+    use std::os::unix::fs::FileTypeExt;
+    let mut removed = Vec::new();
+    let mut dirs = vec![tree.to_path_buf()];
+    while let Some(dir) = dirs.pop() {
+        let entries = fs::read_dir(&dir).map_err(|e| Error::io("reading", &dir, e))?;
+        for entry in entries {
+            let entry = entry.map_err(|e| Error::io("reading", &dir, e))?;
+            let Ok(ft) = entry.file_type() else { continue };
+            let path = entry.path();
+            if ft.is_dir() {
+                dirs.push(path);
+            } else if ft.is_char_device() || ft.is_block_device() {
+                fs::remove_file(&path).map_err(|e| Error::io("removing", &path, e))?;
+                removed.push(path.strip_prefix(tree).unwrap_or(&path).to_path_buf());
+            }
+        }
+    }
+    removed.sort();
+    Ok(removed)
 }
 
 /// Replaces nested btrfs subvolumes below `dir` by plain directories with the same content.
@@ -349,12 +379,11 @@ mod tests {
 
     #[test]
     fn os_release_dev_zero_is_read_until_allocation_fails() {
+        // The node is left out of the tree (as every device node), which then has no os-release;
+        // a tree already in the store with such a node is read bounded (sys::root tests).
         let (_t, store, src) = hostile_os_release(|p| mknod(p, &["c", "1", "5"]));
         let e = import_err(&store, &src);
-        assert!(
-            e.contains("etc/os-release") && e.contains("character device"),
-            "{e}"
-        );
+        assert!(e.contains("etc/os-release"), "{e}");
     }
 
     #[test]
