@@ -290,7 +290,7 @@ impl Unpacker<'_> {
 
     /// Owner, then mode (chown clears setuid bits), then xattrs of a file or directory.
     fn finish(
-        &self,
+        &mut self,
         target: &Path,
         uid: u64,
         gid: u64,
@@ -304,7 +304,15 @@ impl Unpacker<'_> {
                 .map_err(|e| Error::io("setting the mode of", target, e))?;
         }
         for (name, value) in xattrs {
-            realms_sys::fs::set_xattr(target, name, value)?;
+            // An attribute this kernel or filesystem does not take (an SELinux label on a host
+            // without SELinux) is left out, as GNU tar does, not a failed import.
+            if let Err(e) = realms_sys::fs::set_xattr(target, name, value) {
+                tracing::debug!("{e}");
+                let rel = target.strip_prefix(self.dest).unwrap_or(target);
+                self.out
+                    .skipped
+                    .push((rel.join(format!("[xattr {name}]")), "could not be set here"));
+            }
         }
         Ok(())
     }
