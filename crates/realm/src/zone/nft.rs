@@ -111,15 +111,10 @@ pub fn apply(zone: &str, claim: &Claim) -> Result<()> {
         .run()
         .map_err(|e| Error::Zone {
             zone: zone.to_string(),
-            message: if realms_sys::caps::nftables() {
-                format!("installing the nftables rules of the zone failed: {e}")
-            } else {
-                format!(
-                    "this host does not answer nftables requests (`nft list tables` fails: is the \
-                     `nftables` package installed, and nf_tables in the kernel?); installing the \
-                     zone's rules failed: {e}"
-                )
-            },
+            message: format!(
+                "installing the nftables rules of the zone failed (is the `nftables` package \
+                 installed?): {e}"
+            ),
         })
 }
 
