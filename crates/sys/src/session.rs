@@ -255,6 +255,8 @@ pub fn run(job: Job) -> Result<ExitStatus> {
     // SAFETY: the closure runs in the forked child before exec and makes only async-signal-safe
     // system calls on data prepared before the fork (see ChildSetup::apply).
     unsafe { cmd.pre_exec(move || setup.apply()) };
+    // Raw before the command exists: a key typed at once (^C) goes to the command, not to us.
+    let _raw = pty.as_ref().and_then(|_| RawMode::enter());
     let mut child = cmd.spawn().map_err(|e| Error::Spawn {
         argv: program.display().to_string(),
         source: e,
@@ -422,7 +424,6 @@ fn copy_output(master: RawFd, buf: &mut [u8], stdout: &mut impl Write) -> Copied
 /// Copies between the caller's stdio and the pty master until the command has exited and its
 /// output is drained, passing on signals and window size changes.
 fn relay(signals: &Signals, pidfd: &OwnedFd, target: libc::pid_t, master: OwnedFd) -> Result<()> {
-    let _raw = RawMode::enter();
     let m = master.as_raw_fd();
     set_nonblocking(m);
     let mut stdout = io::stdout().lock();
