@@ -112,7 +112,7 @@ pub enum RealmCmd {
     },
     /// Internal: mount the realm's root and become systemd-nspawn (used by `start`).
     #[command(hide = true)]
-    Launch { name: String },
+    NspawnExec { name: String },
 }
 
 /// `realms zone [ZONE [KEY VALUE]]` and `realms zone remove ZONE`.
@@ -281,7 +281,7 @@ pub fn run(cmd: RealmCmd, ctx: &Ctx) -> anyhow::Result<ExitCode> {
                 }
             };
         }
-        RealmCmd::Launch { name } => match launch::exec_launcher(&store, &name)? {},
+        RealmCmd::NspawnExec { name } => match launch::exec_launcher(&store, &name)? {},
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -1,0 +1,121 @@
+//! `realms desktop ...` and `realms launch`: the current realm's apps on the host's desktop
+//! (crates/desktop).
+
+use std::ffi::OsString;
+use std::fmt;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::Subcommand;
+use realms_desktop::launch::{LaunchOptions, launch};
+use realms_desktop::publish::{Published, SyncOptions, sync};
+use realms_desktop::watch::watch;
+use realms_sys::event::Event;
+
+use crate::output::Ctx;
+
+/// `realms desktop ...`.
+#[derive(Debug, Subcommand)]
+pub enum DesktopCmd {
+    /// Publish the current realm's desktop entries and icons at /run/realms/desktop once.
+    Sync {
+        /// Publish every running realm's entries side by side instead.
+        #[arg(long)]
+        all: bool,
+    },
+    /// Publish them, then keep them current (inotify): run by realms-desktop-watch.service.
+    Watch {
+        /// Publish every running realm's entries side by side instead.
+        #[arg(long)]
+        all: bool,
+    },
+}
+
+/// The arguments of `realms launch`.
+#[derive(Debug, clap::Args)]
+pub struct LaunchArgs {
+    /// The working directory in the realm.
+    #[arg(long, value_name = "DIR")]
+    cwd: Option<PathBuf>,
+    /// The realm (started if it is not running).
+    name: String,
+    #[arg(last = true, required = true, value_name = "CMD")]
+    command: Vec<OsString>,
+}
+
+/// The command published entries run: this binary, with `--root` when it is not `/`.
+fn launcher(ctx: &Ctx) -> anyhow::Result<Vec<String>> {
+    let exe = std::env::current_exe()?;
+    let mut argv = vec![exe.to_string_lossy().into_owned()];
+    if ctx.root != std::path::Path::new("/") {
+        argv.push("--root".into());
+        argv.push(ctx.root.to_string_lossy().into_owned());
+    }
+    Ok(argv)
+}
+
+struct Shown(Published);
+
+impl fmt::Display for Shown {
+    fn fmt(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        let p = &self.0;
+        match p.realms.as_slice() {
+            [] => write!(
+                f,
+                "no realm is current; {} holds no entries",
+                p.dir.display()
+            ),
+            realms => write!(
+                f,
+                "{} entries and {} icons of {} at {}",
+                p.entries,
+                p.icons,
+                realms.join(", "),
+                p.dir.display()
+            ),
+        }
+    }
+}
+
+impl serde::Serialize for Shown {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        self.0.serialize(s)
+    }
+}
+
+pub fn run(cmd: DesktopCmd, ctx: &Ctx) -> anyhow::Result<ExitCode> {
+    let store = crate::realm::store(ctx)?;
+    let say = |event: Event| ctx.say(event);
+    match cmd {
+        DesktopCmd::Sync { all } => {
+            let opts = SyncOptions {
+                all,
+                launcher: launcher(ctx)?,
+            };
+            ctx.emit(&Shown(sync(&store, &opts, &say)?))?;
+        }
+        DesktopCmd::Watch { all } => {
+            let opts = SyncOptions {
+                all,
+                launcher: launcher(ctx)?,
+            };
+            watch(&store, &opts, &say)?;
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+pub fn launch_cmd(args: LaunchArgs, ctx: &Ctx) -> anyhow::Result<ExitCode> {
+    let store = crate::realm::store(ctx)?;
+    let say = |event: Event| {
+        if !ctx.quiet {
+            eprintln!("{}", crate::output::render(&event))
+        }
+    };
+    let opts = LaunchOptions {
+        cwd: args.cwd,
+        env: Vec::new(),
+    };
+    let code = launch(&store, &args.name, &args.command, &opts, &say)?;
+    Ok(ExitCode::from(code.clamp(0, 255) as u8))
+}
