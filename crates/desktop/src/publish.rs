@@ -257,6 +257,24 @@ pub fn publish(run: &Path, files: &BTreeMap<PathBuf, Vec<u8>>) -> Result<bool> {
     Ok(true)
 }
 
+/// Removes every generation but the published one (the watcher does this a moment after each
+/// swap, once readers of the previous set are done with it).
+pub fn prune(run: &Path) -> Result<()> {
+    let gens = run.join(".desktop");
+    let _lock = realms_sys::lock::StoreLock::acquire(gens.join(".lock"))?;
+    let Ok(target) = fs::read_link(run.join("desktop")) else {
+        return Ok(());
+    };
+    let keep = target.file_name().map(|n| n.to_os_string());
+    for entry in fs::read_dir(&gens).ctx("reading", &gens)?.flatten() {
+        let n = entry.file_name();
+        if Some(&n) != keep.as_ref() && n != ".lock" {
+            realms_sys::fs::remove_dir_all_one_fs(entry.path())?;
+        }
+    }
+    Ok(())
+}
+
 /// Removes the published set and every generation (when the desktop integration is turned
 /// off: nothing is left behind).
 pub fn clear(run: &Path) -> Result<()> {
@@ -335,6 +353,10 @@ mod tests {
             .filter(|e| e.as_ref().unwrap().file_name() != ".lock")
             .count();
         assert_eq!(gens, 2);
+        prune(run).unwrap();
+        let gens = fs::read_dir(run.join(".desktop")).unwrap().count();
+        assert_eq!(gens, 2, "the published generation and the lock");
+        assert_eq!(published(run), ["realms-b-y.desktop"]);
         // An empty set is a set: no current realm publishes no entries.
         publish(run, &BTreeMap::new()).unwrap();
         assert!(published(run).is_empty());

@@ -11,12 +11,16 @@ use realms_sys::event::{Event, Report};
 use rustix::fs::inotify::{self, CreateFlags, WatchFlags};
 use rustix::io::Errno;
 
+use crate::icons::THEME_DIRS;
 use crate::publish::{APPLICATION_DIRS, SyncOptions, sync};
 use crate::{Error, Result};
 
 /// How long a burst of changes (a package installing many files) is let settle before the set
 /// is rebuilt once.
 const SETTLE: Duration = Duration::from_millis(15);
+
+/// How long the previous set stays after a swap (for readers that were in it).
+const PRUNE_AFTER: Duration = Duration::from_secs(1);
 
 /// Publishes the current realm's entries, then again after every change, until an error.
 pub fn watch(store: &RealmStore, opts: &SyncOptions, say: &dyn Report) -> Result<()> {
@@ -60,13 +64,21 @@ pub fn watch(store: &RealmStore, opts: &SyncOptions, say: &dyn Report) -> Result
                 published.dir.display()
             )));
             last = Some(published.realms);
+            let run = run.clone();
+            std::thread::spawn(move || {
+                std::thread::sleep(PRUNE_AFTER);
+                if let Err(e) = crate::publish::prune(&run) {
+                    tracing::warn!("removing old published sets: {e}");
+                }
+            });
         }
         wait(&fd, store_wd, &run)?;
     }
 }
 
-/// The directories to watch: each application directory of the watched realms, or the nearest
-/// existing parent of one that does not exist yet (it is created when a package ships one).
+/// The directories to watch: each application directory and icon theme (with its sizes' `apps`
+/// directories) of the watched realms, or the nearest existing parent of one that does not
+/// exist yet (it is created when a package ships one).
 fn watched_dirs(store: &RealmStore, all: bool) -> Vec<PathBuf> {
     let realms: Vec<String> = if all {
         store
@@ -84,17 +96,36 @@ fn watched_dirs(store: &RealmStore, all: bool) -> Vec<PathBuf> {
             continue;
         };
         let root = PathBuf::from(format!("/proc/{leader}/root"));
-        for dir in APPLICATION_DIRS {
+        let inside = |p: &Path| root.join(p.strip_prefix("/").unwrap_or(p));
+        for dir in APPLICATION_DIRS.iter().chain(THEME_DIRS) {
             let mut path = Path::new(dir);
-            while !root.join(path.strip_prefix("/").unwrap_or(path)).is_dir() {
+            while !inside(path).is_dir() {
                 match path.parent() {
                     Some(parent) => path = parent,
                     None => break,
                 }
             }
-            let host = root.join(path.strip_prefix("/").unwrap_or(path));
-            if !dirs.contains(&host) {
-                dirs.push(host);
+            let mut add = |p: PathBuf| {
+                if !dirs.contains(&p) {
+                    dirs.push(p);
+                }
+            };
+            add(inside(path));
+            // An icon theme: each size's apps directory too (icons arrive after entries).
+            if THEME_DIRS.contains(dir) && path == Path::new(dir) {
+                for size in std::fs::read_dir(inside(path))
+                    .into_iter()
+                    .flatten()
+                    .flatten()
+                {
+                    let apps = size.path().join("apps");
+                    if size.path().is_dir() {
+                        add(size.path());
+                    }
+                    if apps.is_dir() {
+                        add(apps);
+                    }
+                }
             }
         }
     }
