@@ -1,6 +1,7 @@
 //! Host tier: real btrfs, loop devices, mounts, systemd-nspawn and booted systemd containers.
 
 mod desktop;
+mod display;
 mod everyday;
 mod json;
 mod nested;

@@ -186,6 +186,7 @@ mod tests {
             "desktop watch --all",
             "launch work -- firefox %u",
             "launch --cwd /tmp work -- ls",
+            "launch -e A=1 --env B=2 work -- ls",
             "zone remove work",
             "shell work",
             "shell work --root",

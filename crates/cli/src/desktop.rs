@@ -37,6 +37,9 @@ pub struct LaunchArgs {
     /// The working directory in the realm.
     #[arg(long, value_name = "DIR")]
     cwd: Option<PathBuf>,
+    /// Set an environment variable (KEY=VALUE, or KEY for its value here); repeatable.
+    #[arg(long, short, value_name = "KEY=VALUE", value_parser = realms_realm::exec::parse_env)]
+    env: Vec<(String, String)>,
     /// The realm (started if it is not running).
     name: String,
     #[arg(last = true, required = true, value_name = "CMD")]
@@ -114,7 +117,8 @@ pub fn launch_cmd(args: LaunchArgs, ctx: &Ctx) -> anyhow::Result<ExitCode> {
     };
     let opts = LaunchOptions {
         cwd: args.cwd,
-        env: Vec::new(),
+        env: args.env,
+        ..LaunchOptions::from_env()
     };
     let code = launch(&store, &args.name, &args.command, &opts, &say)?;
     Ok(ExitCode::from(code.clamp(0, 255) as u8))

@@ -10,9 +10,9 @@ use std::path::{Path, PathBuf};
 use realms_realm::RealmStore;
 use realms_realm::exec::{self, RunOptions, Tty};
 use realms_sys::IoContext;
-use realms_sys::event::Report;
+use realms_sys::event::{Event, Report};
 
-use crate::Result;
+use crate::{Result, x11};
 
 /// How `realms launch` runs its command.
 #[derive(Debug, Clone, Default)]
@@ -21,6 +21,21 @@ pub struct LaunchOptions {
     pub cwd: Option<PathBuf>,
     /// Extra environment.
     pub env: Vec<(String, String)>,
+    /// The caller's X display (`DISPLAY`): the realm gets its own cookie for it.
+    pub display: Option<String>,
+    /// The caller's X cookie file (`XAUTHORITY`), to ask the X server for the realm's cookie.
+    pub xauthority: Option<PathBuf>,
+}
+
+impl LaunchOptions {
+    /// The caller's display session, from its environment.
+    pub fn from_env() -> LaunchOptions {
+        LaunchOptions {
+            display: std::env::var("DISPLAY").ok().filter(|d| !d.is_empty()),
+            xauthority: std::env::var_os("XAUTHORITY").map(PathBuf::from),
+            ..LaunchOptions::default()
+        }
+    }
 }
 
 /// Where the output of apps launched in realm `name` goes.
@@ -44,6 +59,8 @@ pub fn launch(
             None => a.clone(),
         })
         .collect();
+    let mut env = session_env(store, name, opts, say)?;
+    env.extend(opts.env.iter().cloned());
     use std::os::fd::AsFd;
     let interactive = realms_sys::session::is_terminal(std::io::stdin().as_fd());
     if !interactive {
@@ -51,11 +68,45 @@ pub fn launch(
     }
     let run = RunOptions {
         user: Some("user".into()),
-        env: opts.env.clone(),
+        env,
         cwd: opts.cwd.clone(),
         tty: if interactive { Tty::Auto } else { Tty::Never },
     };
     Ok(exec::run(store, name, &argv, &run, say)?)
+}
+
+/// The environment the realm's options and the caller's session give the app: its own X
+/// cookie for the caller's display (use-x11).
+fn session_env(
+    store: &RealmStore,
+    name: &str,
+    opts: &LaunchOptions,
+    say: &dyn Report,
+) -> Result<Vec<(String, String)>> {
+    let config = store.config(name)?;
+    let mut env = Vec::new();
+    if config.use_x11()
+        && let Some(display) = &opts.display
+    {
+        let Some(number) = x11::display_number(display) else {
+            say.report(Event::warning(format!(
+                "use-x11: DISPLAY={display} is not a local display; the app gets no X11"
+            )));
+            return Ok(env);
+        };
+        if !Path::new(&format!("/tmp/.X11-unix/X{number}")).exists() {
+            say.report(Event::warning(format!(
+                "use-x11: there is no X server at {display} (/tmp/.X11-unix/X{number}); the app gets no X11"
+            )));
+            return Ok(env);
+        }
+        let cookie = x11::realm_cookie(store, name, number, opts.xauthority.as_deref())?;
+        let leader = realms_realm::launch::leader(store, name)?;
+        x11::install(leader, &cookie, realms_realm::store::REALM_UID)?;
+        env.push(("DISPLAY".into(), format!(":{number}")));
+        env.push(("XAUTHORITY".into(), x11::XAUTHORITY.into()));
+    }
+    Ok(env)
 }
 
 /// A new session, input from `/dev/null`, output appended to `log`.

@@ -12,5 +12,6 @@ pub mod launch;
 pub mod publish;
 pub mod rewrite;
 pub mod watch;
+pub mod x11;
 
 pub use error::{Error, Result};
