@@ -295,6 +295,7 @@ fn current_realm_entries_are_published_swapped_atomically_and_run_in_the_realm()
                 let all_b = names.iter().all(|n| n.starts_with(&pb));
                 assert!(all_a || all_b, "a reader saw a mixed set: {names:?}");
                 reads += 1;
+                std::thread::yield_now();
             }
             reads
         })

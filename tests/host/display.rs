@@ -99,9 +99,38 @@ fn copy_client(rootfs: &Path, program: &str) -> String {
     let bin = realms_tests::require::which(program).unwrap();
     let dest = rootfs.join("opt/hostclients");
     fs::create_dir_all(dest.join("bin")).unwrap();
-    fs::create_dir_all(dest.join("lib")).unwrap();
     fs::copy(&bin, dest.join("bin").join(program)).unwrap();
-    let ldd = Command::new("ldd").arg(&bin).output().unwrap();
+    copy_libs(rootfs, &bin);
+    format!("/opt/hostclients/bin/{program}")
+}
+
+/// Copies the host directory `dir` (plugins, configuration) to /opt/hostclients/NAME in the
+/// realm, with the libraries its shared objects need.
+fn copy_dir(rootfs: &Path, dir: &Path, name: &str) {
+    let dest = rootfs.join("opt/hostclients").join(name);
+    let out = Command::new("cp")
+        .arg("-a")
+        .arg(dir)
+        .arg(&dest)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for entry in fs::read_dir(dir).unwrap().flatten() {
+        if entry.file_name().to_string_lossy().ends_with(".so") {
+            copy_libs(rootfs, &entry.path());
+        }
+    }
+}
+
+/// The libraries `bin` needs, in /opt/hostclients/lib in the realm.
+fn copy_libs(rootfs: &Path, bin: &Path) {
+    let dest = rootfs.join("opt/hostclients");
+    fs::create_dir_all(dest.join("lib")).unwrap();
+    let ldd = Command::new("ldd").arg(bin).output().unwrap();
     for line in String::from_utf8_lossy(&ldd.stdout).lines() {
         let Some((soname, rest)) = line.trim().split_once(" => ") else {
             continue;
@@ -118,9 +147,10 @@ fn copy_client(rootfs: &Path, program: &str) -> String {
             continue;
         }
         let path = rest.split_whitespace().next().unwrap();
-        fs::copy(path, dest.join("lib").join(soname)).unwrap();
+        if path.starts_with('/') && !dest.join("lib").join(soname).exists() {
+            fs::copy(path, dest.join("lib").join(soname)).unwrap();
+        }
     }
-    format!("/opt/hostclients/bin/{program}")
 }
 
 const LIBS: &str = "LD_LIBRARY_PATH=/opt/hostclients/lib";
@@ -309,5 +339,161 @@ fn x11_client_in_a_realm_uses_its_own_cookie_and_fails_without_it_or_without_use
         log(&t, &without).contains("unable to open display"),
         "{}",
         log(&t, &without)
+    );
+}
+
+/// A server of the desktop user's session (uid 1000, as on a desktop), killed when dropped.
+fn session_server(runtime: &Path, argv: &[&str], log: &Path) -> Killed {
+    let child = Command::new("setpriv")
+        .args([
+            "--reuid",
+            "1000",
+            "--regid",
+            "1000",
+            "--clear-groups",
+            "env",
+            "-i",
+        ])
+        .arg(format!("XDG_RUNTIME_DIR={}", runtime.display()))
+        .arg(format!("HOME={}", runtime.display()))
+        .arg("PATH=/usr/bin:/bin")
+        .args(argv)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(fs::File::create(log).unwrap())
+        .spawn()
+        .unwrap();
+    Killed(child)
+}
+
+#[test]
+fn wayland_pipewire_and_pulse_clients_in_a_realm_connect_and_fail_with_use_sound_false() {
+    require::root();
+    for (tool, package) in [
+        ("weston", "weston"),
+        ("weston-info", "weston"),
+        ("pipewire", "pipewire"),
+        ("pipewire-pulse", "pipewire-pulse"),
+        ("pw-cli", "pipewire-bin"),
+        ("pactl", "pulseaudio-utils"),
+        ("setpriv", "util-linux"),
+    ] {
+        require::tool(tool, package);
+    }
+    // The desktop user's runtime directory, with a headless compositor and the sound server.
+    let runtime = tempfile::tempdir().unwrap();
+    let rt = runtime.path();
+    std::os::unix::fs::chown(rt, Some(1000), Some(1000)).unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    fs::set_permissions(rt, fs::Permissions::from_mode(0o700)).unwrap();
+    let logs = tempfile::tempdir().unwrap();
+    let _weston = session_server(
+        rt,
+        &[
+            "weston",
+            "--backend=headless-backend.so",
+            "--socket=wayland-0",
+            "--idle-time=0",
+        ],
+        &logs.path().join("weston.log"),
+    );
+    let _pipewire = session_server(rt, &["pipewire"], &logs.path().join("pipewire.log"));
+    let start = Instant::now();
+    while !(rt.join("wayland-0").exists() && rt.join("pipewire-0").exists()) {
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "weston or pipewire did not start"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let _pulse = session_server(
+        rt,
+        &["pipewire-pulse"],
+        &logs.path().join("pipewire-pulse.log"),
+    );
+    while !rt.join("pulse/native").exists() {
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "pipewire-pulse did not start"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+
+    let t = TestRoot::btrfs();
+    let (sound, mute) = (name("snd"), name("mute"));
+    t.ok(&["new", &sound]);
+    t.ok(&["new", &mute]);
+    t.ok(&["config", &mute, "use-sound", "false"]);
+    for realm in [&sound, &mute] {
+        let rootfs = t.realms_dir().join(format!("realm-{realm}/rootfs"));
+        for client in ["pactl", "weston-info", "pw-cli"] {
+            copy_client(&rootfs, client);
+        }
+        copy_dir(
+            &rootfs,
+            Path::new("/usr/lib/x86_64-linux-gnu/pipewire-0.3"),
+            "pipewire-0.3",
+        );
+        copy_dir(
+            &rootfs,
+            Path::new("/usr/lib/x86_64-linux-gnu/spa-0.2"),
+            "spa-0.2",
+        );
+        copy_dir(&rootfs, Path::new("/usr/share/pipewire"), "pipewire-conf");
+        // The sockets are bound when the realm starts: the session's runtime directory.
+        let out = t
+            .command(&["start", realm])
+            .env("REALMS_HOST_RUNTIME_DIR", rt)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let run = |realm: &str, args: &[&str]| {
+        let mut argv = vec![
+            "launch",
+            "-e",
+            LIBS,
+            "-e",
+            "PIPEWIRE_MODULE_DIR=/opt/hostclients/pipewire-0.3",
+            "-e",
+            "SPA_PLUGIN_DIR=/opt/hostclients/spa-0.2",
+            "-e",
+            "PIPEWIRE_CONFIG_DIR=/opt/hostclients/pipewire-conf",
+            realm,
+            "--",
+        ];
+        argv.extend(args);
+        let out = t.command(&argv).stdin(Stdio::null()).output().unwrap();
+        (out.status.success(), log(&t, realm))
+    };
+    let (ok, log_text) = run(&sound, &["/opt/hostclients/bin/pactl", "info"]);
+    assert!(ok, "pactl info failed in the realm:\n{log_text}");
+    assert!(log_text.contains("on PipeWire"), "{log_text}");
+    let (ok, log_text) = run(&sound, &["/opt/hostclients/bin/pw-cli", "info", "0"]);
+    assert!(
+        ok && log_text.contains("PipeWire:Interface:Core"),
+        "pw-cli failed in the realm:\n{log_text}"
+    );
+    let (ok, log_text) = run(&sound, &["/opt/hostclients/bin/weston-info"]);
+    assert!(
+        ok && log_text.contains("wl_compositor"),
+        "weston-info failed in the realm:\n{log_text}"
+    );
+
+    // use-sound = false: neither the Pulse nor the PipeWire client gets through.
+    let (ok, log_text) = run(&mute, &["/opt/hostclients/bin/pactl", "info"]);
+    assert!(
+        !ok,
+        "pactl info connected from a realm with use-sound = false:\n{log_text}"
+    );
+    assert!(log_text.contains("Connection refused"), "{log_text}");
+    let (ok, log_text) = run(&mute, &["/opt/hostclients/bin/pw-cli", "info", "0"]);
+    assert!(
+        !ok || !log_text.contains("PipeWire:Interface:Core"),
+        "pw-cli connected from a realm with use-sound = false:\n{log_text}"
     );
 }

@@ -12,7 +12,7 @@ use realms_realm::exec::{self, RunOptions, Tty};
 use realms_sys::IoContext;
 use realms_sys::event::{Event, Report};
 
-use crate::{Result, x11};
+use crate::{Result, session, x11};
 
 /// How `realms launch` runs its command.
 #[derive(Debug, Clone, Default)]
@@ -75,8 +75,9 @@ pub fn launch(
     Ok(exec::run(store, name, &argv, &run, say)?)
 }
 
-/// The environment the realm's options and the caller's session give the app: its own X
-/// cookie for the caller's display (use-x11).
+/// The environment the realm's options and the caller's session give the app: its session
+/// directory (the sockets the realm's options bound) and its own X cookie for the caller's
+/// display (use-x11).
 fn session_env(
     store: &RealmStore,
     name: &str,
@@ -84,28 +85,29 @@ fn session_env(
     say: &dyn Report,
 ) -> Result<Vec<(String, String)>> {
     let config = store.config(name)?;
-    let mut env = Vec::new();
+    let mut cookie = None;
+    let mut display_env = Vec::new();
     if config.use_x11()
         && let Some(display) = &opts.display
     {
-        let Some(number) = x11::display_number(display) else {
-            say.report(Event::warning(format!(
+        match x11::display_number(display) {
+            None => say.report(Event::warning(format!(
                 "use-x11: DISPLAY={display} is not a local display; the app gets no X11"
-            )));
-            return Ok(env);
-        };
-        if !Path::new(&format!("/tmp/.X11-unix/X{number}")).exists() {
-            say.report(Event::warning(format!(
-                "use-x11: there is no X server at {display} (/tmp/.X11-unix/X{number}); the app gets no X11"
-            )));
-            return Ok(env);
+            ))),
+            Some(n) if !Path::new(&format!("/tmp/.X11-unix/X{n}")).exists() => {
+                say.report(Event::warning(format!(
+                    "use-x11: there is no X server at {display} (/tmp/.X11-unix/X{n}); the app gets no X11"
+                )))
+            }
+            Some(n) => {
+                cookie = Some(x11::realm_cookie(store, name, n, opts.xauthority.as_deref())?);
+                display_env.push(("DISPLAY".to_string(), format!(":{n}")));
+            }
         }
-        let cookie = x11::realm_cookie(store, name, number, opts.xauthority.as_deref())?;
-        let leader = realms_realm::launch::leader(store, name)?;
-        x11::install(leader, &cookie, realms_realm::store::REALM_UID)?;
-        env.push(("DISPLAY".into(), format!(":{number}")));
-        env.push(("XAUTHORITY".into(), x11::XAUTHORITY.into()));
     }
+    let leader = realms_realm::launch::leader(store, name)?;
+    let mut env = session::setup(leader, realms_realm::store::REALM_UID, cookie.as_deref())?;
+    env.extend(display_env);
     Ok(env)
 }
 

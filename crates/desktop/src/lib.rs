@@ -11,6 +11,7 @@ pub mod identity;
 pub mod launch;
 pub mod publish;
 pub mod rewrite;
+pub mod session;
 pub mod watch;
 pub mod x11;
 

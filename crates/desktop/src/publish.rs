@@ -245,34 +245,66 @@ pub fn publish(run: &Path, files: &BTreeMap<PathBuf, Vec<u8>>) -> Result<bool> {
     }
     fs::write(staging.join(".digest"), &digest).ctx("writing", &staging.join(".digest"))?;
     realms_sys::atomic::replace_symlink(Path::new(".desktop").join(&name), &link)?;
-    // Keep the new set and the one before (a reader may be in it); remove older ones.
-    let keep_old = current.and_then(|t| t.file_name().map(|n| n.to_os_string()));
-    for entry in fs::read_dir(&gens).ctx("reading", &gens)?.flatten() {
-        let n = entry.file_name();
-        if n == *name.as_str() || Some(&n) == keep_old.as_ref() || n == ".lock" {
-            continue;
-        }
-        realms_sys::fs::remove_dir_all_one_fs(entry.path())?;
-    }
+    remove_replaced(&gens, &name, REPLACED_FOR)?;
     Ok(true)
 }
 
-/// Removes every generation but the published one (the watcher does this a moment after each
+/// How long a replaced set stays (a reader that opened it just before the swap is done long
+/// before).
+pub const REPLACED_FOR: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// The creation time (ns since the epoch) in a generation's name, `NANOS-PID`.
+fn created(name: &str) -> Option<u128> {
+    name.split('-').next()?.parse().ok()
+}
+
+/// Removes the generations in `gens` other than `current` that were replaced (their successor
+/// was created) at least `age` ago.
+fn remove_replaced(gens: &Path, current: &str, age: std::time::Duration) -> Result<()> {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or_default();
+    let mut all: Vec<(u128, PathBuf, bool)> = fs::read_dir(gens)
+        .ctx("reading", gens)?
+        .flatten()
+        .filter_map(|e| {
+            let name = e.file_name().into_string().ok()?;
+            let is_current = name == current;
+            Some((created(&name)?, e.path(), is_current))
+        })
+        .collect();
+    all.sort();
+    for pair in all.windows(2) {
+        let ((_, path, is_current), (successor, ..)) = (&pair[0], &pair[1]);
+        if !is_current && now.saturating_sub(*successor) >= age.as_nanos() {
+            realms_sys::fs::remove_dir_all_one_fs(path)?;
+        }
+    }
+    // A generation newer than the published one is a leftover of an interrupted publish.
+    if let Some((created_current, ..)) = all.iter().find(|g| g.2) {
+        for (t, path, _) in &all {
+            if t > created_current && now.saturating_sub(*t) >= age.as_nanos() {
+                realms_sys::fs::remove_dir_all_one_fs(path)?;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Removes the sets replaced at least `age` ago (the watcher does this a moment after each
 /// swap, once readers of the previous set are done with it).
-pub fn prune(run: &Path) -> Result<()> {
+pub fn prune(run: &Path, age: std::time::Duration) -> Result<()> {
     let gens = run.join(".desktop");
     let _lock = realms_sys::lock::StoreLock::acquire(gens.join(".lock"))?;
     let Ok(target) = fs::read_link(run.join("desktop")) else {
         return Ok(());
     };
-    let keep = target.file_name().map(|n| n.to_os_string());
-    for entry in fs::read_dir(&gens).ctx("reading", &gens)?.flatten() {
-        let n = entry.file_name();
-        if Some(&n) != keep.as_ref() && n != ".lock" {
-            realms_sys::fs::remove_dir_all_one_fs(entry.path())?;
-        }
-    }
-    Ok(())
+    let current = target
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    remove_replaced(&gens, &current, age)
 }
 
 /// Removes the published set and every generation (when the desktop integration is turned
@@ -348,12 +380,20 @@ mod tests {
             publish(run, &a).unwrap();
             publish(run, &b).unwrap();
         }
-        let gens = fs::read_dir(run.join(".desktop"))
-            .unwrap()
-            .filter(|e| e.as_ref().unwrap().file_name() != ".lock")
-            .count();
-        assert_eq!(gens, 2);
-        prune(run).unwrap();
+        let gens = || {
+            fs::read_dir(run.join(".desktop"))
+                .unwrap()
+                .filter(|e| e.as_ref().unwrap().file_name() != ".lock")
+                .count()
+        };
+        assert_eq!(
+            gens(),
+            8,
+            "sets replaced a moment ago stay for their readers"
+        );
+        prune(run, REPLACED_FOR).unwrap();
+        assert_eq!(gens(), 8);
+        prune(run, std::time::Duration::ZERO).unwrap();
         let gens = fs::read_dir(run.join(".desktop")).unwrap().count();
         assert_eq!(gens, 2, "the published generation and the lock");
         assert_eq!(published(run), ["realms-b-y.desktop"]);

@@ -19,8 +19,8 @@ use crate::{Error, Result};
 /// is rebuilt once.
 const SETTLE: Duration = Duration::from_millis(15);
 
-/// How long the previous set stays after a swap (for readers that were in it).
-const PRUNE_AFTER: Duration = Duration::from_secs(1);
+/// When replaced sets are removed after a swap (they stay [`crate::publish::REPLACED_FOR`]).
+const PRUNE_AFTER: Duration = Duration::from_millis(1100);
 
 /// Publishes the current realm's entries, then again after every change, until an error.
 pub fn watch(store: &RealmStore, opts: &SyncOptions, say: &dyn Report) -> Result<()> {
@@ -67,7 +67,7 @@ pub fn watch(store: &RealmStore, opts: &SyncOptions, say: &dyn Report) -> Result
             let run = run.clone();
             std::thread::spawn(move || {
                 std::thread::sleep(PRUNE_AFTER);
-                if let Err(e) = crate::publish::prune(&run) {
+                if let Err(e) = crate::publish::prune(&run, crate::publish::REPLACED_FOR) {
                     tracing::warn!("removing old published sets: {e}");
                 }
             });

@@ -7,12 +7,8 @@ use std::path::{Path, PathBuf};
 use realms_realm::RealmStore;
 use realms_sys::IoContext;
 use realms_sys::cmd::Cmd;
-use realms_sys::root::RootDir;
 
 use crate::Result;
-
-/// Where the cookie is in the realm (a directory of the realm user's, mode 0700).
-pub const SESSION_DIR: &str = "/run/realm-session";
 
 /// The cookie file in the realm.
 pub const XAUTHORITY: &str = "/run/realm-session/Xauthority";
@@ -148,29 +144,6 @@ pub fn realm_cookie(
     }
     realms_sys::atomic::write_file(&cached, &bytes, 0o600)?;
     Ok(bytes)
-}
-
-/// Puts the cookie into the realm whose init is `leader` (paths resolved inside its root),
-/// owned by the realm user.
-pub fn install(leader: u32, cookie: &[u8], uid: u32) -> Result<()> {
-    let root = RootDir::open(format!("/proc/{leader}/root"))?;
-    if root.read(XAUTHORITY).ok().as_deref() == Some(cookie) {
-        return Ok(());
-    }
-    root.create_dir_all(SESSION_DIR, 0o700)?;
-    root.write_atomic(XAUTHORITY, cookie, 0o600)?;
-    let run = root.open_dir("/run")?;
-    let dir = root.open_dir(SESSION_DIR)?;
-    let (uid, gid) = (
-        Some(rustix::process::Uid::from_raw(uid)),
-        Some(rustix::process::Gid::from_raw(uid)),
-    );
-    let flags = rustix::fs::AtFlags::SYMLINK_NOFOLLOW;
-    rustix::fs::chownat(&run, "realm-session", uid, gid, flags)
-        .ctx("handing to the realm user", Path::new(SESSION_DIR))?;
-    rustix::fs::chownat(&dir, "Xauthority", uid, gid, flags)
-        .ctx("handing to the realm user", Path::new(XAUTHORITY))?;
-    Ok(())
 }
 
 #[cfg(test)]

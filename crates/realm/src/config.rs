@@ -56,7 +56,7 @@ pub const KEYS: &[(&str, KeyType, &str, &str)] = &[
         "use-sound",
         KeyType::Bool,
         "true",
-        "the PulseAudio socket and the sound devices",
+        "the PipeWire and PulseAudio sockets and the sound devices",
     ),
     (
         "use-x11",
