@@ -2,6 +2,7 @@
 
 mod desktop;
 mod display;
+mod disposable;
 mod everyday;
 mod json;
 mod nested;

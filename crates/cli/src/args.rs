@@ -187,6 +187,8 @@ mod tests {
             "launch work -- firefox %u",
             "launch --cwd /tmp work -- ls",
             "launch -e A=1 --env B=2 work -- ls",
+            "launch --disposable -- xdg-open f.pdf",
+            "launch --disposable --appimg other -- sh",
             "zone remove work",
             "shell work",
             "shell work --root",

@@ -7,6 +7,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::Subcommand;
+use realms_desktop::disposable::launch_disposable;
 use realms_desktop::launch::{LaunchOptions, launch};
 use realms_desktop::publish::{Published, SyncOptions, sync};
 use realms_desktop::watch::watch;
@@ -40,8 +41,16 @@ pub struct LaunchArgs {
     /// Set an environment variable (KEY=VALUE, or KEY for its value here); repeatable.
     #[arg(long, short, value_name = "KEY=VALUE", value_parser = realms_realm::exec::parse_env)]
     env: Vec<(String, String)>,
+    /// Run in a new disposable realm, removed with every trace when the command and what it
+    /// started have exited.
+    #[arg(long, conflicts_with = "name")]
+    disposable: bool,
+    /// The image of the disposable realm.
+    #[arg(long, requires = "disposable", default_value = "base")]
+    appimg: String,
     /// The realm (started if it is not running).
-    name: String,
+    #[arg(required_unless_present = "disposable")]
+    name: Option<String>,
     #[arg(last = true, required = true, value_name = "CMD")]
     command: Vec<OsString>,
 }
@@ -120,6 +129,9 @@ pub fn launch_cmd(args: LaunchArgs, ctx: &Ctx) -> anyhow::Result<ExitCode> {
         env: args.env,
         ..LaunchOptions::from_env()
     };
-    let code = launch(&store, &args.name, &args.command, &opts, &say)?;
+    let code = match &args.name {
+        Some(name) => launch(&store, name, &args.command, &opts, &say)?,
+        None => launch_disposable(&store, &args.appimg, &args.command, &opts, &say)?,
+    };
     Ok(ExitCode::from(code.clamp(0, 255) as u8))
 }
