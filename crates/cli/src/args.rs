@@ -62,6 +62,8 @@ pub enum Command {
     Desktop(crate::desktop::DesktopCmd),
     /// Run an app in a realm as its user, with its display and sound (what desktop entries run).
     Launch(crate::desktop::LaunchArgs),
+    /// Serve the D-Bus API org.realms.Manager1 (on the system bus; run by realms-dbus.service).
+    Dbus(crate::desktop::DbusArgs),
 }
 
 /// The command line, with what only the libraries know added to the help texts (the config
@@ -109,6 +111,7 @@ pub fn dispatch(command: Command, ctx: &Ctx) -> anyhow::Result<ExitCode> {
         Command::Provision(cmd) => crate::provision::run(cmd, ctx),
         Command::Desktop(cmd) => crate::desktop::run(cmd, ctx),
         Command::Launch(args) => crate::desktop::launch_cmd(args, ctx),
+        Command::Dbus(args) => crate::desktop::dbus(args, ctx),
     }
 }
 
@@ -189,6 +192,8 @@ mod tests {
             "launch -e A=1 --env B=2 work -- ls",
             "launch --disposable -- xdg-open f.pdf",
             "launch --disposable --appimg other -- sh",
+            "dbus",
+            "dbus --address unix:path=/run/x --admin-group wheel",
             "zone remove work",
             "shell work",
             "shell work --root",

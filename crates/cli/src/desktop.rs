@@ -135,3 +135,24 @@ pub fn launch_cmd(args: LaunchArgs, ctx: &Ctx) -> anyhow::Result<ExitCode> {
     };
     Ok(ExitCode::from(code.clamp(0, 255) as u8))
 }
+
+/// The arguments of `realms dbus`.
+#[derive(Debug, clap::Args)]
+pub struct DbusArgs {
+    /// Serve on this bus address instead of the system bus.
+    #[arg(long)]
+    address: Option<String>,
+    /// Members of this group may change realms too (besides root).
+    #[arg(long, value_name = "GROUP", default_value = "realms")]
+    admin_group: String,
+}
+
+pub fn dbus(args: DbusArgs, ctx: &Ctx) -> anyhow::Result<ExitCode> {
+    let store = crate::realm::store(ctx)?;
+    let opts = realms_bus::ServeOptions {
+        address: args.address,
+        admin_group: Some(args.admin_group),
+    };
+    realms_bus::serve(store, &opts)?;
+    Ok(ExitCode::SUCCESS)
+}
