@@ -356,8 +356,8 @@ impl fmt::Display for List {
         }
         writeln!(
             f,
-            "{:<3} {:<20} {:<8} {:<16} {:<10} {:<8} NETWORK",
-            "", "NAME", "STATE", "APPIMG", "VERSION", "ROOT"
+            "{:<3} {:<20} {:<8} {:<16} {:<10} {:<8} {:<16} LABEL",
+            "", "NAME", "STATE", "APPIMG", "VERSION", "ROOT", "NETWORK"
         )?;
         for r in &self.0 {
             let marks = format!(
@@ -391,8 +391,8 @@ impl fmt::Display for List {
             );
             writeln!(
                 f,
-                "{marks} {:<20} {state:<8} {:<16} {version:<10} {root:<8} {net}",
-                r.name, r.appimg
+                "{marks} {:<20} {state:<8} {:<16} {version:<10} {root:<8} {net:<16} {} {}",
+                r.name, r.appimg, r.label, r.color
             )?;
         }
         write!(
