@@ -497,3 +497,53 @@ fn wayland_pipewire_and_pulse_clients_in_a_realm_connect_and_fail_with_use_sound
         "pw-cli connected from a realm with use-sound = false:\n{log_text}"
     );
 }
+
+/// use-kvm (like use-gpu for the render node): the device works for the realm user, not only
+/// for root, through the device's own group; without the option there is no device.
+#[test]
+fn kvm_device_is_usable_by_the_realm_user_with_use_kvm() {
+    require::root();
+    require::path(Path::new("/dev/kvm"), "the KVM device");
+    let t = TestRoot::btrfs();
+    let (kvm, plain) = (name("kvm"), name("nokvm"));
+    t.ok(&["new", &kvm]);
+    t.ok(&["new", &plain]);
+    t.ok(&["config", &kvm, "use-kvm", "true"]);
+    let open = "exec 3</dev/kvm && echo kvm-opened-by-$(id -un)";
+    let out = t
+        .command(&["launch", &kvm, "--", "sh", "-c", open])
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&out.stderr),
+        log(&t, &kvm)
+    );
+    assert!(
+        log(&t, &kvm).contains("kvm-opened-by-user"),
+        "{}",
+        log(&t, &kvm)
+    );
+    // The same user without the device's group (plain `realms run`) is refused: the group is
+    // what makes it work.
+    let out = t
+        .command(&["run", &kvm, "--user", "user", "--", "sh", "-c", open])
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert!(
+        !out.status.success(),
+        "the realm user opened /dev/kvm without its group"
+    );
+    let out = t
+        .command(&["launch", &plain, "--", "sh", "-c", open])
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert!(
+        !out.status.success(),
+        "a realm without use-kvm has /dev/kvm"
+    );
+}

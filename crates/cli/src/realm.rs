@@ -254,6 +254,7 @@ pub fn run(cmd: RealmCmd, ctx: &Ctx) -> anyhow::Result<ExitCode> {
                     (_, true) => exec::Tty::Never,
                     _ => exec::Tty::Auto,
                 },
+                groups: Vec::new(),
             };
             return command_status(exec::run(&store, &name, &command, &opts, &say_err));
         }

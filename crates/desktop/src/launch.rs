@@ -72,6 +72,7 @@ pub fn launch(
         env,
         cwd: opts.cwd.clone(),
         tty: if interactive { Tty::Auto } else { Tty::Never },
+        groups: device_groups(&store.config(name)?),
     };
     Ok(exec::run(store, name, &argv, &run, say)?)
 }
@@ -110,6 +111,23 @@ fn session_env(
     let mut env = session::setup(leader, realms_realm::store::REALM_UID, cookie.as_deref())?;
     env.extend(display_env);
     Ok(env)
+}
+
+/// The groups of the devices the realm's options bind (use-gpu: the render node, use-kvm:
+/// /dev/kvm), as the host sees them: the realm user gets them, so the devices work for it and
+/// not only for root, whatever gid the realm's own `render` or `kvm` group has.
+fn device_groups(config: &realms_realm::config::RealmConfig) -> Vec<u32> {
+    use std::os::unix::fs::MetadataExt;
+    [
+        (config.use_gpu(), "/dev/dri/renderD128"),
+        (config.use_kvm(), "/dev/kvm"),
+    ]
+    .into_iter()
+    .filter(|(on, _)| *on)
+    .filter_map(|(_, dev)| std::fs::metadata(dev).ok())
+    .map(|m| m.gid())
+    .filter(|gid| *gid != 0)
+    .collect()
 }
 
 /// A new session, input from `/dev/null`, output appended to `log`.
