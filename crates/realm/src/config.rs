@@ -30,6 +30,7 @@ pub struct RealmConfig {
     pub autostart: Option<bool>,
     pub label: Option<String>,
     pub color: Option<String>,
+    pub use_host_themes: Option<bool>,
 }
 
 /// What a key holds, for validation and for `realms config NAME` listings.
@@ -118,6 +119,12 @@ pub const KEYS: &[(&str, KeyType, &str, &str)] = &[
         KeyType::Bool,
         "false",
         "start the realm at boot (`realms autostart NAME on`), beside the default realm",
+    ),
+    (
+        "use-host-themes",
+        KeyType::Bool,
+        "true",
+        "the host's fonts, icon, cursor and GTK themes, read-only, so apps look native",
     ),
     (
         "label",
@@ -213,6 +220,9 @@ impl RealmConfig {
     }
     pub fn use_ephemeral_home(&self) -> bool {
         self.use_ephemeral_home.unwrap_or(false)
+    }
+    pub fn use_host_themes(&self) -> bool {
+        self.use_host_themes.unwrap_or(true)
     }
     pub fn autostart(&self) -> bool {
         self.autostart.unwrap_or(false)

@@ -228,6 +228,7 @@ pub fn plan(
         p.bind(store.dir().join("Shared"), &format!("{HOME}/Shared"), false);
     }
     add_desktop(&mut p, config, host);
+    add_themes(&mut p, config, host);
     for (host_path, realm_path, ro) in config.extra_binds() {
         if !host.exists(&host_path) {
             return Err(Error::realm(
@@ -318,6 +319,31 @@ fn add_desktop(p: &mut LaunchPlan, config: &RealmConfig, host: &dyn HostFacts) {
                 "{key}: {host_path} does not exist on this host, so it is not bound"
             ));
         }
+    }
+}
+
+/// use-host-themes: the host's fonts (where fontconfig scans, below the realm's own) and its
+/// icon, cursor and GTK themes (a data directory after the realm's own), read-only.
+fn add_themes(p: &mut LaunchPlan, config: &RealmConfig, host: &dyn HostFacts) {
+    if !config.use_host_themes() {
+        return;
+    }
+    let mut any = false;
+    for (host_path, realm_path) in [
+        ("/usr/share/fonts", "/usr/local/share/fonts/host"),
+        ("/usr/share/icons", "/run/host-share/icons"),
+        ("/usr/share/themes", "/run/host-share/themes"),
+    ] {
+        if host.exists(Path::new(host_path)) {
+            p.bind(PathBuf::from(host_path), realm_path, true);
+            any |= realm_path.starts_with("/run/host-share");
+        }
+    }
+    if any {
+        p.env(
+            "XDG_DATA_DIRS",
+            "/usr/local/share:/usr/share:/run/host-share",
+        );
     }
 }
 

@@ -290,3 +290,32 @@ fn port_forwards_ride_on_the_zone() {
         "{err}"
     );
 }
+
+#[test]
+fn host_themes_are_bound_read_only_unless_turned_off() {
+    let (_d, store) = store_with_realm("a");
+    let h = host(&["/usr/share/fonts", "/usr/share/icons", "/usr/share/themes"]);
+    let p = plan(&store, "a", &config(""), &h).unwrap();
+    let a = args(&p);
+    for expected in [
+        "--bind-ro=/usr/share/fonts:/usr/local/share/fonts/host",
+        "--bind-ro=/usr/share/icons:/run/host-share/icons",
+        "--bind-ro=/usr/share/themes:/run/host-share/themes",
+    ] {
+        assert!(
+            a.contains(&expected.to_string()),
+            "missing {expected} in {a:?}"
+        );
+    }
+    assert!(p.environment.contains(&(
+        "XDG_DATA_DIRS".into(),
+        "/usr/local/share:/usr/share:/run/host-share".into()
+    )));
+    let off = plan(&store, "a", &config("use-host-themes = false\n"), &h).unwrap();
+    assert!(
+        !args(&off)
+            .iter()
+            .any(|x| x.contains("/usr/share/fonts") || x.contains("host-share"))
+    );
+    assert!(!off.environment.iter().any(|(k, _)| k == "XDG_DATA_DIRS"));
+}
