@@ -1,5 +1,9 @@
 //! Host tier: real btrfs, loop devices, mounts, systemd-nspawn and booted systemd containers.
 
+mod dbus;
+mod desktop;
+mod display;
+mod disposable;
 mod everyday;
 mod json;
 mod nested;

@@ -57,6 +57,13 @@ pub enum Command {
     /// Provisioning: apply a manifest of portable-service packages from signed repositories.
     #[command(subcommand)]
     Provision(crate::provision::ProvisionCmd),
+    /// The current realm's apps on the desktop: publish its entries and icons, keep them current.
+    #[command(subcommand)]
+    Desktop(crate::desktop::DesktopCmd),
+    /// Run an app in a realm as its user, with its display and sound (what desktop entries run).
+    Launch(crate::desktop::LaunchArgs),
+    /// Serve the D-Bus API org.realms.Manager1 (on the system bus; run by realms-dbus.service).
+    Dbus(crate::desktop::DbusArgs),
 }
 
 /// The command line, with what only the libraries know added to the help texts (the config
@@ -83,6 +90,8 @@ fn config_keys_help() -> String {
             KeyType::Image => "IMAGE",
             KeyType::BindList => "[\"HOST[:REALM]\", ...]",
             KeyType::PortList => "[\"tcp:8080:80\", ...]",
+            KeyType::Label => "TEXT",
+            KeyType::Color => "\"#rrggbb\"",
         };
         text.push_str(&format!(
             "  {key:<20} {values:<24} default {default:<8} {what}\n"
@@ -100,6 +109,9 @@ pub fn dispatch(command: Command, ctx: &Ctx) -> anyhow::Result<ExitCode> {
         Command::Verity(cmd) => crate::verity::run(cmd, ctx),
         Command::Portable(args) => crate::portable::run(args, ctx),
         Command::Provision(cmd) => crate::provision::run(cmd, ctx),
+        Command::Desktop(cmd) => crate::desktop::run(cmd, ctx),
+        Command::Launch(args) => crate::desktop::launch_cmd(args, ctx),
+        Command::Dbus(args) => crate::desktop::dbus(args, ctx),
     }
 }
 
@@ -171,6 +183,17 @@ mod tests {
             "rebase work --appimg other",
             "autostart work on",
             "autostart work off",
+            "desktop sync",
+            "desktop sync --all",
+            "desktop watch",
+            "desktop watch --all",
+            "launch work -- firefox %u",
+            "launch --cwd /tmp work -- ls",
+            "launch -e A=1 --env B=2 work -- ls",
+            "launch --disposable -- xdg-open f.pdf",
+            "launch --disposable --appimg other -- sh",
+            "dbus",
+            "dbus --address unix:path=/run/x --admin-group wheel",
             "zone remove work",
             "shell work",
             "shell work --root",
@@ -178,7 +201,7 @@ mod tests {
             "remove work --stop",
             "update-appimg",
             "update-appimg base --key k -- apt-get -y upgrade",
-            "launch work",
+            "nspawn-exec work",
             "appimg import base /tmp/tree",
             "appimg list",
             "appimg remove base",

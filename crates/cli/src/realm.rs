@@ -112,7 +112,7 @@ pub enum RealmCmd {
     },
     /// Internal: mount the realm's root and become systemd-nspawn (used by `start`).
     #[command(hide = true)]
-    Launch { name: String },
+    NspawnExec { name: String },
 }
 
 /// `realms zone [ZONE [KEY VALUE]]` and `realms zone remove ZONE`.
@@ -254,6 +254,7 @@ pub fn run(cmd: RealmCmd, ctx: &Ctx) -> anyhow::Result<ExitCode> {
                     (_, true) => exec::Tty::Never,
                     _ => exec::Tty::Auto,
                 },
+                groups: Vec::new(),
             };
             return command_status(exec::run(&store, &name, &command, &opts, &say_err));
         }
@@ -281,7 +282,7 @@ pub fn run(cmd: RealmCmd, ctx: &Ctx) -> anyhow::Result<ExitCode> {
                 }
             };
         }
-        RealmCmd::Launch { name } => match launch::exec_launcher(&store, &name)? {},
+        RealmCmd::NspawnExec { name } => match launch::exec_launcher(&store, &name)? {},
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -356,8 +357,8 @@ impl fmt::Display for List {
         }
         writeln!(
             f,
-            "{:<3} {:<20} {:<8} {:<16} {:<10} {:<8} NETWORK",
-            "", "NAME", "STATE", "APPIMG", "VERSION", "ROOT"
+            "{:<3} {:<20} {:<8} {:<16} {:<10} {:<8} {:<16} LABEL",
+            "", "NAME", "STATE", "APPIMG", "VERSION", "ROOT", "NETWORK"
         )?;
         for r in &self.0 {
             let marks = format!(
@@ -391,8 +392,8 @@ impl fmt::Display for List {
             );
             writeln!(
                 f,
-                "{marks} {:<20} {state:<8} {:<16} {version:<10} {root:<8} {net}",
-                r.name, r.appimg
+                "{marks} {:<20} {state:<8} {:<16} {version:<10} {root:<8} {net:<16} {} {}",
+                r.name, r.appimg, r.label, r.color
             )?;
         }
         write!(

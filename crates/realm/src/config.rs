@@ -28,6 +28,9 @@ pub struct RealmConfig {
     pub port_forward: Option<Vec<String>>,
     pub appimg: Option<String>,
     pub autostart: Option<bool>,
+    pub label: Option<String>,
+    pub color: Option<String>,
+    pub use_host_themes: Option<bool>,
 }
 
 /// What a key holds, for validation and for `realms config NAME` listings.
@@ -38,6 +41,8 @@ pub enum KeyType {
     Image,
     BindList,
     PortList,
+    Label,
+    Color,
 }
 
 /// Every key, its type, its default (as TOML) and what it does.
@@ -52,7 +57,7 @@ pub const KEYS: &[(&str, KeyType, &str, &str)] = &[
         "use-sound",
         KeyType::Bool,
         "true",
-        "the PulseAudio socket and the sound devices",
+        "the PipeWire and PulseAudio sockets and the sound devices",
     ),
     (
         "use-x11",
@@ -114,6 +119,24 @@ pub const KEYS: &[(&str, KeyType, &str, &str)] = &[
         KeyType::Bool,
         "false",
         "start the realm at boot (`realms autostart NAME on`), beside the default realm",
+    ),
+    (
+        "use-host-themes",
+        KeyType::Bool,
+        "true",
+        "the host's fonts, icon, cursor and GTK themes, read-only, so apps look native",
+    ),
+    (
+        "label",
+        KeyType::Label,
+        "the realm's name",
+        "shown after the names of the realm's apps on the desktop (`Firefox (work)`)",
+    ),
+    (
+        "color",
+        KeyType::Color,
+        "one derived from the name",
+        "the realm's colour, \"#rrggbb\", on its desktop entries",
     ),
     (
         "appimg",
@@ -186,6 +209,12 @@ impl RealmConfig {
             crate::forward::parse_list(list.iter().map(String::as_str))
                 .map_err(|(entry, reason)| bad_value(path, "port-forward", &entry, &reason))?;
         }
+        if let Some(label) = &self.label {
+            validate_label(label).map_err(|r| bad_value(path, "label", label, &r))?;
+        }
+        if let Some(color) = &self.color {
+            validate_color(color).map_err(|r| bad_value(path, "color", color, &r))?;
+        }
         if let Some(img) = &self.appimg {
             realms_image::validate_name("image", img)
                 .map_err(|e| bad_value(path, "appimg", img, &e.to_string()))?;
@@ -220,11 +249,24 @@ impl RealmConfig {
     pub fn use_ephemeral_home(&self) -> bool {
         self.use_ephemeral_home.unwrap_or(false)
     }
+    pub fn use_host_themes(&self) -> bool {
+        self.use_host_themes.unwrap_or(true)
+    }
     pub fn autostart(&self) -> bool {
         self.autostart.unwrap_or(false)
     }
     pub fn appimg(&self) -> &str {
         self.appimg.as_deref().unwrap_or("base")
+    }
+
+    /// The label shown after the names of the realm's apps (default: the realm's name).
+    pub fn label_or<'a>(&'a self, name: &'a str) -> &'a str {
+        self.label.as_deref().unwrap_or(name)
+    }
+
+    /// The realm's colour, `#rrggbb` (default: one of a palette, picked by the name).
+    pub fn color_or(&self, name: &str) -> String {
+        self.color.clone().unwrap_or_else(|| default_color(name))
     }
 
     /// The port forwards (validated when the config was read).
@@ -282,6 +324,14 @@ pub fn parse_value(key: &str, value: &str) -> Result<toml::Value> {
             realms_image::validate_name("image", value).map_err(|e| invalid(&e.to_string()))?;
             Ok(toml::Value::String(value.to_string()))
         }
+        KeyType::Label => {
+            validate_label(value).map_err(|r| invalid(&r))?;
+            Ok(toml::Value::String(value.to_string()))
+        }
+        KeyType::Color => {
+            validate_color(value).map_err(|r| invalid(&r))?;
+            Ok(toml::Value::String(value.to_string()))
+        }
         KeyType::PortList => {
             let items = list_items(key, value)?;
             let items: Vec<&str> = items.iter().map(String::as_str).collect();
@@ -313,6 +363,38 @@ pub fn parse_value(key: &str, value: &str) -> Result<toml::Value> {
             ))
         }
     }
+}
+
+/// A label: 1 to 40 characters, no control characters.
+fn validate_label(label: &str) -> std::result::Result<(), String> {
+    let n = label.chars().count();
+    if n == 0 || n > 40 || label.chars().any(char::is_control) || label.trim() != label {
+        return Err("1 to 40 characters, no control characters or surrounding spaces".into());
+    }
+    Ok(())
+}
+
+/// A colour: `#rrggbb`.
+fn validate_color(color: &str) -> std::result::Result<(), String> {
+    let ok = color.len() == 7
+        && color.starts_with('#')
+        && color[1..].chars().all(|c| c.is_ascii_hexdigit());
+    if !ok {
+        return Err("a colour as \"#rrggbb\" (hexadecimal)".into());
+    }
+    Ok(())
+}
+
+/// The default colour of realm `name`: one of the Tango palette, by a hash of the name (the
+/// same name always gets the same colour).
+pub fn default_color(name: &str) -> String {
+    const PALETTE: &[&str] = &[
+        "#3465a4", "#73d216", "#f57900", "#75507b", "#cc0000", "#c17d11", "#edd400", "#555753",
+    ];
+    let hash = name.bytes().fold(2166136261u32, |h, b| {
+        (h ^ u32::from(b)).wrapping_mul(16777619)
+    });
+    PALETTE[hash as usize % PALETTE.len()].to_string()
 }
 
 /// The entries of a list value: the TOML form `realms config` shows (`["/a", "/b:/c"]`), or
@@ -537,5 +619,31 @@ mod tests {
             set_line(text, "network-zone", &toml::Value::String("work".into())),
             "# comment\nuse-gpu = false\nuse-kvm = false\nnetwork-zone = \"work\"\n"
         );
+    }
+
+    #[test]
+    fn label_and_color_have_defaults_from_the_name_and_are_validated() {
+        let c = RealmConfig::default();
+        assert_eq!(c.label_or("work"), "work");
+        assert_eq!(c.color_or("work"), c.color_or("work"));
+        assert!(validate_color(&c.color_or("work")).is_ok());
+        let set =
+            RealmConfig::parse("label = \"Work\"\ncolor = \"#112233\"\n", Path::new("c")).unwrap();
+        assert_eq!(
+            (set.label_or("work"), set.color_or("work").as_str()),
+            ("Work", "#112233")
+        );
+        for bad in [
+            "color = \"red\"\n",
+            "color = \"#12345g\"\n",
+            "label = \"\"\n",
+        ] {
+            let err = RealmConfig::parse(bad, Path::new("c"))
+                .unwrap_err()
+                .to_string();
+            assert!(err.starts_with("c"), "{err}");
+        }
+        assert!(parse_value("color", "#abcdef").is_ok());
+        assert!(parse_value("label", " x").is_err());
     }
 }

@@ -72,6 +72,9 @@ pub struct RunOptions {
     /// The working directory inside the realm (default: the user's home, else `/`).
     pub cwd: Option<PathBuf>,
     pub tty: Tty,
+    /// Supplementary groups added to the user's (gids as the host sees them: the groups of
+    /// the devices the realm's options bound, so the realm user can open them).
+    pub groups: Vec<u32>,
 }
 
 /// Parses `--env` values: `KEY=VALUE`, or `KEY` alone for the host's value of KEY.
@@ -163,7 +166,7 @@ pub fn run(
         creds: Credentials {
             uid: account.uid,
             gid: account.gid,
-            groups: account.groups.clone(),
+            groups: account.groups.iter().chain(&opts.groups).copied().collect(),
         },
         // Not the realm's control group: moving a process between groups waits for an RCU
         // grace period (~15 ms here). The command is in the realm's PID namespace, so it ends

@@ -1,7 +1,7 @@
 //! Starting and stopping realms. One launch plan, two executors: under a systemd PID 1 a realm
 //! is the unit `realm-NAME.service` (registered with machined); elsewhere realms runs the same
 //! nspawn command line itself with `--register=no --keep-unit`, detached in its own session,
-//! with a pid file under `/run/realms`. Either way `realms launch NAME` is what execs nspawn,
+//! with a pid file under `/run/realms`. Either way `realms nspawn-exec NAME` is what execs nspawn,
 //! after mounting the realm's overlay root in a mount namespace of its own.
 
 use std::fs;
@@ -124,7 +124,7 @@ fn start_direct(store: &RealmStore, name: &str) -> Result<()> {
     let mut child = Cmd::new(realms_exe()?)
         .arg("--root")
         .arg(store.root())
-        .args(["launch", name])
+        .args(["nspawn-exec", name])
         .env("NOTIFY_SOCKET", format!("@{socket_name}"))
         .new_session()
         .stdin(Stdio::null())
@@ -199,7 +199,7 @@ fn start_unit(store: &RealmStore, name: &str) -> Result<()> {
         "# Written by realms; started and stopped with `realms start|stop {name}`.\n\
          [Unit]\nDescription=Realm {name}\nAfter=network.target\n\n\
          [Service]\nType=notify\nNotifyAccess=main\n\
-         ExecStart={} --root {} launch {name}\n\
+         ExecStart={} --root {} nspawn-exec {name}\n\
          KillMode=mixed\nDelegate=yes\nSlice=machine.slice\nTimeoutStartSec={}\n",
         exe.display(),
         store.root().display(),
@@ -221,7 +221,7 @@ fn start_unit(store: &RealmStore, name: &str) -> Result<()> {
     Ok(())
 }
 
-/// `realms launch NAME` (internal): mounts the realm's root if it is an overlay, in a mount
+/// `realms nspawn-exec NAME` (internal): mounts the realm's root if it is an overlay, in a mount
 /// namespace of its own that dies with the container, then becomes systemd-nspawn.
 pub fn exec_launcher(store: &RealmStore, name: &str) -> Result<std::convert::Infallible> {
     let registered = store.executor() == Executor::Systemd;

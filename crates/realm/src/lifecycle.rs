@@ -160,7 +160,11 @@ pub fn config_get(
         let shown = table
             .get(*k)
             .map(|v| v.to_string())
-            .unwrap_or_else(|| default.to_string());
+            .unwrap_or_else(|| match *k {
+                "label" => toml::Value::String(config.label_or(name).into()).to_string(),
+                "color" => toml::Value::String(config.color_or(name)).to_string(),
+                _ => default.to_string(),
+            });
         out.push((k.to_string(), shown));
     }
     if let Some(k) = key

@@ -128,6 +128,11 @@ pub trait HostFacts {
     fn read(&self, _path: &Path) -> Option<String> {
         None
     }
+    /// The runtime directory of the desktop user's session, whose sockets (wayland, PipeWire,
+    /// PulseAudio) realms get.
+    fn runtime_dir(&self) -> PathBuf {
+        PathBuf::from(USER_RUN)
+    }
 }
 
 /// The real host.
@@ -140,6 +145,13 @@ impl HostFacts for RealHost {
     }
     fn read(&self, path: &Path) -> Option<String> {
         std::fs::read_to_string(path).ok()
+    }
+    /// `REALMS_HOST_RUNTIME_DIR` when set (a session of another user, the tests' servers),
+    /// else `/run/user/1000`.
+    fn runtime_dir(&self) -> PathBuf {
+        std::env::var_os("REALMS_HOST_RUNTIME_DIR")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| PathBuf::from(USER_RUN))
     }
 }
 
@@ -216,6 +228,7 @@ pub fn plan(
         p.bind(store.dir().join("Shared"), &format!("{HOME}/Shared"), false);
     }
     add_desktop(&mut p, config, host);
+    add_themes(&mut p, config, host);
     for (host_path, realm_path, ro) in config.extra_binds() {
         if !host.exists(&host_path) {
             return Err(Error::realm(
@@ -237,14 +250,23 @@ pub fn plan(
 
 /// The seed's desktop options: sound, X11, wayland, GPU, KVM. What the host lacks is noted.
 fn add_desktop(p: &mut LaunchPlan, config: &RealmConfig, host: &dyn HostFacts) {
-    let pulse = format!("{USER_RUN}/pulse");
-    let wayland = format!("{USER_RUN}/wayland-0");
-    let wanted: [(bool, &str, &str, &str, bool); 6] = [
+    let run = host.runtime_dir();
+    let pulse = format!("{}/pulse", run.display());
+    let wayland = format!("{}/wayland-0", run.display());
+    let pipewire = format!("{}/pipewire-0", run.display());
+    let wanted: [(bool, &str, &str, &str, bool); 7] = [
         (
             config.use_sound(),
             "use-sound",
             &pulse,
             "/run/user/host/pulse",
+            true,
+        ),
+        (
+            config.use_sound(),
+            "use-sound",
+            &pipewire,
+            "/run/user/host/pipewire-0",
             true,
         ),
         (
@@ -284,7 +306,10 @@ fn add_desktop(p: &mut LaunchPlan, config: &RealmConfig, host: &dyn HostFacts) {
         if host.exists(Path::new(host_path)) {
             p.bind(PathBuf::from(host_path), realm_path, ro);
             match key {
-                "use-sound" if ro => p.env("PULSE_SERVER", "unix:/run/user/host/pulse/native"),
+                "use-sound" if realm_path.ends_with("pulse") => {
+                    p.env("PULSE_SERVER", "unix:/run/user/host/pulse/native")
+                }
+                "use-sound" if ro => p.env("PIPEWIRE_REMOTE", realm_path),
                 "use-x11" => p.env("DISPLAY", ":0"),
                 "use-wayland" => p.env("WAYLAND_DISPLAY", "/run/user/host/wayland-0"),
                 _ => {}
@@ -294,6 +319,31 @@ fn add_desktop(p: &mut LaunchPlan, config: &RealmConfig, host: &dyn HostFacts) {
                 "{key}: {host_path} does not exist on this host, so it is not bound"
             ));
         }
+    }
+}
+
+/// use-host-themes: the host's fonts (where fontconfig scans, below the realm's own) and its
+/// icon, cursor and GTK themes (a data directory after the realm's own), read-only.
+fn add_themes(p: &mut LaunchPlan, config: &RealmConfig, host: &dyn HostFacts) {
+    if !config.use_host_themes() {
+        return;
+    }
+    let mut any = false;
+    for (host_path, realm_path) in [
+        ("/usr/share/fonts", "/usr/local/share/fonts/host"),
+        ("/usr/share/icons", "/run/host-share/icons"),
+        ("/usr/share/themes", "/run/host-share/themes"),
+    ] {
+        if host.exists(Path::new(host_path)) {
+            p.bind(PathBuf::from(host_path), realm_path, true);
+            any |= realm_path.starts_with("/run/host-share");
+        }
+    }
+    if any {
+        p.env(
+            "XDG_DATA_DIRS",
+            "/usr/local/share:/usr/share:/run/host-share",
+        );
     }
 }
 

@@ -56,6 +56,8 @@ pub(crate) fn nspawn_pid(store: &RealmStore, name: &str) -> Option<u32> {
             let args: Vec<&[u8]> = cmdline.split(|b| *b == 0).collect();
             // nspawn, or the launcher that is about to become it.
             let is_ours = args.contains(&format!("--directory={}", dir.display()).as_bytes())
+                || args.ends_with(&[b"nspawn-exec".as_slice(), name.as_bytes(), b""])
+                // The launcher's name before `realms launch` ran apps.
                 || args.ends_with(&[b"launch".as_slice(), name.as_bytes(), b""]);
             (proc::pid_alive(pid) && is_ours).then_some(pid)
         }

@@ -71,6 +71,10 @@ pub struct RealmStatus {
     pub behind: bool,
     /// True when the realm starts at boot.
     pub autostart: bool,
+    /// Shown after the names of its apps on the desktop (`label`, default its name).
+    pub label: String,
+    /// Its colour on the desktop, `#rrggbb` (`color`, default derived from its name).
+    pub color: String,
     /// Why the realm's config cannot be read (the other fields are then its defaults).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
@@ -100,6 +104,8 @@ pub fn list(store: &RealmStore) -> Result<Vec<RealmStatus>> {
             image_version: on.version,
             behind: on.behind,
             autostart: config.autostart(),
+            label: config.label_or(&name).to_string(),
+            color: config.color_or(&name),
             running: state != launch::State::Stopped,
             orphaned: state == launch::State::Orphaned,
             default: default.as_deref() == Some(name.as_str()),

@@ -68,7 +68,7 @@ fn defaults_boot_a_snapshot_on_the_clear_zone_with_home_and_shared() {
         assert!(a.contains(&expected), "missing {expected} in {a:?}");
     }
     // Nothing of the desktop exists on this fake host: nothing is bound, and each is noted.
-    assert_eq!(p.notes.len(), 4, "{:?}", p.notes);
+    assert_eq!(p.notes.len(), 5, "{:?}", p.notes);
     assert_eq!(
         plan(&store, "main", &config(""), &host(&[]))
             .unwrap()
@@ -105,6 +105,7 @@ fn desktop_options_bind_what_the_host_has() {
     let (_d, store) = store_with_realm("a");
     let h = host(&[
         "/run/user/1000/pulse",
+        "/run/user/1000/pipewire-0",
         "/dev/snd",
         "/tmp/.X11-unix",
         "/run/user/1000/wayland-0",
@@ -115,6 +116,7 @@ fn desktop_options_bind_what_the_host_has() {
     let a = args(&p);
     for expected in [
         "--bind-ro=/run/user/1000/pulse:/run/user/host/pulse",
+        "--bind-ro=/run/user/1000/pipewire-0:/run/user/host/pipewire-0",
         "--bind=/dev/snd:/dev/snd",
         "--bind-ro=/tmp/.X11-unix:/tmp/.X11-unix",
         "--bind-ro=/run/user/1000/wayland-0:/run/user/host/wayland-0",
@@ -287,4 +289,33 @@ fn port_forwards_ride_on_the_zone() {
         err.contains("port-forward") && err.contains("use-network"),
         "{err}"
     );
+}
+
+#[test]
+fn host_themes_are_bound_read_only_unless_turned_off() {
+    let (_d, store) = store_with_realm("a");
+    let h = host(&["/usr/share/fonts", "/usr/share/icons", "/usr/share/themes"]);
+    let p = plan(&store, "a", &config(""), &h).unwrap();
+    let a = args(&p);
+    for expected in [
+        "--bind-ro=/usr/share/fonts:/usr/local/share/fonts/host",
+        "--bind-ro=/usr/share/icons:/run/host-share/icons",
+        "--bind-ro=/usr/share/themes:/run/host-share/themes",
+    ] {
+        assert!(
+            a.contains(&expected.to_string()),
+            "missing {expected} in {a:?}"
+        );
+    }
+    assert!(p.environment.contains(&(
+        "XDG_DATA_DIRS".into(),
+        "/usr/local/share:/usr/share:/run/host-share".into()
+    )));
+    let off = plan(&store, "a", &config("use-host-themes = false\n"), &h).unwrap();
+    assert!(
+        !args(&off)
+            .iter()
+            .any(|x| x.contains("/usr/share/fonts") || x.contains("host-share"))
+    );
+    assert!(!off.environment.iter().any(|(k, _)| k == "XDG_DATA_DIRS"));
 }
