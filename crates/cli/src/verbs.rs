@@ -90,13 +90,8 @@ pub fn run(cmd: VerbCmd, ctx: &Ctx) -> anyhow::Result<ExitCode> {
             follow,
             lines,
         } => {
-            let source =
-                status::log_source(&store, &name).ok_or_else(|| realms_realm::Error::Realm {
-                    name: name.clone(),
-                    message: format!(
-                        "it has no log yet; it gets one when it starts (`realms start {name}`)"
-                    ),
-                })?;
+            let source = status::log_source(&store, &name)
+                .ok_or_else(|| realms_realm::Error::NoLog { name: name.clone() })?;
             ctx.say(Event::progress(format!("Showing {}", source.describe())));
             if ctx.json && matches!(source, status::LogSource::File(_)) {
                 for line in source.tail(lines)? {

@@ -46,8 +46,79 @@ pub enum Error {
         reason: String,
         log: String,
     },
-    #[error("realm '{name}': {message}")]
-    Realm { name: String, message: String },
+    #[error("realm '{name}': no command given; use `realms run NAME -- COMMAND [ARGS...]`")]
+    NoCommand { name: String },
+    #[error("realm '{name}': --cwd {} is not an absolute path inside the realm", cwd.display())]
+    RelativeCwd { name: String, cwd: PathBuf },
+    #[error("realm '{name}': there is no directory {} in the realm (--cwd)", cwd.display())]
+    NoCwd { name: String, cwd: PathBuf },
+    #[error("realm '{name}': there is no user '{user}' in the realm's /etc/passwd{hint}")]
+    NoSuchUser {
+        name: String,
+        user: String,
+        /// What to do instead, with its leading "; " (or nothing).
+        hint: &'static str,
+    },
+    #[error("realm '{name}': nspawn (pid {pid}) has no single container process")]
+    NoContainerProcess { name: String, pid: u32 },
+    #[error(
+        "realm '{name}': its root is {has} and image '{image}' needs {needs}; make a new realm on it instead (`realms new NEW --appimg {image}`)"
+    )]
+    RootKindMismatch {
+        name: String,
+        image: String,
+        has: &'static str,
+        needs: &'static str,
+    },
+    #[error(
+        "realm '{name}': snapshots of an earlier realm of that name remain in {}; remove them first",
+        dir.display()
+    )]
+    OrphanSnapshots { name: String, dir: PathBuf },
+    #[error("realm '{name}': flushing the config failed")]
+    ConfigNotFlushed { name: String },
+    #[error(
+        "realm '{name}': port-forward needs a network zone, and use-network is false; set `use-network true` \
+         or remove the port forwards"
+    )]
+    ForwardsWithoutNetwork { name: String },
+    #[error(
+        "realm '{name}': extra bind mount source {} does not exist on the host",
+        path.display()
+    )]
+    NoBindSource { name: String, path: PathBuf },
+    #[error("realm '{name}': could not kill what is left of it: {pids} (in {})", cgroup.display())]
+    Unkillable {
+        name: String,
+        pids: String,
+        cgroup: PathBuf,
+    },
+    #[error(
+        "realm '{name}': a realm of the same name from another store runs on this host ({}); network \
+         interface names are host-wide, so stop it first or rename this realm",
+        other.display()
+    )]
+    SameNameRunning { name: String, other: PathBuf },
+    #[error(
+        "realm '{image}': application image '{image}' is a {kind} image; build from a tree image or a directory"
+    )]
+    NotTreeImage { image: String, kind: &'static str },
+    #[error(
+        "realm '{name}': port-forward '{forward}': host port {proto} {port} is already forwarded to realm '{holder}' \
+         (zone '{zone}'); pick another host port"
+    )]
+    PortTaken {
+        name: String,
+        forward: String,
+        proto: &'static str,
+        port: u16,
+        holder: String,
+        zone: String,
+    },
+    #[error(
+        "realm '{name}': it has no log yet; it gets one when it starts (`realms start {name}`)"
+    )]
+    NoLog { name: String },
     #[error("realm '{name}': it is not running")]
     NotRunning { name: String },
     #[error("realm '{name}': it is running{because}; stop it first (`realms stop {name}`)")]
@@ -77,8 +148,75 @@ pub enum Error {
         command: String,
         reason: String,
     },
-    #[error("network zone '{zone}': {message}")]
-    Zone { zone: String, message: String },
+    #[error(
+        "network zone '{zone}': realm(s) {realms} run in it; stop them before changing its subnet"
+    )]
+    ZoneBusy { zone: String, realms: String },
+    #[error("network zone '{zone}': subnet {subnet} is already the subnet of zone '{other}'")]
+    SubnetOfZone {
+        zone: String,
+        subnet: String,
+        other: String,
+    },
+    #[error(
+        "network zone '{zone}': on this host the zone (bridge {bridge}, subnet {subnet}) belongs to the realm store {}; put \
+         this store's realms in another zone (`realms config NAME network-zone OTHER`), \
+         or remove the zone from that store first (`realms zone remove {zone}` there)",
+        owner.display()
+    )]
+    ZoneOwnedElsewhere {
+        zone: String,
+        bridge: String,
+        subnet: String,
+        owner: PathBuf,
+    },
+    #[error("network zone '{zone}': {problem}")]
+    InvalidSubnet {
+        zone: String,
+        problem: crate::zone::BadSubnet,
+    },
+    #[error(
+        "network zone '{zone}': subnet {subnet} is in use by zone '{other}' of {whose}; give this zone another with `realms zone {zone} subnet A.B.C.0/24`"
+    )]
+    SubnetInUse {
+        zone: String,
+        subnet: String,
+        other: String,
+        /// "this store" or "the realm store PATH".
+        whose: String,
+    },
+    #[error(
+        "network zone '{zone}': subnet {subnet} overlaps {network}/{len} on host interface {dev}; give this zone another with `realms zone {zone} subnet A.B.C.0/24`"
+    )]
+    SubnetOverlaps {
+        zone: String,
+        subnet: String,
+        network: std::net::Ipv4Addr,
+        len: u8,
+        dev: String,
+    },
+    #[error(
+        "network zone '{zone}': there is no such zone in this store; `realms zone` lists its zones"
+    )]
+    NoSuchZone { zone: String },
+    #[error("network zone '{zone}': no free address left")]
+    NoFreeAddress { zone: String },
+    #[error(
+        "network zone '{zone}': installing the nftables rules of the zone failed (is the `nftables` package \
+         installed?)"
+    )]
+    NftApply {
+        zone: String,
+        #[source]
+        source: realms_sys::Error,
+    },
+    #[error("network zone '{zone}': deleting the nftables table {table} failed")]
+    NftDelete {
+        zone: String,
+        table: String,
+        #[source]
+        source: realms_sys::Error,
+    },
     #[error("network zone '{zone}': {rule}")]
     InvalidZoneName { zone: String, rule: String },
     #[error(
@@ -121,13 +259,6 @@ impl Error {
             action,
             path: path.into(),
             source,
-        }
-    }
-
-    pub(crate) fn realm(name: &str, message: impl Into<String>) -> Error {
-        Error::Realm {
-            name: name.to_string(),
-            message: message.into(),
         }
     }
 }
@@ -224,7 +355,95 @@ mod tests {
                 },
                 "'g'",
             ),
-            (Error::realm("h", "something"), "'h'"),
+            (Error::NoCommand { name: s("h") }, "'h'"),
+            (
+                Error::RelativeCwd {
+                    name: s("h"),
+                    cwd: "tmp".into(),
+                },
+                "--cwd tmp",
+            ),
+            (
+                Error::NoCwd {
+                    name: s("h"),
+                    cwd: "/nope".into(),
+                },
+                "/nope",
+            ),
+            (
+                Error::NoSuchUser {
+                    name: s("h"),
+                    user: s("user"),
+                    hint: "; use `realms shell --root`",
+                },
+                "'user'",
+            ),
+            (
+                Error::NoContainerProcess {
+                    name: s("h"),
+                    pid: 42,
+                },
+                "'h'",
+            ),
+            (
+                Error::RootKindMismatch {
+                    name: s("h"),
+                    image: s("img"),
+                    has: "an overlay",
+                    needs: "a btrfs snapshot",
+                },
+                "'img'",
+            ),
+            (
+                Error::OrphanSnapshots {
+                    name: s("h"),
+                    dir: "/realms/.snapshots/h".into(),
+                },
+                "/realms/.snapshots/h",
+            ),
+            (Error::ConfigNotFlushed { name: s("h") }, "'h'"),
+            (Error::ForwardsWithoutNetwork { name: s("h") }, "'h'"),
+            (
+                Error::NoBindSource {
+                    name: s("h"),
+                    path: "/srv/data".into(),
+                },
+                "/srv/data",
+            ),
+            (
+                Error::Unkillable {
+                    name: s("h"),
+                    pids: s("7 (sleep)"),
+                    cgroup: "/sys/fs/cgroup/x".into(),
+                },
+                "/sys/fs/cgroup/x",
+            ),
+            (
+                Error::SameNameRunning {
+                    name: s("h"),
+                    other: "/other/store".into(),
+                },
+                "/other/store",
+            ),
+            (
+                Error::NotTreeImage {
+                    image: s("sealedimg"),
+                    kind: "sealed",
+                },
+                "'sealedimg'",
+            ),
+            (
+                Error::PortTaken {
+                    name: s("h"),
+                    forward: s("tcp:8080:80"),
+                    proto: "tcp",
+                    port: 8080,
+                    holder: s("other"),
+                    zone: s("clear"),
+                },
+                "'other'",
+            ),
+            (Error::NoLog { name: s("h") }, "'h'"),
             (Error::NotRunning { name: s("i") }, "'i'"),
             (
                 Error::MustBeStopped {
@@ -284,11 +503,71 @@ mod tests {
                 "/x",
             ),
             (
-                Error::Zone {
+                Error::ZoneBusy {
                     zone: s("work"),
-                    message: s("no free subnet"),
+                    realms: s("'a'"),
                 },
                 "'work'",
+            ),
+            (
+                Error::SubnetOfZone {
+                    zone: s("work"),
+                    subnet: s("10.77.1.0/24"),
+                    other: s("lab"),
+                },
+                "'lab'",
+            ),
+            (
+                Error::ZoneOwnedElsewhere {
+                    zone: s("work"),
+                    bridge: s("vz-work"),
+                    subnet: s("10.77.1.0/24"),
+                    owner: "/other/store".into(),
+                },
+                "/other/store",
+            ),
+            (
+                Error::InvalidSubnet {
+                    zone: s("work"),
+                    problem: crate::zone::parse_subnet("10.1.2.3/16").unwrap_err(),
+                },
+                "'10.1.2.3/16'",
+            ),
+            (
+                Error::SubnetInUse {
+                    zone: s("work"),
+                    subnet: s("10.77.1.0/24"),
+                    other: s("lab"),
+                    whose: s("this store"),
+                },
+                "'lab'",
+            ),
+            (
+                Error::SubnetOverlaps {
+                    zone: s("work"),
+                    subnet: s("10.77.1.0/24"),
+                    network: std::net::Ipv4Addr::new(10, 77, 1, 0),
+                    len: 16,
+                    dev: s("eth0"),
+                },
+                "eth0",
+            ),
+            (Error::NoSuchZone { zone: s("work") }, "'work'"),
+            (Error::NoFreeAddress { zone: s("work") }, "'work'"),
+            (
+                Error::NftApply {
+                    zone: s("work"),
+                    source: realms_sys::Error::io("running nft", "/usr/sbin/nft", io_err()),
+                },
+                "'work'",
+            ),
+            (
+                Error::NftDelete {
+                    zone: s("work"),
+                    table: s("realms_work"),
+                    source: realms_sys::Error::io("running nft", "/usr/sbin/nft", io_err()),
+                },
+                "realms_work",
             ),
             (
                 Error::InvalidZoneName {

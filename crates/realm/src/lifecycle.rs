@@ -46,9 +46,11 @@ pub fn create(store: &RealmStore, name: &str, image: &str, say: &dyn Report) -> 
                 .map_err(|e| Error::io("writing", &config_path, e))
         });
         let populated = populate(store, name, image, &info, &staging, say);
-        let flushed = flushed
-            .join()
-            .unwrap_or_else(|_| Err(Error::realm(name, "flushing the config failed")));
+        let flushed = flushed.join().unwrap_or_else(|_| {
+            Err(Error::ConfigNotFlushed {
+                name: name.to_string(),
+            })
+        });
         populated.and(flushed)
     })?;
     atomic::rename_noreplace(&staging, &dest)?;
@@ -150,7 +152,10 @@ pub fn config_get(
     key: Option<&str>,
 ) -> Result<Vec<(String, String)>> {
     let config = store.config(name)?;
-    let value = toml::Value::try_from(&config).map_err(|e| Error::realm(name, e.to_string()))?;
+    let value = toml::Value::try_from(&config).map_err(|source| Error::Serialize {
+        path: store.realm_dir(name).join("config"),
+        source,
+    })?;
     let table = value.as_table().cloned().unwrap_or_default();
     let mut out = Vec::new();
     for (k, _, default, _) in KEYS {

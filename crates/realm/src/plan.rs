@@ -187,11 +187,9 @@ pub fn plan(
         };
         (network, resolv_conf)
     } else if !forwards.is_empty() {
-        return Err(Error::realm(
-            name,
-            "port-forward needs a network zone, and use-network is false; set `use-network true` \
-             or remove the port forwards",
-        ));
+        return Err(Error::ForwardsWithoutNetwork {
+            name: name.to_string(),
+        });
     } else {
         (Network::LoopbackOnly, ResolvConf::Auto)
     };
@@ -218,13 +216,10 @@ pub fn plan(
     add_desktop(&mut p, config, host);
     for (host_path, realm_path, ro) in config.extra_binds() {
         if !host.exists(&host_path) {
-            return Err(Error::realm(
-                name,
-                format!(
-                    "extra bind mount source {} does not exist on the host",
-                    host_path.display()
-                ),
-            ));
+            return Err(Error::NoBindSource {
+                name: name.to_string(),
+                path: host_path,
+            });
         }
         p.binds.push(Bind {
             host: host_path,

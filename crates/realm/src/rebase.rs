@@ -92,14 +92,12 @@ pub fn rebase(
     let old_lower = store.overlay_lower(name).ok();
     let kind = store.root_kind(name);
     if kind != store.root_kind_for(&info) {
-        return Err(Error::realm(
-            name,
-            format!(
-                "its root is {} and image '{image}' needs {}; make a new realm on it instead (`realms new NEW --appimg {image}`)",
-                describe(&kind),
-                describe(&store.root_kind_for(&info))
-            ),
-        ));
+        return Err(Error::RootKindMismatch {
+            name: name.to_string(),
+            image,
+            has: describe(&kind),
+            needs: describe(&store.root_kind_for(&info)),
+        });
     }
     if image != config.appimg() {
         // The config first: a crash before the root is replaced leaves a realm that `list`

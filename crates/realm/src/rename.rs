@@ -45,13 +45,10 @@ pub fn rename(store: &RealmStore, old: &str, new: &str) -> Result<()> {
     }
     let orphans = crate::snapshot::dir(store, new);
     if orphans.exists() {
-        return Err(Error::realm(
-            new,
-            format!(
-                "snapshots of an earlier realm of that name remain in {}; remove them first",
-                orphans.display()
-            ),
-        ));
+        return Err(Error::OrphanSnapshots {
+            name: new.to_string(),
+            dir: orphans,
+        });
     }
     if launch::is_running(store, old) {
         return Err(Error::MustBeStopped {

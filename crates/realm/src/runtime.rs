@@ -115,10 +115,10 @@ pub fn leader(store: &RealmStore, name: &str) -> Result<u32> {
             return Ok(*leader);
         }
         if Instant::now() > deadline {
-            return Err(Error::realm(
-                name,
-                format!("nspawn (pid {pid}) has no single container process"),
-            ));
+            return Err(Error::NoContainerProcess {
+                name: name.to_string(),
+                pid,
+            });
         }
         std::thread::sleep(Duration::from_millis(10));
     }

@@ -84,7 +84,10 @@ pub fn create(store: &RealmStore, realm: &str, snap: Option<&str>) -> Result<Sna
     };
     let staging = Staging::new(base.join(format!(".staging-{snap}-{}", std::process::id())));
     Parts::of_realm(store, realm)?.write_snapshot(staging.path())?;
-    let text = toml::to_string(&info).map_err(|e| Error::realm(realm, e.to_string()))?;
+    let text = toml::to_string(&info).map_err(|source| Error::Serialize {
+        path: dest.join(INFO),
+        source,
+    })?;
     atomic::write_file(staging.path().join(INFO), text.as_bytes(), 0o644)?;
     atomic::rename_noreplace(staging.path(), &dest)?;
     staging.committed();

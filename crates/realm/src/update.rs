@@ -302,17 +302,14 @@ pub fn build_source(store: &RealmStore, from: &str) -> Result<PathBuf> {
         && let Ok(info) = store.images().get(from)
     {
         if info.kind != ImageKind::Tree {
-            return Err(Error::realm(
-                from,
-                format!(
-                    "application image '{from}' is a {} image; build from a tree image or a directory",
-                    if info.kind == ImageKind::Sealed {
-                        "sealed"
-                    } else {
-                        "block"
-                    }
-                ),
-            ));
+            return Err(Error::NotTreeImage {
+                image: from.to_string(),
+                kind: if info.kind == ImageKind::Sealed {
+                    "sealed"
+                } else {
+                    "block"
+                },
+            });
         }
         return Ok(info.path);
     }

@@ -23,10 +23,10 @@ pub struct Attachment {
     pub warnings: Vec<String>,
 }
 
-fn zone_err(zone: &str, message: String) -> Error {
-    Error::Zone {
+fn bad_subnet(zone: &str) -> impl FnOnce(super::BadSubnet) -> Error + '_ {
+    move |problem| Error::InvalidSubnet {
         zone: zone.to_string(),
-        message,
+        problem,
     }
 }
 
@@ -87,17 +87,12 @@ fn claim_for(store: &RealmStore, zone_name: &str, zone: &Zone) -> Result<Claim> 
         && c.store != id
         && host::is_live(zone_name, c)
     {
-        return Err(zone_err(
-            zone_name,
-            format!(
-                "on this host the zone (bridge {}, subnet {}) belongs to the realm store {}; put \
-                 this store's realms in another zone (`realms config NAME network-zone OTHER`), \
-                 or remove the zone from that store first (`realms zone remove {zone_name}` there)",
-                bridge_name(zone_name),
-                c.subnet,
-                c.store.display()
-            ),
-        ));
+        return Err(Error::ZoneOwnedElsewhere {
+            zone: zone_name.to_string(),
+            bridge: bridge_name(zone_name),
+            subnet: c.subnet.clone(),
+            owner: c.store.clone(),
+        });
     }
     check_subnet_free(zone_name, &zone.subnet, &id)?;
     let forwards = existing
@@ -115,8 +110,7 @@ fn claim_for(store: &RealmStore, zone_name: &str, zone: &Zone) -> Result<Claim> 
 /// Refuses a subnet that another zone holds on the host or that overlaps a host interface's
 /// network (other than the zone's own bridge).
 pub(super) fn check_subnet_free(zone_name: &str, subnet: &str, id: &Path) -> Result<()> {
-    let net = parse_subnet(subnet).map_err(|m| zone_err(zone_name, m))?;
-    let hint = format!("give this zone another with `realms zone {zone_name} subnet A.B.C.0/24`");
+    let net = parse_subnet(subnet).map_err(bad_subnet(zone_name))?;
     for (other, c) in host::live_claims() {
         if other != zone_name && c.subnet == subnet {
             let whose = if c.store == id {
@@ -124,19 +118,24 @@ pub(super) fn check_subnet_free(zone_name: &str, subnet: &str, id: &Path) -> Res
             } else {
                 format!("the realm store {}", c.store.display())
             };
-            return Err(zone_err(
-                zone_name,
-                format!("subnet {subnet} is in use by zone '{other}' of {whose}; {hint}"),
-            ));
+            return Err(Error::SubnetInUse {
+                zone: zone_name.to_string(),
+                subnet: subnet.to_string(),
+                other,
+                whose,
+            });
         }
     }
     let bridge = bridge_name(zone_name);
     for (dev, hnet, len) in host::host_networks() {
         if dev != bridge && host::overlaps(net, 24, hnet, len) {
-            return Err(zone_err(
-                zone_name,
-                format!("subnet {subnet} overlaps {hnet}/{len} on host interface {dev}; {hint}"),
-            ));
+            return Err(Error::SubnetOverlaps {
+                zone: zone_name.to_string(),
+                subnet: subnet.to_string(),
+                network: hnet,
+                len,
+                dev,
+            });
         }
     }
     Ok(())
@@ -163,15 +162,14 @@ fn check_port_free(zone_name: &str, realm: &str, f: &PortForward, claim: &Claim)
     }
     match holders.first() {
         None => Ok(()),
-        Some((holder, zone)) => Err(Error::realm(
-            realm,
-            format!(
-                "port-forward '{f}': host port {} {} is already forwarded to realm '{holder}' \
-                 (zone '{zone}'); pick another host port",
-                f.proto.as_str(),
-                f.host_port
-            ),
-        )),
+        Some((holder, zone)) => Err(Error::PortTaken {
+            name: realm.to_string(),
+            forward: f.to_string(),
+            proto: f.proto.as_str(),
+            port: f.host_port,
+            holder: holder.clone(),
+            zone: zone.clone(),
+        }),
     }
 }
 
@@ -257,10 +255,9 @@ pub(super) fn remove_from_host_locked(
         .as_ref()
         .is_some_and(|c| c.store != id && host::is_live(zone_name, c));
     if !known && !ours {
-        return Err(zone_err(
-            zone_name,
-            "there is no such zone in this store; `realms zone` lists its zones".into(),
-        ));
+        return Err(Error::NoSuchZone {
+            zone: zone_name.to_string(),
+        });
     }
     if theirs {
         return Ok(());
@@ -278,7 +275,7 @@ fn lease(store: &RealmStore, zone_name: &str, zone: &Zone, realm: &str) -> Resul
     let dir = store.run_dir().join("leases").join(zone_name);
     fs::create_dir_all(&dir).map_err(|e| Error::io("creating", &dir, e))?;
     let net = parse_subnet(&zone.subnet)
-        .map_err(|m| zone_err(zone_name, m))?
+        .map_err(bad_subnet(zone_name))?
         .octets();
     let mut free = None;
     for host in 2..=254u8 {
@@ -295,7 +292,9 @@ fn lease(store: &RealmStore, zone_name: &str, zone: &Zone, realm: &str) -> Resul
             }
         }
     }
-    let host = free.ok_or_else(|| zone_err(zone_name, "no free address left".into()))?;
+    let host = free.ok_or_else(|| Error::NoFreeAddress {
+        zone: zone_name.to_string(),
+    })?;
     atomic::write_file(dir.join(host.to_string()), realm.as_bytes(), 0o644)?;
     Ok(Ipv4Addr::new(net[0], net[1], net[2], host))
 }

@@ -92,18 +92,35 @@ fn save(store: &RealmStore, zones: &BTreeMap<String, Zone>) -> Result<()> {
     Ok(())
 }
 
+/// A subnet that is not of the form `A.B.C.0/24`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BadSubnet {
+    /// The subnet as written.
+    pub subnet: String,
+    /// It is an address and a length, but not a /24 network.
+    pub not_a_24: bool,
+}
+
+impl std::fmt::Display for BadSubnet {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "subnet '{}' is not of the form A.B.C.0/24", self.subnet)?;
+        if self.not_a_24 {
+            write!(f, " (zones are /24 networks)")?;
+        }
+        Ok(())
+    }
+}
+
 /// `A.B.C.0/24` → the network address.
-pub fn parse_subnet(s: &str) -> std::result::Result<Ipv4Addr, String> {
-    let (addr, len) = s
-        .split_once('/')
-        .ok_or_else(|| format!("subnet '{s}' is not of the form A.B.C.0/24"))?;
-    let addr: Ipv4Addr = addr
-        .parse()
-        .map_err(|_| format!("subnet '{s}' is not of the form A.B.C.0/24"))?;
+pub fn parse_subnet(s: &str) -> std::result::Result<Ipv4Addr, BadSubnet> {
+    let bad = |not_a_24| BadSubnet {
+        subnet: s.to_string(),
+        not_a_24,
+    };
+    let (addr, len) = s.split_once('/').ok_or_else(|| bad(false))?;
+    let addr: Ipv4Addr = addr.parse().map_err(|_| bad(false))?;
     if len != "24" || addr.octets()[3] != 0 {
-        return Err(format!(
-            "subnet '{s}' is not of the form A.B.C.0/24 (zones are /24 networks)"
-        ));
+        return Err(bad(true));
     }
     Ok(addr)
 }
@@ -232,7 +249,7 @@ pub fn set(store: &RealmStore, zone: &str, key: &str, value: &str) -> Result<Zon
                 crate::config::parse_bool(value).ok_or_else(|| bad("true or false (on, off)"))?;
         }
         "subnet" => {
-            parse_subnet(value).map_err(|m| bad(&m))?;
+            parse_subnet(value).map_err(|m| bad(&m.to_string()))?;
             if value != z.subnet {
                 subnet_change_allowed(store, &zones, zone, value)?;
             }
@@ -261,23 +278,21 @@ fn subnet_change_allowed(
         .into_iter()
         .filter_map(|(n, running)| running.then_some(n))
         .collect();
-    let err = |message: String| Error::Zone {
-        zone: zone.to_string(),
-        message,
-    };
     if !running.is_empty() {
-        return Err(err(format!(
-            "realm(s) {} run in it; stop them before changing its subnet",
-            join_names(&running)
-        )));
+        return Err(Error::ZoneBusy {
+            zone: zone.to_string(),
+            realms: join_names(&running),
+        });
     }
     if let Some((other, _)) = zones
         .iter()
         .find(|(n, z)| n.as_str() != zone && z.subnet == subnet)
     {
-        return Err(err(format!(
-            "subnet {subnet} is already the subnet of zone '{other}'"
-        )));
+        return Err(Error::SubnetOfZone {
+            zone: zone.to_string(),
+            subnet: subnet.to_string(),
+            other: other.clone(),
+        });
     }
     attach::check_subnet_free(zone, subnet, &store_id(store))
 }

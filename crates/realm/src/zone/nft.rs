@@ -109,12 +109,9 @@ pub fn apply(zone: &str, claim: &Claim) -> Result<()> {
         .arg("-")
         .stdin_bytes(ruleset(zone, claim))
         .run()
-        .map_err(|e| Error::Zone {
+        .map_err(|source| Error::NftApply {
             zone: zone.to_string(),
-            message: format!(
-                "installing the nftables rules of the zone failed (is the `nftables` package \
-                 installed?): {e}"
-            ),
+            source,
         })
 }
 
@@ -127,9 +124,10 @@ pub fn delete(zone: &str) -> Result<()> {
         .arg("-")
         .stdin_bytes(script)
         .run()
-        .map_err(|e| Error::Zone {
+        .map_err(|source| Error::NftDelete {
             zone: zone.to_string(),
-            message: format!("deleting the nftables table {table} failed: {e}"),
+            table,
+            source,
         })
 }
 
