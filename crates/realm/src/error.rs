@@ -208,14 +208,14 @@ pub enum Error {
     NftApply {
         zone: String,
         #[source]
-        source: realms_sys::Error,
+        source: Box<realms_sys::Error>,
     },
     #[error("network zone '{zone}': deleting the nftables table {table} failed")]
     NftDelete {
         zone: String,
         table: String,
         #[source]
-        source: realms_sys::Error,
+        source: Box<realms_sys::Error>,
     },
     #[error("network zone '{zone}': {rule}")]
     InvalidZoneName { zone: String, rule: String },
@@ -557,7 +557,11 @@ mod tests {
             (
                 Error::NftApply {
                     zone: s("work"),
-                    source: realms_sys::Error::io("running nft", "/usr/sbin/nft", io_err()),
+                    source: Box::new(realms_sys::Error::io(
+                        "running nft",
+                        "/usr/sbin/nft",
+                        io_err(),
+                    )),
                 },
                 "'work'",
             ),
@@ -565,7 +569,11 @@ mod tests {
                 Error::NftDelete {
                     zone: s("work"),
                     table: s("realms_work"),
-                    source: realms_sys::Error::io("running nft", "/usr/sbin/nft", io_err()),
+                    source: Box::new(realms_sys::Error::io(
+                        "running nft",
+                        "/usr/sbin/nft",
+                        io_err(),
+                    )),
                 },
                 "realms_work",
             ),

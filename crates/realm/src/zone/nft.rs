@@ -111,7 +111,7 @@ pub fn apply(zone: &str, claim: &Claim) -> Result<()> {
         .run()
         .map_err(|source| Error::NftApply {
             zone: zone.to_string(),
-            source,
+            source: Box::new(source),
         })
 }
 
@@ -127,7 +127,7 @@ pub fn delete(zone: &str) -> Result<()> {
         .map_err(|source| Error::NftDelete {
             zone: zone.to_string(),
             table,
-            source,
+            source: Box::new(source),
         })
 }
 
