@@ -173,7 +173,7 @@ pub enum Error {
     #[error("network zone '{zone}': {problem}")]
     InvalidSubnet {
         zone: String,
-        problem: crate::zone::BadSubnet,
+        problem: crate::names::BadSubnet,
     },
     #[error(
         "network zone '{zone}': subnet {subnet} is in use by zone '{other}' of {whose}; give this zone another with `realms zone {zone} subnet A.B.C.0/24`"
@@ -529,7 +529,7 @@ mod tests {
             (
                 Error::InvalidSubnet {
                     zone: s("work"),
-                    problem: crate::zone::parse_subnet("10.1.2.3/16").unwrap_err(),
+                    problem: crate::names::parse_subnet("10.1.2.3/16").unwrap_err(),
                 },
                 "'10.1.2.3/16'",
             ),

@@ -29,7 +29,7 @@ use realms_sys::atomic;
 use serde::{Deserialize, Serialize};
 
 pub use crate::forward::{self as port, PortForward, Proto};
-pub use crate::names::{bridge_name, validate_zone};
+pub use crate::names::{BadSubnet, bridge_name, parse_subnet, validate_zone};
 pub use attach::{Attachment, attach, configure_host0, release};
 
 use crate::store::RealmStore;
@@ -90,39 +90,6 @@ fn save(store: &RealmStore, zones: &BTreeMap<String, Zone>) -> Result<()> {
     })?;
     atomic::write_file(zones_path(store), text.as_bytes(), 0o644)?;
     Ok(())
-}
-
-/// A subnet that is not of the form `A.B.C.0/24`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct BadSubnet {
-    /// The subnet as written.
-    pub subnet: String,
-    /// It is an address and a length, but not a /24 network.
-    pub not_a_24: bool,
-}
-
-impl std::fmt::Display for BadSubnet {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "subnet '{}' is not of the form A.B.C.0/24", self.subnet)?;
-        if self.not_a_24 {
-            write!(f, " (zones are /24 networks)")?;
-        }
-        Ok(())
-    }
-}
-
-/// `A.B.C.0/24` → the network address.
-pub fn parse_subnet(s: &str) -> std::result::Result<Ipv4Addr, BadSubnet> {
-    let bad = |not_a_24| BadSubnet {
-        subnet: s.to_string(),
-        not_a_24,
-    };
-    let (addr, len) = s.split_once('/').ok_or_else(|| bad(false))?;
-    let addr: Ipv4Addr = addr.parse().map_err(|_| bad(false))?;
-    if len != "24" || addr.octets()[3] != 0 {
-        return Err(bad(true));
-    }
-    Ok(addr)
 }
 
 /// The host's address on the zone's bridge, `.1`.
