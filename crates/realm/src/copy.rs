@@ -68,7 +68,7 @@ impl Parts {
     /// Copies the parts into `dest` as a realm directory (`config`, `home`, and `rootfs` or
     /// `overlay/{upper,work}` + `lower` + `rootfs`). The lower image must still exist.
     pub fn assemble_realm(&self, store: &RealmStore, dest: &Path) -> Result<()> {
-        self.copy_common(dest)?;
+        self.copy_common(dest, store.owner())?;
         match &self.root {
             Root::Subvolume(src) => btrfs::snapshot(src, dest.join("rootfs"), false)?,
             Root::Overlay { upper, lower } => {
@@ -94,9 +94,9 @@ impl Parts {
     }
 
     /// Copies the parts into `dest` as a snapshot (`config`, `home`, and a read-only `rootfs`
-    /// or `upper` + `lower`).
-    pub fn write_snapshot(&self, dest: &Path) -> Result<()> {
-        self.copy_common(dest)?;
+    /// or `upper` + `lower`); a missing home is made for `owner`.
+    pub fn write_snapshot(&self, dest: &Path, owner: u32) -> Result<()> {
+        self.copy_common(dest, owner)?;
         match &self.root {
             Root::Subvolume(src) => btrfs::snapshot(src, dest.join("rootfs"), true)?,
             Root::Overlay { upper, lower } => {
@@ -107,7 +107,7 @@ impl Parts {
         Ok(())
     }
 
-    fn copy_common(&self, dest: &Path) -> Result<()> {
+    fn copy_common(&self, dest: &Path, owner: u32) -> Result<()> {
         mkdir(dest)?;
         fs::copy(&self.config, dest.join("config"))
             .map_err(|e| Error::io("copying", &self.config, e))?;
@@ -115,7 +115,7 @@ impl Parts {
             realms_image::copy_tree(&self.home, &dest.join("home"))?;
         } else {
             mkdir(&dest.join("home"))?;
-            chown(&dest.join("home"))?;
+            chown(&dest.join("home"), owner)?;
         }
         Ok(())
     }
@@ -179,7 +179,7 @@ mod tests {
         let snap = root.path().join("snap");
         Parts::of_realm(&store, "r")
             .unwrap()
-            .write_snapshot(&snap)
+            .write_snapshot(&snap, store.owner())
             .unwrap();
         assert_eq!(
             fs::read_to_string(snap.join("upper/etc/changed")).unwrap(),

@@ -7,7 +7,7 @@ use realms_image::validate_name;
 use realms_sys::{atomic, btrfs};
 
 use crate::config::{KEYS, RealmConfig, parse_value, set_line, unknown_key};
-use crate::store::{RealmStore, RootKind, chown, delete_realm_tree, mkdir};
+use crate::store::{RealmStore, RootKind, delete_realm_tree, mkdir};
 use crate::{Error, Result};
 use realms_sys::event::{Event, Report};
 
@@ -73,7 +73,7 @@ fn populate(
     let home = staging.join("home");
     mkdir(&home)?;
     realms_sys::fs::copy_tree(store.dir().join("skel"), &home)?;
-    chown_tree(&home)?;
+    chown_tree(store, &home)?;
 
     let image_rel = Path::new("/storage/appimg").join(format!("{image}.appimg"));
     let snapshot = store.root_kind_for(info) == RootKind::Snapshot
@@ -266,15 +266,15 @@ fn snapshot_or_cross_fs(image: &Path, staging: &Path) -> Result<bool> {
 }
 
 /// Gives a new home and everything in it to the realm user (symlinks themselves, not targets).
-fn chown_tree(dir: &Path) -> Result<()> {
-    chown(dir)?;
+fn chown_tree(store: &RealmStore, dir: &Path) -> Result<()> {
+    store.chown(dir)?;
     for entry in fs::read_dir(dir).map_err(|e| Error::io("reading", dir, e))? {
         let entry = entry.map_err(|e| Error::io("reading", dir, e))?;
         let path = entry.path();
         if entry.file_type().is_ok_and(|t| t.is_dir()) {
-            chown_tree(&path)?;
+            chown_tree(store, &path)?;
         } else {
-            chown(&path)?;
+            store.chown(&path)?;
         }
     }
     Ok(())
@@ -303,7 +303,9 @@ mod tests {
 
     fn store_with_realm(name: &str) -> (tempfile::TempDir, RealmStore) {
         let dir = tempfile::tempdir().unwrap();
-        let store = RealmStore::open(dir.path()).unwrap();
+        // Skel and Shared (made by the first change) go to the test's own uid: no root needed.
+        let me = std::os::unix::fs::MetadataExt::uid(&fs::metadata(dir.path()).unwrap());
+        let store = RealmStore::open(dir.path()).unwrap().with_owner(me);
         fs::create_dir_all(store.realm_dir(name).join("rootfs")).unwrap();
         (dir, store)
     }

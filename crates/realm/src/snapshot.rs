@@ -83,7 +83,7 @@ pub fn create(store: &RealmStore, realm: &str, snap: Option<&str>) -> Result<Sna
         image_version: on.version,
     };
     let staging = Staging::new(base.join(format!(".staging-{snap}-{}", std::process::id())));
-    Parts::of_realm(store, realm)?.write_snapshot(staging.path())?;
+    Parts::of_realm(store, realm)?.write_snapshot(staging.path(), store.owner())?;
     let text = toml::to_string(&info).map_err(|source| Error::Serialize {
         path: dest.join(INFO),
         source,

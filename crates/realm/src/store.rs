@@ -41,6 +41,7 @@ pub struct RealmStore {
     images: ImageStore,
     notes: Arc<dyn Report + Send + Sync>,
     executor: Executor,
+    owner: u32,
 }
 
 impl std::fmt::Debug for RealmStore {
@@ -77,6 +78,7 @@ impl RealmStore {
             images: ImageStore::open(root)?,
             notes: Arc::new(|event: Event| tracing::info!("{}", event.text())),
             executor: Executor::detect(),
+            owner: REALM_UID,
         })
     }
 
@@ -97,6 +99,24 @@ impl RealmStore {
     pub fn with_executor(mut self, executor: Executor) -> RealmStore {
         self.executor = executor;
         self
+    }
+
+    /// Gives realm homes, skel and Shared to `uid` (as uid and gid) instead of the realm user
+    /// [`REALM_UID`]: tests that run without root pass their own uid.
+    pub fn with_owner(mut self, uid: u32) -> RealmStore {
+        self.owner = uid;
+        self
+    }
+
+    /// The uid (and gid) that owns realm homes, skel and Shared: [`REALM_UID`] unless set
+    /// with [`with_owner`](Self::with_owner).
+    pub fn owner(&self) -> u32 {
+        self.owner
+    }
+
+    /// Gives `path` itself (not a symlink's target) to the [`owner`](Self::owner).
+    pub(crate) fn chown(&self, path: &Path) -> Result<()> {
+        chown(path, self.owner)
     }
 
     /// Who runs realms' nspawn, decided once when the store was opened.
@@ -129,7 +149,7 @@ impl RealmStore {
             let path = self.dir.join(sub);
             if !path.exists() {
                 mkdir(&path)?;
-                chown(&path)?;
+                self.chown(&path)?;
             }
         }
         let images_created = self.images.init()?;
@@ -350,8 +370,8 @@ pub(crate) fn mkdir(path: &Path) -> Result<()> {
     fs::create_dir_all(path).map_err(|e| Error::io("creating the directory", path, e))
 }
 
-pub(crate) fn chown(path: &Path) -> Result<()> {
-    std::os::unix::fs::lchown(path, Some(REALM_UID), Some(REALM_UID))
+pub(crate) fn chown(path: &Path, uid: u32) -> Result<()> {
+    std::os::unix::fs::lchown(path, Some(uid), Some(uid))
         .map_err(|e| Error::io("changing the owner of", path, e))
 }
 
