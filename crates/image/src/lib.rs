@@ -19,5 +19,5 @@ mod store;
 
 pub use error::{Error, Result, toml_line};
 pub use import::{Source, import};
-pub use name::validate_name;
+pub use name::{validate_name, validate_zone};
 pub use store::{ImageInfo, ImageKind, ImageStore, Staged, copy_tree, delete_tree};

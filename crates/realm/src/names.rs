@@ -1,30 +1,11 @@
-//! Pure naming rules of the network model: which zone names are valid, what a zone's bridge
-//! is called, what a zone's subnet looks like. Nothing here touches the disk.
+//! Pure naming rules of the network model: what a zone's bridge is called, what a zone's subnet
+//! looks like (which zone names are valid is the workspace's one name rule, re-exported here).
+//! Nothing here touches the disk.
 
 use std::net::Ipv4Addr;
 
-/// Words of `realms zone` that cannot be zone names.
-pub(crate) const RESERVED: &[&str] = &["remove"];
-
-/// Zone names become interface names (`vz-` + name, 15 bytes at most).
-pub fn validate_zone(zone: &str) -> std::result::Result<(), String> {
-    let mut chars = zone.chars();
-    let ok = matches!(chars.next(), Some('a'..='z'))
-        && zone.len() <= 12
-        && chars.all(|c| matches!(c, 'a'..='z' | '0'..='9' | '-'));
-    if RESERVED.contains(&zone) {
-        return Err(format!(
-            "'{zone}' is a word of `realms zone`, not a zone name"
-        ));
-    }
-    if ok {
-        Ok(())
-    } else {
-        Err("zone names are a lowercase letter followed by up to 11 lowercase letters, digits or dashes \
-             ([a-z][a-z0-9-]{0,11}), so that the bridge name vz-ZONE fits in an interface name"
-            .to_string())
-    }
-}
+/// Zone names follow the one naming module of the workspace (`realms_image::validate_zone`).
+pub use realms_image::validate_zone;
 
 /// The bridge of a zone.
 pub fn bridge_name(zone: &str) -> String {
