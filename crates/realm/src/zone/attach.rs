@@ -10,6 +10,7 @@ use realms_sys::{atomic, cmd::Cmd};
 
 use super::host::{self, Claim, Published};
 use super::port::PortForward;
+use super::stack::{NetStack, System};
 use super::{Zone, bridge_name, ensure_locked, host_address, nft, parse_subnet, store_id};
 use crate::store::RealmStore;
 use crate::{Error, Result};
@@ -67,7 +68,7 @@ pub fn attach(
     }
     host::ensure_bridge(&bridge_name(zone_name), host_address(&zone))?;
     install(zone_name, &claim)?;
-    warnings.extend(way_out(zone_name, &zone, realm));
+    warnings.extend(way_out(zone_name, &zone, realm, &System));
     Ok(Attachment {
         zone,
         address,
@@ -175,13 +176,20 @@ fn check_port_free(zone_name: &str, realm: &str, f: &PortForward, claim: &Claim)
 
 /// Replaces the zone's table from the record, then records it.
 fn install(zone_name: &str, claim: &Claim) -> Result<()> {
-    nft::apply(zone_name, claim)?;
-    host::set_route_localnet(&bridge_name(zone_name), !claim.forwards.is_empty())?;
+    apply(zone_name, claim, &System)?;
     host::write_claim(zone_name, claim)
 }
 
-/// What the realm should be told about its way out of the zone.
-fn way_out(zone_name: &str, zone: &Zone, realm: &str) -> Vec<String> {
+/// The zone's rules on the network stack: its table from the record, and `route_localnet`
+/// on its bridge while it has port forwards.
+fn apply(zone_name: &str, claim: &Claim, net: &dyn NetStack) -> Result<()> {
+    net.apply_rules(zone_name, nft::ruleset(zone_name, claim))?;
+    net.set_route_localnet(&bridge_name(zone_name), !claim.forwards.is_empty())
+}
+
+/// What the realm should be told about its way out of the zone (turning IPv4 forwarding on
+/// for the zone's NAT if need be).
+fn way_out(zone_name: &str, zone: &Zone, realm: &str, net: &dyn NetStack) -> Vec<String> {
     let mut warnings = Vec::new();
     if !zone.nat {
         warnings.push(format!(
@@ -190,7 +198,7 @@ fn way_out(zone_name: &str, zone: &Zone, realm: &str) -> Vec<String> {
         ));
         return warnings;
     }
-    match host::enable_ip_forward() {
+    match net.enable_ip_forward() {
         Ok(true) => warnings.push(format!(
             "turned on IPv4 forwarding on this host (net.ipv4.ip_forward = 1) for the NAT of \
              zone '{zone_name}'; `realms zone {zone_name} nat off` isolates the zone instead"
@@ -201,7 +209,7 @@ fn way_out(zone_name: &str, zone: &Zone, realm: &str) -> Vec<String> {
              be turned on ({e}); `sysctl -w net.ipv4.ip_forward=1` turns it on"
         )),
     }
-    if !host::has_default_route() {
+    if !net.has_default_route() {
         warnings.push(format!(
             "zone '{zone_name}' has no way out: this host has no IPv4 default route for its NAT \
              to use"
@@ -235,7 +243,7 @@ pub(super) fn resync_locked(store: &RealmStore, zone_name: &str, zone: &Zone) ->
     }
     install(zone_name, &claim)?;
     if zone.nat {
-        host::enable_ip_forward()?;
+        System.enable_ip_forward()?;
     }
     Ok(())
 }
@@ -262,7 +270,7 @@ pub(super) fn remove_from_host_locked(
     if theirs {
         return Ok(());
     }
-    nft::delete(zone_name)?;
+    System.delete_rules(zone_name, &nft::table_name(zone_name))?;
     host::delete_bridge(&bridge_name(zone_name))?;
     host::remove_claim(zone_name);
     Ok(())
@@ -365,4 +373,108 @@ pub fn configure_host0(leader: u32, address: Ipv4Addr, zone: &Zone) -> Result<()
         &host_address(zone).to_string(),
     ])?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::forward::Proto;
+    use crate::zone::stack::Recorder;
+
+    fn claim(forwards: Vec<Published>) -> Claim {
+        Claim {
+            store: "/realms".into(),
+            subnet: "10.77.3.0/24".into(),
+            nat: true,
+            forwards,
+        }
+    }
+
+    fn zone(nat: bool) -> Zone {
+        Zone {
+            subnet: "10.77.3.0/24".into(),
+            nat,
+        }
+    }
+
+    #[test]
+    fn a_zone_with_port_forwards_gets_its_ruleset_and_route_localnet_on() {
+        let net = Recorder::default();
+        let forward = Published {
+            realm: "web".into(),
+            proto: Proto::Tcp,
+            host_port: 8080,
+            address: Ipv4Addr::new(10, 77, 3, 2),
+            port: 80,
+        };
+        apply("work", &claim(vec![forward.clone()]), &net).unwrap();
+        assert_eq!(
+            *net.calls.borrow(),
+            ["apply work", "route_localnet vz-work on"]
+        );
+        let rules = net.rulesets.borrow();
+        assert_eq!(rules[0], nft::ruleset("work", &claim(vec![forward])));
+        assert!(rules[0].contains("dnat ip to 10.77.3.2:80"), "{}", rules[0]);
+
+        let net = Recorder::default();
+        apply("work", &claim(Vec::new()), &net).unwrap();
+        assert_eq!(
+            *net.calls.borrow(),
+            ["apply work", "route_localnet vz-work off"]
+        );
+        assert!(!net.rulesets.borrow()[0].contains("dnat ip to"));
+    }
+
+    #[test]
+    fn a_zone_without_nat_has_no_way_out_and_forwarding_is_left_alone() {
+        let net = Recorder {
+            default_route: true,
+            ..Recorder::default()
+        };
+        let warnings = way_out("lab", &zone(false), "r", &net);
+        assert_eq!(warnings.len(), 1, "{warnings:?}");
+        assert!(warnings[0].contains("its NAT is off"), "{warnings:?}");
+        assert!(net.calls.borrow().is_empty(), "{:?}", net.calls.borrow());
+    }
+
+    #[test]
+    fn nat_turns_forwarding_on_once_and_says_so() {
+        let off = Recorder {
+            default_route: true,
+            ..Recorder::default()
+        };
+        let warnings = way_out("clear", &zone(true), "r", &off);
+        assert_eq!(*off.calls.borrow(), ["ip_forward"]);
+        assert_eq!(warnings.len(), 1, "{warnings:?}");
+        assert!(
+            warnings[0].starts_with("turned on IPv4 forwarding"),
+            "{warnings:?}"
+        );
+
+        let on = Recorder {
+            forwarding: true,
+            default_route: true,
+            ..Recorder::default()
+        };
+        assert!(way_out("clear", &zone(true), "r", &on).is_empty());
+    }
+
+    #[test]
+    fn nat_without_forwarding_or_a_default_route_is_a_zone_without_a_way_out() {
+        let net = Recorder {
+            forwarding_fails: true,
+            default_route: false,
+            ..Recorder::default()
+        };
+        let warnings = way_out("clear", &zone(true), "r", &net);
+        assert_eq!(warnings.len(), 2, "{warnings:?}");
+        assert!(
+            warnings[0].contains("could not be turned on (enabling /proc/sys/net/ipv4/ip_forward)"),
+            "{warnings:?}"
+        );
+        assert!(
+            warnings[1].contains("no IPv4 default route"),
+            "{warnings:?}"
+        );
+    }
 }

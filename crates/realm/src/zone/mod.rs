@@ -19,6 +19,7 @@
 mod attach;
 pub mod host;
 pub mod nft;
+pub mod stack;
 
 use std::collections::BTreeMap;
 use std::fs;
