@@ -137,7 +137,7 @@ impl RealmConfig {
         match std::fs::read_to_string(path) {
             Ok(text) => RealmConfig::parse(&text, path),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(RealmConfig::default()),
-            Err(e) => Err(Error::io("reading the realm config", path, e)),
+            Err(e) => Err(realms_sys::Error::io("reading the realm config", path, e).into()),
         }
     }
 

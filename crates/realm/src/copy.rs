@@ -3,13 +3,14 @@
 //! (read-only inside a realm snapshot); an overlay root is a copy of its upper layer and the same
 //! `lower` link, so it stays on the image version it was made on.
 
+use realms_sys::IoContext;
 use std::fs;
 use std::path::{Path, PathBuf};
 
 use realms_sys::btrfs;
 
+use crate::Result;
 use crate::store::{RealmStore, RootKind, chown, mkdir};
-use crate::{Error, Result};
 
 /// Where the parts of a realm (or of a snapshot of one) are.
 #[derive(Debug, Clone)]
@@ -74,11 +75,12 @@ impl Parts {
             Root::Overlay { upper, lower } => {
                 let image = store.root().join(lower.strip_prefix("/").unwrap_or(lower));
                 if !image.is_dir() {
-                    return Err(Error::io(
+                    return Err(realms_sys::Error::io(
                         "finding the image version the realm was made on,",
                         image,
                         std::io::Error::from(std::io::ErrorKind::NotFound),
-                    ));
+                    )
+                    .into());
                 }
                 mkdir(&dest.join("rootfs"))?;
                 mkdir(&dest.join("overlay"))?;
@@ -109,8 +111,7 @@ impl Parts {
 
     fn copy_common(&self, dest: &Path, owner: u32) -> Result<()> {
         mkdir(dest)?;
-        fs::copy(&self.config, dest.join("config"))
-            .map_err(|e| Error::io("copying", &self.config, e))?;
+        fs::copy(&self.config, dest.join("config")).ctx("copying", &self.config)?;
         if self.home.is_dir() {
             realms_image::copy_tree(&self.home, &dest.join("home"))?;
         } else {
@@ -122,11 +123,11 @@ impl Parts {
 }
 
 fn read_link(link: &Path) -> Result<PathBuf> {
-    fs::read_link(link).map_err(|e| Error::io("reading the symlink", link, e))
+    Ok(fs::read_link(link).ctx("reading the symlink", link)?)
 }
 
 fn symlink(target: &Path, link: &Path) -> Result<()> {
-    std::os::unix::fs::symlink(target, link).map_err(|e| Error::io("creating the symlink", link, e))
+    Ok(std::os::unix::fs::symlink(target, link).ctx("creating the symlink", link)?)
 }
 
 /// A staging directory deleted on drop unless it was committed (renamed into place).

@@ -234,13 +234,6 @@ pub enum Error {
          (`realms config NAME network-zone OTHER`) or remove them first"
     )]
     ZoneInUse { zone: String, realms: String },
-    #[error("{action} {}", path.display())]
-    Io {
-        action: &'static str,
-        path: PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
     #[error(transparent)]
     Image(#[from] realms_image::Error),
     #[error(transparent)]
@@ -248,20 +241,6 @@ pub enum Error {
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
-
-impl Error {
-    pub(crate) fn io(
-        action: &'static str,
-        path: impl Into<PathBuf>,
-        source: std::io::Error,
-    ) -> Error {
-        Error::Io {
-            action,
-            path: path.into(),
-            source,
-        }
-    }
-}
 
 impl Error {
     /// The exit status a shell gives this error: 127 for a missing command, 126 for one that
@@ -598,10 +577,6 @@ mod tests {
                     realms: s("'r'"),
                 },
                 "'lab'",
-            ),
-            (
-                Error::io("reading", "/realms/zones.toml", io_err()),
-                "/realms/zones.toml",
             ),
             (
                 Error::Image(realms_image::Error::NotFound {

@@ -1,5 +1,6 @@
 //! Creating and removing realms, and reading and writing one config option.
 
+use realms_sys::IoContext;
 use std::fs;
 use std::path::Path;
 
@@ -37,13 +38,13 @@ pub fn create(store: &RealmStore, name: &str, image: &str, say: &dyn Report) -> 
     // Inside the staging directory a plain write will do: the rename below publishes it. Its
     // flush to disk runs beside the home copy and the snapshot, and is awaited before the rename.
     let config_path = staging.join("config");
-    fs::write(&config_path, config.as_bytes())
-        .map_err(|e| Error::io("writing", &config_path, e))?;
+    fs::write(&config_path, config.as_bytes()).ctx("writing", &config_path)?;
     std::thread::scope(|scope| {
         let flushed = scope.spawn(|| {
             fs::File::open(&config_path)
                 .and_then(|f| f.sync_data())
-                .map_err(|e| Error::io("writing", &config_path, e))
+                .ctx("writing", &config_path)
+                .map_err(Error::from)
         });
         let populated = populate(store, name, image, &info, &staging, say);
         let flushed = flushed.join().unwrap_or_else(|_| {
@@ -91,7 +92,7 @@ fn populate(
             mkdir(&staging.join("image"))?;
         }
         std::os::unix::fs::symlink(&image_rel, staging.join("lower"))
-            .map_err(|e| Error::io("creating the symlink", staging.join("lower"), e))?;
+            .ctx("creating the symlink", staging.join("lower"))?;
         let why = match info.kind {
             realms_image::ImageKind::Tree => "the store is not on btrfs",
             realms_image::ImageKind::Block => "a block image, mounted read-only",
@@ -268,8 +269,8 @@ fn snapshot_or_cross_fs(image: &Path, staging: &Path) -> Result<bool> {
 /// Gives a new home and everything in it to the realm user (symlinks themselves, not targets).
 fn chown_tree(store: &RealmStore, dir: &Path) -> Result<()> {
     store.chown(dir)?;
-    for entry in fs::read_dir(dir).map_err(|e| Error::io("reading", dir, e))? {
-        let entry = entry.map_err(|e| Error::io("reading", dir, e))?;
+    for entry in fs::read_dir(dir).ctx("reading", dir)? {
+        let entry = entry.ctx("reading", dir)?;
         let path = entry.path();
         if entry.file_type().is_ok_and(|t| t.is_dir()) {
             chown_tree(store, &path)?;

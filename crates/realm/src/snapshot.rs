@@ -4,6 +4,7 @@
 //! They live at `/realms/snapshots/NAME/SNAP`, are staged and renamed into place, and are taken
 //! and restored only while the realm is stopped.
 
+use realms_sys::IoContext;
 use std::fs;
 use std::path::{Path, PathBuf};
 
@@ -116,7 +117,7 @@ pub fn list(store: &RealmStore, realm: &str) -> Result<Vec<Snapshot>> {
 
 fn read_info(path: &Path, realm: &str, name: &str) -> Result<Snapshot> {
     let file = path.join(INFO);
-    let text = fs::read_to_string(&file).map_err(|e| Error::io("reading", &file, e))?;
+    let text = fs::read_to_string(&file).ctx("reading", &file)?;
     let mut info: Snapshot =
         toml::from_str(&text).map_err(|e| crate::error::bad_file(&file, &text, &e))?;
     // The realm may have been renamed since.

@@ -1,6 +1,7 @@
 //! The realm store at `/realms` (really `/storage/realms`): realm directories, the config
 //! template, skel, Shared, the default and current symlinks, and the store lock.
 
+use realms_sys::IoContext;
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -138,7 +139,7 @@ impl RealmStore {
         let link = self.root.join("realms");
         if fs::symlink_metadata(&link).is_err() {
             std::os::unix::fs::symlink("storage/realms", &link)
-                .map_err(|e| Error::io("creating the symlink", &link, e))?;
+                .ctx("creating the symlink", &link)?;
         }
         mkdir(&self.run)?;
         let template = self.dir.join("config");
@@ -211,7 +212,9 @@ impl RealmStore {
         let entries = match fs::read_dir(&self.dir) {
             Ok(entries) => entries,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
-            Err(e) => return Err(Error::io("reading the realm store", &self.dir, e)),
+            Err(e) => {
+                return Err(realms_sys::Error::io("reading the realm store", &self.dir, e).into());
+            }
         };
         let mut names: Vec<String> = entries
             .flatten()
@@ -250,8 +253,7 @@ impl RealmStore {
     /// The image tree an overlay realm sits on (where its `lower` symlink points, in the root).
     pub fn overlay_lower(&self, name: &str) -> Result<PathBuf> {
         let link = self.realm_dir(name).join("lower");
-        let target =
-            fs::read_link(&link).map_err(|e| Error::io("reading the symlink", &link, e))?;
+        let target = fs::read_link(&link).ctx("reading the symlink", &link)?;
         Ok(self.root.join(target.strip_prefix("/").unwrap_or(&target)))
     }
 
@@ -286,7 +288,7 @@ impl RealmStore {
     pub fn clear_current(&self, name: &str) -> Result<()> {
         if self.current_realm().as_deref() == Some(name) {
             let link = self.run.join("current.realm");
-            fs::remove_file(&link).map_err(|e| Error::io("removing", &link, e))?;
+            fs::remove_file(&link).ctx("removing", &link)?;
         }
         Ok(())
     }
@@ -367,12 +369,11 @@ fn link_realm(link: &Path) -> Option<String> {
 }
 
 pub(crate) fn mkdir(path: &Path) -> Result<()> {
-    fs::create_dir_all(path).map_err(|e| Error::io("creating the directory", path, e))
+    Ok(fs::create_dir_all(path).ctx("creating the directory", path)?)
 }
 
 pub(crate) fn chown(path: &Path, uid: u32) -> Result<()> {
-    std::os::unix::fs::lchown(path, Some(uid), Some(uid))
-        .map_err(|e| Error::io("changing the owner of", path, e))
+    Ok(std::os::unix::fs::lchown(path, Some(uid), Some(uid)).ctx("changing the owner of", path)?)
 }
 
 /// Deletes a realm directory: its rootfs subvolume (with nested ones) and everything else,

@@ -3,6 +3,7 @@
 //! one kept as `IMG.appimg.prev`), otherwise it is discarded. Realms made before are unaffected:
 //! snapshots are independent, and overlay realms are re-pointed at the version they were made on.
 
+use realms_sys::IoContext;
 use std::ffi::OsString;
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -199,7 +200,7 @@ fn unpack(store: &RealmStore, info: &ImageInfo) -> Result<realms_image::Staged> 
         .images()
         .dir()
         .join(format!(".mount-{}-{}", info.name, std::process::id()));
-    fs::create_dir_all(&mnt).map_err(|e| Error::io("creating", &mnt, e))?;
+    fs::create_dir_all(&mnt).ctx("creating", &mnt)?;
     let copied = (|| {
         let guard = realms_sys::mount::mount_image(
             info.path.join("image.raw"),

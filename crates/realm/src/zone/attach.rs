@@ -2,6 +2,7 @@
 //! step: the bridge, the host-wide record, the nftables table, `route_localnet` and IPv4
 //! forwarding. Every change rewrites the zone's whole table from its record.
 
+use realms_sys::IoContext;
 use std::fs;
 use std::net::Ipv4Addr;
 use std::path::Path;
@@ -281,7 +282,7 @@ pub(super) fn remove_from_host_locked(
 /// the store lock held.
 fn lease(store: &RealmStore, zone_name: &str, zone: &Zone, realm: &str) -> Result<Ipv4Addr> {
     let dir = store.run_dir().join("leases").join(zone_name);
-    fs::create_dir_all(&dir).map_err(|e| Error::io("creating", &dir, e))?;
+    fs::create_dir_all(&dir).ctx("creating", &dir)?;
     let net = parse_subnet(&zone.subnet)
         .map_err(bad_subnet(zone_name))?
         .octets();

@@ -10,6 +10,7 @@
 //! the owning store still lists the zone in its zones.toml. When the store is gone or dropped
 //! the zone, the next store to use the zone takes it over.
 
+use realms_sys::IoContext;
 use std::fs;
 use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
@@ -53,7 +54,7 @@ fn claim_path(zone: &str) -> PathBuf {
 
 /// The host-wide network lock; taken after (never before) a store lock.
 pub fn lock(store: &crate::RealmStore) -> Result<StoreLock> {
-    fs::create_dir_all(NET_DIR).map_err(|e| Error::io("creating", NET_DIR, e))?;
+    fs::create_dir_all(NET_DIR).ctx("creating", NET_DIR)?;
     store.acquire(&Path::new(NET_DIR).join(".lock"))
 }
 
@@ -74,7 +75,7 @@ pub fn write_claim(zone: &str, claim: &Claim) -> Result<()> {
         path: claim_path(zone),
         source,
     })?;
-    fs::create_dir_all(NET_DIR).map_err(|e| Error::io("creating", NET_DIR, e))?;
+    fs::create_dir_all(NET_DIR).ctx("creating", NET_DIR)?;
     atomic::write_file(claim_path(zone), text.as_bytes(), 0o644)?;
     Ok(())
 }
@@ -154,7 +155,7 @@ pub fn delete_bridge(bridge: &str) -> Result<()> {
 /// DNATed out of it), off otherwise.
 pub fn set_route_localnet(bridge: &str, on: bool) -> Result<()> {
     let path = format!("/proc/sys/net/ipv4/conf/{bridge}/route_localnet");
-    fs::write(&path, if on { "1" } else { "0" }).map_err(|e| Error::io("writing", path, e))
+    Ok(fs::write(&path, if on { "1" } else { "0" }).ctx("writing", path)?)
 }
 
 const IP_FORWARD: &str = "/proc/sys/net/ipv4/ip_forward";
@@ -168,7 +169,7 @@ pub fn enable_ip_forward() -> Result<bool> {
     if ip_forward_on() {
         return Ok(false);
     }
-    fs::write(IP_FORWARD, "1").map_err(|e| Error::io("enabling", IP_FORWARD, e))?;
+    fs::write(IP_FORWARD, "1").ctx("enabling", IP_FORWARD)?;
     Ok(true)
 }
 

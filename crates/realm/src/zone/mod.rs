@@ -69,7 +69,7 @@ pub fn load(store: &RealmStore) -> Result<BTreeMap<String, Zone>> {
     let text = match fs::read_to_string(&path) {
         Ok(t) => t,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(BTreeMap::new()),
-        Err(e) => return Err(Error::io("reading", &path, e)),
+        Err(e) => return Err(realms_sys::Error::io("reading", &path, e).into()),
     };
     let zones: BTreeMap<String, Zone> =
         toml::from_str(&text).map_err(|e| crate::error::bad_file(&path, &text, &e))?;
