@@ -72,13 +72,6 @@ pub enum Error {
         #[source]
         source: realms_verity::Error,
     },
-    #[error("{action} {}", path.display())]
-    Io {
-        action: &'static str,
-        path: PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
     #[error(transparent)]
     Sys(#[from] realms_sys::Error),
 }
@@ -96,20 +89,6 @@ pub fn toml_line(text: &str, err: &toml::de::Error) -> Option<usize> {
             .count()
             + 1,
     )
-}
-
-impl Error {
-    pub(crate) fn io(
-        action: &'static str,
-        path: impl Into<PathBuf>,
-        source: std::io::Error,
-    ) -> Error {
-        Error::Io {
-            action,
-            path: path.into(),
-            source,
-        }
-    }
 }
 
 #[cfg(test)]
@@ -235,10 +214,6 @@ mod tests {
                     source: realms_verity::Error::HashOffset { offset: 7 },
                 },
                 "/s/.staging-n",
-            ),
-            (
-                Error::io("reading", "/s/o", std::io::Error::from_raw_os_error(13)),
-                "/s/o",
             ),
             (
                 Error::Sys(realms_sys::Error::io(

@@ -1,5 +1,6 @@
 //! `realms appimg import`: a new tree image from a directory, a tarball or debootstrap.
 
+use realms_sys::IoContext;
 use std::fs;
 use std::path::{Path, PathBuf};
 
@@ -175,7 +176,7 @@ fn debootstrap(suite: &str, packages: &[String], staged: &Staged) -> Result<()> 
     // debootstrap copies the host's hostname; a realm is named after itself instead.
     let hostname = staged.path().join("etc/hostname");
     if hostname.exists() {
-        fs::remove_file(&hostname).map_err(|e| Error::io("removing", &hostname, e))?;
+        fs::remove_file(&hostname).ctx("removing", &hostname)?;
     }
     // The realm user whose home is /realms/realm-NAME/home.
     Cmd::new("chroot")
@@ -222,9 +223,9 @@ fn prepare_tree(tree: &Path) -> Result<()> {
 
 /// Replaces nested btrfs subvolumes below `dir` by plain directories with the same content.
 fn flatten_nested_subvolumes(top: &Path, dir: &Path) -> Result<()> {
-    let entries = fs::read_dir(dir).map_err(|e| Error::io("reading", dir, e))?;
+    let entries = fs::read_dir(dir).ctx("reading", dir)?;
     for entry in entries {
-        let entry = entry.map_err(|e| Error::io("reading", dir, e))?;
+        let entry = entry.ctx("reading", dir)?;
         let Ok(ft) = entry.file_type() else { continue };
         if !ft.is_dir() {
             continue;

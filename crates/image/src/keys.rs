@@ -1,6 +1,7 @@
 //! Signing keys for sealed images: ed25519 key pairs, the trusted public keys under
 //! `/etc/realms/keys.d/` and `/usr/lib/realms/keys.d/`, and signing and checking signatures.
 
+use realms_sys::IoContext;
 use std::fs;
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
@@ -54,9 +55,9 @@ pub fn generate(root: &Path, name: &str) -> Result<(PathBuf, TrustedKey)> {
         }
     }
     for (dir, mode) in [(&private_dir, 0o700), (&public_dir, 0o755)] {
-        fs::create_dir_all(dir).map_err(|e| Error::io("creating", dir.as_path(), e))?;
+        fs::create_dir_all(dir).ctx("creating", dir.as_path())?;
         fs::set_permissions(dir, fs::Permissions::from_mode(mode))
-            .map_err(|e| Error::io("setting the mode of", dir.as_path(), e))?;
+            .ctx("setting the mode of", dir.as_path())?;
     }
     let seed = realms_sys::random::bytes::<32>()?;
     let signing = SigningKey::from_bytes(&seed);
@@ -78,10 +79,11 @@ fn write_private(path: &Path, seed: &[u8; 32]) -> Result<()> {
         .create_new(true)
         .mode(0o600)
         .open(path)
-        .map_err(|e| Error::io("creating the private key", path, e))?;
+        .ctx("creating the private key", path)?;
     f.write_all(text.as_bytes())
         .and_then(|_| f.sync_all())
-        .map_err(|e| Error::io("writing the private key", path, e))
+        .ctx("writing the private key", path)?;
+    Ok(())
 }
 
 /// The private key file `spec` names: a key of the key store by name (`me` is
@@ -120,7 +122,7 @@ fn read_key_file(path: &Path, kind: &str, header: &str) -> Result<[u8; 32]> {
         path: path.to_path_buf(),
         message,
     };
-    let text = fs::read_to_string(path).map_err(|e| Error::io("reading the key", path, e))?;
+    let text = fs::read_to_string(path).ctx("reading the key", path)?;
     let mut lines = text.lines();
     if lines.next() != Some(header) {
         return Err(bad(format!(
@@ -212,7 +214,7 @@ pub fn check(
         std::io::ErrorKind::NotFound => Error::Unsigned {
             name: image.to_string(),
         },
-        _ => Error::io("reading the signature", sig_path, e),
+        _ => Error::from(realms_sys::Error::io("reading the signature", sig_path, e)),
     })?;
     #[derive(serde::Deserialize)]
     #[serde(deny_unknown_fields)]

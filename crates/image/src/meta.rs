@@ -3,6 +3,7 @@
 //! A sealed image's signature (`image.sig`) covers the exact bytes of `image.meta`, which hold
 //! the name, version, filesystem, creation time and every verity parameter with the root hash.
 
+use realms_sys::IoContext;
 use std::path::Path;
 
 use serde::{Deserialize, Serialize};
@@ -53,8 +54,7 @@ impl Meta {
     }
 
     pub fn load(path: &Path) -> Result<(Meta, Vec<u8>)> {
-        let bytes =
-            std::fs::read(path).map_err(|e| Error::io("reading the image metadata", path, e))?;
+        let bytes = std::fs::read(path).ctx("reading the image metadata", path)?;
         let text = std::str::from_utf8(&bytes).map_err(|_| Error::BadMeta {
             path: path.to_path_buf(),
             line: None,

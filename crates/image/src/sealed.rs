@@ -2,6 +2,7 @@
 //! add the dm-verity hash area `image.verity`, systemd's `image.roothash` sidecar and `image.sig`,
 //! an ed25519 signature over `image.meta` (which holds the root hash).
 
+use realms_sys::IoContext;
 use std::fs;
 use std::path::{Path, PathBuf};
 
@@ -146,7 +147,7 @@ fn mkfs(fs_type: Filesystem, tree: &Path, raw: &Path, label: &str) -> Result<()>
             let size = (used + used / 4 + (64 << 20)).next_multiple_of(4 << 20);
             fs::File::create(raw)
                 .and_then(|f| f.set_len(size))
-                .map_err(|e| Error::io("creating", raw, e))?;
+                .ctx("creating", raw)?;
             Cmd::new("mkfs.ext4")
                 .args(["-q", "-O", "^has_journal", "-L", label, "-d"])
                 .arg(tree)
@@ -162,26 +163,23 @@ fn pad_to_block(raw: &Path) -> Result<()> {
     let f = fs::OpenOptions::new()
         .write(true)
         .open(raw)
-        .map_err(|e| Error::io("opening", raw, e))?;
-    let len = f
-        .metadata()
-        .map_err(|e| Error::io("reading", raw, e))?
-        .len();
-    f.set_len(len.next_multiple_of(4096))
-        .map_err(|e| Error::io("padding", raw, e))
+        .ctx("opening", raw)?;
+    let len = f.metadata().ctx("reading", raw)?.len();
+    f.set_len(len.next_multiple_of(4096)).ctx("padding", raw)?;
+    Ok(())
 }
 
 /// Formats `image.verity` for `image.raw` with a fresh salt; writes `image.roothash`.
 fn format_verity(dir: &Path) -> Result<VerityMeta> {
     let raw = dir.join("image.raw");
     let hash_path = dir.join("image.verity");
-    let data = fs::File::open(&raw).map_err(|e| Error::io("opening", &raw, e))?;
+    let data = fs::File::open(&raw).ctx("opening", &raw)?;
     let hash = fs::OpenOptions::new()
         .read(true)
         .write(true)
         .create_new(true)
         .open(&hash_path)
-        .map_err(|e| Error::io("creating", &hash_path, e))?;
+        .ctx("creating", &hash_path)?;
     let params = Params {
         salt: realms_sys::random::bytes::<32>()?.to_vec(),
         uuid: Some(realms_sys::random::bytes::<16>()?),
@@ -191,8 +189,7 @@ fn format_verity(dir: &Path) -> Result<VerityMeta> {
         path: dir.to_path_buf(),
         source,
     })?;
-    hash.sync_all()
-        .map_err(|e| Error::io("writing", &hash_path, e))?;
+    hash.sync_all().ctx("writing", &hash_path)?;
     let root_hash = hex::encode(&out.root_hash);
     realms_sys::atomic::write_file(
         dir.join("image.roothash"),
@@ -229,7 +226,7 @@ pub fn check_signature(root: &Path, info: &ImageInfo) -> Result<Checked> {
         std::io::ErrorKind::NotFound => Error::Unsigned {
             name: info.name.clone(),
         },
-        _ => Error::io("reading", &meta_path, e),
+        _ => Error::from(realms_sys::Error::io("reading", &meta_path, e)),
     })?;
     let trusted = keys::trusted(root)?;
     let signature = keys::check(&info.name, &info.path.join("image.sig"), &bytes, &trusted)?;
@@ -308,10 +305,8 @@ pub fn verify(root: &Path, info: &ImageInfo) -> Result<Verified> {
     let checked = check_signature(root, info)?;
     let v = checked.meta.verity.as_ref().expect("checked above");
     let (params, root_hash) = verity_params(info, v)?;
-    let open = |name: &str| {
-        fs::File::open(info.path.join(name))
-            .map_err(|e| Error::io("opening", info.path.join(name), e))
-    };
+    let open =
+        |name: &str| fs::File::open(info.path.join(name)).ctx("opening", info.path.join(name));
     let (data, hash) = (open("image.raw")?, open("image.verity")?);
     realms_verity::verify(&data, &hash, &params, &root_hash)
         .map_err(|e| tampered(info, &e.to_string()))?;

@@ -1,5 +1,6 @@
 //! The image store at `/storage/appimg`: lookup, listing, staging, commit, rollback, removal.
 
+use realms_sys::IoContext;
 use std::fs;
 use std::path::{Path, PathBuf};
 
@@ -99,8 +100,7 @@ impl ImageStore {
         if self.dir.is_dir() {
             return Ok(false);
         }
-        fs::create_dir_all(&self.dir)
-            .map_err(|e| Error::io("creating the image store", &self.dir, e))?;
+        fs::create_dir_all(&self.dir).ctx("creating the image store", &self.dir)?;
         Ok(true)
     }
 
@@ -190,11 +190,17 @@ impl ImageStore {
         let entries = match fs::read_dir(&self.dir) {
             Ok(entries) => entries,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
-            Err(e) => return Err(Error::io("reading the image store", &self.dir, e)),
+            Err(e) => {
+                return Err(Error::from(realms_sys::Error::io(
+                    "reading the image store",
+                    &self.dir,
+                    e,
+                )));
+            }
         };
         let mut images = Vec::new();
         for entry in entries {
-            let entry = entry.map_err(|e| Error::io("reading the image store", &self.dir, e))?;
+            let entry = entry.ctx("reading the image store", &self.dir)?;
             let file_name = entry.file_name();
             let Some(name) = file_name.to_str().and_then(|n| n.strip_suffix(".appimg")) else {
                 continue;
@@ -214,8 +220,7 @@ impl ImageStore {
         if self.on_btrfs() {
             btrfs::create_subvolume(&path)?;
         } else {
-            fs::create_dir(&path)
-                .map_err(|e| Error::io("creating the staging directory", &path, e))?;
+            fs::create_dir(&path).ctx("creating the staging directory", &path)?;
         }
         Ok(Staged { path: Some(path) })
     }
@@ -224,7 +229,7 @@ impl ImageStore {
     pub fn stage_plain(&self, name: &str) -> Result<Staged> {
         self.init()?;
         let path = self.staging_path(name);
-        fs::create_dir(&path).map_err(|e| Error::io("creating the staging directory", &path, e))?;
+        fs::create_dir(&path).ctx("creating the staging directory", &path)?;
         Ok(Staged { path: Some(path) })
     }
 
@@ -416,7 +421,7 @@ pub fn delete_tree(path: &Path) -> Result<()> {
 
 /// Copies a tree with everything preserved, sharing extents where the filesystem can.
 pub fn copy_tree(src: &Path, dest: &Path) -> Result<()> {
-    fs::create_dir(dest).map_err(|e| Error::io("creating", dest, e))?;
+    fs::create_dir(dest).ctx("creating", dest)?;
     realms_sys::cmd::Cmd::new("cp")
         .args(["-a", "--reflink=auto", "--"])
         .arg(src.join("."))
