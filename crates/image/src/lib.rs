@@ -7,6 +7,8 @@
 //! version after an update is kept as `NAME.appimg.prev`. Work in progress is staged under a
 //! dot-name and renamed into place.
 
+#![warn(missing_docs)]
+
 pub mod activate;
 mod error;
 mod import;
