@@ -29,7 +29,9 @@ pub enum Source {
     Tarball(PathBuf),
     /// `debootstrap:SUITE[:PACKAGE,...]`, built from the Debian mirror apt uses.
     Debootstrap {
+        /// The Debian suite (`bookworm`).
         suite: String,
+        /// Packages to install beyond the base system.
         packages: Vec<String>,
     },
 }

@@ -25,9 +25,11 @@ pub const PRIVATE_DIR: &str = "etc/realms/private";
 #[derive(Debug, Clone, Serialize)]
 #[serde(rename_all = "kebab-case")]
 pub struct TrustedKey {
+    /// The key file's name without `.pub`.
     pub name: String,
     /// The first 16 bytes of the SHA-256 of the key, in hex.
     pub fingerprint: String,
+    /// The key file.
     pub path: PathBuf,
     #[serde(skip)]
     key: VerifyingKey,
@@ -199,7 +201,9 @@ pub fn sign(key: &SigningKey, payload: &[u8]) -> String {
 #[derive(Debug, Clone, Serialize)]
 #[serde(rename_all = "kebab-case")]
 pub struct GoodSignature {
+    /// The name of the trusted key.
     pub key: String,
+    /// Its fingerprint.
     pub fingerprint: String,
 }
 

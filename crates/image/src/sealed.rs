@@ -20,12 +20,16 @@ use realms_sys::event::{Event, Report};
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Filesystem {
+    /// EROFS.
     Erofs,
+    /// SquashFS.
     Squashfs,
+    /// ext4.
     Ext4,
 }
 
 impl Filesystem {
+    /// The name `mount -t` and image.meta use.
     pub fn name(self) -> &'static str {
         match self {
             Filesystem::Erofs => "erofs",
@@ -34,6 +38,7 @@ impl Filesystem {
         }
     }
 
+    /// The filesystem of that name, if realms knows it.
     pub fn parse(s: &str) -> Option<Filesystem> {
         [Filesystem::Erofs, Filesystem::Squashfs, Filesystem::Ext4]
             .into_iter()
@@ -44,9 +49,11 @@ impl Filesystem {
 /// What `realms appimg build` is asked for.
 #[derive(Debug, Clone)]
 pub struct BuildOptions {
+    /// The image to make.
     pub name: String,
     /// The tree to put in the image.
     pub tree: PathBuf,
+    /// The filesystem of `image.raw`.
     pub filesystem: Filesystem,
     /// Seal with this private key file.
     pub key: Option<PathBuf>,
@@ -214,7 +221,9 @@ fn format_verity(dir: &Path) -> Result<VerityMeta> {
 #[derive(Debug, Clone, Serialize)]
 #[serde(rename_all = "kebab-case")]
 pub struct Checked {
+    /// Its metadata.
     pub meta: Meta,
+    /// The key that signed it.
     pub signature: GoodSignature,
 }
 
@@ -288,10 +297,15 @@ pub fn verity_params(info: &ImageInfo, v: &VerityMeta) -> Result<(Params, Vec<u8
 #[derive(Debug, Clone, Serialize)]
 #[serde(rename_all = "kebab-case")]
 pub struct Verified {
+    /// The image.
     pub name: String,
+    /// Its version.
     pub version: String,
+    /// The key that signed it.
     pub signed_by: GoodSignature,
+    /// The number of data blocks checked against the hash tree.
     pub data_blocks: u64,
+    /// The root hash, in hex.
     pub root_hash: String,
 }
 

@@ -27,8 +27,11 @@ pub enum ImageKind {
 #[derive(Debug, Clone, Serialize)]
 #[serde(rename_all = "kebab-case")]
 pub struct ImageInfo {
+    /// The image.
     pub name: String,
+    /// Tree, block or sealed.
     pub kind: ImageKind,
+    /// Its directory (`NAME.appimg`).
     pub path: PathBuf,
     /// True when the tree is a btrfs subvolume (realms are then O(1) snapshots of it).
     pub subvolume: bool,
@@ -59,6 +62,7 @@ pub struct Staged {
 }
 
 impl Staged {
+    /// The staged tree (a dot-name in the store).
     pub fn path(&self) -> &Path {
         self.path
             .as_deref()
@@ -104,6 +108,7 @@ impl ImageStore {
         Ok(true)
     }
 
+    /// The directory of the images (`/storage/appimg`).
     pub fn dir(&self) -> &Path {
         &self.dir
     }

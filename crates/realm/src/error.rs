@@ -480,10 +480,8 @@ impl Error {
 pub(crate) fn bad_file(path: &Path, text: &str, err: &toml::de::Error) -> Error {
     let line = realms_image::toml_line(text, err);
     Error::BadConfig {
-        /// The file.
         path: path.to_path_buf(),
         line,
-        /// What is wrong.
         message: err.message().trim().to_string(),
     }
 }

@@ -17,11 +17,17 @@ use realms_sys::event::Report;
 /// An account in the realm's `/etc/passwd`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Account {
+    /// The user name.
     pub name: String,
+    /// Its uid.
     pub uid: u32,
+    /// Its primary gid.
     pub gid: u32,
+    /// Its home directory.
     pub home: PathBuf,
+    /// Its login shell.
     pub shell: PathBuf,
+    /// Its primary and supplementary groups.
     pub groups: Vec<u32>,
 }
 
@@ -71,6 +77,7 @@ pub struct RunOptions {
     pub env: Vec<(String, String)>,
     /// The working directory inside the realm (default: the user's home, else `/`).
     pub cwd: Option<PathBuf>,
+    /// Whether the command gets a pty.
     pub tty: Tty,
 }
 

@@ -193,7 +193,9 @@ pub fn config_set(store: &RealmStore, name: &str, key: &str, value: &str) -> Res
 /// One entry added to or removed from a list option (`realms config NAME KEY --add|--remove`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ListEdit<'a> {
+    /// Adds the entry (refused if it is there already).
     Add(&'a str),
+    /// Removes the entry (refused if it is not there).
     Remove(&'a str),
 }
 

@@ -59,9 +59,13 @@ pub fn on_image(store: &RealmStore, name: &str, image: &str) -> OnImage {
 #[derive(Debug, Clone, Serialize)]
 #[serde(rename_all = "kebab-case")]
 pub struct Rebased {
+    /// The realm.
     pub realm: String,
+    /// The image it is on now.
     pub appimg: String,
+    /// The image version it was on.
     pub from_version: Option<String>,
+    /// The image version it is on now.
     pub version: Option<String>,
 }
 

@@ -65,7 +65,9 @@ pub(crate) fn nspawn_pid(store: &RealmStore, name: &str) -> Option<u32> {
 /// Whether a realm runs, and how well.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum State {
+    /// Not running.
     Stopped,
+    /// Running under its nspawn.
     Running,
     /// Its nspawn is gone (killed) but processes of its container live on (direct executor);
     /// `stop` ends them, `start` ends them and boots the realm afresh.

@@ -20,11 +20,15 @@ use crate::{Error, Result, launch};
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub struct Snapshot {
+    /// The realm.
     pub realm: String,
+    /// The snapshot.
     pub name: String,
     /// Seconds since the epoch.
     pub created: u64,
+    /// How the realm's root was made.
     pub root: RootKind,
+    /// The image the realm was on.
     pub appimg: String,
     /// The version of the image the realm was on.
     pub image_version: Option<String>,

@@ -169,6 +169,7 @@ impl RealmStore {
         Ok(created)
     }
 
+    /// The `--root` directory.
     pub fn root(&self) -> &Path {
         &self.root
     }
@@ -183,6 +184,7 @@ impl RealmStore {
         &self.run
     }
 
+    /// The image store under the same root.
     pub fn images(&self) -> &ImageStore {
         &self.images
     }

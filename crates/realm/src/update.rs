@@ -395,7 +395,9 @@ pub fn remove_image(store: &RealmStore, image: &str, say: &dyn Report) -> Result
 #[derive(Debug, Clone, serde::Serialize)]
 #[serde(rename_all = "kebab-case")]
 pub struct Kept {
+    /// Its directory.
     pub path: PathBuf,
+    /// Its version.
     pub version: Option<String>,
     /// The overlay realms on it (`realms rebase NAME` moves them to the current version).
     pub realms: Vec<String>,

@@ -19,7 +19,9 @@ use crate::{Error, Result};
 /// A realm's place in its zone, from [`attach`].
 #[derive(Debug, Clone)]
 pub struct Attachment {
+    /// The zone.
     pub zone: Zone,
+    /// The realm's address in it.
     pub address: Ipv4Addr,
     /// What the user should hear about (the zone has no way out, forwarding was turned on).
     pub warnings: Vec<String>,
