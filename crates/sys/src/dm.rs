@@ -54,9 +54,29 @@ struct DmTargetSpec {
 const _: () = assert!(size_of::<DmIoctl>() == 312);
 const _: () = assert!(size_of::<DmTargetSpec>() == 40);
 
-/// True when the kernel has device-mapper (`/dev/mapper/control` exists).
+/// True when the kernel has device-mapper: `/dev/mapper/control` exists and leads to a driver
+/// (a node left by `mknod` or a container's `/dev` on a kernel without dm opens with ENODEV).
 pub fn available() -> bool {
-    Path::new(CONTROL).exists()
+    has_driver(Path::new(CONTROL))
+}
+
+/// False when `path` is missing or its device has no driver; true otherwise (a permission
+/// error means the driver is there).
+fn has_driver(path: &Path) -> bool {
+    match std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(path)
+    {
+        Ok(_) => true,
+        Err(e) => {
+            let errno = e.raw_os_error().map(rustix::io::Errno::from_raw_os_error);
+            !matches!(
+                errno,
+                Some(rustix::io::Errno::NODEV | rustix::io::Errno::NOENT | rustix::io::Errno::NXIO)
+            )
+        }
+    }
 }
 
 /// The parameters of a dm-verity table (`Documentation/admin-guide/device-mapper/verity.rst`).
@@ -247,6 +267,30 @@ fn dev_minor(dev: u64) -> u32 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Regression: a `/dev/mapper/control` node on a kernel without device-mapper counted as
+    /// device-mapper, so a sealed realm failed to start ("opening /dev/mapper/control: No such
+    /// device") instead of being verified in userspace.
+    #[test]
+    fn a_control_node_without_a_driver_is_not_device_mapper() {
+        let dir = tempfile::tempdir().unwrap();
+        assert!(!has_driver(&dir.path().join("control")));
+        // A character device whose major has no driver (unnamed major 0 never has one); mknod
+        // needs CAP_MKNOD and a filesystem that allows device nodes.
+        let node = dir.path().join("nodriver");
+        let made = rustix::fs::mknodat(
+            rustix::fs::CWD,
+            &node,
+            rustix::fs::FileType::CharacterDevice,
+            rustix::fs::Mode::from_raw_mode(0o600),
+            rustix::fs::makedev(0, 0),
+        );
+        if made.is_ok() {
+            assert!(!has_driver(&node));
+        }
+        // /dev/null has a driver.
+        assert!(has_driver(Path::new("/dev/null")));
+    }
 
     #[test]
     fn target_spec_layout() {
