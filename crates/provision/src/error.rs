@@ -474,4 +474,70 @@ mod tests {
         };
         assert_eq!(chain_text(&err), "package 'web': No image 'web' found.",);
     }
+
+    /// The variant's name; a match without a wildcard, so a new variant must be named here
+    /// (and then in [`every_variant`], or the test below fails).
+    fn variant(err: &Error) -> &'static str {
+        match err {
+            Error::Manifest { .. } => "Manifest",
+            Error::ManifestValue { .. } => "ManifestValue",
+            Error::BadIndex { .. } => "BadIndex",
+            Error::Unsigned { .. } => "Unsigned",
+            Error::BadSignature { .. } => "BadSignature",
+            Error::OlderIndex { .. } => "OlderIndex",
+            Error::Expired { .. } => "Expired",
+            Error::NotListed { .. } => "NotListed",
+            Error::Integrity { .. } => "Integrity",
+            Error::Hostile { .. } => "Hostile",
+            Error::Fetch { .. } => "Fetch",
+            Error::Scheme { .. } => "Scheme",
+            Error::Key { .. } => "Key",
+            Error::Portable { .. } => "Portable",
+            Error::State { .. } => "State",
+            Error::PackageName { .. } => "PackageName",
+            Error::NotAPackage { .. } => "NotAPackage",
+            Error::PackageChanged { .. } => "PackageChanged",
+            Error::SerializeIndex { .. } => "SerializeIndex",
+            Error::PackRaw { .. } => "PackRaw",
+            Error::Inbox { .. } => "Inbox",
+            Error::DownloadThread { .. } => "DownloadThread",
+            Error::Io { .. } => "Io",
+            Error::Sys { .. } => "Sys",
+        }
+    }
+
+    const VARIANTS: &[&str] = &[
+        "Manifest",
+        "ManifestValue",
+        "BadIndex",
+        "Unsigned",
+        "BadSignature",
+        "OlderIndex",
+        "Expired",
+        "NotListed",
+        "Integrity",
+        "Hostile",
+        "Fetch",
+        "Scheme",
+        "Key",
+        "Portable",
+        "State",
+        "PackageName",
+        "NotAPackage",
+        "PackageChanged",
+        "SerializeIndex",
+        "PackRaw",
+        "Inbox",
+        "DownloadThread",
+        "Io",
+        "Sys",
+    ];
+
+    #[test]
+    fn every_variant_is_in_the_rendering_test() {
+        let listed: std::collections::BTreeSet<&str> =
+            every_variant().iter().map(|(e, _)| variant(e)).collect();
+        let missing: Vec<&&str> = VARIANTS.iter().filter(|v| !listed.contains(**v)).collect();
+        assert!(missing.is_empty(), "not rendered by the test: {missing:?}");
+    }
 }
