@@ -498,9 +498,9 @@ mod tests {
             Error::NotAPackage { .. } => "NotAPackage",
             Error::PackageChanged { .. } => "PackageChanged",
             Error::SerializeIndex { .. } => "SerializeIndex",
-            Error::PackRaw { .. } => "PackRaw",
+            Error::PackRaw => "PackRaw",
             Error::Inbox { .. } => "Inbox",
-            Error::DownloadThread { .. } => "DownloadThread",
+            Error::DownloadThread => "DownloadThread",
             Error::Io { .. } => "Io",
             Error::Sys { .. } => "Sys",
         }

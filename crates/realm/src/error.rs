@@ -852,7 +852,7 @@ mod tests {
             Error::BadConfig { .. } => "BadConfig",
             Error::UnknownKey { .. } => "UnknownKey",
             Error::BadValue { .. } => "BadValue",
-            Error::NoDefault { .. } => "NoDefault",
+            Error::NoDefault => "NoDefault",
             Error::StartFailed { .. } => "StartFailed",
             Error::NoCommand { .. } => "NoCommand",
             Error::RelativeCwd { .. } => "RelativeCwd",
