@@ -102,7 +102,7 @@ fn a_realm_starts_on_a_sealed_image_verified_in_userspace() {
     let out = t.realms(&["start", &r]);
     // A warning: on stderr, where `realms` puts every `[!]` line.
     let said = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success());
+    assert!(out.status.success(), "{said}");
     assert!(
         said.contains("no device-mapper") && said.contains("no protection against tampering"),
         "{said}"

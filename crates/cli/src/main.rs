@@ -15,7 +15,7 @@ use std::process::ExitCode;
 fn main() -> ExitCode {
     let cli = args::parse();
     output::init_logging(cli.global.verbose);
-    let ctx = output::Ctx::new(&cli.global);
+    let ctx = output::Ctx::new(cli.global.root.clone(), cli.global.json, cli.global.quiet);
     match args::dispatch(cli.command, &ctx) {
         Ok(code) => code,
         Err(err) => {

@@ -7,8 +7,6 @@ use std::path::PathBuf;
 use realms_sys::event::{Event, Report};
 use serde::Serialize;
 
-use crate::args::Global;
-
 /// Writes to stdout. A reader that went away (`realms ... | head`) ends the program quietly with
 /// status 0, as ripgrep does; `println!` would panic.
 pub fn write_stdout(args: std::fmt::Arguments) {
@@ -44,12 +42,9 @@ pub struct Ctx {
 }
 
 impl Ctx {
-    pub fn new(global: &Global) -> Self {
-        Ctx {
-            root: global.root.clone(),
-            json: global.json,
-            quiet: global.quiet,
-        }
+    /// The context of the global options `--root`, `--json` and `-q`.
+    pub fn new(root: PathBuf, json: bool, quiet: bool) -> Self {
+        Ctx { root, json, quiet }
     }
 
     /// Prints a command's result: JSON with `--json`, its text form otherwise (nothing with `-q`).

@@ -6,11 +6,11 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::{Args, Subcommand};
-use realms_realm::{RealmStore, exec, launch, lifecycle, select, update, zone};
+use realms_realm::{RealmStore, autostart, exec, launch, lifecycle, select, update, zone};
 use serde::Serialize;
 use serde_json::json;
 
-use crate::output::Ctx;
+use crate::output::{Ctx, Json};
 use realms_sys::event::Event;
 
 #[derive(Debug, Subcommand)]
@@ -163,7 +163,7 @@ pub fn run(cmd: RealmCmd, ctx: &Ctx) -> anyhow::Result<ExitCode> {
             ctx.done("created", "realm", &name, json!({ "appimg": appimg }));
         }
         RealmCmd::List => ctx.emit(&List(select::list(&store)?))?,
-        RealmCmd::Init => crate::verbs::init(&store, ctx)?,
+        RealmCmd::Init => init(&store, ctx)?,
         RealmCmd::Default { name: Some(name) } => {
             select::set_default(&store, &name, &say)?;
             ctx.done("set-default", "realm", &name, json!({}));
@@ -223,7 +223,7 @@ pub fn run(cmd: RealmCmd, ctx: &Ctx) -> anyhow::Result<ExitCode> {
         }
         RealmCmd::Start {
             autostart: true, ..
-        } => return crate::verbs::start_autostart(&store, ctx),
+        } => return start_autostart(&store, ctx),
         RealmCmd::Start { name, .. } => {
             let name = select::start(&store, name.as_deref(), &say)?;
             ctx.done("started", "realm", &name, json!({}));
@@ -451,4 +451,39 @@ impl fmt::Display for Zones {
         }
         Ok(())
     }
+}
+
+/// `realms init`.
+pub fn init(store: &realms_realm::RealmStore, ctx: &Ctx) -> anyhow::Result<()> {
+    let created = store.init()?;
+    if !created {
+        ctx.say(Event::progress(format!(
+            "The realm store at {} exists already",
+            store.dir().display()
+        )));
+    }
+    ctx.done(
+        if created { "created" } else { "exists" },
+        "store",
+        &store.dir().display().to_string(),
+        json!({ "images": store.images().dir() }),
+    );
+    Ok(())
+}
+
+/// `realms start --autostart`: fails when any boot realm failed to start.
+pub fn start_autostart(store: &realms_realm::RealmStore, ctx: &Ctx) -> anyhow::Result<ExitCode> {
+    let say = |event: Event| ctx.say(event);
+    let started = autostart::start_all(store, &say)?;
+    if started.is_empty() {
+        say(Event::progress(
+            "No realm starts at boot (no default realm, none with autostart)",
+        ));
+    }
+    ctx.emit(&Json(&started))?;
+    Ok(if started.iter().all(|s| s.started) {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
 }

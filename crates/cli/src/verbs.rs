@@ -9,7 +9,7 @@ use realms_realm::store::RootKind;
 use realms_realm::{autostart, rebase, rename, snapshot, status};
 use serde::Serialize;
 
-use crate::output::{Ctx, Json, outln};
+use crate::output::{Ctx, outln};
 use realms_sys::event::Event;
 use serde_json::json;
 
@@ -90,13 +90,8 @@ pub fn run(cmd: VerbCmd, ctx: &Ctx) -> anyhow::Result<ExitCode> {
             follow,
             lines,
         } => {
-            let source =
-                status::log_source(&store, &name).ok_or_else(|| realms_realm::Error::Realm {
-                    name: name.clone(),
-                    message: format!(
-                        "it has no log yet; it gets one when it starts (`realms start {name}`)"
-                    ),
-                })?;
+            let source = status::log_source(&store, &name)
+                .ok_or_else(|| realms_realm::Error::NoLog { name: name.clone() })?;
             ctx.say(Event::progress(format!("Showing {}", source.describe())));
             if ctx.json && matches!(source, status::LogSource::File(_)) {
                 for line in source.tail(lines)? {
@@ -144,41 +139,6 @@ pub fn run(cmd: VerbCmd, ctx: &Ctx) -> anyhow::Result<ExitCode> {
         }
     }
     Ok(ExitCode::SUCCESS)
-}
-
-/// `realms init`.
-pub fn init(store: &realms_realm::RealmStore, ctx: &Ctx) -> anyhow::Result<()> {
-    let created = store.init()?;
-    if !created {
-        ctx.say(Event::progress(format!(
-            "The realm store at {} exists already",
-            store.dir().display()
-        )));
-    }
-    ctx.done(
-        if created { "created" } else { "exists" },
-        "store",
-        &store.dir().display().to_string(),
-        json!({ "images": store.images().dir() }),
-    );
-    Ok(())
-}
-
-/// `realms start --autostart`: fails when any boot realm failed to start.
-pub fn start_autostart(store: &realms_realm::RealmStore, ctx: &Ctx) -> anyhow::Result<ExitCode> {
-    let say = |event: Event| ctx.say(event);
-    let started = autostart::start_all(store, &say)?;
-    if started.is_empty() {
-        say(Event::progress(
-            "No realm starts at boot (no default realm, none with autostart)",
-        ));
-    }
-    ctx.emit(&Json(&started))?;
-    Ok(if started.iter().all(|s| s.started) {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::FAILURE
-    })
 }
 
 fn snapshot_cmd(

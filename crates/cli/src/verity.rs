@@ -288,13 +288,27 @@ mod tests {
     use super::*;
     use clap::Parser;
 
+    /// `realms verity ...` as the CLI parses it (args.rs flattens [`VerityCommand`] the same
+    /// way; its `every_subcommand_parses` covers the whole command line).
+    #[derive(Debug, Parser)]
+    #[command(name = "realms")]
+    struct Cli {
+        /// The global `--json` of args.rs, which may come before the subcommand.
+        #[arg(long, global = true)]
+        json: bool,
+        #[command(subcommand)]
+        command: Top,
+    }
+
+    #[derive(Debug, clap::Subcommand)]
+    enum Top {
+        #[command(subcommand)]
+        Verity(VerityCommand),
+    }
+
     fn parse(args: &[&str]) -> VerityCommand {
-        let cli = crate::args::Cli::try_parse_from(args).unwrap();
-        match cli.command {
-            crate::args::Command::Verity(cmd) => cmd,
-            #[allow(unreachable_patterns)]
-            other => panic!("not a verity command: {other:?}"),
-        }
+        let Top::Verity(cmd) = Cli::try_parse_from(args).unwrap().command;
+        cmd
     }
 
     #[test]
@@ -347,15 +361,7 @@ mod tests {
         };
         assert_eq!(opts.options().apply(base.clone()).unwrap(), base);
         assert!(
-            crate::args::Cli::try_parse_from([
-                "realms",
-                "verity",
-                "format",
-                "d",
-                "h",
-                "--hash=md5"
-            ])
-            .is_err()
+            Cli::try_parse_from(["realms", "verity", "format", "d", "h", "--hash=md5"]).is_err()
         );
     }
 }

@@ -235,7 +235,7 @@ pub fn publish(run: &Path, files: &BTreeMap<PathBuf, Vec<u8>>) -> Result<bool> {
     );
     let staging = gens.join(&name);
     for dir in ["applications", "icons/hicolor"] {
-        fs::create_dir_all(staging.join(dir)).ctx("creating", &staging.join(dir))?;
+        fs::create_dir_all(staging.join(dir)).ctx("creating", staging.join(dir))?;
     }
     for (path, bytes) in files {
         let dest = staging.join(path);
@@ -244,7 +244,7 @@ pub fn publish(run: &Path, files: &BTreeMap<PathBuf, Vec<u8>>) -> Result<bool> {
         }
         fs::write(&dest, bytes).ctx("writing", &dest)?;
     }
-    fs::write(staging.join(".digest"), &digest).ctx("writing", &staging.join(".digest"))?;
+    fs::write(staging.join(".digest"), &digest).ctx("writing", staging.join(".digest"))?;
     realms_sys::atomic::replace_symlink(Path::new(".desktop").join(&name), &link)?;
     remove_replaced(&gens, &name, REPLACED_FOR)?;
     Ok(true)

@@ -2,6 +2,7 @@
 //! a 272-byte tarball holding a 1 TiB sparse file would fill the disk. The tree's apparent size
 //! is checked against the space free for the store before the filesystem is made.
 
+use realms_sys::IoContext;
 use std::fs;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
@@ -11,16 +12,14 @@ use crate::{Error, Result};
 /// The apparent bytes of the regular files below `tree` (symlinks not followed, one
 /// filesystem), and the largest file.
 pub fn apparent_size(tree: &Path) -> Result<(u64, Option<(PathBuf, u64)>)> {
-    let dev = fs::symlink_metadata(tree)
-        .map_err(|e| Error::io("inspecting", tree, e))?
-        .dev();
+    let dev = fs::symlink_metadata(tree).ctx("inspecting", tree)?.dev();
     let mut total: u64 = 0;
     let mut largest: Option<(PathBuf, u64)> = None;
     let mut dirs = vec![tree.to_path_buf()];
     while let Some(dir) = dirs.pop() {
-        let entries = fs::read_dir(&dir).map_err(|e| Error::io("reading", &dir, e))?;
+        let entries = fs::read_dir(&dir).ctx("reading", &dir)?;
         for entry in entries {
-            let entry = entry.map_err(|e| Error::io("reading", &dir, e))?;
+            let entry = entry.ctx("reading", &dir)?;
             let Ok(meta) = entry.metadata() else { continue };
             if meta.is_dir() && meta.dev() == dev {
                 dirs.push(entry.path());
@@ -41,7 +40,7 @@ pub fn check_fits(name: &str, format: &str, tree: &Path, store_dir: &Path) -> Re
     let (total, largest) = apparent_size(tree)?;
     let free = rustix::fs::statvfs(store_dir)
         .map(|s| s.f_bavail.saturating_mul(s.f_frsize))
-        .map_err(|e| Error::io("inspecting the filesystem of", store_dir, e.into()))?;
+        .ctx("inspecting the filesystem of", store_dir)?;
     if total > free {
         let (path, size) = largest.unwrap_or_default();
         return Err(Error::BuildTooBig {

@@ -16,8 +16,11 @@ pub enum Expect {
 /// One case: a name, the tar bytes, and what an OS-tree import must do with it.
 #[derive(Debug, Clone)]
 pub struct Case {
+    /// The case's name.
     pub name: &'static str,
+    /// The archive's bytes.
     pub tar: Vec<u8>,
+    /// What unpacking it must do.
     pub expect: Expect,
 }
 

@@ -5,123 +5,235 @@ use std::path::PathBuf;
 /// Everything that can go wrong in the image store.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
+    /// A realm, image or snapshot name that breaks the name rule.
     #[error("invalid {kind} name '{name}': {rule}")]
     InvalidName {
+        /// What is named (`realm`, `image`, ...).
         kind: &'static str,
+        /// The name given.
         name: String,
+        /// The rule it breaks.
         rule: &'static str,
     },
+    /// No image of that name.
     #[error("application image '{name}' not found at {}; `realms appimg list` shows the images there are", path.display())]
-    NotFound { name: String, path: PathBuf },
+    NotFound {
+        /// The image.
+        name: String,
+        /// Where it was looked for.
+        path: PathBuf,
+    },
+    /// An image of that name exists already.
     #[error("application image '{name}' already exists at {}; remove it first with `realms appimg remove {name}`", path.display())]
-    Exists { name: String, path: PathBuf },
+    Exists {
+        /// The image.
+        name: String,
+        /// Where it is.
+        path: PathBuf,
+    },
+    /// No previous version to roll back to.
     #[error("application image '{name}' has no previous version to roll back to ({} is missing)", path.display())]
-    NoPrevious { name: String, path: PathBuf },
+    NoPrevious {
+        /// The image.
+        name: String,
+        /// The missing previous version.
+        path: PathBuf,
+    },
+    /// The image is rolled back already.
     #[error(
         "application image '{name}' is already rolled back: its current version {current} is older than {name}.appimg.prev (version {newer}), and there is no older version to go back to; `realms update-appimg {name}` makes a new version"
     )]
     AlreadyRolledBack {
+        /// The image.
         name: String,
+        /// The current version.
         current: String,
+        /// The newer version kept as `.prev`.
         newer: String,
     },
+    /// `appimg build --from` names neither an image nor a directory.
     #[error(
         "no application image or directory named '{name}' to build from; `realms appimg list` shows the images there are"
     )]
-    NoBuildSource { name: String },
+    NoBuildSource {
+        /// The name given.
+        name: String,
+    },
+    /// No private key of that name.
     #[error(
         "no private key named '{name}' at {}; `realms appimg key list` shows the keys there are, or pass the path of a key file",
         path.display()
     )]
-    NoSuchKey { name: String, path: PathBuf },
+    NoSuchKey {
+        /// The key.
+        name: String,
+        /// The file.
+        path: PathBuf,
+    },
+    /// An image source that cannot be imported.
     #[error("bad image source '{source_spec}': {reason}")]
-    BadSource { source_spec: String, reason: String },
+    BadSource {
+        /// The source as given.
+        source_spec: String,
+        /// Why.
+        reason: String,
+    },
+    /// A directory that is not an operating system tree.
     #[error("{} is not an operating system tree: {reason}", path.display())]
-    NotAnOsTree { path: PathBuf, reason: String },
+    NotAnOsTree {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        reason: String,
+    },
+    /// A key file that cannot be used.
     #[error("key {}: {message}", path.display())]
-    Key { path: PathBuf, message: String },
+    Key {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong.
+        message: String,
+    },
+    /// A sealed image without a signature.
     #[error("application image '{name}' is not signed, so it cannot be trusted as a sealed image")]
-    Unsigned { name: String },
+    Unsigned {
+        /// The image.
+        name: String,
+    },
+    /// A sealed image signed by a key that is not trusted.
     #[error(
         "application image '{name}' is signed by key {fingerprint}, which is not trusted; add its public key to /etc/realms/keys.d/"
     )]
-    Untrusted { name: String, fingerprint: String },
+    Untrusted {
+        /// The image.
+        name: String,
+        /// The key's fingerprint.
+        fingerprint: String,
+    },
+    /// A signature that does not verify.
     #[error("application image '{name}' has a bad signature: {reason}")]
-    BadSignature { name: String, reason: String },
+    BadSignature {
+        /// The image.
+        name: String,
+        /// Why.
+        reason: String,
+    },
+    /// An image whose content does not match its signed metadata.
     #[error("application image '{name}' has been tampered with: {reason}")]
-    Tampered { name: String, reason: String },
+    Tampered {
+        /// The image.
+        name: String,
+        /// Why.
+        reason: String,
+    },
+    /// An install of an older version without --allow-downgrade.
     #[error(
         "application image '{name}': version {new} is older than the installed {installed}; pass --allow-downgrade to install it anyway"
     )]
     Downgrade {
+        /// The image.
         name: String,
+        /// The installed version.
         installed: String,
+        /// The version offered.
         new: String,
     },
+    /// An image name once sealed is no longer signed.
     #[error(
         "application image '{name}' was sealed (recorded in {}) but is not signed now; `realms appimg unseal {name}` first if it is meant to be unsealed",
         record.display()
     )]
-    SealStripped { name: String, record: PathBuf },
+    SealStripped {
+        /// The image.
+        name: String,
+        /// The file that records the seal.
+        record: PathBuf,
+    },
+    /// A signed version older than the highest accepted for the name.
     #[error(
         "application image '{name}': signed version {version} is older than version {highest}, the highest accepted (recorded in {}); `realms appimg build --allow-downgrade` installs an older version on purpose",
         record.display()
     )]
     SealedDowngrade {
+        /// The image.
         name: String,
+        /// The version offered.
         version: String,
+        /// The highest version accepted.
         highest: String,
+        /// The file that records the seal.
         record: PathBuf,
     },
+    /// A format that writes holes out in full would not fit in the store.
     #[error(
         "application image '{name}': the tree's files hold {total} bytes, which {format} writes out in full (holes included), and the store has {free} bytes free; the largest is {} ({largest_size} bytes); build with --format squashfs, which keeps holes, or leave it out",
         largest.display()
     )]
     BuildTooBig {
+        /// The image.
         name: String,
+        /// The image format.
         format: String,
+        /// The bytes the files hold.
         total: u64,
+        /// The bytes free in the store.
         free: u64,
+        /// The largest file.
         largest: PathBuf,
+        /// Its size in bytes.
         largest_size: u64,
     },
+    /// An archive entry refused by the safe unpacker.
     #[error("archive {archive}: entry '{entry}' {reason}")]
     HostileEntry {
+        /// The archive.
         archive: String,
+        /// The entry.
         entry: String,
+        /// Why.
         reason: String,
     },
+    /// An archive that is truncated or corrupt.
     #[error("archive {archive} is truncated or corrupt{}: {reason}", entry.as_ref().map(|e| format!(" (in entry '{e}')")).unwrap_or_default())]
     BadArchive {
+        /// The archive.
         archive: String,
+        /// The entry.
         entry: Option<String>,
+        /// Why.
         reason: String,
     },
+    /// An image.meta that does not parse.
     #[error("{}{}: {message}", path.display(), line.map(|l| format!(": line {l}")).unwrap_or_default())]
     BadMeta {
+        /// The file.
         path: PathBuf,
+        /// The 1-based line, when the error is about one.
         line: Option<usize>,
+        /// What is wrong.
         message: String,
     },
+    /// A tree image is used in place, never mounted.
     #[error("application image '{name}' is a tree image, which is used in place and never mounted")]
-    TreeNotMounted { name: String },
+    TreeNotMounted {
+        /// The image.
+        name: String,
+    },
+    /// The dm-verity hash tree could not be computed.
     #[error("computing the dm-verity hash tree of {}", path.display())]
     Verity {
+        /// The image file.
         path: PathBuf,
+        /// The cause.
         #[source]
         source: realms_verity::Error,
     },
-    #[error("{action} {}", path.display())]
-    Io {
-        action: &'static str,
-        path: PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
+    /// A system call, command or I/O error (it names its path).
     #[error(transparent)]
     Sys(#[from] realms_sys::Error),
 }
 
+/// The result of this crate's operations.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 /// The 1-based line a TOML parse error points at in `text` (`None` when it points nowhere).
@@ -135,20 +247,6 @@ pub fn toml_line(text: &str, err: &toml::de::Error) -> Option<usize> {
             .count()
             + 1,
     )
-}
-
-impl Error {
-    pub(crate) fn io(
-        action: &'static str,
-        path: impl Into<PathBuf>,
-        source: std::io::Error,
-    ) -> Error {
-        Error::Io {
-            action,
-            path: path.into(),
-            source,
-        }
-    }
 }
 
 #[cfg(test)]
@@ -317,10 +415,6 @@ mod tests {
                     source: realms_verity::Error::HashOffset { offset: 7 },
                 },
                 "/s/.staging-n",
-            ),
-            (
-                Error::io("reading", "/s/o", std::io::Error::from_raw_os_error(13)),
-                "/s/o",
             ),
             (
                 Error::Sys(realms_sys::Error::io(

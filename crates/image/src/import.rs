@@ -1,5 +1,6 @@
 //! `realms appimg import`: a new tree image from a directory, a tarball or debootstrap.
 
+use realms_sys::IoContext;
 use std::fs;
 use std::path::{Path, PathBuf};
 
@@ -28,7 +29,9 @@ pub enum Source {
     Tarball(PathBuf),
     /// `debootstrap:SUITE[:PACKAGE,...]`, built from the Debian mirror apt uses.
     Debootstrap {
+        /// The Debian suite (`bookworm`).
         suite: String,
+        /// Packages to install beyond the base system.
         packages: Vec<String>,
     },
 }
@@ -153,7 +156,7 @@ fn copy_into(src: &Path, dest: &Path) -> Result<()> {
 fn unpack(file: &Path, dest: &Path, progress: &dyn Report) -> Result<()> {
     let free = rustix::fs::statvfs(dest)
         .map(|s| s.f_bavail.saturating_mul(s.f_frsize))
-        .map_err(|e| Error::io("inspecting the filesystem of", dest, e.into()))?;
+        .ctx("inspecting the filesystem of", dest)?;
     let policy = crate::unpack::Policy::os_tree(free);
     let r = crate::unpack::open_archive(file)?;
     let done = crate::unpack::unpack_tar(&file.display().to_string(), r, dest, &policy)?;
@@ -181,7 +184,7 @@ fn debootstrap(suite: &str, packages: &[String], staged: &Staged) -> Result<()> 
     // debootstrap copies the host's hostname; a realm is named after itself instead.
     let hostname = staged.path().join("etc/hostname");
     if hostname.exists() {
-        fs::remove_file(&hostname).map_err(|e| Error::io("removing", &hostname, e))?;
+        fs::remove_file(&hostname).ctx("removing", &hostname)?;
     }
     // The realm user whose home is /realms/realm-NAME/home.
     Cmd::new("chroot")
@@ -239,15 +242,15 @@ fn remove_device_nodes(tree: &Path) -> Result<Vec<PathBuf>> {
     let mut removed = Vec::new();
     let mut dirs = vec![tree.to_path_buf()];
     while let Some(dir) = dirs.pop() {
-        let entries = fs::read_dir(&dir).map_err(|e| Error::io("reading", &dir, e))?;
+        let entries = fs::read_dir(&dir).ctx("reading", &dir)?;
         for entry in entries {
-            let entry = entry.map_err(|e| Error::io("reading", &dir, e))?;
+            let entry = entry.ctx("reading", &dir)?;
             let Ok(ft) = entry.file_type() else { continue };
             let path = entry.path();
             if ft.is_dir() {
                 dirs.push(path);
             } else if ft.is_char_device() || ft.is_block_device() {
-                fs::remove_file(&path).map_err(|e| Error::io("removing", &path, e))?;
+                fs::remove_file(&path).ctx("removing", &path)?;
                 removed.push(path.strip_prefix(tree).unwrap_or(&path).to_path_buf());
             }
         }
@@ -258,9 +261,9 @@ fn remove_device_nodes(tree: &Path) -> Result<Vec<PathBuf>> {
 
 /// Replaces nested btrfs subvolumes below `dir` by plain directories with the same content.
 fn flatten_nested_subvolumes(top: &Path, dir: &Path) -> Result<()> {
-    let entries = fs::read_dir(dir).map_err(|e| Error::io("reading", dir, e))?;
+    let entries = fs::read_dir(dir).ctx("reading", dir)?;
     for entry in entries {
-        let entry = entry.map_err(|e| Error::io("reading", dir, e))?;
+        let entry = entry.ctx("reading", dir)?;
         let Ok(ft) = entry.file_type() else { continue };
         if !ft.is_dir() {
             continue;

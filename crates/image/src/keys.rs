@@ -1,6 +1,7 @@
 //! Signing keys for sealed images: ed25519 key pairs, the trusted public keys under
 //! `/etc/realms/keys.d/` and `/usr/lib/realms/keys.d/`, and signing and checking signatures.
 
+use realms_sys::IoContext;
 use std::fs;
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
@@ -25,9 +26,11 @@ pub const PRIVATE_DIR: &str = "etc/realms/private";
 #[derive(Debug, Clone, Serialize)]
 #[serde(rename_all = "kebab-case")]
 pub struct TrustedKey {
+    /// The key file's name without `.pub`.
     pub name: String,
     /// The first 16 bytes of the SHA-256 of the key, in hex.
     pub fingerprint: String,
+    /// The key file.
     pub path: PathBuf,
     #[serde(skip)]
     key: VerifyingKey,
@@ -55,9 +58,9 @@ pub fn generate(root: &Path, name: &str) -> Result<(PathBuf, TrustedKey)> {
         }
     }
     for (dir, mode) in [(&private_dir, 0o700), (&public_dir, 0o755)] {
-        fs::create_dir_all(dir).map_err(|e| Error::io("creating", dir.as_path(), e))?;
+        fs::create_dir_all(dir).ctx("creating", dir.as_path())?;
         fs::set_permissions(dir, fs::Permissions::from_mode(mode))
-            .map_err(|e| Error::io("setting the mode of", dir.as_path(), e))?;
+            .ctx("setting the mode of", dir.as_path())?;
     }
     let seed = realms_sys::random::bytes::<32>()?;
     let signing = SigningKey::from_bytes(&seed);
@@ -79,10 +82,11 @@ fn write_private(path: &Path, seed: &[u8; 32]) -> Result<()> {
         .create_new(true)
         .mode(0o600)
         .open(path)
-        .map_err(|e| Error::io("creating the private key", path, e))?;
+        .ctx("creating the private key", path)?;
     f.write_all(text.as_bytes())
         .and_then(|_| f.sync_all())
-        .map_err(|e| Error::io("writing the private key", path, e))
+        .ctx("writing the private key", path)?;
+    Ok(())
 }
 
 /// The private key file `spec` names: a key of the key store by name (`me` is
@@ -204,7 +208,9 @@ pub fn sign(key: &SigningKey, payload: &[u8]) -> String {
 #[derive(Debug, Clone, Serialize)]
 #[serde(rename_all = "kebab-case")]
 pub struct GoodSignature {
+    /// The name of the trusted key.
     pub key: String,
+    /// Its fingerprint.
     pub fingerprint: String,
 }
 

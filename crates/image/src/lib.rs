@@ -7,6 +7,8 @@
 //! version after an update is kept as `NAME.appimg.prev`. Work in progress is staged under a
 //! dot-name and renamed into place.
 
+#![warn(missing_docs)]
+
 pub mod activate;
 mod bound;
 pub mod corpus;
@@ -23,5 +25,5 @@ pub mod unpack;
 
 pub use error::{Error, Result, toml_line};
 pub use import::{Source, import};
-pub use name::validate_name;
+pub use name::{validate_name, validate_zone};
 pub use store::{ImageInfo, ImageKind, ImageStore, Staged, copy_tree, delete_tree};

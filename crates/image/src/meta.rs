@@ -13,7 +13,9 @@ use crate::{Error, Result};
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
 pub struct Meta {
+    /// The image.
     pub name: String,
+    /// Its version.
     pub version: String,
     /// erofs, squashfs or ext4.
     pub filesystem: String,
@@ -22,6 +24,7 @@ pub struct Meta {
     /// The name of the key that signed it (for reseal on update), if sealed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub signed_by: Option<String>,
+    /// The dm-verity parameters, if sealed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub verity: Option<VerityMeta>,
 }
@@ -30,20 +33,29 @@ pub struct Meta {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
 pub struct VerityMeta {
+    /// The hash algorithm (`sha256`).
     pub hash: String,
+    /// The data block size in bytes.
     pub data_block_size: u32,
+    /// The hash block size in bytes.
     pub hash_block_size: u32,
+    /// The number of data blocks the hash tree covers.
     pub data_blocks: u64,
+    /// The salt, in hex.
     pub salt: String,
+    /// The UUID of the verity superblock.
     pub uuid: String,
+    /// The root hash, in hex.
     pub root_hash: String,
 }
 
 impl Meta {
+    /// The metadata as TOML text.
     pub fn to_text(&self) -> String {
         toml::to_string(self).expect("image metadata always serializes")
     }
 
+    /// Parses `text`, read from `path` (named in the error, with the line).
     pub fn parse(text: &str, path: &Path) -> Result<Meta> {
         toml::from_str(text).map_err(|e| Error::BadMeta {
             path: path.to_path_buf(),
@@ -52,6 +64,7 @@ impl Meta {
         })
     }
 
+    /// Reads and parses `path`; returns the bytes too (they are what is signed).
     pub fn load(path: &Path) -> Result<(Meta, Vec<u8>)> {
         let bytes = realms_sys::untrusted::read(path, realms_sys::untrusted::TEXT_CAP)?;
         let text = std::str::from_utf8(&bytes).map_err(|_| Error::BadMeta {

@@ -19,6 +19,7 @@ pub const XATTR: &str = "user.realms.image";
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub struct Record {
+    /// The version, if the image has one.
     pub version: Option<String>,
     /// Seconds since the epoch.
     pub created: Option<u64>,

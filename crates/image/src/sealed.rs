@@ -2,6 +2,7 @@
 //! add the dm-verity hash area `image.verity`, systemd's `image.roothash` sidecar and `image.sig`,
 //! an ed25519 signature over `image.meta` (which holds the root hash).
 
+use realms_sys::IoContext;
 use std::fs;
 use std::path::{Path, PathBuf};
 
@@ -20,12 +21,16 @@ use realms_sys::event::{Event, Report};
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Filesystem {
+    /// EROFS.
     Erofs,
+    /// SquashFS.
     Squashfs,
+    /// ext4.
     Ext4,
 }
 
 impl Filesystem {
+    /// The name `mount -t` and image.meta use.
     pub fn name(self) -> &'static str {
         match self {
             Filesystem::Erofs => "erofs",
@@ -34,6 +39,7 @@ impl Filesystem {
         }
     }
 
+    /// The filesystem of that name, if realms knows it.
     pub fn parse(s: &str) -> Option<Filesystem> {
         [Filesystem::Erofs, Filesystem::Squashfs, Filesystem::Ext4]
             .into_iter()
@@ -44,9 +50,11 @@ impl Filesystem {
 /// What `realms appimg build` is asked for.
 #[derive(Debug, Clone)]
 pub struct BuildOptions {
+    /// The image to make.
     pub name: String,
     /// The tree to put in the image.
     pub tree: PathBuf,
+    /// The filesystem of `image.raw`.
     pub filesystem: Filesystem,
     /// Seal with this private key file.
     pub key: Option<PathBuf>,
@@ -151,7 +159,7 @@ fn mkfs(fs_type: Filesystem, tree: &Path, raw: &Path, label: &str) -> Result<()>
             let size = (used + used / 4 + (64 << 20)).next_multiple_of(4 << 20);
             fs::File::create(raw)
                 .and_then(|f| f.set_len(size))
-                .map_err(|e| Error::io("creating", raw, e))?;
+                .ctx("creating", raw)?;
             Cmd::new("mkfs.ext4")
                 .args(["-q", "-O", "^has_journal", "-L", label, "-d"])
                 .arg(tree)
@@ -167,26 +175,23 @@ fn pad_to_block(raw: &Path) -> Result<()> {
     let f = fs::OpenOptions::new()
         .write(true)
         .open(raw)
-        .map_err(|e| Error::io("opening", raw, e))?;
-    let len = f
-        .metadata()
-        .map_err(|e| Error::io("reading", raw, e))?
-        .len();
-    f.set_len(len.next_multiple_of(4096))
-        .map_err(|e| Error::io("padding", raw, e))
+        .ctx("opening", raw)?;
+    let len = f.metadata().ctx("reading", raw)?.len();
+    f.set_len(len.next_multiple_of(4096)).ctx("padding", raw)?;
+    Ok(())
 }
 
 /// Formats `image.verity` for `image.raw` with a fresh salt; writes `image.roothash`.
 fn format_verity(dir: &Path) -> Result<VerityMeta> {
     let raw = dir.join("image.raw");
     let hash_path = dir.join("image.verity");
-    let data = fs::File::open(&raw).map_err(|e| Error::io("opening", &raw, e))?;
+    let data = fs::File::open(&raw).ctx("opening", &raw)?;
     let hash = fs::OpenOptions::new()
         .read(true)
         .write(true)
         .create_new(true)
         .open(&hash_path)
-        .map_err(|e| Error::io("creating", &hash_path, e))?;
+        .ctx("creating", &hash_path)?;
     let params = Params {
         salt: realms_sys::random::bytes::<32>()?.to_vec(),
         uuid: Some(realms_sys::random::bytes::<16>()?),
@@ -196,8 +201,7 @@ fn format_verity(dir: &Path) -> Result<VerityMeta> {
         path: dir.to_path_buf(),
         source,
     })?;
-    hash.sync_all()
-        .map_err(|e| Error::io("writing", &hash_path, e))?;
+    hash.sync_all().ctx("writing", &hash_path)?;
     let root_hash = hex::encode(&out.root_hash);
     realms_sys::atomic::write_file(
         dir.join("image.roothash"),
@@ -222,7 +226,9 @@ fn format_verity(dir: &Path) -> Result<VerityMeta> {
 #[derive(Debug, Clone, Serialize)]
 #[serde(rename_all = "kebab-case")]
 pub struct Checked {
+    /// Its metadata.
     pub meta: Meta,
+    /// The key that signed it.
     pub signature: GoodSignature,
 }
 
@@ -298,7 +304,7 @@ fn check_superblock_padding(info: &ImageInfo, hash_block_size: u32) -> Result<()
     let mut block = vec![0u8; size];
     fs::File::open(&path)
         .and_then(|mut f| f.read_exact(&mut block))
-        .map_err(|e| Error::io("reading the superblock of", &path, e))?;
+        .ctx("reading the superblock of", &path)?;
     if let Some(at) = block[512..].iter().position(|b| *b != 0) {
         return Err(tampered(
             info,
@@ -347,10 +353,15 @@ pub fn verity_params(info: &ImageInfo, v: &VerityMeta) -> Result<(Params, Vec<u8
 #[derive(Debug, Clone, Serialize)]
 #[serde(rename_all = "kebab-case")]
 pub struct Verified {
+    /// The image.
     pub name: String,
+    /// Its version.
     pub version: String,
+    /// The key that signed it.
     pub signed_by: GoodSignature,
+    /// The number of data blocks checked against the hash tree.
     pub data_blocks: u64,
+    /// The root hash, in hex.
     pub root_hash: String,
 }
 
@@ -364,10 +375,8 @@ pub fn verify(root: &Path, info: &ImageInfo) -> Result<Verified> {
     let checked = check_signature(root, info)?;
     let v = checked.meta.verity.as_ref().expect("checked above");
     let (params, root_hash) = verity_params(info, v)?;
-    let open = |name: &str| {
-        fs::File::open(info.path.join(name))
-            .map_err(|e| Error::io("opening", info.path.join(name), e))
-    };
+    let open =
+        |name: &str| fs::File::open(info.path.join(name)).ctx("opening", info.path.join(name));
     let (data, hash) = (open("image.raw")?, open("image.verity")?);
     realms_verity::verify(&data, &hash, &params, &root_hash)
         .map_err(|e| tampered(info, &e.to_string()))?;

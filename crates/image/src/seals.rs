@@ -3,6 +3,7 @@
 //! accepted. Deleting an image's signature files, or copying an older signed version over it,
 //! is then refused; only `realms appimg unseal NAME` forgets the record.
 
+use realms_sys::IoContext;
 use std::fs;
 use std::path::{Path, PathBuf};
 
@@ -97,7 +98,7 @@ pub fn check_build(
 
 fn write(store_dir: &Path, name: &str, version: &str) -> Result<()> {
     let dir = store_dir.join(DIR);
-    fs::create_dir_all(&dir).map_err(|e| Error::io("creating", &dir, e))?;
+    fs::create_dir_all(&dir).ctx("creating", &dir)?;
     let text = toml::to_string(&Seal {
         highest_version: version.to_string(),
     })
@@ -114,7 +115,7 @@ pub fn unseal(store_dir: &Path, name: &str) -> Result<bool> {
     match fs::remove_file(&file) {
         Ok(()) => Ok(true),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(false),
-        Err(e) => Err(Error::io("removing", &file, e)),
+        Err(e) => Err(realms_sys::Error::io("removing", &file, e).into()),
     }
 }
 

@@ -1,5 +1,6 @@
 //! The image store at `/storage/appimg`: lookup, listing, staging, commit, rollback, removal.
 
+use realms_sys::IoContext;
 use std::fs;
 use std::path::{Path, PathBuf};
 
@@ -26,8 +27,11 @@ pub enum ImageKind {
 #[derive(Debug, Clone, Serialize)]
 #[serde(rename_all = "kebab-case")]
 pub struct ImageInfo {
+    /// The image.
     pub name: String,
+    /// Tree, block or sealed.
     pub kind: ImageKind,
+    /// Its directory (`NAME.appimg`).
     pub path: PathBuf,
     /// True when the tree is a btrfs subvolume (realms are then O(1) snapshots of it).
     pub subvolume: bool,
@@ -58,6 +62,7 @@ pub struct Staged {
 }
 
 impl Staged {
+    /// The staged tree (a dot-name in the store).
     pub fn path(&self) -> &Path {
         self.path
             .as_deref()
@@ -98,8 +103,7 @@ impl ImageStore {
     pub fn init(&self) -> Result<bool> {
         let created = !self.dir.is_dir();
         if created {
-            fs::create_dir_all(&self.dir)
-                .map_err(|e| Error::io("creating the image store", &self.dir, e))?;
+            fs::create_dir_all(&self.dir).ctx("creating the image store", &self.dir)?;
         }
         // Images hold other people's setuid binaries and device nodes: only root may reach them
         // (as /var/lib/machines). A store made before this is closed at its next use.
@@ -107,6 +111,7 @@ impl ImageStore {
         Ok(created)
     }
 
+    /// The directory of the images (`/storage/appimg`).
     pub fn dir(&self) -> &Path {
         &self.dir
     }
@@ -196,11 +201,17 @@ impl ImageStore {
         let entries = match fs::read_dir(&self.dir) {
             Ok(entries) => entries,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
-            Err(e) => return Err(Error::io("reading the image store", &self.dir, e)),
+            Err(e) => {
+                return Err(Error::from(realms_sys::Error::io(
+                    "reading the image store",
+                    &self.dir,
+                    e,
+                )));
+            }
         };
         let mut images = Vec::new();
         for entry in entries {
-            let entry = entry.map_err(|e| Error::io("reading the image store", &self.dir, e))?;
+            let entry = entry.ctx("reading the image store", &self.dir)?;
             let file_name = entry.file_name();
             let Some(name) = file_name.to_str().and_then(|n| n.strip_suffix(".appimg")) else {
                 continue;
@@ -220,8 +231,7 @@ impl ImageStore {
         if self.on_btrfs() {
             btrfs::create_subvolume(&path)?;
         } else {
-            fs::create_dir(&path)
-                .map_err(|e| Error::io("creating the staging directory", &path, e))?;
+            fs::create_dir(&path).ctx("creating the staging directory", &path)?;
         }
         Ok(Staged { path: Some(path) })
     }
@@ -230,7 +240,7 @@ impl ImageStore {
     pub fn stage_plain(&self, name: &str) -> Result<Staged> {
         self.init()?;
         let path = self.staging_path(name);
-        fs::create_dir(&path).map_err(|e| Error::io("creating the staging directory", &path, e))?;
+        fs::create_dir(&path).ctx("creating the staging directory", &path)?;
         Ok(Staged { path: Some(path) })
     }
 
@@ -438,7 +448,7 @@ pub fn delete_tree(path: &Path) -> Result<()> {
 
 /// Copies a tree with everything preserved, sharing extents where the filesystem can.
 pub fn copy_tree(src: &Path, dest: &Path) -> Result<()> {
-    fs::create_dir(dest).map_err(|e| Error::io("creating", dest, e))?;
+    fs::create_dir(dest).ctx("creating", dest)?;
     realms_sys::cmd::Cmd::new("cp")
         .args(["-a", "--reflink=auto", "--"])
         .arg(src.join("."))

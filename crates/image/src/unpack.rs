@@ -9,6 +9,7 @@
 //! numerically, and the archive's `.` entry never changes the mode of the tree's root. A
 //! truncated or corrupt archive is an error naming the entry it was in (or the last good one).
 
+use realms_sys::IoContext;
 use std::ffi::OsStr;
 use std::fs;
 use std::io::{self, Read, Seek, SeekFrom, Write};
@@ -75,16 +76,14 @@ pub struct Unpacked {
 /// A decompressing reader for the archive `path`, chosen by its name (`.tar`, `.tar.gz`/`.tgz`,
 /// `.tar.zst`, `.tar.xz`).
 pub fn open_archive(path: &Path) -> Result<Box<dyn Read>> {
-    let file = fs::File::open(path).map_err(|e| Error::io("opening", path, e))?;
+    let file = fs::File::open(path).ctx("opening", path)?;
     let r = io::BufReader::new(file);
     let lower = path.as_os_str().as_bytes().to_ascii_lowercase();
     let ends = |s: &str| lower.ends_with(s.as_bytes());
     Ok(if ends(".gz") || ends(".tgz") {
         Box::new(flate2::read::MultiGzDecoder::new(r))
     } else if ends(".zst") {
-        Box::new(
-            zstd::stream::read::Decoder::new(r).map_err(|e| Error::io("decompressing", path, e))?,
-        )
+        Box::new(zstd::stream::read::Decoder::new(r).ctx("decompressing", path)?)
     } else if ends(".xz") {
         Box::new(liblzma::read::XzDecoder::new_multi_decoder(r))
     } else {
@@ -118,7 +117,7 @@ pub fn unpack_tar(archive: &str, r: impl Read, dest: &Path, policy: &Policy) -> 
     // Directory modes last, deepest first, so a read-only directory does not stop its entries.
     for (path, mode) in u.dirs.iter().rev() {
         fs::set_permissions(path, fs::Permissions::from_mode(*mode))
-            .map_err(|e| Error::io("setting the mode of", path, e))?;
+            .ctx("setting the mode of", path)?;
     }
     Ok(u.out)
 }
@@ -191,7 +190,7 @@ impl Unpacker<'_> {
             EntryType::Directory => {
                 let target = self.prepare(&raw, &rel, true)?;
                 if !target.is_dir() {
-                    fs::create_dir(&target).map_err(|e| Error::io("creating", &target, e))?;
+                    fs::create_dir(&target).ctx("creating", &target)?;
                 }
                 self.dirs.push((target.clone(), mode));
                 self.finish(&target, uid, gid, None, &xattrs)
@@ -223,10 +222,10 @@ impl Unpacker<'_> {
                 let link = self.link_name(&entry, &raw, "symlink")?;
                 self.check_symlink(&raw, &rel, &link)?;
                 let target = self.prepare(&raw, &rel, false)?;
-                std::os::unix::fs::symlink(&link, &target)
-                    .map_err(|e| Error::io("creating the symlink", &target, e))?;
+                std::os::unix::fs::symlink(&link, &target).ctx("creating the symlink", &target)?;
                 std::os::unix::fs::lchown(&target, Some(uid as u32), Some(gid as u32))
-                    .map_err(|e| Error::io("setting the owner of", &target, e))
+                    .ctx("setting the owner of", &target)?;
+                Ok(())
             }
             EntryType::Link => {
                 let link = self.link_name(&entry, &raw, "hardlink")?;
@@ -245,8 +244,8 @@ impl Unpacker<'_> {
                     }
                 }
                 let target = self.prepare(&raw, &rel, false)?;
-                fs::hard_link(&source, &target)
-                    .map_err(|e| Error::io("creating the hardlink", &target, e))
+                fs::hard_link(&source, &target).ctx("creating the hardlink", &target)?;
+                Ok(())
             }
             EntryType::Char | EntryType::Block => self.special(
                 &raw,
@@ -298,10 +297,10 @@ impl Unpacker<'_> {
         xattrs: &[(String, Vec<u8>)],
     ) -> Result<()> {
         std::os::unix::fs::lchown(target, Some(uid as u32), Some(gid as u32))
-            .map_err(|e| Error::io("setting the owner of", target, e))?;
+            .ctx("setting the owner of", target)?;
         if let Some(mode) = mode {
             fs::set_permissions(target, fs::Permissions::from_mode(mode))
-                .map_err(|e| Error::io("setting the mode of", target, e))?;
+                .ctx("setting the mode of", target)?;
         }
         for (name, value) in xattrs {
             // An attribute this kernel or filesystem does not take (an SELinux label on a host
@@ -363,7 +362,7 @@ impl Unpacker<'_> {
             rustix::fs::Mode::from_raw_mode(0o600),
             dev,
         )
-        .map_err(|e| Error::io("creating", &target, e.into()))?;
+        .ctx("creating", &target)?;
         self.finish(&target, uid, gid, Some(mode & 0o777), &[])
     }
 
@@ -387,9 +386,7 @@ impl Unpacker<'_> {
                 }
                 Ok(m) if m.is_dir() => {}
                 Ok(_) => return Err(self.hostile(raw, "lies below a file")),
-                Err(_) if create => {
-                    fs::create_dir(&at).map_err(|e| Error::io("creating", &at, e))?
-                }
+                Err(_) if create => fs::create_dir(&at).ctx("creating", &at)?,
                 Err(_) => return Ok(()),
             }
         }
@@ -403,7 +400,7 @@ impl Unpacker<'_> {
         match fs::symlink_metadata(&target) {
             Ok(m) if m.is_dir() && is_dir => {}
             Ok(m) if m.is_dir() => return Err(self.hostile(raw, "replaces a directory")),
-            Ok(_) => fs::remove_file(&target).map_err(|e| Error::io("replacing", &target, e))?,
+            Ok(_) => fs::remove_file(&target).ctx("replacing", &target)?,
             Err(_) => {}
         }
         Ok(target)
@@ -447,7 +444,7 @@ impl Unpacker<'_> {
             .custom_flags(rustix::fs::OFlags::NOFOLLOW.bits() as i32)
             .mode(0o600)
             .open(target)
-            .map_err(|e| Error::io("creating", target, e))?;
+            .ctx("creating", target)?;
         let mut buf = vec![0u8; 64 << 10];
         let mut n: u64 = 0;
         loop {
@@ -464,14 +461,13 @@ impl Unpacker<'_> {
             let chunk = &buf[..got];
             if chunk.iter().all(|b| *b == 0) {
                 f.seek(SeekFrom::Current(got as i64))
-                    .map_err(|e| Error::io("writing", target, e))?;
+                    .ctx("writing", target)?;
             } else {
-                f.write_all(chunk)
-                    .map_err(|e| Error::io("writing", target, e))?;
+                f.write_all(chunk).ctx("writing", target)?;
             }
         }
         // A file ending in a hole gets its length.
-        f.set_len(n).map_err(|e| Error::io("writing", target, e))?;
+        f.set_len(n).ctx("writing", target)?;
         self.out.bytes += n;
         Ok(())
     }

@@ -137,12 +137,12 @@ pub enum Error {
         source: realms_unit::Error,
     },
     /// The image cannot be used as a portable image.
-    #[error("image {}: {reason}", path.display())]
+    #[error("image {}: {problem}", path.display())]
     BadImage {
         /// The image.
         path: PathBuf,
         /// What is wrong with it.
-        reason: String,
+        problem: ImageProblem,
     },
     /// The partition table of a raw image is damaged.
     #[error("{}", path.display())]
@@ -236,6 +236,46 @@ pub enum Error {
     Verity(#[from] realms_verity::Error),
 }
 
+/// Why an image cannot be used as a portable image ([`Error::BadImage`]); the raw-image
+/// wordings are systemd's.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ImageProblem {
+    /// A raw image with neither a GPT nor a known filesystem.
+    NoPartitionTable,
+    /// A GPT without a root partition for this architecture.
+    NoRootPartition,
+    /// A GPT with more than one root partition for this architecture.
+    SeveralRootPartitions,
+    /// A root partition whose filesystem is not known.
+    NoFilesystem,
+    /// A root hash (sidecar or option) that is not hex.
+    RootHashNotHex(String),
+    /// A path in the image that resolves outside its root directory.
+    OutsideRoot,
+}
+
+impl std::fmt::Display for ImageProblem {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ImageProblem::NoPartitionTable => {
+                f.write_str("Couldn't identify a suitable partition table or file system")
+            }
+            ImageProblem::NoRootPartition => f.write_str("No suitable root partition found"),
+            ImageProblem::SeveralRootPartitions => {
+                f.write_str("Multiple suitable root partitions found")
+            }
+            ImageProblem::NoFilesystem => {
+                f.write_str("the root partition holds no known file system")
+            }
+            ImageProblem::RootHashNotHex(hash) => write!(f, "the root hash '{hash}' is not hex"),
+            ImageProblem::OutsideRoot => {
+                f.write_str("it resolves to a path outside the root directory")
+            }
+        }
+    }
+}
+
 /// The crate's result type.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
@@ -252,10 +292,10 @@ impl Error {
         }
     }
 
-    pub(crate) fn image(path: impl Into<PathBuf>, reason: impl Into<String>) -> Error {
+    pub(crate) fn image(path: impl Into<PathBuf>, problem: ImageProblem) -> Error {
         Error::BadImage {
             path: path.into(),
-            reason: reason.into(),
+            problem,
         }
     }
 

@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 
 use realms_sys::root::RootDir;
 
-use crate::error::{Error, Result};
+use crate::error::{Error, ImageProblem, Result};
 
 /// Unit files attached persistently.
 pub const ATTACHED_PERSISTENT: &str = "/etc/systemd/system.attached";
@@ -102,7 +102,7 @@ impl Host {
             std::fs::canonicalize(&self.root).map_err(|e| Error::io("resolving", &self.root, e))?;
         let rel = host
             .strip_prefix(&root)
-            .map_err(|_| Error::image(inner, "it resolves to a path outside the root directory"))?;
+            .map_err(|_| Error::image(inner, ImageProblem::OutsideRoot))?;
         Ok(Path::new("/").join(rel))
     }
 }

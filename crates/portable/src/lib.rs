@@ -40,7 +40,7 @@ pub mod verb;
 pub use attach::{AttachOptions, Attached, CopyMode, attach};
 pub use changes::{Change, ChangeKind};
 pub use detach::{DetachOptions, Detached, detach};
-pub use error::{Error, Result};
+pub use error::{Error, ImageProblem, Result};
 pub use image::{Image, ImageKind};
 pub use layout::Host;
 pub use manage::State;

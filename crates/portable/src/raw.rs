@@ -13,7 +13,7 @@ use realms_sys::mount::{MountFlags, MountGuard};
 use realms_sys::root::RootDir;
 use realms_verity::{Params, ReadAt, read_superblock};
 
-use crate::error::{Error, Result};
+use crate::error::{Error, ImageProblem, Result};
 use crate::gpt::{self, Partition};
 
 /// Where the filesystem of a raw image is, and how it is protected.
@@ -96,12 +96,7 @@ pub fn layout(image: &Path) -> Result<Layout> {
     let Some(sector) = gpt::sector_size(&head[..n]) else {
         let fstype = probe_fs(&file, 0)
             .map_err(|e| Error::io("reading", image, e))?
-            .ok_or_else(|| {
-                Error::image(
-                    image,
-                    "Couldn't identify a suitable partition table or file system",
-                )
-            })?;
+            .ok_or_else(|| Error::image(image, ImageProblem::NoPartitionTable))?;
         return Ok(Layout {
             offset: 0,
             size: 0,
@@ -138,13 +133,10 @@ pub fn layout(image: &Path) -> Result<Layout> {
         [one] => (*one).clone(),
         [] => match parts.as_slice() {
             [only] if only.type_guid == gpt::LINUX_DATA => only.clone(),
-            _ => return Err(Error::image(image, "No suitable root partition found")),
+            _ => return Err(Error::image(image, ImageProblem::NoRootPartition)),
         },
         _ => {
-            return Err(Error::image(
-                image,
-                "Multiple suitable root partitions found",
-            ));
+            return Err(Error::image(image, ImageProblem::SeveralRootPartitions));
         }
     };
     let verity = of_type(types.map(|t| t.verity))
@@ -157,7 +149,7 @@ pub fn layout(image: &Path) -> Result<Layout> {
     }
     let fstype = probe_fs(&file, root.offset)
         .map_err(|e| Error::io("reading", image, e))?
-        .ok_or_else(|| Error::image(image, "the root partition holds no known file system"))?;
+        .ok_or_else(|| Error::image(image, ImageProblem::NoFilesystem))?;
     Ok(Layout {
         offset: root.offset,
         size: root.size,
@@ -210,7 +202,7 @@ pub fn verify(image: &Path, lay: &Layout) -> Result<bool> {
         return Ok(false);
     };
     let root_hash = decode_hex(hex_hash)
-        .ok_or_else(|| Error::image(image, format!("the root hash '{hex_hash}' is not hex")))?;
+        .ok_or_else(|| Error::image(image, ImageProblem::RootHashNotHex(hex_hash.to_string())))?;
     let file = File::open(image).map_err(|e| Error::io("opening image", image, e))?;
     let size = file
         .metadata()

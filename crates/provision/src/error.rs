@@ -126,7 +126,7 @@ pub enum Error {
         url: String,
     },
     /// A failure of the image store's keys.
-    #[error("key {key}: {source}")]
+    #[error("key {key}")]
     Key {
         /// The key name or path.
         key: String,
@@ -134,7 +134,7 @@ pub enum Error {
         source: Box<realms_image::Error>,
     },
     /// A failure of the portable-service layer.
-    #[error("package '{package}': {source}")]
+    #[error("package '{package}'")]
     Portable {
         /// The package.
         package: String,
@@ -149,11 +149,56 @@ pub enum Error {
         /// What is wrong.
         message: String,
     },
-    /// A bad argument.
-    #[error("{0}")]
-    Usage(String),
+    /// A file to publish that is not named like a package.
+    #[error(
+        "{}: a package file is named NAME_VERSION.EXT with EXT one of tar, tar.gz, tar.zst, tar.xz, raw",
+        path.display()
+    )]
+    PackageName {
+        /// The file.
+        path: PathBuf,
+    },
+    /// A file to publish that does not unpack.
+    #[error("{}: not a valid package", path.display())]
+    NotAPackage {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// A package file that is in the repository already with other contents.
+    #[error(
+        "{} exists in the repository with other contents; packages never change: publish a new version",
+        path.display()
+    )]
+    PackageChanged {
+        /// The file in the repository.
+        path: PathBuf,
+    },
+    /// An index that does not serialise.
+    #[error("writing {}", path.display())]
+    SerializeIndex {
+        /// The index file.
+        path: PathBuf,
+        /// Why.
+        source: serde_json::Error,
+    },
+    /// `pack` asked for a raw image.
+    #[error("pack makes tarballs, not raw images")]
+    PackRaw,
+    /// An inbox archive that is refused.
+    #[error("{}: {problem}", archive.display())]
+    Inbox {
+        /// The archive.
+        archive: PathBuf,
+        /// Why it is refused.
+        problem: InboxProblem,
+    },
+    /// The thread that downloads and hashes a package panicked.
+    #[error("the download thread panicked")]
+    DownloadThread,
     /// A system call on a path.
-    #[error("{action} {}: {source}", path.display())]
+    #[error("{action} {}", path.display())]
     Io {
         /// What was being done.
         action: &'static str,
@@ -165,6 +210,51 @@ pub enum Error {
     /// A failure of realms-sys.
     #[error(transparent)]
     Sys(#[from] realms_sys::Error),
+}
+
+/// Why an inbox archive is refused.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum InboxProblem {
+    /// Not named `NAME_VERSION.tar.*`.
+    Name,
+    /// A raw image.
+    Raw,
+    /// A service for root outside the trusted profile.
+    RootUntrusted,
+    /// No such user account.
+    NoUser(String),
+}
+
+impl std::fmt::Display for InboxProblem {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            InboxProblem::Name => f.write_str(
+                "an inbox archive is named NAME_VERSION.tar.gz (or .tar, .tar.zst, .tar.xz)",
+            ),
+            InboxProblem::Raw => {
+                f.write_str("raw images are not taken from the inbox; use a repository")
+            }
+            InboxProblem::RootUntrusted => f.write_str(
+                "services run as root only under the trusted profile (/opt/inbox/trusted/root/)",
+            ),
+            InboxProblem::NoUser(user) => {
+                write!(f, "there is no user '{user}' (create the account first)")
+            }
+        }
+    }
+}
+
+/// The error and each of its causes, `: `-separated, as the CLI prints it (`{:#}`): for
+/// messages written to files, such as the inbox's `.error`.
+pub fn chain_text(err: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = err.to_string();
+    let mut cause = err.source();
+    while let Some(c) = cause {
+        text.push_str(": ");
+        text.push_str(&c.to_string());
+        cause = c.source();
+    }
+    text
 }
 
 impl Error {
@@ -180,3 +270,274 @@ impl Error {
 
 /// The result of provisioning operations.
 pub type Result<T> = std::result::Result<T, Error>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn s(text: &str) -> String {
+        text.to_string()
+    }
+
+    fn io_err() -> std::io::Error {
+        std::io::Error::from_raw_os_error(13)
+    }
+
+    /// Every variant, with the text that names its subject.
+    fn every_variant() -> Vec<(Error, &'static str)> {
+        let json = serde_json::from_str::<u8>("x").unwrap_err();
+        vec![
+            (
+                Error::Manifest {
+                    file: "/etc/realms/m.yaml".into(),
+                    line: 3,
+                    column: 1,
+                    message: s("bad"),
+                },
+                "/etc/realms/m.yaml:3:1",
+            ),
+            (
+                Error::ManifestValue {
+                    file: "/m.yaml".into(),
+                    package: s("nginx"),
+                    message: s("bad"),
+                },
+                "'nginx'",
+            ),
+            (
+                Error::BadIndex {
+                    url: s("file:///r/index"),
+                    message: s("bad"),
+                },
+                "file:///r/index",
+            ),
+            (Error::Unsigned { url: s("u1") }, "u1"),
+            (
+                Error::BadSignature {
+                    url: s("u2"),
+                    reason: s("wrong key"),
+                },
+                "u2",
+            ),
+            (
+                Error::OlderIndex {
+                    url: s("u3"),
+                    serial: 1,
+                    seen: 2,
+                },
+                "u3",
+            ),
+            (
+                Error::Expired {
+                    url: s("u4"),
+                    expires: 1,
+                    now: 2,
+                },
+                "u4",
+            ),
+            (
+                Error::NotListed {
+                    package: s("p1"),
+                    version: s("1"),
+                    url: s("u5"),
+                    stream: s("stable"),
+                    listed: s("2"),
+                },
+                "p1",
+            ),
+            (
+                Error::Integrity {
+                    file: s("p_1.tar"),
+                    url: s("u6"),
+                    reason: s("wrong hash"),
+                },
+                "p_1.tar",
+            ),
+            (
+                Error::Hostile {
+                    file: s("p_2.tar"),
+                    entry: s("../x"),
+                    reason: s("leaves the tree"),
+                },
+                "'../x'",
+            ),
+            (
+                Error::Fetch {
+                    url: s("u7"),
+                    message: s("refused"),
+                },
+                "u7",
+            ),
+            (Error::Scheme { url: s("ftp://x") }, "ftp://x"),
+            (
+                Error::Key {
+                    key: s("builder"),
+                    source: Box::new(realms_image::Error::NoSuchKey {
+                        name: s("builder"),
+                        path: "/k/builder.key".into(),
+                    }),
+                },
+                "builder",
+            ),
+            (
+                Error::Portable {
+                    package: s("web"),
+                    source: Box::new(realms_portable::Error::NoSuchImage(s("web"))),
+                },
+                "'web'",
+            ),
+            (
+                Error::State {
+                    path: "/var/lib/realms/state.json".into(),
+                    message: s("bad"),
+                },
+                "/var/lib/realms/state.json",
+            ),
+            (
+                Error::PackageName {
+                    path: "/x/pkg.zip".into(),
+                },
+                "/x/pkg.zip",
+            ),
+            (
+                Error::NotAPackage {
+                    path: "/x/p_1.tar".into(),
+                    source: io_err(),
+                },
+                "/x/p_1.tar",
+            ),
+            (
+                Error::PackageChanged {
+                    path: "/r/p_1.tar".into(),
+                },
+                "/r/p_1.tar",
+            ),
+            (
+                Error::SerializeIndex {
+                    path: "/r/index.stable.json".into(),
+                    source: json,
+                },
+                "/r/index.stable.json",
+            ),
+            (Error::PackRaw, "raw images"),
+            (
+                Error::Inbox {
+                    archive: "/opt/inbox/a.zip".into(),
+                    problem: InboxProblem::Name,
+                },
+                "/opt/inbox/a.zip",
+            ),
+            (
+                Error::Inbox {
+                    archive: "/opt/inbox/b.tar".into(),
+                    problem: InboxProblem::NoUser(s("alice")),
+                },
+                "'alice'",
+            ),
+            (Error::DownloadThread, "download thread"),
+            (Error::io("reading", "/r/x", io_err()), "/r/x"),
+            (
+                Error::Sys(realms_sys::Error::io("opening", "/s/k", io_err())),
+                "/s/k",
+            ),
+        ]
+    }
+
+    #[test]
+    fn every_variant_renders_each_cause_once_and_names_its_subject() {
+        for (err, subject) in every_variant() {
+            // What the CLI prints (`{:#}`) and the inbox writes to `.error`.
+            let text = chain_text(&err);
+            assert!(text.contains(subject), "{text:?} does not name {subject:?}");
+            let mut level: &dyn std::error::Error = &err;
+            while let Some(cause) = level.source() {
+                let (outer, inner) = (level.to_string(), cause.to_string());
+                assert!(
+                    !outer.contains(&inner),
+                    "{outer:?}: the cause {inner:?} prints twice"
+                );
+                level = cause;
+            }
+        }
+    }
+
+    /// Regression: `Key`, `Portable` and `Io` put their cause in their own message and gave it
+    /// as their source, so `{:#}` printed it twice.
+    #[test]
+    fn key_portable_and_io_errors_print_their_cause_once() {
+        let err = Error::io("reading", "/r/x", io_err());
+        let text = chain_text(&err);
+        assert_eq!(text.matches("ermission denied").count(), 1, "{text}");
+        let err = Error::Portable {
+            package: s("web"),
+            source: Box::new(realms_portable::Error::NoSuchImage(s("web"))),
+        };
+        assert_eq!(chain_text(&err), "package 'web': No image 'web' found.",);
+    }
+
+    /// The variant's name; a match without a wildcard, so a new variant must be named here
+    /// (and then in [`every_variant`], or the test below fails).
+    fn variant(err: &Error) -> &'static str {
+        match err {
+            Error::Manifest { .. } => "Manifest",
+            Error::ManifestValue { .. } => "ManifestValue",
+            Error::BadIndex { .. } => "BadIndex",
+            Error::Unsigned { .. } => "Unsigned",
+            Error::BadSignature { .. } => "BadSignature",
+            Error::OlderIndex { .. } => "OlderIndex",
+            Error::Expired { .. } => "Expired",
+            Error::NotListed { .. } => "NotListed",
+            Error::Integrity { .. } => "Integrity",
+            Error::Hostile { .. } => "Hostile",
+            Error::Fetch { .. } => "Fetch",
+            Error::Scheme { .. } => "Scheme",
+            Error::Key { .. } => "Key",
+            Error::Portable { .. } => "Portable",
+            Error::State { .. } => "State",
+            Error::PackageName { .. } => "PackageName",
+            Error::NotAPackage { .. } => "NotAPackage",
+            Error::PackageChanged { .. } => "PackageChanged",
+            Error::SerializeIndex { .. } => "SerializeIndex",
+            Error::PackRaw => "PackRaw",
+            Error::Inbox { .. } => "Inbox",
+            Error::DownloadThread => "DownloadThread",
+            Error::Io { .. } => "Io",
+            Error::Sys { .. } => "Sys",
+        }
+    }
+
+    const VARIANTS: &[&str] = &[
+        "Manifest",
+        "ManifestValue",
+        "BadIndex",
+        "Unsigned",
+        "BadSignature",
+        "OlderIndex",
+        "Expired",
+        "NotListed",
+        "Integrity",
+        "Hostile",
+        "Fetch",
+        "Scheme",
+        "Key",
+        "Portable",
+        "State",
+        "PackageName",
+        "NotAPackage",
+        "PackageChanged",
+        "SerializeIndex",
+        "PackRaw",
+        "Inbox",
+        "DownloadThread",
+        "Io",
+        "Sys",
+    ];
+
+    #[test]
+    fn every_variant_is_in_the_rendering_test() {
+        let listed: std::collections::BTreeSet<&str> =
+            every_variant().iter().map(|(e, _)| variant(e)).collect();
+        let missing: Vec<&&str> = VARIANTS.iter().filter(|v| !listed.contains(**v)).collect();
+        assert!(missing.is_empty(), "not rendered by the test: {missing:?}");
+    }
+}

@@ -10,6 +10,7 @@ use std::path::{Path, PathBuf};
 
 use serde::Serialize;
 
+use crate::error::InboxProblem;
 use crate::index::Ext;
 use crate::install::{PORTABLES, STAGING_PREFIX};
 use crate::manifest::InstallMethod;
@@ -84,7 +85,7 @@ pub fn process(root: &Path, say: &mut dyn FnMut(&str)) -> Result<Vec<Processed>>
         let result = one(root, &profile, &user, &archive, &file);
         let (to, error) = match &result {
             Ok(()) => (".done", None),
-            Err(e) => (".failed", Some(e.to_string())),
+            Err(e) => (".failed", Some(crate::error::chain_text(e))),
         };
         let dest = inbox.join(to);
         fs::create_dir_all(&dest).map_err(|e| Error::io("creating", &dest, e))?;
@@ -113,24 +114,19 @@ pub fn process(root: &Path, say: &mut dyn FnMut(&str)) -> Result<Vec<Processed>>
 }
 
 fn one(root: &Path, profile: &str, user: &str, archive: &Path, file: &str) -> Result<()> {
-    let bad = |m: String| Error::Usage(format!("{}: {m}", archive.display()));
-    let (name, version, ext) = Ext::split(file).ok_or_else(|| {
-        bad("an inbox archive is named NAME_VERSION.tar.gz (or .tar, .tar.zst, .tar.xz)".into())
-    })?;
+    let bad = |problem| Error::Inbox {
+        archive: archive.to_path_buf(),
+        problem,
+    };
+    let (name, version, ext) = Ext::split(file).ok_or_else(|| bad(InboxProblem::Name))?;
     if ext == Ext::Raw {
-        return Err(bad(
-            "raw images are not taken from the inbox; use a repository".into(),
-        ));
+        return Err(bad(InboxProblem::Raw));
     }
     if user == "root" && profile != "trusted" {
-        return Err(bad(
-            "services run as root only under the trusted profile (/opt/inbox/trusted/root/)".into(),
-        ));
+        return Err(bad(InboxProblem::RootUntrusted));
     }
     if !user_exists(root, user) {
-        return Err(bad(format!(
-            "there is no user '{user}' (create the account first)"
-        )));
+        return Err(bad(InboxProblem::NoUser(user.to_string())));
     }
     let mut state = State::load(root)?;
     let target = root.join(PORTABLES).join(format!("{name}_{version}"));

@@ -207,9 +207,7 @@ fn stage(
     // Read to the end: the hash covers the whole file, whatever the unpacker needed.
     let drained = io::copy(&mut piped, &mut io::sink());
     drop(piped);
-    let hashing = reader
-        .join()
-        .map_err(|_| Error::Usage("the download thread panicked".into()))?;
+    let hashing = reader.join().map_err(|_| Error::DownloadThread)?;
     let (done, part) = cache_paths(cache, entry);
     let digest = hex::encode(hashing.hash.finalize());
     let integrity = |reason: String| Error::Integrity {

@@ -16,7 +16,7 @@ pub mod publish;
 pub mod state;
 pub mod unpack;
 
-pub use error::{Error, Result};
+pub use error::{Error, InboxProblem, Result, chain_text};
 
 #[cfg(test)]
 mod tests;

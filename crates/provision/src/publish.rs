@@ -69,10 +69,9 @@ fn entry_of(path: &Path) -> Result<(String, Entry)> {
         .map(|f| f.to_string_lossy().into_owned())
         .unwrap_or_default();
     let Some((name, version, ext)) = Ext::split(&file) else {
-        return Err(Error::Usage(format!(
-            "{}: a package file is named NAME_VERSION.EXT with EXT one of tar, tar.gz, tar.zst, tar.xz, raw",
-            path.display()
-        )));
+        return Err(Error::PackageName {
+            path: path.to_path_buf(),
+        });
     };
     let (sha256, size) = sha256_file(path)?;
     let installed = if ext == Ext::Raw {
@@ -81,7 +80,10 @@ fn entry_of(path: &Path) -> Result<(String, Entry)> {
         let f = fs::File::open(path).map_err(|e| Error::io("reading", path, e))?;
         decoder(ext, io::BufReader::new(f))
             .and_then(installed_size)
-            .map_err(|e| Error::Usage(format!("{}: not a valid package: {e}", path.display())))?
+            .map_err(|source| Error::NotAPackage {
+                path: path.to_path_buf(),
+                source,
+            })?
     };
     Ok((
         name.to_string(),
@@ -121,10 +123,7 @@ pub fn publish(req: &Publish<'_>, packages: &[PathBuf], key: &SigningKey) -> Res
         if dest.exists() {
             let (sha, _) = sha256_file(&dest)?;
             if sha != entry.sha256 {
-                return Err(Error::Usage(format!(
-                    "{} exists in the repository with other contents; packages never change: publish a new version",
-                    dest.display()
-                )));
+                return Err(Error::PackageChanged { path: dest });
             }
         } else {
             let tmp = dir.join(format!(".{}.tmp", entry.file));
@@ -141,7 +140,10 @@ pub fn publish(req: &Publish<'_>, packages: &[PathBuf], key: &SigningKey) -> Res
     idx.serial = req.serial.unwrap_or(idx.serial + 1);
     idx.published = now;
     idx.expires = now + req.valid_for;
-    let bytes = serde_json::to_vec_pretty(&idx).map_err(|e| Error::Usage(e.to_string()))?;
+    let bytes = serde_json::to_vec_pretty(&idx).map_err(|source| Error::SerializeIndex {
+        path: index_path.clone(),
+        source,
+    })?;
     write_sha256sums(&dir)?;
     let sig = dir.join(index::sig_name(req.stream, idx.serial));
     realms_sys::atomic::write_file(&sig, index::sign(key, &bytes).as_bytes(), 0o644)?;
@@ -181,7 +183,7 @@ pub fn pack(dir: &Path, name: &str, version: &str, ext: Ext, out: &Path) -> Resu
         Ext::TarGz => "tar.gz",
         Ext::TarZst => "tar.zst",
         Ext::TarXz => "tar.xz",
-        Ext::Raw => return Err(Error::Usage("pack makes tarballs, not raw images".into())),
+        Ext::Raw => return Err(Error::PackRaw),
     };
     let file = out.join(format!("{name}_{version}.{suffix}"));
     let tmp = out.join(format!(".{name}_{version}.{suffix}.tmp"));

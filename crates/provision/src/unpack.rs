@@ -71,11 +71,6 @@ pub fn unpack_tar(file: &str, r: impl Read, dest: &Path, limits: &Limits) -> Res
                     None => format!("not a valid tar archive: {reason}"),
                 },
             },
-            realms_image::Error::Io {
-                action,
-                path,
-                source,
-            } => Error::io(action, path, source),
             realms_image::Error::Sys(e) => Error::Sys(e),
             // The unpacker returns none other; should it one day, the package is still named.
             other => Error::Integrity {

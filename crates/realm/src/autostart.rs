@@ -31,8 +31,11 @@ pub fn boot_realms(store: &RealmStore) -> Result<Vec<String>> {
 #[derive(Debug, Clone, Serialize)]
 #[serde(rename_all = "kebab-case")]
 pub struct Started {
+    /// The realm.
     pub realm: String,
+    /// True when it started (or ran already).
     pub started: bool,
+    /// Why it did not.
     pub error: Option<String>,
 }
 

@@ -14,34 +14,58 @@ use crate::{Error, Result};
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
 pub struct RealmConfig {
+    /// Bind `/realms/Shared` into the realm's home.
     pub use_shared_dir: Option<bool>,
+    /// Give the realm the user's sound server.
     pub use_sound: Option<bool>,
+    /// Give the realm the X11 socket.
     pub use_x11: Option<bool>,
+    /// Give the realm the Wayland socket.
     pub use_wayland: Option<bool>,
+    /// Give the realm the GPU devices.
     pub use_gpu: Option<bool>,
+    /// Give the realm `/dev/kvm`.
     pub use_kvm: Option<bool>,
+    /// Put the realm in a network zone (else loopback only).
     pub use_network: Option<bool>,
+    /// The network zone.
     pub network_zone: Option<String>,
+    /// A fresh home from skel at every start, thrown away at stop.
     pub use_ephemeral_home: Option<bool>,
+    /// Host directories bound read-write (`HOST[:REALM]`).
     pub extra_bindmounts: Option<Vec<String>>,
+    /// Host directories bound read-only (`HOST[:REALM]`).
     pub extra_bindmounts_ro: Option<Vec<String>>,
+    /// Host ports forwarded into the realm (`PROTO:HOST:REALM`).
     pub port_forward: Option<Vec<String>>,
+    /// The application image the realm is made on.
     pub appimg: Option<String>,
+    /// Start the realm at boot.
     pub autostart: Option<bool>,
+    /// The label shown after the names of the realm's apps.
     pub label: Option<String>,
+    /// The realm's colour, `#rrggbb`.
     pub color: Option<String>,
+    /// Host fonts, icons and themes visible read-only in the realm.
     pub use_host_themes: Option<bool>,
 }
 
 /// What a key holds, for validation and for `realms config NAME` listings.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum KeyType {
+    /// `true` or `false` (on, off, yes, no, 1, 0).
     Bool,
+    /// A network zone name.
     Zone,
+    /// An application image name.
     Image,
+    /// A list of bind mounts.
     BindList,
+    /// A list of port forwards.
     PortList,
+    /// A short label.
     Label,
+    /// A colour, `#rrggbb`.
     Color,
 }
 
@@ -164,7 +188,7 @@ pub fn read_text(path: &Path) -> Result<String> {
     let bytes = match std::fs::read(path) {
         Ok(bytes) => bytes,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(String::new()),
-        Err(e) => return Err(Error::io("reading the realm config", path, e)),
+        Err(e) => return Err(realms_sys::Error::io("reading the realm config", path, e).into()),
     };
     String::from_utf8(bytes).map_err(|e| Error::BadConfig {
         path: path.to_path_buf(),
@@ -222,39 +246,51 @@ impl RealmConfig {
         Ok(())
     }
 
+    /// `use-shared-dir`, with its default.
     pub fn use_shared_dir(&self) -> bool {
         self.use_shared_dir.unwrap_or(true)
     }
+    /// `use-sound`, with its default.
     pub fn use_sound(&self) -> bool {
         self.use_sound.unwrap_or(true)
     }
+    /// `use-x11`, with its default.
     pub fn use_x11(&self) -> bool {
         self.use_x11.unwrap_or(true)
     }
+    /// `use-wayland`, with its default.
     pub fn use_wayland(&self) -> bool {
         self.use_wayland.unwrap_or(true)
     }
+    /// `use-gpu`, with its default.
     pub fn use_gpu(&self) -> bool {
         self.use_gpu.unwrap_or(false)
     }
+    /// `use-kvm`, with its default.
     pub fn use_kvm(&self) -> bool {
         self.use_kvm.unwrap_or(false)
     }
+    /// `use-network`, with its default.
     pub fn use_network(&self) -> bool {
         self.use_network.unwrap_or(true)
     }
+    /// `network-zone`, with its default.
     pub fn network_zone(&self) -> &str {
         self.network_zone.as_deref().unwrap_or("clear")
     }
+    /// `use-ephemeral-home`, with its default.
     pub fn use_ephemeral_home(&self) -> bool {
         self.use_ephemeral_home.unwrap_or(false)
     }
+    /// `use-host-themes`, with its default.
     pub fn use_host_themes(&self) -> bool {
         self.use_host_themes.unwrap_or(true)
     }
+    /// `autostart`, with its default.
     pub fn autostart(&self) -> bool {
         self.autostart.unwrap_or(false)
     }
+    /// `appimg`, with its default.
     pub fn appimg(&self) -> &str {
         self.appimg.as_deref().unwrap_or("base")
     }

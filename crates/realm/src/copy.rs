@@ -3,13 +3,14 @@
 //! (read-only inside a realm snapshot); an overlay root is a copy of its upper layer and the same
 //! `lower` link, so it stays on the image version it was made on.
 
+use realms_sys::IoContext;
 use std::fs;
 use std::path::{Path, PathBuf};
 
 use realms_sys::btrfs;
 
+use crate::Result;
 use crate::store::{RealmStore, RootKind, chown, mkdir};
-use crate::{Error, Result};
 
 /// Where the parts of a realm (or of a snapshot of one) are.
 #[derive(Debug, Clone)]
@@ -68,17 +69,18 @@ impl Parts {
     /// Copies the parts into `dest` as a realm directory (`config`, `home`, and `rootfs` or
     /// `overlay/{upper,work}` + `lower` + `rootfs`). The lower image must still exist.
     pub fn assemble_realm(&self, store: &RealmStore, dest: &Path) -> Result<()> {
-        self.copy_common(dest)?;
+        self.copy_common(dest, store.owner())?;
         match &self.root {
             Root::Subvolume(src) => btrfs::snapshot(src, dest.join("rootfs"), false)?,
             Root::Overlay { upper, lower } => {
                 let image = store.root().join(lower.strip_prefix("/").unwrap_or(lower));
                 if !image.is_dir() {
-                    return Err(Error::io(
+                    return Err(realms_sys::Error::io(
                         "finding the image version the realm was made on,",
                         image,
                         std::io::Error::from(std::io::ErrorKind::NotFound),
-                    ));
+                    )
+                    .into());
                 }
                 mkdir(&dest.join("rootfs"))?;
                 mkdir(&dest.join("overlay"))?;
@@ -94,9 +96,9 @@ impl Parts {
     }
 
     /// Copies the parts into `dest` as a snapshot (`config`, `home`, and a read-only `rootfs`
-    /// or `upper` + `lower`).
-    pub fn write_snapshot(&self, dest: &Path) -> Result<()> {
-        self.copy_common(dest)?;
+    /// or `upper` + `lower`); a missing home is made for `owner`.
+    pub fn write_snapshot(&self, dest: &Path, owner: u32) -> Result<()> {
+        self.copy_common(dest, owner)?;
         match &self.root {
             Root::Subvolume(src) => btrfs::snapshot(src, dest.join("rootfs"), true)?,
             Root::Overlay { upper, lower } => {
@@ -107,26 +109,25 @@ impl Parts {
         Ok(())
     }
 
-    fn copy_common(&self, dest: &Path) -> Result<()> {
+    fn copy_common(&self, dest: &Path, owner: u32) -> Result<()> {
         mkdir(dest)?;
-        fs::copy(&self.config, dest.join("config"))
-            .map_err(|e| Error::io("copying", &self.config, e))?;
+        fs::copy(&self.config, dest.join("config")).ctx("copying", &self.config)?;
         if self.home.is_dir() {
             realms_image::copy_tree(&self.home, &dest.join("home"))?;
         } else {
             mkdir(&dest.join("home"))?;
-            chown(&dest.join("home"))?;
+            chown(&dest.join("home"), owner)?;
         }
         Ok(())
     }
 }
 
 fn read_link(link: &Path) -> Result<PathBuf> {
-    fs::read_link(link).map_err(|e| Error::io("reading the symlink", link, e))
+    Ok(fs::read_link(link).ctx("reading the symlink", link)?)
 }
 
 fn symlink(target: &Path, link: &Path) -> Result<()> {
-    std::os::unix::fs::symlink(target, link).map_err(|e| Error::io("creating the symlink", link, e))
+    Ok(std::os::unix::fs::symlink(target, link).ctx("creating the symlink", link)?)
 }
 
 /// A staging directory deleted on drop unless it was committed (renamed into place).
@@ -179,7 +180,7 @@ mod tests {
         let snap = root.path().join("snap");
         Parts::of_realm(&store, "r")
             .unwrap()
-            .write_snapshot(&snap)
+            .write_snapshot(&snap, store.owner())
             .unwrap();
         assert_eq!(
             fs::read_to_string(snap.join("upper/etc/changed")).unwrap(),

@@ -5,132 +5,464 @@ use std::path::{Path, PathBuf};
 /// Everything that can go wrong managing realms.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
+    /// The `--root` directory does not exist.
     #[error(
         "{} does not exist; check the --root (or REALMS_ROOT) directory, or create it first",
         .0.display()
     )]
     NoRoot(PathBuf),
+    /// No realm of that name.
     #[error("realm '{0}' does not exist; `realms list` shows the realms there are")]
     NoSuchRealm(String),
+    /// A realm of that name exists already.
     #[error("realm '{0}' already exists")]
     RealmExists(String),
+    /// The realm runs and the operation needs it stopped (`--stop` stops it).
     #[error("realm '{0}' is running; stop it first or pass --stop")]
     Running(String),
+    /// The default realm cannot be removed.
     #[error(
         "realm '{0}' is the default realm; make another realm the default first (`realms default OTHER`)"
     )]
     IsDefault(String),
+    /// An image that overlay realms are made on cannot be removed.
     #[error(
         "application image '{image}' is used by realm(s) {realms}, which are overlays on it; remove them first"
     )]
-    ImageInUse { image: String, realms: String },
+    ImageInUse {
+        /// The image.
+        image: String,
+        /// The overlay realms, quoted and comma-separated.
+        realms: String,
+    },
+    /// A config file (a realm config, zones.toml) that does not parse or breaks a rule.
     #[error("{}{}: {message}", path.display(), line.map(|l| format!(": line {l}")).unwrap_or_default())]
     BadConfig {
+        /// The file.
         path: PathBuf,
+        /// The 1-based line, when the error is about one.
         line: Option<usize>,
+        /// What is wrong.
         message: String,
     },
+    /// A config key that does not exist.
     #[error("unknown config key '{key}'; the keys are {known}")]
-    UnknownKey { key: String, known: String },
+    UnknownKey {
+        /// The key.
+        key: String,
+        /// The keys there are.
+        known: String,
+    },
+    /// A value a config key does not take.
     #[error("bad value '{value}' for '{key}': {allowed}")]
     BadValue {
+        /// The key.
         key: String,
+        /// The value given.
         value: String,
+        /// What the key takes.
         allowed: String,
     },
+    /// No default realm is set.
     #[error("no default realm is set; set one with `realms default NAME`")]
     NoDefault,
+    /// The realm did not come up; the tail of its log says why.
     #[error("realm '{name}' failed to start: {reason}{}", log_tail(log))]
     StartFailed {
+        /// The realm.
         name: String,
+        /// Why.
         reason: String,
+        /// The realm's log (its tail is shown).
         log: String,
     },
-    #[error("realm '{name}': {message}")]
-    Realm { name: String, message: String },
+    /// `realms run` without a command.
+    #[error("realm '{name}': no command given; use `realms run NAME -- COMMAND [ARGS...]`")]
+    NoCommand {
+        /// The realm.
+        name: String,
+    },
+    /// `--cwd` is not an absolute path.
+    #[error("realm '{name}': --cwd {} is not an absolute path inside the realm", cwd.display())]
+    RelativeCwd {
+        /// The realm.
+        name: String,
+        /// The directory given.
+        cwd: PathBuf,
+    },
+    /// The `--cwd` directory does not exist in the realm.
+    #[error("realm '{name}': there is no directory {} in the realm (--cwd)", cwd.display())]
+    NoCwd {
+        /// The realm.
+        name: String,
+        /// The directory given.
+        cwd: PathBuf,
+    },
+    /// The user to run as is not in the realm's /etc/passwd.
+    #[error("realm '{name}': there is no user '{user}' in the realm's /etc/passwd{hint}")]
+    NoSuchUser {
+        /// The realm.
+        name: String,
+        /// The user.
+        user: String,
+        /// What to do instead, with its leading "; " (or nothing).
+        hint: &'static str,
+    },
+    /// nspawn did not start exactly one container process in time.
+    #[error("realm '{name}': nspawn (pid {pid}) has no single container process")]
+    NoContainerProcess {
+        /// The realm.
+        name: String,
+        /// nspawn's pid.
+        pid: u32,
+    },
+    /// A rebase onto an image that needs another kind of root than the realm's.
+    #[error(
+        "realm '{name}': its root is {has} and image '{image}' needs {needs}; make a new realm on it instead (`realms new NEW --appimg {image}`)"
+    )]
+    RootKindMismatch {
+        /// The realm.
+        name: String,
+        /// The image.
+        image: String,
+        /// The realm's root kind.
+        has: &'static str,
+        /// The root kind the image needs.
+        needs: &'static str,
+    },
+    /// A rename onto a name whose earlier realm left snapshots.
+    #[error(
+        "realm '{name}': snapshots of an earlier realm of that name remain in {}; remove them first",
+        dir.display()
+    )]
+    OrphanSnapshots {
+        /// The realm.
+        name: String,
+        /// Where the snapshots are.
+        dir: PathBuf,
+    },
+    /// The thread flushing a new realm's config panicked.
+    #[error("realm '{name}': flushing the config failed")]
+    ConfigNotFlushed {
+        /// The realm.
+        name: String,
+    },
+    /// Port forwards on a realm without a network zone.
+    #[error(
+        "realm '{name}': port-forward needs a network zone, and use-network is false; set `use-network true` \
+         or remove the port forwards"
+    )]
+    ForwardsWithoutNetwork {
+        /// The realm.
+        name: String,
+    },
+    /// The host side of an extra bind mount does not exist.
+    #[error(
+        "realm '{name}': extra bind mount source {} does not exist on the host",
+        path.display()
+    )]
+    NoBindSource {
+        /// The realm.
+        name: String,
+        /// The file.
+        path: PathBuf,
+    },
+    /// Processes of the realm's control group survive SIGKILL.
+    #[error("realm '{name}': could not kill what is left of it: {pids} (in {})", cgroup.display())]
+    Unkillable {
+        /// The realm.
+        name: String,
+        /// The processes left, with their names.
+        pids: String,
+        /// The control group.
+        cgroup: PathBuf,
+    },
+    /// A realm of the same name from another store runs on this host.
+    #[error(
+        "realm '{name}': a realm of the same name from another store runs on this host ({}); network \
+         interface names are host-wide, so stop it first or rename this realm",
+        other.display()
+    )]
+    SameNameRunning {
+        /// The realm.
+        name: String,
+        /// The other realm's control group.
+        other: PathBuf,
+    },
+    /// `appimg build --from` names a block or sealed image.
+    #[error(
+        "realm '{image}': application image '{image}' is a {kind} image; build from a tree image or a directory"
+    )]
+    NotTreeImage {
+        /// The image.
+        image: String,
+        /// The image's kind (`block` or `sealed`).
+        kind: &'static str,
+    },
+    /// A host port forwarded to another running realm.
+    #[error(
+        "realm '{name}': port-forward '{forward}': host port {proto} {port} is already forwarded to realm '{holder}' \
+         (zone '{zone}'); pick another host port"
+    )]
+    PortTaken {
+        /// The realm.
+        name: String,
+        /// The port forward as configured.
+        forward: String,
+        /// `tcp` or `udp`.
+        proto: &'static str,
+        /// The host port.
+        port: u16,
+        /// The realm the port goes to.
+        holder: String,
+        /// The holder's zone.
+        zone: String,
+    },
+    /// A realm that has never started has no log.
+    #[error(
+        "realm '{name}': it has no log yet; it gets one when it starts (`realms start {name}`)"
+    )]
+    NoLog {
+        /// The realm.
+        name: String,
+    },
+    /// The realm is not running.
     #[error("realm '{name}': it is not running")]
-    NotRunning { name: String },
+    NotRunning {
+        /// The realm.
+        name: String,
+    },
+    /// The operation needs the realm stopped.
     #[error("realm '{name}': it is running{because}; stop it first (`realms stop {name}`)")]
-    MustBeStopped { name: String, because: String },
+    MustBeStopped {
+        /// The realm.
+        name: String,
+        /// Why, with its leading ", " (or nothing).
+        because: String,
+    },
+    /// A snapshot of that name exists already.
     #[error(
         "realm '{realm}': it has a snapshot '{snapshot}' already; `realms snapshot remove {realm} {snapshot}` removes it"
     )]
-    SnapshotExists { realm: String, snapshot: String },
+    SnapshotExists {
+        /// The realm.
+        realm: String,
+        /// The snapshot.
+        snapshot: String,
+    },
+    /// No snapshot of that name.
     #[error(
         "realm '{realm}': it has no snapshot '{snapshot}'; `realms snapshot list {realm}` shows its snapshots"
     )]
-    NoSuchSnapshot { realm: String, snapshot: String },
+    NoSuchSnapshot {
+        /// The realm.
+        realm: String,
+        /// The snapshot.
+        snapshot: String,
+    },
+    /// Processes outside the realm still use its root.
     #[error(
         "realm '{name}': its root is still in use by {users}; stop them first (`realms stop {name}` stops \
          everything that runs in the realm)"
     )]
-    RootInUse { name: String, users: String },
+    RootInUse {
+        /// The realm.
+        name: String,
+        /// The processes, with their names.
+        users: String,
+    },
+    /// image.meta names a filesystem realms cannot mount.
     #[error("realm '{image}': image.meta names an unknown filesystem '{filesystem}'")]
-    UnknownFilesystem { image: String, filesystem: String },
+    UnknownFilesystem {
+        /// The image.
+        image: String,
+        /// The filesystem named.
+        filesystem: String,
+    },
+    /// Resealing an image needs its private key.
     #[error("realm '{image}': resealing needs the private key; pass --key (looked for {})", looked_for.display())]
-    NeedsPrivateKey { image: String, looked_for: PathBuf },
+    NeedsPrivateKey {
+        /// The image.
+        image: String,
+        /// Where the key was looked for.
+        looked_for: PathBuf,
+    },
+    /// The command to run is not in the realm (exit status 127).
     #[error("realm '{name}': {command}: command not found in the realm")]
-    CommandNotFound { name: String, command: String },
+    CommandNotFound {
+        /// The realm.
+        name: String,
+        /// The command.
+        command: String,
+    },
+    /// The command to run cannot be executed (exit status 126).
     #[error("realm '{name}': {command}: cannot execute: {reason}")]
     NotExecutable {
+        /// The realm.
         name: String,
+        /// The command.
         command: String,
+        /// Why.
         reason: String,
     },
-    #[error("network zone '{zone}': {message}")]
-    Zone { zone: String, message: String },
+    /// A zone's subnet cannot change while its realms run.
+    #[error(
+        "network zone '{zone}': realm(s) {realms} run in it; stop them before changing its subnet"
+    )]
+    ZoneBusy {
+        /// The zone.
+        zone: String,
+        /// The running realms, quoted and comma-separated.
+        realms: String,
+    },
+    /// The subnet is another zone's of this store.
+    #[error("network zone '{zone}': subnet {subnet} is already the subnet of zone '{other}'")]
+    SubnetOfZone {
+        /// The zone.
+        zone: String,
+        /// The subnet.
+        subnet: String,
+        /// The zone that has it.
+        other: String,
+    },
+    /// Another realm store owns the zone on this host.
+    #[error(
+        "network zone '{zone}': on this host the zone (bridge {bridge}, subnet {subnet}) belongs to the realm store {}; put \
+         this store's realms in another zone (`realms config NAME network-zone OTHER`), \
+         or remove the zone from that store first (`realms zone remove {zone}` there)",
+        owner.display()
+    )]
+    ZoneOwnedElsewhere {
+        /// The zone.
+        zone: String,
+        /// The zone's bridge.
+        bridge: String,
+        /// The subnet.
+        subnet: String,
+        /// The owning store's directory.
+        owner: PathBuf,
+    },
+    /// A subnet that is not of the form A.B.C.0/24.
+    #[error("network zone '{zone}': {problem}")]
+    InvalidSubnet {
+        /// The zone.
+        zone: String,
+        /// What is wrong with it.
+        problem: crate::names::BadSubnet,
+    },
+    /// The subnet is another zone's on this host.
+    #[error(
+        "network zone '{zone}': subnet {subnet} is in use by zone '{other}' of {whose}; give this zone another with `realms zone {zone} subnet A.B.C.0/24`"
+    )]
+    SubnetInUse {
+        /// The zone.
+        zone: String,
+        /// The subnet.
+        subnet: String,
+        /// The zone that has it.
+        other: String,
+        /// "this store" or "the realm store PATH".
+        whose: String,
+    },
+    /// The subnet overlaps a host interface's network.
+    #[error(
+        "network zone '{zone}': subnet {subnet} overlaps {network}/{len} on host interface {dev}; give this zone another with `realms zone {zone} subnet A.B.C.0/24`"
+    )]
+    SubnetOverlaps {
+        /// The zone.
+        zone: String,
+        /// The subnet.
+        subnet: String,
+        /// The interface's network address.
+        network: std::net::Ipv4Addr,
+        /// The network's prefix length.
+        len: u8,
+        /// The host interface.
+        dev: String,
+    },
+    /// No zone of that name in this store.
+    #[error(
+        "network zone '{zone}': there is no such zone in this store; `realms zone` lists its zones"
+    )]
+    NoSuchZone {
+        /// The zone.
+        zone: String,
+    },
+    /// Every address of the zone's subnet is leased.
+    #[error("network zone '{zone}': no free address left")]
+    NoFreeAddress {
+        /// The zone.
+        zone: String,
+    },
+    /// The zone's nftables rules could not be installed.
+    #[error(
+        "network zone '{zone}': installing the nftables rules of the zone failed (is the `nftables` package \
+         installed?)"
+    )]
+    NftApply {
+        /// The zone.
+        zone: String,
+        /// The cause.
+        #[source]
+        source: Box<realms_sys::Error>,
+    },
+    /// The zone's nftables table could not be deleted.
+    #[error("network zone '{zone}': deleting the nftables table {table} failed")]
+    NftDelete {
+        /// The zone.
+        zone: String,
+        /// The nftables table.
+        table: String,
+        /// The cause.
+        #[source]
+        source: Box<realms_sys::Error>,
+    },
+    /// A zone name that breaks the zone name rule.
     #[error("network zone '{zone}': {rule}")]
-    InvalidZoneName { zone: String, rule: String },
+    InvalidZoneName {
+        /// The zone.
+        zone: String,
+        /// The rule it breaks.
+        rule: String,
+    },
+    /// No 10.77.N.0/24 subnet is free for a new zone.
     #[error(
         "network zone '{zone}': no free 10.77.N.0/24 subnet; set one with `realms zone ZONE subnet A.B.C.0/24`"
     )]
-    NoFreeSubnet { zone: String },
+    NoFreeSubnet {
+        /// The zone.
+        zone: String,
+    },
+    /// Settings that do not serialise as TOML.
     #[error("writing {} (its settings do not serialise as TOML)", path.display())]
     Serialize {
+        /// The file.
         path: PathBuf,
+        /// The cause.
         #[source]
         source: toml::ser::Error,
     },
+    /// A zone that realms are configured for cannot be removed.
     #[error(
         "network zone '{zone}' is used by realm(s) {realms}; move them to another zone \
          (`realms config NAME network-zone OTHER`) or remove them first"
     )]
-    ZoneInUse { zone: String, realms: String },
-    #[error("{action} {}", path.display())]
-    Io {
-        action: &'static str,
-        path: PathBuf,
-        #[source]
-        source: std::io::Error,
+    ZoneInUse {
+        /// The zone.
+        zone: String,
+        /// The realms configured for the zone.
+        realms: String,
     },
+    /// An error of the image store.
     #[error(transparent)]
     Image(#[from] realms_image::Error),
+    /// A system call, command or I/O error (it names its path).
     #[error(transparent)]
     Sys(#[from] realms_sys::Error),
 }
 
+/// The result of this crate's operations.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
-
-impl Error {
-    pub(crate) fn io(
-        action: &'static str,
-        path: impl Into<PathBuf>,
-        source: std::io::Error,
-    ) -> Error {
-        Error::Io {
-            action,
-            path: path.into(),
-            source,
-        }
-    }
-
-    pub(crate) fn realm(name: &str, message: impl Into<String>) -> Error {
-        Error::Realm {
-            name: name.to_string(),
-            message: message.into(),
-        }
-    }
-}
 
 impl Error {
     /// The exit status a shell gives this error: 127 for a missing command, 126 for one that
@@ -234,7 +566,95 @@ mod tests {
                 },
                 "'g'",
             ),
-            (Error::realm("h", "something"), "'h'"),
+            (Error::NoCommand { name: s("h") }, "'h'"),
+            (
+                Error::RelativeCwd {
+                    name: s("h"),
+                    cwd: "tmp".into(),
+                },
+                "--cwd tmp",
+            ),
+            (
+                Error::NoCwd {
+                    name: s("h"),
+                    cwd: "/nope".into(),
+                },
+                "/nope",
+            ),
+            (
+                Error::NoSuchUser {
+                    name: s("h"),
+                    user: s("user"),
+                    hint: "; use `realms shell --root`",
+                },
+                "'user'",
+            ),
+            (
+                Error::NoContainerProcess {
+                    name: s("h"),
+                    pid: 42,
+                },
+                "'h'",
+            ),
+            (
+                Error::RootKindMismatch {
+                    name: s("h"),
+                    image: s("img"),
+                    has: "an overlay",
+                    needs: "a btrfs snapshot",
+                },
+                "'img'",
+            ),
+            (
+                Error::OrphanSnapshots {
+                    name: s("h"),
+                    dir: "/realms/.snapshots/h".into(),
+                },
+                "/realms/.snapshots/h",
+            ),
+            (Error::ConfigNotFlushed { name: s("h") }, "'h'"),
+            (Error::ForwardsWithoutNetwork { name: s("h") }, "'h'"),
+            (
+                Error::NoBindSource {
+                    name: s("h"),
+                    path: "/srv/data".into(),
+                },
+                "/srv/data",
+            ),
+            (
+                Error::Unkillable {
+                    name: s("h"),
+                    pids: s("7 (sleep)"),
+                    cgroup: "/sys/fs/cgroup/x".into(),
+                },
+                "/sys/fs/cgroup/x",
+            ),
+            (
+                Error::SameNameRunning {
+                    name: s("h"),
+                    other: "/other/store".into(),
+                },
+                "/other/store",
+            ),
+            (
+                Error::NotTreeImage {
+                    image: s("sealedimg"),
+                    kind: "sealed",
+                },
+                "'sealedimg'",
+            ),
+            (
+                Error::PortTaken {
+                    name: s("h"),
+                    forward: s("tcp:8080:80"),
+                    proto: "tcp",
+                    port: 8080,
+                    holder: s("other"),
+                    zone: s("clear"),
+                },
+                "'other'",
+            ),
+            (Error::NoLog { name: s("h") }, "'h'"),
             (Error::NotRunning { name: s("i") }, "'i'"),
             (
                 Error::MustBeStopped {
@@ -294,11 +714,79 @@ mod tests {
                 "/x",
             ),
             (
-                Error::Zone {
+                Error::ZoneBusy {
                     zone: s("work"),
-                    message: s("no free subnet"),
+                    realms: s("'a'"),
                 },
                 "'work'",
+            ),
+            (
+                Error::SubnetOfZone {
+                    zone: s("work"),
+                    subnet: s("10.77.1.0/24"),
+                    other: s("lab"),
+                },
+                "'lab'",
+            ),
+            (
+                Error::ZoneOwnedElsewhere {
+                    zone: s("work"),
+                    bridge: s("vz-work"),
+                    subnet: s("10.77.1.0/24"),
+                    owner: "/other/store".into(),
+                },
+                "/other/store",
+            ),
+            (
+                Error::InvalidSubnet {
+                    zone: s("work"),
+                    problem: crate::names::parse_subnet("10.1.2.3/16").unwrap_err(),
+                },
+                "'10.1.2.3/16'",
+            ),
+            (
+                Error::SubnetInUse {
+                    zone: s("work"),
+                    subnet: s("10.77.1.0/24"),
+                    other: s("lab"),
+                    whose: s("this store"),
+                },
+                "'lab'",
+            ),
+            (
+                Error::SubnetOverlaps {
+                    zone: s("work"),
+                    subnet: s("10.77.1.0/24"),
+                    network: std::net::Ipv4Addr::new(10, 77, 1, 0),
+                    len: 16,
+                    dev: s("eth0"),
+                },
+                "eth0",
+            ),
+            (Error::NoSuchZone { zone: s("work") }, "'work'"),
+            (Error::NoFreeAddress { zone: s("work") }, "'work'"),
+            (
+                Error::NftApply {
+                    zone: s("work"),
+                    source: Box::new(realms_sys::Error::io(
+                        "running nft",
+                        "/usr/sbin/nft",
+                        io_err(),
+                    )),
+                },
+                "'work'",
+            ),
+            (
+                Error::NftDelete {
+                    zone: s("work"),
+                    table: s("realms_work"),
+                    source: Box::new(realms_sys::Error::io(
+                        "running nft",
+                        "/usr/sbin/nft",
+                        io_err(),
+                    )),
+                },
+                "realms_work",
             ),
             (
                 Error::InvalidZoneName {
@@ -321,10 +809,6 @@ mod tests {
                     realms: s("'r'"),
                 },
                 "'lab'",
-            ),
-            (
-                Error::io("reading", "/realms/zones.toml", io_err()),
-                "/realms/zones.toml",
             ),
             (
                 Error::Image(realms_image::Error::NotFound {
@@ -363,5 +847,125 @@ mod tests {
                 level = cause;
             }
         }
+    }
+
+    /// The variant's name; a match without a wildcard, so a new variant must be named here
+    /// (and then in [`every_variant`], or the test below fails).
+    fn variant(err: &Error) -> &'static str {
+        match err {
+            Error::NoRoot { .. } => "NoRoot",
+            Error::NoSuchRealm { .. } => "NoSuchRealm",
+            Error::RealmExists { .. } => "RealmExists",
+            Error::Running { .. } => "Running",
+            Error::IsDefault { .. } => "IsDefault",
+            Error::ImageInUse { .. } => "ImageInUse",
+            Error::BadConfig { .. } => "BadConfig",
+            Error::UnknownKey { .. } => "UnknownKey",
+            Error::BadValue { .. } => "BadValue",
+            Error::NoDefault => "NoDefault",
+            Error::StartFailed { .. } => "StartFailed",
+            Error::NoCommand { .. } => "NoCommand",
+            Error::RelativeCwd { .. } => "RelativeCwd",
+            Error::NoCwd { .. } => "NoCwd",
+            Error::NoSuchUser { .. } => "NoSuchUser",
+            Error::NoContainerProcess { .. } => "NoContainerProcess",
+            Error::RootKindMismatch { .. } => "RootKindMismatch",
+            Error::OrphanSnapshots { .. } => "OrphanSnapshots",
+            Error::ConfigNotFlushed { .. } => "ConfigNotFlushed",
+            Error::ForwardsWithoutNetwork { .. } => "ForwardsWithoutNetwork",
+            Error::NoBindSource { .. } => "NoBindSource",
+            Error::Unkillable { .. } => "Unkillable",
+            Error::SameNameRunning { .. } => "SameNameRunning",
+            Error::NotTreeImage { .. } => "NotTreeImage",
+            Error::PortTaken { .. } => "PortTaken",
+            Error::NoLog { .. } => "NoLog",
+            Error::NotRunning { .. } => "NotRunning",
+            Error::MustBeStopped { .. } => "MustBeStopped",
+            Error::SnapshotExists { .. } => "SnapshotExists",
+            Error::NoSuchSnapshot { .. } => "NoSuchSnapshot",
+            Error::RootInUse { .. } => "RootInUse",
+            Error::UnknownFilesystem { .. } => "UnknownFilesystem",
+            Error::NeedsPrivateKey { .. } => "NeedsPrivateKey",
+            Error::CommandNotFound { .. } => "CommandNotFound",
+            Error::NotExecutable { .. } => "NotExecutable",
+            Error::ZoneBusy { .. } => "ZoneBusy",
+            Error::SubnetOfZone { .. } => "SubnetOfZone",
+            Error::ZoneOwnedElsewhere { .. } => "ZoneOwnedElsewhere",
+            Error::InvalidSubnet { .. } => "InvalidSubnet",
+            Error::SubnetInUse { .. } => "SubnetInUse",
+            Error::SubnetOverlaps { .. } => "SubnetOverlaps",
+            Error::NoSuchZone { .. } => "NoSuchZone",
+            Error::NoFreeAddress { .. } => "NoFreeAddress",
+            Error::NftApply { .. } => "NftApply",
+            Error::NftDelete { .. } => "NftDelete",
+            Error::InvalidZoneName { .. } => "InvalidZoneName",
+            Error::NoFreeSubnet { .. } => "NoFreeSubnet",
+            Error::Serialize { .. } => "Serialize",
+            Error::ZoneInUse { .. } => "ZoneInUse",
+            Error::Image { .. } => "Image",
+            Error::Sys { .. } => "Sys",
+        }
+    }
+
+    const VARIANTS: &[&str] = &[
+        "NoRoot",
+        "NoSuchRealm",
+        "RealmExists",
+        "Running",
+        "IsDefault",
+        "ImageInUse",
+        "BadConfig",
+        "UnknownKey",
+        "BadValue",
+        "NoDefault",
+        "StartFailed",
+        "NoCommand",
+        "RelativeCwd",
+        "NoCwd",
+        "NoSuchUser",
+        "NoContainerProcess",
+        "RootKindMismatch",
+        "OrphanSnapshots",
+        "ConfigNotFlushed",
+        "ForwardsWithoutNetwork",
+        "NoBindSource",
+        "Unkillable",
+        "SameNameRunning",
+        "NotTreeImage",
+        "PortTaken",
+        "NoLog",
+        "NotRunning",
+        "MustBeStopped",
+        "SnapshotExists",
+        "NoSuchSnapshot",
+        "RootInUse",
+        "UnknownFilesystem",
+        "NeedsPrivateKey",
+        "CommandNotFound",
+        "NotExecutable",
+        "ZoneBusy",
+        "SubnetOfZone",
+        "ZoneOwnedElsewhere",
+        "InvalidSubnet",
+        "SubnetInUse",
+        "SubnetOverlaps",
+        "NoSuchZone",
+        "NoFreeAddress",
+        "NftApply",
+        "NftDelete",
+        "InvalidZoneName",
+        "NoFreeSubnet",
+        "Serialize",
+        "ZoneInUse",
+        "Image",
+        "Sys",
+    ];
+
+    #[test]
+    fn every_variant_is_in_the_rendering_test() {
+        let listed: std::collections::BTreeSet<&str> =
+            every_variant().iter().map(|(e, _)| variant(e)).collect();
+        let missing: Vec<&&str> = VARIANTS.iter().filter(|v| !listed.contains(**v)).collect();
+        assert!(missing.is_empty(), "not rendered by the test: {missing:?}");
     }
 }

@@ -17,11 +17,17 @@ use realms_sys::event::Report;
 /// An account in the realm's `/etc/passwd`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Account {
+    /// The user name.
     pub name: String,
+    /// Its uid.
     pub uid: u32,
+    /// Its primary gid.
     pub gid: u32,
+    /// Its home directory.
     pub home: PathBuf,
+    /// Its login shell.
     pub shell: PathBuf,
+    /// Its primary and supplementary groups.
     pub groups: Vec<u32>,
 }
 
@@ -71,6 +77,7 @@ pub struct RunOptions {
     pub env: Vec<(String, String)>,
     /// The working directory inside the realm (default: the user's home, else `/`).
     pub cwd: Option<PathBuf>,
+    /// Whether the command gets a pty.
     pub tty: Tty,
     /// Supplementary groups added to the user's (gids as the host sees them: the groups of
     /// the devices the realm's options bound, so the realm user can open them).
@@ -112,28 +119,24 @@ pub fn run(
     say: &dyn Report,
 ) -> Result<i32> {
     let Some(program) = argv.first() else {
-        return Err(Error::realm(
-            name,
-            "no command given; use `realms run NAME -- COMMAND [ARGS...]`",
-        ));
+        return Err(Error::NoCommand {
+            name: name.to_string(),
+        });
     };
     if let Some(cwd) = &opts.cwd
         && !cwd.is_absolute()
     {
-        return Err(Error::realm(
-            name,
-            format!(
-                "--cwd {} is not an absolute path inside the realm",
-                cwd.display()
-            ),
-        ));
+        return Err(Error::RelativeCwd {
+            name: name.to_string(),
+            cwd: cwd.clone(),
+        });
     }
     ensure_running(store, name, say)?;
     let config = store.config(name)?;
     let plan = plan(store, name, &config, &RealHost)?;
     let leader = launch::leader(store, name)?;
     let user = opts.user.as_deref().unwrap_or("root");
-    let account = lookup(leader, user).map_err(|m| Error::realm(name, m))?;
+    let account = lookup(leader, name, user, "")?;
     let pty = opts.tty.wanted();
     let env = environment(&account, &plan.environment, &opts.env, pty);
     let entered = ns::enter(leader)?;
@@ -141,13 +144,10 @@ pub fn run(
     let cwd = match &opts.cwd {
         Some(dir) if dir.is_dir() => dir.clone(),
         Some(dir) => {
-            return Err(Error::realm(
-                name,
-                format!(
-                    "there is no directory {} in the realm (--cwd)",
-                    dir.display()
-                ),
-            ));
+            return Err(Error::NoCwd {
+                name: name.to_string(),
+                cwd: dir.clone(),
+            });
         }
         None if account.home.is_dir() => account.home.clone(),
         None => PathBuf::from("/"),
@@ -293,19 +293,12 @@ pub fn shell(store: &RealmStore, name: &str, as_root: bool, say: &dyn Report) ->
     ensure_running(store, name, say)?;
     let user = if as_root { "root" } else { "user" };
     let leader = launch::leader(store, name)?;
-    let account = lookup(leader, user).map_err(|m| {
-        Error::realm(
-            name,
-            format!(
-                "{m}{}",
-                if as_root {
-                    ""
-                } else {
-                    "; use `realms shell --root`"
-                }
-            ),
-        )
-    })?;
+    let hint = if as_root {
+        ""
+    } else {
+        "; use `realms shell --root`"
+    };
+    let account = lookup(leader, name, user, hint)?;
     let argv: Vec<OsString> = vec![account.shell.into(), "-l".into()];
     let opts = RunOptions {
         user: Some(user.to_string()),
@@ -315,17 +308,19 @@ pub fn shell(store: &RealmStore, name: &str, as_root: bool, say: &dyn Report) ->
 }
 
 /// Looks up `user` (a name or a numeric uid) in the container's passwd and group files, read
-/// inside the container's root so that no symlink can lead out of it.
-fn lookup(leader: u32, user: &str) -> std::result::Result<Account, String> {
-    let root = RootDir::open(format!("/proc/{leader}/root")).map_err(|e| e.to_string())?;
-    let passwd = root
-        .read_capped_to_string("etc/passwd", realms_sys::untrusted::TEXT_CAP)
-        .map_err(|e| e.to_string())?;
+/// inside the container's root so that no symlink can lead out of it. `hint` follows the
+/// error of a missing user (realm `name`).
+fn lookup(leader: u32, name: &str, user: &str, hint: &'static str) -> Result<Account> {
+    let root = RootDir::open(format!("/proc/{leader}/root"))?;
+    let passwd = root.read_capped_to_string("etc/passwd", realms_sys::untrusted::TEXT_CAP)?;
     let group = root
         .read_capped_to_string("etc/group", realms_sys::untrusted::TEXT_CAP)
         .unwrap_or_default();
-    parse_account(&passwd, &group, user)
-        .ok_or_else(|| format!("there is no user '{user}' in the realm's /etc/passwd"))
+    parse_account(&passwd, &group, user).ok_or_else(|| Error::NoSuchUser {
+        name: name.to_string(),
+        user: user.to_string(),
+        hint,
+    })
 }
 
 /// Finds `user` in passwd(5) text and its supplementary groups in group(5) text.
@@ -458,6 +453,6 @@ mod tests {
         assert!(nf.to_string().contains("command not found"), "{nf}");
         let ne = Unrunnable::NotExecutable("no".into()).into_error("r", &OsString::from("x"));
         assert_eq!(ne.exit_code(), 126);
-        assert_eq!(Error::realm("r", "other").exit_code(), 1);
+        assert_eq!(Error::NoCommand { name: "r".into() }.exit_code(), 1);
     }
 }

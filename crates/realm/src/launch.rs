@@ -4,6 +4,7 @@
 //! with a pid file under `/run/realms`. Either way `realms nspawn-exec NAME` is what execs nspawn,
 //! after mounting the realm's overlay root in a mount namespace of its own.
 
+use realms_sys::IoContext;
 use std::fs;
 use std::os::unix::net::UnixDatagram;
 use std::os::unix::process::CommandExt;
@@ -108,17 +109,15 @@ pub(crate) fn start_locked(store: &RealmStore, name: &str, say: &dyn Report) -> 
 }
 
 fn realms_exe() -> Result<PathBuf> {
-    std::env::current_exe().map_err(|e| Error::io("finding the realms binary", "/proc/self/exe", e))
+    Ok(std::env::current_exe().ctx("finding the realms binary", "/proc/self/exe")?)
 }
 
 fn start_direct(store: &RealmStore, name: &str) -> Result<()> {
     nspawn_prerequisites()?;
     tree::prepare_start(store, name)?;
     let log_path = log_file(store, name);
-    let log = fs::File::create(&log_path).map_err(|e| Error::io("creating", &log_path, e))?;
-    let log2 = log
-        .try_clone()
-        .map_err(|e| Error::io("opening", &log_path, e))?;
+    let log = fs::File::create(&log_path).ctx("creating", &log_path)?;
+    let log2 = log.try_clone().ctx("opening", &log_path)?;
     let socket_name = format!("realms-notify-{}-{name}", std::process::id());
     let socket = notify_socket(&socket_name)?;
     let mut child = Cmd::new(realms_exe()?)
@@ -173,12 +172,11 @@ fn start_direct(store: &RealmStore, name: &str) -> Result<()> {
 fn notify_socket(name: &str) -> Result<UnixDatagram> {
     use std::os::linux::net::SocketAddrExt;
     let addr = std::os::unix::net::SocketAddr::from_abstract_name(name.as_bytes())
-        .map_err(|e| Error::io("creating the notify socket", name, e))?;
-    let socket = UnixDatagram::bind_addr(&addr)
-        .map_err(|e| Error::io("binding the notify socket", name, e))?;
+        .ctx("creating the notify socket", name)?;
+    let socket = UnixDatagram::bind_addr(&addr).ctx("binding the notify socket", name)?;
     socket
         .set_read_timeout(Some(Duration::from_millis(50)))
-        .map_err(|e| Error::io("configuring the notify socket", name, e))?;
+        .ctx("configuring the notify socket", name)?;
     Ok(socket)
 }
 
@@ -187,7 +185,7 @@ fn notify_socket(name: &str) -> Result<UnixDatagram> {
 fn nspawn_prerequisites() -> Result<()> {
     let dir = Path::new("/run/systemd/nspawn");
     if !mount::is_mountpoint(dir).unwrap_or(false) {
-        fs::create_dir_all(dir).map_err(|e| Error::io("creating", dir, e))?;
+        fs::create_dir_all(dir).ctx("creating", dir)?;
         mount::tmpfs(dir, "mode=0755")?.leak();
     }
     Ok(())
@@ -258,7 +256,7 @@ pub fn exec_launcher(store: &RealmStore, name: &str) -> Result<std::convert::Inf
     let err = std::process::Command::new("systemd-nspawn")
         .args(plan.nspawn_args(registered))
         .exec();
-    Err(Error::io("running", "systemd-nspawn", err))
+    Err(realms_sys::Error::io("running", "systemd-nspawn", err).into())
 }
 
 /// `realms stop NAME`.

@@ -1,6 +1,8 @@
 //! Realms: isolated OS containers booted with systemd-nspawn from snapshots of an application
 //! image, with a default realm started at boot and a current realm that owns the desktop.
 
+#![warn(missing_docs)]
+
 pub mod autostart;
 pub mod config;
 mod copy;

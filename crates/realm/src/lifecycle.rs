@@ -1,5 +1,6 @@
 //! Creating and removing realms, and reading and writing one config option.
 
+use realms_sys::IoContext;
 use std::fs;
 use std::path::Path;
 
@@ -7,7 +8,7 @@ use realms_image::validate_name;
 use realms_sys::{atomic, btrfs};
 
 use crate::config::{KEYS, RealmConfig, parse_value, set_line, unknown_key};
-use crate::store::{RealmStore, RootKind, chown, delete_realm_tree, mkdir};
+use crate::store::{RealmStore, RootKind, delete_realm_tree, mkdir};
 use crate::{Error, Result};
 use realms_sys::event::{Event, Report};
 
@@ -37,18 +38,20 @@ pub fn create(store: &RealmStore, name: &str, image: &str, say: &dyn Report) -> 
     // Inside the staging directory a plain write will do: the rename below publishes it. Its
     // flush to disk runs beside the home copy and the snapshot, and is awaited before the rename.
     let config_path = staging.join("config");
-    fs::write(&config_path, config.as_bytes())
-        .map_err(|e| Error::io("writing", &config_path, e))?;
+    fs::write(&config_path, config.as_bytes()).ctx("writing", &config_path)?;
     std::thread::scope(|scope| {
         let flushed = scope.spawn(|| {
             fs::File::open(&config_path)
                 .and_then(|f| f.sync_data())
-                .map_err(|e| Error::io("writing", &config_path, e))
+                .ctx("writing", &config_path)
+                .map_err(Error::from)
         });
         let populated = populate(store, name, image, &info, &staging, say);
-        let flushed = flushed
-            .join()
-            .unwrap_or_else(|_| Err(Error::realm(name, "flushing the config failed")));
+        let flushed = flushed.join().unwrap_or_else(|_| {
+            Err(Error::ConfigNotFlushed {
+                name: name.to_string(),
+            })
+        });
         populated.and(flushed)
     })?;
     atomic::rename_noreplace(&staging, &dest)?;
@@ -71,7 +74,7 @@ fn populate(
     let home = staging.join("home");
     mkdir(&home)?;
     realms_sys::fs::copy_tree(store.dir().join("skel"), &home)?;
-    chown_tree(&home)?;
+    chown_tree(store, &home)?;
 
     let image_rel = Path::new("/storage/appimg").join(format!("{image}.appimg"));
     let snapshot = store.root_kind_for(info) == RootKind::Snapshot
@@ -89,7 +92,7 @@ fn populate(
             mkdir(&staging.join("image"))?;
         }
         std::os::unix::fs::symlink(&image_rel, staging.join("lower"))
-            .map_err(|e| Error::io("creating the symlink", staging.join("lower"), e))?;
+            .ctx("creating the symlink", staging.join("lower"))?;
         let why = match info.kind {
             realms_image::ImageKind::Tree => "the store is not on btrfs",
             realms_image::ImageKind::Block => "a block image, mounted read-only",
@@ -150,7 +153,10 @@ pub fn config_get(
     key: Option<&str>,
 ) -> Result<Vec<(String, String)>> {
     let config = store.config(name)?;
-    let value = toml::Value::try_from(&config).map_err(|e| Error::realm(name, e.to_string()))?;
+    let value = toml::Value::try_from(&config).map_err(|source| Error::Serialize {
+        path: store.realm_dir(name).join("config"),
+        source,
+    })?;
     let table = value.as_table().cloned().unwrap_or_default();
     let mut out = Vec::new();
     for (k, _, default, _) in KEYS {
@@ -191,7 +197,9 @@ pub fn config_set(store: &RealmStore, name: &str, key: &str, value: &str) -> Res
 /// One entry added to or removed from a list option (`realms config NAME KEY --add|--remove`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ListEdit<'a> {
+    /// Adds the entry (refused if it is there already).
     Add(&'a str),
+    /// Removes the entry (refused if it is not there).
     Remove(&'a str),
 }
 
@@ -265,15 +273,15 @@ fn snapshot_or_cross_fs(image: &Path, staging: &Path) -> Result<bool> {
 }
 
 /// Gives a new home and everything in it to the realm user (symlinks themselves, not targets).
-fn chown_tree(dir: &Path) -> Result<()> {
-    chown(dir)?;
-    for entry in fs::read_dir(dir).map_err(|e| Error::io("reading", dir, e))? {
-        let entry = entry.map_err(|e| Error::io("reading", dir, e))?;
+fn chown_tree(store: &RealmStore, dir: &Path) -> Result<()> {
+    store.chown(dir)?;
+    for entry in fs::read_dir(dir).ctx("reading", dir)? {
+        let entry = entry.ctx("reading", dir)?;
         let path = entry.path();
         if entry.file_type().is_ok_and(|t| t.is_dir()) {
-            chown_tree(&path)?;
+            chown_tree(store, &path)?;
         } else {
-            chown(&path)?;
+            store.chown(&path)?;
         }
     }
     Ok(())
@@ -302,7 +310,9 @@ mod tests {
 
     fn store_with_realm(name: &str) -> (tempfile::TempDir, RealmStore) {
         let dir = tempfile::tempdir().unwrap();
-        let store = RealmStore::open(dir.path()).unwrap();
+        // Skel and Shared (made by the first change) go to the test's own uid: no root needed.
+        let me = std::os::unix::fs::MetadataExt::uid(&fs::metadata(dir.path()).unwrap());
+        let store = RealmStore::open(dir.path()).unwrap().with_owner(me);
         fs::create_dir_all(store.realm_dir(name).join("rootfs")).unwrap();
         (dir, store)
     }

@@ -2,6 +2,7 @@
 //! create, remove, config, default and current do on disk, without starting anything.
 
 use std::fs;
+use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 
 use realms_sys::event::{Event, Recorder};
@@ -10,12 +11,15 @@ use crate::executor::Executor;
 use crate::store::{RealmStore, RootKind};
 use crate::{Error, lifecycle, select};
 
-/// A store under a temporary root with a tree image `base` (a plain directory).
+/// A store under a temporary root with a tree image `base` (a plain directory). Realm homes go
+/// to whoever runs the test (the owner of the temporary root), so no test needs root.
 fn store_with_image() -> (tempfile::TempDir, RealmStore) {
     let root = tempfile::tempdir().unwrap();
+    let me = fs::metadata(root.path()).unwrap().uid();
     let store = RealmStore::open(root.path())
         .unwrap()
-        .with_executor(Executor::Direct);
+        .with_executor(Executor::Direct)
+        .with_owner(me);
     fs::create_dir_all(root.path().join("storage/appimg/base.appimg/usr/bin")).unwrap();
     (root, store)
 }
@@ -50,6 +54,21 @@ fn create_on_a_store_that_is_not_btrfs_makes_an_overlay_realm_without_mounting()
     assert_eq!(
         fs::read_to_string(dir.join("home/.bashrc")).unwrap(),
         "# skel"
+    );
+    // The home and what skel put in it belong to the store's owner (the realm user, here the
+    // test's own uid), the rest of the realm directory to whoever made it.
+    for owned in ["home", "home/.bashrc"] {
+        let meta = fs::symlink_metadata(dir.join(owned)).unwrap();
+        assert_eq!(
+            (meta.uid(), meta.gid()),
+            (store.owner(), store.owner()),
+            "{owned}"
+        );
+    }
+    // Outside tests the owner is the realm user.
+    assert_eq!(
+        RealmStore::open(root.path()).unwrap().owner(),
+        crate::store::REALM_UID
     );
     assert_eq!(store.config("work").unwrap().appimg(), "base");
     assert_eq!(store.names().unwrap(), ["work"]);

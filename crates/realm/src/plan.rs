@@ -19,9 +19,13 @@ pub enum RootSetup {
     /// The launcher mounts an overlay at `directory` in a private mount namespace first.
     /// For a block or sealed image, the launcher mounts `image` read-only at `lower` first.
     Overlay {
+        /// The image's tree (read-only).
         lower: PathBuf,
+        /// The realm's changes.
         upper: PathBuf,
+        /// Overlayfs' work directory.
         work: PathBuf,
+        /// A block or sealed image to mount at `lower`.
         image: Option<PathBuf>,
     },
 }
@@ -36,8 +40,11 @@ pub enum Network {
     /// DNATed to the realm's address in the zone (by the zone's nftables table, see
     /// [`crate::zone::nft`]; not nspawn's `--port`, which refuses loopback clients).
     Zone {
+        /// The zone.
         zone: String,
+        /// Its bridge.
         bridge: String,
+        /// The realm's port forwards.
         forwards: Vec<crate::zone::PortForward>,
     },
 }
@@ -97,8 +104,11 @@ pub fn resolv_conf_for(host_text: &str, uplink_exists: bool) -> (ResolvConf, Opt
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "kebab-case")]
 pub struct Bind {
+    /// The path on the host.
     pub host: PathBuf,
+    /// The path in the realm.
     pub realm: PathBuf,
+    /// Bound read-only.
     pub read_only: bool,
 }
 
@@ -106,12 +116,19 @@ pub struct Bind {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "kebab-case")]
 pub struct LaunchPlan {
+    /// The realm.
     pub name: String,
+    /// Its machine name.
     pub machine: String,
+    /// Its root directory (nspawn `--directory`).
     pub directory: PathBuf,
+    /// How the root is made.
     pub root: RootSetup,
+    /// Its network.
     pub network: Network,
+    /// How its resolv.conf is made.
     pub resolv_conf: ResolvConf,
+    /// Its bind mounts.
     pub binds: Vec<Bind>,
     /// An ephemeral home: a tmpfs-backed overlay on this directory (skel) at /home/user.
     pub ephemeral_home: Option<PathBuf>,
@@ -123,6 +140,7 @@ pub struct LaunchPlan {
 
 /// What the plan needs to know about the host; tests pass their own.
 pub trait HostFacts {
+    /// True when `path` exists on the host.
     fn exists(&self, path: &Path) -> bool;
     /// A host file's text (`None` when it cannot be read).
     fn read(&self, _path: &Path) -> Option<String> {
@@ -199,11 +217,9 @@ pub fn plan(
         };
         (network, resolv_conf)
     } else if !forwards.is_empty() {
-        return Err(Error::realm(
-            name,
-            "port-forward needs a network zone, and use-network is false; set `use-network true` \
-             or remove the port forwards",
-        ));
+        return Err(Error::ForwardsWithoutNetwork {
+            name: name.to_string(),
+        });
     } else {
         (Network::LoopbackOnly, ResolvConf::Auto)
     };
@@ -231,13 +247,10 @@ pub fn plan(
     add_themes(&mut p, config, host);
     for (host_path, realm_path, ro) in config.extra_binds() {
         if !host.exists(&host_path) {
-            return Err(Error::realm(
-                name,
-                format!(
-                    "extra bind mount source {} does not exist on the host",
-                    host_path.display()
-                ),
-            ));
+            return Err(Error::NoBindSource {
+                name: name.to_string(),
+                path: host_path,
+            });
         }
         p.binds.push(Bind {
             host: host_path,

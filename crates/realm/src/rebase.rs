@@ -58,9 +58,13 @@ pub fn on_image(store: &RealmStore, name: &str, image: &str) -> OnImage {
 #[derive(Debug, Clone, Serialize)]
 #[serde(rename_all = "kebab-case")]
 pub struct Rebased {
+    /// The realm.
     pub realm: String,
+    /// The image it is on now.
     pub appimg: String,
+    /// The image version it was on.
     pub from_version: Option<String>,
+    /// The image version it is on now.
     pub version: Option<String>,
 }
 
@@ -91,14 +95,12 @@ pub fn rebase(
     let old_lower = store.overlay_lower(name).ok();
     let kind = store.root_kind(name);
     if kind != store.root_kind_for(&info) {
-        return Err(Error::realm(
-            name,
-            format!(
-                "its root is {} and image '{image}' needs {}; make a new realm on it instead (`realms new NEW --appimg {image}`)",
-                describe(&kind),
-                describe(&store.root_kind_for(&info))
-            ),
-        ));
+        return Err(Error::RootKindMismatch {
+            name: name.to_string(),
+            image,
+            has: describe(&kind),
+            needs: describe(&store.root_kind_for(&info)),
+        });
     }
     if image != config.appimg() {
         // The config first: a crash before the root is replaced leaves a realm that `list`

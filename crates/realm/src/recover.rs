@@ -3,6 +3,7 @@
 //! half-done rebases, and renames that stopped half-way (finished from their intent file).
 //! It sits below the operations that leave these leftovers and knows only their names on disk.
 
+use realms_sys::IoContext;
 use std::fs;
 use std::path::{Path, PathBuf};
 
@@ -11,7 +12,7 @@ use realms_sys::lock::StoreLock;
 use realms_sys::{atomic, btrfs};
 
 use crate::store::{RealmStore, delete_realm_tree};
-use crate::{Error, Result, launch};
+use crate::{Result, launch};
 
 /// The prefix of a rename's intent file in the store (`.renaming-PID`, holding `OLD NEW`).
 pub(crate) const INTENT_PREFIX: &str = ".renaming-";
@@ -148,7 +149,7 @@ pub(crate) fn finish_renames(store: &RealmStore) -> Result<()> {
             tracing::info!("finishing the interrupted rename of realm '{old}' to '{new}'");
             finish_rename(store, old, new)?;
         }
-        fs::remove_file(&intent).map_err(|e| Error::io("removing", &intent, e))?;
+        fs::remove_file(&intent).ctx("removing", &intent)?;
     }
     Ok(())
 }

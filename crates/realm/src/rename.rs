@@ -4,6 +4,7 @@
 //! current links, its address leases and its log; an intent file written first lets the next
 //! command finish a rename that was interrupted half-way.
 
+use realms_sys::IoContext;
 use std::fs;
 
 use realms_image::validate_name;
@@ -45,13 +46,10 @@ pub fn rename(store: &RealmStore, old: &str, new: &str) -> Result<()> {
     }
     let orphans = crate::snapshot::dir(store, new);
     if orphans.exists() {
-        return Err(Error::realm(
-            new,
-            format!(
-                "snapshots of an earlier realm of that name remain in {}; remove them first",
-                orphans.display()
-            ),
-        ));
+        return Err(Error::OrphanSnapshots {
+            name: new.to_string(),
+            dir: orphans,
+        });
     }
     if launch::is_running(store, old) {
         return Err(Error::MustBeStopped {
@@ -67,7 +65,7 @@ pub fn rename(store: &RealmStore, old: &str, new: &str) -> Result<()> {
     ));
     atomic::write_file(&intent, format!("{old} {new}\n").as_bytes(), 0o644)?;
     crate::recover::finish_rename(store, old, new)?;
-    fs::remove_file(&intent).map_err(|e| Error::io("removing", &intent, e))?;
+    fs::remove_file(&intent).ctx("removing", &intent)?;
     Ok(())
 }
 

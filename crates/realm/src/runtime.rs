@@ -67,7 +67,9 @@ pub(crate) fn nspawn_pid(store: &RealmStore, name: &str) -> Option<u32> {
 /// Whether a realm runs, and how well.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum State {
+    /// Not running.
     Stopped,
+    /// Running under its nspawn.
     Running,
     /// Its nspawn is gone (killed) but processes of its container live on (direct executor);
     /// `stop` ends them, `start` ends them and boots the realm afresh.
@@ -117,10 +119,10 @@ pub fn leader(store: &RealmStore, name: &str) -> Result<u32> {
             return Ok(*leader);
         }
         if Instant::now() > deadline {
-            return Err(Error::realm(
-                name,
-                format!("nspawn (pid {pid}) has no single container process"),
-            ));
+            return Err(Error::NoContainerProcess {
+                name: name.to_string(),
+                pid,
+            });
         }
         std::thread::sleep(Duration::from_millis(10));
     }

@@ -55,13 +55,19 @@ pub fn current(store: &RealmStore) -> Option<String> {
 #[derive(Debug, Clone, Serialize)]
 #[serde(rename_all = "kebab-case")]
 pub struct RealmStatus {
+    /// The realm.
     pub name: String,
+    /// True when it runs.
     pub running: bool,
     /// Running without its nspawn (killed): `realms stop` or `start` cleans it up.
     pub orphaned: bool,
+    /// True for the default realm.
     pub default: bool,
+    /// True for the current realm.
     pub current: bool,
+    /// Its application image.
     pub appimg: String,
+    /// How its root is made.
     pub root: RootKind,
     /// The network zone, or `None` when the realm has only a loopback interface.
     pub zone: Option<String>,

@@ -4,6 +4,7 @@
 //! They live at `/realms/snapshots/NAME/SNAP`, are staged and renamed into place, and are taken
 //! and restored only while the realm is stopped.
 
+use realms_sys::IoContext;
 use std::fs;
 use std::path::{Path, PathBuf};
 
@@ -19,11 +20,15 @@ use crate::{Error, Result, launch};
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub struct Snapshot {
+    /// The realm.
     pub realm: String,
+    /// The snapshot.
     pub name: String,
     /// Seconds since the epoch.
     pub created: u64,
+    /// How the realm's root was made.
     pub root: RootKind,
+    /// The image the realm was on.
     pub appimg: String,
     /// The version of the image the realm was on.
     pub image_version: Option<String>,
@@ -83,8 +88,11 @@ pub fn create(store: &RealmStore, realm: &str, snap: Option<&str>) -> Result<Sna
         image_version: on.version,
     };
     let staging = Staging::new(base.join(format!(".staging-{snap}-{}", std::process::id())));
-    Parts::of_realm(store, realm)?.write_snapshot(staging.path())?;
-    let text = toml::to_string(&info).map_err(|e| Error::realm(realm, e.to_string()))?;
+    Parts::of_realm(store, realm)?.write_snapshot(staging.path(), store.owner())?;
+    let text = toml::to_string(&info).map_err(|source| Error::Serialize {
+        path: dest.join(INFO),
+        source,
+    })?;
     atomic::write_file(staging.path().join(INFO), text.as_bytes(), 0o644)?;
     atomic::rename_noreplace(staging.path(), &dest)?;
     staging.committed();
@@ -113,7 +121,7 @@ pub fn list(store: &RealmStore, realm: &str) -> Result<Vec<Snapshot>> {
 
 fn read_info(path: &Path, realm: &str, name: &str) -> Result<Snapshot> {
     let file = path.join(INFO);
-    let text = fs::read_to_string(&file).map_err(|e| Error::io("reading", &file, e))?;
+    let text = fs::read_to_string(&file).ctx("reading", &file)?;
     let mut info: Snapshot =
         toml::from_str(&text).map_err(|e| crate::error::bad_file(&file, &text, &e))?;
     // The realm may have been renamed since.

@@ -21,8 +21,11 @@ use crate::{Result, plan, zone};
 #[derive(Debug, Clone, Serialize)]
 #[serde(rename_all = "kebab-case")]
 pub struct Status {
+    /// The realm.
     pub name: String,
+    /// True when it runs.
     pub running: bool,
+    /// Who runs its nspawn (`systemd` or `direct`).
     pub executor: &'static str,
     /// The systemd unit (systemd executor).
     pub unit: Option<String>,
@@ -32,8 +35,11 @@ pub struct Status {
     pub pid: Option<u32>,
     /// Seconds since the realm's init started.
     pub uptime: Option<u64>,
+    /// Its network zone (`None`: loopback only).
     pub zone: Option<String>,
+    /// Its address in the zone, while it runs.
     pub address: Option<String>,
+    /// Its application image.
     pub appimg: String,
     /// The version of the image the realm is on.
     pub image_version: Option<String>,
@@ -41,9 +47,13 @@ pub struct Status {
     pub current_image_version: Option<String>,
     /// True when the realm is not on the current version (`realms rebase NAME`).
     pub behind: bool,
+    /// How its root is made.
     pub root: RootKind,
+    /// True for the default realm.
     pub default: bool,
+    /// True for the current realm.
     pub current: bool,
+    /// True when it starts at boot.
     pub autostart: bool,
     /// Every option with its effective value.
     pub options: BTreeMap<String, toml::Value>,
@@ -241,6 +251,7 @@ impl LogSource {
         Ok(self.command(lines, follow, json).status_inherit()?)
     }
 
+    /// Where the log is, for "Showing ...".
     pub fn describe(&self) -> String {
         match self {
             LogSource::Journal(dir) => format!("the realm's journal in {}", dir.display()),

@@ -1,6 +1,7 @@
 //! The realm store at `/realms` (really `/storage/realms`): realm directories, the config
 //! template, skel, Shared, the default and current symlinks, and the store lock.
 
+use realms_sys::IoContext;
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -41,6 +42,7 @@ pub struct RealmStore {
     images: ImageStore,
     notes: Arc<dyn Report + Send + Sync>,
     executor: Executor,
+    owner: u32,
 }
 
 impl std::fmt::Debug for RealmStore {
@@ -77,6 +79,7 @@ impl RealmStore {
             images: ImageStore::open(root)?,
             notes: Arc::new(|event: Event| tracing::info!("{}", event.text())),
             executor: Executor::detect(),
+            owner: REALM_UID,
         })
     }
 
@@ -97,6 +100,24 @@ impl RealmStore {
     pub fn with_executor(mut self, executor: Executor) -> RealmStore {
         self.executor = executor;
         self
+    }
+
+    /// Gives realm homes, skel and Shared to `uid` (as uid and gid) instead of the realm user
+    /// [`REALM_UID`]: tests that run without root pass their own uid.
+    pub fn with_owner(mut self, uid: u32) -> RealmStore {
+        self.owner = uid;
+        self
+    }
+
+    /// The uid (and gid) that owns realm homes, skel and Shared: [`REALM_UID`] unless set
+    /// with [`with_owner`](Self::with_owner).
+    pub fn owner(&self) -> u32 {
+        self.owner
+    }
+
+    /// Gives `path` itself (not a symlink's target) to the [`owner`](Self::owner).
+    pub(crate) fn chown(&self, path: &Path) -> Result<()> {
+        chown(path, self.owner)
     }
 
     /// Who runs realms' nspawn, decided once when the store was opened.
@@ -120,7 +141,7 @@ impl RealmStore {
         let link = self.root.join("realms");
         if fs::symlink_metadata(&link).is_err() {
             std::os::unix::fs::symlink("storage/realms", &link)
-                .map_err(|e| Error::io("creating the symlink", &link, e))?;
+                .ctx("creating the symlink", &link)?;
         }
         mkdir(&self.run)?;
         let template = self.dir.join("config");
@@ -131,7 +152,7 @@ impl RealmStore {
             let path = self.dir.join(sub);
             if !path.exists() {
                 mkdir(&path)?;
-                chown(&path)?;
+                self.chown(&path)?;
             }
         }
         let images_created = self.images.init()?;
@@ -150,6 +171,7 @@ impl RealmStore {
         Ok(created)
     }
 
+    /// The `--root` directory.
     pub fn root(&self) -> &Path {
         &self.root
     }
@@ -164,6 +186,7 @@ impl RealmStore {
         &self.run
     }
 
+    /// The image store under the same root.
     pub fn images(&self) -> &ImageStore {
         &self.images
     }
@@ -193,7 +216,9 @@ impl RealmStore {
         let entries = match fs::read_dir(&self.dir) {
             Ok(entries) => entries,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
-            Err(e) => return Err(Error::io("reading the realm store", &self.dir, e)),
+            Err(e) => {
+                return Err(realms_sys::Error::io("reading the realm store", &self.dir, e).into());
+            }
         };
         let mut names: Vec<String> = entries
             .flatten()
@@ -232,8 +257,7 @@ impl RealmStore {
     /// The image tree an overlay realm sits on (where its `lower` symlink points, in the root).
     pub fn overlay_lower(&self, name: &str) -> Result<PathBuf> {
         let link = self.realm_dir(name).join("lower");
-        let target =
-            fs::read_link(&link).map_err(|e| Error::io("reading the symlink", &link, e))?;
+        let target = fs::read_link(&link).ctx("reading the symlink", &link)?;
         Ok(self.root.join(target.strip_prefix("/").unwrap_or(&target)))
     }
 
@@ -268,7 +292,7 @@ impl RealmStore {
     pub fn clear_current(&self, name: &str) -> Result<()> {
         if self.current_realm().as_deref() == Some(name) {
             let link = self.run.join("current.realm");
-            fs::remove_file(&link).map_err(|e| Error::io("removing", &link, e))?;
+            fs::remove_file(&link).ctx("removing", &link)?;
         }
         Ok(())
     }
@@ -349,12 +373,11 @@ fn link_realm(link: &Path) -> Option<String> {
 }
 
 pub(crate) fn mkdir(path: &Path) -> Result<()> {
-    fs::create_dir_all(path).map_err(|e| Error::io("creating the directory", path, e))
+    Ok(fs::create_dir_all(path).ctx("creating the directory", path)?)
 }
 
-pub(crate) fn chown(path: &Path) -> Result<()> {
-    std::os::unix::fs::lchown(path, Some(REALM_UID), Some(REALM_UID))
-        .map_err(|e| Error::io("changing the owner of", path, e))
+pub(crate) fn chown(path: &Path, uid: u32) -> Result<()> {
+    Ok(std::os::unix::fs::lchown(path, Some(uid), Some(uid)).ctx("changing the owner of", path)?)
 }
 
 /// Deletes a realm directory: its rootfs subvolume (with nested ones) and everything else,

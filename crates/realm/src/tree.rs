@@ -64,14 +64,11 @@ pub(crate) fn reap(store: &RealmStore, name: &str) -> Result<()> {
     }
     let left = g.kill_all(Duration::from_secs(5))?;
     if !left.is_empty() {
-        return Err(Error::realm(
-            name,
-            format!(
-                "could not kill what is left of it: {} (in {})",
-                describe(&left),
-                g.dirs().next().unwrap_or(Path::new("?")).display()
-            ),
-        ));
+        return Err(Error::Unkillable {
+            name: name.to_string(),
+            pids: describe(&left),
+            cgroup: g.dirs().next().unwrap_or(Path::new("?")).to_path_buf(),
+        });
     }
     g.remove()?;
     Ok(())
@@ -101,14 +98,10 @@ pub(crate) fn prepare_start(store: &RealmStore, name: &str) -> Result<()> {
     }
     let others = others_running(name, &g);
     if let Some(other) = others.first() {
-        return Err(Error::realm(
-            name,
-            format!(
-                "a realm of the same name from another store runs on this host ({}); network \
-                 interface names are host-wide, so stop it first or rename this realm",
-                other.display()
-            ),
-        ));
+        return Err(Error::SameNameRunning {
+            name: name.to_string(),
+            other: other.clone(),
+        });
     }
     clear_stale_veth(name)
 }

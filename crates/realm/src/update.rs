@@ -3,6 +3,7 @@
 //! one kept as `IMG.appimg.prev`), otherwise it is discarded. Realms made before are unaffected:
 //! snapshots are independent, and overlay realms are re-pointed at the version they were made on.
 
+use realms_sys::IoContext;
 use std::ffi::OsString;
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -199,7 +200,7 @@ fn unpack(store: &RealmStore, info: &ImageInfo) -> Result<realms_image::Staged> 
         .images()
         .dir()
         .join(format!(".mount-{}-{}", info.name, std::process::id()));
-    fs::create_dir_all(&mnt).map_err(|e| Error::io("creating", &mnt, e))?;
+    fs::create_dir_all(&mnt).ctx("creating", &mnt)?;
     let copied = (|| {
         let guard = realms_sys::mount::mount_image(
             info.path.join("image.raw"),
@@ -311,17 +312,14 @@ pub fn build_source(store: &RealmStore, from: &str) -> Result<PathBuf> {
         && let Ok(info) = store.images().get(from)
     {
         if info.kind != ImageKind::Tree {
-            return Err(Error::realm(
-                from,
-                format!(
-                    "application image '{from}' is a {} image; build from a tree image or a directory",
-                    if info.kind == ImageKind::Sealed {
-                        "sealed"
-                    } else {
-                        "block"
-                    }
-                ),
-            ));
+            return Err(Error::NotTreeImage {
+                image: from.to_string(),
+                kind: if info.kind == ImageKind::Sealed {
+                    "sealed"
+                } else {
+                    "block"
+                },
+            });
         }
         return Ok(info.path);
     }
@@ -419,7 +417,9 @@ pub fn remove_image(store: &RealmStore, image: &str, say: &dyn Report) -> Result
 #[derive(Debug, Clone, serde::Serialize)]
 #[serde(rename_all = "kebab-case")]
 pub struct Kept {
+    /// Its directory.
     pub path: PathBuf,
+    /// Its version.
     pub version: Option<String>,
     /// The overlay realms on it (`realms rebase NAME` moves them to the current version).
     pub realms: Vec<String>,

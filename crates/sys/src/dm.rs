@@ -249,6 +249,32 @@ fn dev_minor(dev: u64) -> u32 {
 mod tests {
     use super::*;
 
+    /// Regression: a `/dev/mapper/control` node on a kernel without device-mapper counted as
+    /// device-mapper, so a sealed realm failed to start ("opening /dev/mapper/control: No such
+    /// device") instead of being verified in userspace.
+    #[test]
+    fn a_control_node_without_a_driver_is_not_device_mapper() {
+        let dir = tempfile::tempdir().unwrap();
+        assert!(!crate::caps::control_device_answers(
+            &dir.path().join("control")
+        ));
+        // A character device whose major has no driver (unnamed major 0 never has one); mknod
+        // needs CAP_MKNOD and a filesystem that allows device nodes.
+        let node = dir.path().join("nodriver");
+        let made = rustix::fs::mknodat(
+            rustix::fs::CWD,
+            &node,
+            rustix::fs::FileType::CharacterDevice,
+            rustix::fs::Mode::from_raw_mode(0o600),
+            rustix::fs::makedev(0, 0),
+        );
+        if made.is_ok() {
+            assert!(!crate::caps::control_device_answers(&node));
+        }
+        // /dev/null has a driver.
+        assert!(crate::caps::control_device_answers(Path::new("/dev/null")));
+    }
+
     #[test]
     fn target_spec_layout() {
         let spec = target_spec(8, "verity", "1 7:0 7:1");

@@ -164,12 +164,12 @@ fn format_tail(tail: &str) -> String {
 /// Attaches "what was being done" and the path to an OS error: `File::open(p).ctx("opening", p)?`.
 pub trait IoContext<T> {
     /// Maps the error to [`Error::Io`] with `action` and `path`.
-    fn ctx(self, action: &str, path: &Path) -> Result<T>;
+    fn ctx(self, action: &str, path: impl AsRef<Path>) -> Result<T>;
 }
 
 impl<T, E: Into<io::Error>> IoContext<T> for std::result::Result<T, E> {
-    fn ctx(self, action: &str, path: &Path) -> Result<T> {
-        self.map_err(|e| Error::io(action, path, e))
+    fn ctx(self, action: &str, path: impl AsRef<Path>) -> Result<T> {
+        self.map_err(|e| Error::io(action, path.as_ref(), e))
     }
 }
 

@@ -24,7 +24,7 @@ pub struct Credentials {
 #[derive(Debug)]
 pub struct Entered {
     /// The container's cgroup namespace: a forked command joins its control group first and
-    /// then this namespace (see [`crate::session::Job`]); the caller stays outside both.
+    /// then this namespace (a session job does); the caller stays outside both.
     pub cgroup_ns: OwnedFd,
 }
 

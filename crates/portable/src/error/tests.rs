@@ -4,7 +4,7 @@
 use std::io;
 use std::path::PathBuf;
 
-use super::{Error, chain_text};
+use super::{Error, ImageProblem, chain_text};
 
 fn io_err() -> io::Error {
     io::Error::from(io::ErrorKind::NotFound)
@@ -94,7 +94,10 @@ fn every_variant() -> Vec<(Error, &'static str)> {
             },
             "/i/etc/os-release",
         ),
-        (Error::image("/i/img-o.raw", "no root"), "/i/img-o.raw"),
+        (
+            Error::image("/i/img-o.raw", ImageProblem::NoRootPartition),
+            "/i/img-o.raw",
+        ),
         (
             Error::Partition {
                 path: PathBuf::from("/i/img-p.raw"),

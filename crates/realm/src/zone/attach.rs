@@ -2,6 +2,7 @@
 //! step: the bridge, the host-wide record, the nftables table, `route_localnet` and IPv4
 //! forwarding. Every change rewrites the zone's whole table from its record.
 
+use realms_sys::IoContext;
 use std::fs;
 use std::net::Ipv4Addr;
 use std::path::Path;
@@ -10,6 +11,7 @@ use realms_sys::{atomic, cmd::Cmd};
 
 use super::host::{self, Claim, Published};
 use super::port::PortForward;
+use super::stack::{NetStack, System};
 use super::{Zone, bridge_name, ensure_locked, host_address, nft, parse_subnet, store_id};
 use crate::store::RealmStore;
 use crate::{Error, Result};
@@ -17,16 +19,18 @@ use crate::{Error, Result};
 /// A realm's place in its zone, from [`attach`].
 #[derive(Debug, Clone)]
 pub struct Attachment {
+    /// The zone.
     pub zone: Zone,
+    /// The realm's address in it.
     pub address: Ipv4Addr,
     /// What the user should hear about (the zone has no way out, forwarding was turned on).
     pub warnings: Vec<String>,
 }
 
-fn zone_err(zone: &str, message: String) -> Error {
-    Error::Zone {
+fn bad_subnet(zone: &str) -> impl FnOnce(super::BadSubnet) -> Error + '_ {
+    move |problem| Error::InvalidSubnet {
         zone: zone.to_string(),
-        message,
+        problem,
     }
 }
 
@@ -67,7 +71,7 @@ pub fn attach(
     }
     host::ensure_bridge(&bridge_name(zone_name), host_address(&zone))?;
     install(zone_name, &claim)?;
-    warnings.extend(way_out(zone_name, &zone, realm));
+    warnings.extend(way_out(zone_name, &zone, realm, &System));
     Ok(Attachment {
         zone,
         address,
@@ -87,17 +91,12 @@ fn claim_for(store: &RealmStore, zone_name: &str, zone: &Zone) -> Result<Claim> 
         && c.store != id
         && host::is_live(zone_name, c)
     {
-        return Err(zone_err(
-            zone_name,
-            format!(
-                "on this host the zone (bridge {}, subnet {}) belongs to the realm store {}; put \
-                 this store's realms in another zone (`realms config NAME network-zone OTHER`), \
-                 or remove the zone from that store first (`realms zone remove {zone_name}` there)",
-                bridge_name(zone_name),
-                c.subnet,
-                c.store.display()
-            ),
-        ));
+        return Err(Error::ZoneOwnedElsewhere {
+            zone: zone_name.to_string(),
+            bridge: bridge_name(zone_name),
+            subnet: c.subnet.clone(),
+            owner: c.store.clone(),
+        });
     }
     check_subnet_free(zone_name, &zone.subnet, &id)?;
     let forwards = existing
@@ -115,8 +114,7 @@ fn claim_for(store: &RealmStore, zone_name: &str, zone: &Zone) -> Result<Claim> 
 /// Refuses a subnet that another zone holds on the host or that overlaps a host interface's
 /// network (other than the zone's own bridge).
 pub(super) fn check_subnet_free(zone_name: &str, subnet: &str, id: &Path) -> Result<()> {
-    let net = parse_subnet(subnet).map_err(|m| zone_err(zone_name, m))?;
-    let hint = format!("give this zone another with `realms zone {zone_name} subnet A.B.C.0/24`");
+    let net = parse_subnet(subnet).map_err(bad_subnet(zone_name))?;
     for (other, c) in host::live_claims() {
         if other != zone_name && c.subnet == subnet {
             let whose = if c.store == id {
@@ -124,19 +122,24 @@ pub(super) fn check_subnet_free(zone_name: &str, subnet: &str, id: &Path) -> Res
             } else {
                 format!("the realm store {}", c.store.display())
             };
-            return Err(zone_err(
-                zone_name,
-                format!("subnet {subnet} is in use by zone '{other}' of {whose}; {hint}"),
-            ));
+            return Err(Error::SubnetInUse {
+                zone: zone_name.to_string(),
+                subnet: subnet.to_string(),
+                other,
+                whose,
+            });
         }
     }
     let bridge = bridge_name(zone_name);
     for (dev, hnet, len) in host::host_networks() {
         if dev != bridge && host::overlaps(net, 24, hnet, len) {
-            return Err(zone_err(
-                zone_name,
-                format!("subnet {subnet} overlaps {hnet}/{len} on host interface {dev}; {hint}"),
-            ));
+            return Err(Error::SubnetOverlaps {
+                zone: zone_name.to_string(),
+                subnet: subnet.to_string(),
+                network: hnet,
+                len,
+                dev,
+            });
         }
     }
     Ok(())
@@ -163,27 +166,33 @@ fn check_port_free(zone_name: &str, realm: &str, f: &PortForward, claim: &Claim)
     }
     match holders.first() {
         None => Ok(()),
-        Some((holder, zone)) => Err(Error::realm(
-            realm,
-            format!(
-                "port-forward '{f}': host port {} {} is already forwarded to realm '{holder}' \
-                 (zone '{zone}'); pick another host port",
-                f.proto.as_str(),
-                f.host_port
-            ),
-        )),
+        Some((holder, zone)) => Err(Error::PortTaken {
+            name: realm.to_string(),
+            forward: f.to_string(),
+            proto: f.proto.as_str(),
+            port: f.host_port,
+            holder: holder.clone(),
+            zone: zone.clone(),
+        }),
     }
 }
 
 /// Replaces the zone's table from the record, then records it.
 fn install(zone_name: &str, claim: &Claim) -> Result<()> {
-    nft::apply(zone_name, claim)?;
-    host::set_route_localnet(&bridge_name(zone_name), !claim.forwards.is_empty())?;
+    apply(zone_name, claim, &System)?;
     host::write_claim(zone_name, claim)
 }
 
-/// What the realm should be told about its way out of the zone.
-fn way_out(zone_name: &str, zone: &Zone, realm: &str) -> Vec<String> {
+/// The zone's rules on the network stack: its table from the record, and `route_localnet`
+/// on its bridge while it has port forwards.
+fn apply(zone_name: &str, claim: &Claim, net: &dyn NetStack) -> Result<()> {
+    net.apply_rules(zone_name, nft::ruleset(zone_name, claim))?;
+    net.set_route_localnet(&bridge_name(zone_name), !claim.forwards.is_empty())
+}
+
+/// What the realm should be told about its way out of the zone (turning IPv4 forwarding on
+/// for the zone's NAT if need be).
+fn way_out(zone_name: &str, zone: &Zone, realm: &str, net: &dyn NetStack) -> Vec<String> {
     let mut warnings = Vec::new();
     if !zone.nat {
         warnings.push(format!(
@@ -192,7 +201,7 @@ fn way_out(zone_name: &str, zone: &Zone, realm: &str) -> Vec<String> {
         ));
         return warnings;
     }
-    match host::enable_ip_forward() {
+    match net.enable_ip_forward() {
         Ok(true) => warnings.push(format!(
             "turned on IPv4 forwarding on this host (net.ipv4.ip_forward = 1) for the NAT of \
              zone '{zone_name}'; `realms zone {zone_name} nat off` isolates the zone instead"
@@ -203,7 +212,7 @@ fn way_out(zone_name: &str, zone: &Zone, realm: &str) -> Vec<String> {
              be turned on ({e}); `sysctl -w net.ipv4.ip_forward=1` turns it on"
         )),
     }
-    if !host::has_default_route() {
+    if !net.has_default_route() {
         warnings.push(format!(
             "zone '{zone_name}' has no way out: this host has no IPv4 default route for its NAT \
              to use"
@@ -237,7 +246,7 @@ pub(super) fn resync_locked(store: &RealmStore, zone_name: &str, zone: &Zone) ->
     }
     install(zone_name, &claim)?;
     if zone.nat {
-        host::enable_ip_forward()?;
+        System.enable_ip_forward()?;
     } else {
         super::forwarding::restore_if_unneeded()?;
     }
@@ -259,15 +268,14 @@ pub(super) fn remove_from_host_locked(
         .as_ref()
         .is_some_and(|c| c.store != id && host::is_live(zone_name, c));
     if !known && !ours {
-        return Err(zone_err(
-            zone_name,
-            "there is no such zone in this store; `realms zone` lists its zones".into(),
-        ));
+        return Err(Error::NoSuchZone {
+            zone: zone_name.to_string(),
+        });
     }
     if theirs {
         return Ok(());
     }
-    nft::delete(zone_name)?;
+    System.delete_rules(zone_name, &nft::table_name(zone_name))?;
     host::delete_bridge(&bridge_name(zone_name))?;
     host::remove_claim(zone_name);
     super::forwarding::restore_if_unneeded()?;
@@ -279,9 +287,9 @@ pub(super) fn remove_from_host_locked(
 /// the store lock held.
 fn lease(store: &RealmStore, zone_name: &str, zone: &Zone, realm: &str) -> Result<Ipv4Addr> {
     let dir = store.run_dir().join("leases").join(zone_name);
-    fs::create_dir_all(&dir).map_err(|e| Error::io("creating", &dir, e))?;
+    fs::create_dir_all(&dir).ctx("creating", &dir)?;
     let net = parse_subnet(&zone.subnet)
-        .map_err(|m| zone_err(zone_name, m))?
+        .map_err(bad_subnet(zone_name))?
         .octets();
     let mut free = None;
     for host in 2..=254u8 {
@@ -298,7 +306,9 @@ fn lease(store: &RealmStore, zone_name: &str, zone: &Zone, realm: &str) -> Resul
             }
         }
     }
-    let host = free.ok_or_else(|| zone_err(zone_name, "no free address left".into()))?;
+    let host = free.ok_or_else(|| Error::NoFreeAddress {
+        zone: zone_name.to_string(),
+    })?;
     atomic::write_file(dir.join(host.to_string()), realm.as_bytes(), 0o644)?;
     Ok(Ipv4Addr::new(net[0], net[1], net[2], host))
 }
@@ -369,4 +379,108 @@ pub fn configure_host0(leader: u32, address: Ipv4Addr, zone: &Zone) -> Result<()
         &host_address(zone).to_string(),
     ])?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::forward::Proto;
+    use crate::zone::stack::Recorder;
+
+    fn claim(forwards: Vec<Published>) -> Claim {
+        Claim {
+            store: "/realms".into(),
+            subnet: "10.77.3.0/24".into(),
+            nat: true,
+            forwards,
+        }
+    }
+
+    fn zone(nat: bool) -> Zone {
+        Zone {
+            subnet: "10.77.3.0/24".into(),
+            nat,
+        }
+    }
+
+    #[test]
+    fn a_zone_with_port_forwards_gets_its_ruleset_and_route_localnet_on() {
+        let net = Recorder::default();
+        let forward = Published {
+            realm: "web".into(),
+            proto: Proto::Tcp,
+            host_port: 8080,
+            address: Ipv4Addr::new(10, 77, 3, 2),
+            port: 80,
+        };
+        apply("work", &claim(vec![forward.clone()]), &net).unwrap();
+        assert_eq!(
+            *net.calls.borrow(),
+            ["apply work", "route_localnet vz-work on"]
+        );
+        let rules = net.rulesets.borrow();
+        assert_eq!(rules[0], nft::ruleset("work", &claim(vec![forward])));
+        assert!(rules[0].contains("dnat ip to 10.77.3.2:80"), "{}", rules[0]);
+
+        let net = Recorder::default();
+        apply("work", &claim(Vec::new()), &net).unwrap();
+        assert_eq!(
+            *net.calls.borrow(),
+            ["apply work", "route_localnet vz-work off"]
+        );
+        assert!(!net.rulesets.borrow()[0].contains("dnat ip to"));
+    }
+
+    #[test]
+    fn a_zone_without_nat_has_no_way_out_and_forwarding_is_left_alone() {
+        let net = Recorder {
+            default_route: true,
+            ..Recorder::default()
+        };
+        let warnings = way_out("lab", &zone(false), "r", &net);
+        assert_eq!(warnings.len(), 1, "{warnings:?}");
+        assert!(warnings[0].contains("its NAT is off"), "{warnings:?}");
+        assert!(net.calls.borrow().is_empty(), "{:?}", net.calls.borrow());
+    }
+
+    #[test]
+    fn nat_turns_forwarding_on_once_and_says_so() {
+        let off = Recorder {
+            default_route: true,
+            ..Recorder::default()
+        };
+        let warnings = way_out("clear", &zone(true), "r", &off);
+        assert_eq!(*off.calls.borrow(), ["ip_forward"]);
+        assert_eq!(warnings.len(), 1, "{warnings:?}");
+        assert!(
+            warnings[0].starts_with("turned on IPv4 forwarding"),
+            "{warnings:?}"
+        );
+
+        let on = Recorder {
+            forwarding: true,
+            default_route: true,
+            ..Recorder::default()
+        };
+        assert!(way_out("clear", &zone(true), "r", &on).is_empty());
+    }
+
+    #[test]
+    fn nat_without_forwarding_or_a_default_route_is_a_zone_without_a_way_out() {
+        let net = Recorder {
+            forwarding_fails: true,
+            default_route: false,
+            ..Recorder::default()
+        };
+        let warnings = way_out("clear", &zone(true), "r", &net);
+        assert_eq!(warnings.len(), 2, "{warnings:?}");
+        assert!(
+            warnings[0].contains("could not be turned on (enabling /proc/sys/net/ipv4/ip_forward)"),
+            "{warnings:?}"
+        );
+        assert!(
+            warnings[1].contains("no IPv4 default route"),
+            "{warnings:?}"
+        );
+    }
 }

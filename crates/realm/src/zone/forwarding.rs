@@ -3,10 +3,11 @@
 //! is left on the host it turns it back off. Forwarding the administrator turned on is never
 //! touched (there is no record of ours then).
 
+use realms_sys::IoContext;
 use std::fs;
 use std::path::Path;
 
-use crate::{Error, Result};
+use crate::Result;
 
 /// The sysctl.
 pub const IP_FORWARD: &str = "/proc/sys/net/ipv4/ip_forward";
@@ -27,10 +28,10 @@ pub fn enable_at(sysctl: &Path, record: &Path) -> Result<bool> {
     // The record first: a crash between the two leaves a record of a change not made, which
     // restoring turns into a harmless write of "0" to a sysctl that is 0.
     if let Some(dir) = record.parent() {
-        fs::create_dir_all(dir).map_err(|e| Error::io("creating", dir, e))?;
+        fs::create_dir_all(dir).ctx("creating", dir)?;
     }
     realms_sys::atomic::write_file(record, b"1\n", 0o644)?;
-    fs::write(sysctl, "1").map_err(|e| Error::io("enabling", sysctl, e))?;
+    fs::write(sysctl, "1").ctx("enabling", sysctl)?;
     Ok(true)
 }
 
@@ -40,8 +41,8 @@ pub fn restore_at(sysctl: &Path, record: &Path, needed: bool) -> Result<bool> {
     if needed || !record.exists() {
         return Ok(false);
     }
-    fs::write(sysctl, "0").map_err(|e| Error::io("restoring", sysctl, e))?;
-    fs::remove_file(record).map_err(|e| Error::io("removing", record, e))?;
+    fs::write(sysctl, "0").ctx("restoring", sysctl)?;
+    fs::remove_file(record).ctx("removing", record)?;
     Ok(true)
 }
 

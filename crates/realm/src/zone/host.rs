@@ -10,6 +10,7 @@
 //! the owning store still lists the zone in its zones.toml. When the store is gone or dropped
 //! the zone, the next store to use the zone takes it over.
 
+use realms_sys::IoContext;
 use std::fs;
 use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
@@ -29,7 +30,9 @@ pub const NET_DIR: &str = "/run/realms/net";
 pub struct Claim {
     /// The owning store's directory (`/realms` of its root, canonical).
     pub store: PathBuf,
+    /// The zone's subnet.
     pub subnet: String,
+    /// Masquerade the zone's traffic.
     pub nat: bool,
     /// The port forwards of the zone's running realms.
     #[serde(default, rename = "forward")]
@@ -40,10 +43,15 @@ pub struct Claim {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
 pub struct Published {
+    /// The realm.
     pub realm: String,
+    /// The protocol.
     pub proto: Proto,
+    /// The port on the host.
     pub host_port: u16,
+    /// The realm's address.
     pub address: Ipv4Addr,
+    /// The port in the realm.
     pub port: u16,
 }
 
@@ -53,7 +61,7 @@ fn claim_path(zone: &str) -> PathBuf {
 
 /// The host-wide network lock; taken after (never before) a store lock.
 pub fn lock(store: &crate::RealmStore) -> Result<StoreLock> {
-    fs::create_dir_all(NET_DIR).map_err(|e| Error::io("creating", NET_DIR, e))?;
+    fs::create_dir_all(NET_DIR).ctx("creating", NET_DIR)?;
     store.acquire(&Path::new(NET_DIR).join(".lock"))
 }
 
@@ -69,16 +77,18 @@ pub fn read_claim(zone: &str) -> Option<Claim> {
     }
 }
 
+/// Writes the zone's record (staged, then renamed).
 pub fn write_claim(zone: &str, claim: &Claim) -> Result<()> {
     let text = toml::to_string(claim).map_err(|source| Error::Serialize {
         path: claim_path(zone),
         source,
     })?;
-    fs::create_dir_all(NET_DIR).map_err(|e| Error::io("creating", NET_DIR, e))?;
+    fs::create_dir_all(NET_DIR).ctx("creating", NET_DIR)?;
     atomic::write_file(claim_path(zone), text.as_bytes(), 0o644)?;
     Ok(())
 }
 
+/// Removes the zone's record, if any.
 pub fn remove_claim(zone: &str) {
     let _ = fs::remove_file(claim_path(zone));
 }
@@ -109,6 +119,7 @@ pub fn is_live(zone: &str, claim: &Claim) -> bool {
     toml::from_str::<toml::Table>(&text).is_ok_and(|t| t.contains_key(zone))
 }
 
+/// True when the bridge exists on the host.
 pub fn bridge_exists(bridge: &str) -> bool {
     Path::new("/sys/class/net").join(bridge).exists()
 }
@@ -143,6 +154,7 @@ pub fn ensure_bridge(bridge: &str, host: Ipv4Addr) -> Result<()> {
     Ok(())
 }
 
+/// Deletes the bridge if it exists.
 pub fn delete_bridge(bridge: &str) -> Result<()> {
     if bridge_exists(bridge) {
         Cmd::new("ip").args(["link", "del", bridge]).run()?;
@@ -154,11 +166,12 @@ pub fn delete_bridge(bridge: &str) -> Result<()> {
 /// DNATed out of it), off otherwise.
 pub fn set_route_localnet(bridge: &str, on: bool) -> Result<()> {
     let path = format!("/proc/sys/net/ipv4/conf/{bridge}/route_localnet");
-    fs::write(&path, if on { "1" } else { "0" }).map_err(|e| Error::io("writing", path, e))
+    Ok(fs::write(&path, if on { "1" } else { "0" }).ctx("writing", path)?)
 }
 
 const IP_FORWARD: &str = "/proc/sys/net/ipv4/ip_forward";
 
+/// True when IPv4 forwarding is on.
 pub fn ip_forward_on() -> bool {
     fs::read_to_string(IP_FORWARD).is_ok_and(|v| v.trim() != "0")
 }

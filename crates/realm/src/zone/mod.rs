@@ -20,6 +20,7 @@ mod attach;
 mod forwarding;
 pub mod host;
 pub mod nft;
+pub mod stack;
 
 use std::collections::BTreeMap;
 use std::fs;
@@ -30,7 +31,7 @@ use realms_sys::atomic;
 use serde::{Deserialize, Serialize};
 
 pub use crate::forward::{self as port, PortForward, Proto};
-pub use crate::names::{bridge_name, validate_zone};
+pub use crate::names::{BadSubnet, bridge_name, parse_subnet, validate_zone};
 pub use attach::{Attachment, attach, configure_host0, release};
 
 use crate::store::RealmStore;
@@ -69,7 +70,7 @@ pub fn load(store: &RealmStore) -> Result<BTreeMap<String, Zone>> {
     let text = match fs::read_to_string(&path) {
         Ok(t) => t,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(BTreeMap::new()),
-        Err(e) => return Err(Error::io("reading", &path, e)),
+        Err(e) => return Err(realms_sys::Error::io("reading", &path, e).into()),
     };
     let zones: BTreeMap<String, Zone> =
         toml::from_str(&text).map_err(|e| crate::error::bad_file(&path, &text, &e))?;
@@ -95,22 +96,6 @@ fn save(store: &RealmStore, zones: &BTreeMap<String, Zone>) -> Result<()> {
     })?;
     atomic::write_file(zones_path(store), text.as_bytes(), 0o644)?;
     Ok(())
-}
-
-/// `A.B.C.0/24` → the network address.
-pub fn parse_subnet(s: &str) -> std::result::Result<Ipv4Addr, String> {
-    let (addr, len) = s
-        .split_once('/')
-        .ok_or_else(|| format!("subnet '{s}' is not of the form A.B.C.0/24"))?;
-    let addr: Ipv4Addr = addr
-        .parse()
-        .map_err(|_| format!("subnet '{s}' is not of the form A.B.C.0/24"))?;
-    if len != "24" || addr.octets()[3] != 0 {
-        return Err(format!(
-            "subnet '{s}' is not of the form A.B.C.0/24 (zones are /24 networks)"
-        ));
-    }
-    Ok(addr)
 }
 
 /// The host's address on the zone's bridge, `.1`.
@@ -232,7 +217,7 @@ pub fn set(store: &RealmStore, zone: &str, key: &str, value: &str) -> Result<Zon
             Some(crate::config::parse_bool(value).ok_or_else(|| bad("true or false (on, off)"))?)
         }
         "subnet" => {
-            parse_subnet(value).map_err(|m| bad(&m))?;
+            parse_subnet(value).map_err(|m| bad(&m.to_string()))?;
             None
         }
         _ => {
@@ -272,23 +257,21 @@ fn subnet_change_allowed(
         .into_iter()
         .filter_map(|(n, running)| running.then_some(n))
         .collect();
-    let err = |message: String| Error::Zone {
-        zone: zone.to_string(),
-        message,
-    };
     if !running.is_empty() {
-        return Err(err(format!(
-            "realm(s) {} run in it; stop them before changing its subnet",
-            join_names(&running)
-        )));
+        return Err(Error::ZoneBusy {
+            zone: zone.to_string(),
+            realms: join_names(&running),
+        });
     }
     if let Some((other, _)) = zones
         .iter()
         .find(|(n, z)| n.as_str() != zone && z.subnet == subnet)
     {
-        return Err(err(format!(
-            "subnet {subnet} is already the subnet of zone '{other}'"
-        )));
+        return Err(Error::SubnetOfZone {
+            zone: zone.to_string(),
+            subnet: subnet.to_string(),
+            other: other.clone(),
+        });
     }
     attach::check_subnet_free(zone, subnet, &store_id(store))
 }

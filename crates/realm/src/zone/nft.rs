@@ -30,7 +30,6 @@ use realms_sys::cmd::Cmd;
 
 use super::host::Claim;
 use super::{bridge_name, parse_subnet};
-use crate::{Error, Result};
 
 /// The zone's table (family `inet`).
 pub fn table_name(zone: &str) -> String {
@@ -100,37 +99,6 @@ pub fn ruleset(zone: &str, claim: &Claim) -> String {
     }
     let _ = writeln!(s, "}}");
     s
-}
-
-/// Replaces the zone's table (one transaction: the old rules or the new, never both).
-pub fn apply(zone: &str, claim: &Claim) -> Result<()> {
-    Cmd::new("nft")
-        .arg("-f")
-        .arg("-")
-        .stdin_bytes(ruleset(zone, claim))
-        .run()
-        .map_err(|e| Error::Zone {
-            zone: zone.to_string(),
-            message: format!(
-                "installing the nftables rules of the zone failed (is the `nftables` package \
-                 installed?): {e}"
-            ),
-        })
-}
-
-/// Deletes the zone's table if it exists.
-pub fn delete(zone: &str) -> Result<()> {
-    let table = table_name(zone);
-    let script = format!("table inet {table}\ndelete table inet {table}\n");
-    Cmd::new("nft")
-        .arg("-f")
-        .arg("-")
-        .stdin_bytes(script)
-        .run()
-        .map_err(|e| Error::Zone {
-            zone: zone.to_string(),
-            message: format!("deleting the nftables table {table} failed: {e}"),
-        })
 }
 
 /// Takes the zone's bridge out of the shared table `inet realms` of earlier versions of realms
