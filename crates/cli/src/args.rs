@@ -57,6 +57,8 @@ pub enum Command {
     /// Provisioning: apply a manifest of portable-service packages from signed repositories.
     #[command(subcommand)]
     Provision(crate::provision::ProvisionCmd),
+    /// Find (and with --fix repair) what a crash or a manual change left in the store and on the host.
+    Doctor(crate::doctor::DoctorArgs),
 }
 
 /// The command line, with what only the libraries know added to the help texts (the config
@@ -100,6 +102,7 @@ pub fn dispatch(command: Command, ctx: &Ctx) -> anyhow::Result<ExitCode> {
         Command::Verity(cmd) => crate::verity::run(cmd, ctx),
         Command::Portable(args) => crate::portable::run(args, ctx),
         Command::Provision(cmd) => crate::provision::run(cmd, ctx),
+        Command::Doctor(args) => crate::doctor::run(args, ctx),
     }
 }
 
@@ -212,6 +215,9 @@ mod tests {
             "provision inbox",
             "provision publish a_1.tar.zst b_2.tar --to /srv/repo --key me --stream next --arch amd64 --valid-days 7 --serial 9",
             "provision pack dir --name foo --pkg-version 1 -o out --format tar.gz",
+            "doctor",
+            "doctor --fix",
+            "doctor --fix --force",
         ];
         for line in lines {
             for argv in [

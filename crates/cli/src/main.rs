@@ -2,6 +2,7 @@
 
 mod appimg;
 mod args;
+mod doctor;
 mod output;
 mod portable;
 mod provision;
