@@ -59,6 +59,9 @@ pub enum Command {
     Provision(crate::provision::ProvisionCmd),
     /// Find (and with --fix repair) what a crash or a manual change left in the store and on the host.
     Doctor(crate::doctor::DoctorArgs),
+    /// Write the man pages and shell completions into DIR (for packaging).
+    #[command(hide = true)]
+    GenerateAssets { dir: std::path::PathBuf },
 }
 
 /// The command line, with what only the libraries know added to the help texts (the config
@@ -103,6 +106,9 @@ pub fn dispatch(command: Command, ctx: &Ctx) -> anyhow::Result<ExitCode> {
         Command::Portable(args) => crate::portable::run(args, ctx),
         Command::Provision(cmd) => crate::provision::run(cmd, ctx),
         Command::Doctor(args) => crate::doctor::run(args, ctx),
+        Command::GenerateAssets { dir } => {
+            crate::assets::generate(&dir).map(|()| ExitCode::SUCCESS)
+        }
     }
 }
 
@@ -218,6 +224,7 @@ mod tests {
             "doctor",
             "doctor --fix",
             "doctor --fix --force",
+            "generate-assets /tmp/assets",
         ];
         for line in lines {
             for argv in [

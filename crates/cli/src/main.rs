@@ -2,6 +2,7 @@
 
 mod appimg;
 mod args;
+mod assets;
 mod doctor;
 mod output;
 mod portable;
