@@ -5,6 +5,7 @@ mod everyday;
 mod json;
 mod nested;
 mod network;
+mod package;
 mod portable;
 mod provision;
 mod readme;
