@@ -200,7 +200,7 @@ fn realms(store: &RealmStore, out: &mut Found) -> Result<()> {
                 _ => (
                     Finding {
                         fix: format!(
-                            "with --force, removes {} with its home (its image is gone)",
+                            "removes {} with its home (its image is gone)",
                             dir.display()
                         ),
                         ..finding
@@ -225,7 +225,7 @@ fn realms(store: &RealmStore, out: &mut Found) -> Result<()> {
                         "realm '{name}' is an overlay on {}, which is gone",
                         lower.display()
                     ),
-                    "with --force, rebases it on the current version of its image: its root \
+                    "rebases it on the current version of its image: its root \
                      changes (overlay/upper) are replaced; home and config are kept",
                 )
                 .forced(),
@@ -255,10 +255,7 @@ fn images(store: &RealmStore, out: &mut Found) -> Result<()> {
                 Kind::UnusedImage,
                 &image.path,
                 format!("image '{}' is used by no realm", image.name),
-                format!(
-                    "with --force, removes it (`realms appimg remove {}`)",
-                    image.name
-                ),
+                format!("removes it (`realms appimg remove {}`)", image.name),
             )
             .forced(),
             Action::RemoveImage(image.name.clone()),
