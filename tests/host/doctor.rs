@@ -174,3 +174,36 @@ fn doctor_finds_and_fixes_leftover_loops_mounts_processes_and_zones() {
         (true, serde_json::json!({"findings": []}))
     );
 }
+
+#[test]
+fn doctor_stops_what_is_left_of_a_realm_whose_nspawn_was_killed() {
+    let t = realms_tests::realms::TestRoot::btrfs();
+    let r = name("dk");
+    t.ok(&["new", &r]);
+    let init = crate::run::start_and_kill_nspawn(&t, &r);
+    let (healthy, found) = doctor(t.path(), &[]);
+    assert!(!healthy);
+    let orphan = found["findings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|f| f["kind"] == "orphaned-nspawn")
+        .unwrap_or_else(|| panic!("the orphan is not found: {found:#}"));
+    assert!(
+        orphan["path"]
+            .as_str()
+            .unwrap()
+            .ends_with(&format!("realm-{r}")),
+        "{orphan}"
+    );
+    let (ok, fixed) = doctor(t.path(), &["--fix"]);
+    assert!(ok, "{fixed:#}");
+    assert!(
+        !realms_sys::proc::pid_alive(init),
+        "doctor --fix left the orphaned init running"
+    );
+    assert_eq!(
+        doctor(t.path(), &[]),
+        (true, serde_json::json!({"findings": []}))
+    );
+}
