@@ -55,7 +55,7 @@ fn list_entry(t: &TestRoot, realm: &str) -> serde_json::Value {
 
 /// Starts a realm and kills its nspawn with SIGKILL; returns the container's init (still
 /// running, re-parented to PID 1).
-fn start_and_kill_nspawn(t: &TestRoot, realm: &str) -> u32 {
+pub(crate) fn start_and_kill_nspawn(t: &TestRoot, realm: &str) -> u32 {
     t.ok(&["start", realm]);
     let nspawn = nspawn_pid(t, realm);
     let init = *realms_tests::container::children(nspawn)

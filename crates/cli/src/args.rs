@@ -64,6 +64,11 @@ pub enum Command {
     Launch(crate::desktop::LaunchArgs),
     /// Serve the D-Bus API org.realms.Manager1 (on the system bus; run by realms-dbus.service).
     Dbus(crate::desktop::DbusArgs),
+    /// Find (and with --fix repair) what a crash or a manual change left in the store and on the host.
+    Doctor(crate::doctor::DoctorArgs),
+    /// Write the man pages and shell completions into DIR (for packaging).
+    #[command(hide = true)]
+    GenerateAssets { dir: std::path::PathBuf },
 }
 
 /// The command line, with what only the libraries know added to the help texts (the config
@@ -112,6 +117,10 @@ pub fn dispatch(command: Command, ctx: &Ctx) -> anyhow::Result<ExitCode> {
         Command::Desktop(cmd) => crate::desktop::run(cmd, ctx),
         Command::Launch(args) => crate::desktop::launch_cmd(args, ctx),
         Command::Dbus(args) => crate::desktop::dbus(args, ctx),
+        Command::Doctor(args) => crate::doctor::run(args, ctx),
+        Command::GenerateAssets { dir } => {
+            crate::assets::generate(&dir).map(|()| ExitCode::SUCCESS)
+        }
     }
 }
 
@@ -236,6 +245,10 @@ mod tests {
             "provision inbox",
             "provision publish a_1.tar.zst b_2.tar --to /srv/repo --key me --stream next --arch amd64 --valid-days 7 --serial 9",
             "provision pack dir --name foo --pkg-version 1 -o out --format tar.gz",
+            "doctor",
+            "doctor --fix",
+            "doctor --fix --force",
+            "generate-assets /tmp/assets",
         ];
         for line in lines {
             for argv in [

@@ -2,7 +2,9 @@
 
 mod appimg;
 mod args;
+mod assets;
 mod desktop;
+mod doctor;
 mod output;
 mod portable;
 mod provision;

@@ -21,6 +21,7 @@ pub mod attach;
 pub mod changes;
 pub mod dbus;
 pub mod detach;
+pub mod doctor;
 mod error;
 pub mod extract;
 pub mod gpt;

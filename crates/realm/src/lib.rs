@@ -6,6 +6,7 @@
 pub mod autostart;
 pub mod config;
 mod copy;
+pub mod doctor;
 mod error;
 pub mod exec;
 pub mod executor;

@@ -9,6 +9,7 @@ pub mod cgroup;
 pub mod cmd;
 pub mod device;
 pub mod dm;
+pub mod doctor;
 mod error;
 pub mod event;
 pub mod failpoint;

@@ -310,6 +310,15 @@ pub fn remove(store: &RealmStore, zone: &str) -> Result<()> {
     Ok(())
 }
 
+/// Takes zone `zone`'s bridge, nftables table and host record away (for `realms doctor --fix`
+/// when no realm is in it); its settings stay in zones.toml.
+pub(crate) fn remove_from_host(store: &RealmStore, zone: &str) -> Result<()> {
+    checked(zone)?;
+    let _lock = store.lock()?;
+    let _net = host::lock(store)?;
+    attach::remove_from_host_locked(store, zone, true)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
