@@ -219,6 +219,12 @@ pub enum Error {
         /// The units whose jobs were still pending.
         units: Vec<String>,
     },
+    /// Start jobs queued by `--now` failed: the files are in place but the units did not start.
+    #[error("the start job of {} failed; see \"systemctl status\" and \"journalctl -xeu\" for it", units.join(", "))]
+    JobsFailed {
+        /// The units whose jobs failed.
+        units: Vec<String>,
+    },
     /// A profile could not be installed in any of the profile directories.
     #[error("could not install profile '{name}'")]
     ProfileInstall {

@@ -6,7 +6,7 @@ use serde::Serialize;
 use crate::attach::{AttachOptions, Attached, attach};
 use crate::changes::{Change, ChangeKind};
 use crate::detach::{DetachOptions, Detached, detach};
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::layout::Host;
 use crate::load::load;
 use crate::systemd::{Job, Systemd};
@@ -62,16 +62,31 @@ fn enable(systemd: &Systemd, unit: &str, runtime: bool, on: bool, say: Say<'_>) 
     }
 }
 
-fn wait(systemd: &Systemd, jobs: &[Job], say: Say<'_>) {
+/// Waits for `jobs`, saying each failed one as systemctl does; the failed units are returned.
+fn wait(systemd: &Systemd, jobs: &[Job], say: Say<'_>) -> Vec<String> {
     match systemd.wait(jobs) {
         Ok(failed) => {
-            for u in failed {
+            for u in &failed {
                 say(&format!(
                     "Job for {u} failed. See \"systemctl status {u}\" and \"journalctl -xeu {u}\" for details."
                 ));
             }
+            failed
         }
-        Err(e) => say(&e.summary()),
+        Err(e) => {
+            say(&e.summary());
+            Vec::new()
+        }
+    }
+}
+
+/// Waits for start jobs: as portablectl 252, a failed one fails the verb (the files stay).
+fn wait_started(systemd: &Systemd, jobs: &[Job], say: Say<'_>) -> Result<()> {
+    let failed = wait(systemd, jobs, say);
+    if failed.is_empty() {
+        Ok(())
+    } else {
+        Err(Error::JobsFailed { units: failed })
     }
 }
 
@@ -92,7 +107,7 @@ fn enable_start(
     runtime: bool,
     steps: &Steps,
     say: Say<'_>,
-) -> Vec<Job> {
+) -> Result<Vec<Job>> {
     let mut jobs = Vec::new();
     for unit in changes
         .iter()
@@ -107,9 +122,9 @@ fn enable_start(
         }
     }
     if !steps.no_block {
-        wait(systemd, &jobs, say);
+        wait_started(systemd, &jobs, say)?;
     }
-    jobs
+    Ok(jobs)
 }
 
 /// `attach`.
@@ -150,7 +165,7 @@ pub fn attach_verb(
     }
     changes.iter().for_each(|c| say(&c.to_string()));
     if steps.enable || steps.now {
-        let jobs = enable_start(systemd, &changes, "StartUnit", opts.runtime, steps, say);
+        let jobs = enable_start(systemd, &changes, "StartUnit", opts.runtime, steps, say)?;
         out.jobs = jobs.into_iter().map(|j| j.path).collect();
     }
     out.changes = changes;
@@ -296,9 +311,9 @@ pub fn reattach_verb(
             opts.runtime,
             &later,
             say,
-        ));
+        )?);
         if !steps.no_block {
-            wait(systemd, &jobs, say);
+            wait_started(systemd, &jobs, say)?;
         }
         out.jobs = jobs.into_iter().map(|j| j.path).collect();
     }

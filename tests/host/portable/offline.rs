@@ -221,7 +221,7 @@ fn default_attach_prints_and_writes_what_portablectl_did() {
             state.status.code(),
             String::from_utf8_lossy(&state.stdout).trim()
         ),
-        (Some(1), "detached")
+        (Some(0), "detached")
     );
 }
 
@@ -633,5 +633,27 @@ fn attach_with_a_profile_that_does_not_exist_warns() {
         !root
             .ok("attach --profile strict --force foo-test")
             .contains("does not exist")
+    );
+}
+
+#[test]
+fn is_attached_exits_0_when_detached_as_portablectl_252() {
+    let root = Root::new("portable-isatt", true);
+    let state = root.realms("is-attached foo-test");
+    assert_eq!(
+        (
+            state.status.code(),
+            String::from_utf8_lossy(&state.stdout).trim()
+        ),
+        (Some(0), "detached")
+    );
+    let help = Command::new(realms_tests::realms_bin())
+        .args(["portable", "is-attached", "--help"])
+        .output()
+        .unwrap();
+    let help = String::from_utf8_lossy(&help.stdout);
+    assert!(
+        help.contains("Exit status 0 whenever the state could be found"),
+        "{help}"
     );
 }

@@ -146,6 +146,12 @@ fn every_variant() -> Vec<(Error, &'static str)> {
             },
             "jobs",
         ),
+        (
+            Error::JobsFailed {
+                units: vec![s("k.service")],
+            },
+            "k.service",
+        ),
         (Error::ProfileInstall { name: s("strict") }, "strict"),
         (Error::Unit(unit_err()), "bad line"),
         (
