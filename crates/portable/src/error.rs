@@ -225,6 +225,14 @@ pub enum Error {
         /// The units whose jobs failed.
         units: Vec<String>,
     },
+    /// The journal a killed command left cannot be read.
+    #[error("{}: not a journal Realms wrote ({reason}); remove it after checking the attach directories", path.display())]
+    BadJournal {
+        /// The journal.
+        path: std::path::PathBuf,
+        /// Why it cannot be parsed.
+        reason: String,
+    },
     /// A profile could not be installed in any of the profile directories.
     #[error("could not install profile '{name}'")]
     ProfileInstall {

@@ -34,6 +34,7 @@ pub mod ops;
 pub mod profile;
 pub mod raw;
 pub mod systemd;
+pub mod txn;
 pub mod validate;
 pub mod verb;
 

@@ -3,13 +3,16 @@
 
 use serde::Serialize;
 
-use crate::attach::{AttachOptions, Attached, attach};
+use realms_sys::failpoint;
+
+use crate::attach::{AttachOptions, Attached, attach, plan_attach};
 use crate::changes::{Change, ChangeKind};
-use crate::detach::{DetachOptions, Detached, detach};
+use crate::detach::{DetachOptions, Detached, detach, plan_detach};
 use crate::error::{Error, Result};
 use crate::layout::Host;
 use crate::load::load;
 use crate::systemd::{Job, Systemd};
+use crate::txn::Plan;
 
 /// What to do around the file operations.
 #[derive(Debug, Clone, Default)]
@@ -264,12 +267,37 @@ pub fn reattach_verb(
         reattach: true,
     };
     let image_path = found.path.to_string_lossy().into_owned();
-    let detached = detach(host, systemd, &image_path, &detach_opts)?;
+    // One plan, one journal: a killed reattach is finished by the next command, so the units
+    // end up attached from the new image, never detached from both.
+    crate::txn::recover(host)?;
+    let mut plan = Plan::default();
+    let (_, removed_paths) = plan_detach(host, systemd, &image_path, &detach_opts, &mut plan)?;
+    let detach_changes = plan.steps.iter().filter(|s| s.change.is_some()).count();
     let attach_opts = AttachOptions {
         reattach: true,
         ..opts.clone()
     };
-    let attached = attach(host, systemd, &image_path, matches, &attach_opts)?;
+    let (_, installed_profile) = plan_attach(
+        host,
+        systemd,
+        &image_path,
+        matches,
+        &attach_opts,
+        &removed_paths,
+        &mut plan,
+    )?;
+    failpoint::hit("portable-reattach-planned");
+    let mut all = plan.commit(host, opts.runtime)?;
+    let attached_changes = all.split_off(detach_changes.min(all.len()));
+    let detached = Detached {
+        units: Vec::new(),
+        changes: all,
+    };
+    let attached = Attached {
+        image: found.path.clone(),
+        changes: attached_changes,
+        installed_profile,
+    };
     let names = |c: &Change| c.path.file_name().map(|n| n.to_owned());
     let kept: Vec<_> = attached.changes.iter().filter_map(names).collect();
     let removed: Vec<Change> = detached

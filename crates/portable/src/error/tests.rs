@@ -152,6 +152,13 @@ fn every_variant() -> Vec<(Error, &'static str)> {
             },
             "k.service",
         ),
+        (
+            Error::BadJournal {
+                path: "/etc/systemd/.realms-portable.journal".into(),
+                reason: s("eof"),
+            },
+            ".realms-portable.journal",
+        ),
         (Error::ProfileInstall { name: s("strict") }, "strict"),
         (Error::Unit(unit_err()), "bad line"),
         (
