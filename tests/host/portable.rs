@@ -3,6 +3,7 @@
 //! what realms wrote (and the other way round), both tools write identical trees across copy
 //! modes, runtime and profiles, and the nonetwork profile really takes AF_INET away.
 
+mod kill;
 mod offline;
 mod test29;
 

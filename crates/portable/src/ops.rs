@@ -227,6 +227,7 @@ pub fn detach_verb(
     steps: &Steps,
     say: Say<'_>,
 ) -> Result<Outcome> {
+    crate::txn::recover(host)?;
     let mut out = Outcome {
         systemd: systemd.is_running(),
         ..Outcome::default()
@@ -258,6 +259,9 @@ pub fn reattach_verb(
     steps: &Steps,
     say: Say<'_>,
 ) -> Result<Outcome> {
+    // A killed command's journal is finished first: it may add or remove the image links
+    // that the image name is looked up by.
+    crate::txn::recover(host)?;
     // The new image must be there before anything is detached.
     let found = crate::image::Image::find(host, image)?;
     let detach_opts = DetachOptions {
@@ -269,7 +273,6 @@ pub fn reattach_verb(
     let image_path = found.path.to_string_lossy().into_owned();
     // One plan, one journal: a killed reattach is finished by the next command, so the units
     // end up attached from the new image, never detached from both.
-    crate::txn::recover(host)?;
     let mut plan = Plan::default();
     let (_, removed_paths) = plan_detach(host, systemd, &image_path, &detach_opts, &mut plan)?;
     let detach_changes = plan.steps.iter().filter(|s| s.change.is_some()).count();
