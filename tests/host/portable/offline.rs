@@ -657,3 +657,93 @@ fn is_attached_exits_0_when_detached_as_portablectl_252() {
         "{help}"
     );
 }
+
+/// A squashfs extension image `name`.raw whose only release file is extension-release.`release`
+/// (with `user.extension-release.strict=false` if `relaxed`), holding `unit`.
+fn raw_extension(root: &Root, name: &str, release: &str, relaxed: bool, unit: &str) {
+    let tree = root.at(&format!("build-{name}"));
+    let rel = tree.join(format!(
+        "usr/lib/extension-release.d/extension-release.{release}"
+    ));
+    fs::create_dir_all(rel.parent().unwrap()).unwrap();
+    fs::write(&rel, "ID=foo\nVERSION_ID=1\n").unwrap();
+    if relaxed {
+        rustix::fs::setxattr(
+            &rel,
+            "user.extension-release.strict",
+            b"false",
+            rustix::fs::XattrFlags::empty(),
+        )
+        .unwrap();
+    }
+    let units = tree.join("usr/lib/systemd/system");
+    fs::create_dir_all(&units).unwrap();
+    fs::write(
+        units.join(unit),
+        "[Service]\nExecStart=/usr/bin/busybox true\n",
+    )
+    .unwrap();
+    run(Command::new("mksquashfs")
+        .arg(&tree)
+        .arg(root.at(&format!("var/lib/portables/{name}.raw")))
+        .args(["-noappend", "-quiet", "-all-root"]));
+}
+
+#[test]
+fn raw_extensions_match_release_names_as_portablectl_252() {
+    realms_tests::require::tool("mksquashfs", "squashfs-tools");
+    let root = Root::new("portable-rawext", true);
+    run(Command::new("mksquashfs")
+        .arg(portable_image())
+        .arg(root.at("var/lib/portables/foo-test_1.raw"))
+        .args(["-noappend", "-quiet", "-all-root"]));
+    let conf = |unit: &str| {
+        fs::read_to_string(root.at(&format!(
+            "run/systemd/system.attached/{unit}.service.d/20-portable.conf"
+        )))
+        .unwrap()
+    };
+    // versioned_extension_name_refused_without_force: app0_1.0.raw has extension-release.app0.
+    raw_extension(&root, "app0_1.0", "app0", false, "app0.service");
+    let ext = "--runtime --extension /var/lib/portables/app0_1.0.raw foo-test_1 app0";
+    let refused = root.fails(&format!("attach {ext}"));
+    assert!(
+        refused.contains("lacks extension-release data, refusing."),
+        "{refused}"
+    );
+    assert!(!root.at("run/systemd/system.attached").exists());
+    // With --force it attaches, and PID 1 is told to relax its own check, or the unit fails.
+    root.ok(&format!("attach --force {ext}"));
+    assert!(
+        conf("app0").ends_with(
+            "ExtensionImages=/var/lib/portables/app0_1.0.raw:x-systemd.relax-extension-release-check\n"
+        ),
+        "{}",
+        conf("app0")
+    );
+    root.ok(&format!("detach --force {ext}"));
+    // extension_release_strict_xattr_honoured_for_raw_images: app1.raw has only
+    // extension-release.app2, marked user.extension-release.strict=false (TEST-29's app1).
+    raw_extension(&root, "app1", "app2", true, "app1.service");
+    let app1 = "--runtime --extension /var/lib/portables/app1.raw foo-test_1 app1";
+    root.ok(&format!("attach {app1}"));
+    assert!(
+        conf("app1").ends_with("ExtensionImages=/var/lib/portables/app1.raw\n"),
+        "{}",
+        conf("app1")
+    );
+    let cat = root.ok(&format!("inspect --cat {app1}"));
+    assert!(
+        cat.contains("-- Extension Release: /var/lib/portables/app1.raw --\nID=foo\n"),
+        "{cat}"
+    );
+    root.ok(&format!("detach {app1}"));
+    // The same file without the xattr is refused.
+    raw_extension(&root, "app3", "app9", false, "app3.service");
+    let refused =
+        root.fails("attach --runtime --extension /var/lib/portables/app3.raw foo-test_1 app3");
+    assert!(
+        refused.contains("lacks extension-release data, refusing."),
+        "{refused}"
+    );
+}
