@@ -13,6 +13,7 @@ pub mod realms;
 pub mod require;
 pub mod run;
 pub mod scratch;
+pub mod test29;
 
 use std::path::PathBuf;
 
