@@ -105,6 +105,12 @@ enum PortableCmd {
         #[arg(required = true)]
         images: Vec<String>,
     },
+    /// Set the disk quota (a btrfs qgroup limit) of a subvolume image, or of the image pool
+    /// /var/lib/portables without IMAGE; LIMIT is a size (1024-based K, M, G...) or `none`.
+    SetLimit {
+        #[arg(required = true, num_args = 1..=2, value_names = ["IMAGE", "LIMIT"])]
+        args: Vec<String>,
+    },
     /// Check the seven requirements of a portable image, one line each.
     Validate {
         image: String,
@@ -251,6 +257,20 @@ fn dispatch(
                 .map(|_| ExitCode::SUCCESS)
                 .map_err(Into::into),
         ),
+        PortableCmd::SetLimit { args } => {
+            let (image, limit) = match args.as_slice() {
+                [image, limit] => (Some(image.as_str()), limit.as_str()),
+                [limit, ..] => (None, limit.as_str()),
+                [] => (None, ""),
+            };
+            (
+                "Could not set limit: ".into(),
+                verbs
+                    .set_limit(image, limit)
+                    .map(|()| ExitCode::SUCCESS)
+                    .map_err(Into::into),
+            )
+        }
         PortableCmd::Validate { image, prefixes } => (
             String::new(),
             verbs

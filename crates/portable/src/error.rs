@@ -102,6 +102,12 @@ pub enum Error {
     /// The image to remove is still attached.
     #[error("Image '{0}' is not detached, refusing.")]
     NotDetached(String),
+    /// A `set-limit` value that is not a size.
+    #[error("Failed to parse size: {0}")]
+    BadLimit(String),
+    /// The image (or pool) is not on btrfs as a subvolume, so it has no quota.
+    #[error("Quota is only supported on btrfs subvolumes; '{0}' is not one.")]
+    NoQuota(String),
     /// The image lies below `/usr` and cannot be changed.
     #[error("Image '{0}' is a vendor image below /usr and cannot be changed.")]
     VendorImage(String),

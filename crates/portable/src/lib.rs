@@ -26,6 +26,7 @@ pub mod extract;
 pub mod gpt;
 pub mod image;
 pub mod layout;
+pub mod limit;
 pub mod load;
 pub mod manage;
 pub mod marker;

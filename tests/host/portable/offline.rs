@@ -747,3 +747,74 @@ fn raw_extensions_match_release_names_as_portablectl_252() {
         "{refused}"
     );
 }
+
+#[test]
+fn set_limit_sets_the_btrfs_quota_of_a_subvolume_image_as_252() {
+    realms_tests::require::tool("mkfs.btrfs", "btrfs-progs");
+    let dir = Scratch::empty("portable-limit");
+    let img = dir.path().join("fs.img");
+    fs::File::create(&img).unwrap().set_len(300 << 20).unwrap();
+    run(Command::new("mkfs.btrfs").arg("-q").arg(&img));
+    let r = dir.path().join("root");
+    fs::create_dir_all(&r).unwrap();
+    // Our own filesystem: quotas on the shared test pool would slow every other test.
+    run(Command::new("mount")
+        .arg("-o")
+        .arg("loop")
+        .arg(&img)
+        .arg(&r));
+    fs::create_dir_all(r.join("var/lib")).unwrap();
+    fs::create_dir_all(r.join("etc")).unwrap();
+    run(Command::new("btrfs")
+        .args(["-q", "subvolume", "create"])
+        .arg(r.join("var/lib/portables")));
+    run(Command::new("btrfs")
+        .args(["-q", "subvolume", "create"])
+        .arg(r.join("var/lib/portables/foo")));
+    fs::create_dir_all(r.join("var/lib/portables/bar")).unwrap();
+    run(Command::new("btrfs").args(["quota", "enable"]).arg(&r));
+    let realms = |args: &[&str]| {
+        Command::new(realms_tests::realms_bin())
+            .arg("--root")
+            .arg(&r)
+            .arg("portable")
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    let limit_of = |path: &Path| {
+        let out = run(Command::new("btrfs")
+            .args(["qgroup", "show", "-re", "--raw", "-f"])
+            .arg(path));
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        text.lines()
+            .last()
+            .unwrap_or_default()
+            .split_whitespace()
+            .nth(3)
+            .unwrap_or_default()
+            .to_owned()
+    };
+    assert!(realms(&["set-limit", "foo", "10M"]).status.success());
+    assert_eq!(
+        limit_of(&r.join("var/lib/portables/foo")),
+        (10u64 << 20).to_string()
+    );
+    assert!(realms(&["set-limit", "foo", "none"]).status.success());
+    assert_eq!(limit_of(&r.join("var/lib/portables/foo")), "none");
+    assert!(realms(&["set-limit", "1.5G"]).status.success());
+    assert_eq!(
+        limit_of(&r.join("var/lib/portables")),
+        (3u64 << 29).to_string()
+    );
+    let out = realms(&["set-limit", "bar", "1G"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success()
+            && err.contains("Could not set limit: Quota is only supported on btrfs subvolumes"),
+        "{err}"
+    );
+    let out = realms(&["set-limit", "foo", "1Q"]);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("Failed to parse size: 1Q"));
+    run(Command::new("umount").arg(&r));
+}

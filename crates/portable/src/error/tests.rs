@@ -159,6 +159,11 @@ fn every_variant() -> Vec<(Error, &'static str)> {
             },
             ".realms-portable.journal",
         ),
+        (Error::BadLimit(s("1Q")), "1Q"),
+        (
+            Error::NoQuota(s("/var/lib/portables/foo")),
+            "/var/lib/portables/foo",
+        ),
         (Error::ProfileInstall { name: s("strict") }, "strict"),
         (Error::Unit(unit_err()), "bad line"),
         (
