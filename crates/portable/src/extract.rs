@@ -75,10 +75,10 @@ pub struct Metadata {
     pub units: BTreeMap<String, UnitSource>,
 }
 
-/// Reads the file `inner` of an image (symlinks resolved inside the image) as untrusted input:
-/// only a regular file, at most [`TEXT_CAP`] bytes, opened without blocking; `None` if it does
-/// not exist. A FIFO, a device, a directory or a larger file is an error naming the file.
-pub fn read_image_file(root: &RootDir, inner: &Path) -> Result<Option<Vec<u8>>> {
+/// Opens the file `inner` of an image (symlinks resolved inside the image) for reading, without
+/// blocking, if it is a regular file; `None` if it does not exist. A FIFO, a device or a
+/// directory is an error naming the file (and is never opened for reading).
+fn open_regular(root: &RootDir, inner: &Path) -> Result<Option<(std::fs::File, PathBuf)>> {
     let fd = match root.open_path(inner) {
         Ok(fd) => fd,
         Err(e) if e.is_not_found() => return Ok(None),
@@ -86,18 +86,39 @@ pub fn read_image_file(root: &RootDir, inner: &Path) -> Result<Option<Vec<u8>>> 
     };
     let shown = root.display_path(inner);
     let st = rustix::fs::fstat(&fd).ctx("inspecting", &shown)?;
-    let file = if RawFileType::from_raw_mode(st.st_mode) == RawFileType::RegularFile {
-        // Reopen the resolved object itself for reading, never blocking.
-        let proc = format!("/proc/self/fd/{}", fd.as_raw_fd());
-        let flags = OFlags::RDONLY | OFlags::NONBLOCK | OFlags::NOCTTY | OFlags::CLOEXEC;
-        std::fs::File::from(
-            rustix::fs::open(proc.as_str(), flags, Mode::empty()).ctx("opening", &shown)?,
-        )
-    } else {
-        // Not opened for reading at all: read_file refuses it by its kind, naming it.
-        std::fs::File::from(fd)
+    if RawFileType::from_raw_mode(st.st_mode) != RawFileType::RegularFile {
+        // read_file refuses it by its kind, naming it, before reading anything.
+        untrusted::read_file(std::fs::File::from(fd), &shown, 0)?;
+        unreachable!("read_file accepts regular files only");
+    }
+    // Reopen the resolved object itself for reading, never blocking.
+    let proc = format!("/proc/self/fd/{}", fd.as_raw_fd());
+    let flags = OFlags::RDONLY | OFlags::NONBLOCK | OFlags::NOCTTY | OFlags::CLOEXEC;
+    let file = rustix::fs::open(proc.as_str(), flags, Mode::empty()).ctx("opening", &shown)?;
+    Ok(Some((std::fs::File::from(file), shown)))
+}
+
+/// Reads the file `inner` of an image as untrusted input: only a regular file, at most
+/// [`TEXT_CAP`] bytes; `None` if it does not exist. Anything else is an error naming the file.
+pub fn read_image_file(root: &RootDir, inner: &Path) -> Result<Option<Vec<u8>>> {
+    let Some((file, shown)) = open_regular(root, inner)? else {
+        return Ok(None);
     };
     Ok(Some(untrusted::read_file(file, &shown, TEXT_CAP)?))
+}
+
+/// The first `max` bytes of the regular file `inner` of an image (for headers such as ELF's);
+/// `None` if it does not exist.
+pub fn read_image_head(root: &RootDir, inner: &Path, max: u64) -> Result<Option<Vec<u8>>> {
+    use std::io::Read;
+    let Some((file, shown)) = open_regular(root, inner)? else {
+        return Ok(None);
+    };
+    let mut out = Vec::new();
+    file.take(max)
+        .read_to_end(&mut out)
+        .ctx("reading", &shown)?;
+    Ok(Some(out))
 }
 
 fn read_opt(root: &RootDir, path: &str) -> Result<Option<String>> {
