@@ -818,3 +818,80 @@ fn set_limit_sets_the_btrfs_quota_of_a_subvolume_image_as_252() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("Failed to parse size: 1Q"));
     run(Command::new("umount").arg(&r));
 }
+
+/// Every path under `root` outside the attach directories, with its size and link target.
+fn outside_attach_dirs(root: &Path) -> Vec<String> {
+    let out = run(Command::new("find")
+        .arg(root)
+        .args(["-printf", "%y %s %P -> %l\n"]));
+    let mut lines: Vec<String> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter(|l| {
+            ![
+                "etc/systemd/system.attached",
+                "etc/portables",
+                "run/systemd/system.attached",
+                "run/portables",
+            ]
+            .iter()
+            .any(|d| l.contains(&format!(" {d}")))
+        })
+        .map(|l| {
+            // A directory's size changes with its entries; the attach directories' parents do.
+            if l.starts_with("d ") {
+                let (_, rest) = l.split_at(2);
+                format!("d {}", rest.split_once(' ').map_or(rest, |(_, r)| r))
+            } else {
+                l.to_owned()
+            }
+        })
+        .collect();
+    lines.sort();
+    lines
+}
+
+#[test]
+fn unit_symlink_escape_through_an_image_root_link_never_reaches_the_host() {
+    let root = Root::new("portable-esc", true);
+    // The host has /etc/host.service; the image has its own, and the escape chain
+    // usr/lib/systemd/system/x -> / and esc3.service -> x/etc/host.service.
+    fs::create_dir_all(root.at("etc/systemd/system")).unwrap();
+    fs::write(root.at("etc/host.service"), "[Service]\nExecStart=/host\n").unwrap();
+    let img = root.at("var/lib/portables/esc3");
+    fs::create_dir_all(img.join("usr/lib/systemd/system")).unwrap();
+    fs::create_dir_all(img.join("etc")).unwrap();
+    fs::write(img.join("usr/lib/os-release"), "ID=foo\n").unwrap();
+    fs::write(
+        img.join("etc/host.service"),
+        "[Service]\nExecStart=/in-image\n",
+    )
+    .unwrap();
+    symlink("/", img.join("usr/lib/systemd/system/x")).unwrap();
+    symlink(
+        "x/etc/host.service",
+        img.join("usr/lib/systemd/system/esc3.service"),
+    )
+    .unwrap();
+    let before = outside_attach_dirs(root.path());
+    for mode in ["auto", "copy", "symlink", "mixed"] {
+        root.ok(&format!("attach --copy={mode} esc3"));
+        let unit = root.at("etc/systemd/system.attached/esc3.service");
+        if mode == "symlink" {
+            assert_eq!(
+                link(&unit),
+                "/var/lib/portables/esc3/etc/host.service",
+                "the link must be fully resolved inside the image"
+            );
+        }
+        // What systemd reads through the attached file (from the root) is the image's unit.
+        let target = fs::read_link(&unit).map(|t| root.at(&t.to_string_lossy()));
+        let text = fs::read_to_string(target.unwrap_or(unit)).unwrap();
+        assert_eq!(text, "[Service]\nExecStart=/in-image\n", "--copy={mode}");
+        assert_eq!(
+            outside_attach_dirs(root.path()),
+            before,
+            "--copy={mode} wrote outside"
+        );
+        root.ok("detach esc3");
+    }
+}
