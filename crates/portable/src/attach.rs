@@ -315,7 +315,8 @@ pub fn attach(
     matches: &[String],
     opts: &AttachOptions,
 ) -> Result<Attached> {
-    crate::txn::recover(host)?;
+    let _lock = crate::txn::lock(host)?;
+    crate::txn::recover_locked(host)?;
     let mut plan = Plan::default();
     let (image, installed_profile) = plan_attach(
         host,

@@ -237,7 +237,8 @@ pub fn detach(
     image: &str,
     opts: &DetachOptions,
 ) -> Result<Detached> {
-    crate::txn::recover(host)?;
+    let _lock = crate::txn::lock(host)?;
+    crate::txn::recover_locked(host)?;
     let mut plan = Plan::default();
     let (units, _) = plan_detach(host, systemd, image, opts, &mut plan)?;
     failpoint::hit("portable-detach-planned");

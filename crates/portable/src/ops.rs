@@ -261,7 +261,8 @@ pub fn reattach_verb(
 ) -> Result<Outcome> {
     // A killed command's journal is finished first: it may add or remove the image links
     // that the image name is looked up by.
-    crate::txn::recover(host)?;
+    let _lock = crate::txn::lock(host)?;
+    crate::txn::recover_locked(host)?;
     // The new image must be there before anything is detached.
     let found = crate::image::Image::find(host, image)?;
     let detach_opts = DetachOptions {

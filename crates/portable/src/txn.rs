@@ -284,10 +284,33 @@ fn remove_temps_of(host: &Host, path: &Path) {
     }
 }
 
+/// An exclusive `flock` on the host's root directory, held by attach, detach and reattach from
+/// the journal check to the commit, so two of them never share (or overwrite) a journal. It
+/// creates no file.
+#[derive(Debug)]
+pub struct Lock(#[allow(dead_code)] std::os::fd::OwnedFd);
+
+/// Takes the attach lock, waiting for another attach, detach or reattach to finish.
+pub fn lock(host: &Host) -> Result<Lock> {
+    use realms_sys::IoContext;
+    let root = host.root();
+    let flags =
+        rustix::fs::OFlags::RDONLY | rustix::fs::OFlags::DIRECTORY | rustix::fs::OFlags::CLOEXEC;
+    let fd = rustix::fs::open(root, flags, rustix::fs::Mode::empty()).ctx("opening", root)?;
+    rustix::fs::flock(&fd, rustix::fs::FlockOperation::LockExclusive).ctx("locking", root)?;
+    Ok(Lock(fd))
+}
+
+/// [`recover_locked`] under the attach lock.
+pub fn recover(host: &Host) -> Result<()> {
+    let _lock = lock(host)?;
+    recover_locked(host)
+}
+
 /// Finishes what a killed attach, detach or reattach committed (below `/etc` and `/run`), and
 /// removes the leftovers of a journal that was never committed. Attach, detach and reattach call
-/// it first.
-pub fn recover(host: &Host) -> Result<()> {
+/// it first, holding [`lock`].
+pub fn recover_locked(host: &Host) -> Result<()> {
     for runtime in [false, true] {
         let journal = Path::new(journal_path(runtime));
         let parent = journal.parent().expect("named");

@@ -895,3 +895,56 @@ fn unit_symlink_escape_through_an_image_root_link_never_reaches_the_host() {
         root.ok("detach esc3");
     }
 }
+
+#[test]
+fn parallel_attaches_and_detaches_keep_every_attachment_whole() {
+    let root = Root::new("portable-par", true);
+    let names: Vec<String> = (0..6).map(|i| format!("par{i}")).collect();
+    for n in &names {
+        let img = root.at(&format!("var/lib/portables/{n}"));
+        fs::create_dir_all(img.join("usr/lib/systemd/system")).unwrap();
+        fs::write(img.join("usr/lib/os-release"), "ID=foo\n").unwrap();
+        fs::write(
+            img.join(format!("usr/lib/systemd/system/{n}.service")),
+            "[Service]\nExecStart=/x\n",
+        )
+        .unwrap();
+    }
+    let run_all = |verb: &str| {
+        let children: Vec<_> = names
+            .iter()
+            .map(|n| {
+                Command::new(realms_tests::realms_bin())
+                    .arg("--root")
+                    .arg(root.path())
+                    .args(["portable", verb, n])
+                    .stderr(std::process::Stdio::piped())
+                    .spawn()
+                    .unwrap()
+            })
+            .collect();
+        for c in children {
+            let out = c.wait_with_output().unwrap();
+            assert!(
+                out.status.success(),
+                "{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+    };
+    run_all("attach");
+    for n in &names {
+        assert_eq!(root.ok(&format!("is-attached {n}")).trim(), "attached");
+        let conf = root.at(&format!(
+            "etc/systemd/system.attached/{n}.service.d/20-portable.conf"
+        ));
+        assert!(
+            fs::read_to_string(conf)
+                .unwrap()
+                .contains(&format!("/var/lib/portables/{n}'"))
+        );
+    }
+    run_all("detach");
+    assert!(!root.at("etc/systemd/system.attached").exists());
+    assert!(!root.at("etc/systemd/.realms-portable.journal").exists());
+}
