@@ -239,6 +239,15 @@ pub enum Error {
         /// Why it cannot be parsed.
         reason: String,
     },
+    /// A step of the journal a killed command left cannot be carried out.
+    #[error("finishing the change a killed command left in {}; remove it after checking the attach directories", path.display())]
+    JournalReplay {
+        /// The journal.
+        path: std::path::PathBuf,
+        /// Why the step failed.
+        #[source]
+        source: Box<Error>,
+    },
     /// A profile could not be installed in any of the profile directories.
     #[error("could not install profile '{name}'")]
     ProfileInstall {

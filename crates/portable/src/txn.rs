@@ -340,7 +340,12 @@ pub fn recover_locked(host: &Host) -> Result<()> {
             journal.display()
         );
         for op in &ops {
-            apply(host, op)?;
+            apply(host, op).map_err(|e| Error::JournalReplay {
+                path: host
+                    .root()
+                    .join(journal.strip_prefix("/").unwrap_or(journal)),
+                source: Box::new(e),
+            })?;
         }
         remove_journal(host, journal);
     }

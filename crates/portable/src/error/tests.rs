@@ -164,6 +164,13 @@ fn every_variant() -> Vec<(Error, &'static str)> {
             Error::NoQuota(s("/var/lib/portables/foo")),
             "/var/lib/portables/foo",
         ),
+        (
+            Error::JournalReplay {
+                path: "/run/systemd/.realms-portable.journal".into(),
+                source: boxed(Error::NoSuchPath(s("/x"))),
+            },
+            "/run/systemd/.realms-portable.journal",
+        ),
         (Error::ProfileInstall { name: s("strict") }, "strict"),
         (Error::Unit(unit_err()), "bad line"),
         (
