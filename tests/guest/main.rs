@@ -40,20 +40,6 @@ fn outcome() -> &'static GuestOutcome {
     })
 }
 
-/// systemd's TEST-29 (v252.31), raw-image half: the real portablectl must pass it...
-#[test]
-fn test29_raw_passes_with_portablectl() {
-    let out = outcome().assert_ok("test29_raw_portablectl");
-    assert!(out.contains("=== ALL CASES PASSED"), "{out}");
-}
-
-/// ...and so must `realms portable`, with the same script.
-#[test]
-fn test29_raw_passes_with_realms() {
-    let out = outcome().assert_ok("test29_raw_realms");
-    assert!(out.contains("=== ALL CASES PASSED"), "{out}");
-}
-
 #[test]
 fn smoke_dm_verity() {
     let out = outcome().assert_ok("smoke_dm_verity");

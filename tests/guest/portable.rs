@@ -60,14 +60,13 @@ pub fn prepare() -> (Scratch, Vec<(PathBuf, String)>) {
         .to_string();
     let sidecar = dir.path().join("foo-test_2.roothash");
     fs::write(&sidecar, &roothash).unwrap();
-    let mut files: Vec<(PathBuf, String)> = [&squash, &gpt, &sidecar]
+    let files = [&squash, &gpt, &sidecar]
         .iter()
         .map(|p| {
             let name = p.file_name().unwrap().to_string_lossy();
             ((*p).clone(), format!("/var/lib/portables/{name}"))
         })
         .collect();
-    files.extend(test29_raw(dir.path()));
     (dir, files)
 }
 
@@ -138,63 +137,8 @@ test ! -e $A
 echo "PORTABLE REATTACH OK"
 "#;
 
-/// TEST-29's raw images (squashfs, minimal_0/1 with .verity and .roothash sidecars as
-/// test/test-functions makes them) and where they go in the guest.
-fn test29_raw(dir: &std::path::Path) -> Vec<(PathBuf, String)> {
-    realms_tests::require::tool("veritysetup", "cryptsetup-bin");
-    let os_release =
-        fs::read_to_string(realms_tests::fixtures::debian_base().join("usr/lib/os-release"))
-            .unwrap();
-    let trees = dir.join("t29");
-    realms_tests::test29::images(&trees, &os_release);
-    let mut files = Vec::new();
-    for name in ["minimal_0", "minimal_1", "app0", "app1"] {
-        let raw = dir.join(format!("{name}.raw"));
-        run(Command::new("mksquashfs")
-            .arg(trees.join(name))
-            .arg(&raw)
-            .args(["-noappend", "-quiet", "-all-root"]));
-        files.push((raw.clone(), format!("/usr/share/{name}.raw")));
-        if name.starts_with("minimal") {
-            let verity = dir.join(format!("{name}.verity"));
-            let out = run(Command::new("veritysetup")
-                .arg("format")
-                .arg(&raw)
-                .arg(&verity));
-            let text = String::from_utf8_lossy(&out.stdout);
-            let hash = text
-                .lines()
-                .find_map(|l| l.strip_prefix("Root hash:"))
-                .expect("veritysetup printed a root hash")
-                .trim()
-                .to_owned();
-            let roothash = dir.join(format!("{name}.roothash"));
-            fs::write(&roothash, hash).unwrap();
-            files.push((verity, format!("/usr/share/{name}.verity")));
-            files.push((roothash, format!("/usr/share/{name}.roothash")));
-        }
-    }
-    files
-}
-
-const TEST29_RAW: &str = include_str!("test29_raw.sh");
-
 pub fn cases() -> Vec<GuestCase> {
     vec![
-        GuestCase::new(
-            "test29_raw_portablectl",
-            &format!(
-                "{TEST29_RAW}
-T29 portablectl 2>&1"
-            ),
-        ),
-        GuestCase::new(
-            "test29_raw_realms",
-            &format!(
-                "{TEST29_RAW}
-T29 realms portable 2>&1"
-            ),
-        ),
         GuestCase::new("portable_raw_reattach", REATTACH),
         case(
             "portable_raw_squashfs",
