@@ -5,6 +5,7 @@
 
 pub mod aptrepo;
 pub mod container;
+pub mod failpoints_portable;
 pub mod fixtures;
 pub mod guest;
 pub mod http;
@@ -12,6 +13,7 @@ pub mod realms;
 pub mod require;
 pub mod run;
 pub mod scratch;
+pub mod test29;
 
 use std::path::PathBuf;
 

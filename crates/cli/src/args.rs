@@ -234,6 +234,8 @@ mod tests {
             "portable reattach img",
             "portable inspect img",
             "portable is-attached img",
+            "portable set-limit img 1G",
+            "portable set-limit none",
             "portable read-only img",
             "portable remove img",
             "portable validate img",

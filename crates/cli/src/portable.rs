@@ -90,7 +90,10 @@ enum PortableCmd {
         image: String,
         prefixes: Vec<String>,
     },
-    /// Print whether an image is attached (exit status 1 if detached).
+    /// Print the attachment state (detached, attached, attached-runtime, enabled, running...).
+    ///
+    /// Exit status 0 whenever the state could be found, `detached` included, as portablectl
+    /// 252 does; non-zero only on errors.
     IsAttached { image: String },
     /// Mark an image read-only (or writable with `no`).
     ReadOnly {
@@ -101,6 +104,12 @@ enum PortableCmd {
     Remove {
         #[arg(required = true)]
         images: Vec<String>,
+    },
+    /// Set the disk quota (a btrfs qgroup limit) of a subvolume image, or of the image pool
+    /// /var/lib/portables without IMAGE; LIMIT is a size (1024-based K, M, G...) or `none`.
+    SetLimit {
+        #[arg(required = true, num_args = 1..=2, value_names = ["IMAGE", "LIMIT"])]
+        args: Vec<String>,
     },
     /// Check the seven requirements of a portable image, one line each.
     Validate {
@@ -223,7 +232,7 @@ fn dispatch(
             verbs
                 .inspect(&image, &prefixes, &mut on_event)
                 .map_err(Into::into)
-                .and_then(|found| render_inspect(ctx, &found, opts.cat)),
+                .and_then(|found| render_inspect(ctx, &found, opts.cat, opts)),
         ),
         PortableCmd::IsAttached { image } => {
             let label = if opts.extensions.is_empty() {
@@ -248,6 +257,20 @@ fn dispatch(
                 .map(|_| ExitCode::SUCCESS)
                 .map_err(Into::into),
         ),
+        PortableCmd::SetLimit { args } => {
+            let (image, limit) = match args.as_slice() {
+                [image, limit] => (Some(image.as_str()), limit.as_str()),
+                [limit, ..] => (None, limit.as_str()),
+                [] => (None, ""),
+            };
+            (
+                "Could not set limit: ".into(),
+                verbs
+                    .set_limit(image, limit)
+                    .map(|()| ExitCode::SUCCESS)
+                    .map_err(Into::into),
+            )
+        }
         PortableCmd::Validate { image, prefixes } => (
             String::new(),
             verbs
@@ -258,11 +281,19 @@ fn dispatch(
     }
 }
 
-fn render_inspect(ctx: &Ctx, found: &manage::Inspected, cat: bool) -> anyhow::Result<ExitCode> {
+fn render_inspect(
+    ctx: &Ctx,
+    found: &manage::Inspected,
+    cat: bool,
+    opts: &PortableOpts,
+) -> anyhow::Result<ExitCode> {
     if ctx.json {
         return emit_json(ctx, found);
     }
-    out!("{}", inspect_text(found, cat));
+    // portablectl 252 with --force and no --extension calls GetImageMetadataWithExtensions but
+    // reads the reply's (empty) extension array as the unit list, so it shows no unit files.
+    let units = !(opts.force && opts.extensions.is_empty());
+    out!("{}", inspect_text(found, cat, units));
     Ok(ExitCode::SUCCESS)
 }
 
@@ -272,11 +303,9 @@ fn render_state(ctx: &Ctx, state: State) -> ExitCode {
     } else if !ctx.quiet {
         outln!("{state}");
     }
-    if state == State::Detached {
-        ExitCode::FAILURE
-    } else {
-        ExitCode::SUCCESS
-    }
+    // portablectl 252 returns streq(state, "detached") from the verb, and its main maps every
+    // non-negative result to exit status 0.
+    ExitCode::SUCCESS
 }
 
 fn render_checks(ctx: &Ctx, checks: &[Check]) -> anyhow::Result<ExitCode> {
@@ -299,7 +328,7 @@ fn emit_json<T: serde::Serialize>(ctx: &Ctx, value: &T) -> anyhow::Result<ExitCo
     Ok(ExitCode::SUCCESS)
 }
 
-fn inspect_text(found: &manage::Inspected, cat: bool) -> String {
+fn inspect_text(found: &manage::Inspected, cat: bool, units: bool) -> String {
     let mut out = String::new();
     let na = |v: &Option<String>| v.clone().unwrap_or_else(|| "n/a".to_owned());
     if cat {
@@ -313,14 +342,26 @@ fn inspect_text(found: &manage::Inspected, cat: bool) -> String {
             na(&found.pretty_name)
         );
     }
-    for (path, text) in &found.extensions {
+    for ((path, text), f) in found.extensions.iter().zip(&found.extension_fields) {
         if cat {
             let _ = write!(out, "\n-- Extension Release: {} --\n{text}", path.display());
         } else {
-            let _ = writeln!(out, "Extension:\n\t{}", path.display());
+            let _ = writeln!(
+                out,
+                "Extension:\n\t{}\n\tExtension Scope:\n\t\t{}\n\tExtension Compatibility Level:\n\t\t{}\n\tPortable Service:\n\t\t{}\n\tPortable Prefixes:\n\t\t{}\n\tOperating System:\n\t\t{} ({} {})",
+                path.display(),
+                na(&f.scope),
+                na(&f.level),
+                na(&f.portable_pretty_name),
+                na(&f.portable_prefixes),
+                na(&f.pretty_name),
+                na(&f.id),
+                na(&f.version_id),
+            );
         }
     }
-    for (i, (name, text)) in found.units.iter().enumerate() {
+    let shown = if units { found.units.as_slice() } else { &[] };
+    for (i, (name, text)) in shown.iter().enumerate() {
         if cat {
             let _ = write!(out, "\n-- Unit file: {name} --\n{text}");
         } else {
@@ -419,6 +460,37 @@ fn size(bytes: u64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn inspected() -> manage::Inspected {
+        manage::Inspected {
+            image: "/usr/share/minimal_0.raw".into(),
+            os_release: "ID=debian\n".into(),
+            portable_pretty_name: None,
+            pretty_name: Some("Debian".into()),
+            extensions: Vec::new(),
+            extension_fields: Vec::new(),
+            units: vec![("minimal-app0.service".into(), "[Service]\n".into())],
+        }
+    }
+
+    #[test]
+    fn inspect_force_without_extensions_shows_no_unit_files_as_252() {
+        let found = inspected();
+        let plain = inspect_text(&found, false, true);
+        assert!(
+            plain.ends_with("Unit files:\n\tminimal-app0.service\n"),
+            "{plain}"
+        );
+        let forced = inspect_text(&found, false, false);
+        assert_eq!(
+            forced,
+            "Image:\n\t/usr/share/minimal_0.raw\nPortable Service:\n\tn/a\nOperating System:\n\tDebian\n"
+        );
+        assert_eq!(
+            inspect_text(&found, true, false),
+            "-- OS Release: --\nID=debian\n"
+        );
+    }
 
     #[test]
     fn timestamps_and_sizes() {

@@ -1,19 +1,23 @@
 //! Attach: write exactly what portablectl 252 writes — per unit `U.d/20-portable.conf`,
 //! `U.d/10-profile.conf` and the unit file in the attach directory, then the image link in
-//! `/etc|/run/portables` — all or nothing: on any error everything written so far is removed.
+//! `/etc|/run/portables` — planned first and committed through a journal ([`crate::txn`]): an
+//! error removes what was written, a kill is finished by the next command.
 
+use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
+use realms_sys::failpoint;
 use serde::Serialize;
 
 use crate::changes::{Change, ChangeKind};
 use crate::error::{Error, Result};
 use crate::extract::UnitSource;
-use crate::image::{Image, ImageKind};
+use crate::image::Image;
 use crate::layout::{Host, UNIT_SEARCH_PATH, attached_dir, image_link_path};
 use crate::load::{Loaded, load};
 use crate::marker::{DropIn, Layer};
 use crate::systemd::Systemd;
+use crate::txn::{Op, Plan};
 
 /// How unit files, the profile and the image get into place.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
@@ -77,44 +81,6 @@ pub struct Attached {
     pub installed_profile: Option<PathBuf>,
 }
 
-/// Everything created so far, undone in reverse order if a later step fails.
-#[derive(Debug, Default)]
-struct Journal {
-    created: Vec<(PathBuf, bool)>,
-}
-
-impl Journal {
-    fn file(&mut self, path: &Path) {
-        self.created.push((path.to_owned(), false));
-    }
-
-    fn dir(&mut self, path: &Path) {
-        self.created.push((path.to_owned(), true));
-    }
-
-    fn roll_back(self, host: &Host) {
-        for (path, is_dir) in self.created.into_iter().rev() {
-            let result = if is_dir {
-                host.dir().remove_dir(&path)
-            } else {
-                match host.dir().symlink_metadata(&path) {
-                    Ok(Some(m)) if m.is_dir() => host
-                        .host_path(&path)
-                        .map_err(|e| realms_sys::Error::invalid("removing", &path, e.to_string()))
-                        .and_then(realms_sys::fs::remove_dir_all_one_fs),
-                    _ => host.dir().remove_file(&path),
-                }
-            };
-            if let Err(e) = result {
-                tracing::warn!(
-                    "rolling back attach: could not remove {}: {e}",
-                    path.display()
-                );
-            }
-        }
-    }
-}
-
 /// Whether a unit file `name` (or, for an instance, its template) exists in the host's unit
 /// search path.
 fn exists_on_host(host: &Host, name: &str) -> bool {
@@ -151,22 +117,32 @@ struct Ctx<'a> {
     exts: Vec<Layer<'a>>,
     where_: &'static str,
     etc_os_release: bool,
+    /// Paths the plan removes first (the detach half of a reattach): they count as absent.
+    removed: &'a BTreeSet<PathBuf>,
 }
 
 impl Ctx<'_> {
-    fn mkdir(&self, path: &Path, out: &mut Vec<Change>, journal: &mut Journal) -> Result<()> {
-        if self.host.dir().symlink_metadata(path)?.is_some() {
+    /// Whether `path` is there once the removals planned before have happened.
+    fn present(&self, path: &Path) -> Result<bool> {
+        Ok(!self.removed.contains(path) && self.host.dir().symlink_metadata(path)?.is_some())
+    }
+
+    fn mkdir(&self, path: &Path, plan: &mut Plan, unit: Option<&str>) -> Result<()> {
+        let planned = plan
+            .steps
+            .iter()
+            .any(|s| matches!(&s.op, Op::Mkdir { path: p } if p == path));
+        if planned || self.present(path)? {
             return Ok(());
         }
-        self.host.dir().create_dir_all(path, 0o755)?;
-        journal.dir(path);
-        out.push(Change::new(ChangeKind::Mkdir, path, None));
+        let change = Change::new(ChangeKind::Mkdir, path, None);
+        plan.push(Op::Mkdir { path: path.into() }, Some(change), unit);
         Ok(())
     }
 
     /// Refuses to replace an existing file unless `--force`.
     fn free(&self, path: &Path) -> Result<()> {
-        if !self.opts.force && self.host.dir().symlink_metadata(path)?.is_some() {
+        if !self.opts.force && self.present(path)? {
             return Err(Error::io(
                 "creating",
                 path,
@@ -176,11 +152,11 @@ impl Ctx<'_> {
         Ok(())
     }
 
-    fn unit(&self, unit: &UnitSource, out: &mut Vec<Change>, journal: &mut Journal) -> Result<()> {
-        let dir = self.host.dir();
+    fn unit(&self, unit: &UnitSource, plan: &mut Plan) -> Result<()> {
+        let name = Some(unit.name.as_str());
         let path = Path::new(self.where_).join(&unit.name);
         let dropin_dir = PathBuf::from(format!("{}.d", path.display()));
-        self.mkdir(&dropin_dir, out, journal)?;
+        self.mkdir(&dropin_dir, plan, name)?;
         let dropin = DropIn {
             root: self.root,
             extensions: &self.exts,
@@ -190,103 +166,107 @@ impl Ctx<'_> {
             force: self.opts.force,
         };
         let conf = dropin_dir.join("20-portable.conf");
-        dir.write_atomic(&conf, dropin.text().as_bytes(), 0o644)?;
-        journal.file(&conf);
-        out.push(Change::new(ChangeKind::Write, &conf, None));
+        plan.push(
+            Op::Write {
+                path: conf.clone(),
+                bytes: dropin.text().into_bytes(),
+                mode: 0o644,
+            },
+            Some(Change::new(ChangeKind::Write, &conf, None)),
+            name,
+        );
         if let Some(profile) = crate::profile::find(self.host, &self.opts.profile, &unit.name) {
             let link = dropin_dir.join("10-profile.conf");
             self.free(&link)?;
             if self.opts.copy == CopyMode::Copy {
-                dir.write_atomic(&link, &dir.read(&profile)?, 0o644)?;
-                journal.file(&link);
-                out.push(Change::new(ChangeKind::Copy, &link, Some(profile)));
+                let bytes = self.host.dir().read(&profile)?;
+                let change = Change::new(ChangeKind::Copy, &link, Some(profile));
+                let op = Op::Write {
+                    path: link,
+                    bytes,
+                    mode: 0o644,
+                };
+                plan.push(op, Some(change), name);
             } else {
-                dir.symlink(&profile, &link)?;
-                journal.file(&link);
-                out.push(Change::new(ChangeKind::Symlink, &link, Some(profile)));
+                let change = Change::new(ChangeKind::Symlink, &link, Some(profile.clone()));
+                let op = Op::Symlink {
+                    path: link,
+                    target: profile,
+                };
+                plan.push(op, Some(change), name);
             }
         }
         self.free(&path)?;
         match (&unit.source, self.opts.copy) {
             (Some(source), CopyMode::Symlink) => {
-                dir.symlink(source, &path)?;
-                journal.file(&path);
-                out.push(Change::new(
-                    ChangeKind::Symlink,
-                    &path,
-                    Some(source.clone()),
-                ));
+                let change = Change::new(ChangeKind::Symlink, &path, Some(source.clone()));
+                let op = Op::Symlink {
+                    path,
+                    target: source.clone(),
+                };
+                plan.push(op, Some(change), name);
             }
             _ => {
-                dir.write_atomic(&path, &unit.contents, 0o644)?;
-                journal.file(&path);
-                out.push(Change::new(ChangeKind::Copy, &path, unit.source.clone()));
+                let change = Change::new(ChangeKind::Copy, &path, unit.source.clone());
+                let op = Op::Write {
+                    path,
+                    bytes: unit.contents.clone(),
+                    mode: 0o644,
+                };
+                plan.push(op, Some(change), name);
             }
         }
         Ok(())
     }
 
-    /// Links (or, in mixed mode, copies) an image into `/etc|/run/portables`; a convenience,
-    /// so failures are only logged.
-    fn image_link(
-        &self,
-        image: &Path,
-        kind: ImageKind,
-        out: &mut Vec<Change>,
-        journal: &mut Journal,
-    ) {
+    /// Links (or, in mixed mode, copies) an image into `/etc|/run/portables`, unless something
+    /// is there already.
+    fn image_link(&self, image: &Path, plan: &mut Plan) -> Result<()> {
         let link = image_link_path(image, self.opts.runtime);
-        if link == image {
-            return;
+        if link == image || self.present(&link)? {
+            return Ok(());
         }
-        let result = (|| -> Result<Option<Change>> {
-            let parent = link.parent().expect("an image link has a directory");
-            self.host.dir().create_dir_all(parent, 0o755)?;
-            if self.host.dir().symlink_metadata(&link)?.is_some() {
-                return Ok(None);
-            }
-            if self.opts.copy == CopyMode::Mixed {
-                let src = self.host.host_path(image)?;
-                let dst = self
-                    .host
-                    .host_path(parent)?
-                    .join(link.file_name().expect("named"));
-                if kind.is_tree() {
-                    realms_sys::fs::copy_tree(&src, &dst)?;
-                } else {
-                    std::fs::copy(&src, &dst).map_err(|e| Error::io("copying", &src, e))?;
-                }
-                journal.file(&link);
-                return Ok(Some(Change::new(
-                    ChangeKind::Copy,
-                    &link,
-                    Some(image.to_owned()),
-                )));
-            }
-            self.host.dir().symlink(image, &link)?;
-            journal.file(&link);
-            Ok(Some(Change::new(
-                ChangeKind::Symlink,
-                &link,
-                Some(image.to_owned()),
-            )))
-        })();
-        match result {
-            Ok(Some(change)) => out.push(change),
-            Ok(None) => {}
-            Err(e) => tracing::debug!("not linking {}: {e}", image.display()),
+        let parent = link.parent().expect("an image link has a directory");
+        if !self.present(parent)? {
+            plan.push(
+                Op::Mkdir {
+                    path: parent.into(),
+                },
+                None,
+                None,
+            );
         }
+        if self.opts.copy == CopyMode::Mixed {
+            let change = Change::new(ChangeKind::Copy, &link, Some(image.to_owned()));
+            let op = Op::CopyImage {
+                path: link,
+                source: image.to_owned(),
+            };
+            plan.push(op, Some(change), None);
+        } else {
+            let change = Change::new(ChangeKind::Symlink, &link, Some(image.to_owned()));
+            let op = Op::Symlink {
+                path: link,
+                target: image.to_owned(),
+            };
+            plan.push(op, Some(change), None);
+        }
+        Ok(())
     }
 }
 
-/// Attaches `image` (a name or in-root path) with the units `matches` selects.
-pub fn attach(
+/// Plans an attach of `image` (a name or in-root path) with the units `matches` selects onto
+/// `plan`, counting the paths in `removed` (removed earlier in the same plan) as absent.
+/// Returns the image's in-root path and the profile installed because the host had none.
+pub fn plan_attach(
     host: &Host,
     systemd: &Systemd,
     image: &str,
     matches: &[String],
     opts: &AttachOptions,
-) -> Result<Attached> {
+    removed: &BTreeSet<PathBuf>,
+    plan: &mut Plan,
+) -> Result<(PathBuf, Option<PathBuf>)> {
     let loaded = load(host, image, &opts.extensions, matches, opts.force, true)?;
     loaded.check_matches(matches, &loaded.extension_paths())?;
     if !opts.reattach && !opts.force {
@@ -310,35 +290,47 @@ pub fn attach(
             .collect(),
         where_: attached_dir(opts.runtime),
         etc_os_release: host.exists("/etc/os-release"),
+        removed,
     };
-    let mut changes = Vec::new();
-    let mut journal = Journal::default();
-    let written = (|| -> Result<()> {
-        ctx.mkdir(Path::new(ctx.where_), &mut changes, &mut journal)?;
-        for unit in loaded.units.values() {
-            ctx.unit(unit, &mut changes, &mut journal)
-                .map_err(|e| Error::AttachUnit {
-                    unit: unit.name.clone(),
-                    source: Box::new(e),
-                })?;
-        }
-        Ok(())
-    })();
-    if let Err(e) = written {
-        journal.roll_back(host);
-        return Err(e);
+    ctx.mkdir(Path::new(ctx.where_), plan, None)?;
+    for unit in loaded.units.values() {
+        ctx.unit(unit, plan).map_err(|e| Error::AttachUnit {
+            unit: unit.name.clone(),
+            source: Box::new(e),
+        })?;
     }
     for ext in &ext_images {
-        ctx.image_link(&ext.path, ext.kind, &mut changes, &mut journal);
+        ctx.image_link(&ext.path, plan)?;
     }
-    ctx.image_link(
-        &loaded.image.path,
-        loaded.image.kind,
-        &mut changes,
-        &mut journal,
-    );
+    ctx.image_link(&loaded.image.path, plan)?;
+    Ok((loaded.image.path.clone(), installed_profile))
+}
+
+/// Attaches `image` (a name or in-root path) with the units `matches` selects: planned, then
+/// committed through the journal ([`crate::txn`]), so a killed attach is absent or complete.
+pub fn attach(
+    host: &Host,
+    systemd: &Systemd,
+    image: &str,
+    matches: &[String],
+    opts: &AttachOptions,
+) -> Result<Attached> {
+    let _lock = crate::txn::lock(host)?;
+    crate::txn::recover_locked(host)?;
+    let mut plan = Plan::default();
+    let (image, installed_profile) = plan_attach(
+        host,
+        systemd,
+        image,
+        matches,
+        opts,
+        &BTreeSet::new(),
+        &mut plan,
+    )?;
+    failpoint::hit("portable-attach-planned");
+    let changes = plan.commit(host, opts.runtime)?;
     Ok(Attached {
-        image: loaded.image.path.clone(),
+        image,
         changes,
         installed_profile,
     })

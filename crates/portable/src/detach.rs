@@ -5,6 +5,7 @@
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
+use realms_sys::failpoint;
 use realms_sys::root::FileType;
 use serde::Serialize;
 
@@ -14,6 +15,7 @@ use crate::layout::{Host, attached_dir, image_link_path};
 use crate::marker::{parse_marker, unescape_path};
 use crate::name::marker_matches;
 use crate::systemd::Systemd;
+use crate::txn::{Op, Plan};
 
 /// A unit attached from an image, found in an attach directory.
 #[derive(Debug, Clone)]
@@ -102,64 +104,51 @@ pub struct Detached {
     pub changes: Vec<Change>,
 }
 
-fn remove(host: &Host, path: &Path, changes: &mut Vec<Change>, first_err: &mut Option<Error>) {
-    match host.dir().remove_file(path) {
-        Ok(()) => changes.push(Change::new(ChangeKind::Unlink, path, None)),
-        Err(e) if e.is_not_found() => {}
-        Err(e) => {
-            first_err.get_or_insert(e.into());
-        }
-    }
+/// Plans removing `path` (a file or symlink) if it is there.
+fn remove(host: &Host, path: &Path, plan: &mut Plan) -> Result<bool> {
+    let there = host.dir().symlink_metadata(path)?.is_some();
+    let change = there.then(|| Change::new(ChangeKind::Unlink, path, None));
+    plan.push(Op::Remove { path: path.into() }, change, None);
+    Ok(there)
 }
 
-/// Removes the leftovers of an interrupted atomic write (`.#NAME.xxxx`) in a drop-in directory.
-fn remove_temp_files(host: &Host, dir: &Path) {
-    if let Ok(entries) = host.dir().read_dir(dir) {
-        for (name, ty) in entries {
-            if ty != FileType::Directory && realms_sys::atomic::is_temp_name(&name) {
-                let _ = host.dir().remove_file(dir.join(name));
-            }
-        }
-    }
-}
-
-/// Removes the image link (or mixed-mode copy) attach made for `image` in `/etc|/run/portables`.
-fn remove_image_link(host: &Host, image: &Path, runtime: bool, changes: &mut Vec<Change>) {
+/// Plans removing the image link (or mixed-mode copy) attach made for `image` in
+/// `/etc|/run/portables`.
+fn remove_image_link(
+    host: &Host,
+    image: &Path,
+    runtime: bool,
+    plan: &mut Plan,
+    removed: &mut BTreeSet<PathBuf>,
+) {
     let link = image_link_path(image, runtime);
     if link == image {
         return;
     }
-    match host.dir().symlink_metadata(&link) {
+    let op = match host.dir().symlink_metadata(&link) {
         Ok(Some(m)) if m.file_type().is_symlink() => {
-            let ours = host.dir().read_link(&link).is_ok_and(|t| t == image);
-            if ours {
-                remove(host, &link, changes, &mut None);
+            if !host.dir().read_link(&link).is_ok_and(|t| t == image) {
+                return;
             }
+            Op::Remove { path: link.clone() }
         }
-        Ok(Some(m)) => {
-            // A copy made by --copy=mixed.
-            let removed = if m.is_dir() {
-                host.host_path(&link)
-                    .ok()
-                    .is_some_and(|p| realms_sys::fs::remove_dir_all_one_fs(p).is_ok())
-            } else {
-                host.dir().remove_file(&link).is_ok()
-            };
-            if removed {
-                changes.push(Change::new(ChangeKind::Unlink, &link, None));
-            }
-        }
-        _ => {}
-    }
+        // A copy made by --copy=mixed.
+        Ok(Some(_)) => Op::RemoveImage { path: link.clone() },
+        _ => return,
+    };
+    plan.push(op, Some(Change::new(ChangeKind::Unlink, &link, None)), None);
+    removed.insert(link);
 }
 
-/// Detaches the units attached from `image` (a name or path; it need not exist any more).
-pub fn detach(
+/// Plans detaching the units attached from `image` (a name or path; it need not exist any
+/// more) onto `plan`; returns the units and every path the plan removes.
+pub fn plan_detach(
     host: &Host,
     systemd: &Systemd,
     image: &str,
     opts: &DetachOptions,
-) -> Result<Detached> {
+    plan: &mut Plan,
+) -> Result<(Vec<String>, BTreeSet<PathBuf>)> {
     let where_ = attached_dir(opts.runtime);
     let request: Vec<String> = std::iter::once(image.to_owned())
         .chain(opts.extensions.iter().cloned())
@@ -177,24 +166,39 @@ pub fn detach(
             return Err(Error::UnitActive(u));
         }
     }
-    let mut changes = Vec::new();
-    let mut first_err = None;
+    let mut removed = BTreeSet::new();
     let mut images: Vec<PathBuf> = Vec::new();
     for f in &found {
         let unit = Path::new(where_).join(&f.unit);
         let dropins = PathBuf::from(format!("{}.d", unit.display()));
-        remove(host, &unit, &mut changes, &mut first_err);
-        for conf in ["10-profile.conf", "20-portable.conf"] {
-            remove(host, &dropins.join(conf), &mut changes, &mut first_err);
+        for path in [
+            unit.clone(),
+            dropins.join("10-profile.conf"),
+            dropins.join("20-portable.conf"),
+        ] {
+            remove(host, &path, plan)?;
+            removed.insert(path);
         }
-        remove_temp_files(host, &dropins);
-        match host.dir().remove_dir(&dropins) {
-            Ok(()) => changes.push(Change::new(ChangeKind::Unlink, &dropins, None)),
-            Err(e) if e.is_not_found() || e.raw_os_error() == Some(libc_enotempty()) => {}
-            Err(e) => {
-                first_err.get_or_insert(e.into());
-            }
+        plan.push(
+            Op::RemoveTemps {
+                dir: dropins.clone(),
+            },
+            None,
+            None,
+        );
+        // The drop-in directory goes if nothing but ours (and temporary files) is in it.
+        let left = host.dir().read_dir(&dropins).map(|entries| {
+            entries.into_iter().any(|(n, _)| {
+                let p = dropins.join(&n);
+                !removed.contains(&p) && !realms_sys::atomic::is_temp_name(&n)
+            })
+        });
+        let change =
+            matches!(left, Ok(false)).then(|| Change::new(ChangeKind::Unlink, &dropins, None));
+        if change.is_some() {
+            removed.insert(dropins.clone());
         }
+        plan.push(Op::RemoveDir { path: dropins }, change, None);
         for img in &f.images {
             let p = PathBuf::from(img);
             if p.is_absolute() && !images.contains(&p) {
@@ -203,20 +207,41 @@ pub fn detach(
         }
     }
     for img in &images {
-        remove_image_link(host, img, opts.runtime, &mut changes);
+        remove_image_link(host, img, opts.runtime, plan, &mut removed);
     }
-    if host.dir().remove_dir(where_).is_ok() {
-        changes.push(Change::new(ChangeKind::Unlink, where_, None));
+    let emptied = host.dir().read_dir(where_).is_ok_and(|entries| {
+        entries
+            .iter()
+            .all(|(n, _)| removed.contains(&Path::new(where_).join(n)))
+    });
+    let change = emptied.then(|| Change::new(ChangeKind::Unlink, where_, None));
+    if emptied {
+        removed.insert(where_.into());
     }
-    if let Some(e) = first_err {
-        return Err(e);
-    }
-    Ok(Detached {
-        units: found.into_iter().map(|f| f.unit).collect(),
-        changes,
-    })
+    plan.push(
+        Op::RemoveDir {
+            path: where_.into(),
+        },
+        change,
+        None,
+    );
+    Ok((found.into_iter().map(|f| f.unit).collect(), removed))
 }
 
-const fn libc_enotempty() -> i32 {
-    39
+/// Detaches the units attached from `image` (a name or path; it need not exist any more):
+/// planned, then committed through the journal ([`crate::txn`]), so a killed detach is finished
+/// by the next command.
+pub fn detach(
+    host: &Host,
+    systemd: &Systemd,
+    image: &str,
+    opts: &DetachOptions,
+) -> Result<Detached> {
+    let _lock = crate::txn::lock(host)?;
+    crate::txn::recover_locked(host)?;
+    let mut plan = Plan::default();
+    let (units, _) = plan_detach(host, systemd, image, opts, &mut plan)?;
+    failpoint::hit("portable-detach-planned");
+    let changes = plan.commit(host, opts.runtime)?;
+    Ok(Detached { units, changes })
 }

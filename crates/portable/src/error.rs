@@ -102,6 +102,12 @@ pub enum Error {
     /// The image to remove is still attached.
     #[error("Image '{0}' is not detached, refusing.")]
     NotDetached(String),
+    /// A `set-limit` value that is not a size.
+    #[error("Failed to parse size: {0}")]
+    BadLimit(String),
+    /// The image (or pool) is not on btrfs as a subvolume, so it has no quota.
+    #[error("Quota is only supported on btrfs subvolumes; '{0}' is not one.")]
+    NoQuota(String),
     /// The image lies below `/usr` and cannot be changed.
     #[error("Image '{0}' is a vendor image below /usr and cannot be changed.")]
     VendorImage(String),
@@ -218,6 +224,29 @@ pub enum Error {
     JobTimeout {
         /// The units whose jobs were still pending.
         units: Vec<String>,
+    },
+    /// Start jobs queued by `--now` failed: the files are in place but the units did not start.
+    #[error("the start job of {} failed; see \"systemctl status\" and \"journalctl -xeu\" for it", units.join(", "))]
+    JobsFailed {
+        /// The units whose jobs failed.
+        units: Vec<String>,
+    },
+    /// The journal a killed command left cannot be read.
+    #[error("{}: not a journal Realms wrote ({reason}); remove it after checking the attach directories", path.display())]
+    BadJournal {
+        /// The journal.
+        path: std::path::PathBuf,
+        /// Why it cannot be parsed.
+        reason: String,
+    },
+    /// A step of the journal a killed command left cannot be carried out.
+    #[error("finishing the change a killed command left in {}; remove it after checking the attach directories", path.display())]
+    JournalReplay {
+        /// The journal.
+        path: std::path::PathBuf,
+        /// Why the step failed.
+        #[source]
+        source: Box<Error>,
     },
     /// A profile could not be installed in any of the profile directories.
     #[error("could not install profile '{name}'")]

@@ -27,6 +27,7 @@ pub mod extract;
 pub mod gpt;
 pub mod image;
 pub mod layout;
+pub mod limit;
 pub mod load;
 pub mod manage;
 pub mod marker;
@@ -35,6 +36,7 @@ pub mod ops;
 pub mod profile;
 pub mod raw;
 pub mod systemd;
+pub mod txn;
 pub mod validate;
 pub mod verb;
 

@@ -160,8 +160,44 @@ pub struct Inspected {
     pub pretty_name: Option<String>,
     /// `(extension path, extension-release text)` in command-line order.
     pub extensions: Vec<(PathBuf, String)>,
+    /// The fields of each extension-release that `inspect` shows, in command-line order.
+    pub extension_fields: Vec<ExtensionFields>,
     /// `(unit name, contents)`, sorted by name.
     pub units: Vec<(String, String)>,
+}
+
+/// The keys of an extension-release that portablectl 252's `inspect` shows (`None`: unset).
+#[derive(Debug, Clone, Serialize)]
+pub struct ExtensionFields {
+    /// `SYSEXT_SCOPE=`.
+    pub scope: Option<String>,
+    /// `SYSEXT_LEVEL=`.
+    pub level: Option<String>,
+    /// `PORTABLE_PRETTY_NAME=`.
+    pub portable_pretty_name: Option<String>,
+    /// `PORTABLE_PREFIXES=`.
+    pub portable_prefixes: Option<String>,
+    /// `PRETTY_NAME=`.
+    pub pretty_name: Option<String>,
+    /// `ID=`.
+    pub id: Option<String>,
+    /// `VERSION_ID=`.
+    pub version_id: Option<String>,
+}
+
+impl ExtensionFields {
+    fn of(release: &realms_unit::OsRelease) -> ExtensionFields {
+        let get = |k: &str| release.get(k).map(str::to_owned);
+        ExtensionFields {
+            scope: get("SYSEXT_SCOPE"),
+            level: get("SYSEXT_LEVEL"),
+            portable_pretty_name: get("PORTABLE_PRETTY_NAME"),
+            portable_prefixes: get("PORTABLE_PREFIXES"),
+            pretty_name: get("PRETTY_NAME"),
+            id: get("ID"),
+            version_id: get("VERSION_ID"),
+        }
+    }
 }
 
 /// Reads an image for `inspect`.
@@ -189,6 +225,11 @@ pub fn inspect(
             .extensions
             .iter()
             .map(|(i, m)| (i.path.clone(), m.release_text.clone()))
+            .collect(),
+        extension_fields: loaded
+            .extensions
+            .iter()
+            .map(|(_, m)| ExtensionFields::of(&m.release))
             .collect(),
         units: loaded
             .units

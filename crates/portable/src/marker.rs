@@ -120,8 +120,10 @@ impl DropIn<'_> {
                 } else {
                     "ExtensionImages"
                 };
-                // portablectl 252 decides the decoration by the type of the base image.
-                let relax = if !is_tree(self.root.kind) && self.force {
+                // portablectl 252 decides the decoration by the type of the base image; a raw
+                // extension over a directory gets it too, or PID 1 refuses an extension whose
+                // release file --force accepted under another name.
+                let relax = if self.force && !(is_tree(self.root.kind) && is_tree(ext.kind)) {
                     ":x-systemd.relax-extension-release-check"
                 } else {
                     ""
@@ -217,6 +219,39 @@ mod tests {
             text.ends_with(
                 "ExtensionDirectories=/e/app0:x-systemd.relax-extension-release-check\n"
             )
+        );
+    }
+
+    #[test]
+    fn forced_raw_extension_over_a_directory_gets_the_relax_flag() {
+        // Without the flag PID 1 fails: "Failed to set up mount namespacing:
+        // /run/systemd/unit-extensions/0" while attach reported success.
+        let root = Path::new("/srv/minimal_0");
+        let ext = Path::new("/srv/app0_1.0.raw");
+        let exts = [Layer {
+            path: ext,
+            kind: ImageKind::Raw,
+        }];
+        let d = DropIn {
+            root: dir(root),
+            extensions: &exts,
+            unit: "app0.service",
+            from: ext,
+            host_etc_os_release: true,
+            force: true,
+        };
+        assert!(d.text().ends_with(
+            "ExtensionImages=/srv/app0_1.0.raw:x-systemd.relax-extension-release-check\n"
+        ));
+        // Directory over directory: 252 writes no flag (ExtensionDirectories= takes none).
+        let dir_exts = [dir(ext)];
+        let d = DropIn {
+            extensions: &dir_exts,
+            ..d
+        };
+        assert!(
+            d.text()
+                .ends_with("ExtensionDirectories=/srv/app0_1.0.raw\n")
         );
     }
 

@@ -3,13 +3,16 @@
 
 use serde::Serialize;
 
-use crate::attach::{AttachOptions, Attached, attach};
+use realms_sys::failpoint;
+
+use crate::attach::{AttachOptions, Attached, attach, plan_attach};
 use crate::changes::{Change, ChangeKind};
-use crate::detach::{DetachOptions, Detached, detach};
-use crate::error::Result;
+use crate::detach::{DetachOptions, Detached, detach, plan_detach};
+use crate::error::{Error, Result};
 use crate::layout::Host;
 use crate::load::load;
 use crate::systemd::{Job, Systemd};
+use crate::txn::Plan;
 
 /// What to do around the file operations.
 #[derive(Debug, Clone, Default)]
@@ -62,16 +65,31 @@ fn enable(systemd: &Systemd, unit: &str, runtime: bool, on: bool, say: Say<'_>) 
     }
 }
 
-fn wait(systemd: &Systemd, jobs: &[Job], say: Say<'_>) {
+/// Waits for `jobs`, saying each failed one as systemctl does; the failed units are returned.
+fn wait(systemd: &Systemd, jobs: &[Job], say: Say<'_>) -> Vec<String> {
     match systemd.wait(jobs) {
         Ok(failed) => {
-            for u in failed {
+            for u in &failed {
                 say(&format!(
                     "Job for {u} failed. See \"systemctl status {u}\" and \"journalctl -xeu {u}\" for details."
                 ));
             }
+            failed
         }
-        Err(e) => say(&e.summary()),
+        Err(e) => {
+            say(&e.summary());
+            Vec::new()
+        }
+    }
+}
+
+/// Waits for start jobs: as portablectl 252, a failed one fails the verb (the files stay).
+fn wait_started(systemd: &Systemd, jobs: &[Job], say: Say<'_>) -> Result<()> {
+    let failed = wait(systemd, jobs, say);
+    if failed.is_empty() {
+        Ok(())
+    } else {
+        Err(Error::JobsFailed { units: failed })
     }
 }
 
@@ -92,7 +110,7 @@ fn enable_start(
     runtime: bool,
     steps: &Steps,
     say: Say<'_>,
-) -> Vec<Job> {
+) -> Result<Vec<Job>> {
     let mut jobs = Vec::new();
     for unit in changes
         .iter()
@@ -107,9 +125,9 @@ fn enable_start(
         }
     }
     if !steps.no_block {
-        wait(systemd, &jobs, say);
+        wait_started(systemd, &jobs, say)?;
     }
-    jobs
+    Ok(jobs)
 }
 
 /// `attach`.
@@ -150,7 +168,7 @@ pub fn attach_verb(
     }
     changes.iter().for_each(|c| say(&c.to_string()));
     if steps.enable || steps.now {
-        let jobs = enable_start(systemd, &changes, "StartUnit", opts.runtime, steps, say);
+        let jobs = enable_start(systemd, &changes, "StartUnit", opts.runtime, steps, say)?;
         out.jobs = jobs.into_iter().map(|j| j.path).collect();
     }
     out.changes = changes;
@@ -209,6 +227,7 @@ pub fn detach_verb(
     steps: &Steps,
     say: Say<'_>,
 ) -> Result<Outcome> {
+    crate::txn::recover(host)?;
     let mut out = Outcome {
         systemd: systemd.is_running(),
         ..Outcome::default()
@@ -240,6 +259,10 @@ pub fn reattach_verb(
     steps: &Steps,
     say: Say<'_>,
 ) -> Result<Outcome> {
+    // A killed command's journal is finished first: it may add or remove the image links
+    // that the image name is looked up by.
+    let _lock = crate::txn::lock(host)?;
+    crate::txn::recover_locked(host)?;
     // The new image must be there before anything is detached.
     let found = crate::image::Image::find(host, image)?;
     let detach_opts = DetachOptions {
@@ -249,12 +272,36 @@ pub fn reattach_verb(
         reattach: true,
     };
     let image_path = found.path.to_string_lossy().into_owned();
-    let detached = detach(host, systemd, &image_path, &detach_opts)?;
+    // One plan, one journal: a killed reattach is finished by the next command, so the units
+    // end up attached from the new image, never detached from both.
+    let mut plan = Plan::default();
+    let (_, removed_paths) = plan_detach(host, systemd, &image_path, &detach_opts, &mut plan)?;
+    let detach_changes = plan.steps.iter().filter(|s| s.change.is_some()).count();
     let attach_opts = AttachOptions {
         reattach: true,
         ..opts.clone()
     };
-    let attached = attach(host, systemd, &image_path, matches, &attach_opts)?;
+    let (_, installed_profile) = plan_attach(
+        host,
+        systemd,
+        &image_path,
+        matches,
+        &attach_opts,
+        &removed_paths,
+        &mut plan,
+    )?;
+    failpoint::hit("portable-reattach-planned");
+    let mut all = plan.commit(host, opts.runtime)?;
+    let attached_changes = all.split_off(detach_changes.min(all.len()));
+    let detached = Detached {
+        units: Vec::new(),
+        changes: all,
+    };
+    let attached = Attached {
+        image: found.path.clone(),
+        changes: attached_changes,
+        installed_profile,
+    };
     let names = |c: &Change| c.path.file_name().map(|n| n.to_owned());
     let kept: Vec<_> = attached.changes.iter().filter_map(names).collect();
     let removed: Vec<Change> = detached
@@ -296,9 +343,9 @@ pub fn reattach_verb(
             opts.runtime,
             &later,
             say,
-        ));
+        )?);
         if !steps.no_block {
-            wait(systemd, &jobs, say);
+            wait_started(systemd, &jobs, say)?;
         }
         out.jobs = jobs.into_iter().map(|j| j.path).collect();
     }

@@ -137,7 +137,8 @@ fn check_binaries(root: &RootDir, units: &[(String, Vec<u8>)]) -> (Check, Check)
     let mut notes_l = Vec::new();
     let mut notes_a = Vec::new();
     for (unit, bin) in &bins {
-        let Ok(bytes) = root.read(bin) else {
+        // The ELF header, program headers and interpreter path sit at the start of the file.
+        let Ok(Some(bytes)) = crate::extract::read_image_head(root, Path::new(bin), 1 << 20) else {
             loader = Err(format!(
                 "{unit}: ExecStart binary {bin} is missing from the image"
             ));

@@ -191,6 +191,13 @@ impl Verbs<'_> {
         manage::set_read_only(self.host, &self.norm(image, false)?, read_only)
     }
 
+    /// `set-limit [IMAGE] LIMIT`: the quota of a subvolume image, or of the pool.
+    pub fn set_limit(&self, image: Option<&str>, limit: &str) -> Result<()> {
+        let limit = crate::limit::parse_limit(limit)?;
+        let image = image.map(|i| self.norm(i, false)).transpose()?;
+        crate::limit::set_limit(self.host, image.as_deref(), limit)
+    }
+
     /// `remove` IMAGE...: stops at the first image that cannot be removed; returns the paths
     /// removed.
     pub fn remove(&self, images: &[String]) -> Result<Vec<PathBuf>> {

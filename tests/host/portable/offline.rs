@@ -221,7 +221,7 @@ fn default_attach_prints_and_writes_what_portablectl_did() {
             state.status.code(),
             String::from_utf8_lossy(&state.stdout).trim()
         ),
-        (Some(1), "detached")
+        (Some(0), "detached")
     );
 }
 
@@ -634,4 +634,317 @@ fn attach_with_a_profile_that_does_not_exist_warns() {
             .ok("attach --profile strict --force foo-test")
             .contains("does not exist")
     );
+}
+
+#[test]
+fn is_attached_exits_0_when_detached_as_portablectl_252() {
+    let root = Root::new("portable-isatt", true);
+    let state = root.realms("is-attached foo-test");
+    assert_eq!(
+        (
+            state.status.code(),
+            String::from_utf8_lossy(&state.stdout).trim()
+        ),
+        (Some(0), "detached")
+    );
+    let help = Command::new(realms_tests::realms_bin())
+        .args(["portable", "is-attached", "--help"])
+        .output()
+        .unwrap();
+    let help = String::from_utf8_lossy(&help.stdout);
+    assert!(
+        help.contains("Exit status 0 whenever the state could be found"),
+        "{help}"
+    );
+}
+
+/// A squashfs extension image `name`.raw whose only release file is extension-release.`release`
+/// (with `user.extension-release.strict=false` if `relaxed`), holding `unit`.
+fn raw_extension(root: &Root, name: &str, release: &str, relaxed: bool, unit: &str) {
+    let tree = root.at(&format!("build-{name}"));
+    let rel = tree.join(format!(
+        "usr/lib/extension-release.d/extension-release.{release}"
+    ));
+    fs::create_dir_all(rel.parent().unwrap()).unwrap();
+    fs::write(&rel, "ID=foo\nVERSION_ID=1\n").unwrap();
+    if relaxed {
+        rustix::fs::setxattr(
+            &rel,
+            "user.extension-release.strict",
+            b"false",
+            rustix::fs::XattrFlags::empty(),
+        )
+        .unwrap();
+    }
+    let units = tree.join("usr/lib/systemd/system");
+    fs::create_dir_all(&units).unwrap();
+    fs::write(
+        units.join(unit),
+        "[Service]\nExecStart=/usr/bin/busybox true\n",
+    )
+    .unwrap();
+    run(Command::new("mksquashfs")
+        .arg(&tree)
+        .arg(root.at(&format!("var/lib/portables/{name}.raw")))
+        .args(["-noappend", "-quiet", "-all-root"]));
+}
+
+#[test]
+fn raw_extensions_match_release_names_as_portablectl_252() {
+    realms_tests::require::tool("mksquashfs", "squashfs-tools");
+    let root = Root::new("portable-rawext", true);
+    run(Command::new("mksquashfs")
+        .arg(portable_image())
+        .arg(root.at("var/lib/portables/foo-test_1.raw"))
+        .args(["-noappend", "-quiet", "-all-root"]));
+    let conf = |unit: &str| {
+        fs::read_to_string(root.at(&format!(
+            "run/systemd/system.attached/{unit}.service.d/20-portable.conf"
+        )))
+        .unwrap()
+    };
+    // versioned_extension_name_refused_without_force: app0_1.0.raw has extension-release.app0.
+    raw_extension(&root, "app0_1.0", "app0", false, "app0.service");
+    let ext = "--runtime --extension /var/lib/portables/app0_1.0.raw foo-test_1 app0";
+    let refused = root.fails(&format!("attach {ext}"));
+    assert!(
+        refused.contains("lacks extension-release data, refusing."),
+        "{refused}"
+    );
+    assert!(!root.at("run/systemd/system.attached").exists());
+    // With --force it attaches, and PID 1 is told to relax its own check, or the unit fails.
+    root.ok(&format!("attach --force {ext}"));
+    assert!(
+        conf("app0").ends_with(
+            "ExtensionImages=/var/lib/portables/app0_1.0.raw:x-systemd.relax-extension-release-check\n"
+        ),
+        "{}",
+        conf("app0")
+    );
+    root.ok(&format!("detach --force {ext}"));
+    // extension_release_strict_xattr_honoured_for_raw_images: app1.raw has only
+    // extension-release.app2, marked user.extension-release.strict=false (TEST-29's app1).
+    raw_extension(&root, "app1", "app2", true, "app1.service");
+    let app1 = "--runtime --extension /var/lib/portables/app1.raw foo-test_1 app1";
+    root.ok(&format!("attach {app1}"));
+    assert!(
+        conf("app1").ends_with("ExtensionImages=/var/lib/portables/app1.raw\n"),
+        "{}",
+        conf("app1")
+    );
+    let cat = root.ok(&format!("inspect --cat {app1}"));
+    assert!(
+        cat.contains("-- Extension Release: /var/lib/portables/app1.raw --\nID=foo\n"),
+        "{cat}"
+    );
+    root.ok(&format!("detach {app1}"));
+    // The same file without the xattr is refused.
+    raw_extension(&root, "app3", "app9", false, "app3.service");
+    let refused =
+        root.fails("attach --runtime --extension /var/lib/portables/app3.raw foo-test_1 app3");
+    assert!(
+        refused.contains("lacks extension-release data, refusing."),
+        "{refused}"
+    );
+}
+
+#[test]
+fn set_limit_sets_the_btrfs_quota_of_a_subvolume_image_as_252() {
+    realms_tests::require::tool("mkfs.btrfs", "btrfs-progs");
+    let dir = Scratch::empty("portable-limit");
+    let img = dir.path().join("fs.img");
+    fs::File::create(&img).unwrap().set_len(300 << 20).unwrap();
+    run(Command::new("mkfs.btrfs").arg("-q").arg(&img));
+    let r = dir.path().join("root");
+    fs::create_dir_all(&r).unwrap();
+    // Our own filesystem: quotas on the shared test pool would slow every other test.
+    run(Command::new("mount")
+        .arg("-o")
+        .arg("loop")
+        .arg(&img)
+        .arg(&r));
+    fs::create_dir_all(r.join("var/lib")).unwrap();
+    fs::create_dir_all(r.join("etc")).unwrap();
+    run(Command::new("btrfs")
+        .args(["-q", "subvolume", "create"])
+        .arg(r.join("var/lib/portables")));
+    run(Command::new("btrfs")
+        .args(["-q", "subvolume", "create"])
+        .arg(r.join("var/lib/portables/foo")));
+    fs::create_dir_all(r.join("var/lib/portables/bar")).unwrap();
+    run(Command::new("btrfs").args(["quota", "enable"]).arg(&r));
+    let realms = |args: &[&str]| {
+        Command::new(realms_tests::realms_bin())
+            .arg("--root")
+            .arg(&r)
+            .arg("portable")
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    let limit_of = |path: &Path| {
+        let out = run(Command::new("btrfs")
+            .args(["qgroup", "show", "-re", "--raw", "-f"])
+            .arg(path));
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        text.lines()
+            .last()
+            .unwrap_or_default()
+            .split_whitespace()
+            .nth(3)
+            .unwrap_or_default()
+            .to_owned()
+    };
+    assert!(realms(&["set-limit", "foo", "10M"]).status.success());
+    assert_eq!(
+        limit_of(&r.join("var/lib/portables/foo")),
+        (10u64 << 20).to_string()
+    );
+    assert!(realms(&["set-limit", "foo", "none"]).status.success());
+    assert_eq!(limit_of(&r.join("var/lib/portables/foo")), "none");
+    assert!(realms(&["set-limit", "1.5G"]).status.success());
+    assert_eq!(
+        limit_of(&r.join("var/lib/portables")),
+        (3u64 << 29).to_string()
+    );
+    let out = realms(&["set-limit", "bar", "1G"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success()
+            && err.contains("Could not set limit: Quota is only supported on btrfs subvolumes"),
+        "{err}"
+    );
+    let out = realms(&["set-limit", "foo", "1Q"]);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("Failed to parse size: 1Q"));
+    run(Command::new("umount").arg(&r));
+}
+
+/// Every path under `root` outside the attach directories, with its size and link target.
+fn outside_attach_dirs(root: &Path) -> Vec<String> {
+    let out = run(Command::new("find")
+        .arg(root)
+        .args(["-printf", "%y %s %P -> %l\n"]));
+    let mut lines: Vec<String> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter(|l| {
+            ![
+                "etc/systemd/system.attached",
+                "etc/portables",
+                "run/systemd/system.attached",
+                "run/portables",
+            ]
+            .iter()
+            .any(|d| l.contains(&format!(" {d}")))
+        })
+        .map(|l| {
+            // A directory's size changes with its entries; the attach directories' parents do.
+            if l.starts_with("d ") {
+                let (_, rest) = l.split_at(2);
+                format!("d {}", rest.split_once(' ').map_or(rest, |(_, r)| r))
+            } else {
+                l.to_owned()
+            }
+        })
+        .collect();
+    lines.sort();
+    lines
+}
+
+#[test]
+fn unit_symlink_escape_through_an_image_root_link_never_reaches_the_host() {
+    let root = Root::new("portable-esc", true);
+    // The host has /etc/host.service; the image has its own, and the escape chain
+    // usr/lib/systemd/system/x -> / and esc3.service -> x/etc/host.service.
+    fs::create_dir_all(root.at("etc/systemd/system")).unwrap();
+    fs::write(root.at("etc/host.service"), "[Service]\nExecStart=/host\n").unwrap();
+    let img = root.at("var/lib/portables/esc3");
+    fs::create_dir_all(img.join("usr/lib/systemd/system")).unwrap();
+    fs::create_dir_all(img.join("etc")).unwrap();
+    fs::write(img.join("usr/lib/os-release"), "ID=foo\n").unwrap();
+    fs::write(
+        img.join("etc/host.service"),
+        "[Service]\nExecStart=/in-image\n",
+    )
+    .unwrap();
+    symlink("/", img.join("usr/lib/systemd/system/x")).unwrap();
+    symlink(
+        "x/etc/host.service",
+        img.join("usr/lib/systemd/system/esc3.service"),
+    )
+    .unwrap();
+    let before = outside_attach_dirs(root.path());
+    for mode in ["auto", "copy", "symlink", "mixed"] {
+        root.ok(&format!("attach --copy={mode} esc3"));
+        let unit = root.at("etc/systemd/system.attached/esc3.service");
+        if mode == "symlink" {
+            assert_eq!(
+                link(&unit),
+                "/var/lib/portables/esc3/etc/host.service",
+                "the link must be fully resolved inside the image"
+            );
+        }
+        // What systemd reads through the attached file (from the root) is the image's unit.
+        let target = fs::read_link(&unit).map(|t| root.at(&t.to_string_lossy()));
+        let text = fs::read_to_string(target.unwrap_or(unit)).unwrap();
+        assert_eq!(text, "[Service]\nExecStart=/in-image\n", "--copy={mode}");
+        assert_eq!(
+            outside_attach_dirs(root.path()),
+            before,
+            "--copy={mode} wrote outside"
+        );
+        root.ok("detach esc3");
+    }
+}
+
+#[test]
+fn parallel_attaches_and_detaches_keep_every_attachment_whole() {
+    let root = Root::new("portable-par", true);
+    let names: Vec<String> = (0..6).map(|i| format!("par{i}")).collect();
+    for n in &names {
+        let img = root.at(&format!("var/lib/portables/{n}"));
+        fs::create_dir_all(img.join("usr/lib/systemd/system")).unwrap();
+        fs::write(img.join("usr/lib/os-release"), "ID=foo\n").unwrap();
+        fs::write(
+            img.join(format!("usr/lib/systemd/system/{n}.service")),
+            "[Service]\nExecStart=/x\n",
+        )
+        .unwrap();
+    }
+    let run_all = |verb: &str| {
+        let children: Vec<_> = names
+            .iter()
+            .map(|n| {
+                Command::new(realms_tests::realms_bin())
+                    .arg("--root")
+                    .arg(root.path())
+                    .args(["portable", verb, n])
+                    .stderr(std::process::Stdio::piped())
+                    .spawn()
+                    .unwrap()
+            })
+            .collect();
+        for c in children {
+            let out = c.wait_with_output().unwrap();
+            assert!(
+                out.status.success(),
+                "{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+    };
+    run_all("attach");
+    for n in &names {
+        assert_eq!(root.ok(&format!("is-attached {n}")).trim(), "attached");
+        let conf = root.at(&format!(
+            "etc/systemd/system.attached/{n}.service.d/20-portable.conf"
+        ));
+        assert!(
+            fs::read_to_string(conf)
+                .unwrap()
+                .contains(&format!("/var/lib/portables/{n}'"))
+        );
+    }
+    run_all("detach");
+    assert!(!root.at("etc/systemd/system.attached").exists());
+    assert!(!root.at("etc/systemd/.realms-portable.journal").exists());
 }

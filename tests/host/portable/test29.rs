@@ -159,3 +159,40 @@ fn test29_directory_extensions_match_portablectl() {
         "{out}"
     );
 }
+
+/// systemd's TEST-29 (v252.31), its directory-image half, run by the same script once with the
+/// real portablectl 252 (which must pass) and once with `realms portable`.
+#[test]
+fn test29_port_passes_with_portablectl_and_realms() {
+    let b = Booted::new("portable-t29p");
+    let os_release = fs::read_to_string(b.root().join("usr/lib/os-release")).unwrap();
+    realms_tests::test29::images(&b.root().join("srv/t29"), &os_release);
+    fs::write(
+        b.root().join("srv/t29/test29.sh"),
+        include_str!("test29.sh"),
+    )
+    .unwrap();
+    for (tool, clean) in [("portablectl", false), ("realms portable", true)] {
+        if clean {
+            b.ok("rm -rf /srv/t29/overlay /srv/t29/os-release-fix /srv/t29/emptyroot /srv/t29/emptyext");
+        }
+        let (ok, out, err) = b.try_sh(&format!("bash /srv/t29/test29.sh {tool} 2>&1"));
+        let cases: Vec<&str> = out.lines().filter(|l| l.starts_with("=== ")).collect();
+        assert!(
+            ok && out.contains("=== ALL CASES PASSED"),
+            "TEST-29 with {tool} failed after {cases:#?}\n{}\n{err}",
+            out.lines()
+                .rev()
+                .take(60)
+                .collect::<Vec<_>>()
+                .into_iter()
+                .rev()
+                .collect::<Vec<_>>()
+                .join("\n")
+        );
+        eprintln!(
+            "TEST-29 (directory half) with {tool}: {} cases passed",
+            cases.len() - 1
+        );
+    }
+}

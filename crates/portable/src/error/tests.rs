@@ -149,6 +149,31 @@ fn every_variant() -> Vec<(Error, &'static str)> {
             },
             "jobs",
         ),
+        (
+            Error::JobsFailed {
+                units: vec![s("k.service")],
+            },
+            "k.service",
+        ),
+        (
+            Error::BadJournal {
+                path: "/etc/systemd/.realms-portable.journal".into(),
+                reason: s("eof"),
+            },
+            ".realms-portable.journal",
+        ),
+        (Error::BadLimit(s("1Q")), "1Q"),
+        (
+            Error::NoQuota(s("/var/lib/portables/foo")),
+            "/var/lib/portables/foo",
+        ),
+        (
+            Error::JournalReplay {
+                path: "/run/systemd/.realms-portable.journal".into(),
+                source: boxed(Error::NoSuchPath(s("/x"))),
+            },
+            "/run/systemd/.realms-portable.journal",
+        ),
         (Error::ProfileInstall { name: s("strict") }, "strict"),
         (Error::Unit(unit_err()), "bad line"),
         (
