@@ -5,6 +5,7 @@
 
 pub mod aptrepo;
 pub mod container;
+pub mod failpoints;
 pub mod fixtures;
 pub mod guest;
 pub mod http;

@@ -104,6 +104,7 @@ pub fn import(
         });
     }
     let staged = store.stage_empty(name)?;
+    realms_sys::failpoint::hit("image-import-staging");
     match source {
         Source::Dir(dir) => {
             progress.report(Event::progress(format!("copying {}", dir.display())));
@@ -120,8 +121,10 @@ pub fn import(
             debootstrap(suite, packages, &staged)?;
         }
     }
+    realms_sys::failpoint::hit("image-import-unpacked");
     progress.report(Event::progress("checking the tree"));
     prepare_tree(staged.path())?;
+    realms_sys::failpoint::hit("image-import-prepared");
     store.commit_new(staged, name)?;
     store.get(name)
 }

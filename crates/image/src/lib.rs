@@ -10,6 +10,7 @@
 pub mod activate;
 mod error;
 mod import;
+mod journal;
 pub mod keys;
 pub mod meta;
 mod name;
@@ -20,4 +21,4 @@ mod store;
 pub use error::{Error, Result, toml_line};
 pub use import::{Source, import};
 pub use name::validate_name;
-pub use store::{ImageInfo, ImageKind, ImageStore, Staged, copy_tree, delete_tree};
+pub use store::{ImageInfo, ImageKind, ImageStore, Staged, Users, copy_tree, delete_tree};

@@ -84,6 +84,7 @@ pub fn create(store: &RealmStore, realm: &str, snap: Option<&str>) -> Result<Sna
     };
     let staging = Staging::new(base.join(format!(".staging-{snap}-{}", std::process::id())));
     Parts::of_realm(store, realm)?.write_snapshot(staging.path())?;
+    realms_sys::failpoint::hit("realm-snapshot-written");
     let text = toml::to_string(&info).map_err(|e| Error::realm(realm, e.to_string()))?;
     atomic::write_file(staging.path().join(INFO), text.as_bytes(), 0o644)?;
     atomic::rename_noreplace(staging.path(), &dest)?;
@@ -148,6 +149,7 @@ pub fn restore(store: &RealmStore, realm: &str, snap: &str) -> Result<Snapshot> 
             .join(format!(".staging-realm-{realm}-{}", std::process::id())),
     );
     Parts::of_snapshot(&path)?.assemble_realm(store, staging.path())?;
+    realms_sys::failpoint::hit("realm-restore-assembled");
     let live = store.realm_dir(realm);
     let old_lower = crate::pins::target(store, &live.join("lower"));
     atomic::exchange(staging.path(), &live)?;
