@@ -383,3 +383,219 @@ fn tarball() -> String {
     assert!(Path::new(&format!("{}.gz", tar.display())).exists());
     tar.to_string_lossy().into_owned()
 }
+
+/// The store's image directory has nothing but images (no staging tree, nothing set aside).
+fn assert_no_image_leftovers(r: &KillRoot) {
+    let left: Vec<String> = fs::read_dir(r.path().join("storage/appimg"))
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with('.'))
+        .collect();
+    assert!(left.is_empty(), "leftovers in the image store: {left:?}");
+}
+
+/// Waits up to `secs` for `done`; false if it never came.
+fn wait_for(secs: u64, mut done: impl FnMut() -> bool) -> bool {
+    let until = std::time::Instant::now() + std::time::Duration::from_secs(secs);
+    while std::time::Instant::now() < until {
+        if done() {
+            return true;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(2));
+    }
+    false
+}
+
+/// The children of `pid` (from /proc/*/stat).
+fn children_of(pid: u32) -> Vec<u32> {
+    fs::read_dir("/proc")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| {
+            let child = e.file_name().to_str()?.parse::<u32>().ok()?;
+            let stat = fs::read_to_string(e.path().join("stat")).ok()?;
+            let ppid = stat.rsplit(')').next()?.split_whitespace().nth(1)?;
+            (ppid.parse::<u32>().ok()? == pid).then_some(child)
+        })
+        .collect()
+}
+
+fn alive(pid: u32) -> bool {
+    fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| {
+        !s.rsplit(')')
+            .next()
+            .unwrap_or("")
+            .trim_start()
+            .starts_with('Z')
+    })
+}
+
+/// Regression (issue 10): a killed `appimg import` left `cp` writing into the staging tree,
+/// and the next import failed ("Directory not empty"). Children now die with realms.
+#[test]
+fn appimg_import_killed_leaves_no_cp_writing_into_staging() {
+    let src = realms_tests::fixtures::fixtures_dir().join("kill-big-tree-v1");
+    realms_tests::fixtures::with_fixture_lock(|| {
+        if !src.exists() {
+            let build = src.with_file_name(".build-kill-big-tree");
+            let _ = fs::remove_dir_all(&build);
+            realms_tests::failpoints::small_tree(&build, "big");
+            // Big enough that cp is still copying when we look (random: no holes to skip).
+            run(Command::new("head")
+                .args(["-c", "268435456", "/dev/urandom"])
+                .stdout(fs::File::create(build.join("usr/big")).unwrap()));
+            fs::rename(&build, &src).unwrap();
+        }
+    });
+    let r = KillRoot::new(false);
+    store(&r);
+    let src = src.to_string_lossy().into_owned();
+    let mut child = r
+        .command(&["appimg", "import", "big", &src])
+        .spawn()
+        .unwrap();
+    let pid = child.id();
+    let mut cp = None;
+    assert!(
+        wait_for(60, || {
+            cp = children_of(pid).into_iter().find(|c| {
+                fs::read_to_string(format!("/proc/{c}/comm")).is_ok_and(|n| n.trim() == "cp")
+            });
+            cp.is_some()
+        }),
+        "never saw cp running under `realms appimg import`"
+    );
+    let cp = cp.unwrap();
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert!(
+        wait_for(5, || !alive(cp)),
+        "cp (pid {cp}) still runs after realms was killed"
+    );
+    r.ok(NEUTRAL);
+    assert_no_image_leftovers(&r);
+    r.ok(&["appimg", "import", "big", &src]);
+    assert_no_image_leftovers(&r);
+}
+
+/// Regression (issue 10): a killed `update-appimg` left its nspawn container running, and
+/// the next command deleted the root under it. The container now goes with realms (and the
+/// next command kills what still runs in a staging tree before deleting it).
+#[test]
+fn update_appimg_killed_leaves_no_container_running() {
+    let r = KillRoot::new(false);
+    store(&r);
+    let before = realms_tests::failpoints::state(r.path());
+    let mut child = r
+        .command(&[
+            "update-appimg",
+            "base",
+            "--",
+            "/usr/bin/busybox",
+            "sh",
+            "-c",
+            "/usr/bin/busybox touch /started; exec /usr/bin/busybox sleep 600",
+        ])
+        .stdin(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let staging = r
+        .path()
+        .join(format!("storage/appimg/.staging-base-{}", child.id()));
+    assert!(
+        wait_for(60, || staging.join("started").exists()),
+        "the update's container never started"
+    );
+    assert!(!realms_tests::failpoints::processes_inside(r.path()).is_empty());
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert!(
+        wait_for(10, || realms_tests::failpoints::processes_inside(r.path())
+            .is_empty()),
+        "still running after realms was killed: {:?}",
+        realms_tests::failpoints::processes_inside(r.path())
+    );
+    r.ok(NEUTRAL);
+    assert_no_image_leftovers(&r);
+    assert_eq!(realms_tests::failpoints::state(r.path()), before);
+}
+
+/// Eight mutating commands at once on one store: each waits for the store lock; afterwards the
+/// store is consistent, and the losers (a name taken by a winner, a realm not made yet) fail
+/// with a message naming the realm.
+#[test]
+fn eight_parallel_mutating_commands_keep_the_store_consistent() {
+    let r = KillRoot::new(false);
+    store(&r);
+    let commands: [&[&str]; 8] = [
+        &["new", "dup"],
+        &["new", "dup"],
+        &["new", "dup"],
+        &["new", "p1"],
+        &["clone", "r1", "p2"],
+        &["config", "main", "use-kvm", "true"],
+        &["snapshot", "main", "sp"],
+        &["default", "p1"],
+    ];
+    let children: Vec<_> = commands
+        .iter()
+        .map(|args| {
+            r.command(args)
+                .stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    let outs: Vec<_> = children
+        .into_iter()
+        .map(|c| c.wait_with_output().unwrap())
+        .collect();
+    let mut dup_wins = 0;
+    for (args, out) in commands.iter().zip(&outs) {
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            !err.contains("panicked"),
+            "`realms {}`: {err}",
+            args.join(" ")
+        );
+        if out.status.success() {
+            dup_wins += usize::from(args[1] == "dup");
+            continue;
+        }
+        let realm = args.last().unwrap();
+        assert!(
+            err.starts_with("error: ") && err.contains(&format!("'{realm}'")),
+            "`realms {}` lost without a clear message: {err}",
+            args.join(" ")
+        );
+        match args[0] {
+            "new" => assert!(err.contains("exists"), "{err}"),
+            "default" => assert!(err.contains("does not exist"), "{err}"),
+            _ => panic!("`realms {}` failed: {err}", args.join(" ")),
+        }
+    }
+    assert_eq!(dup_wins, 1, "exactly one `new dup` wins");
+    // Consistent: every realm complete, nothing half-made or set aside, the changes all there.
+    let list = r.ok(&["list"]);
+    for realm in ["main", "r1", "dup", "p1", "p2"] {
+        assert!(list.contains(realm), "{realm} missing from:\n{list}");
+        let dir = r.path().join(format!("storage/realms/realm-{realm}"));
+        assert!(
+            dir.join("config").is_file() && dir.join("rootfs").is_dir(),
+            "{realm}"
+        );
+    }
+    let leftovers: Vec<String> = fs::read_dir(r.path().join("storage/realms"))
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with('.') && n != ".lock")
+        .collect();
+    assert!(leftovers.is_empty(), "{leftovers:?}");
+    assert_no_image_leftovers(&r);
+    assert!(r.ok(&["config", "main", "use-kvm"]).contains("true"));
+    assert!(r.ok(&["snapshot", "list", "main"]).contains("sp"));
+}

@@ -430,6 +430,13 @@ impl ImageStore {
         };
         for entry in entries.flatten() {
             let name = entry.file_name().to_string_lossy().into_owned();
+            if atomic::is_temp_name(&entry.file_name())
+                && entry.file_type().is_ok_and(|t| !t.is_dir())
+            {
+                // A journal being written when the command was killed (never started).
+                let _ = fs::remove_file(entry.path());
+                continue;
+            }
             let stale = if let Some(rest) = name.strip_prefix(STAGING_PREFIX) {
                 rest.rsplit('-')
                     .next()

@@ -38,14 +38,15 @@ impl RealmStore {
 pub(crate) fn finish_removal(store: &RealmStore, name: &str, aside: &Path) -> Result<()> {
     let lower = crate::pins::target(store, &aside.join("lower"));
     store.clear_current(name)?;
-    delete_realm_tree(aside)?;
-    realms_sys::failpoint::hit("realm-remove-deleted");
     crate::snapshot::remove_all(store, name)?;
     realms_sys::failpoint::hit("realm-remove-snapshots");
     if let Some(lower) = lower {
         crate::rebase::prune_kept(store, &lower)?;
     }
     launch::forget(store, name);
+    // Last: while the set-aside directory is there, the next command finishes all of this.
+    delete_realm_tree(aside)?;
+    realms_sys::failpoint::hit("realm-remove-deleted");
     Ok(())
 }
 
@@ -105,7 +106,14 @@ pub(crate) fn cleanup_snapshots(store: &RealmStore) -> Result<()> {
                 delete_realm_tree(&entry.path())?;
             }
         }
+        // An empty directory of a realm's snapshots (made by a snapshot command killed
+        // before its snapshot was in place, or left by the last removal) is no state: it goes,
+        // so that it does not block a later realm of that name.
+        if d != top {
+            let _ = fs::remove_dir(&d);
+        }
     }
+    let _ = fs::remove_dir(&top);
     Ok(())
 }
 
