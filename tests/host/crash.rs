@@ -332,8 +332,10 @@ fn update_appimg_survives_a_kill_at_every_failpoint() {
 #[test]
 fn zone_changes_survive_a_kill_at_every_failpoint() {
     let zone = realms_tests::realms::name("kz");
+    // An explicit subnet: the one a zone gets by default depends on the store's path.
     let setup = |r: &KillRoot| {
         store(r);
+        r.ok(&["zone", &zone, "subnet", "10.251.76.0/24"]);
         r.ok(&["zone", &zone, "nat", "on"]);
     };
     let off = ["zone", zone.as_str(), "nat", "off"];
@@ -357,6 +359,8 @@ fn zone_changes_survive_a_kill_at_every_failpoint() {
             },
         ],
     );
+    // The zone's host-wide record (no bridge or table: no realm of it ever ran).
+    let _ = fs::remove_file(format!("/run/realms/net/{zone}.toml"));
 }
 
 /// A tarball of the small tree (and its .tar.gz), made once.
