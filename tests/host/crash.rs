@@ -167,6 +167,27 @@ fn realm_commands_survive_a_kill_at_every_failpoint() {
                 neutral: NEUTRAL,
             },
             Case {
+                name: "config --add",
+                plain: false,
+                setup: &store,
+                args: &["config", "r1", "extra-bindmounts", "--add", "/srv"],
+                neutral: NEUTRAL,
+            },
+            Case {
+                name: "snapshot remove",
+                plain: false,
+                setup: &with_snapshot,
+                args: &["snapshot", "remove", "r1", "s1"],
+                neutral: NEUTRAL,
+            },
+            Case {
+                name: "rebase (overlay realm onto the current version)",
+                plain: true,
+                setup: &pinned,
+                args: &["rebase", "r1"],
+                neutral: NEUTRAL,
+            },
+            Case {
                 name: "remove (overlay realm, plain store)",
                 plain: true,
                 setup: &pinned,
