@@ -1,5 +1,6 @@
 //! Host tier: real btrfs, loop devices, mounts, systemd-nspawn and booted systemd containers.
 
+mod crash;
 mod dbus;
 mod desktop;
 mod display;

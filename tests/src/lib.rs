@@ -5,6 +5,7 @@
 
 pub mod aptrepo;
 pub mod container;
+pub mod failpoints;
 pub mod failpoints_portable;
 pub mod fixtures;
 pub mod guest;

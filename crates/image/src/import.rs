@@ -113,6 +113,7 @@ pub fn import(
         });
     }
     let staged = store.stage_empty(name)?;
+    realms_sys::failpoint::hit("image-import-staging");
     match source {
         Source::Dir(dir) => {
             progress.report(Event::progress(format!("copying {}", dir.display())));
@@ -129,6 +130,7 @@ pub fn import(
             debootstrap(suite, packages, &staged)?;
         }
     }
+    realms_sys::failpoint::hit("image-import-unpacked");
     progress.report(Event::progress("checking the tree"));
     for node in remove_device_nodes(staged.path())? {
         progress.report(Event::warning(format!(
@@ -137,6 +139,7 @@ pub fn import(
         )));
     }
     prepare_tree(staged.path())?;
+    realms_sys::failpoint::hit("image-import-prepared");
     store.commit_new(staged, name)?;
     store.get(name)
 }

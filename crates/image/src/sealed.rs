@@ -88,8 +88,10 @@ pub fn build(
         "making the {} filesystem",
         opts.filesystem.name()
     )));
+    realms_sys::failpoint::hit("image-build-staging");
     mkfs(opts.filesystem, &opts.tree, &raw, &opts.name)?;
     pad_to_block(&raw)?;
+    realms_sys::failpoint::hit("image-build-filesystem");
     let version = match &opts.version {
         Some(v) => v.clone(),
         None => installed_meta(store, &opts.name)
@@ -110,6 +112,7 @@ pub fn build(
     if let Some(signing) = &signing {
         progress.report(Event::progress("computing the dm-verity hash tree"));
         meta.verity = Some(format_verity(&dir)?);
+        realms_sys::failpoint::hit("image-build-verity");
         meta.signed_by = opts
             .key
             .as_deref()

@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 use realms_sys::{atomic, btrfs};
 use serde::Serialize;
 
+use crate::journal::Step;
 use crate::meta::compare_versions;
 use crate::record::{Record, next_after};
 use crate::{Error, Result, validate_name};
@@ -272,17 +273,18 @@ impl ImageStore {
         }
         record_tree(staged.path(), "1".to_string())?;
         seal_tree(staged.path())?;
+        realms_sys::failpoint::hit("image-new-sealed");
         let src = staged.take();
         atomic::rename_noreplace(&src, &dest)?;
         self.remember_seal(name)?;
         Ok(dest)
     }
 
-    /// Replaces image `name` with a staging tree; the old version becomes `NAME.appimg.prev`.
-    ///
-    /// Returns the former `.prev` tree, moved aside under a dot-name and not yet deleted, so the
-    /// caller can keep it for realms that still use it (or delete it with [`delete_tree`]).
-    pub fn commit_update(&self, staged: Staged, name: &str) -> Result<Option<PathBuf>> {
+    /// Replaces image `name` with a staging tree; the old version becomes `NAME.appimg.prev`,
+    /// and the former `.prev` is kept as `NAME.appimg.old-N` while `users.prev` point at it
+    /// (deleted otherwise). Each `lower` link follows the version it points at. Journaled: a
+    /// command killed at any step is finished by the next one under the store lock.
+    pub fn commit_update(&self, staged: Staged, name: &str, users: &Users) -> Result<()> {
         let current = self.get(name)?.path;
         let prev = self.prev_path(name);
         let known: Vec<Option<String>> = [current.clone(), prev.clone()]
@@ -295,21 +297,55 @@ impl ImageStore {
             next_after(known.iter().map(|v| v.as_deref())),
         )?;
         seal_tree(staged.path())?;
-        let retired = if prev.exists() {
-            let aside = self
-                .dir
-                .join(format!(".retired-{name}-{}", unique_suffix()));
-            atomic::rename(&prev, &aside)?;
-            Some(aside)
-        } else {
-            None
-        };
-        let staged = staged.take();
-        // One atomic step makes the new tree current; the old one now sits at the staging name.
-        atomic::exchange(&staged, &current)?;
-        atomic::rename(&staged, &prev)?;
-        self.remember_seal(name)?;
-        Ok(retired)
+        realms_sys::failpoint::hit("image-update-staged");
+        let mut steps = Vec::new();
+        let mut delete = None;
+        if prev.exists() {
+            let retired = if users.prev.is_empty() {
+                let aside = self
+                    .dir
+                    .join(format!(".retired-{name}-{}", unique_suffix()));
+                delete = Some(aside.clone());
+                aside
+            } else {
+                self.next_kept_path(name)
+            };
+            steps.push(Step::Rename {
+                from: prev.clone(),
+                to: retired.clone(),
+            });
+            steps.extend(links(&users.prev, &retired));
+        }
+        steps.push(Step::Rename {
+            from: current.clone(),
+            to: prev.clone(),
+        });
+        steps.extend(links(&users.current, &prev));
+        steps.push(Step::Rename {
+            from: staged.take(),
+            to: current,
+        });
+        steps.extend(delete.map(|path| Step::Delete { path }));
+        self.run_journal(name, steps)?;
+        self.remember_seal(name)
+    }
+
+    /// `NAME.appimg.old-N` with N past every kept version.
+    fn next_kept_path(&self, name: &str) -> PathBuf {
+        let n = self
+            .kept_versions(name)
+            .iter()
+            .filter_map(|p| {
+                p.to_string_lossy()
+                    .rsplit("old-")
+                    .next()?
+                    .parse::<u32>()
+                    .ok()
+            })
+            .max()
+            .unwrap_or(0)
+            + 1;
+        self.dir.join(format!("{name}.appimg.old-{n}"))
     }
 
     /// Records a sealed image's version, now current by the user's command (a build, an
@@ -340,10 +376,11 @@ impl ImageStore {
         kept
     }
 
-    /// Swaps `NAME.appimg` and `NAME.appimg.prev` in one atomic step; returns the versions
+    /// Swaps `NAME.appimg` and `NAME.appimg.prev` (journaled); returns the versions
     /// (before, after). Refused when the previous version is the newer one (the image was
-    /// rolled back already): swapping again would roll forward.
-    pub fn rollback(&self, name: &str) -> Result<(Option<String>, Option<String>)> {
+    /// rolled back already): swapping again would roll forward. The `lower` links of `users`
+    /// follow the versions they point at.
+    pub fn rollback(&self, name: &str, users: &Users) -> Result<(Option<String>, Option<String>)> {
         let current = self.get(name)?.path;
         let prev = self.prev_path(name);
         if !prev.is_dir() {
@@ -367,36 +404,71 @@ impl ImageStore {
                 newer: before.clone().unwrap_or_default(),
             });
         }
-        atomic::exchange(&prev, &current)?;
+        let aside = self
+            .dir
+            .join(format!(".rollback-{name}-{}", unique_suffix()));
+        let mut steps = vec![
+            Step::Rename {
+                from: current.clone(),
+                to: aside.clone(),
+            },
+            Step::Rename {
+                from: prev.clone(),
+                to: current.clone(),
+            },
+            Step::Rename {
+                from: aside,
+                to: prev.clone(),
+            },
+        ];
+        steps.extend(links(&users.current, &prev));
+        steps.extend(links(&users.prev, &current));
+        self.run_journal(name, steps)?;
         self.remember_seal(name)?;
         Ok((now, before))
     }
 
-    /// Deletes image `name` and its previous version.
-    pub fn remove(&self, name: &str) -> Result<()> {
+    /// Deletes image `name`, its previous version and the `also` trees (kept versions), all
+    /// or nothing (journaled).
+    pub fn remove(&self, name: &str, also: &[PathBuf]) -> Result<()> {
         let path = self.get(name)?.path;
-        // Rename first so a crash never leaves half an image under the real name.
-        let aside = self
-            .dir
-            .join(format!(".removing-{name}-{}", unique_suffix()));
-        atomic::rename(&path, &aside)?;
-        delete_tree(&aside)?;
         let prev = self.prev_path(name);
-        if prev.exists() {
-            delete_tree(&prev)?;
+        let trees = std::iter::once(path)
+            .chain(prev.exists().then_some(prev))
+            .chain(also.iter().cloned());
+        let mut steps = Vec::new();
+        let mut deletes = Vec::new();
+        for (i, tree) in trees.enumerate() {
+            // Renamed first so that a crash never leaves half an image under a real name.
+            let aside = self
+                .dir
+                .join(format!(".removing-{name}-{i}-{}", unique_suffix()));
+            steps.push(Step::Rename {
+                from: tree,
+                to: aside.clone(),
+            });
+            deletes.push(Step::Delete { path: aside });
         }
-        Ok(())
+        steps.extend(deletes);
+        self.run_journal(name, steps)
     }
 
     /// Removes what interrupted commands left behind (staging trees of dead processes, trees
     /// being removed). Call it with the store lock held. Returns what was removed.
     pub fn cleanup_leftovers(&self) -> Result<Vec<PathBuf>> {
-        let mut removed = Vec::new();
+        let mut removed = self.finish_journals()?;
         let Ok(entries) = fs::read_dir(&self.dir) else {
             return Ok(removed);
         };
         for entry in entries.flatten() {
             let name = entry.file_name().to_string_lossy().into_owned();
+            if atomic::is_temp_name(&entry.file_name())
+                && entry.file_type().is_ok_and(|t| !t.is_dir())
+            {
+                // A journal being written when the command was killed (never started).
+                let _ = fs::remove_file(entry.path());
+                continue;
+            }
             let stale = if let Some(rest) = name.strip_prefix(STAGING_PREFIX) {
                 rest.rsplit('-')
                     .next()
@@ -404,15 +476,70 @@ impl ImageStore {
                     .is_some_and(|pid| {
                         pid != std::process::id() && !realms_sys::proc::pid_alive(pid)
                     })
+            } else if let Some(rest) = name.strip_prefix(".mount-") {
+                // An image mounted to be unpacked by an update that was killed.
+                let dead = rest
+                    .rsplit('-')
+                    .next()
+                    .and_then(|p| p.parse::<u32>().ok())
+                    .is_some_and(|pid| !realms_sys::proc::pid_alive(pid));
+                if dead {
+                    let _ = realms_sys::mount::umount(entry.path(), true);
+                    let _ = fs::remove_dir(entry.path());
+                }
+                false
             } else {
-                name.starts_with(".removing-")
+                // Journals are finished above, so what is set aside here belongs to no one.
+                name.starts_with(".removing-") || name.starts_with(".retired-")
             };
             if stale {
+                // Whatever still runs in it (the container of a killed update) goes first.
+                kill_rooted_below(&entry.path());
                 delete_tree(&entry.path())?;
                 removed.push(entry.path());
             }
         }
         Ok(removed)
+    }
+}
+
+/// The `lower` links (of overlay realms and their snapshots) on the current and on the
+/// previous version of an image: they follow the version they point at when it is renamed.
+#[derive(Debug, Clone, Default)]
+pub struct Users {
+    /// Links to `NAME.appimg`.
+    pub current: Vec<PathBuf>,
+    /// Links to `NAME.appimg.prev`.
+    pub prev: Vec<PathBuf>,
+}
+
+/// Steps pointing each link at `tree` as the realms see it (`/storage/appimg/...`).
+fn links(links: &[PathBuf], tree: &Path) -> Vec<Step> {
+    let inside = Path::new("/storage/appimg").join(tree.file_name().unwrap_or_default());
+    links
+        .iter()
+        .map(|link| Step::Link {
+            link: link.clone(),
+            target: inside.clone(),
+        })
+        .collect()
+}
+
+/// Kills the processes whose root is `dir` (or a directory below it: a container started on
+/// a staging tree) and waits for them to go, so the tree is not deleted under them.
+fn kill_rooted_below(dir: &Path) {
+    let Ok(pids) = realms_sys::proc::rooted_at(dir) else {
+        return;
+    };
+    for pid in &pids {
+        tracing::info!("killing process {pid}, left running in {}", dir.display());
+        let _ = realms_sys::proc::kill(*pid, realms_sys::proc::Signal::KILL);
+    }
+    for _ in 0..100 {
+        if pids.iter().all(|p| !realms_sys::proc::pid_alive(*p)) {
+            return;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
     }
 }
 
@@ -508,17 +635,20 @@ mod tests {
             .commit_new(staged_tree(&store, "img", "one"), "img")
             .unwrap();
         store
-            .commit_update(staged_tree(&store, "img", "two"), "img")
+            .commit_update(staged_tree(&store, "img", "two"), "img", &Users::default())
             .unwrap();
         let info = store.get("img").unwrap();
         assert_eq!(info.version.as_deref(), Some("2"));
         assert_eq!(info.previous_version.as_deref(), Some("1"));
         assert!(info.size.is_some() && info.created.is_some());
 
-        let (from, to) = store.rollback("img").unwrap();
+        let (from, to) = store.rollback("img", &Users::default()).unwrap();
         assert_eq!((from.as_deref(), to.as_deref()), (Some("2"), Some("1")));
         assert!(store.path("img").join("one").exists());
-        let err = store.rollback("img").unwrap_err().to_string();
+        let err = store
+            .rollback("img", &Users::default())
+            .unwrap_err()
+            .to_string();
         assert!(
             err.contains("already rolled back") && err.contains("version 1"),
             "{err}"
@@ -527,7 +657,11 @@ mod tests {
 
         // The next update is newer than every version there was.
         store
-            .commit_update(staged_tree(&store, "img", "three"), "img")
+            .commit_update(
+                staged_tree(&store, "img", "three"),
+                "img",
+                &Users::default(),
+            )
             .unwrap();
         assert_eq!(store.get("img").unwrap().version.as_deref(), Some("3"));
     }

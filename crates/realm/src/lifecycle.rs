@@ -31,6 +31,7 @@ pub fn create(store: &RealmStore, name: &str, image: &str, say: &dyn Report) -> 
         .join(format!(".staging-realm-{name}-{}", std::process::id()));
     let guard = RemoveOnDrop(&staging);
     mkdir(&staging)?;
+    realms_sys::failpoint::hit("realm-new-staging");
 
     let template = fs::read_to_string(store.dir().join("config")).unwrap_or_default();
     let config = set_line(&template, "appimg", &toml::Value::String(image.to_string()));
@@ -54,6 +55,7 @@ pub fn create(store: &RealmStore, name: &str, image: &str, say: &dyn Report) -> 
         });
         populated.and(flushed)
     })?;
+    realms_sys::failpoint::hit("realm-new-populated");
     atomic::rename_noreplace(&staging, &dest)?;
     guard.disarm();
     Ok(())
@@ -124,19 +126,16 @@ pub fn remove(store: &RealmStore, name: &str, stop: bool, say: &dyn Report) -> R
     }
     // Never delete a root that something still runs in.
     crate::launch::check_unused(store, name, settle)?;
-    store.clear_current(name)?;
     let aside = store
         .dir()
         .join(format!(".removing-realm-{name}-{}", std::process::id()));
-    let lower = crate::pins::target(store, &store.realm_dir(name).join("lower"));
     let snapshots = crate::snapshot::list(store, name).map_or(0, |s| s.len());
+    realms_sys::failpoint::hit("realm-remove-checked");
+    // The one step that decides: from here on the next command finishes the removal
+    // (`recover::finish_removals`) if this one is killed.
     atomic::rename(store.realm_dir(name), &aside)?;
-    delete_realm_tree(&aside)?;
-    crate::snapshot::remove_all(store, name)?;
-    if let Some(lower) = lower {
-        crate::rebase::prune_kept(store, &lower)?;
-    }
-    crate::launch::forget(store, name);
+    realms_sys::failpoint::hit("realm-remove-aside");
+    crate::recover::finish_removal(store, name, &aside)?;
     match snapshots {
         0 => say.report(Event::progress(format!("Removed realm '{name}'"))),
         n => say.report(Event::progress(format!(
@@ -190,6 +189,7 @@ pub fn config_set(store: &RealmStore, name: &str, key: &str, value: &str) -> Res
     let text = crate::config::read_text(&path)?;
     let new = set_line(&text, key, &parsed);
     RealmConfig::parse(&new, &path)?;
+    realms_sys::failpoint::hit("realm-config-checked");
     atomic::write_file(&path, new.as_bytes(), 0o644)?;
     Ok(())
 }
@@ -253,6 +253,7 @@ pub fn config_edit(store: &RealmStore, name: &str, key: &str, edit: ListEdit) ->
     let parsed = parse_value(key, &list.to_string())?;
     let new = set_line(&text, key, &parsed);
     RealmConfig::parse(&new, &path)?;
+    realms_sys::failpoint::hit("realm-config-checked");
     atomic::write_file(&path, new.as_bytes(), 0o644)?;
     Ok(())
 }

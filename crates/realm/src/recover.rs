@@ -23,13 +23,54 @@ impl RealmStore {
     pub fn lock(&self) -> Result<StoreLock> {
         self.init()?;
         let lock = self.acquire(&self.dir().join(".lock"))?;
+        // First: finishing a journaled image change puts back the `lower` links of realms.
+        self.images().cleanup_leftovers()?;
+        finish_removals(self)?;
         self.cleanup_leftovers()?;
         cleanup_snapshots(self)?;
         cleanup_rebases(self)?;
         finish_renames(self)?;
-        self.images().cleanup_leftovers()?;
         Ok(lock)
     }
+}
+
+/// The rest of `realms remove NAME` once the realm directory is renamed to `aside`: its root,
+/// its snapshots, the kept image version only it used, the current-realm link, runtime files.
+pub(crate) fn finish_removal(store: &RealmStore, name: &str, aside: &Path) -> Result<()> {
+    let lower = crate::pins::target(store, &aside.join("lower"));
+    store.clear_current(name)?;
+    crate::snapshot::remove_all(store, name)?;
+    realms_sys::failpoint::hit("realm-remove-snapshots");
+    if let Some(lower) = lower {
+        crate::rebase::prune_kept(store, &lower)?;
+    }
+    launch::forget(store, name);
+    // Last: while the set-aside directory is there, the next command finishes all of this.
+    delete_realm_tree(aside)?;
+    realms_sys::failpoint::hit("realm-remove-deleted");
+    Ok(())
+}
+
+/// Finishes removals of realms whose command was killed after the realm directory was
+/// renamed aside (`.removing-realm-NAME-PID`).
+fn finish_removals(store: &RealmStore) -> Result<()> {
+    for entry in fs::read_dir(store.dir()).into_iter().flatten().flatten() {
+        let file = entry.file_name().to_string_lossy().into_owned();
+        let Some((name, pid)) = file
+            .strip_prefix(".removing-realm-")
+            .and_then(|rest| rest.rsplit_once('-'))
+        else {
+            continue;
+        };
+        let dead = pid
+            .parse::<u32>()
+            .is_ok_and(|p| p != std::process::id() && !realms_sys::proc::pid_alive(p));
+        if dead && validate_name("realm", name).is_ok() && !store.realm_dir(name).exists() {
+            tracing::info!("finishing the interrupted removal of realm '{name}'");
+            finish_removal(store, name, &entry.path())?;
+        }
+    }
+    Ok(())
 }
 
 /// Removes what interrupted snapshot commands left (staging and half-removed snapshots).
@@ -66,7 +107,14 @@ pub(crate) fn cleanup_snapshots(store: &RealmStore) -> Result<()> {
                 delete_realm_tree(&entry.path())?;
             }
         }
+        // An empty directory of a realm's snapshots (made by a snapshot command killed
+        // before its snapshot was in place, or left by the last removal) is no state: it goes,
+        // so that it does not block a later realm of that name.
+        if d != top {
+            let _ = fs::remove_dir(&d);
+        }
     }
+    let _ = fs::remove_dir(&top);
     Ok(())
 }
 
@@ -97,7 +145,9 @@ pub(crate) fn cleanup_rebases(store: &RealmStore) -> Result<()> {
 /// Every step of a rename, each one done only if it is not done yet.
 pub(crate) fn finish_rename(store: &RealmStore, old: &str, new: &str) -> Result<()> {
     move_if_there(&store.realm_dir(old), &store.realm_dir(new))?;
+    realms_sys::failpoint::hit("realm-rename-moved");
     move_if_there(&store.snapshot_dir(old), &store.snapshot_dir(new))?;
+    realms_sys::failpoint::hit("realm-rename-snapshots-moved");
     if store.default_realm().as_deref() == Some(old) {
         atomic::replace_symlink(format!("realm-{new}"), store.dir().join("default.realm"))?;
     }

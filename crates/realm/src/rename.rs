@@ -30,6 +30,7 @@ pub fn clone(store: &RealmStore, src: &str, dst: &str) -> Result<RootKind> {
             .join(format!(".staging-realm-{dst}-{}", std::process::id())),
     );
     Parts::of_realm(store, src)?.assemble_realm(store, staging.path())?;
+    realms_sys::failpoint::hit("realm-clone-assembled");
     atomic::rename_noreplace(staging.path(), store.realm_dir(dst))?;
     staging.committed();
     Ok(store.root_kind(dst))

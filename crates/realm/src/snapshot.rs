@@ -89,6 +89,7 @@ pub fn create(store: &RealmStore, realm: &str, snap: Option<&str>) -> Result<Sna
     };
     let staging = Staging::new(base.join(format!(".staging-{snap}-{}", std::process::id())));
     Parts::of_realm(store, realm)?.write_snapshot(staging.path(), store.owner())?;
+    realms_sys::failpoint::hit("realm-snapshot-written");
     let text = toml::to_string(&info).map_err(|source| Error::Serialize {
         path: dest.join(INFO),
         source,
@@ -156,6 +157,7 @@ pub fn restore(store: &RealmStore, realm: &str, snap: &str) -> Result<Snapshot> 
             .join(format!(".staging-realm-{realm}-{}", std::process::id())),
     );
     Parts::of_snapshot(&path)?.assemble_realm(store, staging.path())?;
+    realms_sys::failpoint::hit("realm-restore-assembled");
     let live = store.realm_dir(realm);
     let old_lower = crate::pins::target(store, &live.join("lower"));
     atomic::exchange(staging.path(), &live)?;

@@ -299,6 +299,14 @@ impl RealmStore {
 
     /// Removes what interrupted creations and removals left in the store.
     pub(crate) fn cleanup_leftovers(&self) -> Result<()> {
+        // Temporary files of atomic writes that a killed command left (configs, symlinks,
+        // intent files), in the store and in each realm directory; only the current-realm link's
+        // in the run directory (other writers there take no lock).
+        remove_temp_files(&self.dir, |_| true);
+        for name in self.names()? {
+            remove_temp_files(&self.realm_dir(&name), |_| true);
+        }
+        remove_temp_files(&self.run, |n| n.starts_with(".#current.realm."));
         let Ok(entries) = fs::read_dir(&self.dir) else {
             return Ok(());
         };
@@ -370,6 +378,19 @@ fn link_realm(link: &Path) -> Option<String> {
         .strip_prefix("realm-")?
         .to_string();
     validate_name("realm", &name).ok().map(|_| name)
+}
+
+/// Removes the temporary files of atomic writes (`.#NAME.SUFFIX`) in `dir` that `keep_if`
+/// accepts (by file name); call with the store lock held.
+pub(crate) fn remove_temp_files(dir: &Path, which: impl Fn(&str) -> bool) {
+    for entry in fs::read_dir(dir).into_iter().flatten().flatten() {
+        let name = entry.file_name();
+        let is_file = entry.file_type().is_ok_and(|t| !t.is_dir());
+        if is_file && atomic::is_temp_name(&name) && which(&name.to_string_lossy()) {
+            tracing::info!("removing the leftover {}", entry.path().display());
+            let _ = fs::remove_file(entry.path());
+        }
+    }
 }
 
 pub(crate) fn mkdir(path: &Path) -> Result<()> {

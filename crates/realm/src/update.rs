@@ -10,10 +10,10 @@ use std::path::{Path, PathBuf};
 
 use realms_image::meta::{Meta, compare_versions};
 use realms_image::sealed::{self, BuildOptions, Filesystem};
-use realms_image::{ImageInfo, ImageKind, ImageStore, keys};
-use realms_sys::{atomic, cmd::Cmd};
+use realms_image::{ImageInfo, ImageKind, ImageStore, Users, keys};
+use realms_sys::cmd::Cmd;
 
-use crate::pins::{Pin, overlay_pins, owners_of};
+use crate::pins::{overlay_pins, owners_of};
 use crate::store::RealmStore;
 use crate::{Error, Result, launch::Executor};
 use realms_sys::event::{Event, Report};
@@ -90,6 +90,7 @@ pub fn update_appimg_with(
     }
     let cmd = container_command(store, &machine, staged.path(), command);
     let code = run(cmd, staged.path())?;
+    realms_sys::failpoint::hit("realm-update-ran");
     if code != 0 {
         say.report(Event::progress(format!(
             "The update exited with status {code}; {image} appimg is unchanged"
@@ -105,6 +106,7 @@ pub fn update_appimg_with(
             )));
             opts.tree = staged.path().to_path_buf();
             let (built, _) = sealed::build(images, &opts, &realms_sys::event::Silent)?;
+            realms_sys::failpoint::hit("realm-update-rebuilt");
             drop(staged);
             built
         }
@@ -124,6 +126,9 @@ pub fn update_appimg_with(
 /// The nspawn command line of an update: `command` in a container on `tree`, or a login shell.
 fn container_command(store: &RealmStore, machine: &str, tree: &Path, command: &[OsString]) -> Cmd {
     let mut cmd = Cmd::new("systemd-nspawn");
+    // Killed, we take the container with us: nspawn answers SIGTERM by killing its payload
+    // (SIGKILL would leave the payload running on a tree the next command deletes).
+    cmd.parent_death_signal(realms_sys::proc::Signal::TERM);
     cmd.args([
         "--quiet",
         "--resolv-conf=bind-host",
@@ -338,9 +343,8 @@ pub fn build_source(store: &RealmStore, from: &str) -> Result<PathBuf> {
 fn install(store: &RealmStore, image: &str, staged: realms_image::Staged) -> Result<()> {
     let images = store.images();
     let users = overlay_users(store, images, image)?;
-    let retired = images.commit_update(staged, image)?;
-    repoint(store, &users.current, &images.prev_path(image))?;
-    keep_or_delete(store, images, image, retired, &users.prev)
+    images.commit_update(staged, image, &users)?;
+    Ok(())
 }
 
 /// `realms appimg rollback IMG`: swaps the image and its previous version (refused when it
@@ -349,9 +353,7 @@ pub fn rollback(store: &RealmStore, image: &str, say: &dyn Report) -> Result<Opt
     let _lock = store.lock()?;
     let images = store.images();
     let users = overlay_users(store, images, image)?;
-    let (from, to) = images.rollback(image)?;
-    repoint(store, &users.current, &images.prev_path(image))?;
-    repoint(store, &users.prev, &images.path(image))?;
+    let (from, to) = images.rollback(image, &users)?;
     match (&from, &to) {
         (Some(from), Some(to)) => say.report(Event::progress(format!(
             "Rolled {image} appimg back from version {from} to version {to} (now current); \
@@ -399,10 +401,7 @@ pub fn remove_image(store: &RealmStore, image: &str, say: &dyn Report) -> Result
             realms: quote_list(&blocking),
         });
     }
-    store.images().remove(image)?;
-    for old in kept {
-        realms_image::delete_tree(&old)?;
-    }
+    store.images().remove(image, &kept)?;
     say.report(Event::progress(format!("Removed {image} appimg")));
     if !snapshots.is_empty() {
         say.report(Event::progress(format!(
@@ -442,62 +441,19 @@ pub fn kept(store: &RealmStore, image: &str) -> Result<Vec<Kept>> {
 
 /// The `lower` links (of overlay realms and their snapshots) on the current and on the
 /// previous version of an image.
-struct Users {
-    current: Vec<Pin>,
-    prev: Vec<Pin>,
-}
-
 fn overlay_users(store: &RealmStore, images: &ImageStore, image: &str) -> Result<Users> {
     let (current_path, prev_path) = (images.path(image), images.prev_path(image));
-    let (current, rest): (Vec<Pin>, Vec<Pin>) = overlay_pins(store)?
-        .into_iter()
-        .partition(|p| p.lower == current_path);
-    Ok(Users {
-        current,
-        prev: rest.into_iter().filter(|p| p.lower == prev_path).collect(),
-    })
-}
-
-/// Points each `lower` link at `tree` (a path on the host, inside the root).
-fn repoint(store: &RealmStore, pins: &[Pin], tree: &Path) -> Result<()> {
-    let inside = Path::new("/").join(tree.strip_prefix(store.root()).unwrap_or(tree));
-    for pin in pins {
-        atomic::replace_symlink(&inside, &pin.link)?;
-    }
-    Ok(())
-}
-
-/// The former `.prev` is kept (as `IMG.appimg.old-N`, N past every kept one) while overlay
-/// realms or their snapshots still use it.
-fn keep_or_delete(
-    store: &RealmStore,
-    images: &ImageStore,
-    image: &str,
-    retired: Option<PathBuf>,
-    users: &[Pin],
-) -> Result<()> {
-    let Some(retired) = retired else {
-        return Ok(());
+    let pins = overlay_pins(store)?;
+    let on = |version: &Path| -> Vec<PathBuf> {
+        pins.iter()
+            .filter(|p| p.lower == version)
+            .map(|p| p.link.clone())
+            .collect()
     };
-    if users.is_empty() {
-        return Ok(realms_image::delete_tree(&retired)?);
-    }
-    let n = images
-        .kept_versions(image)
-        .iter()
-        .filter_map(|p| {
-            p.to_string_lossy()
-                .rsplit("old-")
-                .next()?
-                .parse::<u32>()
-                .ok()
-        })
-        .max()
-        .unwrap_or(0)
-        + 1;
-    let kept = images.dir().join(format!("{image}.appimg.old-{n}"));
-    atomic::rename_noreplace(&retired, &kept)?;
-    repoint(store, users, &kept)
+    Ok(Users {
+        current: on(&current_path),
+        prev: on(&prev_path),
+    })
 }
 
 fn quote_list(names: &[String]) -> String {

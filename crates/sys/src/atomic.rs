@@ -61,6 +61,7 @@ pub(crate) fn write_file_at(
         file.write_all(bytes).ctx("writing", shown)?;
         file.sync_all().ctx("syncing", shown)?;
         drop(file);
+        crate::failpoint::hit("atomic-write-staged");
         rustix::fs::renameat(dir, &*tmp, dir, name).ctx("renaming a temporary file over", shown)
     })();
     if result.is_err() {
@@ -117,6 +118,7 @@ pub(crate) fn replace_symlink_at(
             Err(e) => return Err(Error::io("creating a temporary symlink for", shown, e)),
         }
     }
+    crate::failpoint::hit("atomic-symlink-staged");
     if let Err(e) = rustix::fs::renameat(dir, &*tmp, dir, name) {
         let _ = rustix::fs::unlinkat(dir, &*tmp, AtFlags::empty());
         return Err(Error::io("renaming a temporary symlink over", shown, e));
@@ -135,6 +137,7 @@ pub fn exchange(a: impl AsRef<Path>, b: impl AsRef<Path>) -> Result<()> {
         RenameFlags::EXCHANGE,
     )
     .map_err(|e| Error::io(format!("exchanging {} with", a.display()), b, e))?;
+    crate::failpoint::hit("atomic-exchanged");
     sync_parents(a, b)
 }
 
@@ -149,6 +152,7 @@ pub fn rename_noreplace(a: impl AsRef<Path>, b: impl AsRef<Path>) -> Result<()> 
         RenameFlags::NOREPLACE,
     )
     .map_err(|e| Error::io(format!("renaming {} to", a.display()), b, e))?;
+    crate::failpoint::hit("atomic-renamed");
     sync_parents(a, b)
 }
 
@@ -156,6 +160,7 @@ pub fn rename_noreplace(a: impl AsRef<Path>, b: impl AsRef<Path>) -> Result<()> 
 pub fn rename(a: impl AsRef<Path>, b: impl AsRef<Path>) -> Result<()> {
     let (a, b) = (a.as_ref(), b.as_ref());
     std::fs::rename(a, b).map_err(|e| Error::io(format!("renaming {} to", a.display()), b, e))?;
+    crate::failpoint::hit("atomic-renamed");
     sync_parents(a, b)
 }
 

@@ -25,6 +25,13 @@ const TAIL_LINES: usize = 20;
 /// ... and at most this many bytes.
 const TAIL_BYTES: usize = 2048;
 
+/// Whether the caller waits for the command to finish (then it dies with the caller).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Waited {
+    Yes,
+    No,
+}
+
 /// An external command; build it like [`std::process::Command`], then run it one of the ways below.
 #[derive(Debug, Default)]
 pub struct Cmd {
@@ -125,6 +132,8 @@ impl Cmd {
     }
 
     /// Sends `signal` to the command when this process (the thread that spawned it) dies.
+    /// Commands run to completion ([`Cmd::run`], [`Cmd::output`], [`Cmd::status_inherit`]) get
+    /// SIGKILL by default; [`Cmd::spawn`]ed ones and new sessions get nothing unless set here.
     pub fn parent_death_signal(&mut self, signal: Signal) -> &mut Self {
         self.death_signal = Some(signal);
         self
@@ -180,7 +189,7 @@ impl Cmd {
         } else {
             Stdio::inherit()
         };
-        let mut child = self.start(stdin, Stdio::inherit(), Stdio::inherit())?;
+        let mut child = self.start(stdin, Stdio::inherit(), Stdio::inherit(), Waited::Yes)?;
         let feeder = self.feed_stdin(&mut child);
         let status = child.wait().map_err(|source| Error::Spawn {
             argv: self.argv_string(),
@@ -201,7 +210,7 @@ impl Cmd {
         };
         let stdout = self.stdout.take().unwrap_or_else(Stdio::inherit);
         let stderr = self.stderr.take().unwrap_or_else(Stdio::inherit);
-        let mut child = self.start(stdin, stdout, stderr)?;
+        let mut child = self.start(stdin, stdout, stderr, Waited::No)?;
         // The thread finishes on its own once the bytes are written or the pipe closes.
         drop(self.feed_stdin(&mut child));
         Ok(child)
@@ -213,7 +222,7 @@ impl Cmd {
         } else {
             Stdio::null()
         };
-        let mut child = self.start(stdin, Stdio::piped(), Stdio::piped())?;
+        let mut child = self.start(stdin, Stdio::piped(), Stdio::piped(), Waited::Yes)?;
         let feeder = self.feed_stdin(&mut child);
         let out = child.wait_with_output().map_err(|source| Error::Spawn {
             argv: self.argv_string(),
@@ -238,7 +247,7 @@ impl Cmd {
         Ok(out)
     }
 
-    fn start(&self, stdin: Stdio, stdout: Stdio, stderr: Stdio) -> Result<Child> {
+    fn start(&self, stdin: Stdio, stdout: Stdio, stderr: Stdio, waited: Waited) -> Result<Child> {
         let argv = self.argv_string();
         tracing::debug!(argv = %argv, "running");
         let mut cmd = Command::new(&self.program);
@@ -258,12 +267,18 @@ impl Cmd {
         if let Some(dir) = &self.cwd {
             cmd.current_dir(dir);
         }
-        self.install_pre_exec(&mut cmd)?;
+        // A command we wait for dies with us (SIGKILL unless told otherwise): killed, we must
+        // not leave a `cp` writing into a staging tree that the next command deletes.
+        let death_signal = match (self.death_signal, waited) {
+            (None, Waited::Yes) if !self.new_session => Some(Signal::KILL),
+            (signal, _) => signal,
+        };
+        self.install_pre_exec(&mut cmd, death_signal)?;
         cmd.spawn().map_err(|source| self.spawn_error(argv, source))
     }
 
-    fn install_pre_exec(&self, cmd: &mut Command) -> Result<()> {
-        if !self.new_session && self.death_signal.is_none() && self.cgroups.is_empty() {
+    fn install_pre_exec(&self, cmd: &mut Command, death_signal: Option<Signal>) -> Result<()> {
+        if !self.new_session && death_signal.is_none() && self.cgroups.is_empty() {
             return Ok(());
         }
         let procs = self
@@ -276,7 +291,6 @@ impl Cmd {
             })
             .collect::<Result<Vec<_>>>()?;
         let new_session = self.new_session;
-        let death_signal = self.death_signal;
         // SAFETY: the closure runs between fork and exec; it only makes raw system calls through
         // rustix (setsid, prctl, open, write, close) on data prepared before the fork, and allocates nothing.
         unsafe {

@@ -93,7 +93,7 @@ fn apply(store: &RealmStore, action: &Action, say: &dyn Report) -> Result<()> {
         Action::RemoveRealm(name) => store::remove_realm(store, name),
         Action::RemoveImage(name) => {
             let _lock = store.lock()?;
-            Ok(store.images().remove(name)?)
+            Ok(store.images().remove(name, &[])?)
         }
         Action::Rebase(name) => crate::rebase::rebase(store, name, None, say).map(drop),
         Action::Stop(name) => crate::launch::stop(store, name, say),
