@@ -119,7 +119,7 @@ pub fn dispatch(command: Command, ctx: &Ctx) -> anyhow::Result<ExitCode> {
         Command::Dbus(args) => crate::desktop::dbus(args, ctx),
         Command::Doctor(args) => crate::doctor::run(args, ctx),
         Command::GenerateAssets { dir } => {
-            crate::assets::generate(&dir).map(|()| ExitCode::SUCCESS)
+            crate::assets::generate(&dir, self::command()).map(|()| ExitCode::SUCCESS)
         }
     }
 }
@@ -299,5 +299,46 @@ mod tests {
             }
             other => panic!("parsed as {other:?}"),
         }
+    }
+
+    /// Every visible subcommand has its page, and every completion script offers it.
+    #[test]
+    fn every_subcommand_has_a_man_page_and_completions() {
+        let assets = crate::assets::render(command()).unwrap();
+        let text = |rel: &str| {
+            let (_, c) = assets
+                .iter()
+                .find(|(p, _)| p == std::path::Path::new(rel))
+                .unwrap_or_else(|| panic!("{rel} is not generated"));
+            String::from_utf8(c.clone()).unwrap()
+        };
+        let cmd = command();
+        let subs: Vec<String> = cmd
+            .get_subcommands()
+            .filter(|s| !s.is_hide_set())
+            .map(|s| s.get_name().to_string())
+            .collect();
+        assert!(subs.len() > 20, "{subs:?}");
+        assert!(subs.contains(&"doctor".to_string()) && subs.contains(&"status".to_string()));
+        let main = text("man/realms.1");
+        for sub in &subs {
+            let page = text(&format!("man/realms-{sub}.1"));
+            assert!(
+                page.contains(&format!(".TH realms-{sub} 1")),
+                "{sub}: {page}"
+            );
+            assert!(
+                main.contains(&format!("realms\\-{}(1)", sub.replace('-', "\\-"))),
+                "{sub} not in realms.1"
+            );
+            for script in ["completions/realms.bash", "completions/_realms"] {
+                assert!(text(script).contains(sub.as_str()), "{sub} not in {script}");
+            }
+            assert!(
+                text("completions/realms.fish").contains(&format!("-a \"{sub}\"")),
+                "{sub} not in realms.fish"
+            );
+        }
+        assert!(!subs.contains(&"generate-assets".to_string()));
     }
 }

@@ -51,7 +51,7 @@ pub fn launch(
     opts: &LaunchOptions,
     say: &dyn Report,
 ) -> Result<i32> {
-    crate::disposable::reap(store, say)?;
+    crate::reap::reap(store, say)?;
     exec::ensure_running(store, name, say)?;
     let argv: Vec<OsString> = argv
         .iter()

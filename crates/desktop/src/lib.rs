@@ -11,6 +11,7 @@ pub mod icons;
 pub mod identity;
 pub mod launch;
 pub mod publish;
+mod reap;
 pub mod rewrite;
 pub mod session;
 pub mod watch;

@@ -64,7 +64,7 @@ pub struct Published {
 
 /// Publishes the entries of the current realm (or of every running realm with `all`).
 pub fn sync(store: &RealmStore, opts: &SyncOptions, say: &dyn Report) -> Result<Published> {
-    crate::disposable::reap(store, say)?;
+    crate::reap::reap(store, say)?;
     let realms: Vec<String> = if opts.all {
         store
             .names()?

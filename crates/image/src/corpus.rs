@@ -2,9 +2,9 @@
 //! kept as a binary blob: traversal, absolute and escaping symlinks, writes through symlinks,
 //! hardlinks out, device nodes, setuid files, FIFOs, huge and sparse entries, truncated and
 //! corrupt archives, non-UTF-8 names and a world-writable `.`. The unit tests of
-//! [`crate::unpack`], provisioning's tests and the host tier's `appimg import` runs all use it.
+//! the unpacker (`unpack`), provisioning's tests and the host tier's `appimg import` runs all use it.
 
-/// What unpacking a case as an OS tree ([`crate::unpack::Policy::os_tree`]) must do.
+/// What unpacking a case as an OS tree (`unpack::Policy::os_tree`) must do.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Expect {
     /// Refused, the error containing this text (which names the entry or says what is wrong).

@@ -1,7 +1,7 @@
 //! Journaled changes of the image store that take more than one rename (installing an update,
 //! rolling back, removing an image with its kept versions): every step is written down first,
 //! and the journal records how many are done, so a command killed half-way is finished by the
-//! next one under the store lock ([`ImageStore::finish_journals`]). After a crash the store is
+//! next one under the store lock ([`finish_all`]). After a crash the store is
 //! the old state (nothing journaled yet) or, once recovered, the new one; never a mix.
 //!
 //! Steps are renames (done when the source is gone and the target is there), symlink
@@ -11,10 +11,9 @@ use realms_sys::IoContext;
 use std::fs;
 use std::path::{Path, PathBuf};
 
-use realms_sys::{atomic, failpoint};
+use realms_sys::{atomic, btrfs, failpoint};
 use serde::{Deserialize, Serialize};
 
-use crate::store::{ImageStore, delete_tree};
 use crate::{Error, Result};
 
 /// The prefix of a journal file in the image store (`.journal-IMAGE`).
@@ -39,41 +38,39 @@ struct Journal {
     steps: Vec<Step>,
 }
 
-impl ImageStore {
-    /// Writes the journal of a change of image `name`, then runs every step.
-    pub(crate) fn run_journal(&self, name: &str, steps: Vec<Step>) -> Result<()> {
-        let path = self.dir().join(format!("{JOURNAL_PREFIX}{name}"));
-        let journal = Journal { done: 0, steps };
-        save(&path, &journal)?;
-        failpoint::hit("image-journal-written");
-        finish(&path, journal)
-    }
+/// Writes the journal of a change of image `name` in the store directory `dir`, then runs every step.
+pub(crate) fn run(dir: &Path, name: &str, steps: Vec<Step>) -> Result<()> {
+    let path = dir.join(format!("{JOURNAL_PREFIX}{name}"));
+    let journal = Journal { done: 0, steps };
+    save(&path, &journal)?;
+    failpoint::hit("image-journal-written");
+    finish(&path, journal)
+}
 
-    /// Finishes the changes that killed commands journaled (call with the store lock held,
-    /// before staging trees of dead processes are removed: a journal may name one).
-    pub fn finish_journals(&self) -> Result<Vec<PathBuf>> {
-        let mut finished = Vec::new();
-        let Ok(entries) = fs::read_dir(self.dir()) else {
-            return Ok(finished);
-        };
-        for entry in entries.flatten() {
-            let file = entry.file_name().to_string_lossy().into_owned();
-            if !file.starts_with(JOURNAL_PREFIX) || atomic::is_temp_name(&entry.file_name()) {
-                continue;
-            }
-            let path = entry.path();
-            let text = realms_sys::untrusted::read_to_string(&path, 1 << 20)?;
-            let journal: Journal = toml::from_str(&text).map_err(|e| Error::BadMeta {
-                line: crate::toml_line(&text, &e),
-                path: path.clone(),
-                message: e.message().to_string(),
-            })?;
-            tracing::info!("finishing the interrupted change in {}", path.display());
-            finish(&path, journal)?;
-            finished.push(path);
+/// Finishes the changes that killed commands journaled (call with the store lock held,
+/// before staging trees of dead processes are removed: a journal may name one).
+pub(crate) fn finish_all(dir: &Path) -> Result<Vec<PathBuf>> {
+    let mut finished = Vec::new();
+    let Ok(entries) = fs::read_dir(dir) else {
+        return Ok(finished);
+    };
+    for entry in entries.flatten() {
+        let file = entry.file_name().to_string_lossy().into_owned();
+        if !file.starts_with(JOURNAL_PREFIX) || atomic::is_temp_name(&entry.file_name()) {
+            continue;
         }
-        Ok(finished)
+        let path = entry.path();
+        let text = realms_sys::untrusted::read_to_string(&path, 1 << 20)?;
+        let journal: Journal = toml::from_str(&text).map_err(|e| Error::BadMeta {
+            line: crate::toml_line(&text, &e),
+            path: path.clone(),
+            message: e.message().to_string(),
+        })?;
+        tracing::info!("finishing the interrupted change in {}", path.display());
+        finish(&path, journal)?;
+        finished.push(path);
     }
+    Ok(finished)
 }
 
 fn finish(path: &Path, mut journal: Journal) -> Result<()> {
@@ -88,6 +85,16 @@ fn finish(path: &Path, mut journal: Journal) -> Result<()> {
     fs::remove_file(path).ctx("removing", path)?;
     if let Some(dir) = path.parent() {
         atomic::fsync_dir(dir)?;
+    }
+    Ok(())
+}
+
+/// Deletes an image tree: a (possibly read-only) subvolume with nested ones, or a directory.
+pub fn delete_tree(path: &Path) -> Result<()> {
+    if btrfs::is_subvolume(path).unwrap_or(false) {
+        btrfs::delete_subvolume_recursive(path)?;
+    } else if path.exists() {
+        realms_sys::fs::remove_dir_all_one_fs(path)?;
     }
     Ok(())
 }
@@ -132,9 +139,7 @@ mod tests {
         for killed_after in 0..4 {
             for step_ran in [false, true] {
                 let root = tempfile::tempdir().unwrap();
-                let store = ImageStore::open(root.path()).unwrap();
-                store.init().unwrap();
-                let d = store.dir().to_path_buf();
+                let d = root.path().to_path_buf();
                 for n in ["cur", "prev"] {
                     fs::create_dir(d.join(n)).unwrap();
                     fs::write(d.join(n).join("id"), n).unwrap();
@@ -171,7 +176,7 @@ mod tests {
                     steps: steps.clone(),
                 };
                 save(&path, &journal).unwrap();
-                store.finish_journals().unwrap();
+                finish_all(&d).unwrap();
                 assert_eq!(fs::read_to_string(d.join("cur/id")).unwrap(), "prev");
                 assert_eq!(fs::read_to_string(d.join("prev/id")).unwrap(), "cur");
                 assert_eq!(fs::read_link(d.join("lnk")).unwrap(), Path::new("/prev"));

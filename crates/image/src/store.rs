@@ -7,7 +7,8 @@ use std::path::{Path, PathBuf};
 use realms_sys::{atomic, btrfs};
 use serde::Serialize;
 
-use crate::journal::Step;
+pub use crate::journal::delete_tree;
+use crate::journal::{self, Step};
 use crate::meta::compare_versions;
 use crate::record::{Record, next_after};
 use crate::{Error, Result, validate_name};
@@ -326,7 +327,7 @@ impl ImageStore {
             to: current,
         });
         steps.extend(delete.map(|path| Step::Delete { path }));
-        self.run_journal(name, steps)?;
+        journal::run(&self.dir, name, steps)?;
         self.remember_seal(name)
     }
 
@@ -423,7 +424,7 @@ impl ImageStore {
         ];
         steps.extend(links(&users.current, &prev));
         steps.extend(links(&users.prev, &current));
-        self.run_journal(name, steps)?;
+        journal::run(&self.dir, name, steps)?;
         self.remember_seal(name)?;
         Ok((now, before))
     }
@@ -450,13 +451,13 @@ impl ImageStore {
             deletes.push(Step::Delete { path: aside });
         }
         steps.extend(deletes);
-        self.run_journal(name, steps)
+        journal::run(&self.dir, name, steps)
     }
 
     /// Removes what interrupted commands left behind (staging trees of dead processes, trees
     /// being removed). Call it with the store lock held. Returns what was removed.
     pub fn cleanup_leftovers(&self) -> Result<Vec<PathBuf>> {
-        let mut removed = self.finish_journals()?;
+        let mut removed = journal::finish_all(&self.dir)?;
         let Ok(entries) = fs::read_dir(&self.dir) else {
             return Ok(removed);
         };
@@ -559,16 +560,6 @@ fn record_tree(path: &Path, version: String) -> Result<()> {
 fn seal_tree(path: &Path) -> Result<()> {
     if btrfs::is_subvolume(path).unwrap_or(false) {
         btrfs::set_readonly(path, true)?;
-    }
-    Ok(())
-}
-
-/// Deletes an image tree: a (possibly read-only) subvolume with nested ones, or a directory.
-pub fn delete_tree(path: &Path) -> Result<()> {
-    if btrfs::is_subvolume(path).unwrap_or(false) {
-        btrfs::delete_subvolume_recursive(path)?;
-    } else if path.exists() {
-        realms_sys::fs::remove_dir_all_one_fs(path)?;
     }
     Ok(())
 }

@@ -162,7 +162,7 @@ fn strict_is_false(root: &RootDir, dir: &str, name: &OsStr) -> bool {
     let mut buf = [0u8; 64];
     match rustix::fs::lgetxattr(real.join(name), "user.extension-release.strict", &mut buf) {
         Ok(n) => matches!(
-            crate::verb::parse_bool(&String::from_utf8_lossy(&buf[..n]).to_ascii_lowercase()),
+            crate::boolean::parse_bool(&String::from_utf8_lossy(&buf[..n]).to_ascii_lowercase()),
             Ok(false)
         ),
         Err(_) => false,

@@ -18,6 +18,7 @@
 #![warn(missing_docs)]
 
 pub mod attach;
+mod boolean;
 pub mod changes;
 pub mod dbus;
 pub mod detach;

@@ -241,14 +241,7 @@ pub fn unit_matches(
     Ok(given.to_vec())
 }
 
-/// Parses the boolean argument of `read-only` (yes/no, true/false, on/off, 1/0, y/n, t/f).
-pub fn parse_bool(s: &str) -> Result<bool> {
-    match s {
-        "1" | "yes" | "y" | "true" | "t" | "on" => Ok(true),
-        "0" | "no" | "n" | "false" | "f" | "off" => Ok(false),
-        _ => Err(Error::BadBool(s.to_owned())),
-    }
-}
+pub use crate::boolean::parse_bool;
 
 #[cfg(test)]
 mod tests {

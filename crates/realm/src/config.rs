@@ -170,18 +170,6 @@ pub const KEYS: &[(&str, KeyType, &str, &str)] = &[
     ),
 ];
 
-/// The key a TOML line is about: `key = ...`, or the table `[key]`.
-pub(crate) fn line_key(line: &str) -> Option<&str> {
-    let line = line.trim();
-    let key = match line.strip_prefix('[') {
-        Some(rest) => rest.trim_end_matches(']').trim_start_matches('['),
-        None => line.split_once('=')?.0,
-    }
-    .trim()
-    .trim_matches('"');
-    (!key.is_empty() && key.len() <= 64).then_some(key)
-}
-
 /// The text of the config file at `path` before an edit: a missing file is empty; one that is
 /// not UTF-8 is an error naming it (an edit must never replace settings it could not read).
 pub fn read_text(path: &Path) -> Result<String> {

@@ -476,6 +476,18 @@ impl Error {
     }
 }
 
+/// The key a TOML line is about: `key = ...`, or the table `[key]`.
+fn line_key(line: &str) -> Option<&str> {
+    let line = line.trim();
+    let key = match line.strip_prefix('[') {
+        Some(rest) => rest.trim_end_matches(']').trim_start_matches('['),
+        None => line.split_once('=')?.0,
+    }
+    .trim()
+    .trim_matches('"');
+    (!key.is_empty() && key.len() <= 64).then_some(key)
+}
+
 /// A TOML parse error as a config error naming the file and line.
 pub(crate) fn bad_file(path: &Path, text: &str, err: &toml::de::Error) -> Error {
     let line = realms_image::toml_line(text, err);
@@ -484,7 +496,7 @@ pub(crate) fn bad_file(path: &Path, text: &str, err: &toml::de::Error) -> Error 
     // message names it already.
     let key = line
         .and_then(|l| text.lines().nth(l - 1))
-        .and_then(crate::config::line_key)
+        .and_then(line_key)
         .filter(|k| !message.contains(&format!("`{k}`")));
     Error::BadConfig {
         path: path.to_path_buf(),
