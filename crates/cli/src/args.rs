@@ -57,6 +57,8 @@ pub enum Command {
     /// Provisioning: apply a manifest of portable-service packages from signed repositories.
     #[command(subcommand)]
     Provision(crate::provision::ProvisionCmd),
+    #[command(subcommand, about = crate::state::ABOUT)]
+    State(crate::state::StateCmd),
 }
 
 /// The command line, with what only the libraries know added to the help texts (the config
@@ -100,6 +102,7 @@ pub fn dispatch(command: Command, ctx: &Ctx) -> anyhow::Result<ExitCode> {
         Command::Verity(cmd) => crate::verity::run(cmd, ctx),
         Command::Portable(args) => crate::portable::run(args, ctx),
         Command::Provision(cmd) => crate::provision::run(cmd, ctx),
+        Command::State(cmd) => crate::state::run(cmd, ctx),
     }
 }
 
@@ -212,6 +215,13 @@ mod tests {
             "provision inbox",
             "provision publish a_1.tar.zst b_2.tar --to /srv/repo --key me --stream next --arch amd64 --valid-days 7 --serial 9",
             "provision pack dir --name foo --pkg-version 1 -o out --format tar.gz",
+            "state setup --disk d.img",
+            "state setup --disk /dev/vdb --size 2G --dry-run",
+            "state setup --disk d.img --fill",
+            "state generate --state /s out",
+            "state resize --auto",
+            "state resize --size 1G --state /s --reserve 64M --grow-below 5 --shrink-above 60 --target-free 20",
+            "state status --state /s",
         ];
         for line in lines {
             for argv in [

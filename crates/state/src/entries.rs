@@ -55,7 +55,8 @@ impl Entry {
     pub fn parse(name: &str, encrypted: bool) -> std::result::Result<Entry, String> {
         let path = realms_unit::escape::unescape_path(name).map_err(|e| e.to_string())?;
         let mount_point = String::from_utf8(path).map_err(|_| "it is not UTF-8".to_string())?;
-        let canonical = realms_unit::escape::escape_path(&mount_point).map_err(|e| e.to_string())?;
+        let canonical =
+            realms_unit::escape::escape_path(&mount_point).map_err(|e| e.to_string())?;
         if canonical != name {
             return Err(format!(
                 "it is not the canonical escaping of {mount_point} (that is '{canonical}')"
@@ -64,7 +65,9 @@ impl Entry {
         const FORBIDDEN: &[&str] = &["/proc", "/sys", "/dev", "/run", "/state", "/boot", "/efi"];
         let under = |p: &str| mount_point == p || mount_point.starts_with(&format!("{p}/"));
         if mount_point == "/" || mount_point == "/usr" || FORBIDDEN.iter().any(|p| under(p)) {
-            return Err(format!("{mount_point} cannot be served from the state partition"));
+            return Err(format!(
+                "{mount_point} cannot be served from the state partition"
+            ));
         }
         let kind = if mount_point == "/etc" {
             Kind::Overlay
@@ -235,7 +238,16 @@ mod tests {
 
     #[test]
     fn bad_names_are_refused_with_the_rule() {
-        for name in ["-", "usr", "proc", "state-x", "fancy\\x2Ddir", "a--b", "\\x2e.", "x\\"] {
+        for name in [
+            "-",
+            "usr",
+            "proc",
+            "state-x",
+            "fancy\\x2Ddir",
+            "a--b",
+            "\\x2e.",
+            "x\\",
+        ] {
             assert!(Entry::parse(name, false).is_err(), "{name} accepted");
         }
         let why = Entry::parse("fancy\\x2Ddir", false).unwrap_err();
@@ -252,10 +264,19 @@ mod tests {
         std::fs::write(s.join(IMAGE), b"").unwrap();
         write_list(s, &["var".into(), "my-fancy-dir".into()]).unwrap();
         let l = read(s).unwrap();
-        let names: Vec<_> = l.entries.iter().map(|e| (e.name.as_str(), e.encrypted)).collect();
+        let names: Vec<_> = l
+            .entries
+            .iter()
+            .map(|e| (e.name.as_str(), e.encrypted))
+            .collect();
         assert_eq!(
             names,
-            [("fancy\\x2ddir", false), ("home", false), ("my-fancy-dir", true), ("var", true)]
+            [
+                ("fancy\\x2ddir", false),
+                ("home", false),
+                ("my-fancy-dir", true),
+                ("var", true)
+            ]
         );
         assert_eq!(l.skipped.len(), 1);
         assert!(l.has_image);

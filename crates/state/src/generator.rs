@@ -110,11 +110,21 @@ pub fn units(plan: &Plan) -> Vec<Output> {
             "rw,nodev,discard=async",
             &deps,
         );
-        require(&mut out, mount_unit(&encrypted_dir), text, "local-fs.target");
+        require(
+            &mut out,
+            mount_unit(&encrypted_dir),
+            text,
+            "local-fs.target",
+        );
     }
     for entry in &plan.layout.entries {
         let text = entry_text(entry);
-        require(&mut out, mount_unit(&entry.mount_point), text, "local-fs.target");
+        require(
+            &mut out,
+            mount_unit(&entry.mount_point),
+            text,
+            "local-fs.target",
+        );
     }
     out
 }
@@ -128,7 +138,10 @@ fn mount_text(
     deps: &[String],
 ) -> String {
     let mut t = String::from(HEADER);
-    let _ = writeln!(t, "[Unit]\nDescription={what_for}\nDocumentation=man:realms(1)");
+    let _ = writeln!(
+        t,
+        "[Unit]\nDescription={what_for}\nDocumentation=man:realms(1)"
+    );
     t.push_str("SourcePath=/usr/lib/systemd/system-generators/realms-state-generator\n");
     t.push_str("Before=local-fs.target\n");
     for d in deps {
@@ -144,7 +157,11 @@ fn mount_text(
 fn entry_text(entry: &Entry) -> String {
     let src = entry.source(Path::new(STATE_DIR));
     let src = src.display().to_string();
-    let side = if entry.encrypted { "encrypted" } else { "unencrypted" };
+    let side = if entry.encrypted {
+        "encrypted"
+    } else {
+        "unencrypted"
+    };
     let what_for = format!("{} from the state partition ({side})", entry.mount_point);
     match entry.kind {
         Kind::Bind => {
@@ -157,7 +174,14 @@ fn entry_text(entry: &Entry) -> String {
                 "lowerdir={mp},upperdir={src}/upper,workdir={src}/work",
                 mp = entry.mount_point
             );
-            mount_text(&what_for, "overlay", &entry.mount_point, "overlay", &options, &deps)
+            mount_text(
+                &what_for,
+                "overlay",
+                &entry.mount_point,
+                "overlay",
+                &options,
+                &deps,
+            )
         }
     }
 }
@@ -233,7 +257,14 @@ mod tests {
     use crate::entries;
 
     fn plan(with_image: bool) -> Plan {
-        let names = ["home", "var", "etc", "my-fancy-dir", "fancy\\x2ddir", "var-lib-x"];
+        let names = [
+            "home",
+            "var",
+            "etc",
+            "my-fancy-dir",
+            "fancy\\x2ddir",
+            "var-lib-x",
+        ];
         let entries = names
             .iter()
             .map(|n| Entry::parse(n, *n != "home").unwrap())
@@ -302,7 +333,12 @@ mod tests {
                 _ => None,
             })
             .collect();
-        assert!(links.contains(&"cryptsetup.target.requires/systemd-cryptsetup@state\\x2dencrypted.service".to_string()));
+        assert!(
+            links.contains(
+                &"cryptsetup.target.requires/systemd-cryptsetup@state\\x2dencrypted.service"
+                    .to_string()
+            )
+        );
         assert!(links.contains(&"local-fs.target.requires/var.mount".to_string()));
         assert!(links.contains(&"local-fs.target.requires/state.mount".to_string()));
     }
@@ -310,7 +346,10 @@ mod tests {
     #[test]
     fn without_an_image_there_is_no_unlock_unit() {
         let out = units(&plan(false));
-        assert!(!out.iter().any(|o| matches!(o, Output::Unit { name, .. } if name.contains("cryptsetup"))));
+        assert!(
+            !out.iter()
+                .any(|o| matches!(o, Output::Unit { name, .. } if name.contains("cryptsetup")))
+        );
     }
 
     #[test]

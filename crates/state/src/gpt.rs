@@ -154,8 +154,8 @@ impl Gpt {
 
     fn check_layout(&self) -> std::result::Result<(), &'static str> {
         let (first, last) = (self.first_usable(), self.last_usable());
-        let entries_end = le64(&self.header, 72)
-            + (self.entries.len() as u64).div_ceil(self.sector);
+        let entries_end =
+            le64(&self.header, 72) + (self.entries.len() as u64).div_ceil(self.sector);
         let backup_entries = (self.disk_sectors - 1)
             .saturating_sub((self.entries.len() as u64).div_ceil(self.sector));
         if first < entries_end || last < first || last >= backup_entries {

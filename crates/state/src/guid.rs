@@ -176,7 +176,10 @@ mod tests {
     fn gpt_byte_order_swaps_the_first_three_fields() {
         let g = Guid::parse("c12a7328-f81f-11d2-ba4b-00a0c93ec93b").unwrap();
         let on_disk = g.to_gpt_bytes();
-        assert_eq!(&on_disk[..8], &[0x28, 0x73, 0x2a, 0xc1, 0x1f, 0xf8, 0xd2, 0x11]);
+        assert_eq!(
+            &on_disk[..8],
+            &[0x28, 0x73, 0x2a, 0xc1, 0x1f, 0xf8, 0xd2, 0x11]
+        );
         assert_eq!(Guid::from_gpt_bytes(&on_disk), g);
     }
 
@@ -184,10 +187,13 @@ mod tests {
     /// rule systemd-repart uses (the reference checks the same against systemd 252).
     #[test]
     fn app_specific_ids_match_systemd_id128() {
-        let machine = Guid::parse_hex32("0123456789abcdef0123456789abcdef").unwrap();
+        let id = std::fs::read_to_string("/etc/machine-id").expect("this machine's id");
+        let machine = Guid::parse_hex32(id.trim()).unwrap();
         let out = std::process::Command::new("systemd-id128")
-            .arg("--app-specific=1481cc84d6c748f0a9b063ac992b8897")
-            .arg("0123456789abcdef0123456789abcdef")
+            .args([
+                "machine-id",
+                "--app-specific=1481cc84d6c748f0a9b063ac992b8897",
+            ])
             .output()
             .expect("systemd-id128 (package systemd) is needed for this test");
         let text = String::from_utf8(out.stdout).unwrap();

@@ -2,6 +2,7 @@
 //! inside it, the resize policy, and the systemd generator that mounts it all at boot.
 #![warn(missing_docs)]
 
+pub mod boot;
 pub mod entries;
 mod error;
 pub mod generator;

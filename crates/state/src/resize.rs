@@ -94,7 +94,10 @@ fn statvfs(path: &Path) -> Result<(u64, u64, u64)> {
     })?;
     let total = st.f_blocks.saturating_mul(st.f_frsize);
     let free = st.f_bavail.saturating_mul(st.f_bsize);
-    let used = st.f_blocks.saturating_sub(st.f_bfree).saturating_mul(st.f_frsize);
+    let used = st
+        .f_blocks
+        .saturating_sub(st.f_bfree)
+        .saturating_mul(st.f_frsize);
     Ok((total, used, free))
 }
 
@@ -154,7 +157,10 @@ pub fn stack(state: &Path) -> Result<Stack> {
         path: mount.clone(),
     })?;
     let dev = std::fs::canonicalize(&source).io_ctx("resolving", &source)?;
-    let name = dev.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let name = dev
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
     let sys = PathBuf::from("/sys/class/block").join(&name);
     let (loop_name, dm_name) = if name.starts_with("dm-") {
         let slaves = sys.join("slaves");
@@ -177,10 +183,13 @@ pub fn stack(state: &Path) -> Result<Stack> {
     let image_size = std::fs::metadata(&image).io_ctx("measuring", &image)?.len();
     let sectors = |p: &Path| -> Result<u64> {
         let s = read_sys(&p.join("size"))?;
-        s.parse::<u64>().ok().and_then(|n| n.checked_mul(512)).ok_or(Error::BadSize {
-            what: p.display().to_string(),
-            reason: format!("'{s}' is not a sector count"),
-        })
+        s.parse::<u64>()
+            .ok()
+            .and_then(|n| n.checked_mul(512))
+            .ok_or(Error::BadSize {
+                what: p.display().to_string(),
+                reason: format!("'{s}' is not a sector count"),
+            })
     };
     let offset = match dm_name {
         Some(_) => sectors(&loop_sys)?.saturating_sub(sectors(&sys)?),
@@ -189,7 +198,11 @@ pub fn stack(state: &Path) -> Result<Stack> {
     if std::fs::canonicalize(&backing).ok() != std::fs::canonicalize(&image).ok() {
         return Err(Error::BadSize {
             what: format!("the file system at {}", mount.display()),
-            reason: format!("it lives on {}, not on {}", backing.display(), image.display()),
+            reason: format!(
+                "it lives on {}, not on {}",
+                backing.display(),
+                image.display()
+            ),
         });
     }
     let (_, used, free) = statvfs(&mount)?;
@@ -287,7 +300,11 @@ pub fn resize(state: &Path, target: u64, policy: &Policy, report: &dyn Report) -
     if target >= from || s.fs_size + s.offset < s.image_size {
         grow_layers(&s, target.max(s.image_size), report)?;
     }
-    let to = if target < from { shrink(&s, target, report)? } else { target };
+    let to = if target < from {
+        shrink(&s, target, report)?
+    } else {
+        target
+    };
     let millis = started.elapsed().as_millis();
     let last = serde_json::json!({
         "from": from, "to": to, "millis": millis,
@@ -321,7 +338,10 @@ fn grow_layers(s: &Stack, size: u64, report: &dyn Report) -> Result<()> {
         .args(["filesystem", "resize", "max"])
         .arg(&s.mount)
         .run()?;
-    report.report(Event::progress(format!("grew the encrypted image to {} MiB", size >> 20)));
+    report.report(Event::progress(format!(
+        "grew the encrypted image to {} MiB",
+        size >> 20
+    )));
     Ok(())
 }
 
@@ -370,7 +390,10 @@ fn shrink(s: &Stack, target: u64, report: &dyn Report) -> Result<u64> {
     file.set_len(size).io_ctx("truncating", &s.image)?;
     drop(file);
     realms_sys::loopdev::set_capacity_of(&s.loop_device)?;
-    report.report(Event::progress(format!("shrank the encrypted image to {} MiB", size >> 20)));
+    report.report(Event::progress(format!(
+        "shrank the encrypted image to {} MiB",
+        size >> 20
+    )));
     Ok(size)
 }
 
@@ -418,7 +441,10 @@ mod tests {
         assert!(to > 4 * G);
         // Afterwards about target_free percent is free.
         let free = to - s.used - s.offset;
-        assert!(free * 100 / to >= u64::from(p.target_free), "{free} of {to}");
+        assert!(
+            free * 100 / to >= u64::from(p.target_free),
+            "{free} of {to}"
+        );
         assert_eq!(to % STEP, 0);
     }
 

@@ -157,12 +157,22 @@ pub fn plan(opts: &Options) -> Result<Plan> {
     let (uuid, uuid_from) = match machine_id(&opts.root) {
         Some(id) => (
             Guid::app_specific(id, STATE_PARTITION_TYPE),
-            format!("derived from the machine id in {}", opts.root.join("etc/machine-id").display()),
+            format!(
+                "derived from the machine id in {}",
+                opts.root.join("etc/machine-id").display()
+            ),
         ),
         None => (Guid::random()?, "random: no machine id".to_string()),
     };
-    let mut entries: Vec<String> = entries::DEFAULT_PLAIN.iter().map(|s| s.to_string()).collect();
-    entries.extend(entries::DEFAULT_ENCRYPTED.iter().map(|s| format!("encrypted/{s}")));
+    let mut entries: Vec<String> = entries::DEFAULT_PLAIN
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+    entries.extend(
+        entries::DEFAULT_ENCRYPTED
+            .iter()
+            .map(|s| format!("encrypted/{s}")),
+    );
     Ok(Plan {
         disk: disk.clone(),
         block_device: block,
@@ -191,7 +201,10 @@ fn check_unused(disk: &Path, block: bool) -> Result<()> {
         return Ok(());
     }
     let canon = std::fs::canonicalize(disk).io_ctx("resolving", disk)?;
-    let name = canon.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let name = canon
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
     let sys = PathBuf::from("/sys/class/block").join(&name);
     let mut devs = vec![(name.clone(), sys.clone())];
     for item in std::fs::read_dir(&sys).io_ctx("listing", &sys)?.flatten() {
@@ -200,9 +213,12 @@ fn check_unused(disk: &Path, block: bool) -> Result<()> {
             devs.push((n, item.path()));
         }
     }
-    let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").io_ctx("reading", "/proc/self/mountinfo")?;
+    let mountinfo = std::fs::read_to_string("/proc/self/mountinfo")
+        .io_ctx("reading", "/proc/self/mountinfo")?;
     for (n, dir) in devs {
-        let Ok(dev) = std::fs::read_to_string(dir.join("dev")) else { continue };
+        let Ok(dev) = std::fs::read_to_string(dir.join("dev")) else {
+            continue;
+        };
         let dev = dev.trim();
         if mountinfo.lines().any(|l| l.split(' ').nth(2) == Some(dev)) {
             return Err(in_use(format!("/dev/{n} is mounted")));
@@ -252,8 +268,14 @@ pub fn apply(plan: &Plan, report: &dyn Report) -> Result<Outcome> {
     )));
     if block {
         // Tell the kernel; the file system goes on through a loop device either way.
-        if let Err(e) = Cmd::new("partx").args(["-a", "--nr", &number.to_string()]).arg(disk).run() {
-            report.report(Event::warning(format!("the kernel was not told of the new partition: {e}")));
+        if let Err(e) = Cmd::new("partx")
+            .args(["-a", "--nr", &number.to_string()])
+            .arg(disk)
+            .run()
+        {
+            report.report(Event::warning(format!(
+                "the kernel was not told of the new partition: {e}"
+            )));
         }
     }
     let loopdev = LoopDevice::attach(
@@ -293,7 +315,10 @@ fn create_layout(state: &Path) -> Result<()> {
     for name in entries::DEFAULT_PLAIN {
         entries::create(state, name)?;
     }
-    let names: Vec<String> = entries::DEFAULT_ENCRYPTED.iter().map(|s| s.to_string()).collect();
+    let names: Vec<String> = entries::DEFAULT_ENCRYPTED
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
     entries::write_list(state, &names)
 }
 
@@ -325,7 +350,8 @@ pub fn parse_size(text: &str) -> std::result::Result<u64, String> {
         _ => (t, 1),
     };
     let n: u64 = num.parse().map_err(|_| format!("'{text}' is not a size"))?;
-    n.checked_mul(mult).ok_or_else(|| format!("'{text}' is too large"))
+    n.checked_mul(mult)
+        .ok_or_else(|| format!("'{text}' is too large"))
 }
 
 #[cfg(test)]
