@@ -11,5 +11,6 @@ mod realm;
 mod run;
 mod sealed;
 mod smoke;
+mod state;
 mod verbs;
 mod verity;

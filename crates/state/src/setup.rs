@@ -223,13 +223,15 @@ fn check_unused(disk: &Path, block: bool) -> Result<()> {
         if mountinfo.lines().any(|l| l.split(' ').nth(2) == Some(dev)) {
             return Err(in_use(format!("/dev/{n} is mounted")));
         }
-        if let Ok(mut holders) = std::fs::read_dir(dir.join("holders")) {
-            if let Some(h) = holders.next().and_then(|h| h.ok()) {
-                return Err(in_use(format!(
-                    "/dev/{n} is held by {}",
-                    h.file_name().to_string_lossy()
-                )));
-            }
+        let holder = std::fs::read_dir(dir.join("holders"))
+            .ok()
+            .and_then(|mut h| h.next())
+            .and_then(|h| h.ok());
+        if let Some(h) = holder {
+            return Err(in_use(format!(
+                "/dev/{n} is held by {}",
+                h.file_name().to_string_lossy()
+            )));
         }
     }
     Ok(())
