@@ -222,6 +222,10 @@ mod tests {
             "state resize --auto",
             "state resize --size 1G --state /s --reserve 64M --grow-below 5 --shrink-above 60 --target-free 20",
             "state status --state /s",
+            "state setup --disk d.img --tpm2-pcrs 7+11 --tpm2-device /dev/tpmrm0",
+            "state setup --disk d.img --no-tpm2",
+            "state unlock",
+            "state unlock --key-file k --state /s",
         ];
         for line in lines {
             for argv in [

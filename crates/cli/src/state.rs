@@ -33,6 +33,24 @@ pub enum StateCmd {
         /// Print the plan and change nothing.
         #[arg(long)]
         dry_run: bool,
+        /// The PCRs the TPM2 enrollment binds to.
+        #[arg(long, default_value = "7", value_name = "PCR+PCR...")]
+        tpm2_pcrs: String,
+        /// The TPM2 device (default: /dev/tpmrm0 when there is one).
+        #[arg(long, default_value = "auto", value_name = "PATH|auto")]
+        tpm2_device: String,
+        /// Enroll no TPM2: only the recovery key unlocks.
+        #[arg(long)]
+        no_tpm2: bool,
+    },
+    /// Unlock the encrypted image and mount it at STATE/encrypted: through the TPM2, or with the
+    /// recovery key read from a file.
+    Unlock {
+        /// A file holding the recovery key (or a passphrase).
+        #[arg(long, value_name = "FILE")]
+        key_file: Option<PathBuf>,
+        #[command(flatten)]
+        at: StateDir,
     },
     /// Write the units a boot would get for a state tree given as a directory (/state is then
     /// bind-mounted from it).
@@ -119,17 +137,32 @@ pub fn run(cmd: StateCmd, ctx: &Ctx) -> anyhow::Result<ExitCode> {
             size,
             fill: _,
             dry_run,
+            tpm2_pcrs,
+            tpm2_device,
+            no_tpm2,
         } => {
             let opts = setup::Options {
                 disk,
                 size,
                 root: ctx.root.clone(),
+                enroll: realms_state::encrypt::EnrollOptions {
+                    tpm2_device: (!no_tpm2).then_some(tpm2_device),
+                    tpm2_pcrs,
+                },
             };
             let plan = setup::plan(&opts)?;
             if dry_run {
                 ctx.emit(&plan)?;
             } else {
                 let outcome = setup::apply(&plan, ctx)?;
+                if let (Some(created), false) = (&outcome.encrypted, ctx.json) {
+                    // Shown once, on stdout only; it is written nowhere else.
+                    crate::output::outln!(
+                        "recovery key for {} (write it down now, it is not shown again):\n    {}",
+                        created.image.display(),
+                        created.recovery_key
+                    );
+                }
                 ctx.done(
                     "setup",
                     "disk",
@@ -160,6 +193,15 @@ pub fn run(cmd: StateCmd, ctx: &Ctx) -> anyhow::Result<ExitCode> {
                 _ => resize::auto(&state, &policy.policy(), ctx)?,
             };
             ctx.emit(&Resized(outcome))?;
+        }
+        StateCmd::Unlock { key_file, at } => {
+            let how = realms_state::encrypt::unlock(&at.path(ctx), key_file.as_deref(), ctx)?;
+            ctx.done(
+                "unlock",
+                "state",
+                &at.path(ctx).display().to_string(),
+                serde_json::json!({ "method": how }),
+            );
         }
         StateCmd::Status { at } => {
             let status = Status::read(&at.path(ctx))?;

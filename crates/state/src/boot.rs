@@ -102,9 +102,20 @@ fn find_on(disk: &str) -> Result<Option<Found>> {
     }))
 }
 
-/// Finds the state partition: on the root disk, else on `realms.state_disk=`.
+/// `$REALMS_STATE_DISK` names the disk too (for trying the generator by hand on a loop device).
+fn env_disk() -> Option<String> {
+    let dev = std::env::var_os("REALMS_STATE_DISK")?;
+    let name = std::fs::canonicalize(dev).ok()?;
+    Some(name.file_name()?.to_string_lossy().into_owned())
+}
+
+/// Finds the state partition: on the root disk, else on `realms.state_disk=` or
+/// `$REALMS_STATE_DISK`.
 pub fn find() -> Result<Option<Found>> {
-    for disk in [root_disk(), cmdline_disk()].into_iter().flatten() {
+    for disk in [root_disk(), cmdline_disk(), env_disk()]
+        .into_iter()
+        .flatten()
+    {
         if let Some(found) = find_on(&disk)? {
             return Ok(Some(found));
         }

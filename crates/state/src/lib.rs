@@ -3,6 +3,7 @@
 #![warn(missing_docs)]
 
 pub mod boot;
+pub mod encrypt;
 pub mod entries;
 mod error;
 pub mod generator;

@@ -32,6 +32,8 @@ pub struct Options {
     pub size: Option<u64>,
     /// The root whose `/etc/machine-id` seeds the partition UUID.
     pub root: PathBuf,
+    /// How the encrypted image is enrolled (it is made where device-mapper exists).
+    pub enroll: crate::encrypt::EnrollOptions,
 }
 
 /// What `setup` will do (`--dry-run` prints this).
@@ -57,6 +59,12 @@ pub struct Plan {
     pub size: u64,
     /// The entries the layout gets.
     pub entries: Vec<String>,
+    /// The initial size of the encrypted image (sparse), if it is made now (device-mapper
+    /// exists); otherwise `realms state setup` must run again on the target to make it.
+    pub image_size: Option<u64>,
+    /// How the image is enrolled.
+    #[serde(skip)]
+    pub enroll: crate::encrypt::EnrollOptions,
 }
 
 impl fmt::Display for Plan {
@@ -79,7 +87,18 @@ impl fmt::Display for Plan {
             self.size,
             self.size >> 20
         )?;
-        write!(f, "  layout: {}", self.entries.join(" "))
+        writeln!(f, "  layout: {}", self.entries.join(" "))?;
+        match self.image_size {
+            Some(s) => write!(
+                f,
+                "  encrypted.img: LUKS2 + btrfs, {} MiB to start (sparse, grows and shrinks)",
+                s >> 20
+            ),
+            None => write!(
+                f,
+                "  encrypted.img: not made here (no device-mapper); the entries are listed for it"
+            ),
+        }
     }
 }
 
@@ -173,7 +192,13 @@ pub fn plan(opts: &Options) -> Result<Plan> {
             .iter()
             .map(|s| format!("encrypted/{s}")),
     );
+    // A quarter of the partition to start with; it grows with need.
+    let image_size = realms_sys::dm::available().then(|| {
+        (wanted / 4 / crate::resize::STEP * crate::resize::STEP).max(crate::resize::MIN_IMAGE)
+    });
     Ok(Plan {
+        image_size,
+        enroll: opts.enroll.clone(),
         disk: disk.clone(),
         block_device: block,
         number,
@@ -242,8 +267,8 @@ fn check_unused(disk: &Path, block: bool) -> Result<()> {
 pub struct Outcome {
     /// What was done.
     pub plan: Plan,
-    /// Whether the encrypted image was created (it needs device-mapper).
-    pub encrypted_image: bool,
+    /// The encrypted image, if it was made (it needs device-mapper); holds the recovery key.
+    pub encrypted: Option<crate::encrypt::Created>,
 }
 
 /// Carries out `plan`: writes the partition, makes btrfs on it and creates the layout.
@@ -296,11 +321,14 @@ pub fn apply(plan: &Plan, report: &dyn Report) -> Result<Outcome> {
     report.report(Event::progress("made a btrfs file system on it"));
     let mnt = tempdir_in_run("setup")?;
     let guard = mount::mount_fs(loopdev.path(), &mnt, "btrfs", MountFlags::empty(), "")?;
-    let layout = create_layout(&mnt);
+    let layout = create_layout(&mnt).and_then(|()| match plan.image_size {
+        Some(size) => crate::encrypt::create(&mnt, size, &plan.enroll, report).map(Some),
+        None => Ok(None),
+    });
     let unmounted = guard.unmount();
     let _ = std::fs::remove_dir(&mnt);
     loopdev.detach()?;
-    layout?;
+    let encrypted = layout?;
     unmounted?;
     report.report(Event::progress(format!(
         "created the layout: {}",
@@ -308,7 +336,7 @@ pub fn apply(plan: &Plan, report: &dyn Report) -> Result<Outcome> {
     )));
     Ok(Outcome {
         plan: plan.clone(),
-        encrypted_image: false,
+        encrypted,
     })
 }
 
