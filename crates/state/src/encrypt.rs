@@ -307,6 +307,8 @@ pub fn unlock(state: &Path, key_file: Option<&Path>, report: &dyn Report) -> Res
     if !realms_sys::mount::is_mountpoint(&mnt)? {
         mount::mount_fs(&dev, &mnt, "btrfs", MountFlags::empty(), "discard=async")?.leak();
     }
+    // The generator cannot look inside the image: keep its list in step with what is there.
+    entries::refresh_list(state)?;
     report.report(Event::progress(format!(
         "unlocked {} and mounted it at {}",
         image.display(),
