@@ -50,7 +50,7 @@ realms state status --state /state
 # The generator finds the partition and writes the units; systemd starts them.
 DEV=$(losetup -P -f --show /root/vmtest/state-disk.img)
 udevadm settle || true
-[ -e "${DEV}p2" ] || partx -a "$DEV"
+[ -e "${{DEV}}p2" ] || partx -a "$DEV"
 REALMS_STATE_DISK=$DEV realms-state-generator /run/systemd/system /run/systemd/system /run/systemd/system
 ls /run/systemd/system
 systemctl daemon-reload
