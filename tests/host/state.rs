@@ -355,3 +355,66 @@ fn realms_state_size(text: &str) -> u64 {
         _ => unreachable!(),
     }
 }
+
+/// The recovery key is replaced: the new one opens the LUKS2 header, the old one no longer does
+/// (header-only operations: no device-mapper needed).
+#[test]
+fn state_enroll_replaces_the_recovery_key() {
+    require::tool("cryptsetup", "cryptsetup-bin");
+    require::tool("systemd-cryptenroll", "systemd");
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path();
+    let image = state.join("encrypted.img");
+    run(Command::new("truncate").args(["-s", "32M"]).arg(&image));
+    let pass = state.join("pass");
+    std::fs::write(&pass, "a passphrase for this test").unwrap();
+    run(Command::new("cryptsetup")
+        .args(["luksFormat", "--type", "luks2", "--batch-mode"])
+        .args(["--pbkdf", "pbkdf2", "--pbkdf-force-iterations", "1000"])
+        .arg("--key-file")
+        .arg(&pass)
+        .arg(&image));
+    let st = state.to_string_lossy();
+    let pattern = |out: &str| {
+        out.split_whitespace()
+            .find(|w| w.len() == 71 && w.matches('-').count() == 7)
+            .map(String::from)
+            .unwrap_or_else(|| panic!("no recovery key in {out:?}"))
+    };
+    let opens = |key: &str| {
+        let f = state.join("try");
+        std::fs::write(&f, key).unwrap();
+        output(
+            Command::new("cryptsetup")
+                .args(["open", "--test-passphrase", "--key-file"])
+                .arg(&f)
+                .arg(&image),
+        )
+        .status
+        .success()
+    };
+    let pass_s = pass.to_string_lossy();
+    let first = pattern(&realms_ok(&[
+        "state",
+        "enroll",
+        "--recovery-key",
+        "--unlock-key-file",
+        &pass_s,
+        "--state",
+        &st,
+    ]));
+    assert!(opens(&first));
+    let second = pattern(&realms_ok(&[
+        "state",
+        "enroll",
+        "--recovery-key",
+        "--unlock-key-file",
+        &pass_s,
+        "--state",
+        &st,
+    ]));
+    assert_ne!(first, second);
+    assert!(opens(&second), "the new recovery key opens");
+    assert!(!opens(&first), "the old recovery key was removed");
+    assert!(opens("a passphrase for this test"), "other slots stay");
+}

@@ -226,6 +226,9 @@ mod tests {
             "state setup --disk d.img --no-tpm2",
             "state unlock",
             "state unlock --key-file k --state /s",
+            "state enroll --tpm2 --unlock-key-file k",
+            "state enroll --recovery-key --unlock-key-file k --state /s",
+            "state enroll --tpm2 --tpm2-pcrs 7+11 --tpm2-device auto --unlock-key-file k",
         ];
         for line in lines {
             for argv in [

@@ -74,6 +74,26 @@ pub enum StateCmd {
         #[command(flatten)]
         at: StateDir,
     },
+    /// Add or replace the TPM2 key slot or the recovery key, unlocking with a key file.
+    Enroll {
+        /// Enroll (replace) the TPM2 slot.
+        #[arg(long, required_unless_present = "recovery_key")]
+        tpm2: bool,
+        /// Make a new recovery key (printed once) and remove the old one.
+        #[arg(long, conflicts_with = "tpm2")]
+        recovery_key: bool,
+        /// The PCRs the TPM2 enrollment binds to.
+        #[arg(long, default_value = "7", value_name = "PCR+PCR...")]
+        tpm2_pcrs: String,
+        /// The TPM2 device.
+        #[arg(long, default_value = "auto", value_name = "PATH|auto")]
+        tpm2_device: String,
+        /// A file holding the recovery key (or a passphrase) that unlocks the image now.
+        #[arg(long, value_name = "FILE")]
+        unlock_key_file: PathBuf,
+        #[command(flatten)]
+        at: StateDir,
+    },
     /// Sizes and free space of the image and the partition, the entries, the last resize.
     Status {
         #[command(flatten)]
@@ -202,6 +222,37 @@ pub fn run(cmd: StateCmd, ctx: &Ctx) -> anyhow::Result<ExitCode> {
                 &at.path(ctx).display().to_string(),
                 serde_json::json!({ "method": how }),
             );
+        }
+        StateCmd::Enroll {
+            tpm2: _,
+            recovery_key,
+            tpm2_pcrs,
+            tpm2_device,
+            unlock_key_file,
+            at,
+        } => {
+            use realms_state::encrypt::{Enroll, enroll};
+            let what = if recovery_key {
+                Enroll::RecoveryKey
+            } else {
+                Enroll::Tpm2 {
+                    device: tpm2_device,
+                    pcrs: tpm2_pcrs,
+                }
+            };
+            let new_key = enroll(&at.path(ctx), &what, &unlock_key_file)?;
+            match (new_key, ctx.json) {
+                (Some(k), false) => crate::output::outln!(
+                    "new recovery key (write it down now, it is not shown again):\n    {k}"
+                ),
+                (k, true) => ctx.done(
+                    "enroll",
+                    "state",
+                    &at.path(ctx).display().to_string(),
+                    serde_json::json!({ "recovery_key": k }),
+                ),
+                (None, false) => ctx.say(realms_sys::event::Event::progress("enrolled the TPM2")),
+            }
         }
         StateCmd::Status { at } => {
             let status = Status::read(&at.path(ctx))?;

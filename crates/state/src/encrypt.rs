@@ -269,6 +269,79 @@ fn enroll_tpm2(image: &Path, key: &Path, device: &str, pcrs: &str) -> Result<()>
     Ok(())
 }
 
+/// What `enroll` adds (replacing the old one of the same kind).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Enroll {
+    /// A TPM2 key slot bound to these PCRs, through this device.
+    Tpm2 {
+        /// The device (`auto`).
+        device: String,
+        /// The PCRs (`7`).
+        pcrs: String,
+    },
+    /// A new recovery key (returned, to show once).
+    RecoveryKey,
+}
+
+/// Adds or replaces the TPM2 slot or the recovery key of `state/encrypted.img`, unlocking with
+/// the key (recovery key or passphrase) in `key_file`. Returns a new recovery key if one was
+/// made. Header-only: works without device-mapper.
+pub fn enroll(state: &Path, what: &Enroll, key_file: &Path) -> Result<Option<String>> {
+    let image = state.join(IMAGE);
+    let text = std::fs::read_to_string(key_file).io_ctx("reading", key_file)?;
+    let key = KeyFile::new(text.trim().as_bytes())?;
+    match what {
+        Enroll::Tpm2 { device, pcrs } => {
+            // systemd-cryptenroll wipes after enrolling, so a failure keeps the old slot.
+            Cmd::new("systemd-cryptenroll")
+                .arg(format!("--unlock-key-file={}", key.file.display()))
+                .arg(format!("--tpm2-device={device}"))
+                .arg(format!("--tpm2-pcrs={pcrs}"))
+                .arg("--wipe-slot=tpm2")
+                .arg(&image)
+                .run()?;
+            Ok(None)
+        }
+        Enroll::RecoveryKey => {
+            let new = enroll_recovery(&image, &key.file)?;
+            // Remove the older recovery slots: the one just made is the highest-numbered.
+            let slots = recovery_slots(&image)?;
+            let old: Vec<String> = slots
+                .iter()
+                .take(slots.len().saturating_sub(1))
+                .map(|s| s.to_string())
+                .collect();
+            if !old.is_empty() {
+                let keep = KeyFile::new(new.as_bytes())?;
+                Cmd::new("systemd-cryptenroll")
+                    .arg(format!("--unlock-key-file={}", keep.file.display()))
+                    .arg(format!("--wipe-slot={}", old.join(",")))
+                    .arg(&image)
+                    .run()?;
+            }
+            Ok(Some(new))
+        }
+    }
+}
+
+/// The key slots that systemd-recovery tokens point at, ascending.
+fn recovery_slots(image: &Path) -> Result<Vec<u32>> {
+    let dump: serde_json::Value = Cmd::new("cryptsetup")
+        .args(["luksDump", "--dump-json-metadata"])
+        .arg(image)
+        .json()?;
+    let mut slots: Vec<u32> = dump["tokens"]
+        .as_object()
+        .into_iter()
+        .flat_map(|t| t.values())
+        .filter(|t| t["type"] == "systemd-recovery")
+        .flat_map(|t| t["keyslots"].as_array().cloned().unwrap_or_default())
+        .filter_map(|k| k.as_str().and_then(|s| s.parse().ok()))
+        .collect();
+    slots.sort_unstable();
+    Ok(slots)
+}
+
 /// How `unlock` got in.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
 #[serde(rename_all = "kebab-case")]
