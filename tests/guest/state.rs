@@ -55,7 +55,7 @@ REALMS_STATE_DISK=$DEV realms-state-generator /run/systemd/system /run/systemd/s
 ls /run/systemd/system
 systemctl daemon-reload
 timeout 300 systemctl start local-fs.target
-findmnt -o TARGET,SOURCE,FSTYPE,OPTIONS /state /state/encrypted /home /var /srv /fancy-dir /my/fancy/dir /etc /usr/local /opt
+for m in /state /state/encrypted /home /var /srv /fancy-dir /my/fancy/dir /etc /usr/local /opt; do findmnt -n -o TARGET,SOURCE,FSTYPE,OPTIONS --mountpoint $m; done
 systemctl is-active 'systemd-cryptsetup@state\x2dencrypted.service'
 journalctl -b -u 'systemd-cryptsetup@state\x2dencrypted.service' --no-pager | tail -n 5
 test "$(cat /srv/probe)" = srv-data

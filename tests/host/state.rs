@@ -418,3 +418,78 @@ fn state_enroll_replaces_the_recovery_key() {
     assert!(!opens(&first), "the old recovery key was removed");
     assert!(opens("a passphrase for this test"), "other slots stay");
 }
+
+/// The generator's units in a booted systemd container: `systemd-analyze verify` accepts them,
+/// and systemd really mounts /state, the binds (escaped names included) and /etc's overlay.
+#[test]
+fn state_generator_units_mount_everything_in_a_booted_container() {
+    use realms_tests::container::Container;
+    use realms_tests::fixtures::debian_base;
+    use realms_tests::scratch::unique;
+    require::root();
+    let scratch = Scratch::snapshot(debian_base(), "state-ct");
+    let root = scratch.path();
+    let src = root.join("state-src");
+    for d in [
+        "home",
+        "encrypted/var",
+        "encrypted/srv",
+        "encrypted/etc/upper",
+        "encrypted/etc/work",
+        "encrypted/fancy\\x2ddir",
+        "encrypted/my-fancy-dir",
+    ] {
+        std::fs::create_dir_all(src.join(d)).unwrap();
+    }
+    std::fs::write(src.join("home/probe"), "home-data").unwrap();
+    std::fs::write(src.join("encrypted/srv/probe"), "srv-data").unwrap();
+    std::fs::write(src.join("encrypted/fancy\\x2ddir/probe"), "fancy-data").unwrap();
+    std::fs::write(
+        src.join("encrypted/etc/upper/realms-state-probe"),
+        "overlay-data",
+    )
+    .unwrap();
+    let c = Container::boot(root, &unique("state"), &["--private-network"]);
+    c.copy_in(&realms_bin(), "/usr/local/bin/realms");
+    c.sh("realms state generate --state /state-src /run/systemd/system");
+    let verify = c.exec(&[
+        "sh",
+        "-c",
+        "cd /run/systemd/system && systemd-analyze verify --man=no *.mount",
+    ]);
+    assert!(
+        verify.status.success(),
+        "systemd-analyze verify in the container:\n{}",
+        String::from_utf8_lossy(&verify.stderr)
+    );
+    c.sh("systemctl daemon-reload && timeout 60 systemctl start local-fs.target");
+    let mounts = c.sh("findmnt -rn -o TARGET,SOURCE,FSTYPE");
+    eprintln!("{mounts}");
+    for m in [
+        "/state",
+        "/home",
+        "/var",
+        "/srv",
+        "/fancy-dir",
+        "/my/fancy/dir",
+        "/etc",
+    ] {
+        assert!(
+            mounts.lines().any(|l| l.split(" ").next() == Some(m)),
+            "{m} not mounted:\n{mounts}"
+        );
+    }
+    assert_eq!(
+        c.sh("cat /srv/probe /fancy-dir/probe /home/probe /etc/realms-state-probe"),
+        "srv-datafancy-datahome-dataoverlay-data"
+    );
+    // The base's /etc is still visible below the overlay, and writes land in the state.
+    c.sh("test -f /etc/os-release && echo written > /etc/realms-state-new");
+    assert_eq!(
+        std::fs::read_to_string(src.join("encrypted/etc/upper/realms-state-new")).unwrap(),
+        "written\n"
+    );
+    let failed = c.sh("systemctl --failed --no-legend --plain");
+    assert!(!failed.contains(".mount"), "{failed}");
+    c.stop();
+}
