@@ -10,6 +10,15 @@ use realms_tests::guest::GuestCase;
 /// the loop device.
 const ATTACH: &str = r#"
 DISK=/root/vmtest/state-disk.img
+# Whatever an earlier case left behind (a failed case stops half-way).
+systemctl stop var.mount etc.mount home.mount srv.mount opt.mount usr-local.mount 'fancy\x2ddir.mount' my-fancy-dir.mount 2>/dev/null || true
+systemctl stop state-encrypted.mount 'systemd-cryptsetup@state\x2dencrypted.service' state.mount 2>/dev/null || true
+rm -rf /run/systemd/system/{state,state-encrypted,var,etc,home,srv,opt,usr-local,my-fancy-dir}.mount /run/systemd/system/fancy*.mount /run/systemd/system/systemd-cryptsetup@state* /run/systemd/system/{local-fs,cryptsetup}.target.requires
+systemctl daemon-reload
+umount /state/encrypted 2>/dev/null || true
+umount /state 2>/dev/null || true
+cryptsetup close state-encrypted 2>/dev/null || true
+for d in $(losetup -n -O NAME -j "$DISK"); do losetup -d "$d"; done
 DEV=$(losetup -P -f --show "$DISK")
 udevadm settle || true
 [ -e "${DEV}p2" ] || partx -a "$DEV"
@@ -45,6 +54,7 @@ echo fancy-data > '/state/encrypted/fancy\x2ddir/probe'
 mkdir -p /state/encrypted/etc/upper
 echo overlay-data > /state/encrypted/etc/upper/realms-state-probe
 echo home-data > /state/home/probe
+realms state unlock --state /state   # already open: brings encrypted.entries up to date
 realms state status --state /state
 {DETACH}
 # The generator finds the partition and writes the units; systemd starts them.
@@ -88,6 +98,7 @@ START=$(date +%s)
 for c in $(seq 1 20); do
   realms state resize --size 1200M --state /state --reserve 64M
   realms state resize --size 448M --state /state --reserve 64M
+  echo "cycle $c done at $(( $(date +%s) - START )) s"
 done
 END=$(date +%s)
 touch /root/vmtest/stop-writer; wait $WRITER

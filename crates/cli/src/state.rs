@@ -178,8 +178,8 @@ pub fn run(cmd: StateCmd, ctx: &Ctx) -> anyhow::Result<ExitCode> {
                 if let (Some(created), false) = (&outcome.encrypted, ctx.json) {
                     // Shown once, on stdout only; it is written nowhere else.
                     crate::output::outln!(
-                        "recovery key for {} (write it down now, it is not shown again):\n    {}",
-                        created.image.display(),
+                        "recovery key of the encrypted state on {} (write it down now, it is not shown again):\n    {}",
+                        plan.disk.display(),
                         created.recovery_key
                     );
                 }

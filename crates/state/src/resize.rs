@@ -312,6 +312,8 @@ pub fn resize(state: &Path, target: u64, policy: &Policy, report: &dyn Report) -
     });
     realms_sys::atomic::write_file(state.join(LAST), last.to_string().as_bytes(), 0o644)?;
     std::fs::remove_file(&pending).io_ctx("removing", &pending)?;
+    // The timer's run also keeps the generator's list in step with the open image.
+    crate::entries::refresh_list(state)?;
     Ok(Outcome {
         from,
         to,
