@@ -17,6 +17,11 @@ fn all_cases() -> Vec<GuestCase> {
     cases.extend(sealed::cases());
     cases.extend(portable::cases());
     cases.extend(state::cases());
+    // `REALMS_GUEST_CASES=state_` boots with only the cases whose names start so (a TCG boot
+    // of the whole suite takes minutes; the other tests then report that their case left no result).
+    if let Ok(prefix) = std::env::var("REALMS_GUEST_CASES") {
+        cases.retain(|c| c.name.starts_with(&prefix));
+    }
     cases
 }
 

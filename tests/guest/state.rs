@@ -11,6 +11,7 @@ use realms_tests::guest::GuestCase;
 const ATTACH: &str = r#"
 DISK=/root/vmtest/state-disk.img
 # Whatever an earlier case left behind (a failed case stops half-way).
+if findmnt -n --mountpoint /etc -t overlay > /dev/null; then systemctl stop etc.mount || umount -l /etc; fi
 systemctl stop var.mount etc.mount home.mount srv.mount opt.mount usr-local.mount 'fancy\x2ddir.mount' my-fancy-dir.mount 2>/dev/null || true
 systemctl stop state-encrypted.mount 'systemd-cryptsetup@state\x2dencrypted.service' state.mount 2>/dev/null || true
 rm -rf /run/systemd/system/{state,state-encrypted,var,etc,home,srv,opt,usr-local,my-fancy-dir}.mount /run/systemd/system/fancy*.mount /run/systemd/system/systemd-cryptsetup@state* /run/systemd/system/{local-fs,cryptsetup}.target.requires
@@ -74,7 +75,8 @@ test "$(cat /home/probe)" = home-data
 test "$(cat /etc/realms-state-probe)" = overlay-data
 test -f /etc/os-release
 echo "ALL MOUNTS ACTIVE"
-systemctl stop var.mount etc.mount home.mount srv.mount opt.mount usr-local.mount 'fancy\x2ddir.mount' my-fancy-dir.mount
+systemctl stop etc.mount || umount -l /etc
+systemctl stop var.mount home.mount srv.mount opt.mount usr-local.mount 'fancy\x2ddir.mount' my-fancy-dir.mount
 systemctl stop state-encrypted.mount 'systemd-cryptsetup@state\x2dencrypted.service' state.mount
 rm -f /run/systemd/system/*.mount /run/systemd/system/systemd-cryptsetup@* 
 rm -rf /run/systemd/system/local-fs.target.requires /run/systemd/system/cryptsetup.target.requires
