@@ -86,8 +86,19 @@ impl Drop for KeyFile {
     }
 }
 
+/// Whether the kernel really has device-mapper: its misc device is registered (a
+/// `/dev/mapper/control` node alone proves nothing, anyone can mknod one).
+pub fn dm_usable() -> bool {
+    let registered = || Path::new("/sys/class/misc/device-mapper").exists();
+    if !registered() && realms_sys::dm::available() {
+        // A static node of a module not loaded yet (kmod's devname alias): load it.
+        let _ = Cmd::new("modprobe").arg("dm_mod").run();
+    }
+    registered() && realms_sys::dm::available()
+}
+
 fn require_dm() -> Result<()> {
-    if realms_sys::dm::available() {
+    if dm_usable() {
         Ok(())
     } else {
         Err(Error::Unsupported {

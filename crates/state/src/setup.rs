@@ -193,7 +193,7 @@ pub fn plan(opts: &Options) -> Result<Plan> {
             .map(|s| format!("encrypted/{s}")),
     );
     // A quarter of the partition to start with; it grows with need.
-    let image_size = realms_sys::dm::available().then(|| {
+    let image_size = crate::encrypt::dm_usable().then(|| {
         (wanted / 4 / crate::resize::STEP * crate::resize::STEP).max(crate::resize::MIN_IMAGE)
     });
     Ok(Plan {
