@@ -3,6 +3,7 @@
 mod portable;
 mod provision;
 mod realm;
+mod state;
 mod table;
 mod verity;
 
@@ -28,6 +29,8 @@ enum Suite {
     Portable,
     /// provision apply of a ~200 MB package vs curl|sha256sum|tar and systemd-pull
     Provision,
+    /// state resize by 1 and 10 GiB vs the same steps by hand, freed space returned, I/O via /var
+    State,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -44,6 +47,7 @@ fn main() -> anyhow::Result<()> {
             Suite::Verity => verity::run_suite(args.runs)?,
             Suite::Portable => portable::run_suite(args.runs)?,
             Suite::Provision => provision::run_suite(args.runs)?,
+            Suite::State => state::run_suite(args.runs)?,
         }
     }
     Ok(())

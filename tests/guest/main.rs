@@ -4,6 +4,7 @@
 mod portable;
 mod sealed;
 mod smoke;
+mod state;
 
 use std::sync::OnceLock;
 
@@ -15,6 +16,12 @@ fn all_cases() -> Vec<GuestCase> {
     cases.extend(smoke::cases());
     cases.extend(sealed::cases());
     cases.extend(portable::cases());
+    cases.extend(state::cases());
+    // `REALMS_GUEST_CASES=state_` boots with only the cases whose names start so (a TCG boot
+    // of the whole suite takes minutes; the other tests then report that their case left no result).
+    if let Ok(prefix) = std::env::var("REALMS_GUEST_CASES") {
+        cases.retain(|c| c.name.starts_with(&prefix));
+    }
     cases
 }
 
@@ -83,4 +90,40 @@ fn portable_gpt_verity() {
 fn portable_raw_reattach() {
     let out = outcome().assert_ok("portable_raw_reattach");
     assert!(out.contains("PORTABLE REATTACH OK"), "{out}");
+}
+
+#[test]
+fn state_setup_enrolls_tpm2_and_boot_units_mount_everything() {
+    let out = outcome().assert_ok("state_setup_and_boot_units");
+    for line in [
+        "RECOVERY KEY SHOWN",
+        "TPM2 ENROLLED",
+        "ALL MOUNTS ACTIVE",
+        "STATE BOOT UNITS OK",
+    ] {
+        assert!(out.contains(line), "missing {line:?} in:\n{out}");
+    }
+    eprintln!("{out}");
+}
+
+#[test]
+fn state_resize_cycles_under_a_writer_and_killed_resizes_stay_consistent() {
+    let out = outcome().assert_ok("state_resize");
+    for line in ["RESIZE CYCLES OK", "KILLED RESIZES CONSISTENT"] {
+        assert!(out.contains(line), "missing {line:?} in:\n{out}");
+    }
+    eprintln!("{out}");
+}
+
+#[test]
+fn state_freed_space_returns_to_the_partition() {
+    let out = outcome().assert_ok("state_discard");
+    assert!(out.contains("DISCARD OK"), "{out}");
+    eprintln!("{out}");
+}
+
+#[test]
+fn state_recovery_key_unlocks_with_the_tpm_cleared() {
+    let out = outcome().assert_ok("state_recovery_key");
+    assert!(out.contains("RECOVERY KEY UNLOCKS"), "{out}");
 }

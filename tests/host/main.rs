@@ -18,6 +18,7 @@ mod realm;
 mod run;
 mod sealed;
 mod smoke;
+mod state;
 mod store;
 mod verbs;
 mod verity;

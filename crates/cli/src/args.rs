@@ -69,6 +69,8 @@ pub enum Command {
     /// Write the man pages and shell completions into DIR (for packaging).
     #[command(hide = true)]
     GenerateAssets { dir: std::path::PathBuf },
+    #[command(subcommand, about = crate::state::ABOUT)]
+    State(crate::state::StateCmd),
 }
 
 /// The command line, with what only the libraries know added to the help texts (the config
@@ -121,6 +123,7 @@ pub fn dispatch(command: Command, ctx: &Ctx) -> anyhow::Result<ExitCode> {
         Command::GenerateAssets { dir } => {
             crate::assets::generate(&dir, self::command()).map(|()| ExitCode::SUCCESS)
         }
+        Command::State(cmd) => crate::state::run(cmd, ctx),
     }
 }
 
@@ -251,6 +254,20 @@ mod tests {
             "doctor --fix",
             "doctor --fix --force",
             "generate-assets /tmp/assets",
+            "state setup --disk d.img",
+            "state setup --disk /dev/vdb --size 2G --dry-run",
+            "state setup --disk d.img --fill",
+            "state generate --state /s out",
+            "state resize --auto",
+            "state resize --size 1G --state /s --reserve 64M --grow-below 5 --shrink-above 60 --target-free 20",
+            "state status --state /s",
+            "state setup --disk d.img --tpm2-pcrs 7+11 --tpm2-device /dev/tpmrm0",
+            "state setup --disk d.img --no-tpm2",
+            "state unlock",
+            "state unlock --key-file k --state /s",
+            "state enroll --tpm2 --unlock-key-file k",
+            "state enroll --recovery-key --unlock-key-file k --state /s",
+            "state enroll --tpm2 --tpm2-pcrs 7+11 --tpm2-device auto --unlock-key-file k",
         ];
         for line in lines {
             for argv in [

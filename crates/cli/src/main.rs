@@ -9,12 +9,18 @@ mod output;
 mod portable;
 mod provision;
 mod realm;
+mod state;
 mod verbs;
 mod verity;
 
 use std::process::ExitCode;
 
 fn main() -> ExitCode {
+    let argv: Vec<String> = std::env::args().collect();
+    let name = argv.first().map(|a| a.rsplit('/').next().unwrap_or(a));
+    if name == Some("realms-state-generator") {
+        return state::generator_main(&argv);
+    }
     let cli = args::parse();
     output::init_logging(cli.global.verbose);
     let ctx = output::Ctx::new(cli.global.root.clone(), cli.global.json, cli.global.quiet);

@@ -254,6 +254,18 @@ pub fn detach_device(device: impl AsRef<Path>) -> Result<()> {
     clear_fd(&fd, device)
 }
 
+/// Makes the loop device at `device` (attached by anyone) pick up a changed size of its backing
+/// file (`LOOP_SET_CAPACITY`).
+pub fn set_capacity_of(device: impl AsRef<Path>) -> Result<()> {
+    let device = device.as_ref();
+    let fd = rustix::fs::open(device, OFlags::RDONLY | OFlags::CLOEXEC, Mode::empty())
+        .ctx("opening loop device", device)?;
+    // SAFETY: LOOP_SET_CAPACITY takes no argument.
+    unsafe { ioctl(fd.as_fd(), LOOP_SET_CAPACITY, std::ptr::null_mut()) }
+        .ctx("updating the capacity of", device)?;
+    Ok(())
+}
+
 /// The loop devices (`/dev/loopN`) whose backing file is `backing`, for cleaning up leftovers.
 pub fn find_by_backing_file(backing: impl AsRef<Path>) -> Result<Vec<PathBuf>> {
     let backing = backing.as_ref();

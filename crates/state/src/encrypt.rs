@@ -1,0 +1,418 @@
+//! The encrypted image: `/state/encrypted.img`, a sparse NOCOW file holding LUKS2 (random volume
+//! key, made by cryptsetup) with btrfs inside, enrolled with systemd-cryptenroll so that
+//! `systemd-cryptsetup` unlocks it at boot with `tpm2-device=auto`, plus a recovery key shown
+//! once. Needs device-mapper (the guest tier); LUKS header work alone runs anywhere.
+//!
+//! Secrets: the temporary key that creates the volume lives in a 0600 file in a 0700 directory
+//! on /run (tmpfs), is wiped from the LUKS header once the other keys are enrolled, and is
+//! overwritten and removed; the recovery key is only returned to the caller, never logged, and
+//! never put into an error.
+
+use std::io::Write;
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+use realms_sys::cmd::Cmd;
+use realms_sys::event::{Event, Report};
+use realms_sys::mount::{self, MountFlags};
+
+use crate::entries::{self, ENCRYPTED, IMAGE};
+use crate::error::{Error, IoCtx, Result};
+use crate::generator::DM_NAME;
+
+/// How the image is enrolled.
+#[derive(Debug, Clone)]
+pub struct EnrollOptions {
+    /// The TPM2 device (`auto`: /dev/tpmrm0); `None`: no TPM2 enrollment.
+    pub tpm2_device: Option<String>,
+    /// The PCRs the TPM2 policy binds to (`7`, `7+11`, ...).
+    pub tpm2_pcrs: String,
+}
+
+impl Default for EnrollOptions {
+    /// TPM2 through `/dev/tpmrm0` if there is one, bound to PCR 7 (Secure Boot state).
+    fn default() -> Self {
+        EnrollOptions {
+            tpm2_device: Some("auto".into()),
+            tpm2_pcrs: "7".into(),
+        }
+    }
+}
+
+/// What creating the image gave.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Created {
+    /// The image.
+    pub image: PathBuf,
+    /// Its size in bytes.
+    pub size: u64,
+    /// Whether a TPM2 key slot was enrolled.
+    pub tpm2: bool,
+    /// The recovery key (systemd-cryptenroll's format), to show once.
+    pub recovery_key: String,
+}
+
+/// A private directory on /run holding one key file; overwritten and removed on drop.
+struct KeyFile {
+    dir: PathBuf,
+    file: PathBuf,
+}
+
+impl KeyFile {
+    fn new(bytes: &[u8]) -> Result<KeyFile> {
+        let dir = crate::scratch::tempdir_in_run("key")?;
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700))
+            .io_ctx("protecting", &dir)?;
+        let file = dir.join("key");
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&file)
+            .io_ctx("creating", &file)?;
+        f.write_all(bytes).io_ctx("writing", &file)?;
+        Ok(KeyFile { dir, file })
+    }
+}
+
+impl Drop for KeyFile {
+    fn drop(&mut self) {
+        if let Ok(len) = std::fs::metadata(&self.file).map(|m| m.len()) {
+            let _ = std::fs::write(&self.file, vec![0u8; len as usize]);
+        }
+        let _ = std::fs::remove_file(&self.file);
+        let _ = std::fs::remove_dir(&self.dir);
+    }
+}
+
+/// Whether the kernel really has device-mapper: its misc device is registered (a
+/// `/dev/mapper/control` node alone proves nothing, anyone can mknod one).
+pub fn dm_usable() -> bool {
+    let registered = || Path::new("/sys/class/misc/device-mapper").exists();
+    if !registered() && realms_sys::dm::available() {
+        // A static node of a module not loaded yet (kmod's devname alias): load it.
+        let _ = Cmd::new("modprobe").arg("dm_mod").run();
+    }
+    registered() && realms_sys::dm::available()
+}
+
+fn require_dm() -> Result<()> {
+    if dm_usable() {
+        Ok(())
+    } else {
+        Err(Error::Unsupported {
+            what: "device-mapper (/dev/mapper/control)",
+            hint: "the encrypted image needs dm-crypt; run this on the target machine (or in the guest tier)",
+        })
+    }
+}
+
+/// Whether a TPM2 resource manager device is present.
+fn tpm2_present() -> bool {
+    Path::new("/dev/tpmrm0").exists()
+}
+
+/// Creates `state/encrypted.img` of `size` bytes (sparse), formats and enrolls it, makes btrfs
+/// inside with the default encrypted entries, and leaves it closed.
+pub fn create(
+    state: &Path,
+    size: u64,
+    opts: &EnrollOptions,
+    report: &dyn Report,
+) -> Result<Created> {
+    require_dm()?;
+    let image = state.join(IMAGE);
+    if image.exists() {
+        return Err(Error::BadSize {
+            what: image.display().to_string(),
+            reason: "it exists already".into(),
+        });
+    }
+    let staging = state.join(".encrypted.img.new");
+    let _ = std::fs::remove_file(&staging);
+    std::fs::File::create(&staging).io_ctx("creating", &staging)?;
+    // NOCOW before any data: the image is rewritten in place all the time.
+    Cmd::new("chattr").arg("+C").arg(&staging).run()?;
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&staging)
+        .and_then(|f| f.set_len(size))
+        .io_ctx("sizing", &staging)?;
+    let key = KeyFile::new(&realms_sys::random::bytes::<64>()?)?;
+    // The temporary key is wiped at the end, so the cheapest KDF is fine for it.
+    Cmd::new("cryptsetup")
+        .args(["luksFormat", "--type", "luks2", "--batch-mode"])
+        .args(["--pbkdf", "pbkdf2", "--pbkdf-force-iterations", "1000"])
+        .arg("--key-file")
+        .arg(&key.file)
+        .arg(&staging)
+        .run()?;
+    report.report(Event::progress(format!(
+        "formatted the encrypted image (LUKS2, {} MiB, sparse)",
+        size >> 20
+    )));
+    open_with_key(&staging, &key.file)?;
+    let made = make_fs(state);
+    let closed = close();
+    made?;
+    closed?;
+    let recovery_key = enroll_recovery(&staging, &key.file)?;
+    let tpm2 = match &opts.tpm2_device {
+        Some(dev) if dev != "auto" || tpm2_present() => {
+            enroll_tpm2(&staging, &key.file, dev, &opts.tpm2_pcrs)?;
+            report.report(Event::progress(format!(
+                "enrolled the TPM2 (PCRs {})",
+                opts.tpm2_pcrs
+            )));
+            true
+        }
+        Some(_) => {
+            report.report(Event::warning(
+                "no TPM2 (/dev/tpmrm0): only the recovery key unlocks the image",
+            ));
+            false
+        }
+        None => false,
+    };
+    // Wipe the temporary key's slot (0); the recovery key and the TPM2 remain.
+    Cmd::new("systemd-cryptenroll")
+        .arg(format!("--unlock-key-file={}", key.file.display()))
+        .arg("--wipe-slot=0")
+        .arg(&staging)
+        .run()?;
+    drop(key);
+    realms_sys::atomic::rename(&staging, &image)?;
+    realms_sys::atomic::fsync_dir(state)?;
+    Ok(Created {
+        image,
+        size,
+        tpm2,
+        recovery_key,
+    })
+}
+
+fn open_with_key(image: &Path, key: &Path) -> Result<()> {
+    Cmd::new("cryptsetup")
+        .args([
+            "open",
+            "--type",
+            "luks2",
+            "--allow-discards",
+            "--persistent",
+        ])
+        .arg("--key-file")
+        .arg(key)
+        .arg(image)
+        .arg(DM_NAME)
+        .run()?;
+    Ok(())
+}
+
+fn close() -> Result<()> {
+    Cmd::new("cryptsetup").args(["close", DM_NAME]).run()?;
+    Ok(())
+}
+
+/// btrfs inside, with the default encrypted entries.
+fn make_fs(state: &Path) -> Result<()> {
+    let dev = format!("/dev/mapper/{DM_NAME}");
+    Cmd::new("mkfs.btrfs")
+        .args(["-q", "-f", "-L", "state-encrypted", &dev])
+        .run()?;
+    let mnt = crate::scratch::tempdir_in_run("mkfs")?;
+    let guard = mount::mount_fs(&dev, &mnt, "btrfs", MountFlags::empty(), "discard=async")?;
+    let made = entries::DEFAULT_ENCRYPTED
+        .iter()
+        .try_for_each(|n| entries::create(&mnt, n));
+    let unmounted = guard.unmount();
+    let _ = std::fs::remove_dir(&mnt);
+    made?;
+    unmounted?;
+    let names: Vec<String> = entries::DEFAULT_ENCRYPTED
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+    entries::write_list(state, &names)
+}
+
+/// `systemd-cryptenroll --recovery-key`; the key is read from its stdout and nowhere else.
+fn enroll_recovery(image: &Path, key: &Path) -> Result<String> {
+    let out = Command::new("systemd-cryptenroll")
+        .arg(format!("--unlock-key-file={}", key.display()))
+        .arg("--recovery-key")
+        .arg(image)
+        .stdin(Stdio::null())
+        .stderr(Stdio::null())
+        .output()
+        .io_ctx("running systemd-cryptenroll --recovery-key for", image)?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    let found = text
+        .split_whitespace()
+        .find(|w| is_recovery_key(w))
+        .map(String::from);
+    match (out.status.success(), found) {
+        (true, Some(k)) => Ok(k),
+        // Never include stdout here: it may hold the key.
+        _ => Err(Error::BadSize {
+            what: format!("enrolling a recovery key for {}", image.display()),
+            reason: format!("systemd-cryptenroll failed ({})", out.status),
+        }),
+    }
+}
+
+/// systemd's recovery key: 8 groups of 8 modhex characters joined by `-`.
+pub fn is_recovery_key(s: &str) -> bool {
+    let groups: Vec<&str> = s.split('-').collect();
+    groups.len() == 8
+        && groups
+            .iter()
+            .all(|g| g.len() == 8 && g.bytes().all(|c| b"cbdefghijklnrtuv".contains(&c)))
+}
+
+fn enroll_tpm2(image: &Path, key: &Path, device: &str, pcrs: &str) -> Result<()> {
+    Cmd::new("systemd-cryptenroll")
+        .arg(format!("--unlock-key-file={}", key.display()))
+        .arg(format!("--tpm2-device={device}"))
+        .arg(format!("--tpm2-pcrs={pcrs}"))
+        .arg(image)
+        .run()?;
+    Ok(())
+}
+
+/// What `enroll` adds (replacing the old one of the same kind).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Enroll {
+    /// A TPM2 key slot bound to these PCRs, through this device.
+    Tpm2 {
+        /// The device (`auto`).
+        device: String,
+        /// The PCRs (`7`).
+        pcrs: String,
+    },
+    /// A new recovery key (returned, to show once).
+    RecoveryKey,
+}
+
+/// Adds or replaces the TPM2 slot or the recovery key of `state/encrypted.img`, unlocking with
+/// the key (recovery key or passphrase) in `key_file`. Returns a new recovery key if one was
+/// made. Header-only: works without device-mapper.
+pub fn enroll(state: &Path, what: &Enroll, key_file: &Path) -> Result<Option<String>> {
+    let image = state.join(IMAGE);
+    let text = std::fs::read_to_string(key_file).io_ctx("reading", key_file)?;
+    let key = KeyFile::new(text.trim().as_bytes())?;
+    match what {
+        Enroll::Tpm2 { device, pcrs } => {
+            // systemd-cryptenroll wipes after enrolling, so a failure keeps the old slot.
+            Cmd::new("systemd-cryptenroll")
+                .arg(format!("--unlock-key-file={}", key.file.display()))
+                .arg(format!("--tpm2-device={device}"))
+                .arg(format!("--tpm2-pcrs={pcrs}"))
+                .arg("--wipe-slot=tpm2")
+                .arg(&image)
+                .run()?;
+            Ok(None)
+        }
+        Enroll::RecoveryKey => {
+            let new = enroll_recovery(&image, &key.file)?;
+            // Remove the older recovery slots: the one just made is the highest-numbered.
+            let slots = recovery_slots(&image)?;
+            let old: Vec<String> = slots
+                .iter()
+                .take(slots.len().saturating_sub(1))
+                .map(|s| s.to_string())
+                .collect();
+            if !old.is_empty() {
+                let keep = KeyFile::new(new.as_bytes())?;
+                Cmd::new("systemd-cryptenroll")
+                    .arg(format!("--unlock-key-file={}", keep.file.display()))
+                    .arg(format!("--wipe-slot={}", old.join(",")))
+                    .arg(&image)
+                    .run()?;
+            }
+            Ok(Some(new))
+        }
+    }
+}
+
+/// The key slots that systemd-recovery tokens point at, ascending.
+fn recovery_slots(image: &Path) -> Result<Vec<u32>> {
+    let dump: serde_json::Value = Cmd::new("cryptsetup")
+        .args(["luksDump", "--dump-json-metadata"])
+        .arg(image)
+        .json()?;
+    let mut slots: Vec<u32> = dump["tokens"]
+        .as_object()
+        .into_iter()
+        .flat_map(|t| t.values())
+        .filter(|t| t["type"] == "systemd-recovery")
+        .flat_map(|t| t["keyslots"].as_array().cloned().unwrap_or_default())
+        .filter_map(|k| k.as_str().and_then(|s| s.parse().ok()))
+        .collect();
+    slots.sort_unstable();
+    Ok(slots)
+}
+
+/// How `unlock` got in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Unlocked {
+    /// Through the TPM2 token.
+    Tpm2,
+    /// With the recovery key (or a passphrase) from a file.
+    KeyFile,
+    /// It was already open.
+    AlreadyOpen,
+}
+
+/// Unlocks `state/encrypted.img` and mounts it at `state/encrypted`: through the TPM2 token
+/// (systemd-cryptsetup, as at boot), or with `key_file` (the recovery key) when given.
+pub fn unlock(state: &Path, key_file: Option<&Path>, report: &dyn Report) -> Result<Unlocked> {
+    require_dm()?;
+    let image = state.join(IMAGE);
+    let dev = PathBuf::from(format!("/dev/mapper/{DM_NAME}"));
+    let how = if dev.exists() {
+        Unlocked::AlreadyOpen
+    } else if let Some(k) = key_file {
+        let text = std::fs::read_to_string(k).io_ctx("reading", k)?;
+        let key = KeyFile::new(text.trim().as_bytes())?;
+        open_with_key(&image, &key.file)?;
+        Unlocked::KeyFile
+    } else {
+        Cmd::new("/usr/lib/systemd/systemd-cryptsetup")
+            .args(["attach", DM_NAME])
+            .arg(&image)
+            .args(["none", "tpm2-device=auto,discard,headless=true"])
+            .run()?;
+        Unlocked::Tpm2
+    };
+    let mnt = state.join(ENCRYPTED);
+    std::fs::create_dir_all(&mnt).io_ctx("creating", &mnt)?;
+    if !realms_sys::mount::is_mountpoint(&mnt)? {
+        mount::mount_fs(&dev, &mnt, "btrfs", MountFlags::empty(), "discard=async")?.leak();
+    }
+    // The generator cannot look inside the image: keep its list in step with what is there.
+    entries::refresh_list(state)?;
+    report.report(Event::progress(format!(
+        "unlocked {} and mounted it at {}",
+        image.display(),
+        mnt.display()
+    )));
+    Ok(how)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn recovery_keys_are_recognised_by_shape() {
+        assert!(is_recovery_key(
+            "cbdefghi-jklnrtuv-cbdefghi-jklnrtuv-cbdefghi-jklnrtuv-cbdefghi-jklnrtuv"
+        ));
+        assert!(!is_recovery_key("cbdefghi-jklnrtuv"));
+        assert!(!is_recovery_key(
+            "abdefghi-jklnrtuv-cbdefghi-jklnrtuv-cbdefghi-jklnrtuv-cbdefghi-jklnrtuv"
+        ));
+    }
+}
