@@ -38,18 +38,26 @@ struct Journal {
     steps: Vec<Step>,
 }
 
-/// Writes the journal of a change of image `name` in the store directory `dir`, then runs every step.
-pub(crate) fn run(dir: &Path, name: &str, steps: Vec<Step>) -> Result<()> {
+/// What runs once every step of a journal of image `name` is done, before the journal goes
+/// (recording the seal of what is now installed): part of the change, so a kill before it is
+/// finished by the next command too.
+pub(crate) type AfterSteps<'a> = &'a dyn Fn(&str) -> Result<()>;
+
+/// Writes the journal of a change of image `name` in the store directory `dir`, then runs every
+/// step and `after`.
+pub(crate) fn run(dir: &Path, name: &str, steps: Vec<Step>, after: AfterSteps) -> Result<()> {
     let path = dir.join(format!("{JOURNAL_PREFIX}{name}"));
     let journal = Journal { done: 0, steps };
     save(&path, &journal)?;
     failpoint::hit("image-journal-written");
-    finish(&path, journal)
+    finish(&path, journal)?;
+    after(name)?;
+    close(&path)
 }
 
 /// Finishes the changes that killed commands journaled (call with the store lock held,
 /// before staging trees of dead processes are removed: a journal may name one).
-pub(crate) fn finish_all(dir: &Path) -> Result<Vec<PathBuf>> {
+pub(crate) fn finish_all(dir: &Path, after: AfterSteps) -> Result<Vec<PathBuf>> {
     let mut finished = Vec::new();
     let Ok(entries) = fs::read_dir(dir) else {
         return Ok(finished);
@@ -68,6 +76,8 @@ pub(crate) fn finish_all(dir: &Path) -> Result<Vec<PathBuf>> {
         })?;
         tracing::info!("finishing the interrupted change in {}", path.display());
         finish(&path, journal)?;
+        after(&file[JOURNAL_PREFIX.len()..])?;
+        close(&path)?;
         finished.push(path);
     }
     Ok(finished)
@@ -81,6 +91,11 @@ fn finish(path: &Path, mut journal: Journal) -> Result<()> {
         journal.done += 1;
         save(path, &journal)?;
     }
+    Ok(())
+}
+
+/// Removes a finished journal.
+fn close(path: &Path) -> Result<()> {
     failpoint::hit("image-journal-finished");
     fs::remove_file(path).ctx("removing", path)?;
     if let Some(dir) = path.parent() {
@@ -176,7 +191,7 @@ mod tests {
                     steps: steps.clone(),
                 };
                 save(&path, &journal).unwrap();
-                finish_all(&d).unwrap();
+                finish_all(&d, &|_| Ok(())).unwrap();
                 assert_eq!(fs::read_to_string(d.join("cur/id")).unwrap(), "prev");
                 assert_eq!(fs::read_to_string(d.join("prev/id")).unwrap(), "cur");
                 assert_eq!(fs::read_link(d.join("lnk")).unwrap(), Path::new("/prev"));

@@ -275,9 +275,12 @@ impl ImageStore {
         record_tree(staged.path(), "1".to_string())?;
         seal_tree(staged.path())?;
         realms_sys::failpoint::hit("image-new-sealed");
-        let src = staged.take();
-        atomic::rename_noreplace(&src, &dest)?;
-        self.remember_seal(name)?;
+        // Journaled with the seal record, so a kill between the two is finished by the next command.
+        let steps = vec![Step::Rename {
+            from: staged.take(),
+            to: dest.clone(),
+        }];
+        journal::run(&self.dir, name, steps, &|n| self.remember_seal(n))?;
         Ok(dest)
     }
 
@@ -327,8 +330,7 @@ impl ImageStore {
             to: current,
         });
         steps.extend(delete.map(|path| Step::Delete { path }));
-        journal::run(&self.dir, name, steps)?;
-        self.remember_seal(name)
+        journal::run(&self.dir, name, steps, &|n| self.remember_seal(n))
     }
 
     /// `NAME.appimg.old-N` with N past every kept version.
@@ -424,8 +426,7 @@ impl ImageStore {
         ];
         steps.extend(links(&users.current, &prev));
         steps.extend(links(&users.prev, &current));
-        journal::run(&self.dir, name, steps)?;
-        self.remember_seal(name)?;
+        journal::run(&self.dir, name, steps, &|n| self.remember_seal(n))?;
         Ok((now, before))
     }
 
@@ -451,13 +452,20 @@ impl ImageStore {
             deletes.push(Step::Delete { path: aside });
         }
         steps.extend(deletes);
-        journal::run(&self.dir, name, steps)
+        journal::run(&self.dir, name, steps, &|n| self.remember_seal(n))
     }
 
     /// Removes what interrupted commands left behind (staging trees of dead processes, trees
     /// being removed). Call it with the store lock held. Returns what was removed.
     pub fn cleanup_leftovers(&self) -> Result<Vec<PathBuf>> {
-        let mut removed = journal::finish_all(&self.dir)?;
+        let mut removed = journal::finish_all(&self.dir, &|n| self.remember_seal(n))?;
+        // A seal record being written when the command was killed (its temporary file).
+        let seals = self.dir.join(crate::seals::DIR);
+        for entry in fs::read_dir(&seals).into_iter().flatten().flatten() {
+            if atomic::is_temp_name(&entry.file_name()) {
+                let _ = fs::remove_file(entry.path());
+            }
+        }
         let Ok(entries) = fs::read_dir(&self.dir) else {
             return Ok(removed);
         };
