@@ -35,7 +35,10 @@ fn busctl(address: &str, uid: Option<u32>, args: &[&str]) -> Output {
         }
         None => Command::new("busctl"),
     };
+    // Starting a realm can take longer than busctl's 25 s default while other tests load the
+    // machine.
     cmd.arg(format!("--address={address}"))
+        .arg("--timeout=300")
         .args([
             "call",
             "org.realms.Manager1",
@@ -61,7 +64,7 @@ fn wait_for(what: &str, mut cond: impl FnMut() -> bool) {
     let start = Instant::now();
     while !cond() {
         assert!(
-            start.elapsed() < Duration::from_secs(30),
+            start.elapsed() < Duration::from_secs(120),
             "timed out waiting for {what}"
         );
         std::thread::sleep(Duration::from_millis(50));
