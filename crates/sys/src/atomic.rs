@@ -20,7 +20,15 @@ pub const TEMP_PREFIX: &str = ".#";
 
 /// Whether `name` (a single file name) is a temporary name left by this module.
 pub fn is_temp_name(name: &OsStr) -> bool {
-    name.as_bytes().starts_with(TEMP_PREFIX.as_bytes())
+    // `.#NAME.` and the 10 hex digits of `random_suffix`: never systemd's image lock files
+    // (`.#rootfs.lck`, held by a running nspawn), which share the prefix.
+    let b = name.as_bytes();
+    b.starts_with(TEMP_PREFIX.as_bytes())
+        && b.len() > TEMP_PREFIX.len() + 11
+        && b[b.len() - 11] == b'.'
+        && b[b.len() - 10..]
+            .iter()
+            .all(|c| c.is_ascii_digit() || (b'a'..=b'f').contains(c))
 }
 
 /// Builds a temporary name `.#NAME.SUFFIX`, shortening NAME so the result stays under NAME_MAX.
@@ -285,5 +293,16 @@ mod tests {
         assert!(t.len() <= 255);
         assert!(is_temp_name(&t));
         assert_ne!(temp_name(OsStr::new("a")), temp_name(OsStr::new("a")));
+    }
+
+    /// Regression: the cleanup of killed commands' temporary files removed nspawn's lock file
+    /// `.#rootfs.lck` beside the root of a running realm.
+    #[test]
+    fn nspawn_lock_files_are_not_temporary_files() {
+        let ours = temp_name(OsStr::new("config"));
+        assert!(is_temp_name(&ours), "{ours:?}");
+        assert!(!is_temp_name(OsStr::new(".#rootfs.lck")));
+        assert!(!is_temp_name(OsStr::new(".#x.lck")));
+        assert!(!is_temp_name(OsStr::new("config")));
     }
 }
