@@ -97,7 +97,7 @@ fn the_package_installs_runs_completes_boots_the_default_realm_and_purges_cleanl
         printf "%s\n" "${COMPREPLY[@]}"'"#);
     let mut words: Vec<&str> = completed.split_whitespace().collect();
     words.sort();
-    assert_eq!(words, ["start", "status", "stop"], "{completed}");
+    assert_eq!(words, ["start", "state", "status", "stop"], "{completed}");
     // Enabled for the next boot, not started by the installation.
     assert_eq!(
         c.sh("systemctl is-enabled realms-default.service").trim(),
