@@ -87,7 +87,8 @@ fn disposable_realms_leave_nothing_behind_also_after_their_owner_is_killed() {
     );
     assert!(
         start.elapsed() >= Duration::from_secs(2),
-        "the realm went before its last process"
+        "the realm went before its last process: {}",
+        String::from_utf8_lossy(&out.stderr)
     );
     assert_eq!(traces(&t), before);
 

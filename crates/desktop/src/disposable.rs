@@ -93,10 +93,9 @@ fn wait_for_user_processes(store: &RealmStore, name: &str) {
     let Ok(leader) = launch::leader(store, name) else {
         return;
     };
+    // Not canonicalized: read from the host's mount namespace, the link says "/" for a root
+    // that is a mount of the realm's own namespace, and every host process would count.
     let root = PathBuf::from(format!("/proc/{leader}/root"));
-    let Ok(root) = fs::canonicalize(&root) else {
-        return;
-    };
     loop {
         let users = realms_sys::proc::rooted_at(&root)
             .unwrap_or_default()
