@@ -194,6 +194,12 @@ fn spawn_run(t: &TestRoot, args: &[&str]) -> Child {
 }
 
 fn forwards(signal: proc::Signal, extra: &[&str]) {
+    forwards_from(signal, extra, None)
+}
+
+/// `realms run EXTRA R -- sleep 30`, started through `wrapper` when given, gets `signal` and
+/// passes it on to the command, whose exit status it returns.
+fn forwards_from(signal: proc::Signal, extra: &[&str], wrapper: Option<&str>) {
     let t = TestRoot::btrfs();
     let r = name("sg");
     t.ok(&["new", &r]);
@@ -201,7 +207,20 @@ fn forwards(signal: proc::Signal, extra: &[&str]) {
     let mut args = vec!["run"];
     args.extend_from_slice(extra);
     args.extend([r.as_str(), "--", "sleep", "30"]);
-    let mut child = spawn_run(&t, &args);
+    let mut child = match wrapper {
+        None => spawn_run(&t, &args),
+        Some(wrapper) => {
+            let cmd = t.command(&args);
+            Command::new(wrapper)
+                .arg(cmd.get_program())
+                .args(cmd.get_args())
+                .stdin(Stdio::null())
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn()
+                .unwrap()
+        }
+    };
     wait_for("sleep in the realm", || {
         !in_realm(&t, &r, "sleep").is_empty()
     });
@@ -224,6 +243,14 @@ fn run_forwards_sighup_to_the_command() {
 #[test]
 fn run_forwards_sighup_to_the_command_on_a_pty() {
     forwards(proc::Signal::HUP, &["-t"]);
+}
+
+/// Regression: under `nohup` (SIGHUP ignored, and inherited so by every child) the command
+/// ignored the hangup realms passed on, and `realms run` returned 0 after 30 s instead of 129.
+#[test]
+fn run_forwards_sighup_also_when_started_under_nohup() {
+    forwards_from(proc::Signal::HUP, &[], Some("nohup"));
+    forwards_from(proc::Signal::HUP, &["-t"], Some("nohup"));
 }
 
 #[test]

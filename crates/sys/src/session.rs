@@ -314,6 +314,13 @@ impl ChildSetup {
             check(libc::setgroups(self.groups.len(), self.groups.as_ptr()))?;
             check(libc::setgid(self.gid))?;
             check(libc::setuid(self.uid))?;
+            // Default dispositions, as a process the container starts itself would have: a
+            // signal the caller ignored (SIGHUP under nohup) must still reach the command.
+            for sig in 1..=libc::SIGRTMAX() {
+                if sig != libc::SIGKILL && sig != libc::SIGSTOP {
+                    libc::signal(sig, libc::SIG_DFL);
+                }
+            }
             // The command gets a hangup when realms itself dies (killed with SIGKILL).
             check(libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGHUP))?;
             let mut empty: libc::sigset_t = std::mem::zeroed();

@@ -252,10 +252,11 @@ fn detach_removes_leftovers_of_an_interrupted_attach() {
     root.ok("attach --copy=symlink foo-test");
     let dir = root.at("etc/systemd/system.attached");
     // systemd #23481: the unit file is gone (disabled symlink), only its drop-ins are left;
-    // and an atomic write was interrupted before its rename.
+    // and an atomic write was interrupted before its rename (its temporary file is named as
+    // realms_sys::atomic names them: .#NAME. and 10 hex digits).
     fs::remove_file(dir.join("foo-test.service")).unwrap();
     fs::write(
-        dir.join("foo-test.service.d/.#10-profile.conf.4f2a9c"),
+        dir.join("foo-test.service.d/.#10-profile.conf.4f2a9c01de"),
         "partial",
     )
     .unwrap();
