@@ -1,6 +1,7 @@
-//! dm-verity against the real veritysetup: 200 random (data, parameters) cases, each formatted by
-//! both tools into separate hash devices that must be byte-identical with the same root hash,
-//! and each tool's verify must accept the other's hash device.
+//! dm-verity against the real veritysetup: 200 random (data, parameters) cases, both hash types,
+//! each formatted by both tools into separate hash devices that must be byte-identical with the
+//! same root hash (and the same `--root-hash-file`), and each tool's verify must accept the other's
+//! hash device, with the root hash read from the other's root hash file.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -52,6 +53,8 @@ struct Case {
     /// A hash offset in a separate hash file.
     hash_offset: u64,
     data_blocks: Option<u64>,
+    /// `--format`: 1, or 0 for the Chromium OS format.
+    hash_type: u32,
 }
 
 impl Case {
@@ -100,9 +103,11 @@ impl Case {
             hash_offset = hash_offset.next_multiple_of(4096);
             same_file_offset = same_file_offset.map(|o| o.next_multiple_of(4096));
         }
+        let hash = rng.pick(&["sha256", "sha256", "sha512", "sha1"]);
         Case {
+            hash_type: rng.pick(&[1, 1, 0]),
             data_size,
-            hash: rng.pick(&["sha256", "sha256", "sha512", "sha1"]),
+            hash,
             data_block_size,
             hash_block_size,
             salt: if salt.is_empty() {
@@ -139,6 +144,7 @@ impl Case {
         if let Some(n) = data_blocks.or(self.data_blocks) {
             opts.push(format!("--data-blocks={n}"));
         }
+        opts.push(format!("--format={}", self.hash_type));
         opts
     }
 }
@@ -178,8 +184,14 @@ fn format_with(
     } else {
         cmd.arg("format");
     }
-    let out = run(cmd.arg(&data_path).arg(&hash_path).args(case.options(None)));
+    let root_file = dir.join(format!("{name}.roothash"));
+    let out = run(cmd
+        .arg(&data_path)
+        .arg(&hash_path)
+        .args(case.options(None))
+        .arg(format!("--root-hash-file={}", root_file.display())));
     let root = field(&out.stdout, "Root hash");
+    assert_eq!(std::fs::read_to_string(&root_file).unwrap(), root, "{name}");
     let blocks = field(&out.stdout, "Data blocks").parse().unwrap();
     (data_path, hash_path, root, blocks)
 }
@@ -199,10 +211,15 @@ fn verify_with(
     } else {
         cmd.arg("verify");
     }
-    cmd.arg(data)
-        .arg(hash)
-        .arg(root)
-        .args(case.options(Some(blocks)));
+    cmd.arg(data).arg(hash).args(case.options(Some(blocks)));
+    if realms {
+        // The other tool's root hash file instead of the argument.
+        let file = hash.with_file_name("veritysetup.roothash");
+        assert_eq!(std::fs::read_to_string(&file).unwrap(), root);
+        cmd.arg(format!("--root-hash-file={}", file.display()));
+    } else {
+        cmd.arg(root);
+    }
     let out = output(&mut cmd);
     assert!(
         out.status.success(),
@@ -261,14 +278,50 @@ fn random_cases_match_veritysetup_byte_for_byte() {
     println!("verity differential seed {seed:#x} (set REALMS_VERITY_SEED to replay another)");
     let mut rng = Rng(seed);
     let mut with_sb = 0;
+    let mut type0 = 0;
     let mut same_file = 0;
     for index in 0..CASES {
         let case = Case::random(&mut rng);
         with_sb += usize::from(case.superblock);
+        type0 += usize::from(case.hash_type == 0);
         same_file += usize::from(case.same_file_offset.is_some());
         run_case(index, &case, &mut rng, &realms, &veritysetup);
     }
     println!(
-        "{CASES} cases: {with_sb} with a superblock, {same_file} with the hash area in the data file"
+        "{CASES} cases: {with_sb} with a superblock, {same_file} with the hash area in the data file, {type0} of hash type 0"
     );
+}
+
+#[test]
+fn hash_types_other_than_0_and_1_are_refused_like_veritysetup() {
+    require::tool("veritysetup", "cryptsetup-bin");
+    let dir = tempfile::Builder::new()
+        .prefix("realms-verity-type-")
+        .tempdir()
+        .unwrap();
+    let data = dir.path().join("data.img");
+    std::fs::write(&data, vec![7u8; 8192]).unwrap();
+    for hash_type in ["2", "3", "255"] {
+        let hash = dir.path().join(format!("h{hash_type}"));
+        let mut vs = Command::new("veritysetup");
+        vs.arg("format").arg(&data).arg(&hash);
+        vs.arg(format!("--format={hash_type}"));
+        let theirs = output(&mut vs);
+        let hash = dir.path().join(format!("ours{hash_type}"));
+        let mut ours = Command::new(realms_bin());
+        ours.args(["verity", "format"]).arg(&data).arg(&hash);
+        ours.arg(format!("--format={hash_type}"));
+        let ours = output(&mut ours);
+        assert!(
+            !theirs.status.success(),
+            "veritysetup took type {hash_type}"
+        );
+        assert!(!ours.status.success(), "realms took type {hash_type}");
+        let text = String::from_utf8_lossy(&ours.stderr);
+        assert!(text.contains(&format!("hash type {hash_type}")), "{text}");
+        assert!(
+            !hash.exists(),
+            "a hash file was written for type {hash_type}"
+        );
+    }
 }

@@ -194,6 +194,8 @@ mod tests {
             "verity format d h",
             "verity format d h --hash sha512 --salt - --no-superblock --hash-offset 4096",
             "verity verify d h 00",
+            "verity format d h --format 0 --root-hash-file r",
+            "verity verify d h --root-hash-file r",
             "portable list",
             "portable attach img",
             "portable attach --now --enable --runtime --profile strict --copy copy img p1 p2",

@@ -37,8 +37,9 @@ pub enum VerityCommand {
         data: PathBuf,
         /// The hash area written by `format` (or by veritysetup).
         hash: PathBuf,
-        /// The root hash, in hex.
-        root_hash: String,
+        /// The root hash, in hex (or give --root-hash-file).
+        #[arg(required_unless_present = "root_hash_file")]
+        root_hash: Option<String>,
         #[command(flatten)]
         opts: VerityOpts,
     },
@@ -71,6 +72,12 @@ pub struct VerityOpts {
     /// Number of data blocks to cover (default: all whole blocks of DATA).
     #[arg(long, value_name = "N")]
     data_blocks: Option<u64>,
+    /// Hash type: 1 (default) or 0, the original Chromium OS format.
+    #[arg(long = "format", value_name = "TYPE")]
+    hash_type: Option<u32>,
+    /// format: write the root hash (hex) to FILE; verify: read it from FILE.
+    #[arg(long, value_name = "FILE")]
+    root_hash_file: Option<PathBuf>,
 }
 
 impl VerityOpts {
@@ -85,6 +92,7 @@ impl VerityOpts {
             no_superblock: self.no_superblock,
             hash_offset: self.hash_offset,
             data_blocks: self.data_blocks,
+            hash_type: self.hash_type,
         }
     }
 }
@@ -98,7 +106,7 @@ pub fn run(command: VerityCommand, ctx: &Ctx) -> anyhow::Result<ExitCode> {
             hash,
             root_hash,
             opts,
-        } => run_verify(&data, &hash, &root_hash, &opts, ctx),
+        } => run_verify(&data, &hash, root_hash.as_deref(), &opts, ctx),
     }
 }
 
@@ -115,6 +123,11 @@ fn run_format(data: &Path, hash: &Path, opts: &VerityOpts, ctx: &Ctx) -> anyhow:
         )
     })?;
     device::sync(&hash_file, hash)?;
+    if let Some(file) = &opts.root_hash_file {
+        // Like veritysetup: the hex digits, no newline.
+        realms_sys::atomic::write_file(file, hex::encode(&out.root_hash).as_bytes(), 0o644)
+            .with_context(|| format!("writing the root hash to {}", file.display()))?;
+    }
     ctx.emit(&Report::formatted(&out, data, hash))?;
     Ok(ExitCode::SUCCESS)
 }
@@ -122,11 +135,12 @@ fn run_format(data: &Path, hash: &Path, opts: &VerityOpts, ctx: &Ctx) -> anyhow:
 fn run_verify(
     data: &Path,
     hash: &Path,
-    root_hash: &str,
+    root_hash: Option<&str>,
     opts: &VerityOpts,
     ctx: &Ctx,
 ) -> anyhow::Result<ExitCode> {
-    let root = parse_root_hash(root_hash)?;
+    let root = root_hash_arg(root_hash, opts.root_hash_file.as_deref())?;
+    let root_hash = hex::encode(&root);
     let data_file = device::open_read(data, "data")?;
     let hash_file = device::open_read(hash, "hash")?;
     let result = opts.options().for_verify(&hash_file).and_then(|params| {
@@ -163,6 +177,21 @@ fn run_verify(
     }
 }
 
+/// The root hash given on the command line, or else read from `--root-hash-file` (hex digits,
+/// surrounding white space ignored, as veritysetup reads it).
+fn root_hash_arg(arg: Option<&str>, file: Option<&Path>) -> anyhow::Result<Vec<u8>> {
+    match (arg, file) {
+        (Some(text), _) => Ok(parse_root_hash(text)?),
+        (None, Some(file)) => {
+            let text = std::fs::read_to_string(file)
+                .with_context(|| format!("reading the root hash file {}", file.display()))?;
+            parse_root_hash(text.trim())
+                .with_context(|| format!("reading the root hash file {}", file.display()))
+        }
+        (None, None) => anyhow::bail!("no root hash: give ROOT_HASH or --root-hash-file"),
+    }
+}
+
 /// The parameters and the root hash, as `format` prints them and `--json` shows them.
 #[derive(Debug, Serialize)]
 struct Report {
@@ -193,7 +222,7 @@ impl Report {
             data_device: data.to_path_buf(),
             hash_device: hash.to_path_buf(),
             uuid: params.uuid.as_ref().map(format_uuid),
-            hash_type: 1,
+            hash_type: params.hash_type,
             data_blocks: params.data_blocks,
             data_block_size: params.data_block_size,
             hash_blocks: None,
@@ -329,6 +358,7 @@ mod tests {
                 superblock: false,
                 hash_offset: 4096,
                 data_blocks: Some(3),
+                hash_type: 1,
             }
         );
         // Options not given keep the superblock's values.
@@ -339,7 +369,7 @@ mod tests {
         else {
             panic!("{cmd:?}")
         };
-        assert_eq!(root_hash, "abcd");
+        assert_eq!(root_hash.as_deref(), Some("abcd"));
         let base = Params {
             hash: HashAlgorithm::Sha1,
             salt: vec![1],

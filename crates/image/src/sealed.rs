@@ -280,6 +280,7 @@ pub fn verity_params(info: &ImageInfo, v: &VerityMeta) -> Result<(Params, Vec<u8
         superblock: true,
         hash_offset: 0,
         data_blocks: Some(v.data_blocks),
+        hash_type: 1,
     };
     Ok((
         params,

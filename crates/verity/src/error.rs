@@ -84,6 +84,12 @@ pub enum Error {
         /// The offset given, in bytes.
         offset: u64,
     },
+    /// A hash type (`--format`) other than 0 and 1.
+    #[error("invalid verity parameters: unsupported hash type {hash_type} (0 and 1 are supported)")]
+    HashType {
+        /// The hash type given.
+        hash_type: u32,
+    },
     /// A data block count of zero.
     #[error("invalid verity parameters: data blocks must be at least 1")]
     NoDataBlocks,
@@ -268,6 +274,7 @@ mod tests {
             (Error::SaltLength { len: 300 }, "salt is 300 bytes"),
             (Error::HashOffset { offset: 5 }, "hash offset 5"),
             (Error::NoDataBlocks, "data blocks"),
+            (Error::HashType { hash_type: 3 }, "hash type 3"),
             (
                 Error::TooLarge {
                     what: "the data size",

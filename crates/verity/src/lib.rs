@@ -1,6 +1,6 @@
 //! dm-verity hash trees and superblocks, byte-identical to veritysetup, hashed in parallel.
 //!
-//! [`format()`] writes the hash area (a version-1 superblock and the hash tree of hash format 1)
+//! [`format()`] writes the hash area (a version-1 superblock and the hash tree of hash type 1, or 0)
 //! for a data device and returns the root hash; [`verify`] checks a data device against a hash
 //! area and a root hash and names the first bad block. Both stream the data through positioned
 //! reads ([`ReadAt`]) in bounded chunks hashed on all cores. Nothing here touches the system

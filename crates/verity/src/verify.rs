@@ -69,7 +69,7 @@ where
             needed: layout.hash_end,
         });
     }
-    let hasher = params.hash.salted(&params.salt);
+    let hasher = params.hasher();
     let chunking = Chunking::new(&layout);
 
     if layout.levels.is_empty() {
@@ -151,11 +151,13 @@ fn first_mismatch(
 ) -> Option<u64> {
     let entry = layout.entry_size as usize;
     let digest = hasher.digest_size();
-    let stored = &stored[first as usize * entry..];
     computed
         .chunks_exact(entry)
-        .zip(stored.chunks_exact(entry))
-        .position(|(c, s)| c[..digest] != s[..digest])
+        .enumerate()
+        .position(|(i, c)| {
+            let at = layout.entry_offset(first + i as u64) as usize;
+            stored.get(at..at + digest) != Some(&c[..digest])
+        })
         .map(|i| i as u64)
 }
 
