@@ -19,23 +19,28 @@
 #![warn(missing_docs)]
 
 mod error;
+mod fec;
 mod format;
 mod hash;
 mod io;
 mod layout;
 mod options;
 mod params;
+mod repair;
+mod rs;
 mod superblock;
 mod tree;
 mod verify;
 
 pub use error::{Corruption, Device, Error, Result};
+pub use fec::{Corrections, DEFAULT_ROOTS, FecLayout, FecParams, MAX_ROOTS, MIN_ROOTS, fec_layout};
 pub use format::{FormatOutput, format};
 pub use hash::{HashAlgorithm, UnknownAlgorithm};
 pub use io::{ReadAt, WriteAt};
 pub use layout::{Level, TreeLayout, level_sizes, tree_layout};
 pub use options::{FailureSite, Options, parse_root_hash, parse_salt};
 pub use params::{Params, salt_text};
+pub use repair::{FecFormatOutput, FecOutcome, format_with_fec, repair, verify_with_fec};
 pub use superblock::{
     MAX_SALT, SIGNATURE, SUPERBLOCK_SIZE, Superblock, SuperblockError, format_uuid, parse_uuid,
     valid_block_size,

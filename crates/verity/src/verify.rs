@@ -43,13 +43,7 @@ where
     D: ReadAt + ?Sized,
     H: ReadAt + ?Sized,
 {
-    params.validate()?;
-    let mut params = params.clone();
-    if params.superblock {
-        let sb = read_superblock(hash, params.hash_offset)?;
-        params.check_superblock(&sb)?;
-        params.data_blocks = Some(sb.data_blocks);
-    }
+    let params = resolve(hash, params)?;
     if root_hash.len() != params.hash.digest_size() {
         return Err(Error::RootHashLength {
             len: root_hash.len(),
@@ -79,6 +73,19 @@ where
     }
     let level1 = verify_upper_levels(hash, &layout, &hasher, root_hash)?;
     verify_level0_and_data(data, hash, &layout, &chunking, &hasher, level1.as_deref())
+}
+
+/// The parameters with the superblock's data block count, after checking that the superblock
+/// (if there is one) agrees with them.
+pub(crate) fn resolve<H: ReadAt + ?Sized>(hash: &H, params: &Params) -> Result<Params> {
+    params.validate()?;
+    let mut params = params.clone();
+    if params.superblock {
+        let sb = read_superblock(hash, params.hash_offset)?;
+        params.check_superblock(&sb)?;
+        params.data_blocks = Some(sb.data_blocks);
+    }
+    Ok(params)
 }
 
 fn check_root(computed: &[u8], expected: &[u8]) -> Result<()> {
