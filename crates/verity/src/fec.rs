@@ -310,6 +310,12 @@ where
     H: ReadAt + ?Sized,
     F: WriteAt + ?Sized,
 {
+    // Grown first: when the FEC area is in the hash device past the end of the tree, the gap
+    // between them is covered and must read as the zeros it will hold (veritysetup 2.6.1 fails
+    // there instead: "Failed to read RS block").
+    let end = layout.offset + layout.size;
+    fec.grow_to(end)
+        .map_err(Error::write_to(Device::Fec, end))?;
     let encoder = Encoder::new(layout.roots as usize);
     let per_round = layout.block_size * u64::from(layout.roots);
     batches(layout)
@@ -322,9 +328,7 @@ where
                 .map_err(Error::write_to(Device::Fec, offset))?;
             *buf = batch.blocks;
             Ok::<(), Error>(())
-        })?;
-    let end = layout.offset + layout.size;
-    fec.grow_to(end).map_err(Error::write_to(Device::Fec, end))
+        })
 }
 
 /// What decoding the FEC area found: the corrected blocks and parity bytes, in memory.
