@@ -325,3 +325,161 @@ fn hash_types_other_than_0_and_1_are_refused_like_veritysetup() {
         );
     }
 }
+
+/// Where a FEC case puts the FEC area.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum FecPlace {
+    /// Its own file.
+    Own,
+    /// The hash file, right after the tree.
+    HashFile,
+    /// The data file, right after the data.
+    DataFile,
+}
+
+/// Runs `tool format` (or `realms verity format`) with FEC; returns the root hash.
+fn fec_format(tool: &Path, realms: bool, files: &[PathBuf; 3], opts: &[String]) -> String {
+    let mut cmd = Command::new(tool);
+    if realms {
+        cmd.args(["verity", "format"]);
+    } else {
+        cmd.arg("format");
+    }
+    let out = run(cmd
+        .arg(&files[0])
+        .arg(&files[1])
+        .arg(format!("--fec-device={}", files[2].display()))
+        .args(opts));
+    field(&out.stdout, "Root hash")
+}
+
+/// Verifies with FEC; returns the number of repairable errors the tool reported.
+fn fec_verify(tool: &Path, realms: bool, files: &[PathBuf; 3], root: &str, opts: &[String]) -> u64 {
+    let mut cmd = Command::new(tool);
+    if realms {
+        cmd.args(["--json", "verity", "verify"]);
+    } else {
+        cmd.arg("verify");
+    }
+    cmd.arg(&files[0])
+        .arg(&files[1])
+        .arg(root)
+        .arg(format!("--fec-device={}", files[2].display()))
+        .args(opts);
+    let out = output(&mut cmd);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success(),
+        "`{}` failed ({}):\n{stderr}",
+        argv(&cmd),
+        out.status
+    );
+    if realms {
+        let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        json["fec"]["symbols"].as_u64().unwrap()
+    } else {
+        stderr
+            .lines()
+            .find_map(|l| l.strip_prefix("Found "))
+            .and_then(|l| l.split(' ').next())
+            .map_or(0, |n| n.parse().unwrap())
+    }
+}
+
+#[test]
+fn fec_areas_match_veritysetup_for_every_roots_value() {
+    require::tool("veritysetup", "cryptsetup-bin");
+    let veritysetup = require::which("veritysetup").unwrap();
+    let realms = realms_bin();
+    let mut rng = Rng(0xfec0_0000_0000_0001);
+    for roots in 2..=24u32 {
+        let dir = tempfile::Builder::new()
+            .prefix("realms-verity-fec-")
+            .tempdir()
+            .unwrap();
+        let block = rng.pick(&[512u64, 1024, 4096, 4096]);
+        let blocks = 1 + rng.below((1 << 20) / block) + rng.below(300);
+        let data = rng.bytes((blocks * block) as usize);
+        let place = rng.pick(&[FecPlace::Own, FecPlace::HashFile, FecPlace::DataFile]);
+        let hash_type = rng.pick(&[1, 1, 0]);
+        let mut opts = vec![
+            format!("--hash={}", rng.pick(&["sha256", "sha512", "sha1"])),
+            format!("--data-block-size={block}"),
+            format!("--hash-block-size={block}"),
+            format!("--salt={}", hex::encode(rng.bytes(32))),
+            "--uuid=12345678-1234-1234-1234-123456789abc".to_string(),
+            format!("--format={hash_type}"),
+            format!("--fec-roots={roots}"),
+        ];
+        let label =
+            format!("roots {roots}, {blocks} blocks of {block}, FEC in {place:?}, {opts:?}");
+        let files = |name: &str| -> [PathBuf; 3] {
+            let data_path = dir.path().join(format!("{name}.img"));
+            std::fs::write(&data_path, &data).unwrap();
+            let hash = dir.path().join(format!("{name}.hash"));
+            let fec = match place {
+                FecPlace::Own => dir.path().join(format!("{name}.fec")),
+                FecPlace::HashFile => hash.clone(),
+                FecPlace::DataFile => data_path.clone(),
+            };
+            [data_path, hash, fec]
+        };
+        match place {
+            FecPlace::Own => {}
+            FecPlace::HashFile => {
+                // Right after the tree: its size comes from a format without FEC.
+                let probe = files("probe");
+                let mut cmd = Command::new(&realms);
+                run(cmd
+                    .args(["verity", "format"])
+                    .arg(&probe[0])
+                    .arg(&probe[1])
+                    .args(&opts[..6]));
+                let end = std::fs::metadata(&probe[1]).unwrap().len();
+                opts.push(format!("--fec-offset={end}"));
+            }
+            FecPlace::DataFile => opts.push(format!("--fec-offset={}", data.len())),
+        }
+        let ours = files("realms");
+        let theirs = files("veritysetup");
+        let our_root = fec_format(&realms, true, &ours, &opts);
+        let their_root = fec_format(&veritysetup, false, &theirs, &opts);
+        assert_eq!(our_root, their_root, "{label}");
+        for i in 0..3 {
+            let (a, b) = (
+                std::fs::read(&ours[i]).unwrap(),
+                std::fs::read(&theirs[i]).unwrap(),
+            );
+            assert_eq!(a.len(), b.len(), "file {i} sizes differ: {label}");
+            if let Some(at) = a.iter().zip(&b).position(|(x, y)| x != y) {
+                panic!("file {i} differs first at byte {at}: {label}");
+            }
+        }
+        // The same damage to both: a few bytes in one data block.
+        let at = rng.below(blocks) * block + rng.below(block - 16);
+        let len = 1 + rng.below(16) as usize;
+        let junk = rng.bytes(len);
+        for files in [&ours, &theirs] {
+            let mut bytes = std::fs::read(&files[0]).unwrap();
+            for (i, j) in junk.iter().enumerate() {
+                bytes[at as usize + i] ^= j | 1;
+            }
+            std::fs::write(&files[0], bytes).unwrap();
+        }
+        let by_us = fec_verify(&realms, true, &theirs, &their_root, &opts);
+        let by_them = fec_verify(&veritysetup, false, &ours, &our_root, &opts);
+        assert_eq!(by_us, junk.len() as u64, "{label}");
+        assert_eq!(by_them, by_us, "{label}");
+        // Repair restores the data byte for byte.
+        let mut cmd = Command::new(&realms);
+        run(cmd
+            .args(["verity", "repair"])
+            .arg(&ours[0])
+            .arg(&ours[1])
+            .arg(&our_root)
+            .arg(format!("--fec-device={}", ours[2].display()))
+            .args(&opts));
+        let repaired = std::fs::read(&ours[0]).unwrap();
+        assert!(repaired[..data.len()] == data[..], "repair: {label}");
+    }
+}
