@@ -48,6 +48,10 @@ pub enum AppimgCmd {
         /// Replace an installed image even with an older version.
         #[arg(long)]
         allow_downgrade: bool,
+        /// Sealed: add dm-verity forward error correction (image.fec) with N parity bytes per
+        /// 255-byte codeword (2 to 24); the kernel corrects damaged blocks with it.
+        #[arg(long, requires = "seal", value_name = "N")]
+        fec_roots: Option<u32>,
     },
     /// Check a sealed image: its signature against the trusted keys and its whole hash tree.
     Verify { name: String },
@@ -103,6 +107,7 @@ pub fn run(cmd: AppimgCmd, ctx: &Ctx) -> anyhow::Result<ExitCode> {
             key,
             version,
             allow_downgrade,
+            fec_roots,
         } => {
             let request = update::BuildRequest {
                 name: name.clone(),
@@ -112,6 +117,7 @@ pub fn run(cmd: AppimgCmd, ctx: &Ctx) -> anyhow::Result<ExitCode> {
                 key,
                 version,
                 allow_downgrade,
+                fec_roots,
             };
             let progress = Spinner::new(ctx);
             let meta = update::build(&store, &request, &progress)?;

@@ -199,6 +199,7 @@ mod tests {
             "verity format d h --fec-device f --fec-roots 24 --fec-offset 4096",
             "verity verify d h 00 --fec-device f --fec-roots 3",
             "verity repair d h 00 --fec-device f",
+            "appimg build b --from base --format erofs --seal --key k --fec-roots 24",
             "portable list",
             "portable attach img",
             "portable attach --now --enable --runtime --profile strict --copy copy img p1 p2",
