@@ -13,3 +13,4 @@ mod sealed;
 mod smoke;
 mod verbs;
 mod verity;
+mod verity_compat;
