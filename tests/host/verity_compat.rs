@@ -106,16 +106,11 @@ fn tempdir() -> tempfile::TempDir {
 /// check_root_hash: format, root hash and salt as expected, verify, then a corrupted data or
 /// hash device fails verification; with and without a superblock and a root hash file.
 /// `one_device`: the hash area in the data file at this offset.
-fn check_root_hash(
-    tool: Tool,
-    dir: &Path,
-    block: u32,
-    expected: &str,
-    salt: &str,
-    version: u32,
-    hash: &str,
-    one_device: Option<u64>,
-) {
+/// One line of the script's table: block size, expected root hash, salt, hash type, algorithm.
+type RootCase = (u32, &'static str, &'static str, u32, &'static str);
+
+fn check_root_hash(tool: Tool, dir: &Path, case: RootCase, one_device: Option<u64>) {
+    let (block, expected, salt, version, hash) = case;
     let img = dir.join("verity-data");
     let img_hash = dir.join("verity-hash");
     let root_file = dir.join("verity-data.roothash");
@@ -195,7 +190,7 @@ fn check_root_hash(
 /// The script's two tables: separate devices, then the hash area in the data file.
 #[test]
 fn compat_root_hashes_of_cryptsetups_tests() {
-    let cases: [(u32, &str, &str, u32, &str); 7] = [
+    let cases: [RootCase; 7] = [
         (
             512,
             "9de18652fe74edfb9b805aaed72ae2aa48f94333f1ba5c452ac33b1c39325174",
@@ -249,17 +244,8 @@ fn compat_root_hashes_of_cryptsetups_tests() {
     for tool in Tool::both() {
         let dir = tempdir();
         for one_device in [None, Some(8_388_608)] {
-            for (block, expected, salt, version, hash) in cases {
-                check_root_hash(
-                    tool,
-                    dir.path(),
-                    block,
-                    expected,
-                    salt,
-                    version,
-                    hash,
-                    one_device,
-                );
+            for case in cases {
+                check_root_hash(tool, dir.path(), case, one_device);
             }
         }
     }
@@ -554,7 +540,8 @@ fn compat_fec_corrects_in_userspace() {
         }
         // checkUserSpaceRepair's cases: (data blocks or whole file, block, roots, hash
         // offset, FEC offset, files, corrupted bytes).
-        let repair_cases: [(Option<u64>, u64, u32, u64, u64, &FecFiles, u64); 6] = [
+        type RepairCase<'a> = (Option<u64>, u64, u32, u64, u64, &'a FecFiles, u64);
+        let repair_cases: [RepairCase; 6] = [
             (None, 512, 2, 0, 0, &three, 100),
             (Some(400), 512, 2, 256_000, 0, &two, 50),
             (Some(500), 512, 2, 2_457_600, 4_915_200, &one, 1),
