@@ -6,6 +6,10 @@
 //! reads ([`ReadAt`]) in bounded chunks hashed on all cores. Nothing here touches the system
 //! beyond the devices the caller passes in.
 //!
+//! Forward error correction: [`format_with_fec`] adds the Reed–Solomon FEC area the kernel reads
+//! (byte-identical to `veritysetup format --fec-device`), [`verify_with_fec`] decodes it when the
+//! tree fails and checks the result against the root hash, and [`repair`] writes it back.
+//!
 //! ```no_run
 //! use realms_verity::{Params, format, verify};
 //! # fn main() -> Result<(), Box<dyn std::error::Error>> {
