@@ -94,6 +94,7 @@ echo "overwriting data blocks $BLOCK to $((BLOCK + 2)) with noise"
 dd if=/dev/urandom of=$IMG bs=4096 seek=$BLOCK count=3 conv=notrunc status=none
 sync; echo 3 > /proc/sys/vm/drop_caches
 realms --root $R appimg verify sealedfec 2>&1 | tee verify.log
+grep -q 'correctable with its FEC' verify.log
 realms --root $R new f --appimg sealedfec
 realms --root $R config f use-network false
 dmesg -C || true
@@ -102,7 +103,7 @@ realms --root $R start f 2>&1 | tee start.log
 DM=$(grep -l '^realms-f-' /sys/block/dm-*/dm/name | head -1)
 dmsetup table "$(cat $DM)" | tee table.log
 grep -q ' use_fec_from_device ' table.log
-grep -q ' fec_roots 24 ' table.log
+grep -q ' fec_roots 24$' table.log
 realms --root $R run f -- cat /opt/marker > marker.out
 LINES=$(grep -c '^{MARKER}$' marker.out)
 echo "marker lines read: $LINES"

@@ -143,12 +143,21 @@ pub fn run(cmd: AppimgCmd, ctx: &Ctx) -> anyhow::Result<ExitCode> {
             if ctx.json {
                 ctx.emit(&Json(&verified))?;
             } else if !ctx.quiet {
+                let state = match verified.fec_corrected {
+                    Some(n) if n > 0 => format!(
+                        "its {} data blocks and hash tree are damaged: {n} bytes, all correctable with its FEC (the kernel corrects them on read)",
+                        verified.data_blocks
+                    ),
+                    _ => format!(
+                        "all {} data blocks and the hash tree are intact",
+                        verified.data_blocks
+                    ),
+                };
                 crate::output::outln!(
-                    "[+] '{name}' version {}: signature good (key '{}', {}); all {} data blocks and the hash tree are intact",
+                    "[+] '{name}' version {}: signature good (key '{}', {}); {state}",
                     verified.version,
                     verified.signed_by.key,
                     verified.signed_by.fingerprint,
-                    verified.data_blocks
                 );
             }
         }
