@@ -15,6 +15,8 @@ const SALT: &str = "5a17c0ffee5a17c0ffee5a17c0ffee5a17c0ffee5a17c0ffee5a17c0ffee
 const UUID: &str = "12345678-1234-1234-1234-123456789abc";
 /// The issue's target: at least 1.5x veritysetup's throughput, so at most 1/1.5 of its time.
 const TARGET: f64 = 1.0 / 1.5;
+/// Format with FEC: at least 2x veritysetup (issue 12).
+const FEC_TARGET: f64 = 1.0 / 2.0;
 
 /// A directory under /var/tmp removed when dropped.
 struct Scratch(PathBuf);
@@ -189,6 +191,9 @@ pub fn run_suite(runs: usize) -> anyhow::Result<()> {
         peer,
         target: Some(TARGET),
     });
+    for roots in [2u32, 24] {
+        rows.push(fec_row(&realms, &veritysetup, &scratch.0, &data, roots)?);
+    }
     table::print(
         "verity: realms vs veritysetup, same file, same parameters",
         &rows,
@@ -202,4 +207,59 @@ pub fn run_suite(runs: usize) -> anyhow::Result<()> {
         );
     }
     Ok(())
+}
+
+/// Format with FEC (`--fec-roots roots`) by both tools, once each (veritysetup takes minutes on
+/// 1 GiB); the hash and FEC files must be identical.
+fn fec_row(
+    realms: &Path,
+    veritysetup: &Path,
+    dir: &Path,
+    data: &Path,
+    roots: u32,
+) -> anyhow::Result<Row> {
+    let files = |name: &str| {
+        (
+            dir.join(format!("{name}.hash")),
+            dir.join(format!("{name}.fec")),
+        )
+    };
+    let format = |tool: &Path, realms: bool, name: &str| -> anyhow::Result<std::time::Duration> {
+        let (hash, fec) = files(name);
+        let _ = std::fs::remove_file(&hash);
+        let _ = std::fs::remove_file(&fec);
+        let mut cmd = Command::new(tool);
+        if realms {
+            cmd.args(["verity", "format"]);
+        } else {
+            cmd.arg("format");
+        }
+        cmd.arg(data)
+            .arg(&hash)
+            .arg(format!("--fec-device={}", fec.display()))
+            .arg(format!("--fec-roots={roots}"))
+            .args(params());
+        let start = std::time::Instant::now();
+        run(&mut cmd)?;
+        Ok(start.elapsed())
+    };
+    eprintln!("verity: format with FEC, {roots} roots (veritysetup takes minutes)");
+    let ours = format(realms, true, "ours-fec")?;
+    let peer = format(veritysetup, false, "peer-fec")?;
+    let (our_hash, our_fec) = files("ours-fec");
+    let (peer_hash, peer_fec) = files("peer-fec");
+    ensure!(
+        same_contents(&our_hash, &peer_hash)? && same_contents(&our_fec, &peer_fec)?,
+        "the hash or FEC files differ with {roots} roots"
+    );
+    for path in [our_hash, our_fec, peer_hash, peer_fec] {
+        let _ = std::fs::remove_file(path);
+    }
+    Ok(Row {
+        what: format!("format + FEC 1 GiB ({roots} roots, one run)"),
+        ours,
+        peer_name: "veritysetup format --fec-device".into(),
+        peer,
+        target: Some(FEC_TARGET),
+    })
 }

@@ -68,6 +68,14 @@ fn sealed_realm_starts_on_dm_verity_and_corruption_gives_eio() {
 }
 
 #[test]
+fn sealed_realm_with_fec_starts_after_blocks_are_corrupted() {
+    let out = outcome().assert_ok("sealed_realm_on_dm_verity_with_fec");
+    for line in ["marker lines read: 2048", "FEC CORRECTED OK"] {
+        assert!(out.contains(line), "missing {line:?} in:\n{out}");
+    }
+}
+
+#[test]
 fn portable_raw_squashfs() {
     let out = outcome().assert_ok("portable_raw_squashfs");
     assert!(out.contains("TREES IDENTICAL"), "{out}");

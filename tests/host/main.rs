@@ -22,3 +22,4 @@ mod state;
 mod store;
 mod verbs;
 mod verity;
+mod verity_compat;

@@ -1,6 +1,7 @@
-//! dm-verity against the real veritysetup: 200 random (data, parameters) cases, each formatted by
-//! both tools into separate hash devices that must be byte-identical with the same root hash,
-//! and each tool's verify must accept the other's hash device.
+//! dm-verity against the real veritysetup: 200 random (data, parameters) cases, both hash types,
+//! each formatted by both tools into separate hash devices that must be byte-identical with the
+//! same root hash (and the same `--root-hash-file`), and each tool's verify must accept the other's
+//! hash device, with the root hash read from the other's root hash file.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -52,6 +53,8 @@ struct Case {
     /// A hash offset in a separate hash file.
     hash_offset: u64,
     data_blocks: Option<u64>,
+    /// `--format`: 1, or 0 for the Chromium OS format.
+    hash_type: u32,
 }
 
 impl Case {
@@ -100,9 +103,11 @@ impl Case {
             hash_offset = hash_offset.next_multiple_of(4096);
             same_file_offset = same_file_offset.map(|o| o.next_multiple_of(4096));
         }
+        let hash = rng.pick(&["sha256", "sha256", "sha512", "sha1"]);
         Case {
+            hash_type: rng.pick(&[1, 1, 0]),
             data_size,
-            hash: rng.pick(&["sha256", "sha256", "sha512", "sha1"]),
+            hash,
             data_block_size,
             hash_block_size,
             salt: if salt.is_empty() {
@@ -139,6 +144,7 @@ impl Case {
         if let Some(n) = data_blocks.or(self.data_blocks) {
             opts.push(format!("--data-blocks={n}"));
         }
+        opts.push(format!("--format={}", self.hash_type));
         opts
     }
 }
@@ -178,8 +184,14 @@ fn format_with(
     } else {
         cmd.arg("format");
     }
-    let out = run(cmd.arg(&data_path).arg(&hash_path).args(case.options(None)));
+    let root_file = dir.join(format!("{name}.roothash"));
+    let out = run(cmd
+        .arg(&data_path)
+        .arg(&hash_path)
+        .args(case.options(None))
+        .arg(format!("--root-hash-file={}", root_file.display())));
     let root = field(&out.stdout, "Root hash");
+    assert_eq!(std::fs::read_to_string(&root_file).unwrap(), root, "{name}");
     let blocks = field(&out.stdout, "Data blocks").parse().unwrap();
     (data_path, hash_path, root, blocks)
 }
@@ -199,10 +211,15 @@ fn verify_with(
     } else {
         cmd.arg("verify");
     }
-    cmd.arg(data)
-        .arg(hash)
-        .arg(root)
-        .args(case.options(Some(blocks)));
+    cmd.arg(data).arg(hash).args(case.options(Some(blocks)));
+    if realms {
+        // The other tool's root hash file instead of the argument.
+        let file = hash.with_file_name("veritysetup.roothash");
+        assert_eq!(std::fs::read_to_string(&file).unwrap(), root);
+        cmd.arg(format!("--root-hash-file={}", file.display()));
+    } else {
+        cmd.arg(root);
+    }
     let out = output(&mut cmd);
     assert!(
         out.status.success(),
@@ -261,14 +278,208 @@ fn random_cases_match_veritysetup_byte_for_byte() {
     println!("verity differential seed {seed:#x} (set REALMS_VERITY_SEED to replay another)");
     let mut rng = Rng(seed);
     let mut with_sb = 0;
+    let mut type0 = 0;
     let mut same_file = 0;
     for index in 0..CASES {
         let case = Case::random(&mut rng);
         with_sb += usize::from(case.superblock);
+        type0 += usize::from(case.hash_type == 0);
         same_file += usize::from(case.same_file_offset.is_some());
         run_case(index, &case, &mut rng, &realms, &veritysetup);
     }
     println!(
-        "{CASES} cases: {with_sb} with a superblock, {same_file} with the hash area in the data file"
+        "{CASES} cases: {with_sb} with a superblock, {same_file} with the hash area in the data file, {type0} of hash type 0"
     );
+}
+
+#[test]
+fn hash_types_other_than_0_and_1_are_refused_like_veritysetup() {
+    require::tool("veritysetup", "cryptsetup-bin");
+    let dir = tempfile::Builder::new()
+        .prefix("realms-verity-type-")
+        .tempdir()
+        .unwrap();
+    let data = dir.path().join("data.img");
+    std::fs::write(&data, vec![7u8; 8192]).unwrap();
+    for hash_type in ["2", "3", "255"] {
+        let hash = dir.path().join(format!("h{hash_type}"));
+        let mut vs = Command::new("veritysetup");
+        vs.arg("format").arg(&data).arg(&hash);
+        vs.arg(format!("--format={hash_type}"));
+        let theirs = output(&mut vs);
+        let hash = dir.path().join(format!("ours{hash_type}"));
+        let mut ours = Command::new(realms_bin());
+        ours.args(["verity", "format"]).arg(&data).arg(&hash);
+        ours.arg(format!("--format={hash_type}"));
+        let ours = output(&mut ours);
+        assert!(
+            !theirs.status.success(),
+            "veritysetup took type {hash_type}"
+        );
+        assert!(!ours.status.success(), "realms took type {hash_type}");
+        let text = String::from_utf8_lossy(&ours.stderr);
+        assert!(text.contains(&format!("hash type {hash_type}")), "{text}");
+        assert!(
+            !hash.exists(),
+            "a hash file was written for type {hash_type}"
+        );
+    }
+}
+
+/// Where a FEC case puts the FEC area.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum FecPlace {
+    /// Its own file.
+    Own,
+    /// The hash file, right after the tree.
+    HashFile,
+    /// The data file, right after the data.
+    DataFile,
+}
+
+/// Runs `tool format` (or `realms verity format`) with FEC; returns the root hash.
+fn fec_format(tool: &Path, realms: bool, files: &[PathBuf; 3], opts: &[String]) -> String {
+    let mut cmd = Command::new(tool);
+    if realms {
+        cmd.args(["verity", "format"]);
+    } else {
+        cmd.arg("format");
+    }
+    let out = run(cmd
+        .arg(&files[0])
+        .arg(&files[1])
+        .arg(format!("--fec-device={}", files[2].display()))
+        .args(opts));
+    field(&out.stdout, "Root hash")
+}
+
+/// Verifies with FEC; returns the number of repairable errors the tool reported.
+fn fec_verify(tool: &Path, realms: bool, files: &[PathBuf; 3], root: &str, opts: &[String]) -> u64 {
+    let mut cmd = Command::new(tool);
+    if realms {
+        cmd.args(["--json", "verity", "verify"]);
+    } else {
+        cmd.arg("verify");
+    }
+    cmd.arg(&files[0])
+        .arg(&files[1])
+        .arg(root)
+        .arg(format!("--fec-device={}", files[2].display()))
+        .args(opts);
+    let out = output(&mut cmd);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success(),
+        "`{}` failed ({}):\n{stderr}",
+        argv(&cmd),
+        out.status
+    );
+    if realms {
+        let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        json["fec"]["symbols"].as_u64().unwrap()
+    } else {
+        stderr
+            .lines()
+            .find_map(|l| l.strip_prefix("Found "))
+            .and_then(|l| l.split(' ').next())
+            .map_or(0, |n| n.parse().unwrap())
+    }
+}
+
+#[test]
+fn fec_areas_match_veritysetup_for_every_roots_value() {
+    require::tool("veritysetup", "cryptsetup-bin");
+    let veritysetup = require::which("veritysetup").unwrap();
+    let realms = realms_bin();
+    let mut rng = Rng(0xfec0_0000_0000_0001);
+    for roots in 2..=24u32 {
+        let dir = tempfile::Builder::new()
+            .prefix("realms-verity-fec-")
+            .tempdir()
+            .unwrap();
+        let block = rng.pick(&[512u64, 1024, 4096, 4096]);
+        let blocks = 1 + rng.below((1 << 20) / block) + rng.below(300);
+        let data = rng.bytes((blocks * block) as usize);
+        let place = rng.pick(&[FecPlace::Own, FecPlace::HashFile, FecPlace::DataFile]);
+        let hash_type = rng.pick(&[1, 1, 0]);
+        let mut opts = vec![
+            format!("--hash={}", rng.pick(&["sha256", "sha512", "sha1"])),
+            format!("--data-block-size={block}"),
+            format!("--hash-block-size={block}"),
+            format!("--salt={}", hex::encode(rng.bytes(32))),
+            "--uuid=12345678-1234-1234-1234-123456789abc".to_string(),
+            format!("--format={hash_type}"),
+            format!("--fec-roots={roots}"),
+        ];
+        let label =
+            format!("roots {roots}, {blocks} blocks of {block}, FEC in {place:?}, {opts:?}");
+        let files = |name: &str| -> [PathBuf; 3] {
+            let data_path = dir.path().join(format!("{name}.img"));
+            std::fs::write(&data_path, &data).unwrap();
+            let hash = dir.path().join(format!("{name}.hash"));
+            let fec = match place {
+                FecPlace::Own => dir.path().join(format!("{name}.fec")),
+                FecPlace::HashFile => hash.clone(),
+                FecPlace::DataFile => data_path.clone(),
+            };
+            [data_path, hash, fec]
+        };
+        match place {
+            FecPlace::Own => {}
+            FecPlace::HashFile => {
+                // Right after the tree: its size comes from a format without FEC.
+                let probe = files("probe");
+                let mut cmd = Command::new(&realms);
+                run(cmd
+                    .args(["verity", "format"])
+                    .arg(&probe[0])
+                    .arg(&probe[1])
+                    .args(&opts[..6]));
+                let end = std::fs::metadata(&probe[1]).unwrap().len();
+                opts.push(format!("--fec-offset={end}"));
+            }
+            FecPlace::DataFile => opts.push(format!("--fec-offset={}", data.len())),
+        }
+        let ours = files("realms");
+        let theirs = files("veritysetup");
+        let our_root = fec_format(&realms, true, &ours, &opts);
+        let their_root = fec_format(&veritysetup, false, &theirs, &opts);
+        assert_eq!(our_root, their_root, "{label}");
+        for i in 0..3 {
+            let (a, b) = (
+                std::fs::read(&ours[i]).unwrap(),
+                std::fs::read(&theirs[i]).unwrap(),
+            );
+            assert_eq!(a.len(), b.len(), "file {i} sizes differ: {label}");
+            if let Some(at) = a.iter().zip(&b).position(|(x, y)| x != y) {
+                panic!("file {i} differs first at byte {at}: {label}");
+            }
+        }
+        // The same damage to both: a few bytes in one data block.
+        let at = rng.below(blocks) * block + rng.below(block - 16);
+        let len = 1 + rng.below(16) as usize;
+        let junk = rng.bytes(len);
+        for files in [&ours, &theirs] {
+            let mut bytes = std::fs::read(&files[0]).unwrap();
+            for (i, j) in junk.iter().enumerate() {
+                bytes[at as usize + i] ^= j | 1;
+            }
+            std::fs::write(&files[0], bytes).unwrap();
+        }
+        let by_us = fec_verify(&realms, true, &theirs, &their_root, &opts);
+        let by_them = fec_verify(&veritysetup, false, &ours, &our_root, &opts);
+        assert_eq!(by_us, junk.len() as u64, "{label}");
+        assert_eq!(by_them, by_us, "{label}");
+        // Repair restores the data byte for byte.
+        let mut cmd = Command::new(&realms);
+        run(cmd
+            .args(["verity", "repair"])
+            .arg(&ours[0])
+            .arg(&ours[1])
+            .arg(&our_root)
+            .arg(format!("--fec-device={}", ours[2].display()))
+            .args(&opts));
+        let repaired = std::fs::read(&ours[0]).unwrap();
+        assert!(repaired[..data.len()] == data[..], "repair: {label}");
+    }
 }

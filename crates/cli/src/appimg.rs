@@ -51,6 +51,10 @@ pub enum AppimgCmd {
         /// Replace an installed image even with an older version.
         #[arg(long)]
         allow_downgrade: bool,
+        /// Sealed: add dm-verity forward error correction (image.fec) with N parity bytes per
+        /// 255-byte codeword (2 to 24); the kernel corrects damaged blocks with it.
+        #[arg(long, requires = "seal", value_name = "N")]
+        fec_roots: Option<u32>,
     },
     /// Check a sealed image: its signature against the trusted keys and its whole hash tree.
     Verify { name: String },
@@ -118,6 +122,7 @@ pub fn run(cmd: AppimgCmd, ctx: &Ctx) -> anyhow::Result<ExitCode> {
             key,
             version,
             allow_downgrade,
+            fec_roots,
         } => {
             let request = update::BuildRequest {
                 name: name.clone(),
@@ -127,6 +132,7 @@ pub fn run(cmd: AppimgCmd, ctx: &Ctx) -> anyhow::Result<ExitCode> {
                 key,
                 version,
                 allow_downgrade,
+                fec_roots,
             };
             let progress = Spinner::new(ctx);
             let meta = update::build(&store, &request, &progress)?;
@@ -152,12 +158,21 @@ pub fn run(cmd: AppimgCmd, ctx: &Ctx) -> anyhow::Result<ExitCode> {
             if ctx.json {
                 ctx.emit(&Json(&verified))?;
             } else if !ctx.quiet {
+                let state = match verified.fec_corrected {
+                    Some(n) if n > 0 => format!(
+                        "its {} data blocks and hash tree are damaged: {n} bytes, all correctable with its FEC (the kernel corrects them on read)",
+                        verified.data_blocks
+                    ),
+                    _ => format!(
+                        "all {} data blocks and the hash tree are intact",
+                        verified.data_blocks
+                    ),
+                };
                 crate::output::outln!(
-                    "[+] '{name}' version {}: signature good (key '{}', {}); all {} data blocks and the hash tree are intact",
+                    "[+] '{name}' version {}: signature good (key '{}', {}); {state}",
                     verified.version,
                     verified.signed_by.key,
                     verified.signed_by.fingerprint,
-                    verified.data_blocks
                 );
             }
         }

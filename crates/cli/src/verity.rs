@@ -1,4 +1,5 @@
-//! `realms verity format|verify`: dm-verity hash areas for image builders, veritysetup-compatible.
+//! `realms verity format|verify|repair`: dm-verity hash areas (and Reed–Solomon FEC) for image
+//! builders, veritysetup-compatible.
 
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -8,8 +9,8 @@ use anyhow::Context;
 use clap::{Args, Subcommand};
 use realms_sys::device;
 use realms_verity::{
-    Error, FailureSite, FormatOutput, HashAlgorithm, Options, Params, format_uuid, parse_root_hash,
-    salt_text,
+    Error, FailureSite, FecLayout, FecOutcome, FecParams, FormatOutput, HashAlgorithm, Options,
+    Params, format_uuid, parse_root_hash, salt_text,
 };
 use serde::Serialize;
 
@@ -37,8 +38,21 @@ pub enum VerityCommand {
         data: PathBuf,
         /// The hash area written by `format` (or by veritysetup).
         hash: PathBuf,
-        /// The root hash, in hex.
-        root_hash: String,
+        /// The root hash, in hex (or give --root-hash-file).
+        #[arg(required_unless_present = "root_hash_file")]
+        root_hash: Option<String>,
+        #[command(flatten)]
+        opts: VerityOpts,
+    },
+    /// Verify like `verify`, and correct in place what the FEC device (--fec-device) can.
+    Repair {
+        /// The data device or image file.
+        data: PathBuf,
+        /// The hash area written by `format` (or by veritysetup).
+        hash: PathBuf,
+        /// The root hash, in hex (or give --root-hash-file).
+        #[arg(required_unless_present = "root_hash_file")]
+        root_hash: Option<String>,
         #[command(flatten)]
         opts: VerityOpts,
     },
@@ -71,6 +85,22 @@ pub struct VerityOpts {
     /// Number of data blocks to cover (default: all whole blocks of DATA).
     #[arg(long, value_name = "N")]
     data_blocks: Option<u64>,
+    /// Hash type: 1 (default) or 0, the original Chromium OS format.
+    #[arg(long = "format", value_name = "TYPE")]
+    hash_type: Option<u32>,
+    /// format: write the root hash (hex) to FILE; verify: read it from FILE.
+    #[arg(long, value_name = "FILE")]
+    root_hash_file: Option<PathBuf>,
+    /// Reed–Solomon parity for forward error correction: written by format, used by verify and
+    /// repair (may be HASH or DATA, with --fec-offset).
+    #[arg(long, value_name = "PATH")]
+    fec_device: Option<PathBuf>,
+    /// Byte offset of the FEC area in the FEC device (a multiple of 512).
+    #[arg(long, value_name = "BYTES", default_value_t = 0)]
+    fec_offset: u64,
+    /// Parity bytes per 255-byte codeword, 2 to 24 (default 2).
+    #[arg(long, value_name = "N", default_value_t = realms_verity::DEFAULT_ROOTS)]
+    fec_roots: u32,
 }
 
 impl VerityOpts {
@@ -85,6 +115,14 @@ impl VerityOpts {
             no_superblock: self.no_superblock,
             hash_offset: self.hash_offset,
             data_blocks: self.data_blocks,
+            hash_type: self.hash_type,
+        }
+    }
+
+    fn fec(&self) -> FecParams {
+        FecParams {
+            roots: self.fec_roots,
+            offset: self.fec_offset,
         }
     }
 }
@@ -98,7 +136,13 @@ pub fn run(command: VerityCommand, ctx: &Ctx) -> anyhow::Result<ExitCode> {
             hash,
             root_hash,
             opts,
-        } => run_verify(&data, &hash, &root_hash, &opts, ctx),
+        } => run_verify(&data, &hash, root_hash.as_deref(), &opts, false, ctx),
+        VerityCommand::Repair {
+            data,
+            hash,
+            root_hash,
+            opts,
+        } => run_verify(&data, &hash, root_hash.as_deref(), &opts, true, ctx),
     }
 }
 
@@ -107,7 +151,18 @@ fn run_format(data: &Path, hash: &Path, opts: &VerityOpts, ctx: &Ctx) -> anyhow:
     let params = opts.options().for_format()?;
     let data_file = device::open_read(data, "data")?;
     let hash_file = device::open_write(hash, "hash", 0o600)?;
-    let out = realms_verity::format(&data_file, &hash_file, &params).with_context(|| {
+    let fec_file = match &opts.fec_device {
+        Some(path) => Some((device::open_write(path, "FEC", 0o600)?, path)),
+        None => None,
+    };
+    let result = match &fec_file {
+        Some((fec, _)) => {
+            realms_verity::format_with_fec(&data_file, &hash_file, fec, &params, &opts.fec())
+                .map(|out| (out.tree, Some(out.fec)))
+        }
+        None => realms_verity::format(&data_file, &hash_file, &params).map(|out| (out, None)),
+    };
+    let (out, fec) = result.with_context(|| {
         format!(
             "formatting {} with its hash area in {}",
             data.display(),
@@ -115,28 +170,87 @@ fn run_format(data: &Path, hash: &Path, opts: &VerityOpts, ctx: &Ctx) -> anyhow:
         )
     })?;
     device::sync(&hash_file, hash)?;
-    ctx.emit(&Report::formatted(&out, data, hash))?;
+    if let Some((file, path)) = &fec_file {
+        device::sync(file, path)?;
+    }
+    if let Some(file) = &opts.root_hash_file {
+        // Like veritysetup: the hex digits, no newline.
+        realms_sys::atomic::write_file(file, hex::encode(&out.root_hash).as_bytes(), 0o644)
+            .with_context(|| format!("writing the root hash to {}", file.display()))?;
+    }
+    ctx.emit(&Report::formatted(&out, fec.as_ref(), data, hash))?;
     Ok(ExitCode::SUCCESS)
 }
 
 fn run_verify(
     data: &Path,
     hash: &Path,
-    root_hash: &str,
+    root_hash: Option<&str>,
     opts: &VerityOpts,
+    repair: bool,
     ctx: &Ctx,
 ) -> anyhow::Result<ExitCode> {
-    let root = parse_root_hash(root_hash)?;
-    let data_file = device::open_read(data, "data")?;
-    let hash_file = device::open_read(hash, "hash")?;
+    let root = root_hash_arg(root_hash, opts.root_hash_file.as_deref())?;
+    let root_hash = hex::encode(&root);
+    let open = |path: &Path, role: &str| {
+        if repair {
+            device::open_update(path, role)
+        } else {
+            device::open_read(path, role)
+        }
+    };
+    let data_file = open(data, "data")?;
+    let hash_file = open(hash, "hash")?;
+    let fec_file = match &opts.fec_device {
+        Some(path) => Some(open(path, "FEC")?),
+        None if repair => anyhow::bail!("repair needs the FEC device: give --fec-device"),
+        None => None,
+    };
     let result = opts.options().for_verify(&hash_file).and_then(|params| {
-        realms_verity::verify(&data_file, &hash_file, &params, &root)?;
-        Ok(params)
+        let outcome = match &fec_file {
+            None => {
+                realms_verity::verify(&data_file, &hash_file, &params, &root)?;
+                None
+            }
+            Some(fec) if repair => Some(realms_verity::repair(
+                &data_file,
+                &hash_file,
+                fec,
+                &params,
+                &opts.fec(),
+                &root,
+            )?),
+            Some(fec) => Some(realms_verity::verify_with_fec(
+                &data_file,
+                &hash_file,
+                fec,
+                &params,
+                &opts.fec(),
+                &root,
+            )?),
+        };
+        Ok((params, outcome))
     });
     match result {
-        Ok(params) => {
+        Ok((params, outcome)) => {
+            if repair {
+                for (file, path) in [(&data_file, data), (&hash_file, hash)] {
+                    device::sync(file, path)?;
+                }
+                if let (Some(file), Some(path)) = (&fec_file, &opts.fec_device) {
+                    device::sync(file, path)?;
+                }
+            }
+            let fixed = outcome.as_ref().map(|o| Corrected::new(o, repair));
+            if let Some(fixed) = fixed.as_ref().filter(|f| f.symbols > 0) {
+                ctx.say(Event::warning(fixed.to_string()));
+            }
             if ctx.json {
-                ctx.emit(&Report::verified(&params, &root, data, hash))?;
+                let report = Report {
+                    fec: fixed,
+                    ..Report::verified(&params, &root, data, hash)
+                };
+                ctx.emit(&report)?;
             } else {
                 ctx.say(Event::progress(format!(
                     "{} verified against {}: root hash {root_hash}",
@@ -163,6 +277,21 @@ fn run_verify(
     }
 }
 
+/// The root hash given on the command line, or else read from `--root-hash-file` (hex digits,
+/// surrounding white space ignored, as veritysetup reads it).
+fn root_hash_arg(arg: Option<&str>, file: Option<&Path>) -> anyhow::Result<Vec<u8>> {
+    match (arg, file) {
+        (Some(text), _) => Ok(parse_root_hash(text)?),
+        (None, Some(file)) => {
+            let text = std::fs::read_to_string(file)
+                .with_context(|| format!("reading the root hash file {}", file.display()))?;
+            parse_root_hash(text.trim())
+                .with_context(|| format!("reading the root hash file {}", file.display()))
+        }
+        (None, None) => anyhow::bail!("no root hash: give ROOT_HASH or --root-hash-file"),
+    }
+}
+
 /// The parameters and the root hash, as `format` prints them and `--json` shows them.
 #[derive(Debug, Serialize)]
 struct Report {
@@ -183,7 +312,64 @@ struct Report {
     hash_offset: u64,
     #[serde(skip_serializing_if = "Option::is_none")]
     hash_area_size: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    fec_roots: Option<u32>,
+    /// The FEC area's size in blocks (veritysetup's "FEC blocks").
+    #[serde(skip_serializing_if = "Option::is_none")]
+    fec_blocks: Option<u64>,
     root_hash: String,
+    /// What FEC corrected, when verifying with a FEC device.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    fec: Option<Corrected>,
+}
+
+/// What verify or repair corrected with FEC.
+#[derive(Debug, Serialize)]
+struct Corrected {
+    repaired: bool,
+    /// Bytes corrected (veritysetup's "repairable errors").
+    symbols: u64,
+    data_blocks: Vec<u64>,
+    hash_blocks: Vec<u64>,
+    parity_bytes: usize,
+    /// Where verification without FEC first failed.
+    failure: Option<String>,
+}
+
+impl Corrected {
+    fn new(outcome: &FecOutcome, repaired: bool) -> Corrected {
+        let bs = outcome.layout.block_size;
+        let c = &outcome.corrections;
+        Corrected {
+            repaired,
+            symbols: c.symbols,
+            data_blocks: c.data.keys().map(|o| o / bs).collect(),
+            hash_blocks: c.hash.keys().map(|o| o / bs).collect(),
+            parity_bytes: c.parity.len(),
+            failure: outcome.failure.as_ref().map(|f| f.to_string()),
+        }
+    }
+}
+
+impl fmt::Display for Corrected {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let verb = if self.repaired {
+            "repaired with the FEC device"
+        } else {
+            "found, repairable with the FEC device,"
+        };
+        write!(f, "{verb} {} corrupted bytes", self.symbols)?;
+        if !self.data_blocks.is_empty() {
+            write!(f, " in data blocks {:?}", self.data_blocks)?;
+        }
+        if !self.hash_blocks.is_empty() {
+            write!(f, " in hash device blocks {:?}", self.hash_blocks)?;
+        }
+        if self.parity_bytes > 0 {
+            write!(f, " ({} in the parity)", self.parity_bytes)?;
+        }
+        Ok(())
+    }
 }
 
 impl Report {
@@ -193,7 +379,7 @@ impl Report {
             data_device: data.to_path_buf(),
             hash_device: hash.to_path_buf(),
             uuid: params.uuid.as_ref().map(format_uuid),
-            hash_type: 1,
+            hash_type: params.hash_type,
             data_blocks: params.data_blocks,
             data_block_size: params.data_block_size,
             hash_blocks: None,
@@ -203,14 +389,19 @@ impl Report {
             superblock: params.superblock,
             hash_offset: params.hash_offset,
             hash_area_size: None,
+            fec_roots: None,
+            fec_blocks: None,
             root_hash: hex::encode(root),
+            fec: None,
         }
     }
 
-    fn formatted(out: &FormatOutput, data: &Path, hash: &Path) -> Report {
+    fn formatted(out: &FormatOutput, fec: Option<&FecLayout>, data: &Path, hash: &Path) -> Report {
         Report {
             hash_blocks: Some(out.hash_blocks),
             hash_area_size: Some(out.hash_area_size),
+            fec_roots: fec.map(|f| f.roots),
+            fec_blocks: fec.map(|f| f.size / f.block_size),
             ..Report::new(&out.params, &out.root_hash, data, hash)
         }
     }
@@ -237,6 +428,10 @@ impl fmt::Display for Report {
         writeln!(f, "Hash blocks:     \t{}", self.hash_blocks.unwrap_or(0))?;
         writeln!(f, "Hash block size: \t{}", self.hash_block_size)?;
         writeln!(f, "Hash algorithm:  \t{}", self.hash_algorithm)?;
+        if let (Some(roots), Some(blocks)) = (self.fec_roots, self.fec_blocks) {
+            writeln!(f, "FEC RS roots:   \t{roots}")?;
+            writeln!(f, "FEC blocks:     \t{blocks}")?;
+        }
         writeln!(f, "Salt:            \t{}", self.salt)?;
         writeln!(f, "Root hash:      \t{}", self.root_hash)
     }
@@ -343,6 +538,7 @@ mod tests {
                 superblock: false,
                 hash_offset: 4096,
                 data_blocks: Some(3),
+                hash_type: 1,
             }
         );
         // Options not given keep the superblock's values.
@@ -353,7 +549,7 @@ mod tests {
         else {
             panic!("{cmd:?}")
         };
-        assert_eq!(root_hash, "abcd");
+        assert_eq!(root_hash.as_deref(), Some("abcd"));
         let base = Params {
             hash: HashAlgorithm::Sha1,
             salt: vec![1],

@@ -86,6 +86,13 @@ fn mount_dm_verity(root: &Path, info: &ImageInfo, target: &Path, dm_name: &str) 
     };
     let data = LoopDevice::attach(info.path.join("image.raw"), &ro)?;
     let hash = LoopDevice::attach(info.path.join("image.verity"), &ro)?;
+    let fec = match crate::sealed::fec_layout(info, &params, v)? {
+        Some(layout) => Some((
+            LoopDevice::attach(info.path.join("image.fec"), &ro)?,
+            layout,
+        )),
+        None => None,
+    };
     let table = dm::VerityTable {
         data_device: data.path().to_path_buf(),
         hash_device: hash.path().to_path_buf(),
@@ -101,6 +108,12 @@ fn mount_dm_verity(root: &Path, info: &ImageInfo, target: &Path, dm_name: &str) 
         } else {
             v.salt.clone()
         },
+        fec: fec.as_ref().map(|(device, layout)| dm::VerityFec {
+            device: device.path().to_path_buf(),
+            roots: layout.roots,
+            blocks: layout.blocks(),
+            start_block: layout.start_block(),
+        }),
     };
     let node_dir = root.join("run/realms/dm");
     if dm_exists(dm_name) {
@@ -120,7 +133,7 @@ fn mount_dm_verity(root: &Path, info: &ImageInfo, target: &Path, dm_name: &str) 
     let _ = fs::remove_file(&node);
     mounted?.leak();
     removal?;
-    drop((data, hash));
+    drop((data, hash, fec));
     Ok(())
 }
 

@@ -47,6 +47,9 @@ pub struct VerityMeta {
     pub uuid: String,
     /// The root hash, in hex.
     pub root_hash: String,
+    /// Reed–Solomon parity bytes per codeword of the FEC area in `image.fec`, if it has one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fec_roots: Option<u32>,
 }
 
 impl Meta {

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 
 use realms_sys::cmd::Cmd;
 use realms_sys::untrusted;
-use realms_verity::{HashAlgorithm, Params};
+use realms_verity::{FecLayout, FecParams, HashAlgorithm, Params};
 use serde::Serialize;
 
 use crate::keys::{self, GoodSignature};
@@ -60,6 +60,8 @@ pub struct BuildOptions {
     pub key: Option<PathBuf>,
     /// The version; by default one more than the installed image's, or 1.
     pub version: Option<String>,
+    /// Sealed: add forward error correction (`image.fec`) with this many parity bytes.
+    pub fec_roots: Option<u32>,
 }
 
 /// Builds `image.raw`, `image.meta` and (sealed) `image.verity`, `image.roothash`, `image.sig`
@@ -111,7 +113,7 @@ pub fn build(
     };
     if let Some(signing) = &signing {
         progress.report(Event::progress("computing the dm-verity hash tree"));
-        meta.verity = Some(format_verity(&dir)?);
+        meta.verity = Some(format_verity(&dir, opts.fec_roots)?);
         realms_sys::failpoint::hit("image-build-verity");
         meta.signed_by = opts
             .key
@@ -184,8 +186,9 @@ fn pad_to_block(raw: &Path) -> Result<()> {
     Ok(())
 }
 
-/// Formats `image.verity` for `image.raw` with a fresh salt; writes `image.roothash`.
-fn format_verity(dir: &Path) -> Result<VerityMeta> {
+/// Formats `image.verity` (and with `fec_roots`, `image.fec`) for `image.raw` with a fresh salt;
+/// writes `image.roothash`.
+fn format_verity(dir: &Path, fec_roots: Option<u32>) -> Result<VerityMeta> {
     let raw = dir.join("image.raw");
     let hash_path = dir.join("image.verity");
     let data = fs::File::open(&raw).ctx("opening", &raw)?;
@@ -200,10 +203,27 @@ fn format_verity(dir: &Path) -> Result<VerityMeta> {
         uuid: Some(realms_sys::random::bytes::<16>()?),
         ..Params::default()
     };
-    let out = realms_verity::format(&data, &hash, &params).map_err(|source| Error::Verity {
+    let verity_err = |source| Error::Verity {
         path: dir.to_path_buf(),
         source,
-    })?;
+    };
+    let out = match fec_roots {
+        Some(roots) => {
+            let fec_path = dir.join("image.fec");
+            let fec = fs::OpenOptions::new()
+                .read(true)
+                .write(true)
+                .create_new(true)
+                .open(&fec_path)
+                .ctx("creating", &fec_path)?;
+            let fec_params = FecParams { roots, offset: 0 };
+            let out = realms_verity::format_with_fec(&data, &hash, &fec, &params, &fec_params)
+                .map_err(verity_err)?;
+            fec.sync_all().ctx("writing", &fec_path)?;
+            out.tree
+        }
+        None => realms_verity::format(&data, &hash, &params).map_err(verity_err)?,
+    };
     hash.sync_all().ctx("writing", &hash_path)?;
     let root_hash = hex::encode(&out.root_hash);
     realms_sys::atomic::write_file(
@@ -222,6 +242,7 @@ fn format_verity(dir: &Path) -> Result<VerityMeta> {
             .map(|u| realms_verity::format_uuid(&u))
             .unwrap_or_default(),
         root_hash,
+        fec_roots,
     })
 }
 
@@ -345,6 +366,7 @@ pub fn verity_params(info: &ImageInfo, v: &VerityMeta) -> Result<(Params, Vec<u8
         superblock: true,
         hash_offset: 0,
         data_blocks: Some(v.data_blocks),
+        hash_type: 1,
     };
     Ok((
         params,
@@ -366,9 +388,31 @@ pub struct Verified {
     pub data_blocks: u64,
     /// The root hash, in hex.
     pub root_hash: String,
+    /// With FEC: the bytes it would correct (0 when the image is intact).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub fec_corrected: Option<u64>,
+}
+
+/// The FEC area of a sealed image with FEC (`image.fec`): its layout for the dm table.
+pub fn fec_layout(info: &ImageInfo, params: &Params, v: &VerityMeta) -> Result<Option<FecLayout>> {
+    let Some(roots) = v.fec_roots else {
+        return Ok(None);
+    };
+    let hash_path = info.path.join("image.verity");
+    let hash_size = fs::metadata(&hash_path).ctx("reading", &hash_path)?.len();
+    let verity_err = |source| Error::Verity {
+        path: info.path.clone(),
+        source,
+    };
+    let tree = realms_verity::tree_layout(params, v.data_blocks).map_err(verity_err)?;
+    let fec = FecParams { roots, offset: 0 };
+    realms_verity::fec_layout(params, &tree, hash_size, false, &fec)
+        .map(Some)
+        .map_err(verity_err)
 }
 
 /// Checks the signature and then the whole hash tree in userspace; names the first bad block.
+/// An image with FEC passes when FEC corrects what is damaged (the kernel would too).
 pub fn verify(root: &Path, info: &ImageInfo) -> Result<Verified> {
     if info.kind != ImageKind::Sealed {
         return Err(Error::Unsigned {
@@ -381,14 +425,34 @@ pub fn verify(root: &Path, info: &ImageInfo) -> Result<Verified> {
     let open =
         |name: &str| fs::File::open(info.path.join(name)).ctx("opening", info.path.join(name));
     let (data, hash) = (open("image.raw")?, open("image.verity")?);
-    realms_verity::verify(&data, &hash, &params, &root_hash)
-        .map_err(|e| tampered(info, &e.to_string()))?;
+    let fec_corrected = match v.fec_roots {
+        Some(roots) => {
+            let fec = open("image.fec")?;
+            let fec_params = FecParams { roots, offset: 0 };
+            let outcome = realms_verity::verify_with_fec(
+                &data,
+                &hash,
+                &fec,
+                &params,
+                &fec_params,
+                &root_hash,
+            )
+            .map_err(|e| tampered(info, &e.to_string()))?;
+            Some(outcome.corrections.symbols)
+        }
+        None => {
+            realms_verity::verify(&data, &hash, &params, &root_hash)
+                .map_err(|e| tampered(info, &e.to_string()))?;
+            None
+        }
+    };
     Ok(Verified {
         name: info.name.clone(),
         version: checked.meta.version.clone(),
         signed_by: checked.signature,
         data_blocks: v.data_blocks,
         root_hash: v.root_hash.clone(),
+        fec_corrected,
     })
 }
 

@@ -191,6 +191,7 @@ fn rebuild_options(
         filesystem,
         key,
         version: Some(realms_image::meta::next_version(&meta.version)),
+        fec_roots: meta.verity.as_ref().and_then(|v| v.fec_roots),
     })
 }
 
@@ -238,6 +239,8 @@ pub struct BuildRequest {
     pub version: Option<String>,
     /// Replace an installed newer version.
     pub allow_downgrade: bool,
+    /// Sealed: carry forward error correction with this many parity bytes (2 to 24).
+    pub fec_roots: Option<u32>,
 }
 
 /// `realms appimg build`, whole: resolves `--from` and the key, then [`build_image`].
@@ -255,6 +258,7 @@ pub fn build(store: &RealmStore, request: &BuildRequest, progress: &dyn Report) 
         filesystem: request.filesystem,
         key,
         version: request.version.clone(),
+        fec_roots: request.fec_roots,
     };
     build_image(store, &opts, request.allow_downgrade, progress)
 }

@@ -26,6 +26,15 @@ pub fn open_write(path: &Path, role: &str, mode: u32) -> Result<File> {
         .ctx(&format!("opening {role} device"), path)
 }
 
+/// Opens an existing `path` read-write as the `role` device, to correct it in place.
+pub fn open_update(path: &Path, role: &str) -> Result<File> {
+    OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(path)
+        .ctx(&format!("opening {role} device"), path)
+}
+
 /// Flushes what was written to `file` (at `path`) to stable storage.
 pub fn sync(file: &File, path: &Path) -> Result<()> {
     file.sync_all().ctx("syncing", path)

@@ -81,6 +81,21 @@ pub struct VerityTable {
     pub root_hash_hex: String,
     /// Hex, or `-` for none.
     pub salt_hex: String,
+    /// Forward error correction, if the image carries it.
+    pub fec: Option<VerityFec>,
+}
+
+/// The FEC parameters of a dm-verity table (`use_fec_from_device` and the rest).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VerityFec {
+    /// The device holding the parity.
+    pub device: PathBuf,
+    /// Parity bytes per codeword (2 to 24).
+    pub roots: u32,
+    /// Blocks covered: data and hash (`fec_blocks`).
+    pub blocks: u64,
+    /// Where the parity starts in the FEC device, in blocks (`fec_start`).
+    pub start_block: u64,
 }
 
 /// Creates a read-only dm-verity device `name` and returns the path of a block-device node for
@@ -89,7 +104,7 @@ pub fn create_verity(name: &str, table: &VerityTable, node_dir: &Path) -> Result
     let action = "creating the dm-verity device";
     let data = dev_number(&table.data_device)?;
     let hash = dev_number(&table.hash_device)?;
-    let params = format!(
+    let mut params = format!(
         "1 {}:{} {}:{} {} {} {} {} {} {} {}",
         major(data),
         minor(data),
@@ -103,6 +118,17 @@ pub fn create_verity(name: &str, table: &VerityTable, node_dir: &Path) -> Result
         table.root_hash_hex,
         table.salt_hex
     );
+    if let Some(fec) = &table.fec {
+        let dev = dev_number(&fec.device)?;
+        params.push_str(&format!(
+            " 8 use_fec_from_device {}:{} fec_roots {} fec_blocks {} fec_start {}",
+            major(dev),
+            minor(dev),
+            fec.roots,
+            fec.blocks,
+            fec.start_block
+        ));
+    }
     let sectors = table.data_blocks * u64::from(table.data_block_size) / 512;
     let control = std::fs::File::open(CONTROL).ctx("opening", Path::new(CONTROL))?;
 

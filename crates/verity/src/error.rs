@@ -12,6 +12,8 @@ pub enum Device {
     Data,
     /// The hash device (superblock and hash tree), possibly the data file itself.
     Hash,
+    /// The FEC device (the Reed–Solomon parity), possibly the hash or data file itself.
+    Fec,
 }
 
 impl fmt::Display for Device {
@@ -19,6 +21,7 @@ impl fmt::Display for Device {
         f.write_str(match self {
             Device::Data => "data",
             Device::Hash => "hash",
+            Device::Fec => "FEC",
         })
     }
 }
@@ -83,6 +86,12 @@ pub enum Error {
     HashOffset {
         /// The offset given, in bytes.
         offset: u64,
+    },
+    /// A hash type (`--format`) other than 0 and 1.
+    #[error("invalid verity parameters: unsupported hash type {hash_type} (0 and 1 are supported)")]
+    HashType {
+        /// The hash type given.
+        hash_type: u32,
     },
     /// A data block count of zero.
     #[error("invalid verity parameters: data blocks must be at least 1")]
@@ -200,6 +209,57 @@ pub enum Error {
         /// The length the algorithm produces.
         expected: usize,
     },
+    /// A `--fec-roots` outside 2..=24.
+    #[error("invalid FEC parameters: {roots} roots, from 2 to 24 are allowed")]
+    FecRoots {
+        /// The count given.
+        roots: u32,
+    },
+    /// Data and hash block sizes differ, which FEC does not allow.
+    #[error(
+        "invalid FEC parameters: data block size {data} and hash block size {hash} must be equal for FEC"
+    )]
+    FecBlockSizes {
+        /// The data block size.
+        data: u32,
+        /// The hash block size.
+        hash: u32,
+    },
+    /// A `--fec-offset` that is not a multiple of 512.
+    #[error("invalid FEC parameters: FEC offset {offset} is not a multiple of 512")]
+    FecOffset {
+        /// The offset given.
+        offset: u64,
+    },
+    /// The FEC area, in the hash device, starts before the end of the hash tree.
+    #[error(
+        "the FEC area at byte {offset} overlaps the hash area, which ends at byte {hash_end}; use a larger --fec-offset"
+    )]
+    FecOverlap {
+        /// The FEC offset.
+        offset: u64,
+        /// The end of the hash tree.
+        hash_end: u64,
+    },
+    /// A codeword has more errors than the parity can correct.
+    #[error(
+        "too many errors to correct with FEC: codeword {codeword} of round {round} is beyond repair"
+    )]
+    FecUncorrectable {
+        /// The round (a group of blocks spread over the device).
+        round: u64,
+        /// The codeword in the round (a byte offset within the round's blocks).
+        codeword: u64,
+    },
+    /// FEC corrected bytes, but the corrected device still fails verification.
+    #[error("FEC corrected {symbols} bytes, but the device still fails verification")]
+    FecUnrepaired {
+        /// Bytes corrected.
+        symbols: u64,
+        /// The failure after correction.
+        #[source]
+        source: Box<Error>,
+    },
     /// The device does not match the tree or the root hash.
     #[error(transparent)]
     Corrupt(#[from] Corruption),
@@ -211,7 +271,11 @@ impl Error {
     pub fn is_integrity_failure(&self) -> bool {
         matches!(
             self,
-            Error::Corrupt(_) | Error::Superblock { .. } | Error::SuperblockMismatch { .. }
+            Error::Corrupt(_)
+                | Error::Superblock { .. }
+                | Error::SuperblockMismatch { .. }
+                | Error::FecUncorrectable { .. }
+                | Error::FecUnrepaired { .. }
         )
     }
 
@@ -225,9 +289,13 @@ impl Error {
     }
 
     pub(crate) fn write(offset: u64) -> impl FnOnce(io::Error) -> Error {
+        Error::write_to(Device::Hash, offset)
+    }
+
+    pub(crate) fn write_to(device: Device, offset: u64) -> impl FnOnce(io::Error) -> Error {
         move |source| Error::Io {
             action: "writing",
-            device: Device::Hash,
+            device,
             offset,
             source,
         }
@@ -268,6 +336,7 @@ mod tests {
             (Error::SaltLength { len: 300 }, "salt is 300 bytes"),
             (Error::HashOffset { offset: 5 }, "hash offset 5"),
             (Error::NoDataBlocks, "data blocks"),
+            (Error::HashType { hash_type: 3 }, "hash type 3"),
             (
                 Error::TooLarge {
                     what: "the data size",
@@ -343,6 +412,39 @@ mod tests {
                     expected: 32,
                 },
                 "root hash is 3 bytes",
+            ),
+            (Error::FecRoots { roots: 30 }, "30 roots"),
+            (
+                Error::FecBlockSizes {
+                    data: 4096,
+                    hash: 512,
+                },
+                "hash block size 512",
+            ),
+            (Error::FecOffset { offset: 3 }, "FEC offset 3"),
+            (
+                Error::FecOverlap {
+                    offset: 4096,
+                    hash_end: 8192,
+                },
+                "ends at byte 8192",
+            ),
+            (
+                Error::FecUncorrectable {
+                    round: 4,
+                    codeword: 9,
+                },
+                "codeword 9 of round 4",
+            ),
+            (
+                Error::FecUnrepaired {
+                    symbols: 3,
+                    source: Box::new(Error::Corrupt(Corruption::DataBlock {
+                        block: 5,
+                        offset: 20480,
+                    })),
+                },
+                "corrected 3 bytes",
             ),
             (
                 Error::Corrupt(Corruption::DataBlock {

@@ -61,11 +61,12 @@ where
     let uuid = params
         .superblock
         .then(|| params.uuid.unwrap_or_else(random_uuid));
-    let hasher = params.hash.salted(&params.salt);
+    let hasher = params.hasher();
     let root_hash = build_tree(data, hash, &layout, &hasher)?;
 
     if let Some(offset) = layout.superblock_offset {
         let sb = Superblock {
+            hash_type: params.hash_type,
             uuid: uuid.unwrap_or_default(),
             algorithm: params.hash,
             data_block_size: params.data_block_size,
@@ -180,16 +181,33 @@ impl<'a, H: WriteAt + ?Sized> Cascade<'a, H> {
 
     /// Appends entries to `level`, emitting every block they complete.
     fn push(&mut self, level: usize, entries: &[u8]) -> Result<()> {
-        let hbs = self.layout.hash_block_size as usize;
+        let per_block = self.layout.entries_bytes() as usize;
         let pending = &mut self.pending[level];
         pending.extend_from_slice(entries);
-        let full = pending.len() / hbs * hbs;
+        let full = pending.len() / per_block * per_block;
         if full == 0 {
             return Ok(());
         }
         let rest = pending.split_off(full);
-        let blocks = std::mem::replace(pending, rest);
+        let entries = std::mem::replace(pending, rest);
+        let blocks = self.pad(entries);
         self.emit(level, blocks)
+    }
+
+    /// Whole hash blocks from entries: each block's entries, then zeros to the block size
+    /// (nothing to add unless hash type 0 packs digests that are not a power of two).
+    fn pad(&self, entries: Vec<u8>) -> Vec<u8> {
+        let per_block = self.layout.entries_bytes() as usize;
+        let hbs = self.layout.hash_block_size as usize;
+        if per_block == hbs && entries.len().is_multiple_of(hbs) {
+            return entries;
+        }
+        let mut blocks = Vec::with_capacity(entries.len().div_ceil(per_block) * hbs);
+        for chunk in entries.chunks(per_block) {
+            blocks.extend_from_slice(chunk);
+            blocks.resize(blocks.len() + hbs - chunk.len(), 0);
+        }
+        blocks
     }
 
     /// Writes whole blocks of `level` and pushes their hashes one level up.
@@ -219,11 +237,10 @@ impl<'a, H: WriteAt + ?Sized> Cascade<'a, H> {
 
     /// Pads and emits every level's last block, bottom up, and returns the root hash.
     fn finish(mut self) -> Result<Vec<u8>> {
-        let hbs = self.layout.hash_block_size as usize;
         for level in 0..self.layout.levels.len() {
             if !self.pending[level].is_empty() {
-                let mut block = std::mem::take(&mut self.pending[level]);
-                block.resize(hbs, 0);
+                let entries = std::mem::take(&mut self.pending[level]);
+                let block = self.pad(entries);
                 self.emit(level, block)?;
             }
         }

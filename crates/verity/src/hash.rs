@@ -1,7 +1,8 @@
 //! The hash algorithms of dm-verity, and hashing one block the way hash format 1 does.
 //!
 //! Format 1 hashes `salt || block` and stores every digest padded with zeros to the next power of
-//! two (a sha1 digest takes 32 bytes in a hash block).
+//! two (a sha1 digest takes 32 bytes in a hash block). Format 0 (Chromium OS) hashes
+//! `block || salt` and packs the digests without padding.
 
 use std::fmt;
 use std::str::FromStr;
@@ -52,16 +53,23 @@ impl HashAlgorithm {
         self.digest_size().next_power_of_two()
     }
 
-    /// A hasher that prepends `salt` to every block it hashes.
-    pub(crate) fn salted(self, salt: &[u8]) -> SaltedHasher {
+    /// A hasher for hash type `hash_type`: type 1 hashes `salt || block`, type 0 (the Chromium
+    /// OS format) `block || salt`.
+    pub(crate) fn salted(self, salt: &[u8], hash_type: u32) -> SaltedHasher {
+        let prefix: &[u8] = if hash_type == 0 { &[] } else { salt };
         let state = match self {
-            HashAlgorithm::Sha1 => State::Sha1(sha1::Sha1::new_with_prefix(salt)),
-            HashAlgorithm::Sha256 => State::Sha256(sha2::Sha256::new_with_prefix(salt)),
-            HashAlgorithm::Sha512 => State::Sha512(sha2::Sha512::new_with_prefix(salt)),
+            HashAlgorithm::Sha1 => State::Sha1(sha1::Sha1::new_with_prefix(prefix)),
+            HashAlgorithm::Sha256 => State::Sha256(sha2::Sha256::new_with_prefix(prefix)),
+            HashAlgorithm::Sha512 => State::Sha512(sha2::Sha512::new_with_prefix(prefix)),
         };
         SaltedHasher {
             algorithm: self,
             state,
+            suffix: if hash_type == 0 {
+                salt.to_vec()
+            } else {
+                Vec::new()
+            },
         }
     }
 }
@@ -96,11 +104,14 @@ enum State {
     Sha512(sha2::Sha512),
 }
 
-/// Hashes blocks as `H(salt || block)`; shared by all threads (each hash clones the salted state).
+/// Hashes blocks as `H(salt || block)` (or `H(block || salt)` for hash type 0); shared by all
+/// threads (each hash clones the salted state).
 #[derive(Debug, Clone)]
 pub(crate) struct SaltedHasher {
     algorithm: HashAlgorithm,
     state: State,
+    /// The salt for hash type 0, hashed after the block; empty for type 1.
+    suffix: Vec<u8>,
 }
 
 impl SaltedHasher {
@@ -111,16 +122,19 @@ impl SaltedHasher {
             State::Sha1(s) => {
                 let mut h = s.clone();
                 h.update(block);
+                h.update(&self.suffix);
                 entry[..n].copy_from_slice(&h.finalize());
             }
             State::Sha256(s) => {
                 let mut h = s.clone();
                 h.update(block);
+                h.update(&self.suffix);
                 entry[..n].copy_from_slice(&h.finalize());
             }
             State::Sha512(s) => {
                 let mut h = s.clone();
                 h.update(block);
+                h.update(&self.suffix);
                 entry[..n].copy_from_slice(&h.finalize());
             }
         }
@@ -163,19 +177,25 @@ mod tests {
     #[test]
     fn salt_is_prepended() {
         // sha256("ab" || "c") == sha256("abc")
-        let digest = HashAlgorithm::Sha256.salted(b"ab").digest(b"c");
+        let digest = HashAlgorithm::Sha256.salted(b"ab", 1).digest(b"c");
         assert_eq!(
             hex::encode(digest),
             "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
         );
         let mut entry = [0xffu8; 32];
         HashAlgorithm::Sha1
-            .salted(b"")
+            .salted(b"", 1)
             .hash_into(b"abc", &mut entry);
         assert_eq!(
             hex::encode(&entry[..20]),
             "a9993e364706816aba3e25717850c26c9cd0d89d"
         );
         assert_eq!(entry[20..], [0; 12]);
+        // Hash type 0: sha256("a" || "bc") == sha256("abc").
+        let digest = HashAlgorithm::Sha256.salted(b"bc", 0).digest(b"a");
+        assert_eq!(
+            hex::encode(digest),
+            "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+        );
     }
 }

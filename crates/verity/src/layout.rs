@@ -29,7 +29,8 @@ pub struct TreeLayout {
     pub data_block_size: u64,
     /// Hash block size in bytes.
     pub hash_block_size: u64,
-    /// Bytes one hash takes in a hash block (the digest size rounded up to a power of two).
+    /// Bytes one hash takes in a hash block (the digest size rounded up to a power of two; for
+    /// hash type 0 the digest size, packed).
     pub entry_size: u64,
     /// Hashes per hash block.
     pub hashes_per_block: u64,
@@ -53,6 +54,18 @@ impl TreeLayout {
     pub fn data_size(&self) -> u64 {
         // Checked when the layout was built.
         self.data_blocks * self.data_block_size
+    }
+
+    /// Bytes of a hash block that hold hashes; the rest of the block is zeros (only hash type 0
+    /// with a digest size that is not a power of two leaves such a rest).
+    pub fn entries_bytes(&self) -> u64 {
+        self.hashes_per_block * self.entry_size
+    }
+
+    /// Byte offset of hash entry `index` in a run of whole hash blocks.
+    pub fn entry_offset(&self, index: u64) -> u64 {
+        index / self.hashes_per_block * self.hash_block_size
+            + index % self.hashes_per_block * self.entry_size
     }
 
     /// Byte offset of block `block` of level `level`.
@@ -84,8 +97,13 @@ pub fn tree_layout(params: &Params, data_blocks: u64) -> Result<TreeLayout> {
     }
     let hbs = u64::from(params.hash_block_size);
     let dbs = u64::from(params.data_block_size);
-    let entry_size = params.hash.entry_size() as u64;
-    let hashes_per_block = hbs / entry_size;
+    // Both hash types fit a power of two of hashes in a block: the digest size rounded up.
+    let hashes_per_block = hbs / params.hash.entry_size() as u64;
+    let entry_size = if params.hash_type == 0 {
+        params.hash.digest_size() as u64
+    } else {
+        params.hash.entry_size() as u64
+    };
     data_blocks
         .checked_mul(dbs)
         .ok_or_else(|| too_large("the data size"))?;
@@ -311,6 +329,7 @@ mod tests {
             superblock: true,
             hash_offset: 0xffff_ffff_ffff_fc00,
             data_blocks: Some(1),
+            hash_type: 1,
         };
         for data_blocks in [1, 2, 1 << 20] {
             let err = tree_layout(&params, data_blocks).unwrap_err();

@@ -1,10 +1,14 @@
 //! dm-verity hash trees and superblocks, byte-identical to veritysetup, hashed in parallel.
 //!
-//! [`format()`] writes the hash area (a version-1 superblock and the hash tree of hash format 1)
+//! [`format()`] writes the hash area (a version-1 superblock and the hash tree of hash type 1, or 0)
 //! for a data device and returns the root hash; [`verify`] checks a data device against a hash
 //! area and a root hash and names the first bad block. Both stream the data through positioned
 //! reads ([`ReadAt`]) in bounded chunks hashed on all cores. Nothing here touches the system
 //! beyond the devices the caller passes in.
+//!
+//! Forward error correction: [`format_with_fec`] adds the Reed–Solomon FEC area the kernel reads
+//! (byte-identical to `veritysetup format --fec-device`), [`verify_with_fec`] decodes it when the
+//! tree fails and checks the result against the root hash, and [`repair`] writes it back.
 //!
 //! ```no_run
 //! use realms_verity::{Params, format, verify};
@@ -19,23 +23,28 @@
 #![warn(missing_docs)]
 
 mod error;
+mod fec;
 mod format;
 mod hash;
 mod io;
 mod layout;
 mod options;
 mod params;
+mod repair;
+mod rs;
 mod superblock;
 mod tree;
 mod verify;
 
 pub use error::{Corruption, Device, Error, Result};
+pub use fec::{Corrections, DEFAULT_ROOTS, FecLayout, FecParams, MAX_ROOTS, MIN_ROOTS, fec_layout};
 pub use format::{FormatOutput, format};
 pub use hash::{HashAlgorithm, UnknownAlgorithm};
 pub use io::{ReadAt, WriteAt};
 pub use layout::{Level, TreeLayout, level_sizes, tree_layout};
 pub use options::{FailureSite, Options, parse_root_hash, parse_salt};
 pub use params::{Params, salt_text};
+pub use repair::{FecFormatOutput, FecOutcome, format_with_fec, repair, verify_with_fec};
 pub use superblock::{
     MAX_SALT, SIGNATURE, SUPERBLOCK_SIZE, Superblock, SuperblockError, format_uuid, parse_uuid,
     valid_block_size,

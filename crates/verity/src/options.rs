@@ -27,6 +27,8 @@ pub struct Options {
     pub hash_offset: u64,
     /// `--data-blocks`.
     pub data_blocks: Option<u64>,
+    /// `--format`: the hash type.
+    pub hash_type: Option<u32>,
 }
 
 /// Parses a salt given as text: hex digits, or `-` for an empty salt.
@@ -73,6 +75,9 @@ impl Options {
         }
         if self.data_blocks.is_some() {
             base.data_blocks = self.data_blocks;
+        }
+        if let Some(hash_type) = self.hash_type {
+            base.hash_type = hash_type;
         }
         base.superblock = !self.no_superblock;
         base.hash_offset = self.hash_offset;
@@ -158,6 +163,7 @@ mod tests {
             no_superblock: true,
             hash_offset: 4096,
             data_blocks: Some(3),
+            hash_type: Some(0),
         };
         assert_eq!(
             opts.apply(Params::default()).unwrap(),
@@ -170,6 +176,7 @@ mod tests {
                 superblock: false,
                 hash_offset: 4096,
                 data_blocks: Some(3),
+                hash_type: 0,
             }
         );
         // Options not given keep the base's values.

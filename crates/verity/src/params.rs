@@ -1,8 +1,8 @@
 //! The parameters of a dm-verity device, mirroring veritysetup's options, and their validation.
 
 use crate::error::{Device, Error, Result};
-use crate::hash::HashAlgorithm;
-use crate::superblock::{MAX_SALT, Superblock, format_uuid, valid_block_size};
+use crate::hash::{HashAlgorithm, SaltedHasher};
+use crate::superblock::{MAX_HASH_TYPE, MAX_SALT, Superblock, format_uuid, valid_block_size};
 
 /// The parameters of a dm-verity device (veritysetup's options of the same names).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -25,6 +25,9 @@ pub struct Params {
     /// `--data-blocks`: how many data blocks to cover; all whole blocks of the data device when
     /// `None`.
     pub data_blocks: Option<u64>,
+    /// `--format`: the hash type, 1 (the default) or 0 (the original Chromium OS format:
+    /// `block || salt` hashed, digests packed without padding).
+    pub hash_type: u32,
 }
 
 impl Default for Params {
@@ -39,6 +42,7 @@ impl Default for Params {
             superblock: true,
             hash_offset: 0,
             data_blocks: None,
+            hash_type: 1,
         }
     }
 }
@@ -67,7 +71,17 @@ impl Params {
         if self.data_blocks == Some(0) {
             return Err(Error::NoDataBlocks);
         }
+        if self.hash_type > MAX_HASH_TYPE {
+            return Err(Error::HashType {
+                hash_type: self.hash_type,
+            });
+        }
         Ok(())
+    }
+
+    /// The hasher these parameters' tree uses.
+    pub(crate) fn hasher(&self) -> SaltedHasher {
+        self.hash.salted(&self.salt, self.hash_type)
     }
 
     /// The parameters a superblock records, at `hash_offset`.
@@ -81,6 +95,7 @@ impl Params {
             superblock: true,
             hash_offset,
             data_blocks: Some(sb.data_blocks),
+            hash_type: sb.hash_type,
         }
     }
 
@@ -94,6 +109,13 @@ impl Params {
                 expected,
             })
         };
+        if sb.hash_type != self.hash_type {
+            return mismatch(
+                "hash type",
+                sb.hash_type.to_string(),
+                self.hash_type.to_string(),
+            );
+        }
         if sb.algorithm != self.hash {
             return mismatch(
                 "hash algorithm",
@@ -173,6 +195,10 @@ mod tests {
                 data_blocks: Some(0),
                 ..Params::default()
             },
+            Params {
+                hash_type: 2,
+                ..Params::default()
+            },
         ];
         for params in bad {
             assert!(
@@ -181,7 +207,8 @@ mod tests {
                     Err(Error::BlockSize { .. }
                         | Error::SaltLength { .. }
                         | Error::HashOffset { .. }
-                        | Error::NoDataBlocks)
+                        | Error::NoDataBlocks
+                        | Error::HashType { .. })
                 ),
                 "{params:?}"
             );
@@ -204,6 +231,7 @@ mod tests {
             hash_block_size: 4096,
             data_blocks: 10,
             salt: vec![1, 2],
+            hash_type: 1,
         };
         let params = Params::from_superblock(&sb, 0);
         assert!(params.check_superblock(&sb).is_ok());
@@ -214,6 +242,13 @@ mod tests {
         };
         assert!(loose.check_superblock(&sb).is_ok());
         let fields = [
+            (
+                Params {
+                    hash_type: 0,
+                    ..params.clone()
+                },
+                "hash type",
+            ),
             (
                 Params {
                     hash: HashAlgorithm::Sha512,

@@ -13,6 +13,8 @@ pub const SIGNATURE: [u8; 8] = *b"verity\0\0";
 pub const SUPERBLOCK_SIZE: usize = 512;
 /// The largest salt a superblock can hold.
 pub const MAX_SALT: usize = 256;
+/// The highest hash type veritysetup and the kernel know (0 is Chromium OS, 1 the default).
+pub const MAX_HASH_TYPE: u32 = 1;
 
 // Field offsets within the 512 bytes.
 const VERSION: usize = 8;
@@ -28,9 +30,11 @@ const PAD1: usize = 82;
 const SALT: usize = 88;
 const PAD2: usize = SALT + MAX_SALT;
 
-/// A parsed version-1 superblock with hash type 1.
+/// A parsed version-1 superblock.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Superblock {
+    /// The hash type: 1, or 0 for the Chromium OS format.
+    pub hash_type: u32,
     /// The device uuid (veritysetup prints it as `UUID:`).
     pub uuid: [u8; 16],
     /// The hash algorithm of the tree.
@@ -60,8 +64,8 @@ pub enum SuperblockError {
     /// A version other than 1.
     #[error("unsupported superblock version {0} (only 1 is supported)")]
     Version(u32),
-    /// A hash type other than 1 (0 is the Chrome OS format).
-    #[error("unsupported hash type {0} (only 1 is supported)")]
+    /// A hash type other than 0 (the Chromium OS format) and 1.
+    #[error("unsupported hash type {0} (0 and 1 are supported)")]
     HashType(u32),
     /// The algorithm field is not a NUL-terminated supported name.
     #[error("unsupported or malformed hash algorithm {0:?}")]
@@ -132,7 +136,7 @@ impl Superblock {
             return Err(SuperblockError::Version(version));
         }
         let hash_type = le_u32(b, HASH_TYPE);
-        if hash_type != 1 {
+        if hash_type > MAX_HASH_TYPE {
             return Err(SuperblockError::HashType(hash_type));
         }
         let mut uuid = [0u8; 16];
@@ -158,6 +162,7 @@ impl Superblock {
         require_zero(b, salt_end..PAD2)?;
         require_zero(b, PAD2..SUPERBLOCK_SIZE)?;
         Ok(Superblock {
+            hash_type,
             uuid,
             algorithm,
             data_block_size,
@@ -172,7 +177,7 @@ impl Superblock {
         let mut b = [0u8; SUPERBLOCK_SIZE];
         b[..8].copy_from_slice(&SIGNATURE);
         b[VERSION..VERSION + 4].copy_from_slice(&1u32.to_le_bytes());
-        b[HASH_TYPE..HASH_TYPE + 4].copy_from_slice(&1u32.to_le_bytes());
+        b[HASH_TYPE..HASH_TYPE + 4].copy_from_slice(&self.hash_type.to_le_bytes());
         b[UUID..UUID + 16].copy_from_slice(&self.uuid);
         let name = self.algorithm.name().as_bytes();
         b[ALGORITHM..ALGORITHM + name.len()].copy_from_slice(name);
@@ -234,6 +239,7 @@ mod tests {
 
     fn sample() -> Superblock {
         Superblock {
+            hash_type: 1,
             uuid: parse_uuid("12345678-1234-1234-1234-123456789abc").unwrap(),
             algorithm: HashAlgorithm::Sha256,
             data_block_size: 4096,
@@ -258,6 +264,11 @@ mod tests {
             ..sample()
         };
         assert_eq!(Superblock::parse(&full.to_bytes()), Ok(full));
+        let chromium = Superblock {
+            hash_type: 0,
+            ..sample()
+        };
+        assert_eq!(Superblock::parse(&chromium.to_bytes()), Ok(chromium));
     }
 
     #[test]
@@ -286,7 +297,7 @@ mod tests {
                 },
             ),
             (VERSION, 2, SuperblockError::Version(2)),
-            (HASH_TYPE, 0, SuperblockError::HashType(0)),
+            (HASH_TYPE, 2, SuperblockError::HashType(2)),
             (
                 ALGORITHM + 3,
                 b'3',

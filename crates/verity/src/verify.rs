@@ -43,13 +43,7 @@ where
     D: ReadAt + ?Sized,
     H: ReadAt + ?Sized,
 {
-    params.validate()?;
-    let mut params = params.clone();
-    if params.superblock {
-        let sb = read_superblock(hash, params.hash_offset)?;
-        params.check_superblock(&sb)?;
-        params.data_blocks = Some(sb.data_blocks);
-    }
+    let params = resolve(hash, params)?;
     if root_hash.len() != params.hash.digest_size() {
         return Err(Error::RootHashLength {
             len: root_hash.len(),
@@ -69,7 +63,7 @@ where
             needed: layout.hash_end,
         });
     }
-    let hasher = params.hash.salted(&params.salt);
+    let hasher = params.hasher();
     let chunking = Chunking::new(&layout);
 
     if layout.levels.is_empty() {
@@ -79,6 +73,19 @@ where
     }
     let level1 = verify_upper_levels(hash, &layout, &hasher, root_hash)?;
     verify_level0_and_data(data, hash, &layout, &chunking, &hasher, level1.as_deref())
+}
+
+/// The parameters with the superblock's data block count, after checking that the superblock
+/// (if there is one) agrees with them.
+pub(crate) fn resolve<H: ReadAt + ?Sized>(hash: &H, params: &Params) -> Result<Params> {
+    params.validate()?;
+    let mut params = params.clone();
+    if params.superblock {
+        let sb = read_superblock(hash, params.hash_offset)?;
+        params.check_superblock(&sb)?;
+        params.data_blocks = Some(sb.data_blocks);
+    }
+    Ok(params)
 }
 
 fn check_root(computed: &[u8], expected: &[u8]) -> Result<()> {
@@ -151,11 +158,13 @@ fn first_mismatch(
 ) -> Option<u64> {
     let entry = layout.entry_size as usize;
     let digest = hasher.digest_size();
-    let stored = &stored[first as usize * entry..];
     computed
         .chunks_exact(entry)
-        .zip(stored.chunks_exact(entry))
-        .position(|(c, s)| c[..digest] != s[..digest])
+        .enumerate()
+        .position(|(i, c)| {
+            let at = layout.entry_offset(first + i as u64) as usize;
+            stored.get(at..at + digest) != Some(&c[..digest])
+        })
         .map(|i| i as u64)
 }
 

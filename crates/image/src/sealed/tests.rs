@@ -22,11 +22,26 @@ impl Rng {
 
 /// A sealed image of `blocks` data blocks of noise, signed with a trusted key.
 fn sealed_image(root: &Path, name: &str, blocks: usize) -> ImageInfo {
-    sealed_image_version(root, name, blocks, "1")
+    sealed_image_with(root, name, blocks, "1", None)
 }
 
 /// [`sealed_image`] of version `version` (the key `builder` is made once per root).
 fn sealed_image_version(root: &Path, name: &str, blocks: usize, version: &str) -> ImageInfo {
+    sealed_image_with(root, name, blocks, version, None)
+}
+
+/// [`sealed_image`] with FEC (`image.fec`) when `fec_roots` is given.
+fn sealed_image_fec(root: &Path, name: &str, blocks: usize, fec_roots: Option<u32>) -> ImageInfo {
+    sealed_image_with(root, name, blocks, "1", fec_roots)
+}
+
+fn sealed_image_with(
+    root: &Path,
+    name: &str,
+    blocks: usize,
+    version: &str,
+    fec_roots: Option<u32>,
+) -> ImageInfo {
     let private = root.join(keys::PRIVATE_DIR).join("builder.key");
     if !private.exists() {
         keys::generate(root, "builder").unwrap();
@@ -37,7 +52,7 @@ fn sealed_image_version(root: &Path, name: &str, blocks: usize, version: &str) -
     let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
     let data: Vec<u8> = (0..blocks * 4096).map(|_| rng.next() as u8).collect();
     fs::write(dir.join("image.raw"), data).unwrap();
-    let verity = format_verity(&dir).unwrap();
+    let verity = format_verity(&dir, fec_roots).unwrap();
     let meta = Meta {
         name: name.into(),
         version: version.into(),
@@ -60,6 +75,44 @@ fn a_sealed_image_verifies_and_reports_its_signer() {
     assert_eq!(info.kind, ImageKind::Sealed);
     let v = verify(root.path(), &info).unwrap();
     assert_eq!((v.signed_by.key.as_str(), v.data_blocks), ("builder", 64));
+}
+
+#[test]
+fn a_sealed_image_with_fec_verifies_through_damaged_blocks() {
+    let root = tempfile::tempdir().unwrap();
+    let info = sealed_image_fec(root.path(), "img", 500, Some(4));
+    let v = verify(root.path(), &info).unwrap();
+    assert_eq!(v.fec_corrected, Some(0));
+    let checked = check_signature(root.path(), &info).unwrap();
+    let meta = checked.meta.verity.unwrap();
+    assert_eq!(meta.fec_roots, Some(4));
+    let (params, _) = verity_params(&info, &meta).unwrap();
+    let layout = fec_layout(&info, &params, &meta).unwrap().unwrap();
+    // 500 data blocks and the tree (4 + 1 blocks), not the superblock.
+    assert_eq!(layout.blocks(), 505);
+    assert_eq!(
+        fs::metadata(info.path.join("image.fec")).unwrap().len(),
+        layout.size
+    );
+    // Two damaged blocks in different rounds: corrected, and the image still verifies.
+    let raw = info.path.join("image.raw");
+    let mut bytes = fs::read(&raw).unwrap();
+    for b in &mut bytes[4096 * 10..4096 * 10 + 300] {
+        *b ^= 0x55;
+    }
+    bytes[4096 * 11 + 7] ^= 1;
+    fs::write(&raw, &bytes).unwrap();
+    let v = verify(root.path(), &info).unwrap();
+    assert_eq!(v.fec_corrected, Some(301));
+    // Without FEC the same damage fails.
+    let root = tempfile::tempdir().unwrap();
+    let plain = sealed_image(root.path(), "plain", 500);
+    let raw = plain.path.join("image.raw");
+    let mut bytes = fs::read(&raw).unwrap();
+    bytes[4096 * 11 + 7] ^= 1;
+    fs::write(&raw, &bytes).unwrap();
+    let err = verify(root.path(), &plain).unwrap_err().to_string();
+    assert!(err.contains("data block 11"), "{err}");
 }
 
 #[test]
