@@ -1,7 +1,8 @@
 //! The Debian package, installed the way a user installs it: `apt-get install ./realms_*.deb`
 //! inside a booted Debian container. Then `realms --version`, `man realms`, bash completion of
-//! `realms st<TAB>`, the default realm started at the next boot by the installed unit, and
-//! `apt-get purge` leaving the user's realms and images alone.
+//! `realms st<TAB>`, the default realm started at the next boot by the installed unit, the state
+//! generator run at boot, the D-Bus API activated on demand, the desktop's environment snippets,
+//! and `apt-get purge` leaving the user's realms and images alone.
 //!
 //! The package is built by `scripts/deb` (scripts/test runs it before the host tier); this test
 //! fails, naming the command, when target/debian has none.
@@ -120,6 +121,35 @@ fn the_package_installs_runs_completes_boots_the_default_realm_and_purges_cleanl
         c.sh("systemctl cat realms-default.service")
             .contains("/usr/lib/systemd/system/")
     );
+    // The state generator is installed (no state partition here: it writes nothing), the
+    // D-Bus API starts on demand through the installed activation files and policy, and the
+    // desktop's XDG_DATA_DIRS snippets are in place for sessions and login shells.
+    let generator = "/usr/lib/systemd/system-generators/realms-state-generator";
+    assert_eq!(
+        c.sh(&format!("readlink -f {generator}")).trim(),
+        "/usr/bin/realms"
+    );
+    let generated = c.sh("ls /run/systemd/generator | grep -c '^state' || true");
+    assert_eq!(generated.trim(), "0", "{generated}");
+    let ran = c.sh(&format!(
+        "d=$(mktemp -d) && {generator} $d $d $d 2>&1; echo rc=$?; ls -A $d"
+    ));
+    assert!(ran.trim().ends_with("rc=0"), "{ran}");
+    let listed = c.sh(
+        "busctl --timeout=120 call org.realms.Manager1 /org/realms/Manager1 \
+         org.realms.Manager1 List",
+    );
+    assert!(listed.contains(&format!("\"{realm}\"")), "{listed}");
+    assert_eq!(
+        c.sh("systemctl is-active realms-dbus.service").trim(),
+        "active"
+    );
+    let dirs = c.sh("bash -lc 'echo $XDG_DATA_DIRS'");
+    assert!(dirs.trim().ends_with(":/run/realms/desktop"), "{dirs}");
+    assert!(
+        c.sh("cat /usr/lib/environment.d/60-realms-desktop.conf")
+            .contains("/run/realms/desktop")
+    );
     c.sh(&format!("realms stop {realm}"));
 
     // Purge removes what the package owns, never the user's realms and images.
@@ -129,6 +159,11 @@ fn the_package_installs_runs_completes_boots_the_default_realm_and_purges_cleanl
         "/usr/lib/systemd/system/realms-default.service",
         "/usr/share/man/man1/realms.1.gz",
         "/usr/share/bash-completion/completions/realms",
+        "/usr/lib/systemd/system-generators/realms-state-generator",
+        "/usr/share/dbus-1/system.d/org.realms.Manager1.conf",
+        "/usr/share/dbus-1/system-services/org.realms.Manager1.service",
+        "/usr/lib/environment.d/60-realms-desktop.conf",
+        "/etc/profile.d/realms-desktop.sh",
         "/etc/systemd/system/multi-user.target.wants/realms-default.service",
     ] {
         assert!(
