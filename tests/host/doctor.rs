@@ -99,6 +99,7 @@ fn doctor_finds_and_fixes_leftover_loops_mounts_processes_and_zones() {
     let raw = store.join("realm-work/image/leftover.raw");
     fs::create_dir_all(raw.parent().unwrap()).unwrap();
     run(Command::new("truncate").args(["-s", "1M"]).arg(&raw));
+    let raw = fs::canonicalize(&raw).unwrap(); // as the kernel names the backing file
     let dev = output(Command::new("losetup").args(["-f", "--show"]).arg(&raw));
     assert!(dev.status.success(), "{dev:?}");
     let dev = String::from_utf8_lossy(&dev.stdout).trim().to_string();
@@ -150,9 +151,11 @@ fn doctor_finds_and_fixes_leftover_loops_mounts_processes_and_zones() {
     for f in fixed["findings"].as_array().unwrap() {
         assert_eq!(f["outcome"]["state"], "fixed", "{f:#}");
     }
+    // Attached to our file, that is: another test may take the freed number at once.
     let n = dev.trim_start_matches("/dev/loop");
+    let backing = fs::read_to_string(format!("/sys/block/loop{n}/loop/backing_file"));
     assert!(
-        !Path::new(&format!("/sys/block/loop{n}/loop/backing_file")).exists(),
+        !backing.is_ok_and(|b| Path::new(b.trim_end()) == raw),
         "{dev} is still attached"
     );
     assert!(!realms_sys::mount::is_mountpoint(&rootfs).unwrap());

@@ -11,8 +11,12 @@ fn sys(dev: &LoopDevice, attr: &str) -> String {
     std::fs::read_to_string(p).unwrap().trim().to_owned()
 }
 
-fn is_bound(number: u32) -> bool {
-    Path::new(&format!("/sys/block/loop{number}/loop/backing_file")).exists()
+/// True when loop device `number` is bound to `img`. Regression: it asked whether the number was
+/// bound at all, and a test running beside it that attached its own file on the number just
+/// freed failed drop_detaches_and_leak_keeps in CI.
+fn is_bound(number: u32, img: &Path) -> bool {
+    std::fs::read_to_string(format!("/sys/block/loop{number}/loop/backing_file"))
+        .is_ok_and(|backing| Path::new(backing.trim_end()) == img)
 }
 
 #[test]
@@ -40,7 +44,7 @@ fn attach_resize_and_detach() {
 
     let number = dev.number();
     dev.detach().unwrap();
-    assert!(!is_bound(number));
+    assert!(!is_bound(number, &img));
     assert!(loopdev::find_by_backing_file(&img).unwrap().is_empty());
 }
 
@@ -68,14 +72,14 @@ fn drop_detaches_and_leak_keeps() {
     let dev = LoopDevice::attach(&img, &LoopOptions::default()).unwrap();
     let number = dev.number();
     drop(dev);
-    assert!(!is_bound(number));
+    assert!(!is_bound(number, &img));
 
     let dev = LoopDevice::attach(&img, &LoopOptions::default()).unwrap();
     let number = dev.number();
     let path = dev.leak();
-    assert!(is_bound(number));
+    assert!(is_bound(number, &img));
     loopdev::detach_device(&path).unwrap();
-    assert!(!is_bound(number));
+    assert!(!is_bound(number, &img));
 }
 
 #[test]
@@ -93,7 +97,7 @@ fn autoclear_releases_when_closed() {
     let number = dev.number();
     assert_eq!(sys(&dev, "loop/autoclear"), "1");
     drop(dev);
-    eventually("autoclear loop device released", || !is_bound(number));
+    eventually("autoclear loop device released", || !is_bound(number, &img));
 }
 
 #[test]
