@@ -5,10 +5,11 @@ use std::path::{Path, PathBuf};
 
 use realms_sys::mount::{self, MountFlags};
 
-use crate::error::{IoCtx, Result};
+use crate::error::Result;
 use crate::generator::{self, DEFAULT_CRYPT_OPTIONS, Plan, StateSource};
 use crate::gpt::Gpt;
 use crate::guid::STATE_PARTITION_TYPE;
+use realms_sys::IoContext;
 
 /// The state partition found at boot.
 #[derive(Debug, Clone)]
@@ -68,12 +69,11 @@ fn cmdline_disk() -> Option<String> {
 /// Looks for the state partition on `disk` (a kernel name like `vda`).
 fn find_on(disk: &str) -> Result<Option<Found>> {
     let path = PathBuf::from("/dev").join(disk);
-    let file = std::fs::File::open(&path).io_ctx("opening", &path)?;
+    let file = std::fs::File::open(&path).ctx("opening", &path)?;
     let size = {
         use std::io::Seek;
         let mut f = &file;
-        f.seek(std::io::SeekFrom::End(0))
-            .io_ctx("measuring", &path)?
+        f.seek(std::io::SeekFrom::End(0)).ctx("measuring", &path)?
     };
     let gpt = match Gpt::read(&file, &path, size) {
         Ok(g) => g,
@@ -89,7 +89,7 @@ fn find_on(disk: &str) -> Result<Option<Found>> {
     };
     let sys = PathBuf::from("/sys/class/block").join(disk);
     let mut node = None;
-    for item in std::fs::read_dir(&sys).io_ctx("listing", &sys)?.flatten() {
+    for item in std::fs::read_dir(&sys).ctx("listing", &sys)?.flatten() {
         let n = std::fs::read_to_string(item.path().join("partition")).unwrap_or_default();
         if n.trim() == part.number.to_string() {
             node = Some(PathBuf::from("/dev").join(item.file_name()));

@@ -18,8 +18,9 @@ use realms_sys::event::{Event, Report};
 use realms_sys::mount::{self, MountFlags};
 
 use crate::entries::{self, ENCRYPTED, IMAGE};
-use crate::error::{Error, IoCtx, Result};
+use crate::error::{Error, Result};
 use crate::generator::DM_NAME;
+use realms_sys::IoContext;
 
 /// How the image is enrolled.
 #[derive(Debug, Clone)]
@@ -63,15 +64,15 @@ impl KeyFile {
     fn new(bytes: &[u8]) -> Result<KeyFile> {
         let dir = crate::scratch::tempdir_in_run("key")?;
         std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700))
-            .io_ctx("protecting", &dir)?;
+            .ctx("protecting", &dir)?;
         let file = dir.join("key");
         let mut f = std::fs::OpenOptions::new()
             .write(true)
             .create_new(true)
             .mode(0o600)
             .open(&file)
-            .io_ctx("creating", &file)?;
-        f.write_all(bytes).io_ctx("writing", &file)?;
+            .ctx("creating", &file)?;
+        f.write_all(bytes).ctx("writing", &file)?;
         Ok(KeyFile { dir, file })
     }
 }
@@ -131,14 +132,14 @@ pub fn create(
     }
     let staging = state.join(".encrypted.img.new");
     let _ = std::fs::remove_file(&staging);
-    std::fs::File::create(&staging).io_ctx("creating", &staging)?;
+    std::fs::File::create(&staging).ctx("creating", &staging)?;
     // NOCOW before any data: the image is rewritten in place all the time.
     Cmd::new("chattr").arg("+C").arg(&staging).run()?;
     std::fs::OpenOptions::new()
         .write(true)
         .open(&staging)
         .and_then(|f| f.set_len(size))
-        .io_ctx("sizing", &staging)?;
+        .ctx("sizing", &staging)?;
     let key = KeyFile::new(&realms_sys::random::bytes::<64>()?)?;
     // The temporary key is wiped at the end, so the cheapest KDF is fine for it.
     Cmd::new("cryptsetup")
@@ -245,7 +246,7 @@ fn enroll_recovery(image: &Path, key: &Path) -> Result<String> {
         .stdin(Stdio::null())
         .stderr(Stdio::null())
         .output()
-        .io_ctx("running systemd-cryptenroll --recovery-key for", image)?;
+        .ctx("running systemd-cryptenroll --recovery-key for", image)?;
     let text = String::from_utf8_lossy(&out.stdout);
     let found = text
         .split_whitespace()
@@ -299,7 +300,7 @@ pub enum Enroll {
 /// made. Header-only: works without device-mapper.
 pub fn enroll(state: &Path, what: &Enroll, key_file: &Path) -> Result<Option<String>> {
     let image = state.join(IMAGE);
-    let text = std::fs::read_to_string(key_file).io_ctx("reading", key_file)?;
+    let text = std::fs::read_to_string(key_file).ctx("reading", key_file)?;
     let key = KeyFile::new(text.trim().as_bytes())?;
     match what {
         Enroll::Tpm2 { device, pcrs } => {
@@ -374,7 +375,7 @@ pub fn unlock(state: &Path, key_file: Option<&Path>, report: &dyn Report) -> Res
     let how = if dev.exists() {
         Unlocked::AlreadyOpen
     } else if let Some(k) = key_file {
-        let text = std::fs::read_to_string(k).io_ctx("reading", k)?;
+        let text = std::fs::read_to_string(k).ctx("reading", k)?;
         let key = KeyFile::new(text.trim().as_bytes())?;
         open_with_key(&image, &key.file)?;
         Unlocked::KeyFile
@@ -387,7 +388,7 @@ pub fn unlock(state: &Path, key_file: Option<&Path>, report: &dyn Report) -> Res
         Unlocked::Tpm2
     };
     let mnt = state.join(ENCRYPTED);
-    std::fs::create_dir_all(&mnt).io_ctx("creating", &mnt)?;
+    std::fs::create_dir_all(&mnt).ctx("creating", &mnt)?;
     if !realms_sys::mount::is_mountpoint(&mnt)? {
         mount::mount_fs(&dev, &mnt, "btrfs", MountFlags::empty(), "discard=async")?.leak();
     }

@@ -13,7 +13,8 @@
 
 use std::path::{Path, PathBuf};
 
-use crate::error::{Error, IoCtx, Result};
+use crate::error::Result;
+use realms_sys::IoContext;
 
 /// The encrypted image, in the state partition.
 pub const IMAGE: &str = "encrypted.img";
@@ -126,9 +127,9 @@ fn classify(names: Vec<String>, encrypted: bool, layout: &mut Layout) {
 /// The sorted names of the subdirectories of `dir`, leaving out hidden ones and `skip`.
 fn subdirs(dir: &Path, skip: &[&str]) -> Result<Vec<String>> {
     let mut names = Vec::new();
-    for item in std::fs::read_dir(dir).io_ctx("listing", dir)? {
-        let item = item.io_ctx("listing", dir)?;
-        let is_dir = item.file_type().io_ctx("listing", dir)?.is_dir();
+    for item in std::fs::read_dir(dir).ctx("listing", dir)? {
+        let item = item.ctx("listing", dir)?;
+        let is_dir = item.file_type().ctx("listing", dir)?.is_dir();
         let name = item.file_name().to_string_lossy().into_owned();
         if is_dir && !name.starts_with('.') && !skip.contains(&name.as_str()) {
             names.push(name);
@@ -174,11 +175,7 @@ pub fn read_list(state: &Path) -> Result<Vec<String>> {
             .map(String::from)
             .collect()),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Vec::new()),
-        Err(e) => Err(Error::Io {
-            action: "reading",
-            path,
-            source: e,
-        }),
+        Err(e) => Err(realms_sys::Error::io("reading", &path, e).into()),
     }
 }
 
@@ -205,10 +202,10 @@ pub fn write_list(state: &Path, names: &[String]) -> Result<()> {
 /// `work/`).
 pub fn create(base: &Path, name: &str) -> Result<()> {
     let dir = base.join(name);
-    std::fs::create_dir_all(&dir).io_ctx("creating", &dir)?;
+    std::fs::create_dir_all(&dir).ctx("creating", &dir)?;
     if name == "etc" {
         for sub in ["upper", "work"] {
-            std::fs::create_dir_all(dir.join(sub)).io_ctx("creating", dir.join(sub))?;
+            std::fs::create_dir_all(dir.join(sub)).ctx("creating", dir.join(sub))?;
         }
     }
     Ok(())

@@ -77,17 +77,6 @@ pub enum Error {
         /// What to do.
         hint: &'static str,
     },
-    /// Reading or writing a file or device failed.
-    #[error("{action} {}", path.display())]
-    Io {
-        /// What was being done.
-        action: &'static str,
-        /// The path.
-        path: PathBuf,
-        /// The OS error.
-        #[source]
-        source: std::io::Error,
-    },
     /// A system call or external command failed.
     #[error(transparent)]
     Sys(#[from] realms_sys::Error),
@@ -95,18 +84,3 @@ pub enum Error {
 
 /// `Result` with this crate's [`Error`].
 pub type Result<T, E = Error> = std::result::Result<T, E>;
-
-/// Attaches an action and a path to an `std::io::Error`.
-pub(crate) trait IoCtx<T> {
-    fn io_ctx(self, action: &'static str, path: impl Into<PathBuf>) -> Result<T>;
-}
-
-impl<T> IoCtx<T> for std::io::Result<T> {
-    fn io_ctx(self, action: &'static str, path: impl Into<PathBuf>) -> Result<T> {
-        self.map_err(|source| Error::Io {
-            action,
-            path: path.into(),
-            source,
-        })
-    }
-}

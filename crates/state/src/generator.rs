@@ -14,7 +14,8 @@ use realms_unit::escape;
 use realms_unit::name::UnitType;
 
 use crate::entries::{ENCRYPTED, Entry, IMAGE, Kind, Layout};
-use crate::error::{IoCtx, Result};
+use crate::error::Result;
+use realms_sys::IoContext;
 
 /// Where the state partition is mounted.
 pub const STATE_DIR: &str = "/state";
@@ -225,7 +226,7 @@ pub fn write(dir: &Path, outputs: &[Output]) -> Result<()> {
             }
             Output::Link { dir: sub, name } => {
                 let d = dir.join(sub);
-                std::fs::create_dir_all(&d).io_ctx("creating", &d)?;
+                std::fs::create_dir_all(&d).ctx("creating", &d)?;
                 realms_sys::atomic::replace_symlink(format!("../{name}"), d.join(name))?;
             }
         }
@@ -246,7 +247,7 @@ pub fn generate_for_dir(state: &Path, outdir: &Path) -> Result<Layout> {
         layout: layout.clone(),
         crypt_options: DEFAULT_CRYPT_OPTIONS.into(),
     };
-    std::fs::create_dir_all(outdir).io_ctx("creating", outdir)?;
+    std::fs::create_dir_all(outdir).ctx("creating", outdir)?;
     write(outdir, &units(&plan))?;
     Ok(layout)
 }

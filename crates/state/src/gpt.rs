@@ -8,8 +8,9 @@ use std::fs::File;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
-use crate::error::{Error, IoCtx, Result};
+use crate::error::{Error, Result};
 use crate::guid::Guid;
+use realms_sys::IoContext;
 
 /// New partitions start on a 1 MiB boundary, as fdisk, sgdisk and systemd-repart place them.
 pub const ALIGN: u64 = 1 << 20;
@@ -89,7 +90,7 @@ pub fn crc32(data: &[u8]) -> u32 {
 fn read_at(file: &File, path: &Path, offset: u64, len: usize) -> Result<Vec<u8>> {
     let mut buf = vec![0u8; len];
     file.read_exact_at(&mut buf, offset)
-        .io_ctx("reading the partition table of", path)?;
+        .ctx("reading the partition table of", path)?;
     Ok(buf)
 }
 
@@ -305,16 +306,17 @@ impl Gpt {
         seal(&mut backup);
         let write = |bytes: &[u8], lba: u64| {
             file.write_all_at(bytes, lba * self.sector)
-                .io_ctx("writing the partition table of", &self.path)
+                .ctx("writing the partition table of", &self.path)
         };
         write(&self.entries, backup_entries)?;
         write(&backup, end)?;
         file.sync_data()
-            .io_ctx("writing the partition table of", &self.path)?;
+            .ctx("writing the partition table of", &self.path)?;
         write(&self.entries, le64(&self.header, 72))?;
         write(&primary, 1)?;
         file.sync_all()
-            .io_ctx("writing the partition table of", &self.path)
+            .ctx("writing the partition table of", &self.path)?;
+        Ok(())
     }
 }
 

@@ -15,7 +15,8 @@ use realms_sys::cmd::Cmd;
 use realms_sys::event::{Event, Report};
 
 use crate::entries::{ENCRYPTED, IMAGE};
-use crate::error::{Error, IoCtx, Result};
+use crate::error::{Error, Result};
+use realms_sys::IoContext;
 
 /// Sizes are multiples of this.
 pub const STEP: u64 = 16 << 20;
@@ -87,11 +88,7 @@ fn round_down(n: u64) -> u64 {
 }
 
 fn statvfs(path: &Path) -> Result<(u64, u64, u64)> {
-    let st = rustix::fs::statvfs(path).map_err(|e| Error::Io {
-        action: "measuring free space of",
-        path: path.into(),
-        source: e.into(),
-    })?;
+    let st = rustix::fs::statvfs(path).ctx("measuring free space of", path)?;
     let total = st.f_blocks.saturating_mul(st.f_frsize);
     let free = st.f_bavail.saturating_mul(st.f_bsize);
     let used = st
@@ -103,8 +100,8 @@ fn statvfs(path: &Path) -> Result<(u64, u64, u64)> {
 
 /// The source device of the mount at `mount` (from /proc/self/mountinfo).
 fn mount_source(mount: &Path) -> Result<Option<PathBuf>> {
-    let info = std::fs::read_to_string("/proc/self/mountinfo")
-        .io_ctx("reading", "/proc/self/mountinfo")?;
+    let info =
+        std::fs::read_to_string("/proc/self/mountinfo").ctx("reading", "/proc/self/mountinfo")?;
     let want = mount.to_string_lossy();
     let mut found = None;
     for line in info.lines() {
@@ -120,7 +117,7 @@ fn mount_source(mount: &Path) -> Result<Option<PathBuf>> {
 
 fn read_sys(path: &Path) -> Result<String> {
     Ok(std::fs::read_to_string(path)
-        .io_ctx("reading", path)?
+        .ctx("reading", path)?
         .trim()
         .to_string())
 }
@@ -156,7 +153,7 @@ pub fn stack(state: &Path) -> Result<Stack> {
     let source = mount_source(&mount)?.ok_or(Error::NotMounted {
         path: mount.clone(),
     })?;
-    let dev = std::fs::canonicalize(&source).io_ctx("resolving", &source)?;
+    let dev = std::fs::canonicalize(&source).ctx("resolving", &source)?;
     let name = dev
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
@@ -165,7 +162,7 @@ pub fn stack(state: &Path) -> Result<Stack> {
     let (loop_name, dm_name) = if name.starts_with("dm-") {
         let slaves = sys.join("slaves");
         let slave = std::fs::read_dir(&slaves)
-            .io_ctx("listing", &slaves)?
+            .ctx("listing", &slaves)?
             .flatten()
             .next()
             .map(|e| e.file_name().to_string_lossy().into_owned())
@@ -180,7 +177,7 @@ pub fn stack(state: &Path) -> Result<Stack> {
         reason: format!("{} is not a loop device", loop_name),
     })?;
     let backing = PathBuf::from(backing.trim_end_matches(" (deleted)"));
-    let image_size = std::fs::metadata(&image).io_ctx("measuring", &image)?.len();
+    let image_size = std::fs::metadata(&image).ctx("measuring", &image)?.len();
     let sectors = |p: &Path| -> Result<u64> {
         let s = read_sys(&p.join("size"))?;
         s.parse::<u64>()
@@ -311,7 +308,7 @@ pub fn resize(state: &Path, target: u64, policy: &Policy, report: &dyn Report) -
         "time": std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0),
     });
     realms_sys::atomic::write_file(state.join(LAST), last.to_string().as_bytes(), 0o644)?;
-    std::fs::remove_file(&pending).io_ctx("removing", &pending)?;
+    std::fs::remove_file(&pending).ctx("removing", &pending)?;
     // The timer's run also keeps the generator's list in step with the open image.
     crate::entries::refresh_list(state)?;
     Ok(Outcome {
@@ -327,9 +324,9 @@ fn grow_layers(s: &Stack, size: u64, report: &dyn Report) -> Result<()> {
     let file = std::fs::OpenOptions::new()
         .write(true)
         .open(&s.image)
-        .io_ctx("opening", &s.image)?;
-    if file.metadata().io_ctx("measuring", &s.image)?.len() < size {
-        file.set_len(size).io_ctx("extending", &s.image)?;
+        .ctx("opening", &s.image)?;
+    if file.metadata().ctx("measuring", &s.image)?.len() < size {
+        file.set_len(size).ctx("extending", &s.image)?;
     }
     drop(file);
     realms_sys::loopdev::set_capacity_of(&s.loop_device)?;
@@ -388,8 +385,8 @@ fn shrink(s: &Stack, target: u64, report: &dyn Report) -> Result<u64> {
     let file = std::fs::OpenOptions::new()
         .write(true)
         .open(&s.image)
-        .io_ctx("opening", &s.image)?;
-    file.set_len(size).io_ctx("truncating", &s.image)?;
+        .ctx("opening", &s.image)?;
+    file.set_len(size).ctx("truncating", &s.image)?;
     drop(file);
     realms_sys::loopdev::set_capacity_of(&s.loop_device)?;
     report.report(Event::progress(format!(

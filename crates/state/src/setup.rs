@@ -14,9 +14,10 @@ use realms_sys::loopdev::{LoopDevice, LoopOptions};
 use realms_sys::mount::{self, MountFlags};
 
 use crate::entries;
-use crate::error::{Error, IoCtx, Result};
+use crate::error::{Error, Result};
 use crate::gpt::{Gpt, NewPartition};
 use crate::guid::{Guid, STATE_PARTITION_TYPE};
+use realms_sys::IoContext;
 
 /// The partition label, as systemd-repart would name a partition of this type.
 pub const LABEL: &str = "state";
@@ -104,7 +105,7 @@ impl fmt::Display for Plan {
 
 /// Opens `disk` for reading and writing and gives its size.
 fn open_disk(disk: &Path, write: bool) -> Result<(File, u64, bool)> {
-    let meta = std::fs::metadata(disk).io_ctx("opening", disk)?;
+    let meta = std::fs::metadata(disk).ctx("opening", disk)?;
     let block = meta.file_type().is_block_device();
     if !block && !meta.is_file() {
         return Err(Error::BadGpt {
@@ -116,8 +117,8 @@ fn open_disk(disk: &Path, write: bool) -> Result<(File, u64, bool)> {
         .read(true)
         .write(write)
         .open(disk)
-        .io_ctx("opening", disk)?;
-    let size = file.seek(SeekFrom::End(0)).io_ctx("measuring", disk)?;
+        .ctx("opening", disk)?;
+    let size = file.seek(SeekFrom::End(0)).ctx("measuring", disk)?;
     Ok((file, size, block))
 }
 
@@ -225,21 +226,21 @@ fn check_unused(disk: &Path, block: bool) -> Result<()> {
         }
         return Ok(());
     }
-    let canon = std::fs::canonicalize(disk).io_ctx("resolving", disk)?;
+    let canon = std::fs::canonicalize(disk).ctx("resolving", disk)?;
     let name = canon
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();
     let sys = PathBuf::from("/sys/class/block").join(&name);
     let mut devs = vec![(name.clone(), sys.clone())];
-    for item in std::fs::read_dir(&sys).io_ctx("listing", &sys)?.flatten() {
+    for item in std::fs::read_dir(&sys).ctx("listing", &sys)?.flatten() {
         let n = item.file_name().to_string_lossy().into_owned();
         if n.starts_with(&name) {
             devs.push((n, item.path()));
         }
     }
-    let mountinfo = std::fs::read_to_string("/proc/self/mountinfo")
-        .io_ctx("reading", "/proc/self/mountinfo")?;
+    let mountinfo =
+        std::fs::read_to_string("/proc/self/mountinfo").ctx("reading", "/proc/self/mountinfo")?;
     for (n, dir) in devs {
         let Ok(dev) = std::fs::read_to_string(dir.join("dev")) else {
             continue;
