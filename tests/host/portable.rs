@@ -17,6 +17,26 @@ use realms_tests::fixtures::{debian_base, portable_image, write_portable_tree};
 use realms_tests::run::{run, tail};
 use realms_tests::scratch::{Scratch, unique};
 
+/// systemd's portablectl captures and profiles (../shared/reference/portablectl-captures).
+pub const CAPTURES: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/../../shared/reference/portablectl-captures"
+);
+
+/// systemd's four portable profiles, as captured, in `root`/usr/lib/systemd/portable/profile.
+pub fn install_profiles(root: &Path) {
+    let profiles = root.join("usr/lib/systemd/portable");
+    fs::create_dir_all(&profiles).unwrap();
+    run(std::process::Command::new("cp")
+        .arg("-a")
+        .arg(Path::new(CAPTURES).join("profiles"))
+        .arg(profiles.join("profile")));
+    run(std::process::Command::new("chmod")
+        .arg("-R")
+        .arg("u+w,a+rX")
+        .arg(&profiles));
+}
+
 /// A booted container with the realms binary in /usr/bin and the foo-test image in
 /// /var/lib/portables.
 pub struct Booted {

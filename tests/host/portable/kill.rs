@@ -4,18 +4,12 @@
 //! clean run leaves.
 
 use std::fs;
-use std::path::Path;
 use std::process::Command;
 
 use realms_tests::failpoints_portable::{journal_files, kill_at, passes, run_ok, snapshot, trace};
 use realms_tests::fixtures::portable_image;
 use realms_tests::run::run;
 use realms_tests::scratch::Scratch;
-
-const CAPTURES: &str = concat!(
-    env!("CARGO_MANIFEST_DIR"),
-    "/../../shared/reference/portablectl-captures"
-);
 
 /// A root with foo-test_1 and foo-test_2 (one unit changed, one added) in /var/lib/portables,
 /// systemd's profiles, and `setup` run on it.
@@ -43,16 +37,7 @@ fn root(label: &str, setup: &[&[&str]]) -> Scratch {
         "[Service]\nExecStart=/usr/bin/busybox true\n",
     )
     .unwrap();
-    let profiles = r.join("usr/lib/systemd/portable");
-    fs::create_dir_all(&profiles).unwrap();
-    run(Command::new("cp")
-        .arg("-a")
-        .arg(Path::new(CAPTURES).join("profiles"))
-        .arg(profiles.join("profile")));
-    run(Command::new("chmod")
-        .arg("-R")
-        .arg("u+w,a+rX")
-        .arg(&profiles));
+    super::install_profiles(r);
     for args in setup {
         run_ok(r, args);
     }

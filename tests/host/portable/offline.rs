@@ -11,10 +11,7 @@ use realms_tests::fixtures::portable_image;
 use realms_tests::run::run;
 use realms_tests::scratch::Scratch;
 
-const CAPTURES: &str = concat!(
-    env!("CARGO_MANIFEST_DIR"),
-    "/../../shared/reference/portablectl-captures"
-);
+use super::CAPTURES;
 
 /// A `--root` directory with the foo-test image in /var/lib/portables and, optionally,
 /// systemd's profiles in /usr/lib/systemd/portable/profile.
@@ -34,16 +31,7 @@ impl Root {
             .arg(portable_image())
             .arg(r.join("var/lib/portables/foo-test")));
         if with_profiles {
-            let profiles = r.join("usr/lib/systemd/portable");
-            fs::create_dir_all(&profiles).unwrap();
-            run(Command::new("cp")
-                .arg("-a")
-                .arg(Path::new(CAPTURES).join("profiles"))
-                .arg(profiles.join("profile")));
-            run(Command::new("chmod")
-                .arg("-R")
-                .arg("u+w,a+rX")
-                .arg(&profiles));
+            super::install_profiles(r);
         }
         Root { dir }
     }
