@@ -64,7 +64,10 @@ pub fn prepare(dir: &Path) -> Vec<(PathBuf, String)> {
 pub fn cases() -> Vec<GuestCase> {
     [(PORTABLECTL, "portablectl"), (REALMS, "realms portable")]
         .into_iter()
-        .map(|(name, tool)| GuestCase::new(name, &format!("{SCRIPT}\nT29 {tool} 2>&1")))
+        // A TCG guest on a loaded machine: eleven cases of attach/reattach with dm-verity.
+        .map(|(name, tool)| {
+            GuestCase::new(name, &format!("{SCRIPT}\nT29 {tool} 2>&1")).with_timeout(900)
+        })
         .collect()
 }
 
