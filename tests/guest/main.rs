@@ -172,4 +172,18 @@ fn test29_raw_passes_with_portablectl_and_realms() {
             case.output
         );
     }
+    // After every attach, both tools left the same files (modes, symlink targets, contents).
+    let (theirs_t, ours_t) = (test29_raw::trees(theirs), test29_raw::trees(ours));
+    assert!(
+        !theirs_t.is_empty(),
+        "no attach trees in:\n{}",
+        theirs.output
+    );
+    let diff = test29_raw::tree_differences(&theirs_t, &ours_t);
+    assert!(theirs_t == ours_t, "the attach trees differ:\n{diff}");
+    eprintln!(
+        "attach trees identical after {} attaches: {:?}",
+        theirs_t.len(),
+        theirs_t.keys().collect::<Vec<_>>()
+    );
 }

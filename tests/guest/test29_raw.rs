@@ -10,6 +10,8 @@ use std::process::Command;
 use realms_tests::guest::{CaseOutcome, GuestCase};
 use realms_tests::run::run;
 
+use super::portable::TREE;
+
 /// The guest case that runs the script with the real portablectl.
 pub const PORTABLECTL: &str = "test29_raw_portablectl";
 /// The guest case that runs the script with `realms portable`.
@@ -66,7 +68,7 @@ pub fn cases() -> Vec<GuestCase> {
         .into_iter()
         // A TCG guest on a loaded machine: eleven cases of attach/reattach with dm-verity.
         .map(|(name, tool)| {
-            GuestCase::new(name, &format!("{SCRIPT}\nT29 {tool} 2>&1")).with_timeout(900)
+            GuestCase::new(name, &format!("{TREE}{SCRIPT}\nT29 {tool} 2>&1")).with_timeout(900)
         })
         .collect()
 }
@@ -106,4 +108,46 @@ pub fn table(theirs: &[(String, String)], ours: &[(String, String)]) -> String {
             )
         })
         .collect()
+}
+
+/// The attach directories after each attach of a run (`=== TREE LABEL LINE`), by label.
+pub fn trees(case: &CaseOutcome) -> BTreeMap<String, Vec<String>> {
+    let mut out: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    for line in case.output.lines() {
+        if let Some((label, rest)) = line
+            .strip_prefix("=== TREE ")
+            .and_then(|l| l.split_once(' '))
+        {
+            out.entry(label.to_owned())
+                .or_default()
+                .push(rest.to_owned());
+        }
+    }
+    out
+}
+
+/// Where two runs' trees differ: per label, the lines only one of them has.
+pub fn tree_differences(
+    theirs: &BTreeMap<String, Vec<String>>,
+    ours: &BTreeMap<String, Vec<String>>,
+) -> String {
+    let empty = Vec::new();
+    let mut out = String::new();
+    for label in theirs
+        .keys()
+        .chain(ours.keys())
+        .collect::<std::collections::BTreeSet<_>>()
+    {
+        let (t, o) = (
+            theirs.get(label).unwrap_or(&empty),
+            ours.get(label).unwrap_or(&empty),
+        );
+        for l in t.iter().filter(|l| !o.contains(l)) {
+            out.push_str(&format!("{label}: portablectl only: {l}\n"));
+        }
+        for l in o.iter().filter(|l| !t.contains(l)) {
+            out.push_str(&format!("{label}: realms only:      {l}\n"));
+        }
+    }
+    out
 }

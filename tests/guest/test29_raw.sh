@@ -11,6 +11,9 @@
 # - `busctl tree org.freedesktop.portable1` lines are portabled's D-Bus objects: portablectl only;
 # - `TOOL ... | grep -q` became `| grep >/dev/null` (grep -q and pipefail race on SIGPIPE);
 # - reattach runs under `timeout` (a TCG guest is slow; a hang must not eat the whole run).
+# Added: after each attach the attach directories are printed as `=== TREE LABEL ...` lines (the
+# test compares them between the tools), and the first case checks that the service's root is
+# the dm-verity device of the image's .roothash. `tree` comes from tests/guest/portable.rs.
 S=/usr/share
 STATE_DIRECTORY=/var/lib/private/
 TIMEOUT=300
@@ -20,15 +23,29 @@ bus_has() {
     busctl tree org.freedesktop.portable1 --no-pager | grep -F "$1" >/dev/null
 }
 no_minimal() { ! "${P[@]}" list | grep -F "minimal_" >/dev/null; }
+snap() { tree | sed "s|^|=== TREE $1 |"; }
+# The root of unit $1's main process is a dm-verity device with the root hash in file $2.
+verity_root() {
+    local pid majmin
+    pid=$(systemctl show -p MainPID --value "$1")
+    majmin=$(findmnt -N "$pid" -n -o MAJ:MIN / | tr -d ' ')
+    dmsetup table -j "${majmin%%:*}" -m "${majmin##*:}" | tee dm-table.txt
+    grep -F " verity " dm-table.txt >/dev/null
+    grep -F " $(cat "$2") " dm-table.txt >/dev/null
+}
 
 raw_attach_reattach_detach() {
     "${P[@]}" attach --now --runtime $S/minimal_0.raw minimal-app0
+    snap minimal_0
+    verity_root minimal-app0.service $S/minimal_0.roothash
     "${P[@]}" is-attached minimal-app0
     "${P[@]}" inspect $S/minimal_0.raw minimal-app0.service
     systemctl is-active minimal-app0.service
     systemctl is-active minimal-app0-foo.service
     systemctl is-active minimal-app0-bar.service && exit 1
     timeout "$TIMEOUT" "${P[@]}" reattach --now --runtime $S/minimal_1.raw minimal-app0
+    snap minimal_1
+    verity_root minimal-app0.service $S/minimal_1.roothash
     "${P[@]}" is-attached minimal-app0
     "${P[@]}" inspect $S/minimal_0.raw minimal-app0.service
     systemctl is-active minimal-app0.service
@@ -47,6 +64,7 @@ raw_force_over_stale_files() {
     done
     systemctl daemon-reload
     "${P[@]}" attach --force --now --runtime $S/minimal_0.raw minimal-app0
+    snap force_minimal_0
     "${P[@]}" is-attached --force minimal-app0
     "${P[@]}" inspect --force $S/minimal_0.raw minimal-app0.service
     systemctl is-active minimal-app0.service
@@ -71,10 +89,12 @@ raw_inspect_force_shows_no_unit_files() {
 
 raw_extension_app0_reattach() {
     "${P[@]}" attach --now --runtime --extension $S/app0.raw $S/minimal_0.raw app0
+    snap app0_minimal_0
     systemctl is-active app0.service
     status="$("${P[@]}" is-attached --extension app0 minimal_0)"
     [[ "${status}" == "running-runtime" ]]
     timeout "$TIMEOUT" "${P[@]}" reattach --now --runtime --extension $S/app0.raw $S/minimal_1.raw app0
+    snap app0_minimal_1
     systemctl is-active app0.service
     status="$("${P[@]}" is-attached --extension app0 minimal_1)"
     [[ "${status}" == "running-runtime" ]]
@@ -83,11 +103,13 @@ raw_extension_app0_reattach() {
 
 raw_extension_app1_strict_false_versioned_copy() {
     "${P[@]}" attach --now --runtime --extension $S/app1.raw $S/minimal_0.raw app1
+    snap app1_minimal_0
     systemctl is-active app1.service
     status="$("${P[@]}" is-attached --extension app1 minimal_0)"
     [[ "${status}" == "running-runtime" ]]
     cp $S/app1.raw /tmp/app1_2.raw
     timeout "$TIMEOUT" "${P[@]}" reattach --now --runtime --extension /tmp/app1_2.raw $S/minimal_1.raw app1
+    snap app1_2_minimal_1
     systemctl is-active app1.service
     status="$("${P[@]}" is-attached --extension app1_2 minimal_1)"
     [[ "${status}" == "running-runtime" ]]
@@ -100,6 +122,7 @@ raw_extension_app1_strict_false_versioned_copy() {
 raw_force_no_reload_swaps_the_base() {
     "${P[@]}" detach --force --no-reload --runtime --extension $S/app1.raw $S/minimal_1.raw app1
     "${P[@]}" attach --force --no-reload --runtime --extension $S/app1.raw $S/minimal_0.raw app1
+    snap force_no_reload_app1_minimal_0
     systemctl daemon-reload
     systemctl restart app1.service
     systemctl is-active app1.service
@@ -116,6 +139,7 @@ raw_dynamic_user_state_is_kept() {
 raw_force_overrides_extension_release_name() {
     cp $S/app0.raw /tmp/app10.raw
     "${P[@]}" attach --force --now --runtime --extension /tmp/app10.raw $S/minimal_0.raw app0
+    snap force_app10_minimal_0
     systemctl is-active app0.service
     status="$("${P[@]}" is-attached --extension /tmp/app10.raw $S/minimal_0.raw)"
     [[ "${status}" == "running-runtime" ]]
