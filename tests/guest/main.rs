@@ -5,6 +5,7 @@ mod portable;
 mod sealed;
 mod smoke;
 mod state;
+mod test29_raw;
 
 use std::sync::OnceLock;
 
@@ -17,6 +18,7 @@ fn all_cases() -> Vec<GuestCase> {
     cases.extend(sealed::cases());
     cases.extend(portable::cases());
     cases.extend(state::cases());
+    cases.extend(test29_raw::cases());
     // `REALMS_GUEST_CASES=state_` boots with only the cases whose names start so (a TCG boot
     // of the whole suite takes minutes; the other tests then report that their case left no result).
     if let Ok(prefix) = std::env::var("REALMS_GUEST_CASES") {
@@ -37,6 +39,8 @@ fn outcome() -> &'static GuestOutcome {
         files.extend(sealed_files);
         let (_portable_scratch, portable_files) = portable::prepare();
         files.extend(portable_files);
+        let t29_scratch = realms_tests::scratch::Scratch::empty("t29raw-guest");
+        files.extend(test29_raw::prepare(t29_scratch.path()));
         let outcome = run_guest(&all_cases(), &files);
         eprintln!(
             "guest run: {} cases in {:.1?}",
@@ -134,4 +138,52 @@ fn state_freed_space_returns_to_the_partition() {
 fn state_recovery_key_unlocks_with_the_tpm_cleared() {
     let out = outcome().assert_ok("state_recovery_key");
     assert!(out.contains("RECOVERY KEY UNLOCKS"), "{out}");
+}
+
+/// systemd's TEST-29 (v252.31), raw-image half: the same script passes every case with the real
+/// portablectl and with `realms portable` (compared case by case).
+#[test]
+fn test29_raw_passes_with_portablectl_and_realms() {
+    let run = outcome();
+    let get = |name: &str| {
+        run.cases.get(name).unwrap_or_else(|| {
+            panic!(
+                "guest case {name} left no result; serial tail:\n{}",
+                realms_tests::run::tail(run.serial.as_bytes())
+            )
+        })
+    };
+    let (theirs, ours) = (get(test29_raw::PORTABLECTL), get(test29_raw::REALMS));
+    let (theirs_r, ours_r) = (test29_raw::results(theirs), test29_raw::results(ours));
+    let table = test29_raw::table(&theirs_r, &ours_r);
+    eprintln!("TEST-29 raw half, case by case:\n{table}");
+    let all_pass: Vec<(String, String)> = test29_raw::case_names()
+        .into_iter()
+        .map(|c| (c, "PASS".to_owned()))
+        .collect();
+    for (tool, case, results) in [
+        ("portablectl", theirs, &theirs_r),
+        ("realms portable", ours, &ours_r),
+    ] {
+        assert!(
+            *results == all_pass && case.status == Some(0),
+            "TEST-29 raw half with {tool} (status {:?}):\n{table}\n{}",
+            case.status,
+            case.output
+        );
+    }
+    // After every attach, both tools left the same files (modes, symlink targets, contents).
+    let (theirs_t, ours_t) = (test29_raw::trees(theirs), test29_raw::trees(ours));
+    assert!(
+        !theirs_t.is_empty(),
+        "no attach trees in:\n{}",
+        theirs.output
+    );
+    let diff = test29_raw::tree_differences(&theirs_t, &ours_t);
+    assert!(theirs_t == ours_t, "the attach trees differ:\n{diff}");
+    eprintln!(
+        "attach trees identical after {} attaches: {:?}",
+        theirs_t.len(),
+        theirs_t.keys().collect::<Vec<_>>()
+    );
 }

@@ -71,7 +71,7 @@ pub fn prepare() -> (Scratch, Vec<(PathBuf, String)>) {
 }
 
 /// The attach directories, as a comparable listing (names, types, modes, targets, hashes).
-const TREE: &str = r#"
+pub const TREE: &str = r#"
 tree() {
   for d in /etc/systemd/system.attached /run/systemd/system.attached /etc/portables /run/portables; do
     if [ -e $d ]; then find $d -printf '%y %m %p -> %l\n' | sort; find $d -type f | sort | xargs -r sha256sum; else echo "absent $d"; fi

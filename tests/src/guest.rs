@@ -34,14 +34,27 @@ pub struct GuestImage {
 pub struct GuestCase {
     pub name: String,
     pub script: String,
+    /// Seconds the case may run in the guest before it is killed.
+    pub timeout: u32,
 }
+
+/// How long a case may run unless it says otherwise.
+const CASE_TIMEOUT: u32 = 600;
 
 impl GuestCase {
     pub fn new(name: &str, script: &str) -> GuestCase {
         GuestCase {
             name: name.to_string(),
             script: script.to_string(),
+            timeout: CASE_TIMEOUT,
         }
+    }
+
+    /// The case may run `seconds` instead of the default 600 (the whole boot gets the
+    /// difference added to its own timeout).
+    pub fn with_timeout(mut self, seconds: u32) -> GuestCase {
+        self.timeout = seconds;
+        self
     }
 }
 
@@ -193,7 +206,11 @@ pub fn run_guest(cases: &[GuestCase], files: &[(PathBuf, String)]) -> GuestOutco
         .arg(&disk));
     drop(tree);
     let start = Instant::now();
-    let serial = boot(image, work, &disk);
+    let extra: u32 = cases
+        .iter()
+        .map(|c| c.timeout.saturating_sub(CASE_TIMEOUT))
+        .sum();
+    let serial = boot(image, work, &disk, 1500 + extra);
     let elapsed = start.elapsed();
     let cases = collect(work, &disk, cases);
     GuestOutcome {
@@ -232,9 +249,10 @@ fn install_cases(root: &Path, cases: &[GuestCase], files: &[(PathBuf, String)]) 
         fs::write(&file, script).unwrap();
         fs::set_permissions(&file, fs::Permissions::from_mode(0o755)).unwrap();
         runner.push_str(&format!(
-            "mkdir -p /root/vmtest/work/{n} && (cd /root/vmtest/work/{n} && timeout 600 /root/vmtest/cases/{n}.sh) \
+            "mkdir -p /root/vmtest/work/{n} && (cd /root/vmtest/work/{n} && timeout {t} /root/vmtest/cases/{n}.sh) \
              > out/{n}.log 2>&1; echo $? > out/{n}.rc; sync\n",
-            n = case.name
+            n = case.name,
+            t = case.timeout
         ));
     }
     runner.push_str("sync\n");
@@ -258,7 +276,7 @@ fn install_cases(root: &Path, cases: &[GuestCase], files: &[(PathBuf, String)]) 
     .unwrap();
 }
 
-fn boot(image: &GuestImage, work: &Path, disk: &Path) -> String {
+fn boot(image: &GuestImage, work: &Path, disk: &Path, timeout: u32) -> String {
     let tpm = work.join("tpm");
     fs::create_dir_all(&tpm).unwrap();
     let _ = Command::new("swtpm_setup")
@@ -281,42 +299,42 @@ fn boot(image: &GuestImage, work: &Path, disk: &Path) -> String {
     }
     let serial = work.join("serial.log");
     let mut qemu = Command::new("timeout");
-    qemu.args([
-        "1500",
-        "qemu-system-x86_64",
-        "-accel",
-        "tcg,thread=multi",
-        "-cpu",
-        "max",
-    ])
-    .args([
-        "-m",
-        "2048",
-        "-smp",
-        "2",
-        "-nodefaults",
-        "-display",
-        "none",
-        "-no-reboot",
-    ])
-    .arg("-kernel")
-    .arg(&image.kernel)
-    .arg("-initrd")
-    .arg(&image.initrd)
-    .args(["-append", "root=/dev/vda rw console=ttyS0 panic=-1 quiet"])
-    .arg("-drive")
-    .arg(format!("file={},if=virtio,format=raw", disk.display()))
-    .arg("-serial")
-    .arg(format!("file:{}", serial.display()))
-    .arg("-chardev")
-    .arg(format!("socket,id=chrtpm,path={}", sock.display()))
-    .args([
-        "-tpmdev",
-        "emulator,id=tpm0,chardev=chrtpm",
-        "-device",
-        "tpm-tis,tpmdev=tpm0",
-    ])
-    .args(["-monitor", "none"]);
+    qemu.arg(timeout.to_string())
+        .args([
+            "qemu-system-x86_64",
+            "-accel",
+            "tcg,thread=multi",
+            "-cpu",
+            "max",
+        ])
+        .args([
+            "-m",
+            "2048",
+            "-smp",
+            "2",
+            "-nodefaults",
+            "-display",
+            "none",
+            "-no-reboot",
+        ])
+        .arg("-kernel")
+        .arg(&image.kernel)
+        .arg("-initrd")
+        .arg(&image.initrd)
+        .args(["-append", "root=/dev/vda rw console=ttyS0 panic=-1 quiet"])
+        .arg("-drive")
+        .arg(format!("file={},if=virtio,format=raw", disk.display()))
+        .arg("-serial")
+        .arg(format!("file:{}", serial.display()))
+        .arg("-chardev")
+        .arg(format!("socket,id=chrtpm,path={}", sock.display()))
+        .args([
+            "-tpmdev",
+            "emulator,id=tpm0,chardev=chrtpm",
+            "-device",
+            "tpm-tis,tpmdev=tpm0",
+        ])
+        .args(["-monitor", "none"]);
     let out = crate::run::output(&mut qemu);
     let _ = swtpm.kill();
     let _ = swtpm.wait();
