@@ -173,6 +173,17 @@ pub fn kill_at_every_point(case: &Case<'_>) -> Tally {
         root.ok(case.neutral);
         (old, state(root.path()), trace)
     };
+    // What `realms doctor` finds in the old and the new state (an image no realm uses may be
+    // part of one); after a kill and the next command it must find exactly that, no more.
+    let (old_findings, new_findings) = {
+        let root = KillRoot::new(case.plain);
+        (case.setup)(&root);
+        root.ok(case.neutral);
+        let before = doctor_findings(&root);
+        root.ok(case.args);
+        root.ok(case.neutral);
+        (before, doctor_findings(&root))
+    };
     assert_ne!(old, new, "[{}] the command changed nothing", case.name);
     let passes: Vec<&str> = trace.lines().filter(|l| !l.is_empty()).collect();
     assert!(
@@ -221,6 +232,16 @@ pub fn kill_at_every_point(case: &Case<'_>) -> Tally {
             tail(&next.stderr)
         );
         let now = state(root.path());
+        let found = doctor_findings(&root);
+        let expected = if now == new {
+            &new_findings
+        } else {
+            &old_findings
+        };
+        assert!(
+            &found == expected,
+            "{at}: after the next command `realms doctor` finds {found:?}, in this state it finds {expected:?}"
+        );
         if now == new {
             tally.new += 1;
         } else if now == old {
@@ -249,6 +270,33 @@ pub fn kill_at_every_point(case: &Case<'_>) -> Tally {
         assert_no_orphans(root.path(), &at);
     }
     tally
+}
+
+/// What `realms --json doctor` finds in `root`: each finding's kind and path, the root's own
+/// path replaced by `ROOT` so that stores made alike compare equal.
+pub fn doctor_findings(root: &KillRoot) -> std::collections::BTreeSet<String> {
+    let out = output(&mut root.command(&["--json", "doctor"]));
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!(
+            "`realms --json doctor` printed no JSON ({e}):\n{}",
+            tail(&out.stderr)
+        )
+    });
+    let prefix = root.path().display().to_string();
+    report["findings"]
+        .as_array()
+        .map(|all| {
+            all.iter()
+                .map(|f| {
+                    let path = f["path"]
+                        .as_str()
+                        .unwrap_or_default()
+                        .replace(&prefix, "ROOT");
+                    format!("{} {path}", f["kind"].as_str().unwrap_or_default())
+                })
+                .collect()
+        })
+        .unwrap_or_default()
 }
 
 /// A checksum of what a store's state is made of, entry by entry (so a mismatch can be shown):
