@@ -16,6 +16,9 @@ use realms_tests::http::HttpServer;
 use realms_tests::run::run;
 use realms_tests::scratch::{Scratch, unique};
 
+mod https;
+mod kill;
+
 /// Runs the host's realms with `--root root`; panics on failure.
 fn realms(root: &Path, args: &[&str]) -> String {
     let out = Command::new(realms_tests::realms_bin())
@@ -361,6 +364,15 @@ fn apply_in_a_booted_container_from_nginx_and_every_refusal() {
     b.c.stop();
 }
 
+/// What a reboot must not change: the provisioning state, the images, what is attached and
+/// enabled (attach directories), and which of the packages' units run.
+fn reboot_view(b: &Booted) -> String {
+    b.ok("cat /var/lib/realms/provision/state.json; ls -A /var/lib/portables; \
+          find /etc/systemd/system.attached /etc/portables -printf '%p %l\\n' 2>/dev/null | sort; \
+          portablectl list --no-legend; \
+          for u in boot.service inb.service; do echo $u $(systemctl is-enabled $u) $(systemctl is-active $u); done")
+}
+
 /// Waits up to a minute for `script` to succeed inside.
 #[track_caller]
 fn wait_for(b: &Booted, script: &str) {
@@ -411,7 +423,7 @@ fn first_boot_applies_the_manifest_once_and_the_inbox_installs_as_its_user() {
         root.join("etc/realms/provision.yaml"),
         format!(
             "composable:\n  default_repository: http://{addr}/main\n  packages:\n\
-             \x20   - name: boot\n      start: [boot.service]\n"
+             \x20   - name: boot\n      enable: [boot.service]\n      start: [boot.service]\n"
         ),
     )
     .unwrap();
@@ -465,6 +477,45 @@ fn first_boot_applies_the_manifest_once_and_the_inbox_installs_as_its_user() {
     assert!(
         status.contains("inb") && status.contains("strict"),
         "{status}"
+    );
+
+    // A reboot (the container powered off and booted again: a new PID 1, a new /run) changes
+    // nothing: the first-boot unit does not run, the enabled services come back, the state and
+    // the images are as they were, and an apply reports everything unchanged.
+    let before = reboot_view(&b);
+    assert!(
+        before.contains("boot_1") && before.contains("inb_1"),
+        "{before}"
+    );
+    let Booted { c, _tree } = b;
+    c.stop();
+    let b = Booted {
+        c: Container::boot(&root, &unique("provision-reboot"), &[]),
+        _tree,
+    };
+    wait_for(&b, "systemctl is-active boot.service");
+    wait_for(&b, "systemctl is-active inb.service");
+    assert_eq!(
+        b.ok("systemctl show -p ExecMainStartTimestampMonotonic --value realms-provision.service")
+            .trim(),
+        "0",
+        "the first-boot unit ran again after the reboot"
+    );
+    assert_eq!(
+        b.ok("systemctl show -p ConditionResult --value realms-provision.service")
+            .trim(),
+        "no",
+        "the first-boot unit's condition did not skip it"
+    );
+    assert_eq!(reboot_view(&b), before, "the reboot changed something");
+    let again = b.ok("realms provision apply");
+    assert!(again.contains("nothing changed"), "{again}");
+    let json = b.ok("realms provision plan --json");
+    assert_eq!(json.matches("\"unchanged\"").count(), 1, "{json}");
+    assert_eq!(
+        reboot_view(&b),
+        before,
+        "the apply after the reboot changed something"
     );
 
     // A network outage: the repository is gone. With the index and the package in the cache,
