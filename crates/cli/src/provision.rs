@@ -140,8 +140,8 @@ pub fn run(cmd: ProvisionCmd, ctx: &Ctx) -> anyhow::Result<ExitCode> {
                     ctx.root.join(manifest::DEFAULT_PATH).display()
                 );
             }
-            let steps = apply(&ctx.root, &m, &fetcher(&a)?, &options(&a), &mut |l| {
-                ctx.say_line(format!("[+] {l}"))
+            let steps = apply(&ctx.root, &m, &fetcher(&a)?, &options(&a), &mut |e| {
+                ctx.say(e)
             })?;
             for s in &steps {
                 s.notes

@@ -6,6 +6,7 @@ use std::collections::BTreeMap;
 use std::fs;
 use std::path::{Path, PathBuf};
 
+use realms_sys::event::Event;
 use serde::Serialize;
 
 use crate::fetch::{Fetcher, join};
@@ -244,7 +245,7 @@ pub fn apply(
     manifest: &Manifest,
     fetcher: &Fetcher,
     opts: &Options,
-    say: &mut dyn FnMut(&str),
+    say: &mut dyn FnMut(Event),
 ) -> Result<Vec<Step>> {
     let dir = root.join(state::DIR);
     fs::create_dir_all(&dir).map_err(|e| Error::io("creating", &dir, e))?;
@@ -265,13 +266,16 @@ pub fn apply(
                     crate::portable::remove_image(&image)?;
                     state.packages.remove(&step.package);
                     state.save(root)?;
-                    say(&format!("removed {} {}", step.package, o.version));
+                    say(Event::progress(format!(
+                        "removed {} {}",
+                        step.package, o.version
+                    )));
                 }
             }
             Action::Install | Action::Upgrade | Action::Repair => {
-                put(root, fetcher, step, &mut state)?;
+                put(root, fetcher, step, &mut state, say)?;
                 state.save(root)?;
-                say(&format!(
+                say(Event::progress(format!(
                     "{} {} {}",
                     match step.action {
                         Action::Install => "installed",
@@ -280,7 +284,7 @@ pub fn apply(
                     },
                     step.package,
                     step.version.as_deref().unwrap_or("")
-                ));
+                )));
             }
         }
     }
@@ -288,7 +292,13 @@ pub fn apply(
 }
 
 /// Installs (when needed), detaches the old image, attaches the new one and records it.
-fn put(root: &Path, fetcher: &Fetcher, step: &mut Step, state: &mut State) -> Result<()> {
+fn put(
+    root: &Path,
+    fetcher: &Fetcher,
+    step: &mut Step,
+    state: &mut State,
+    say: &mut dyn FnMut(Event),
+) -> Result<()> {
     let (Some(p), Some(entry)) = (step.package_spec.clone(), step.entry.clone()) else {
         return Ok(());
     };
@@ -302,6 +312,7 @@ fn put(root: &Path, fetcher: &Fetcher, step: &mut Step, state: &mut State) -> Re
     if let Some(o) = &old {
         let image = root.join(o.image.strip_prefix("/").unwrap_or(&o.image));
         crate::portable::detach(root, &p.name, &image)?;
+        realms_sys::failpoint::hit("provision-detached");
         if image != target {
             crate::portable::remove_image(&image)?;
         }
@@ -309,12 +320,15 @@ fn put(root: &Path, fetcher: &Fetcher, step: &mut Step, state: &mut State) -> Re
     if !have {
         install::install(
             root,
-            fetcher,
-            &repo,
-            &step.arch,
+            install::Origin {
+                fetcher,
+                repo: &repo,
+                arch: &step.arch,
+            },
             &p.name,
             &entry,
             p.profile == "trusted",
+            say,
         )?;
     }
     let req = crate::portable::Request {
@@ -334,6 +348,7 @@ fn put(root: &Path, fetcher: &Fetcher, step: &mut Step, state: &mut State) -> Re
             return Err(e);
         }
     };
+    realms_sys::failpoint::hit("provision-attached");
     step.notes = done.notes;
     state.packages.insert(
         p.name.clone(),
