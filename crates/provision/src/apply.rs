@@ -317,6 +317,11 @@ fn put(
             crate::portable::remove_image(&image)?;
         }
     }
+    // Killed after the attach and before the state was saved, the last apply left this image
+    // attached but unrecorded: detach it, so it is attached once, as the manifest says.
+    if crate::portable::is_attached(root, &target) {
+        crate::portable::detach(root, &p.name, &target)?;
+    }
     if !have {
         install::install(
             root,

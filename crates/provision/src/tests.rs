@@ -552,3 +552,23 @@ fn temporary_files_of_a_killed_apply_are_removed_by_the_next_apply() {
     }
     assert!(keep.exists(), "not a temporary name of ours, yet removed");
 }
+
+/// Found by the kill test: apply killed after attaching an image but before saving the state
+/// left the image attached and unrecorded, and the next apply refused ("Unit file ... exists on
+/// the host already").
+#[test]
+fn an_image_attached_by_a_killed_apply_is_attached_again_not_refused() {
+    let r = Repo::new();
+    let files = [r.package("foo", "1")];
+    r.publish(&files, None, 3600);
+    let m = r.manifest("    - name: foo\n");
+    r.apply(&m, false).unwrap();
+    // What the kill leaves: attached, but not in state.json.
+    let mut state = crate::state::State::load(&r.root).unwrap();
+    state.packages.clear();
+    state.save(&r.root).unwrap();
+    let steps = r.apply(&m, false).unwrap();
+    assert_eq!(actions(&steps), [("foo".into(), Action::Install)]);
+    let steps = r.apply(&m, false).unwrap();
+    assert_eq!(actions(&steps), [("foo".into(), Action::Unchanged)]);
+}

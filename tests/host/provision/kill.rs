@@ -31,9 +31,13 @@ fn apply(root: &Path, env: &[(&str, &str)]) -> Output {
 }
 
 #[track_caller]
-fn apply_ok(root: &Path) -> String {
+fn apply_ok(root: &Path, at: &str) -> String {
     let out = apply(root, &[]);
-    assert!(out.status.success(), "apply failed:\n{}", tail(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{at}: apply failed:\n{}",
+        tail(&out.stderr)
+    );
     String::from_utf8_lossy(&out.stderr).into_owned()
 }
 
@@ -154,7 +158,7 @@ fn kill_everywhere(label: &str, template: &Path, work: &Path) -> usize {
                 "{at}: {name} is incomplete"
             );
         }
-        let said = apply_ok(&root);
+        let said = apply_ok(&root, &at);
         let got = view(&root);
         assert!(
             got == new,
@@ -204,7 +208,7 @@ fn apply_killed_at_every_failpoint_is_finished_by_the_next_apply() {
     manifest(&install, &repo, "1");
     // Upgrade: kp 1 and kq 1 applied, then the manifest asks for kp 2.
     let upgrade = fresh(&install, work, "template-upgrade");
-    apply_ok(&upgrade);
+    apply_ok(&upgrade, "making the upgrade template");
     manifest(&upgrade, &repo, "2");
 
     let mut kills = kill_everywhere("install", &install, work);
