@@ -92,7 +92,7 @@ impl Ctx {
             if std::io::stderr().is_terminal() {
                 let bar = indicatif::ProgressBar::new(*total);
                 let style = indicatif::ProgressStyle::with_template(
-                    "[+] {msg} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec} eta {eta}",
+                    "[+] {msg} [{wide_bar}] {bytes}/{total_bytes} {bytes_per_sec}",
                 )
                 .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
                 .progress_chars("=> ");

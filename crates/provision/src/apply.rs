@@ -251,6 +251,7 @@ pub fn apply(
     fs::create_dir_all(&dir).map_err(|e| Error::io("creating", &dir, e))?;
     let _lock = realms_sys::lock::StoreLock::acquire(dir.join(".lock"))?;
     install::clean_staging(root);
+    crate::portable::recover(root)?;
     let mut state = State::load(root)?;
     // The serials of verified indexes are kept even when the plan fails later.
     let planned = plan(root, manifest, fetcher, opts, &mut state);

@@ -146,14 +146,42 @@ fn https_repository_with_a_private_ca_needs_ca_file() {
         !out.status.success() && err.contains(&empty) && err.contains("no PEM certificate"),
         "{err}"
     );
-    // With its CA, the package installs over https.
+    // With its CA, the package installs over https; on a terminal with a progress bar.
+    realms_tests::require::tool("script", "bsdutils");
+    let cmd = format!(
+        "{} --root {} provision apply --ca-file {good}",
+        realms_tests::realms_bin().display(),
+        root.display()
+    );
+    let out = Command::new("script")
+        .args(["-qec", &cmd, "/dev/null"])
+        .output()
+        .unwrap();
+    let tty = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && tty.contains("installed tls 1"),
+        "{tty}"
+    );
+    assert!(
+        tty.contains("[+] tls_1.tar.zst [")
+            && tty.contains("=>")
+            && tty.contains("tls_1.tar.zst: 100%"),
+        "no progress bar on a terminal:\n{tty}"
+    );
+    assert_eq!(portables(&root), ["tls_1"]);
+    // Off a terminal (the journal): no bar, a line when the download starts, at each quarter
+    // and at its end. (State and cache removed: the package is fetched again.)
+    fs::remove_dir_all(root.join("var/lib/realms/provision")).unwrap();
+    fs::remove_dir_all(root.join("var/cache/realms/provision")).unwrap();
     let out = apply(&root, &["--ca-file", &good]);
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
-        out.status.success() && err.contains("installed tls 1"),
+        out.status.success()
+            && err.contains("tls_1.tar.zst: 0% (0 B of")
+            && err.contains("tls_1.tar.zst: 100%")
+            && !err.contains("=>"),
         "{err}"
     );
-    assert_eq!(portables(&root), ["tls_1"]);
     let out = apply(&root, &["--ca-file", &good]);
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
