@@ -23,6 +23,12 @@ impl HttpServer {
         HttpServer::start(root, addr, "", "")
     }
 
+    /// Serves `root` at `http://ADDR/` with extra nginx directives in the server block
+    /// (`limit_rate 1m;`, an `access_log`).
+    pub fn serve_with(root: &Path, addr: SocketAddr, server: &str) -> HttpServer {
+        HttpServer::start(root, addr, "", server)
+    }
+
     /// Serves `root` at `https://ADDR/` with the PEM certificate (chain) `cert` and its key.
     pub fn serve_tls(root: &Path, addr: SocketAddr, cert: &Path, key: &Path) -> HttpServer {
         let server = format!(
