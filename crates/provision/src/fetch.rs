@@ -157,9 +157,10 @@ impl Fetcher {
                     attempt += 1;
                 }
                 Err(Retry::Again(message) | Retry::Fatal(message)) => {
+                    let attempts = if attempt == 1 { "attempt" } else { "attempts" };
                     return Err(fetch_error(
                         url,
-                        format!("{message} (after {attempt} attempts)"),
+                        format!("{message} (after {attempt} {attempts})"),
                     ));
                 }
                 Ok(r) => return Ok(r),
@@ -177,6 +178,11 @@ impl Fetcher {
             req = req.header("Range", format!("bytes={offset}-"));
         }
         let resp = req.call().map_err(|e| match e {
+            // rustls's verdicts (an unknown issuer, a wrong name) come as invalid data: trying
+            // again cannot change them.
+            ureq::Error::Io(ref io) if io.kind() == io::ErrorKind::InvalidData => {
+                Retry::Fatal(e.to_string())
+            }
             ureq::Error::Io(_)
             | ureq::Error::ConnectionFailed
             | ureq::Error::HostNotFound

@@ -131,6 +131,7 @@ fn https_repository_with_a_private_ca_needs_ca_file() {
         assert!(
             !out.status.success()
                 && err.contains("certificate")
+                && err.contains("(after 1 attempt)")
                 && err.contains(&format!("https://{addr}/")),
             "{extra:?}: {err}"
         );
