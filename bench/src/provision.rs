@@ -154,6 +154,7 @@ pub fn run_suite(runs: usize) -> anyhow::Result<()> {
     )?;
     let c = Container::boot(root, &unique("bench-provision"), &[]);
     let clean = "(realms portable detach --now foo-test_1 || portablectl detach --now foo-test_1 || portablectl detach --now foo-test-1) >/dev/null 2>&1; \
+                 chattr -R -i /var/lib/portables/foo-test-1 /var/lib/portables/.tar-* >/dev/null 2>&1; \
                  rm -rf /var/lib/portables/foo-test_1 /var/lib/portables/foo-test-1 /var/lib/realms/provision /var/cache/realms/provision /var/tmp/dl /var/lib/portables/.tar-* /var/lib/machines/.tar-* ; sync";
     // Each one starts from a clean machine (untimed): nothing attached, nothing cached.
     let between = || sh(Some(&c), clean).map(drop);

@@ -16,6 +16,10 @@ use realms_tests::http::HttpServer;
 use realms_tests::run::run;
 use realms_tests::scratch::{Scratch, unique};
 
+mod https;
+mod kill;
+mod resume;
+
 /// Runs the host's realms with `--root root`; panics on failure.
 fn realms(root: &Path, args: &[&str]) -> String {
     let out = Command::new(realms_tests::realms_bin())
@@ -361,6 +365,25 @@ fn apply_in_a_booted_container_from_nginx_and_every_refusal() {
     b.c.stop();
 }
 
+/// What a reboot must not change: the provisioning state, the images, what is attached and
+/// enabled (attach directories), and which of the packages' units run.
+fn reboot_view(b: &Booted) -> String {
+    b.ok("cat /var/lib/realms/provision/state.json; ls -A /var/lib/portables; \
+          find /etc/systemd/system.attached /etc/portables -printf '%p %l\\n' 2>/dev/null | sort; \
+          portablectl list --no-legend; \
+          for u in boot.service inb.service; do echo $u $(systemctl is-enabled $u) $(systemctl is-active $u); done")
+}
+
+/// Powers the container off and boots it again (a new PID 1, a new /run).
+fn reboot(b: Booted, root: &Path, label: &str) -> Booted {
+    let Booted { c, _tree } = b;
+    c.stop();
+    Booted {
+        c: Container::boot(root, &unique(label), &[]),
+        _tree,
+    }
+}
+
 /// Waits up to a minute for `script` to succeed inside.
 #[track_caller]
 fn wait_for(b: &Booted, script: &str) {
@@ -411,7 +434,7 @@ fn first_boot_applies_the_manifest_once_and_the_inbox_installs_as_its_user() {
         root.join("etc/realms/provision.yaml"),
         format!(
             "composable:\n  default_repository: http://{addr}/main\n  packages:\n\
-             \x20   - name: boot\n      start: [boot.service]\n"
+             \x20   - name: boot\n      enable: [boot.service]\n      start: [boot.service]\n"
         ),
     )
     .unwrap();
@@ -467,6 +490,40 @@ fn first_boot_applies_the_manifest_once_and_the_inbox_installs_as_its_user() {
         "{status}"
     );
 
+    // A reboot (the container powered off and booted again: a new PID 1, a new /run) changes
+    // nothing: the first-boot unit does not run, the enabled services come back, the state and
+    // the images are as they were, and an apply reports everything unchanged.
+    let before = reboot_view(&b);
+    assert!(
+        before.contains("boot_1") && before.contains("inb_1"),
+        "{before}"
+    );
+    let b = reboot(b, &root, "provision-reboot");
+    wait_for(&b, "systemctl is-active boot.service");
+    wait_for(&b, "systemctl is-active inb.service");
+    assert_eq!(
+        b.ok("systemctl show -p ExecMainStartTimestampMonotonic --value realms-provision.service")
+            .trim(),
+        "0",
+        "the first-boot unit ran again after the reboot"
+    );
+    assert_eq!(
+        b.ok("systemctl show -p ConditionResult --value realms-provision.service")
+            .trim(),
+        "no",
+        "the first-boot unit's condition did not skip it"
+    );
+    assert_eq!(reboot_view(&b), before, "the reboot changed something");
+    let again = b.ok("realms provision apply");
+    assert!(again.contains("nothing changed"), "{again}");
+    let json = b.ok("realms provision plan --json");
+    assert_eq!(json.matches("\"unchanged\"").count(), 1, "{json}");
+    assert_eq!(
+        reboot_view(&b),
+        before,
+        "the apply after the reboot changed something"
+    );
+
     // A network outage: the repository is gone. With the index and the package in the cache,
     // a machine provisioning again gets its services from there.
     drop(server);
@@ -480,19 +537,35 @@ fn first_boot_applies_the_manifest_once_and_the_inbox_installs_as_its_user() {
         b.ok("systemctl is-active boot.service || true").trim(),
         "active"
     );
-    let out = b.ok("rm /var/lib/realms/provision/first-boot.done && systemctl restart realms-provision.service; journalctl --sync; journalctl -u realms-provision.service -o cat --no-pager");
+    // The next boot is a first boot again (its stamp removed) while the network is out: the
+    // unit installs from the cache and the service runs.
+    b.ok("rm /var/lib/realms/provision/first-boot.done");
+    let b = reboot(b, &root, "provision-outage");
+    wait_for(&b, "test -e /var/lib/realms/provision/first-boot.done");
+    let out =
+        b.ok("journalctl --sync; journalctl -b -u realms-provision.service -o cat --no-pager");
     assert_eq!(
         b.ok("systemctl is-active boot.service || true").trim(),
         "active",
         "{out}"
     );
     assert!(out.contains("using the cached index"), "{out}");
-    // Without the cache either, the unit fails and is restarted later, not given up.
+    // Without the cache either, the first boot's unit fails and is restarted later, not given
+    // up, and the boot is not blocked: the machine reaches multi-user.target.
     b.ok("realms provision apply --prune /root/empty.yaml && rm -rf /var/cache/realms/provision /var/lib/realms/provision/first-boot.done");
-    b.sh("systemctl restart realms-provision.service");
+    let b = reboot(b, &root, "provision-outage2");
     wait_for(
         &b,
         "systemctl show -p SubState --value realms-provision.service | grep -qx auto-restart",
+    );
+    assert_eq!(
+        b.ok("systemctl is-active multi-user.target || true").trim(),
+        "active"
+    );
+    assert!(
+        !b.c.root()
+            .join("var/lib/realms/provision/first-boot.done")
+            .exists()
     );
     b.c.stop();
 }

@@ -20,6 +20,27 @@ pub struct HttpServer {
 impl HttpServer {
     /// Serves `root` at `http://ADDR/` with nginx in the foreground (`daemon off`).
     pub fn serve(root: &Path, addr: SocketAddr) -> HttpServer {
+        HttpServer::start(root, addr, "", "")
+    }
+
+    /// Serves `root` at `http://ADDR/` with extra nginx directives in the server block
+    /// (`limit_rate 1m;`, an `access_log`).
+    pub fn serve_with(root: &Path, addr: SocketAddr, server: &str) -> HttpServer {
+        HttpServer::start(root, addr, "", server)
+    }
+
+    /// Serves `root` at `https://ADDR/` with the PEM certificate (chain) `cert` and its key.
+    pub fn serve_tls(root: &Path, addr: SocketAddr, cert: &Path, key: &Path) -> HttpServer {
+        let server = format!(
+            "ssl_certificate {}; ssl_certificate_key {};",
+            cert.display(),
+            key.display()
+        );
+        HttpServer::start(root, addr, " ssl", &server)
+    }
+
+    /// nginx with `listen ADDR{listen};` and the directives `server` in its server block.
+    fn start(root: &Path, addr: SocketAddr, listen: &str, server: &str) -> HttpServer {
         crate::require::tool("nginx", "nginx");
         let dir = fixtures_dir().join(unique("nginx"));
         fs::create_dir_all(&dir).unwrap();
@@ -29,7 +50,7 @@ impl HttpServer {
             format!(
                 "daemon off;\nmaster_process off;\nuser root;\npid {pid};\nerror_log stderr warn;\n\
                  events {{}}\nhttp {{\n  access_log off;\n  client_body_temp_path {tmp};\n  \
-                 server {{ listen {addr}; root {root}; autoindex on; log_not_found off; }}\n}}\n",
+                 server {{ listen {addr}{listen}; root {root}; autoindex on; log_not_found off; {server} }}\n}}\n",
                 pid = dir.join("nginx.pid").display(),
                 tmp = dir.display(),
                 root = root.display(),

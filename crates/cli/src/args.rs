@@ -252,6 +252,7 @@ mod tests {
             "provision plan m.yaml --prune --arch arm64",
             "provision apply",
             "provision apply m.yaml --prune",
+            "provision apply m.yaml --ca-file ca.pem",
             "provision status",
             "provision inbox",
             "provision publish a_1.tar.zst b_2.tar --to /srv/repo --key me --stream next --arch amd64 --valid-days 7 --serial 9",

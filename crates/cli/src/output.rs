@@ -1,8 +1,9 @@
 //! Output rendering shared by every command: text or JSON, quiet mode, the error chain, logging.
 
 use std::fmt::Display;
-use std::io::Write;
+use std::io::{IsTerminal, Write};
 use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
 
 use realms_sys::event::{Event, Report};
 use serde::Serialize;
@@ -39,12 +40,79 @@ pub struct Ctx {
     pub root: PathBuf,
     pub json: bool,
     pub quiet: bool,
+    /// The transfer under way and how it was last shown.
+    transfer: Arc<Mutex<Transfer>>,
+}
+
+/// The transfer under way: its progress bar on a terminal, the last quarter said elsewhere.
+#[derive(Debug, Default)]
+struct Transfer {
+    what: String,
+    bar: Option<indicatif::ProgressBar>,
+    quarter: Option<u64>,
+}
+
+/// Which quarter of a transfer `done` of `total` bytes is in (4 when complete).
+fn quarter(done: u64, total: u64) -> u64 {
+    if total == 0 || done >= total {
+        return 4;
+    }
+    u64::try_from(u128::from(done) * 4 / u128::from(total)).unwrap_or(4)
 }
 
 impl Ctx {
     /// The context of the global options `--root`, `--json` and `-q`.
     pub fn new(root: PathBuf, json: bool, quiet: bool) -> Self {
-        Ctx { root, json, quiet }
+        Ctx {
+            root,
+            json,
+            quiet,
+            transfer: Arc::default(),
+        }
+    }
+
+    /// Shows how far a transfer is: a progress bar on a terminal, else a line when it starts,
+    /// at each quarter and when it is complete; nothing with `--json` or `-q`.
+    fn transfer(&self, event: &Event) {
+        let Event::Transfer { what, done, total } = event else {
+            return;
+        };
+        if self.json || self.quiet {
+            return;
+        }
+        let mut t = self.transfer.lock().unwrap_or_else(|e| e.into_inner());
+        if t.what != *what {
+            if let Some(bar) = t.bar.take() {
+                bar.finish_and_clear();
+            }
+            *t = Transfer {
+                what: what.clone(),
+                ..Transfer::default()
+            };
+            if std::io::stderr().is_terminal() {
+                let bar = indicatif::ProgressBar::new(*total);
+                let style = indicatif::ProgressStyle::with_template(
+                    "[+] {msg} [{wide_bar}] {bytes}/{total_bytes} {bytes_per_sec}",
+                )
+                .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
+                .progress_chars("=> ");
+                bar.set_style(style);
+                bar.set_message(what.clone());
+                t.bar = Some(bar);
+            }
+        }
+        let q = quarter(*done, *total);
+        if let Some(bar) = &t.bar {
+            bar.set_position(*done);
+            if q == 4 {
+                bar.finish_and_clear();
+                t.bar = None;
+                eprintln!("{}", render(event));
+            }
+        } else if t.quarter != Some(q) {
+            t.quarter = Some(q);
+            eprintln!("{}", render(event));
+        }
     }
 
     /// Prints a command's result: JSON with `--json`, its text form otherwise (nothing with `-q`).
@@ -67,6 +135,7 @@ impl Ctx {
         let shown = match event {
             Event::Progress(_) => !self.json,
             Event::Note(_) | Event::Warning(_) => true,
+            Event::Transfer { .. } => return self.transfer(&event),
         };
         if shown && !self.quiet {
             eprintln!("{}", render(&event));
@@ -122,6 +191,12 @@ pub fn render(event: &Event) -> String {
     match event {
         Event::Progress(text) | Event::Note(text) => format!("[+] {text}"),
         Event::Warning(text) => format!("[!] {text}"),
+        Event::Transfer { what, done, total } => format!(
+            "[+] {what}: {}% ({} of {})",
+            u128::from(*done) * 100 / u128::from((*total).max(1)),
+            indicatif::HumanBytes(*done),
+            indicatif::HumanBytes(*total)
+        ),
     }
 }
 
@@ -155,5 +230,26 @@ pub fn init_logging(verbose: u8) {
             };
             builder.with_max_level(level).init()
         }
+    }
+}
+
+#[cfg(test)]
+mod transfer_tests {
+    use super::*;
+
+    #[test]
+    fn a_transfer_is_said_at_its_start_each_quarter_and_its_end() {
+        let said: Vec<u64> = (0..=100u64)
+            .map(|done| quarter(done * 10, 1000))
+            .collect::<std::collections::BTreeSet<_>>()
+            .into_iter()
+            .collect();
+        assert_eq!(said, [0, 1, 2, 3, 4]);
+        assert_eq!(quarter(0, 0), 4);
+        assert_eq!(quarter(u64::MAX - 1, u64::MAX), 3);
+        assert_eq!(
+            render(&Event::transfer("foo_1.tar.zst", 512 << 10, 2 << 20)),
+            "[+] foo_1.tar.zst: 25% (512.00 KiB of 2.00 MiB)"
+        );
     }
 }

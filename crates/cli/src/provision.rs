@@ -82,6 +82,18 @@ pub struct ApplyArgs {
     /// The architecture (default: this machine's).
     #[arg(long)]
     arch: Option<String>,
+    /// Also trust the CA certificates of this PEM file for https repositories (beside the
+    /// system trust store).
+    #[arg(long, value_name = "PEM")]
+    ca_file: Option<PathBuf>,
+}
+
+/// The fetcher of plan and apply: the system trust store plus `--ca-file`.
+fn fetcher(a: &ApplyArgs) -> anyhow::Result<Fetcher> {
+    Ok(match &a.ca_file {
+        Some(f) => Fetcher::default().trusting(f)?,
+        None => Fetcher::default(),
+    })
 }
 
 struct Steps(Vec<Step>);
@@ -117,7 +129,7 @@ pub fn run(cmd: ProvisionCmd, ctx: &Ctx) -> anyhow::Result<ExitCode> {
         ProvisionCmd::Plan(a) => {
             let m = manifest::load(&ctx.root, a.manifest.as_deref())?;
             let mut state = State::load(&ctx.root)?;
-            let steps = plan(&ctx.root, &m, &Fetcher::default(), &options(&a), &mut state)?;
+            let steps = plan(&ctx.root, &m, &fetcher(&a)?, &options(&a), &mut state)?;
             ctx.emit(&Steps(steps))?;
         }
         ProvisionCmd::Apply(a) => {
@@ -128,8 +140,8 @@ pub fn run(cmd: ProvisionCmd, ctx: &Ctx) -> anyhow::Result<ExitCode> {
                     ctx.root.join(manifest::DEFAULT_PATH).display()
                 );
             }
-            let steps = apply(&ctx.root, &m, &Fetcher::default(), &options(&a), &mut |l| {
-                ctx.say_line(format!("[+] {l}"))
+            let steps = apply(&ctx.root, &m, &fetcher(&a)?, &options(&a), &mut |e| {
+                ctx.say(e)
             })?;
             for s in &steps {
                 s.notes

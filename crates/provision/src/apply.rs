@@ -6,6 +6,7 @@ use std::collections::BTreeMap;
 use std::fs;
 use std::path::{Path, PathBuf};
 
+use realms_sys::event::Event;
 use serde::Serialize;
 
 use crate::fetch::{Fetcher, join};
@@ -244,12 +245,13 @@ pub fn apply(
     manifest: &Manifest,
     fetcher: &Fetcher,
     opts: &Options,
-    say: &mut dyn FnMut(&str),
+    say: &mut dyn FnMut(Event),
 ) -> Result<Vec<Step>> {
     let dir = root.join(state::DIR);
     fs::create_dir_all(&dir).map_err(|e| Error::io("creating", &dir, e))?;
     let _lock = realms_sys::lock::StoreLock::acquire(dir.join(".lock"))?;
     install::clean_staging(root);
+    crate::portable::recover(root)?;
     let mut state = State::load(root)?;
     // The serials of verified indexes are kept even when the plan fails later.
     let planned = plan(root, manifest, fetcher, opts, &mut state);
@@ -265,13 +267,16 @@ pub fn apply(
                     crate::portable::remove_image(&image)?;
                     state.packages.remove(&step.package);
                     state.save(root)?;
-                    say(&format!("removed {} {}", step.package, o.version));
+                    say(Event::progress(format!(
+                        "removed {} {}",
+                        step.package, o.version
+                    )));
                 }
             }
             Action::Install | Action::Upgrade | Action::Repair => {
-                put(root, fetcher, step, &mut state)?;
+                put(root, fetcher, step, &mut state, say)?;
                 state.save(root)?;
-                say(&format!(
+                say(Event::progress(format!(
                     "{} {} {}",
                     match step.action {
                         Action::Install => "installed",
@@ -280,7 +285,7 @@ pub fn apply(
                     },
                     step.package,
                     step.version.as_deref().unwrap_or("")
-                ));
+                )));
             }
         }
     }
@@ -288,7 +293,13 @@ pub fn apply(
 }
 
 /// Installs (when needed), detaches the old image, attaches the new one and records it.
-fn put(root: &Path, fetcher: &Fetcher, step: &mut Step, state: &mut State) -> Result<()> {
+fn put(
+    root: &Path,
+    fetcher: &Fetcher,
+    step: &mut Step,
+    state: &mut State,
+    say: &mut dyn FnMut(Event),
+) -> Result<()> {
     let (Some(p), Some(entry)) = (step.package_spec.clone(), step.entry.clone()) else {
         return Ok(());
     };
@@ -302,19 +313,28 @@ fn put(root: &Path, fetcher: &Fetcher, step: &mut Step, state: &mut State) -> Re
     if let Some(o) = &old {
         let image = root.join(o.image.strip_prefix("/").unwrap_or(&o.image));
         crate::portable::detach(root, &p.name, &image)?;
+        realms_sys::failpoint::hit("provision-detached");
         if image != target {
             crate::portable::remove_image(&image)?;
         }
     }
+    // Killed after the attach and before the state was saved, the last apply left this image
+    // attached but unrecorded: detach it, so it is attached once, as the manifest says.
+    if crate::portable::is_attached(root, &target) {
+        crate::portable::detach(root, &p.name, &target)?;
+    }
     if !have {
         install::install(
             root,
-            fetcher,
-            &repo,
-            &step.arch,
+            install::Origin {
+                fetcher,
+                repo: &repo,
+                arch: &step.arch,
+            },
             &p.name,
             &entry,
             p.profile == "trusted",
+            say,
         )?;
     }
     let req = crate::portable::Request {
@@ -334,6 +354,7 @@ fn put(root: &Path, fetcher: &Fetcher, step: &mut Step, state: &mut State) -> Re
             return Err(e);
         }
     };
+    realms_sys::failpoint::hit("provision-attached");
     step.notes = done.notes;
     state.packages.insert(
         p.name.clone(),

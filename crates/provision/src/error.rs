@@ -119,6 +119,14 @@ pub enum Error {
         /// What went wrong.
         message: String,
     },
+    /// A CA file (`--ca-file`) or system trust store that holds no usable certificate.
+    #[error("CA certificates {path}: {reason}")]
+    CaFile {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong with it.
+        reason: String,
+    },
     /// A url with an unsupported scheme.
     #[error("unsupported repository url '{url}': use file:// or http(s)://")]
     Scheme {
@@ -368,6 +376,13 @@ mod tests {
                 },
                 "u7",
             ),
+            (
+                Error::CaFile {
+                    path: "/etc/ca.pem".into(),
+                    reason: s("no certificate in it"),
+                },
+                "/etc/ca.pem",
+            ),
             (Error::Scheme { url: s("ftp://x") }, "ftp://x"),
             (
                 Error::Key {
@@ -490,6 +505,7 @@ mod tests {
             Error::Integrity { .. } => "Integrity",
             Error::Hostile { .. } => "Hostile",
             Error::Fetch { .. } => "Fetch",
+            Error::CaFile { .. } => "CaFile",
             Error::Scheme { .. } => "Scheme",
             Error::Key { .. } => "Key",
             Error::Portable { .. } => "Portable",
@@ -518,6 +534,7 @@ mod tests {
         "Integrity",
         "Hostile",
         "Fetch",
+        "CaFile",
         "Scheme",
         "Key",
         "Portable",

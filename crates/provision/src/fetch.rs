@@ -1,12 +1,21 @@
 //! Transports: `file://` and `http(s)://` (ureq with rustls; the proxy variables honoured),
 //! retries with exponential backoff on connection errors and 5xx, and resume from an offset
-//! with a `Range` request.
+//! with a `Range` request. HTTPS trusts the system trust store (Debian's ca-certificates
+//! bundle, or `SSL_CERT_FILE`) plus the certificates of `--ca-file`; without a system bundle,
+//! the Mozilla roots built into ureq.
 
 use std::fs;
 use std::io::{self, Read, Seek, SeekFrom};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
+use ureq::tls::{Certificate, PemItem, RootCerts, TlsConfig};
+
 use crate::{Error, Result};
+
+/// The system trust store: Debian's ca-certificates bundle.
+pub const SYSTEM_CA_BUNDLE: &str = "/etc/ssl/certs/ca-certificates.crt";
 
 /// Fetches files of repositories.
 #[derive(Debug, Clone)]
@@ -27,14 +36,70 @@ pub fn join(repo: &str, arch: &str, file: &str) -> String {
     format!("{}/{arch}/{file}", repo.trim_end_matches('/'))
 }
 
+/// The certificates of a PEM file.
+fn pem_certificates(path: &Path) -> Result<Vec<Certificate<'static>>> {
+    let bytes = fs::read(path).map_err(|e| Error::io("reading", path, e))?;
+    let mut certs = Vec::new();
+    for item in ureq::tls::parse_pem(&bytes) {
+        match item {
+            Ok(PemItem::Certificate(c)) => certs.push(c),
+            Ok(_) => {}
+            Err(e) => {
+                return Err(Error::CaFile {
+                    path: path.to_path_buf(),
+                    reason: e.to_string(),
+                });
+            }
+        }
+    }
+    if certs.is_empty() {
+        return Err(Error::CaFile {
+            path: path.to_path_buf(),
+            reason: "no PEM certificate in it".into(),
+        });
+    }
+    Ok(certs)
+}
+
+/// The system trust store's file: `SSL_CERT_FILE`, or [`SYSTEM_CA_BUNDLE`].
+fn system_bundle() -> PathBuf {
+    std::env::var_os("SSL_CERT_FILE")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| SYSTEM_CA_BUNDLE.into())
+}
+
 impl Fetcher {
     /// A fetcher trying each request `attempts` times, waiting `backoff`, then twice that, ...
+    /// It trusts the system trust store (or, when there is none, ureq's built-in roots).
     pub fn new(attempts: u32, backoff: Duration) -> Fetcher {
+        let roots = match pem_certificates(&system_bundle()) {
+            Ok(certs) => RootCerts::Specific(Arc::new(certs)),
+            Err(_) => RootCerts::WebPki,
+        };
+        Fetcher::with_roots(attempts, backoff, roots)
+    }
+
+    /// The same fetcher also trusting the certificates of the PEM file `ca_file` (a private
+    /// repository's own CA or a self-signed server certificate).
+    pub fn trusting(self, ca_file: &Path) -> Result<Fetcher> {
+        let mut certs = pem_certificates(ca_file)?;
+        if let Ok(system) = pem_certificates(&system_bundle()) {
+            certs.extend(system);
+        }
+        Ok(Fetcher::with_roots(
+            self.attempts,
+            self.backoff,
+            RootCerts::Specific(Arc::new(certs)),
+        ))
+    }
+
+    fn with_roots(attempts: u32, backoff: Duration, roots: RootCerts) -> Fetcher {
         let config = ureq::Agent::config_builder()
             .http_status_as_error(false)
             .timeout_connect(Some(Duration::from_secs(10)))
             .timeout_recv_response(Some(Duration::from_secs(30)))
             .timeout_recv_body(Some(Duration::from_secs(60)))
+            .tls_config(TlsConfig::builder().root_certs(roots).build())
             .user_agent(concat!("realms-provision/", env!("CARGO_PKG_VERSION")))
             .build();
         Fetcher {
@@ -92,9 +157,10 @@ impl Fetcher {
                     attempt += 1;
                 }
                 Err(Retry::Again(message) | Retry::Fatal(message)) => {
+                    let attempts = if attempt == 1 { "attempt" } else { "attempts" };
                     return Err(fetch_error(
                         url,
-                        format!("{message} (after {attempt} attempts)"),
+                        format!("{message} (after {attempt} {attempts})"),
                     ));
                 }
                 Ok(r) => return Ok(r),
@@ -112,6 +178,11 @@ impl Fetcher {
             req = req.header("Range", format!("bytes={offset}-"));
         }
         let resp = req.call().map_err(|e| match e {
+            // rustls's verdicts (an unknown issuer, a wrong name) come as invalid data: trying
+            // again cannot change them.
+            ureq::Error::Io(ref io) if io.kind() == io::ErrorKind::InvalidData => {
+                Retry::Fatal(e.to_string())
+            }
             ureq::Error::Io(_)
             | ureq::Error::ConnectionFailed
             | ureq::Error::HostNotFound

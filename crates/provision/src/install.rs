@@ -8,6 +8,7 @@ use std::fs;
 use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
 
+use realms_sys::event::Event;
 use sha2::{Digest, Sha256};
 
 use crate::fetch::{Fetcher, join};
@@ -71,14 +72,26 @@ impl<R: Read> Read for Tee<R> {
     }
 }
 
-/// Removes what a killed install left under /var/lib/portables.
+/// Removes what a killed apply left: staging directories under /var/lib/portables, and the
+/// temporary files of atomic writes in the state directory and the cache (with its index
+/// directories). Called with the provisioning lock held.
 pub fn clean_staging(root: &Path) {
-    let Ok(entries) = fs::read_dir(root.join(PORTABLES)) else {
-        return;
-    };
-    for e in entries.flatten() {
-        if e.file_name().to_string_lossy().starts_with(STAGING_PREFIX) {
-            let _ = fs::remove_dir_all(e.path());
+    if let Ok(entries) = fs::read_dir(root.join(PORTABLES)) {
+        for e in entries.flatten() {
+            if e.file_name().to_string_lossy().starts_with(STAGING_PREFIX) {
+                let _ = fs::remove_dir_all(e.path());
+            }
+        }
+    }
+    let mut dirs = vec![root.join(crate::state::DIR), root.join(CACHE)];
+    if let Ok(entries) = fs::read_dir(root.join(CACHE).join("index")) {
+        dirs.extend(entries.flatten().map(|e| e.path()));
+    }
+    for dir in dirs {
+        for e in fs::read_dir(&dir).into_iter().flatten().flatten() {
+            if realms_sys::atomic::is_temp_name(&e.file_name()) {
+                let _ = fs::remove_file(e.path());
+            }
         }
     }
 }
@@ -127,17 +140,33 @@ fn source(
     })))
 }
 
-/// Installs package `name` as the verified index `entry` describes from repository `repo`;
-/// returns the installed image path. `allow_setuid` is the `trusted` profile.
+/// Where a package comes from: a repository for an architecture, through a fetcher.
+#[derive(Debug, Clone, Copy)]
+pub struct Origin<'a> {
+    /// The transports.
+    pub fetcher: &'a Fetcher,
+    /// The repository url.
+    pub repo: &'a str,
+    /// The architecture directory.
+    pub arch: &'a str,
+}
+
+/// Installs package `name` as the verified index `entry` describes from `origin`; returns the
+/// installed image path. `allow_setuid` is the `trusted` profile. How far the package is read
+/// goes to `progress` as [`Event::Transfer`].
 pub fn install(
     root: &Path,
-    fetcher: &Fetcher,
-    repo: &str,
-    arch: &str,
+    origin: Origin<'_>,
     name: &str,
     entry: &Entry,
     allow_setuid: bool,
+    progress: &mut dyn FnMut(Event),
 ) -> Result<PathBuf> {
+    let Origin {
+        fetcher,
+        repo,
+        arch,
+    } = origin;
     let ext = Ext::of(&entry.file, name, &entry.version).ok_or_else(|| Error::BadIndex {
         url: repo.to_string(),
         message: format!(
@@ -156,7 +185,16 @@ pub fn install(
     let _ = fs::remove_dir_all(&staging);
     fs::create_dir(&staging).map_err(|e| Error::io("creating", &staging, e))?;
     let cache = root.join(CACHE);
-    let result = stage(fetcher, &url, &cache, entry, ext, &staging, allow_setuid);
+    let result = stage(
+        fetcher,
+        &url,
+        &cache,
+        entry,
+        ext,
+        &staging,
+        allow_setuid,
+        progress,
+    );
     let result = result.and_then(|()| {
         let target = image_path(root, name, entry);
         let from = match ext {
@@ -166,14 +204,17 @@ pub fn install(
         if target.exists() {
             crate::portable::remove_image(&target)?;
         }
+        realms_sys::failpoint::hit("provision-unpacked");
         realms_sys::atomic::rename_noreplace(&from, &target)?;
         realms_sys::atomic::fsync_dir(&portables)?;
+        realms_sys::failpoint::hit("provision-installed");
         Ok(target)
     });
     let _ = fs::remove_dir_all(&staging);
     result
 }
 
+#[allow(clippy::too_many_arguments)]
 fn stage(
     fetcher: &Fetcher,
     url: &str,
@@ -182,6 +223,7 @@ fn stage(
     ext: Ext,
     staging: &Path,
     allow_setuid: bool,
+    progress: &mut dyn FnMut(Event),
 ) -> Result<()> {
     let hashing = Hashing {
         inner: source(fetcher, url, cache, entry)?,
@@ -198,10 +240,15 @@ fn stage(
     // still one pass over the bytes, on two cores.
     let (tx, rx) = std::sync::mpsc::sync_channel(16);
     let reader = std::thread::spawn(move || fetch_thread(hashing, tx));
+    progress(Event::transfer(&entry.file, 0, entry.size));
     let mut piped = Piped {
         rx,
         buf: Vec::new(),
         pos: 0,
+        seen: 0,
+        what: &entry.file,
+        total: entry.size,
+        progress,
     };
     let unpacked = unpack_one(&mut piped, entry, ext, staging, &limits);
     // Read to the end: the hash covers the whole file, whatever the unpacker needed.
@@ -243,6 +290,7 @@ fn stage(
             hashing.count, entry.sha256, entry.size
         )));
     }
+    realms_sys::failpoint::hit("provision-verified");
     if part.exists() {
         let _ = realms_sys::atomic::rename(&part, &done);
     }
@@ -269,6 +317,8 @@ fn fetch_thread<R: Read>(
         match hashing.read(&mut chunk) {
             Ok(0) => break,
             Ok(n) => {
+                // Killed here, the cache holds the part read so far.
+                realms_sys::failpoint::hit("provision-fetched");
                 chunk.truncate(n);
                 if tx.send(Ok(chunk)).is_err() {
                     break;
@@ -284,18 +334,24 @@ fn fetch_thread<R: Read>(
     hashing
 }
 
-/// The unpacker's side of [`fetch_thread`].
-struct Piped {
+/// The unpacker's side of [`fetch_thread`]; says how far it is.
+struct Piped<'a> {
     rx: std::sync::mpsc::Receiver<io::Result<Vec<u8>>>,
     buf: Vec<u8>,
     pos: usize,
+    seen: u64,
+    what: &'a str,
+    total: u64,
+    progress: &'a mut dyn FnMut(Event),
 }
 
-impl Read for Piped {
+impl Read for Piped<'_> {
     fn read(&mut self, out: &mut [u8]) -> io::Result<usize> {
         if self.pos == self.buf.len() {
             match self.rx.recv() {
                 Ok(Ok(chunk)) => {
+                    self.seen = self.seen.saturating_add(chunk.len() as u64);
+                    (self.progress)(Event::transfer(self.what, self.seen, self.total));
                     self.buf = chunk;
                     self.pos = 0;
                 }

@@ -200,6 +200,14 @@ fn remove_dropins(root: &Path, package: &str) {
     }
 }
 
+/// Finishes an attach or detach a killed apply committed (portable's journal), so what is
+/// attached is known before anything is planned.
+pub fn recover(root: &Path) -> Result<()> {
+    let err = portable_error("(journal)");
+    let host = Host::open(root).map_err(&err)?;
+    realms_portable::txn::recover(&host).map_err(&err)
+}
+
 /// Whether the image at `image` is attached (a unit file of it is in the attach directory).
 pub fn is_attached(root: &Path, image: &Path) -> bool {
     let Ok(host) = Host::open(root) else {

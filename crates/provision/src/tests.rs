@@ -517,3 +517,58 @@ fn the_inbox_installs_with_profile_and_user_and_files_refusals() {
     assert_eq!(actions(&steps), [("foo".into(), Action::Install)]);
     assert!(r.portables().contains(&"svcpkg_1".to_string()));
 }
+
+/// Found by the kill test (tests/host/provision/kill.rs): apply killed inside an atomic write
+/// of the cached index or the state left its temporary file, and no later apply removed it.
+#[test]
+fn temporary_files_of_a_killed_apply_are_removed_by_the_next_apply() {
+    let r = Repo::new();
+    let files = [r.package("foo", "1")];
+    r.publish(&files, None, 3600);
+    let m = r.manifest("    - name: foo\n");
+    r.apply(&m, false).unwrap();
+    let index_dirs: Vec<PathBuf> = fs::read_dir(r.root.join(crate::install::CACHE).join("index"))
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .collect();
+    assert_eq!(index_dirs.len(), 1);
+    let left = [
+        index_dirs[0].join(".#index.sig.new.0123456789"),
+        r.root
+            .join(crate::state::DIR)
+            .join(".#state.json.abcdef0123"),
+        r.root.join(crate::install::CACHE).join(".#x.0a0a0a0a0a"),
+    ];
+    for f in &left {
+        fs::write(f, "half").unwrap();
+    }
+    let keep = r.root.join(crate::state::DIR).join(".#rootfs.lck");
+    fs::write(&keep, "").unwrap();
+    let steps = r.apply(&m, false).unwrap();
+    assert_eq!(actions(&steps), [("foo".into(), Action::Unchanged)]);
+    for f in &left {
+        assert!(!f.exists(), "{} is left", f.display());
+    }
+    assert!(keep.exists(), "not a temporary name of ours, yet removed");
+}
+
+/// Found by the kill test: apply killed after attaching an image but before saving the state
+/// left the image attached and unrecorded, and the next apply refused ("Unit file ... exists on
+/// the host already").
+#[test]
+fn an_image_attached_by_a_killed_apply_is_attached_again_not_refused() {
+    let r = Repo::new();
+    let files = [r.package("foo", "1")];
+    r.publish(&files, None, 3600);
+    let m = r.manifest("    - name: foo\n");
+    r.apply(&m, false).unwrap();
+    // What the kill leaves: attached, but not in state.json.
+    let mut state = crate::state::State::load(&r.root).unwrap();
+    state.packages.clear();
+    state.save(&r.root).unwrap();
+    let steps = r.apply(&m, false).unwrap();
+    assert_eq!(actions(&steps), [("foo".into(), Action::Install)]);
+    let steps = r.apply(&m, false).unwrap();
+    assert_eq!(actions(&steps), [("foo".into(), Action::Unchanged)]);
+}

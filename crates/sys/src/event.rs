@@ -14,6 +14,16 @@ pub enum Event {
     Note(String),
     /// Something the user should know that does not stop the operation.
     Warning(String),
+    /// How far a transfer (a download) is: `done` of `total` bytes of `what`. A terminal
+    /// shows it as a progress bar; elsewhere (the journal) it is a line every quarter.
+    Transfer {
+        /// What is transferred (a file name).
+        what: String,
+        /// The bytes done.
+        done: u64,
+        /// The bytes in all.
+        total: u64,
+    },
 }
 
 impl Event {
@@ -32,10 +42,20 @@ impl Event {
         Event::Warning(text.into())
     }
 
+    /// How far a transfer is.
+    pub fn transfer(what: impl Into<String>, done: u64, total: u64) -> Event {
+        Event::Transfer {
+            what: what.into(),
+            done,
+            total,
+        }
+    }
+
     /// The text, without any kind.
     pub fn text(&self) -> &str {
         match self {
             Event::Progress(t) | Event::Note(t) | Event::Warning(t) => t,
+            Event::Transfer { what, .. } => what,
         }
     }
 }
