@@ -1,6 +1,6 @@
 //! dm-verity against the real veritysetup: 200 random (data, parameters) cases, both hash types,
-//! each formatted by both tools into separate hash devices that must be byte-identical with the
-//! same root hash (and the same `--root-hash-file`), and each tool's verify must accept the other's
+//! every hash algorithm, each formatted by both tools into separate hash devices that must be
+//! byte-identical with the same root hash (and the same `--root-hash-file`), and each tool's verify must accept the other's
 //! hash device, with the root hash read from the other's root hash file.
 
 use std::path::{Path, PathBuf};
@@ -12,6 +12,21 @@ use realms_tests::run::{argv, output, run};
 
 const CASES: usize = 200;
 const DEFAULT_SEED: u64 = 0x7e51_7e51_0000_0001;
+
+/// Every hash algorithm realms takes: the ones veritysetup (OpenSSL) and the kernel crypto API
+/// both offer. The first cases go through all of them in turn, the rest pick at random.
+const HASHES: [&str; 10] = [
+    "sha1",
+    "sha224",
+    "sha256",
+    "sha384",
+    "sha512",
+    "sha3-224",
+    "sha3-256",
+    "sha3-384",
+    "sha3-512",
+    "blake2b-512",
+];
 
 /// splitmix64: deterministic, so a failing case reproduces from the printed seed.
 struct Rng(u64);
@@ -103,7 +118,11 @@ impl Case {
             hash_offset = hash_offset.next_multiple_of(4096);
             same_file_offset = same_file_offset.map(|o| o.next_multiple_of(4096));
         }
-        let hash = rng.pick(&["sha256", "sha256", "sha512", "sha1"]);
+        let hash = if rng.below(2) == 0 {
+            "sha256"
+        } else {
+            rng.pick(&HASHES)
+        };
         Case {
             hash_type: rng.pick(&[1, 1, 0]),
             data_size,
@@ -281,7 +300,10 @@ fn random_cases_match_veritysetup_byte_for_byte() {
     let mut type0 = 0;
     let mut same_file = 0;
     for index in 0..CASES {
-        let case = Case::random(&mut rng);
+        let mut case = Case::random(&mut rng);
+        if let Some(hash) = HASHES.get(index) {
+            case.hash = hash;
+        }
         with_sb += usize::from(case.superblock);
         type0 += usize::from(case.hash_type == 0);
         same_file += usize::from(case.same_file_offset.is_some());
@@ -403,7 +425,7 @@ fn fec_areas_match_veritysetup_for_every_roots_value() {
         let place = rng.pick(&[FecPlace::Own, FecPlace::HashFile, FecPlace::DataFile]);
         let hash_type = rng.pick(&[1, 1, 0]);
         let mut opts = vec![
-            format!("--hash={}", rng.pick(&["sha256", "sha512", "sha1"])),
+            format!("--hash={}", rng.pick(&HASHES)),
             format!("--data-block-size={block}"),
             format!("--hash-block-size={block}"),
             format!("--salt={}", hex::encode(rng.bytes(32))),

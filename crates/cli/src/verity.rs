@@ -61,7 +61,8 @@ pub enum VerityCommand {
 /// veritysetup's options of the same names.
 #[derive(Debug, Args)]
 pub struct VerityOpts {
-    /// Hash algorithm: sha256 (default), sha512 or sha1.
+    /// Hash algorithm: sha256 (default), sha1, sha224, sha384, sha512, sha3-224, sha3-256,
+    /// sha3-384, sha3-512 or blake2b-512.
     #[arg(long = "hash", value_name = "ALG")]
     hash_algorithm: Option<HashAlgorithm>,
     /// Data block size in bytes: a power of two from 512 to 4096 (default 4096).
