@@ -5,6 +5,7 @@ mod portable;
 mod sealed;
 mod smoke;
 mod state;
+mod verity;
 
 use std::sync::OnceLock;
 
@@ -17,6 +18,7 @@ fn all_cases() -> Vec<GuestCase> {
     cases.extend(sealed::cases());
     cases.extend(portable::cases());
     cases.extend(state::cases());
+    cases.extend(verity::cases());
     // `REALMS_GUEST_CASES=state_` boots with only the cases whose names start so (a TCG boot
     // of the whole suite takes minutes; the other tests then report that their case left no result).
     if let Ok(prefix) = std::env::var("REALMS_GUEST_CASES") {
@@ -134,4 +136,13 @@ fn state_freed_space_returns_to_the_partition() {
 fn state_recovery_key_unlocks_with_the_tpm_cleared() {
     let out = outcome().assert_ok("state_recovery_key");
     assert!(out.contains("RECOVERY KEY UNLOCKS"), "{out}");
+}
+
+#[test]
+fn verity_compat_dm_steps_open_realms_hash_areas_in_the_kernel() {
+    let out = outcome().assert_ok("verity_compat_dm");
+    assert_eq!(out.matches("OPEN OK: ").count(), 9, "{out}");
+    for line in ["EIO OK", "FEC OK"] {
+        assert!(out.contains(line), "missing {line:?} in:\n{out}");
+    }
 }
