@@ -6,6 +6,7 @@ mod sealed;
 mod smoke;
 mod state;
 mod test29_raw;
+mod verity;
 
 use std::sync::OnceLock;
 
@@ -19,6 +20,7 @@ fn all_cases() -> Vec<GuestCase> {
     cases.extend(portable::cases());
     cases.extend(state::cases());
     cases.extend(test29_raw::cases());
+    cases.extend(verity::cases());
     // `REALMS_GUEST_CASES=state_` boots with only the cases whose names start so (a TCG boot
     // of the whole suite takes minutes; the other tests then report that their case left no result).
     if let Ok(prefix) = std::env::var("REALMS_GUEST_CASES") {
@@ -186,4 +188,13 @@ fn test29_raw_passes_with_portablectl_and_realms() {
         theirs_t.len(),
         theirs_t.keys().collect::<Vec<_>>()
     );
+}
+
+#[test]
+fn verity_compat_dm_steps_open_realms_hash_areas_in_the_kernel() {
+    let out = outcome().assert_ok("verity_compat_dm");
+    assert_eq!(out.matches("OPEN OK: ").count(), 9, "{out}");
+    for line in ["EIO OK", "FEC OK"] {
+        assert!(out.contains(line), "missing {line:?} in:\n{out}");
+    }
 }

@@ -1,6 +1,6 @@
 //! dm-verity against the real veritysetup: 200 random (data, parameters) cases, both hash types,
-//! each formatted by both tools into separate hash devices that must be byte-identical with the
-//! same root hash (and the same `--root-hash-file`), and each tool's verify must accept the other's
+//! every hash algorithm, each formatted by both tools into separate hash devices that must be
+//! byte-identical with the same root hash (and the same `--root-hash-file`), and each tool's verify must accept the other's
 //! hash device, with the root hash read from the other's root hash file.
 
 use std::path::{Path, PathBuf};
@@ -12,6 +12,21 @@ use realms_tests::run::{argv, output, run};
 
 const CASES: usize = 200;
 const DEFAULT_SEED: u64 = 0x7e51_7e51_0000_0001;
+
+/// Every hash algorithm realms takes: the ones veritysetup (OpenSSL) and the kernel crypto API
+/// both offer. The first cases go through all of them in turn, the rest pick at random.
+const HASHES: [&str; 10] = [
+    "sha1",
+    "sha224",
+    "sha256",
+    "sha384",
+    "sha512",
+    "sha3-224",
+    "sha3-256",
+    "sha3-384",
+    "sha3-512",
+    "blake2b-512",
+];
 
 /// splitmix64: deterministic, so a failing case reproduces from the printed seed.
 struct Rng(u64);
@@ -103,7 +118,11 @@ impl Case {
             hash_offset = hash_offset.next_multiple_of(4096);
             same_file_offset = same_file_offset.map(|o| o.next_multiple_of(4096));
         }
-        let hash = rng.pick(&["sha256", "sha256", "sha512", "sha1"]);
+        let hash = if rng.below(2) == 0 {
+            "sha256"
+        } else {
+            rng.pick(&HASHES)
+        };
         Case {
             hash_type: rng.pick(&[1, 1, 0]),
             data_size,
@@ -281,7 +300,10 @@ fn random_cases_match_veritysetup_byte_for_byte() {
     let mut type0 = 0;
     let mut same_file = 0;
     for index in 0..CASES {
-        let case = Case::random(&mut rng);
+        let mut case = Case::random(&mut rng);
+        if let Some(hash) = HASHES.get(index) {
+            case.hash = hash;
+        }
         with_sb += usize::from(case.superblock);
         type0 += usize::from(case.hash_type == 0);
         same_file += usize::from(case.same_file_offset.is_some());
@@ -403,7 +425,7 @@ fn fec_areas_match_veritysetup_for_every_roots_value() {
         let place = rng.pick(&[FecPlace::Own, FecPlace::HashFile, FecPlace::DataFile]);
         let hash_type = rng.pick(&[1, 1, 0]);
         let mut opts = vec![
-            format!("--hash={}", rng.pick(&["sha256", "sha512", "sha1"])),
+            format!("--hash={}", rng.pick(&HASHES)),
             format!("--data-block-size={block}"),
             format!("--hash-block-size={block}"),
             format!("--salt={}", hex::encode(rng.bytes(32))),
@@ -482,4 +504,154 @@ fn fec_areas_match_veritysetup_for_every_roots_value() {
         let repaired = std::fs::read(&ours[0]).unwrap();
         assert!(repaired[..data.len()] == data[..], "repair: {label}");
     }
+}
+
+/// A self-signed certificate and its key, made by the openssl command line tool.
+fn make_signer(dir: &Path, name: &str, key: &[&str]) -> (PathBuf, PathBuf) {
+    let key_file = dir.join(format!("{name}.key"));
+    let cert = dir.join(format!("{name}.pem"));
+    run(Command::new("openssl")
+        .args(["req", "-x509", "-nodes", "-days", "2", "-newkey"])
+        .args(key)
+        .args(["-subj", &format!("/CN={name}")])
+        .arg("-keyout")
+        .arg(&key_file)
+        .arg("-out")
+        .arg(&cert));
+    (key_file, cert)
+}
+
+/// Signs `content` as systemd's docs make a `.roothash.p7s`; `attributes` keeps the signed
+/// attributes that `-noattr` leaves out.
+fn smime_sign(dir: &Path, signer: &(PathBuf, PathBuf), content: &str, attributes: bool) -> PathBuf {
+    let input = dir.join("content");
+    std::fs::write(&input, content).unwrap();
+    let out = dir.join(format!(
+        "{}-{content:.8}-{attributes}.p7s",
+        signer.1.file_stem().unwrap().to_string_lossy()
+    ));
+    let mut cmd = Command::new("openssl");
+    cmd.args(["smime", "-sign", "-binary", "-outform", "DER", "-nocerts"]);
+    if !attributes {
+        cmd.arg("-noattr");
+    }
+    run(cmd
+        .arg("-in")
+        .arg(&input)
+        .arg("-inkey")
+        .arg(&signer.0)
+        .arg("-signer")
+        .arg(&signer.1)
+        .arg("-out")
+        .arg(&out));
+    out
+}
+
+#[test]
+fn root_hash_signatures_made_by_openssl_smime_verify_against_the_keyring_only() {
+    require::tool("veritysetup", "cryptsetup-bin");
+    require::tool("openssl", "openssl");
+    let dir = tempfile::Builder::new()
+        .prefix("realms-verity-sig-")
+        .tempdir()
+        .unwrap();
+    let dir = dir.path();
+    let data = dir.join("data.img");
+    std::fs::write(&data, Rng(0x5161).bytes(300 * 4096)).unwrap();
+    let hash = dir.join("data.verity");
+    let out = run(Command::new("veritysetup")
+        .arg("format")
+        .arg(&data)
+        .arg(&hash));
+    let root = field(&out.stdout, "Root hash");
+    let keyring = dir.join("certs.d");
+    std::fs::create_dir(&keyring).unwrap();
+    let rsa = make_signer(dir, "realms-test-rsa", &["rsa:2048"]);
+    let ec = make_signer(
+        dir,
+        "realms-test-ec",
+        &["ec", "-pkeyopt", "ec_paramgen_curve:prime256v1"],
+    );
+    let stranger = make_signer(dir, "realms-test-stranger", &["rsa:2048"]);
+    // The keyring: the RSA certificate in PEM, the EC one in DER.
+    std::fs::copy(&rsa.1, keyring.join("rsa.pem")).unwrap();
+    run(Command::new("openssl")
+        .args(["x509", "-outform", "DER", "-in"])
+        .arg(&ec.1)
+        .arg("-out")
+        .arg(keyring.join("ec.der")));
+    let verify = |signature: &Path| {
+        let mut cmd = Command::new(realms_bin());
+        cmd.args(["--json", "verity", "verify"])
+            .arg(&data)
+            .arg(&hash)
+            .arg(&root)
+            .arg(format!("--root-hash-signature={}", signature.display()))
+            .arg(format!("--keyring={}", keyring.display()));
+        output(&mut cmd)
+    };
+    // Good: either key, with or without signed attributes.
+    for (signer, name, attributes) in [
+        (&rsa, "realms-test-rsa", false),
+        (&rsa, "realms-test-rsa", true),
+        (&ec, "realms-test-ec", false),
+    ] {
+        let sig = smime_sign(dir, signer, &root, attributes);
+        let out = verify(&sig);
+        assert!(
+            out.status.success(),
+            "{name}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert_eq!(json["signer"]["subject"], format!("CN={name}"), "{json}");
+    }
+    // A key outside the keyring, and a signature of another root hash: refused, naming the
+    // signature file and the keyring, before any data is read.
+    let mut other = root.clone().into_bytes();
+    other[0] = if other[0] == b'0' { b'1' } else { b'0' };
+    let other = String::from_utf8(other).unwrap();
+    for (what, sig) in [
+        ("wrong key", smime_sign(dir, &stranger, &root, false)),
+        ("other root hash", smime_sign(dir, &rsa, &other, false)),
+    ] {
+        let out = verify(&sig);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{what} was accepted");
+        assert!(
+            stderr.contains("is not a valid signature of root hash")
+                && stderr.contains(&sig.display().to_string())
+                && stderr.contains(&keyring.display().to_string()),
+            "{what}: {stderr}"
+        );
+    }
+    // The signature of the right root hash does not vouch for a tampered one on the command line.
+    let good = smime_sign(dir, &rsa, &root, false);
+    let mut cmd = Command::new(realms_bin());
+    cmd.args(["verity", "verify"])
+        .arg(&data)
+        .arg(&hash)
+        .arg(&other)
+        .arg(format!("--root-hash-signature={}", good.display()))
+        .arg(format!("--keyring={}", keyring.display()));
+    let out = output(&mut cmd);
+    assert!(!out.status.success(), "a tampered root hash was accepted");
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("is not a valid signature"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // An empty keyring trusts nothing.
+    let empty = dir.join("empty.d");
+    std::fs::create_dir(&empty).unwrap();
+    let mut cmd = Command::new(realms_bin());
+    cmd.args(["verity", "verify"])
+        .arg(&data)
+        .arg(&hash)
+        .arg(&root)
+        .arg(format!("--root-hash-signature={}", good.display()))
+        .arg(format!("--keyring={}", empty.display()));
+    let out = output(&mut cmd);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("holds no certificates"));
 }

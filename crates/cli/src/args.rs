@@ -235,6 +235,7 @@ mod tests {
             "verity format d h --fec-device f --fec-roots 24 --fec-offset 4096",
             "verity verify d h 00 --fec-device f --fec-roots 3",
             "verity repair d h 00 --fec-device f",
+            "verity verify d h 00 --hash blake2b-512 --root-hash-signature s --keyring k",
             "appimg build b --from base --format erofs --seal --key k --fec-roots 24",
             "portable list",
             "portable attach img",

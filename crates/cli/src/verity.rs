@@ -43,6 +43,8 @@ pub enum VerityCommand {
         root_hash: Option<String>,
         #[command(flatten)]
         opts: VerityOpts,
+        #[command(flatten)]
+        signature: SignatureOpts,
     },
     /// Verify like `verify`, and correct in place what the FEC device (--fec-device) can.
     Repair {
@@ -55,13 +57,16 @@ pub enum VerityCommand {
         root_hash: Option<String>,
         #[command(flatten)]
         opts: VerityOpts,
+        #[command(flatten)]
+        signature: SignatureOpts,
     },
 }
 
 /// veritysetup's options of the same names.
 #[derive(Debug, Args)]
 pub struct VerityOpts {
-    /// Hash algorithm: sha256 (default), sha512 or sha1.
+    /// Hash algorithm: sha256 (default), sha1, sha224, sha384, sha512, sha3-224, sha3-256,
+    /// sha3-384, sha3-512 or blake2b-512.
     #[arg(long = "hash", value_name = "ALG")]
     hash_algorithm: Option<HashAlgorithm>,
     /// Data block size in bytes: a power of two from 512 to 4096 (default 4096).
@@ -103,6 +108,18 @@ pub struct VerityOpts {
     fec_roots: u32,
 }
 
+/// `--root-hash-signature` and where its trusted certificates are.
+#[derive(Debug, Args)]
+pub struct SignatureOpts {
+    /// A detached PKCS#7 (DER) over the hex root hash, as veritysetup and systemd's
+    /// `.roothash.p7s` use it: checked against the certificates of --keyring first.
+    #[arg(long, value_name = "FILE")]
+    root_hash_signature: Option<PathBuf>,
+    /// Directory of trusted X.509 certificates (PEM or DER) for --root-hash-signature.
+    #[arg(long, value_name = "DIR", default_value = realms_verity::DEFAULT_KEYRING, requires = "root_hash_signature")]
+    keyring: PathBuf,
+}
+
 impl VerityOpts {
     /// The options as the library takes them.
     fn options(&self) -> Options {
@@ -136,13 +153,31 @@ pub fn run(command: VerityCommand, ctx: &Ctx) -> anyhow::Result<ExitCode> {
             hash,
             root_hash,
             opts,
-        } => run_verify(&data, &hash, root_hash.as_deref(), &opts, false, ctx),
+            signature,
+        } => run_verify(
+            &data,
+            &hash,
+            root_hash.as_deref(),
+            &opts,
+            &signature,
+            false,
+            ctx,
+        ),
         VerityCommand::Repair {
             data,
             hash,
             root_hash,
             opts,
-        } => run_verify(&data, &hash, root_hash.as_deref(), &opts, true, ctx),
+            signature,
+        } => run_verify(
+            &data,
+            &hash,
+            root_hash.as_deref(),
+            &opts,
+            &signature,
+            true,
+            ctx,
+        ),
     }
 }
 
@@ -187,11 +222,21 @@ fn run_verify(
     hash: &Path,
     root_hash: Option<&str>,
     opts: &VerityOpts,
+    signature: &SignatureOpts,
     repair: bool,
     ctx: &Ctx,
 ) -> anyhow::Result<ExitCode> {
     let root = root_hash_arg(root_hash, opts.root_hash_file.as_deref())?;
     let root_hash = hex::encode(&root);
+    // Like the kernel: a root hash whose signature does not verify is not used at all.
+    let signer = match &signature.root_hash_signature {
+        Some(file) => Some(realms_verity::verify_root_hash_signature(
+            &root,
+            file,
+            &signature.keyring,
+        )?),
+        None => None,
+    };
     let open = |path: &Path, role: &str| {
         if repair {
             device::open_update(path, role)
@@ -248,12 +293,17 @@ fn run_verify(
             if ctx.json {
                 let report = Report {
                     fec: fixed,
+                    signer: signer.as_ref().map(SignerReport::new),
                     ..Report::verified(&params, &root, data, hash)
                 };
                 ctx.emit(&report)?;
             } else {
+                let signed = signer
+                    .as_ref()
+                    .map(|s| format!(", signed by {} ({})", s.subject, s.certificate.display()))
+                    .unwrap_or_default();
                 ctx.say(Event::progress(format!(
-                    "{} verified against {}: root hash {root_hash}",
+                    "{} verified against {}: root hash {root_hash}{signed}",
                     data.display(),
                     hash.display()
                 )));
@@ -321,6 +371,25 @@ struct Report {
     /// What FEC corrected, when verifying with a FEC device.
     #[serde(skip_serializing_if = "Option::is_none")]
     fec: Option<Corrected>,
+    /// Who signed the root hash, when verified with --root-hash-signature.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    signer: Option<SignerReport>,
+}
+
+/// The signer of a root hash for `--json`.
+#[derive(Debug, Serialize)]
+struct SignerReport {
+    subject: String,
+    certificate: PathBuf,
+}
+
+impl SignerReport {
+    fn new(signer: &realms_verity::Signer) -> SignerReport {
+        SignerReport {
+            subject: signer.subject.clone(),
+            certificate: signer.certificate.clone(),
+        }
+    }
 }
 
 /// What verify or repair corrected with FEC.
@@ -393,6 +462,7 @@ impl Report {
             fec_blocks: None,
             root_hash: hex::encode(root),
             fec: None,
+            signer: None,
         }
     }
 

@@ -351,12 +351,7 @@ fn tampered(info: &ImageInfo, reason: &str) -> Error {
 /// The verity parameters of checked metadata.
 pub fn verity_params(info: &ImageInfo, v: &VerityMeta) -> Result<(Params, Vec<u8>)> {
     let bad = |what: &str| tampered(info, &format!("its signed metadata has a bad {what}"));
-    let hash = match v.hash.as_str() {
-        "sha256" => HashAlgorithm::Sha256,
-        "sha512" => HashAlgorithm::Sha512,
-        "sha1" => HashAlgorithm::Sha1,
-        _ => return Err(bad("hash algorithm")),
-    };
+    let hash: HashAlgorithm = v.hash.parse().map_err(|_| bad("hash algorithm"))?;
     let params = Params {
         hash,
         data_block_size: v.data_block_size,

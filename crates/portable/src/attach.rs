@@ -79,6 +79,9 @@ pub struct Attached {
     pub changes: Vec<Change>,
     /// A built-in profile Realms installed because the host had none, if any.
     pub installed_profile: Option<PathBuf>,
+    /// What became of the images' root hash signatures (raw images with a `.roothash.p7s`).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub signatures: Vec<crate::raw::SignatureCheck>,
 }
 
 /// Whether a unit file `name` (or, for an instance, its template) exists in the host's unit
@@ -257,7 +260,8 @@ impl Ctx<'_> {
 
 /// Plans an attach of `image` (a name or in-root path) with the units `matches` selects onto
 /// `plan`, counting the paths in `removed` (removed earlier in the same plan) as absent.
-/// Returns the image's in-root path and the profile installed because the host had none.
+/// Returns the image's in-root path, the profile installed because the host had none, and what
+/// became of the images' root hash signatures.
 pub fn plan_attach(
     host: &Host,
     systemd: &Systemd,
@@ -266,7 +270,7 @@ pub fn plan_attach(
     opts: &AttachOptions,
     removed: &BTreeSet<PathBuf>,
     plan: &mut Plan,
-) -> Result<(PathBuf, Option<PathBuf>)> {
+) -> Result<(PathBuf, Option<PathBuf>, Vec<crate::raw::SignatureCheck>)> {
     let loaded = load(host, image, &opts.extensions, matches, opts.force, true)?;
     loaded.check_matches(matches, &loaded.extension_paths())?;
     if !opts.reattach && !opts.force {
@@ -303,7 +307,11 @@ pub fn plan_attach(
         ctx.image_link(&ext.path, plan)?;
     }
     ctx.image_link(&loaded.image.path, plan)?;
-    Ok((loaded.image.path.clone(), installed_profile))
+    Ok((
+        loaded.image.path.clone(),
+        installed_profile,
+        loaded.signatures(),
+    ))
 }
 
 /// Attaches `image` (a name or in-root path) with the units `matches` selects: planned, then
@@ -318,7 +326,7 @@ pub fn attach(
     let _lock = crate::txn::lock(host)?;
     crate::txn::recover_locked(host)?;
     let mut plan = Plan::default();
-    let (image, installed_profile) = plan_attach(
+    let (image, installed_profile, signatures) = plan_attach(
         host,
         systemd,
         image,
@@ -333,6 +341,7 @@ pub fn attach(
         image,
         changes,
         installed_profile,
+        signatures,
     })
 }
 

@@ -263,6 +263,9 @@ pub enum Error {
     /// A raw image failed its verity check.
     #[error(transparent)]
     Verity(#[from] realms_verity::Error),
+    /// The `.roothash.p7s` beside a raw image does not verify against the keyring.
+    #[error(transparent)]
+    Signature(#[from] realms_verity::SignatureError),
 }
 
 /// Why an image cannot be used as a portable image ([`Error::BadImage`]); the raw-image

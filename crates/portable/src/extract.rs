@@ -36,7 +36,10 @@ impl Opened {
         if image.kind.is_tree() {
             Ok(Opened::Tree(RootDir::open(real)?))
         } else {
-            Ok(Opened::Raw(Mounted::mount(&real)?))
+            let keyring = host
+                .host_path(Path::new(realms_verity::DEFAULT_KEYRING))
+                .ok();
+            Ok(Opened::Raw(Mounted::mount(&real, keyring.as_deref())?))
         }
     }
 
@@ -73,6 +76,8 @@ pub struct Metadata {
     pub release: OsRelease,
     /// The matching units, by name.
     pub units: BTreeMap<String, UnitSource>,
+    /// What became of a raw image's root hash signature, if it has one.
+    pub signature: Option<crate::raw::SignatureCheck>,
 }
 
 /// Opens the file `inner` of an image (symlinks resolved inside the image) for reading, without
@@ -321,9 +326,9 @@ pub fn extract(
         os_release(root, image)?
     };
     let release = parse_release(image, &release_path, &release_text)?;
-    let canonical = match &opened {
-        Opened::Tree(_) => Some(host.host_path(&image.path)?),
-        Opened::Raw(_) => None,
+    let (canonical, signature) = match &opened {
+        Opened::Tree(_) => (Some(host.host_path(&image.path)?), None),
+        Opened::Raw(m) => (None, m.signature.clone()),
     };
     let units = units(root, image, canonical.as_deref(), matches)?;
     Ok(Metadata {
@@ -331,6 +336,7 @@ pub fn extract(
         release_text,
         release,
         units,
+        signature,
     })
 }
 

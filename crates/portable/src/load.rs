@@ -25,6 +25,16 @@ pub struct Loaded {
     pub valid_prefixes: Vec<String>,
 }
 
+impl Loaded {
+    /// What became of the root hash signatures of the base and extension images that have one.
+    pub fn signatures(&self) -> Vec<crate::raw::SignatureCheck> {
+        std::iter::once(&self.base)
+            .chain(self.extensions.iter().map(|(_, m)| m))
+            .filter_map(|m| m.signature.clone())
+            .collect()
+    }
+}
+
 /// Reads `image` and `extensions` (names or in-root paths). With `validate` (attach), the base
 /// must have an `ID=` and every extension must match it.
 pub fn load(

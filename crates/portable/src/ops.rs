@@ -143,8 +143,12 @@ pub fn attach_verb(
     let Attached {
         changes,
         installed_profile,
+        signatures,
         ..
     } = attach(host, systemd, image, matches, opts)?;
+    signatures
+        .iter()
+        .for_each(|s| say(&format!("{image}: {s}.")));
     if let Some(p) = &installed_profile {
         say(&format!(
             "Installed Realms' copy of profile '{}' as {}.",
@@ -281,7 +285,7 @@ pub fn reattach_verb(
         reattach: true,
         ..opts.clone()
     };
-    let (_, installed_profile) = plan_attach(
+    let (_, installed_profile, signatures) = plan_attach(
         host,
         systemd,
         &image_path,
@@ -290,6 +294,9 @@ pub fn reattach_verb(
         &removed_paths,
         &mut plan,
     )?;
+    signatures
+        .iter()
+        .for_each(|s| say(&format!("{image}: {s}.")));
     failpoint::hit("portable-reattach-planned");
     let mut all = plan.commit(host, opts.runtime)?;
     let attached_changes = all.split_off(detach_changes.min(all.len()));
@@ -301,6 +308,7 @@ pub fn reattach_verb(
         image: found.path.clone(),
         changes: attached_changes,
         installed_profile,
+        signatures,
     };
     let names = |c: &Change| c.path.file_name().map(|n| n.to_owned());
     let kept: Vec<_> = attached.changes.iter().filter_map(names).collect();

@@ -1,7 +1,10 @@
 //! Raw images (`.raw`): a bare squashfs/erofs/ext4/btrfs filesystem or a GPT disk with
 //! Discoverable Partitions, mounted read-only through a loop device (offset and size for a
 //! partition) on a private temporary directory, after a userspace dm-verity check when the image
-//! carries a root hash (`.roothash` sidecar or verity-sig partition) and verity data.
+//! carries a root hash (`.roothash` sidecar or verity-sig partition) and verity data. A
+//! `.roothash.p7s` beside the image is checked against the keyring of trusted certificates
+//! (`/etc/realms/verity-certs.d`) when there is one; otherwise, and for the signature inside a
+//! verity-sig partition, the result says it was not checked.
 
 use std::fs::File;
 use std::io;
@@ -11,7 +14,7 @@ use std::path::{Path, PathBuf};
 use realms_sys::loopdev::{LoopDevice, LoopOptions};
 use realms_sys::mount::{MountFlags, MountGuard};
 use realms_sys::root::RootDir;
-use realms_verity::{Params, ReadAt, read_superblock};
+use realms_verity::{Params, ReadAt, read_superblock, verify_root_hash_signature};
 
 use crate::error::{Error, ImageProblem, Result};
 use crate::gpt::{self, Partition};
@@ -31,6 +34,46 @@ pub struct Layout {
     pub verity: Option<Partition>,
     /// The root hash (from the sidecar or the verity-sig partition), hex.
     pub root_hash: Option<String>,
+    /// Where the root hash's signature is, if the image has one.
+    pub signature: Option<SignatureSource>,
+}
+
+/// Where a raw image's root hash signature is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SignatureSource {
+    /// The `.roothash.p7s` sidecar (a detached PKCS#7 over the hex root hash).
+    Sidecar(PathBuf),
+    /// The verity-sig partition (its `signature` member, which Realms does not check).
+    Partition,
+}
+
+/// What became of a raw image's root hash signature.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[serde(tag = "status", rename_all = "kebab-case")]
+pub enum SignatureCheck {
+    /// The signature verified: the root hash is signed by this certificate of the keyring.
+    Verified {
+        /// The signer's subject (`CN=...`).
+        signer: String,
+    },
+    /// There is a signature but it was not checked.
+    NotChecked {
+        /// The signature (the `.roothash.p7s` path, or the verity-sig partition).
+        signature: String,
+        /// Why not: no keyring, or a verity-sig partition.
+        reason: &'static str,
+    },
+}
+
+impl std::fmt::Display for SignatureCheck {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            SignatureCheck::Verified { signer } => write!(f, "root hash signed by {signer}"),
+            SignatureCheck::NotChecked { signature, reason } => {
+                write!(f, "root hash signature {signature} not checked: {reason}")
+            }
+        }
+    }
 }
 
 /// The filesystem whose superblock starts at `offset` of `file`, if one is recognised.
@@ -98,6 +141,7 @@ pub fn layout(image: &Path) -> Result<Layout> {
         let fstype = probe_fs(&file, 0)
             .map_err(|e| Error::io("reading", image, e))?
             .ok_or_else(|| Error::image(image, ImageProblem::NoPartitionTable))?;
+        let signature = sidecar_signature(image, root_hash.is_some());
         return Ok(Layout {
             offset: 0,
             size: 0,
@@ -105,6 +149,7 @@ pub fn layout(image: &Path) -> Result<Layout> {
             partition: None,
             verity: None,
             root_hash,
+            signature,
         });
     };
     let bad = |source: gpt::GptError| Error::Partition {
@@ -143,10 +188,12 @@ pub fn layout(image: &Path) -> Result<Layout> {
     let verity = of_type(types.map(|t| t.verity))
         .first()
         .map(|p| (*p).clone());
+    let mut signature = sidecar_signature(image, root_hash.is_some());
     if root_hash.is_none()
         && let Some(sig) = of_type(types.map(|t| t.verity_sig)).first()
     {
         root_hash = root_hash_from_sig(&file, sig).map_err(|e| Error::io("reading", image, e))?;
+        signature = root_hash.as_ref().map(|_| SignatureSource::Partition);
     }
     let fstype = probe_fs(&file, root.offset)
         .map_err(|e| Error::io("reading", image, e))?
@@ -158,7 +205,44 @@ pub fn layout(image: &Path) -> Result<Layout> {
         partition: Some(root),
         verity,
         root_hash,
+        signature,
     })
+}
+
+/// The `.roothash.p7s` beside `image`, when there is one and a `.roothash` it signs.
+fn sidecar_signature(image: &Path, has_root_hash: bool) -> Option<SignatureSource> {
+    let path = sidecar(image, ".roothash.p7s");
+    (has_root_hash && path.exists()).then_some(SignatureSource::Sidecar(path))
+}
+
+/// Checks the root hash signature of `lay` against the certificates in `keyring` (a host path;
+/// `None` when the host has no keyring directory). A signature that does not verify is an error;
+/// one that cannot be checked is reported as such.
+pub fn check_signature(lay: &Layout, keyring: Option<&Path>) -> Result<Option<SignatureCheck>> {
+    let (Some(source), Some(hex_hash)) = (&lay.signature, &lay.root_hash) else {
+        return Ok(None);
+    };
+    let path = match source {
+        SignatureSource::Partition => {
+            return Ok(Some(SignatureCheck::NotChecked {
+                signature: "in the verity-sig partition".into(),
+                reason: "Realms checks only .roothash.p7s signatures",
+            }));
+        }
+        SignatureSource::Sidecar(path) => path,
+    };
+    let Some(keyring) = keyring else {
+        return Ok(Some(SignatureCheck::NotChecked {
+            signature: path.display().to_string(),
+            reason: "no keyring of trusted certificates (/etc/realms/verity-certs.d)",
+        }));
+    };
+    let root_hash = decode_hex(hex_hash)
+        .ok_or_else(|| Error::image(path, ImageProblem::RootHashNotHex(hex_hash.to_string())))?;
+    let signer = verify_root_hash_signature(&root_hash, path, keyring)?;
+    Ok(Some(SignatureCheck::Verified {
+        signer: signer.subject,
+    }))
 }
 
 /// The `rootHash` of a verity-sig partition's JSON (NUL-padded).
@@ -264,6 +348,8 @@ fn decode_hex(s: &str) -> Option<Vec<u8>> {
 /// A raw image mounted read-only on a temporary directory; unmounted and removed on drop.
 #[derive(Debug)]
 pub struct Mounted {
+    /// What became of the root hash signature, if the image has one.
+    pub signature: Option<SignatureCheck>,
     root: Option<RootDir>,
     guard: Option<MountGuard>,
     dir: PathBuf,
@@ -271,10 +357,11 @@ pub struct Mounted {
 
 impl Mounted {
     /// Mounts the root filesystem of the raw image at host path `image` (verified first when it
-    /// has a root hash and verity data).
-    pub fn mount(image: &Path) -> Result<Mounted> {
+    /// has a root hash and verity data, and its `.roothash.p7s` against `keyring`).
+    pub fn mount(image: &Path, keyring: Option<&Path>) -> Result<Mounted> {
         crate::private_mounts();
         let lay = layout(image)?;
+        let signature = check_signature(&lay, keyring)?;
         verify(image, &lay)?;
         let dir =
             std::env::temp_dir().join(format!("realms-portable-{:016x}", rand::random::<u64>()));
@@ -302,6 +389,7 @@ impl Mounted {
         };
         let root = RootDir::open(&dir)?;
         Ok(Mounted {
+            signature,
             root: Some(root),
             guard: Some(guard),
             dir,

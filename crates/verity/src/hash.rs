@@ -10,32 +10,63 @@ use std::str::FromStr;
 use sha1::Digest as _;
 use sha2::Digest as _;
 
-/// A hash algorithm veritysetup and the kernel both support for dm-verity.
+/// A hash algorithm veritysetup (through OpenSSL) and the kernel crypto API both offer for
+/// dm-verity. Older, weak or kernel-less ones veritysetup would also take (md5, ripemd160,
+/// whirlpool, sm3, blake2s-256) are refused: the kernel could not open such a device.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
 pub enum HashAlgorithm {
     /// SHA-1 (20-byte digests, stored in 32-byte entries).
     Sha1,
+    /// SHA-224 (28-byte digests, stored in 32-byte entries).
+    Sha224,
     /// SHA-256, veritysetup's default.
     #[default]
     Sha256,
+    /// SHA-384 (48-byte digests, stored in 64-byte entries).
+    Sha384,
     /// SHA-512.
     Sha512,
+    /// SHA3-224.
+    Sha3_224,
+    /// SHA3-256.
+    Sha3_256,
+    /// SHA3-384.
+    Sha3_384,
+    /// SHA3-512.
+    Sha3_512,
+    /// BLAKE2b with a 64-byte digest (unkeyed), the only BLAKE2b size OpenSSL has.
+    Blake2b512,
 }
 
 impl HashAlgorithm {
     /// Every supported algorithm.
-    pub const ALL: [HashAlgorithm; 3] = [
+    pub const ALL: [HashAlgorithm; 10] = [
         HashAlgorithm::Sha1,
+        HashAlgorithm::Sha224,
         HashAlgorithm::Sha256,
+        HashAlgorithm::Sha384,
         HashAlgorithm::Sha512,
+        HashAlgorithm::Sha3_224,
+        HashAlgorithm::Sha3_256,
+        HashAlgorithm::Sha3_384,
+        HashAlgorithm::Sha3_512,
+        HashAlgorithm::Blake2b512,
     ];
 
-    /// The name veritysetup and the superblock use (`sha256`).
+    /// The name veritysetup, the kernel and the superblock use (`sha256`, `sha3-256`,
+    /// `blake2b-512`).
     pub fn name(self) -> &'static str {
         match self {
             HashAlgorithm::Sha1 => "sha1",
+            HashAlgorithm::Sha224 => "sha224",
             HashAlgorithm::Sha256 => "sha256",
+            HashAlgorithm::Sha384 => "sha384",
             HashAlgorithm::Sha512 => "sha512",
+            HashAlgorithm::Sha3_224 => "sha3-224",
+            HashAlgorithm::Sha3_256 => "sha3-256",
+            HashAlgorithm::Sha3_384 => "sha3-384",
+            HashAlgorithm::Sha3_512 => "sha3-512",
+            HashAlgorithm::Blake2b512 => "blake2b-512",
         }
     }
 
@@ -43,8 +74,10 @@ impl HashAlgorithm {
     pub fn digest_size(self) -> usize {
         match self {
             HashAlgorithm::Sha1 => 20,
-            HashAlgorithm::Sha256 => 32,
-            HashAlgorithm::Sha512 => 64,
+            HashAlgorithm::Sha224 | HashAlgorithm::Sha3_224 => 28,
+            HashAlgorithm::Sha256 | HashAlgorithm::Sha3_256 => 32,
+            HashAlgorithm::Sha384 | HashAlgorithm::Sha3_384 => 48,
+            HashAlgorithm::Sha512 | HashAlgorithm::Sha3_512 | HashAlgorithm::Blake2b512 => 64,
         }
     }
 
@@ -59,8 +92,17 @@ impl HashAlgorithm {
         let prefix: &[u8] = if hash_type == 0 { &[] } else { salt };
         let state = match self {
             HashAlgorithm::Sha1 => State::Sha1(sha1::Sha1::new_with_prefix(prefix)),
+            HashAlgorithm::Sha224 => State::Sha224(sha2::Sha224::new_with_prefix(prefix)),
             HashAlgorithm::Sha256 => State::Sha256(sha2::Sha256::new_with_prefix(prefix)),
+            HashAlgorithm::Sha384 => State::Sha384(sha2::Sha384::new_with_prefix(prefix)),
             HashAlgorithm::Sha512 => State::Sha512(sha2::Sha512::new_with_prefix(prefix)),
+            HashAlgorithm::Sha3_224 => State::Sha3_224(sha3::Sha3_224::new_with_prefix(prefix)),
+            HashAlgorithm::Sha3_256 => State::Sha3_256(sha3::Sha3_256::new_with_prefix(prefix)),
+            HashAlgorithm::Sha3_384 => State::Sha3_384(sha3::Sha3_384::new_with_prefix(prefix)),
+            HashAlgorithm::Sha3_512 => State::Sha3_512(sha3::Sha3_512::new_with_prefix(prefix)),
+            HashAlgorithm::Blake2b512 => {
+                State::Blake2b512(blake2::Blake2b512::new_with_prefix(prefix))
+            }
         };
         SaltedHasher {
             algorithm: self,
@@ -82,7 +124,9 @@ impl fmt::Display for HashAlgorithm {
 
 /// The name given is not an algorithm this crate supports.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("unsupported hash algorithm '{0}' (supported: sha1, sha256, sha512)")]
+#[error(
+    "unsupported hash algorithm '{0}' (supported: sha1, sha224, sha256, sha384, sha512, sha3-224, sha3-256, sha3-384, sha3-512, blake2b-512)"
+)]
 pub struct UnknownAlgorithm(pub String);
 
 impl FromStr for HashAlgorithm {
@@ -100,8 +144,24 @@ impl FromStr for HashAlgorithm {
 #[derive(Debug, Clone)]
 enum State {
     Sha1(sha1::Sha1),
+    Sha224(sha2::Sha224),
     Sha256(sha2::Sha256),
+    Sha384(sha2::Sha384),
     Sha512(sha2::Sha512),
+    Sha3_224(sha3::Sha3_224),
+    Sha3_256(sha3::Sha3_256),
+    Sha3_384(sha3::Sha3_384),
+    Sha3_512(sha3::Sha3_512),
+    Blake2b512(blake2::Blake2b512),
+}
+
+/// Hashes `block || suffix` from a cloned salted state into `entry`.
+fn finish<D: sha2::Digest + Clone>(state: &D, block: &[u8], suffix: &[u8], entry: &mut [u8]) {
+    let mut h = state.clone();
+    h.update(block);
+    h.update(suffix);
+    let digest = h.finalize();
+    entry[..digest.len()].copy_from_slice(&digest);
 }
 
 /// Hashes blocks as `H(salt || block)` (or `H(block || salt)` for hash type 0); shared by all
@@ -118,25 +178,23 @@ impl SaltedHasher {
     /// Writes the digest of `block` into the first bytes of `entry` and zeros into the rest.
     pub(crate) fn hash_into(&self, block: &[u8], entry: &mut [u8]) {
         let n = self.algorithm.digest_size();
+        let (block, suffix) = (block, self.suffix.as_slice());
         match &self.state {
             State::Sha1(s) => {
                 let mut h = s.clone();
-                h.update(block);
-                h.update(&self.suffix);
-                entry[..n].copy_from_slice(&h.finalize());
+                sha1::Digest::update(&mut h, block);
+                sha1::Digest::update(&mut h, suffix);
+                entry[..n].copy_from_slice(&sha1::Digest::finalize(h));
             }
-            State::Sha256(s) => {
-                let mut h = s.clone();
-                h.update(block);
-                h.update(&self.suffix);
-                entry[..n].copy_from_slice(&h.finalize());
-            }
-            State::Sha512(s) => {
-                let mut h = s.clone();
-                h.update(block);
-                h.update(&self.suffix);
-                entry[..n].copy_from_slice(&h.finalize());
-            }
+            State::Sha224(s) => finish(s, block, suffix, entry),
+            State::Sha256(s) => finish(s, block, suffix, entry),
+            State::Sha384(s) => finish(s, block, suffix, entry),
+            State::Sha512(s) => finish(s, block, suffix, entry),
+            State::Sha3_224(s) => finish(s, block, suffix, entry),
+            State::Sha3_256(s) => finish(s, block, suffix, entry),
+            State::Sha3_384(s) => finish(s, block, suffix, entry),
+            State::Sha3_512(s) => finish(s, block, suffix, entry),
+            State::Blake2b512(s) => finish(s, block, suffix, entry),
         }
         entry[n..].fill(0);
     }
@@ -162,14 +220,28 @@ mod tests {
     fn sizes() {
         let table = [
             (HashAlgorithm::Sha1, 20, 32),
+            (HashAlgorithm::Sha224, 28, 32),
             (HashAlgorithm::Sha256, 32, 32),
+            (HashAlgorithm::Sha384, 48, 64),
             (HashAlgorithm::Sha512, 64, 64),
+            (HashAlgorithm::Sha3_224, 28, 32),
+            (HashAlgorithm::Sha3_256, 32, 32),
+            (HashAlgorithm::Sha3_384, 48, 64),
+            (HashAlgorithm::Sha3_512, 64, 64),
+            (HashAlgorithm::Blake2b512, 64, 64),
         ];
+        assert_eq!(table.len(), HashAlgorithm::ALL.len());
         for (alg, digest, entry) in table {
             assert_eq!(alg.digest_size(), digest, "{alg}");
             assert_eq!(alg.entry_size(), entry, "{alg}");
             assert_eq!(alg.name().parse::<HashAlgorithm>(), Ok(alg));
+            // The digest really has that size (the salted hasher writes all of it).
+            let mut entry = vec![0xffu8; alg.entry_size()];
+            alg.salted(b"", 1).hash_into(b"abc", &mut entry);
+            assert!(entry[digest..].iter().all(|&b| b == 0), "{alg}");
+            assert!(entry[..digest].iter().any(|&b| b != 0), "{alg}");
         }
+        assert!("blake2b-256".parse::<HashAlgorithm>().is_err());
         assert!("md5".parse::<HashAlgorithm>().is_err());
         assert_eq!("SHA256".parse::<HashAlgorithm>(), Ok(HashAlgorithm::Sha256));
     }
@@ -191,6 +263,18 @@ mod tests {
             "a9993e364706816aba3e25717850c26c9cd0d89d"
         );
         assert_eq!(entry[20..], [0; 12]);
+        // Known answers for "abc" of the algorithms beyond SHA-1/SHA-2 (FIPS 202, RFC 7693).
+        let digest = HashAlgorithm::Sha3_256.salted(b"a", 1).digest(b"bc");
+        assert_eq!(
+            hex::encode(digest),
+            "3a985da74fe225b2045c172d6bd390bd855f086e3e9d525b46bfe24511431532"
+        );
+        let digest = HashAlgorithm::Blake2b512.salted(b"", 1).digest(b"abc");
+        assert_eq!(
+            hex::encode(digest),
+            "ba80a53f981c4d0d6a2797b69f12f6e94c212f14685ac4b74b12bb6fdbffa2d1\
+             7d87c5392aab792dc252d5de4533cc9518d38aa8dbf1925ab92386edd4009923"
+        );
         // Hash type 0: sha256("a" || "bc") == sha256("abc").
         let digest = HashAlgorithm::Sha256.salted(b"bc", 0).digest(b"a");
         assert_eq!(

@@ -10,6 +10,10 @@
 //! (byte-identical to `veritysetup format --fec-device`), [`verify_with_fec`] decodes it when the
 //! tree fails and checks the result against the root hash, and [`repair`] writes it back.
 //!
+//! Root hash signatures: [`verify_root_hash_signature`] checks a detached PKCS#7 over the hex
+//! root hash (`veritysetup --root-hash-signature`, systemd's `.roothash.p7s`) against a directory
+//! of trusted X.509 certificates.
+//!
 //! ```no_run
 //! use realms_verity::{Params, format, verify};
 //! # fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -32,6 +36,7 @@ mod options;
 mod params;
 mod repair;
 mod rs;
+mod signature;
 mod superblock;
 mod tree;
 mod verify;
@@ -45,6 +50,7 @@ pub use layout::{Level, TreeLayout, level_sizes, tree_layout};
 pub use options::{FailureSite, Options, parse_root_hash, parse_salt};
 pub use params::{Params, salt_text};
 pub use repair::{FecFormatOutput, FecOutcome, format_with_fec, repair, verify_with_fec};
+pub use signature::{DEFAULT_KEYRING, SignatureError, Signer, verify_root_hash_signature};
 pub use superblock::{
     MAX_SALT, SIGNATURE, SUPERBLOCK_SIZE, Superblock, SuperblockError, format_uuid, parse_uuid,
     valid_block_size,

@@ -568,6 +568,87 @@ fn raw_and_gpt_verity_images_attach_with_root_image() {
     );
 }
 
+/// A `.roothash.p7s` beside a raw image (systemd's detached PKCS#7 over the hex root hash) is
+/// checked against the certificates in the root's /etc/realms/verity-certs.d; without that
+/// keyring attach says the signature was not checked, and a signer outside it is refused.
+#[test]
+fn roothash_p7s_is_checked_against_the_keyring_or_reported_unchecked() {
+    realms_tests::require::tool("mksquashfs", "squashfs-tools");
+    realms_tests::require::tool("openssl", "openssl");
+    let root = Root::new("portable-p7s", true);
+    let portables = root.at("var/lib/portables");
+    let image = portables.join("foo-test_3.raw");
+    run(Command::new("mksquashfs")
+        .arg(portable_image())
+        .arg(&image)
+        .args(["-noappend", "-quiet", "-all-root"]));
+    let out = run(Command::new(realms_tests::realms_bin())
+        .args(["verity", "format"])
+        .arg(&image)
+        .arg(portables.join("foo-test_3.verity"))
+        .arg(format!(
+            "--root-hash-file={}",
+            portables.join("foo-test_3.roothash").display()
+        )));
+    assert!(out.status.success());
+    let keys = root.at("keys");
+    fs::create_dir_all(&keys).unwrap();
+    for name in ["signer", "stranger"] {
+        run(Command::new("openssl")
+            .args([
+                "req", "-x509", "-nodes", "-days", "2", "-newkey", "rsa:2048",
+            ])
+            .args(["-subj", &format!("/CN=realms-p7s-{name}")])
+            .arg("-keyout")
+            .arg(keys.join(format!("{name}.key")))
+            .arg("-out")
+            .arg(keys.join(format!("{name}.pem"))));
+    }
+    run(Command::new("openssl")
+        .args([
+            "smime", "-sign", "-binary", "-noattr", "-nocerts", "-outform", "DER",
+        ])
+        .arg("-in")
+        .arg(portables.join("foo-test_3.roothash"))
+        .arg("-inkey")
+        .arg(keys.join("signer.key"))
+        .arg("-signer")
+        .arg(keys.join("signer.pem"))
+        .arg("-out")
+        .arg(portables.join("foo-test_3.roothash.p7s")));
+
+    let out = root.ok("attach --runtime foo-test_3");
+    assert!(
+        out.contains("foo-test_3: root hash signature ")
+            && out.contains("foo-test_3.roothash.p7s not checked: no keyring"),
+        "{out}"
+    );
+    root.ok("detach --runtime foo-test_3");
+
+    let keyring = root.at("etc/realms/verity-certs.d");
+    fs::create_dir_all(&keyring).unwrap();
+    fs::copy(keys.join("stranger.pem"), keyring.join("stranger.pem")).unwrap();
+    let out = root.fails("attach --runtime foo-test_3");
+    assert!(
+        out.contains("is not a valid signature of root hash")
+            && out.contains("signer certificate not found"),
+        "{out}"
+    );
+    assert!(
+        !root
+            .at("run/systemd/system.attached/foo-test.service")
+            .exists()
+    );
+
+    fs::copy(keys.join("signer.pem"), keyring.join("signer.pem")).unwrap();
+    let out = root.ok("attach --runtime foo-test_3");
+    assert!(
+        out.contains("foo-test_3: root hash signed by CN=realms-p7s-signer."),
+        "{out}"
+    );
+    root.ok("detach --runtime foo-test_3");
+}
+
 /// What a newer portabled leaves behind is recognised too: a marker listing extensions, the
 /// newer drop-in lines, a `--copy=mixed` image copy, and a drop-in directory without its unit.
 #[test]
