@@ -3,6 +3,12 @@
 //! detach with --now/--enable/--copy=symlink, --force over stale files, issue #23481, the
 //! empty-os-release regression, directory extensions with state kept under DynamicUser, and a
 //! differential check of the extension drop-in against portablectl.
+//!
+//! The port is of v252.31, the version Realms matches (Debian 12 ships 252). Not ported, because
+//! they test what portablectl 252 does not have: the cases later TEST-29 versions added for
+//! configuration extensions (confext images given with `--extension`), for `detach --clean`
+//! (removing the service's state, cache and logs) and for vpick `.v/` image directories. Realms
+//! implements none of these three either; `set-limit`, which 252 has, it does.
 
 use std::fs;
 use std::path::Path;
