@@ -199,7 +199,21 @@ fn run(t: &TestRoot, runs: usize) -> anyhow::Result<Vec<Row>> {
         || time(Command::new("nsenter").args(["-t", &leader, "-a", "/bin/true"])),
         || Ok(()),
     )?;
+    // An app started the desktop's way: `launch` adds the realm user's session environment.
+    let (launch, run) = paired(
+        runs * 4,
+        || time(&mut t.command(&["launch", &realm, "--", "/bin/true"])),
+        || time(&mut t.command(&["run", &realm, "--", "/bin/true"])),
+        || Ok(()),
+    )?;
     Ok(vec![
+        Row::new(
+            "realms launch R -- /bin/true".into(),
+            launch,
+            "realms run R -- /bin/true",
+            run,
+            Some(1.5),
+        ),
         Row::new(
             "realms run R -- /bin/true".into(),
             ours,
