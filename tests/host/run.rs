@@ -347,8 +347,10 @@ fn on_a_terminal(t: &TestRoot, args: &str) -> Child {
         "{realms} --root {} {args}; echo rc=$?; stty -a",
         t.path().display()
     );
-    Command::new("script")
-        .args(["-qec", &inner, "/dev/null"])
+    // With SIGHUP at its default, as on a login terminal: under nohup (inherited through
+    // everything) the shell on the pty would outlive the hangup and pass nothing on.
+    Command::new("env")
+        .args(["--default-signal=HUP", "script", "-qec", &inner, "/dev/null"])
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .spawn()
