@@ -51,6 +51,28 @@ struct Publisher {
 }
 
 impl Publisher {
+    /// A signing key `repo` in `work`/keys, publishing into `work`/serve.
+    fn new(work: &Path) -> Publisher {
+        let p = Publisher {
+            keys: work.join("keys"),
+            serve: work.join("serve"),
+        };
+        fs::create_dir_all(&p.keys).unwrap();
+        fs::create_dir_all(&p.serve).unwrap();
+        realms(&p.keys, &["appimg", "key", "generate", "repo"]);
+        p
+    }
+
+    /// Makes `root` trust the repository's key (its /etc/realms/keys.d/repo.pub).
+    fn trust_in(&self, root: &Path) {
+        fs::create_dir_all(root.join("etc/realms/keys.d")).unwrap();
+        fs::copy(
+            self.keys.join("etc/realms/keys.d/repo.pub"),
+            root.join("etc/realms/keys.d/repo.pub"),
+        )
+        .unwrap();
+    }
+
     fn publish(&self, repo: &str, files: &[&Path], extra: &[&str]) {
         let to = self.serve.join(repo);
         let mut args = vec!["provision", "publish"];
@@ -188,15 +210,8 @@ impl Booted {
 fn apply_in_a_booted_container_from_nginx_and_every_refusal() {
     let work_dir = tempfile::tempdir().unwrap();
     let work = work_dir.path();
-    let keys = work.join("keys");
-    let serve = work.join("serve");
-    fs::create_dir_all(&keys).unwrap();
-    fs::create_dir_all(&serve).unwrap();
-    realms(&keys, &["appimg", "key", "generate", "repo"]);
-    let p = Publisher {
-        keys: keys.clone(),
-        serve: serve.clone(),
-    };
+    let p = Publisher::new(work);
+    let serve = p.serve.clone();
     let foo1 = package(work, "foo-test", "1");
     let foo2 = package(work, "foo-test", "2");
     let bar1 = package(work, "bar", "1.0");
@@ -221,12 +236,7 @@ fn apply_in_a_booted_container_from_nginx_and_every_refusal() {
     }
     let _ = fs::remove_dir(portables.join(".probe"));
     fs::create_dir_all(&portables).unwrap();
-    fs::create_dir_all(root.join("etc/realms/keys.d")).unwrap();
-    fs::copy(
-        keys.join("etc/realms/keys.d/repo.pub"),
-        root.join("etc/realms/keys.d/repo.pub"),
-    )
-    .unwrap();
+    p.trust_in(root);
     fs::write(
         root.join("etc/realms/provision.yaml"),
         format!(
@@ -401,15 +411,8 @@ fn wait_for(b: &Booted, script: &str) {
 fn first_boot_applies_the_manifest_once_and_the_inbox_installs_as_its_user() {
     let work_dir = tempfile::tempdir().unwrap();
     let work = work_dir.path();
-    let keys = work.join("keys");
-    let serve = work.join("serve");
-    fs::create_dir_all(&keys).unwrap();
-    fs::create_dir_all(&serve).unwrap();
-    realms(&keys, &["appimg", "key", "generate", "repo"]);
-    let p = Publisher {
-        keys: keys.clone(),
-        serve: serve.clone(),
-    };
+    let p = Publisher::new(work);
+    let serve = p.serve.clone();
     let boot1 = package(work, "boot", "1");
     let inb = package(work, "inb", "1");
     p.publish("main", &[&boot1], &[]);
@@ -424,12 +427,7 @@ fn first_boot_applies_the_manifest_once_and_the_inbox_installs_as_its_user() {
         let _ = fs::remove_dir(&portables);
     }
     let _ = fs::remove_dir(portables.join(".probe"));
-    fs::create_dir_all(root.join("etc/realms/keys.d")).unwrap();
-    fs::copy(
-        keys.join("etc/realms/keys.d/repo.pub"),
-        root.join("etc/realms/keys.d/repo.pub"),
-    )
-    .unwrap();
+    p.trust_in(&root);
     fs::write(
         root.join("etc/realms/provision.yaml"),
         format!(

@@ -350,7 +350,13 @@ fn on_a_terminal(t: &TestRoot, args: &str) -> Child {
     // With SIGHUP at its default, as on a login terminal: under nohup (inherited through
     // everything) the shell on the pty would outlive the hangup and pass nothing on.
     Command::new("env")
-        .args(["--default-signal=HUP", "script", "-qec", &inner, "/dev/null"])
+        .args([
+            "--default-signal=HUP",
+            "script",
+            "-qec",
+            &inner,
+            "/dev/null",
+        ])
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .spawn()

@@ -11,7 +11,7 @@ use std::process::{Command, Output};
 use realms_tests::http::HttpServer;
 use realms_tests::run::run;
 
-use super::{Publisher, free_port, package, realms};
+use super::{Publisher, free_port, package};
 
 /// `openssl` making a CA (`NAME-ca.pem`, `NAME-ca.key`) in `dir`.
 fn ca(dir: &Path, name: &str) {
@@ -81,16 +81,10 @@ fn https_repository_with_a_private_ca_needs_ca_file() {
     realms_tests::require::tool("openssl", "openssl");
     let work_dir = tempfile::tempdir().unwrap();
     let work = work_dir.path();
-    let keys = work.join("keys");
-    let serve = work.join("serve");
     let tls = work.join("tls");
-    fs::create_dir_all(&keys).unwrap();
     fs::create_dir_all(&tls).unwrap();
-    realms(&keys, &["appimg", "key", "generate", "repo"]);
-    let p = Publisher {
-        keys: keys.clone(),
-        serve: serve.clone(),
-    };
+    let p = Publisher::new(work);
+    let serve = p.serve.clone();
     let pkg = package(work, "tls", "1");
     p.publish("main", &[&pkg], &[]);
     ca(&tls, "good");
@@ -105,12 +99,7 @@ fn https_repository_with_a_private_ca_needs_ca_file() {
     );
 
     let root = work.join("root");
-    fs::create_dir_all(root.join("etc/realms/keys.d")).unwrap();
-    fs::copy(
-        keys.join("etc/realms/keys.d/repo.pub"),
-        root.join("etc/realms/keys.d/repo.pub"),
-    )
-    .unwrap();
+    p.trust_in(&root);
     fs::write(
         root.join("etc/realms/provision.yaml"),
         format!(

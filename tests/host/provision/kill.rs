@@ -15,7 +15,7 @@ use realms_tests::failpoints::{diff, failpoints_bin, tree_hash};
 use realms_tests::failpoints_portable::{journal_files, snapshot};
 use realms_tests::run::{run, tail};
 
-use super::{Publisher, package, realms};
+use super::{Publisher, package};
 
 /// The failpoint `realms --root ROOT provision apply`, with `env`.
 fn apply(root: &Path, env: &[(&str, &str)]) -> Output {
@@ -182,14 +182,8 @@ fn kill_everywhere(label: &str, template: &Path, work: &Path) -> usize {
 fn apply_killed_at_every_failpoint_is_finished_by_the_next_apply() {
     let work_dir = tempfile::tempdir().unwrap();
     let work = work_dir.path();
-    let keys = work.join("keys");
-    let serve = work.join("serve");
-    fs::create_dir_all(&keys).unwrap();
-    realms(&keys, &["appimg", "key", "generate", "repo"]);
-    let p = Publisher {
-        keys: keys.clone(),
-        serve: serve.clone(),
-    };
+    let p = Publisher::new(work);
+    let serve = p.serve.clone();
     let kp1 = package(work, "kp", "1");
     let kp2 = package(work, "kp", "2");
     let kq1 = package(work, "kq", "1");
@@ -198,13 +192,8 @@ fn apply_killed_at_every_failpoint_is_finished_by_the_next_apply() {
 
     // Install: nothing there yet.
     let install = work.join("template-install");
-    fs::create_dir_all(install.join("etc/realms/keys.d")).unwrap();
+    p.trust_in(&install);
     fs::create_dir_all(install.join("var/lib/portables")).unwrap();
-    fs::copy(
-        keys.join("etc/realms/keys.d/repo.pub"),
-        install.join("etc/realms/keys.d/repo.pub"),
-    )
-    .unwrap();
     manifest(&install, &repo, "1");
     // Upgrade: kp 1 and kq 1 applied, then the manifest asks for kp 2.
     let upgrade = fresh(&install, work, "template-upgrade");

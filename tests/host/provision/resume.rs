@@ -30,14 +30,8 @@ fn part_len(root: &Path) -> u64 {
 fn a_download_cut_by_the_server_resumes_with_range_on_the_next_apply() {
     let work_dir = tempfile::tempdir().unwrap();
     let work = work_dir.path();
-    let keys = work.join("keys");
-    let serve = work.join("serve");
-    fs::create_dir_all(&keys).unwrap();
-    realms(&keys, &["appimg", "key", "generate", "repo"]);
-    let p = Publisher {
-        keys: keys.clone(),
-        serve: serve.clone(),
-    };
+    let p = Publisher::new(work);
+    let serve = p.serve.clone();
     // 4 MiB that do not compress, in an uncompressed package.
     let src = work.join("src");
     write_portable_tree(&src, &fs::read("/bin/busybox").unwrap(), "cut");
@@ -69,12 +63,7 @@ fn a_download_cut_by_the_server_resumes_with_range_on_the_next_apply() {
     p.publish("main", &[&pkg], &[]);
 
     let root = work.join("root");
-    fs::create_dir_all(root.join("etc/realms/keys.d")).unwrap();
-    fs::copy(
-        keys.join("etc/realms/keys.d/repo.pub"),
-        root.join("etc/realms/keys.d/repo.pub"),
-    )
-    .unwrap();
+    p.trust_in(&root);
     let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, free_port()));
     fs::write(
         root.join("etc/realms/provision.yaml"),
