@@ -15,6 +15,15 @@ use realms_tests::scratch::Scratch;
 /// A marker file in the image whose bytes the guest finds in image.raw, to corrupt its block.
 const MARKER: &str = "REALMS-GUEST-MARKER-7c1d0e";
 
+/// Shell: the offset of the first block of `file` that starts with the marker, which is the
+/// marker file's first data block and holds nothing else. Regression: the first match anywhere
+/// was taken; mkfs.erofs had packed the file's tail inline into a metadata block before its
+/// data, so the corrupted block broke the directory tree and the realm failed to start instead
+/// of giving EIO on the file (guest case sealed_realm_on_dm_verity).
+fn first_block(file: &str) -> String {
+    format!("grep -obUa '{MARKER}' {file} | awk -F: '$1 % 4096 == 0 {{print $1; exit}}' || true")
+}
+
 /// Builds the sealed image on the host; returns the scratch space (keep it until the guest has
 /// booted) and the files to copy into the guest.
 pub fn prepare() -> (Scratch, Vec<(PathBuf, String)>) {
@@ -78,6 +87,7 @@ pub fn cases() -> Vec<GuestCase> {
 /// The FEC image: three whole blocks of the marker file overwritten with noise; the realm still
 /// reads the marker intact through dm-verity, and the kernel says it corrected errors.
 fn fec_case() -> GuestCase {
+    let find = first_block("$IMG");
     GuestCase::new(
         "sealed_realm_on_dm_verity_with_fec",
         &format!(
@@ -87,9 +97,9 @@ mkdir -p $R/storage/appimg $R/etc/realms/keys.d
 cp -a /root/vmtest/sealedfec.appimg $R/storage/appimg/
 cp /root/vmtest/builder.pub $R/etc/realms/keys.d/
 IMG=$R/storage/appimg/sealedfec.appimg/image.raw
-OFFSET=$(grep -obUa -m1 '{MARKER}' $IMG | cut -d: -f1 | head -n1 || true)
-[ -n "$OFFSET" ]
-BLOCK=$((OFFSET / 4096 + 1))
+OFFSET=$({find})
+[ -n "$OFFSET" ] || {{ echo "no block of image.raw starts with the marker"; exit 1; }}
+BLOCK=$((OFFSET / 4096))
 echo "overwriting data blocks $BLOCK to $((BLOCK + 2)) with noise"
 dd if=/dev/urandom of=$IMG bs=4096 seek=$BLOCK count=3 conv=notrunc status=none
 sync; echo 3 > /proc/sys/vm/drop_caches
@@ -118,6 +128,7 @@ realms --root $R stop f
 }
 
 fn sealed_case() -> GuestCase {
+    let find = first_block("$R/storage/appimg/sealed.appimg/image.raw");
     GuestCase::new(
         "sealed_realm_on_dm_verity",
         &format!(
@@ -142,8 +153,8 @@ grep -q ' verity V' status.log
 echo "REALM ON DM-VERITY OK"
 
 realms --root $R stop s
-OFFSET=$(grep -obUa -m1 '{MARKER}' $R/storage/appimg/sealed.appimg/image.raw | cut -d: -f1 | head -n1 || true)
-[ -n "$OFFSET" ]
+OFFSET=$({find})
+[ -n "$OFFSET" ] || {{ echo "no block of image.raw starts with the marker"; exit 1; }}
 BLOCK=$((OFFSET / 4096))
 echo "corrupting byte $((OFFSET + 100)) (data block $BLOCK)"
 printf '\xff' | dd of=$R/storage/appimg/sealed.appimg/image.raw bs=1 seek=$((OFFSET + 100)) conv=notrunc status=none
