@@ -524,14 +524,32 @@ fn make_signer(dir: &Path, name: &str, key: &[&str]) -> (PathBuf, PathBuf) {
 /// Signs `content` as systemd's docs make a `.roothash.p7s`; `attributes` keeps the signed
 /// attributes that `-noattr` leaves out.
 fn smime_sign(dir: &Path, signer: &(PathBuf, PathBuf), content: &str, attributes: bool) -> PathBuf {
+    smime_sign_with(dir, signer, content, attributes, &[])
+}
+
+/// [`smime_sign`] with more `openssl smime -sign` options (`-md sha384`); a first option `cms`
+/// signs with `openssl cms -sign` instead (for `-keyid`, which PKCS#7 lacks).
+fn smime_sign_with(
+    dir: &Path,
+    signer: &(PathBuf, PathBuf),
+    content: &str,
+    attributes: bool,
+    extra: &[&str],
+) -> PathBuf {
     let input = dir.join("content");
     std::fs::write(&input, content).unwrap();
     let out = dir.join(format!(
-        "{}-{content:.8}-{attributes}.p7s",
-        signer.1.file_stem().unwrap().to_string_lossy()
+        "{}-{content:.8}-{attributes}{}.p7s",
+        signer.1.file_stem().unwrap().to_string_lossy(),
+        extra.join("")
     ));
+    let (tool, extra) = match extra {
+        ["cms", rest @ ..] => ("cms", rest),
+        _ => ("smime", extra),
+    };
     let mut cmd = Command::new("openssl");
-    cmd.args(["smime", "-sign", "-binary", "-outform", "DER", "-nocerts"]);
+    cmd.args([tool, "-sign", "-binary", "-outform", "DER", "-nocerts"]);
+    cmd.args(extra);
     if !attributes {
         cmd.arg("-noattr");
     }
@@ -572,14 +590,46 @@ fn root_hash_signatures_made_by_openssl_smime_verify_against_the_keyring_only() 
         "realms-test-ec",
         &["ec", "-pkeyopt", "ec_paramgen_curve:prime256v1"],
     );
+    let p384 = make_signer(
+        dir,
+        "realms-test-p384",
+        &["ec", "-pkeyopt", "ec_paramgen_curve:secp384r1"],
+    );
     let stranger = make_signer(dir, "realms-test-stranger", &["rsa:2048"]);
-    // The keyring: the RSA certificate in PEM, the EC one in DER.
+    // The keyring: the RSA and P-384 certificates in PEM, the EC one in DER.
     std::fs::copy(&rsa.1, keyring.join("rsa.pem")).unwrap();
+    std::fs::copy(&p384.1, keyring.join("p384.crt")).unwrap();
     run(Command::new("openssl")
         .args(["x509", "-outform", "DER", "-in"])
         .arg(&ec.1)
         .arg("-out")
         .arg(keyring.join("ec.der")));
+    // The peer's verdict on the same files: OpenSSL's CMS_verify with the kernel-like flags.
+    let bundle = dir.join("bundle.pem");
+    let pems = [&rsa.1, &ec.1, &p384.1].map(|f| std::fs::read_to_string(f).unwrap());
+    std::fs::write(&bundle, pems.concat()).unwrap();
+    let openssl_accepts = |signature: &Path, content: &str| {
+        let input = dir.join("peer-content");
+        std::fs::write(&input, content).unwrap();
+        let mut cmd = Command::new("openssl");
+        cmd.args([
+            "cms",
+            "-verify",
+            "-inform",
+            "DER",
+            "-binary",
+            "-nointern",
+            "-noverify",
+        ])
+        .arg("-in")
+        .arg(signature)
+        .arg("-content")
+        .arg(&input)
+        .arg("-certfile")
+        .arg(&bundle)
+        .args(["-out", "/dev/null"]);
+        output(&mut cmd).status.success()
+    };
     let verify = |signature: &Path| {
         let mut cmd = Command::new(realms_bin());
         cmd.args(["--json", "verity", "verify"])
@@ -590,13 +640,18 @@ fn root_hash_signatures_made_by_openssl_smime_verify_against_the_keyring_only() 
             .arg(format!("--keyring={}", keyring.display()));
         output(&mut cmd)
     };
-    // Good: either key, with or without signed attributes.
-    for (signer, name, attributes) in [
-        (&rsa, "realms-test-rsa", false),
-        (&rsa, "realms-test-rsa", true),
-        (&ec, "realms-test-ec", false),
+    // Good: each key, with or without signed attributes, other digests, signer by key id.
+    for (signer, name, attributes, extra) in [
+        (&rsa, "realms-test-rsa", false, &[][..]),
+        (&rsa, "realms-test-rsa", true, &[]),
+        (&rsa, "realms-test-rsa", true, &["-md", "sha512"]),
+        (&rsa, "realms-test-rsa", false, &["cms", "-keyid"]),
+        (&ec, "realms-test-ec", false, &[]),
+        (&ec, "realms-test-ec", true, &[]),
+        (&p384, "realms-test-p384", true, &["-md", "sha384"]),
     ] {
-        let sig = smime_sign(dir, signer, &root, attributes);
+        let sig = smime_sign_with(dir, signer, &root, attributes, extra);
+        assert!(openssl_accepts(&sig, &root), "{name} {extra:?}: openssl");
         let out = verify(&sig);
         assert!(
             out.status.success(),
@@ -614,7 +669,12 @@ fn root_hash_signatures_made_by_openssl_smime_verify_against_the_keyring_only() 
     for (what, sig) in [
         ("wrong key", smime_sign(dir, &stranger, &root, false)),
         ("other root hash", smime_sign(dir, &rsa, &other, false)),
+        (
+            "other root hash, attributes",
+            smime_sign(dir, &ec, &other, true),
+        ),
     ] {
+        assert!(!openssl_accepts(&sig, &root), "{what}: openssl accepted it");
         let out = verify(&sig);
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert!(!out.status.success(), "{what} was accepted");

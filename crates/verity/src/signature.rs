@@ -10,11 +10,14 @@
 use std::io;
 use std::path::{Path, PathBuf};
 
-use openssl::error::ErrorStack;
-use openssl::pkcs7::{Pkcs7, Pkcs7Flags};
-use openssl::stack::Stack;
-use openssl::x509::X509;
-use openssl::x509::store::X509StoreBuilder;
+use cms::cert::IssuerAndSerialNumber;
+use cms::content_info::ContentInfo;
+use cms::signed_data::{SignedData, SignerIdentifier, SignerInfo};
+use der::asn1::{ObjectIdentifier, OctetString};
+use der::{Decode, Encode};
+use ring::signature::{self as sig, VerificationAlgorithm};
+use x509_cert::Certificate;
+use x509_cert::ext::pkix::SubjectKeyIdentifier;
 
 /// Where `realms verity verify --root-hash-signature` looks for trusted certificates by default.
 pub const DEFAULT_KEYRING: &str = "/etc/realms/verity-certs.d";
@@ -23,6 +26,23 @@ pub const DEFAULT_KEYRING: &str = "/etc/realms/verity-certs.d";
 const MAX_SIGNATURE: u64 = 1 << 20;
 /// A certificate file is at most this big.
 const MAX_CERTIFICATE: u64 = 1 << 20;
+
+/// The object identifiers a root hash signature uses (RFC 5652, RFC 3279, RFC 4055, RFC 5480).
+mod oid {
+    use der::asn1::ObjectIdentifier as Oid;
+
+    pub const SIGNED_DATA: Oid = Oid::new_unwrap("1.2.840.113549.1.7.2");
+    pub const DATA: Oid = Oid::new_unwrap("1.2.840.113549.1.7.1");
+    pub const CONTENT_TYPE: Oid = Oid::new_unwrap("1.2.840.113549.1.9.3");
+    pub const MESSAGE_DIGEST: Oid = Oid::new_unwrap("1.2.840.113549.1.9.4");
+    pub const SHA256: Oid = Oid::new_unwrap("2.16.840.1.101.3.4.2.1");
+    pub const SHA384: Oid = Oid::new_unwrap("2.16.840.1.101.3.4.2.2");
+    pub const SHA512: Oid = Oid::new_unwrap("2.16.840.1.101.3.4.2.3");
+    pub const RSA: Oid = Oid::new_unwrap("1.2.840.113549.1.1.1");
+    pub const EC: Oid = Oid::new_unwrap("1.2.840.10045.2.1");
+    pub const P256: Oid = Oid::new_unwrap("1.2.840.10045.3.1.7");
+    pub const P384: Oid = Oid::new_unwrap("1.3.132.0.34");
+}
 
 /// Why a root hash signature was not accepted.
 #[derive(Debug, thiserror::Error)]
@@ -50,9 +70,9 @@ pub enum SignatureError {
     BadCertificate {
         /// The certificate file.
         file: PathBuf,
-        /// OpenSSL's reasons.
+        /// What the decoder found.
         #[source]
-        source: ErrorStack,
+        source: der::Error,
     },
     /// The keyring holds no certificate, so nothing can be trusted.
     #[error("the keyring {dir} holds no certificates (*.pem, *.crt, *.cer, *.der)")]
@@ -70,13 +90,12 @@ pub enum SignatureError {
         source: io::Error,
     },
     /// The signature file is no PKCS#7 structure.
-    #[error("{file} is not a PKCS#7 signature in DER")]
+    #[error("{file} is not a PKCS#7 signature in DER ({reason})")]
     BadSignature {
         /// The signature file.
         file: PathBuf,
-        /// OpenSSL's reasons.
-        #[source]
-        source: ErrorStack,
+        /// What is wrong with it.
+        reason: String,
     },
     /// The signature is not over this root hash, or not by a key of the keyring.
     #[error(
@@ -89,7 +108,7 @@ pub enum SignatureError {
         root_hash: String,
         /// The keyring directory.
         keyring: PathBuf,
-        /// OpenSSL's innermost reason (`bad signature`, `signer certificate not found`).
+        /// Why: `bad signature`, `signer certificate not found`, `digest mismatch`, ...
         reason: String,
     },
 }
@@ -105,6 +124,14 @@ pub struct Signer {
 
 /// Checks that `signature` (a file holding a detached PKCS#7 in DER) signs the hex of
 /// `root_hash` with the key of a certificate in the directory `keyring`; returns that signer.
+///
+/// What OpenSSL's `PKCS7_verify` checks with `NOINTERN | NOVERIFY | BINARY` (the flags
+/// `openssl smime -verify -nointern -noverify -binary` uses), done here in Rust so that the
+/// `realms` binary does not load libcrypto on every start: every signer must be a keyring
+/// certificate (matched by issuer and serial, or by subject key identifier); with signed
+/// attributes, their message digest must be the root hash's and the signature is over them,
+/// without, over the root hash's hex itself; RSA PKCS#1 v1.5 and ECDSA P-256/P-384 with
+/// SHA-256/384/512, the algorithms `openssl smime -sign` and the kernel use.
 pub fn verify_root_hash_signature(
     root_hash: &[u8],
     signature: &Path,
@@ -116,62 +143,136 @@ pub fn verify_root_hash_signature(
             file: signature.to_owned(),
             source,
         })?;
-    let bad = |source| SignatureError::BadSignature {
+    let bad = |reason: String| SignatureError::BadSignature {
         file: signature.to_owned(),
-        source,
+        reason,
     };
-    let pkcs7 = Pkcs7::from_der(&der).map_err(bad)?;
+    let info = ContentInfo::from_der(&der).map_err(|e| bad(e.to_string()))?;
+    if info.content_type != oid::SIGNED_DATA {
+        return Err(bad(format!(
+            "content type {}, not signedData",
+            info.content_type
+        )));
+    }
+    let signed: SignedData = info.content.decode_as().map_err(|e| bad(e.to_string()))?;
+    if signed.encap_content_info.econtent.is_some() {
+        return Err(bad("not detached: it carries its own content".into()));
+    }
     let root_hex = hex::encode(root_hash);
-    let untrusted = |stack: ErrorStack| SignatureError::NotTrusted {
+    let untrusted = |reason: &str| SignatureError::NotTrusted {
         file: signature.to_owned(),
         root_hash: root_hex.clone(),
         keyring: keyring.to_owned(),
-        reason: stack
-            .errors()
-            .first()
-            .and_then(|e| e.reason())
-            .unwrap_or("no reason given")
-            .to_owned(),
+        reason: reason.to_owned(),
     };
-    let mut stack = Stack::new().map_err(untrusted)?;
-    for (_, cert) in &certs {
-        stack.push(cert.clone()).map_err(untrusted)?;
+    let mut first = None;
+    for info in signed.signer_infos.0.iter() {
+        let (file, cert) = certs
+            .iter()
+            .find(|(_, cert)| is_signer(&info.sid, cert))
+            .ok_or_else(|| untrusted("signer certificate not found"))?;
+        check_signer_info(info, cert, root_hex.as_bytes()).map_err(untrusted)?;
+        first.get_or_insert((file, cert));
     }
-    // Only the keyring's certificates can be the signer (NOINTERN), and they are trusted as
-    // they are (NOVERIFY: no chain to a CA), like keys in the kernel's keyring.
-    let flags = Pkcs7Flags::NOINTERN | Pkcs7Flags::NOVERIFY | Pkcs7Flags::BINARY;
-    let store = X509StoreBuilder::new().map_err(untrusted)?.build();
-    pkcs7
-        .verify(&stack, &store, Some(root_hex.as_bytes()), None, flags)
-        .map_err(untrusted)?;
-    let signers = pkcs7.signers(&stack, flags).map_err(untrusted)?;
-    let signer = signers.iter().next();
-    let (certificate, subject) = certs
-        .iter()
-        .find(|(_, cert)| signer.is_some_and(|s| s.to_der().ok() == cert.to_der().ok()))
-        .map(|(file, cert)| (file.clone(), subject_line(cert)))
-        .unwrap_or_else(|| (keyring.to_owned(), String::new()));
+    let (file, cert) = first.ok_or_else(|| untrusted("no signers"))?;
     Ok(Signer {
-        subject,
-        certificate,
+        subject: subject_line(cert),
+        certificate: file.clone(),
     })
 }
 
-/// `CN=name, O=org` from a certificate's subject.
-fn subject_line(cert: &X509) -> String {
-    cert.subject_name()
-        .entries()
-        .map(|e| {
-            let key = e.object().nid().short_name().unwrap_or("?");
-            let value = e.data().to_string().unwrap_or_default();
-            format!("{key}={value}")
-        })
+/// Whether the signer identifier names this certificate.
+fn is_signer(sid: &SignerIdentifier, cert: &Certificate) -> bool {
+    let tbs = &cert.tbs_certificate;
+    match sid {
+        SignerIdentifier::IssuerAndSerialNumber(IssuerAndSerialNumber {
+            issuer,
+            serial_number,
+        }) => *issuer == tbs.issuer && *serial_number == tbs.serial_number,
+        SignerIdentifier::SubjectKeyIdentifier(ski) => {
+            matches!(tbs.get::<SubjectKeyIdentifier>(), Ok(Some((_, own))) if own == *ski)
+        }
+    }
+}
+
+/// Checks one signer's signature over `content` with the certificate's key.
+fn check_signer_info(
+    info: &SignerInfo,
+    cert: &Certificate,
+    content: &[u8],
+) -> Result<(), &'static str> {
+    let digest = match info.digest_alg.oid {
+        oid::SHA256 => &ring::digest::SHA256,
+        oid::SHA384 => &ring::digest::SHA384,
+        oid::SHA512 => &ring::digest::SHA512,
+        _ => return Err("unsupported digest algorithm"),
+    };
+    let signed_bytes = match &info.signed_attrs {
+        None => content.to_vec(),
+        Some(attrs) => {
+            let value = |wanted: ObjectIdentifier| {
+                let mut found = attrs.iter().filter(|a| a.oid == wanted);
+                match (found.next(), found.next()) {
+                    (Some(a), None) if a.values.len() == 1 => a.values.get(0),
+                    _ => None,
+                }
+            };
+            let content_type = value(oid::CONTENT_TYPE)
+                .and_then(|v| v.decode_as::<ObjectIdentifier>().ok())
+                .ok_or("no content type attribute")?;
+            if content_type != oid::DATA {
+                return Err("content type attribute is not data");
+            }
+            let expected = value(oid::MESSAGE_DIGEST)
+                .and_then(|v| v.decode_as::<OctetString>().ok())
+                .ok_or("no message digest attribute")?;
+            if expected.as_bytes() != ring::digest::digest(digest, content).as_ref() {
+                return Err("digest mismatch");
+            }
+            // The signature covers the attributes' DER as a SET, not with its [0] tag.
+            attrs
+                .to_der()
+                .map_err(|_| "signed attributes do not encode")?
+        }
+    };
+    let spki = &cert.tbs_certificate.subject_public_key_info;
+    let key = spki
+        .subject_public_key
+        .as_bytes()
+        .ok_or("the certificate's key is not whole bytes")?;
+    let curve = spki
+        .algorithm
+        .parameters
+        .as_ref()
+        .and_then(|p| p.decode_as::<ObjectIdentifier>().ok());
+    let algorithm: &dyn VerificationAlgorithm = match (spki.algorithm.oid, curve, digest) {
+        (oid::RSA, _, d) if d == &ring::digest::SHA256 => &sig::RSA_PKCS1_2048_8192_SHA256,
+        (oid::RSA, _, d) if d == &ring::digest::SHA384 => &sig::RSA_PKCS1_2048_8192_SHA384,
+        (oid::RSA, _, _) => &sig::RSA_PKCS1_2048_8192_SHA512,
+        (oid::EC, Some(oid::P256), d) if d == &ring::digest::SHA256 => &sig::ECDSA_P256_SHA256_ASN1,
+        (oid::EC, Some(oid::P256), d) if d == &ring::digest::SHA384 => &sig::ECDSA_P256_SHA384_ASN1,
+        (oid::EC, Some(oid::P384), d) if d == &ring::digest::SHA256 => &sig::ECDSA_P384_SHA256_ASN1,
+        (oid::EC, Some(oid::P384), d) if d == &ring::digest::SHA384 => &sig::ECDSA_P384_SHA384_ASN1,
+        _ => return Err("unsupported key or signature algorithm"),
+    };
+    sig::UnparsedPublicKey::new(algorithm, key)
+        .verify(&signed_bytes, info.signature.as_bytes())
+        .map_err(|_| "bad signature")
+}
+
+/// `CN=name, O=org` from a certificate's subject, in the certificate's order.
+fn subject_line(cert: &Certificate) -> String {
+    cert.tbs_certificate
+        .subject
+        .0
+        .iter()
+        .map(|rdn| rdn.to_string())
         .collect::<Vec<_>>()
         .join(", ")
 }
 
 /// Every certificate of the keyring directory, with the file it came from, in name order.
-fn read_keyring(dir: &Path) -> Result<Vec<(PathBuf, X509)>, SignatureError> {
+fn read_keyring(dir: &Path) -> Result<Vec<(PathBuf, Certificate)>, SignatureError> {
     let listing = |source| SignatureError::ReadKeyring {
         dir: dir.to_owned(),
         source,
@@ -194,9 +295,9 @@ fn read_keyring(dir: &Path) -> Result<Vec<(PathBuf, X509)>, SignatureError> {
             }
         })?;
         let parsed = if bytes.windows(10).any(|w| w == b"-----BEGIN") {
-            X509::stack_from_pem(&bytes)
+            Certificate::load_pem_chain(&bytes)
         } else {
-            X509::from_der(&bytes).map(|c| vec![c])
+            Certificate::from_der(&bytes).map(|c| vec![c])
         };
         let parsed = parsed.map_err(|source| SignatureError::BadCertificate {
             file: file.clone(),
