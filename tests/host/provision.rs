@@ -381,7 +381,7 @@ fn reboot_view(b: &Booted) -> String {
     b.ok("cat /var/lib/realms/provision/state.json; ls -A /var/lib/portables; \
           find /etc/systemd/system.attached /etc/portables -printf '%p %l\\n' 2>/dev/null | sort; \
           portablectl list --no-legend; \
-          for u in boot.service inb.service; do echo $u $(systemctl is-enabled $u) $(systemctl is-active $u); done")
+          for u in boot.service web.service inb.service; do echo $u $(systemctl is-enabled $u) $(systemctl is-active $u); done")
 }
 
 /// Powers the container off and boots it again (a new PID 1, a new /run).
@@ -413,9 +413,13 @@ fn first_boot_applies_the_manifest_once_and_the_inbox_installs_as_its_user() {
     let work = work_dir.path();
     let p = Publisher::new(work);
     let serve = p.serve.clone();
+    // The repository: two packages, each in two versions.
     let boot1 = package(work, "boot", "1");
+    let boot2 = package(work, "boot", "2");
+    let web1 = package(work, "web", "1.0");
+    let web2 = package(work, "web", "1.1");
     let inb = package(work, "inb", "1");
-    p.publish("main", &[&boot1], &[]);
+    p.publish("main", &[&boot1, &boot2, &web1, &web2], &[]);
     let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, free_port()));
     let server = HttpServer::serve(&serve, addr);
 
@@ -432,7 +436,10 @@ fn first_boot_applies_the_manifest_once_and_the_inbox_installs_as_its_user() {
         root.join("etc/realms/provision.yaml"),
         format!(
             "composable:\n  default_repository: http://{addr}/main\n  packages:\n\
-             \x20   - name: boot\n      enable: [boot.service]\n      start: [boot.service]\n"
+             \x20   - name: boot\n      version: '1'\n      profile: nonetwork\n\
+             \x20     enable: [boot.service]\n      start: [boot.service]\n\
+             \x20   - name: web\n      version: latest\n\
+             \x20     enable: [web.service]\n      start: [web.service]\n"
         ),
     )
     .unwrap();
@@ -454,14 +461,34 @@ fn first_boot_applies_the_manifest_once_and_the_inbox_installs_as_its_user() {
         c: Container::boot(&root, &unique("provision-boot"), &[]),
         _tree: tree,
     };
-    // First boot: the unit applied the manifest and left its stamp.
+    // First boot: the unit applied the manifest and left its stamp. The exact version and the
+    // stream's latest are installed, the units in `start` run, the `enable` one is enabled, the
+    // profile's sandbox is on the unit, and portablectl sees both images attached.
     wait_for(&b, "test -e /var/lib/realms/provision/first-boot.done");
-    assert_eq!(
-        b.ok("systemctl is-active boot.service || true").trim(),
-        "active"
-    );
     let result = b.ok("systemctl show -p Result --value realms-provision.service");
     assert_eq!(result.trim(), "success");
+    for unit in ["boot.service", "web.service"] {
+        assert_eq!(
+            b.ok(&format!("systemctl is-active {unit} || true")).trim(),
+            "active",
+            "{unit}"
+        );
+    }
+    let families = b.ok("systemctl show -p RestrictAddressFamilies --value boot.service");
+    assert!(
+        !families.contains("AF_INET") && families.contains("AF_UNIX"),
+        "nonetwork: {families}"
+    );
+    let wants = b.ok("systemctl show -p Wants --value multi-user.target");
+    assert!(
+        wants.contains("boot.service"),
+        "boot.service not enabled: {wants}"
+    );
+    let list = b.ok("portablectl list --no-legend");
+    assert!(
+        list.contains("boot_1") && list.contains("web_1.1") && !list.contains("boot_2"),
+        "{list}"
+    );
     // Again: the condition skips it, and an apply changes nothing.
     b.ok("systemctl restart realms-provision.service");
     let cond = b.ok("systemctl show -p ConditionResult --value realms-provision.service");
@@ -498,6 +525,7 @@ fn first_boot_applies_the_manifest_once_and_the_inbox_installs_as_its_user() {
     );
     let b = reboot(b, &root, "provision-reboot");
     wait_for(&b, "systemctl is-active boot.service");
+    wait_for(&b, "systemctl is-active web.service");
     wait_for(&b, "systemctl is-active inb.service");
     assert_eq!(
         b.ok("systemctl show -p ExecMainStartTimestampMonotonic --value realms-provision.service")
@@ -515,7 +543,7 @@ fn first_boot_applies_the_manifest_once_and_the_inbox_installs_as_its_user() {
     let again = b.ok("realms provision apply");
     assert!(again.contains("nothing changed"), "{again}");
     let json = b.ok("realms provision plan --json");
-    assert_eq!(json.matches("\"unchanged\"").count(), 1, "{json}");
+    assert_eq!(json.matches("\"unchanged\"").count(), 2, "{json}");
     assert_eq!(
         reboot_view(&b),
         before,
