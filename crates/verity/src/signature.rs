@@ -90,12 +90,21 @@ pub enum SignatureError {
         source: io::Error,
     },
     /// The signature file is no PKCS#7 structure.
-    #[error("{file} is not a PKCS#7 signature in DER ({reason})")]
+    #[error("{file} is not a PKCS#7 signature in DER")]
     BadSignature {
         /// The signature file.
         file: PathBuf,
-        /// What is wrong with it.
-        reason: String,
+        /// What the decoder found.
+        #[source]
+        source: der::Error,
+    },
+    /// The signature file is PKCS#7 but not a detached SignedData.
+    #[error("{file} is not a detached PKCS#7 signature ({what})")]
+    NotDetachedSignedData {
+        /// The signature file.
+        file: PathBuf,
+        /// What it is instead.
+        what: &'static str,
     },
     /// The signature is not over this root hash, or not by a key of the keyring.
     #[error(
@@ -109,7 +118,7 @@ pub enum SignatureError {
         /// The keyring directory.
         keyring: PathBuf,
         /// Why: `bad signature`, `signer certificate not found`, `digest mismatch`, ...
-        reason: String,
+        reason: &'static str,
     },
 }
 
@@ -143,27 +152,28 @@ pub fn verify_root_hash_signature(
             file: signature.to_owned(),
             source,
         })?;
-    let bad = |reason: String| SignatureError::BadSignature {
+    let bad = |source| SignatureError::BadSignature {
         file: signature.to_owned(),
-        reason,
+        source,
     };
-    let info = ContentInfo::from_der(&der).map_err(|e| bad(e.to_string()))?;
+    let not_detached = |what| SignatureError::NotDetachedSignedData {
+        file: signature.to_owned(),
+        what,
+    };
+    let info = ContentInfo::from_der(&der).map_err(bad)?;
     if info.content_type != oid::SIGNED_DATA {
-        return Err(bad(format!(
-            "content type {}, not signedData",
-            info.content_type
-        )));
+        return Err(not_detached("its content is not signedData"));
     }
-    let signed: SignedData = info.content.decode_as().map_err(|e| bad(e.to_string()))?;
+    let signed: SignedData = info.content.decode_as().map_err(bad)?;
     if signed.encap_content_info.econtent.is_some() {
-        return Err(bad("not detached: it carries its own content".into()));
+        return Err(not_detached("it carries its own content"));
     }
     let root_hex = hex::encode(root_hash);
-    let untrusted = |reason: &str| SignatureError::NotTrusted {
+    let untrusted = |reason| SignatureError::NotTrusted {
         file: signature.to_owned(),
         root_hash: root_hex.clone(),
         keyring: keyring.to_owned(),
-        reason: reason.to_owned(),
+        reason,
     };
     let mut first = None;
     for info in signed.signer_infos.0.iter() {
@@ -327,4 +337,57 @@ fn read_capped(path: &Path, cap: u64) -> io::Result<Vec<u8>> {
         ));
     }
     Ok(bytes)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn empty_keyring(dir: &Path) -> PathBuf {
+        let keyring = dir.join("certs.d");
+        std::fs::create_dir(&keyring).unwrap();
+        keyring
+    }
+
+    #[test]
+    fn an_empty_keyring_trusts_nothing_and_says_so() {
+        let dir = tempfile::tempdir().unwrap();
+        let keyring = empty_keyring(dir.path());
+        let sig = dir.path().join("x.p7s");
+        std::fs::write(&sig, b"junk").unwrap();
+        let err = verify_root_hash_signature(&[0; 32], &sig, &keyring).unwrap_err();
+        assert!(matches!(err, SignatureError::EmptyKeyring { .. }), "{err}");
+        assert!(err.to_string().contains(&keyring.display().to_string()));
+    }
+
+    #[test]
+    fn a_certificate_file_that_is_not_one_is_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let keyring = empty_keyring(dir.path());
+        let bad = keyring.join("junk.pem");
+        std::fs::write(
+            &bad,
+            "-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n",
+        )
+        .unwrap();
+        let sig = dir.path().join("x.p7s");
+        std::fs::write(&sig, b"junk").unwrap();
+        let err = verify_root_hash_signature(&[0; 32], &sig, &keyring).unwrap_err();
+        assert!(
+            matches!(err, SignatureError::BadCertificate { .. }),
+            "{err}"
+        );
+        assert!(err.to_string().contains("junk.pem"), "{err}");
+    }
+
+    #[test]
+    fn a_missing_keyring_is_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let sig = dir.path().join("x.p7s");
+        std::fs::write(&sig, b"junk").unwrap();
+        let none = dir.path().join("none");
+        let err = verify_root_hash_signature(&[0; 32], &sig, &none).unwrap_err();
+        assert!(matches!(err, SignatureError::ReadKeyring { .. }), "{err}");
+        assert!(err.to_string().contains(&none.display().to_string()));
+    }
 }
