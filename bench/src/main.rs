@@ -1,5 +1,6 @@
 //! `cargo run -p realms-bench -- SUITE`: time Realms and its peer on the same input in one run.
 
+mod desktop;
 mod portable;
 mod provision;
 mod realm;
@@ -31,6 +32,8 @@ enum Suite {
     Provision,
     /// state resize by 1 and 10 GiB vs the same steps by hand, freed space returned, I/O via /var
     State,
+    /// desktop switch latency: `realms current` until the entries are published (p50/p99)
+    Desktop,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -48,6 +51,7 @@ fn main() -> anyhow::Result<()> {
             Suite::Portable => portable::run_suite(args.runs)?,
             Suite::Provision => provision::run_suite(args.runs)?,
             Suite::State => state::run_suite(args.runs)?,
+            Suite::Desktop => desktop::run_suite()?,
         }
     }
     Ok(())
