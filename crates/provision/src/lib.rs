@@ -7,6 +7,7 @@ pub mod apply;
 mod error;
 pub mod fetch;
 pub mod fuzz;
+pub mod ignition;
 pub mod inbox;
 pub mod index;
 pub mod install;
