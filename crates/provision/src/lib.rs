@@ -5,6 +5,7 @@
 
 pub mod apply;
 mod error;
+pub mod export;
 pub mod fetch;
 pub mod fuzz;
 pub mod ignition;

@@ -105,6 +105,9 @@ pub struct Package {
     /// The file it was read from.
     #[serde(skip)]
     pub file: PathBuf,
+    /// Commands of the image made native-looking in /usr/local/bin (see [`crate::export`]).
+    #[serde(default)]
+    pub export: Vec<String>,
 }
 
 fn latest() -> String {
@@ -189,7 +192,7 @@ fn explain(message: &str) -> String {
     if message.contains("invalid type") {
         let hint = "keys: name, repository, version and profile are strings; enable and start \
                     are lists of unit names; track_stream is stable, testing or next; \
-                    install_method is copy, symlink or auto";
+                    install_method is copy, symlink or auto; export is a list of command names";
         return format!("{message} ({hint})");
     }
     message.to_string()
@@ -246,6 +249,16 @@ fn check_package(p: &Package) -> Result<()> {
                     "key {key}: '{u}' is not a unit of this package: unit names start with the package name and end in .service, .socket, .timer, .path or .target"
                 )));
             }
+        }
+    }
+    for (i, name) in p.export.iter().enumerate() {
+        if !crate::export::valid_name(name) {
+            return Err(bad(format!(
+                "key export: '{name}' is not a command name: a plain file name of letters, digits, '-', '_', '.' and '+' (no '/', not starting with '.' or '-')"
+            )));
+        }
+        if p.export[..i].contains(name) {
+            return Err(bad(format!("key export: '{name}' is listed twice")));
         }
     }
     Ok(())
@@ -415,6 +428,23 @@ composable:
         assert!(e.contains("key version"), "{e}");
         let e = err("composable:\n  packages:\n    - name: foo\n      start: [bar.service]\n");
         assert!(e.contains("key start") && e.contains("bar.service"), "{e}");
+        for bad in ["../goss", "/usr/bin/goss", "a/b", "..", ".hidden", ""] {
+            let e = err(&format!(
+                "composable:\n  packages:\n    - name: foo\n      export: ['{bad}']\n"
+            ));
+            assert!(
+                e.contains("key export") && e.contains("'foo'"),
+                "{bad}: {e}"
+            );
+        }
+        let e = err("composable:\n  packages:\n    - name: foo\n      export: [a, a]\n");
+        assert!(e.contains("listed twice"), "{e}");
+        let (_, ok) = parse(
+            Path::new("m.yaml"),
+            "composable:\n  packages:\n    - name: goss\n      export: [goss, goss-cli]\n",
+        )
+        .unwrap();
+        assert_eq!(ok[0].export, ["goss", "goss-cli"]);
     }
 
     #[test]
