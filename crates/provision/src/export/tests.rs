@@ -154,3 +154,31 @@ fn an_upgrade_replaces_and_drops_what_is_no_longer_listed() {
     // No staging leftovers.
     assert_eq!(fs::read_dir(s.root().join(BIN_DIR)).unwrap().count(), 0);
 }
+
+#[test]
+fn a_raw_image_runs_with_root_image() {
+    let s = Setup::new();
+    let raw = s.root().join("var/lib/portables/goss_2.raw");
+    fs::write(&raw, b"not looked into").unwrap();
+    write(
+        s.root(),
+        "goss",
+        "2",
+        &raw,
+        "default",
+        &["goss".into()],
+        &[],
+    )
+    .unwrap();
+    let text = fs::read_to_string(s.cmd("goss")).unwrap();
+    assert!(
+        text.contains("  --property='RootImage=/var/lib/portables/goss_2.raw' \\\n")
+            && text.contains("  --property='Environment=PORTABLE=goss_2.raw' \\\n")
+            && text.contains(
+                "  --property='RestrictAddressFamilies=AF_UNIX AF_NETLINK AF_INET AF_INET6' \\\n"
+            )
+            && text.ends_with("  -- '/usr/bin/goss' \"$@\"\n"),
+        "{text}"
+    );
+    assert!(!text.contains("RootDirectory="), "{text}");
+}
