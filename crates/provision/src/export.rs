@@ -178,7 +178,7 @@ impl Command<'_> {
              # Runs {binary} of the portable-service package {package} {version} inside its image\n\
              # {image} with the sandbox of the profile '{profile}'. Written by `realms provision`:\n\
              # replaced on upgrade, removed with the package; edits are lost.\n\
-             exec systemd-run --pipe --wait --quiet --collect --service-type=exec \\\n",
+             exec systemd-run --pipe --pty --wait --quiet --collect --service-type=exec \\\n",
             package = self.package,
             name = self.name,
             binary = self.binary,

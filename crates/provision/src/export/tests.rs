@@ -63,7 +63,7 @@ fn the_script_runs_the_binary_in_the_image_with_the_profile() {
     assert_eq!(mode & 0o777, 0o755);
     assert!(text.starts_with("#!/bin/sh\n# realms-provision-export package=goss command=goss\n"));
     for line in [
-        "exec systemd-run --pipe --wait --quiet --collect --service-type=exec \\",
+        "exec systemd-run --pipe --pty --wait --quiet --collect --service-type=exec \\",
         "  --property='RootDirectory=/var/lib/portables/goss_1' \\",
         "  --property='Environment=PORTABLE=goss_1' \\",
         "  --property='BindReadOnlyPaths=/usr/lib/os-release:/run/host/os-release' \\",
