@@ -67,8 +67,6 @@ fn read(path: &Path) -> Result<Vec<u8>> {
 /// valid public key.
 pub fn config(root: &Path, input: &Input) -> Result<Config> {
     let mut files = Vec::new();
-    let mut default_repository = None;
-    let mut packages = Vec::new();
     let dropins = input.dropins.iter().map(|d| {
         let name = d
             .file_name()
@@ -78,13 +76,6 @@ pub fn config(root: &Path, input: &Input) -> Result<Config> {
     });
     let all = std::iter::once((&input.manifest, format!("/{DEFAULT_PATH}"))).chain(dropins);
     for (source, path) in all {
-        let bytes = read(source)?;
-        let text = String::from_utf8(bytes).map_err(|_| Error::Manifest {
-            file: source.clone(),
-            line: 1,
-            column: 1,
-            message: "not UTF-8 text".into(),
-        })?;
         if path.starts_with(&format!("/{DROPIN_DIR}/"))
             && !(path.ends_with(".yaml") || path.ends_with(".yml"))
         {
@@ -94,26 +85,16 @@ pub fn config(root: &Path, input: &Input) -> Result<Config> {
                 message: "a drop-in is read only when its name ends in .yaml or .yml".into(),
             });
         }
-        let (default, found) = manifest::parse(source, &text)?;
-        default_repository = default.or(default_repository);
-        packages.extend(found);
         files.push(File {
             path,
             mode: 0o644,
-            contents: text.into_bytes(),
+            contents: read(source)?,
         });
     }
-    if let Some(p) = packages.iter().find(|p| p.repository.is_none())
-        && default_repository.is_none()
-    {
-        return Err(Error::ManifestValue {
-            file: p.file.clone(),
-            package: p.name.clone(),
-            message:
-                "key repository: no repository, and no default_repository in any manifest file"
-                    .into(),
-        });
-    }
+    // Merged as the machine will merge them: what would fail there fails here.
+    let mut sources = vec![input.manifest.clone()];
+    sources.extend(input.dropins.iter().cloned());
+    manifest::merge(sources)?;
     for (name, contents) in keys(root, &input.keys)? {
         files.push(File {
             path: format!("{KEYS_DIR}/{name}.pub"),

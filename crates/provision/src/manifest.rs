@@ -296,7 +296,12 @@ pub fn files(root: &Path, manifest: Option<&Path>) -> Result<Vec<PathBuf>> {
 
 /// Reads and merges the manifest files, resolving each package's repository.
 pub fn load(root: &Path, manifest: Option<&Path>) -> Result<Manifest> {
-    let files = files(root, manifest)?;
+    merge(files(root, manifest)?)
+}
+
+/// Reads and merges `files` in order (a manifest, then its drop-ins), resolving each package's
+/// repository.
+pub fn merge(files: Vec<PathBuf>) -> Result<Manifest> {
     let mut default_repository: Option<String> = None;
     let mut packages: Vec<Package> = Vec::new();
     for file in &files {
@@ -323,6 +328,23 @@ pub fn load(root: &Path, manifest: Option<&Path>) -> Result<Manifest> {
                 message:
                     "key repository: no repository, and no default_repository in any manifest file"
                         .into(),
+            });
+        }
+    }
+    for (i, p) in packages.iter().enumerate() {
+        if let Some((q, name)) = packages[..i].iter().find_map(|q| {
+            p.export
+                .iter()
+                .find(|n| q.export.contains(n))
+                .map(|n| (q, n))
+        }) {
+            return Err(Error::ManifestValue {
+                file: p.file.clone(),
+                package: p.name.clone(),
+                message: format!(
+                    "key export: '{name}' is exported by package '{}' too; a command has one package",
+                    q.name
+                ),
             });
         }
     }
@@ -477,6 +499,22 @@ composable:
         assert_eq!(
             m.packages[1].repository.as_deref(),
             Some("http://127.0.0.1/r")
+        );
+    }
+
+    #[test]
+    fn a_command_exported_by_two_packages_is_refused() {
+        let root = tempfile::tempdir().unwrap();
+        let m = root.path().join("m.yaml");
+        fs::write(
+            &m,
+            "composable:\n  default_repository: file:///r\n  packages:\n    - name: foo\n      export: [a, x]\n    - name: bar\n      export: [x]\n",
+        )
+        .unwrap();
+        let e = load(root.path(), Some(&m)).unwrap_err().to_string();
+        assert!(
+            e.contains("'x'") && e.contains("'foo'") && e.contains("'bar'"),
+            "{e}"
         );
     }
 

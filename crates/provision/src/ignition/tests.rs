@@ -221,3 +221,27 @@ fn a_broken_manifest_is_refused_with_file_line_column() {
     let e = config(&s.root(), &input).unwrap_err().to_string();
     assert!(e.contains(".yaml or .yml"), "{e}");
 }
+
+#[test]
+fn the_files_are_checked_as_the_machine_merges_them() {
+    let s = Setup::new();
+    fs::write(
+        s.dir.path().join("m.yaml"),
+        "composable:\n  default_repository: file:///r\n  packages:\n    - name: goss\n      export: [goss]\n",
+    )
+    .unwrap();
+    fs::write(
+        s.dir.path().join("50-bar.yaml"),
+        "composable:\n  packages:\n    - name: bar\n      export: [goss]\n",
+    )
+    .unwrap();
+    let e = config(&s.root(), &s.input(&[])).unwrap_err().to_string();
+    assert!(e.contains("50-bar.yaml") && e.contains("'goss'"), "{e}");
+    // The drop-in replacing the package of the same name is fine, as on the machine.
+    fs::write(
+        s.dir.path().join("50-bar.yaml"),
+        "composable:\n  packages:\n    - name: goss\n      export: [goss]\n      version: '2'\n",
+    )
+    .unwrap();
+    config(&s.root(), &s.input(&[])).unwrap();
+}
