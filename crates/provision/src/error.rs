@@ -239,7 +239,7 @@ pub enum Error {
     #[error(
         "{}: exists and was not written by realms for package '{package}'{}: refusing to overwrite it; move it away or drop '{name}' from the package's export",
         path.display(),
-        owner.as_deref().map(|o| format!(" (it is package '{o}''s)")).unwrap_or_default()
+        owner.as_deref().map(|o| format!(" (it was written for package '{o}')")).unwrap_or_default()
     )]
     ExportTaken {
         /// The command's path.
