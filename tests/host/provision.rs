@@ -16,7 +16,9 @@ use realms_tests::http::HttpServer;
 use realms_tests::run::run;
 use realms_tests::scratch::{Scratch, unique};
 
+mod export;
 mod https;
+mod ignition;
 mod kill;
 mod resume;
 
@@ -594,4 +596,19 @@ fn first_boot_applies_the_manifest_once_and_the_inbox_installs_as_its_user() {
             .exists()
     );
     b.c.stop();
+}
+
+/// A snapshot of the Debian base for a booted container that provisions: this build's realms in
+/// /usr/bin and an empty /var/lib/portables (a plain directory).
+fn provision_root(label: &str) -> Scratch {
+    let tree = Scratch::snapshot(debian_base(), label);
+    let root = tree.path();
+    fs::copy(realms_tests::realms_bin(), root.join("usr/bin/realms")).unwrap();
+    let portables = root.join("var/lib/portables");
+    if fs::create_dir_all(portables.join(".probe")).is_err() {
+        let _ = fs::remove_dir(&portables);
+    }
+    let _ = fs::remove_dir(portables.join(".probe"));
+    fs::create_dir_all(&portables).unwrap();
+    tree
 }

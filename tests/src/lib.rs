@@ -10,6 +10,7 @@ pub mod failpoints_portable;
 pub mod fixtures;
 pub mod guest;
 pub mod http;
+pub mod ignition;
 pub mod realms;
 pub mod require;
 pub mod run;

@@ -258,6 +258,8 @@ mod tests {
             "provision inbox",
             "provision publish a_1.tar.zst b_2.tar --to /srv/repo --key me --stream next --arch amd64 --valid-days 7 --serial 9",
             "provision pack dir --name foo --pkg-version 1 -o out --format tar.gz",
+            "provision ignition m.yaml",
+            "provision ignition m.yaml --butane --key repo --key /k/fleet.pub --dropin 10-a.yaml",
             "doctor",
             "doctor --fix",
             "doctor --fix --force",

@@ -68,6 +68,22 @@ pub enum ProvisionCmd {
         #[arg(long, default_value = "tar.zst")]
         format: String,
     },
+    /// Print an Ignition config (spec 3.4.0) that writes the manifest and the trusted keys and
+    /// enables realms-provision.service and realms-provision-update.timer.
+    Ignition {
+        /// The manifest, written to /etc/realms/provision.yaml.
+        manifest: PathBuf,
+        /// A drop-in, written to /etc/realms/provision.d/ under its file name (repeatable).
+        #[arg(long, value_name = "FILE")]
+        dropin: Vec<PathBuf>,
+        /// A public key to trust: a key file (NAME.pub) or the name of a trusted key
+        /// (repeatable; default: every key in /etc/realms/keys.d and /usr/lib/realms/keys.d).
+        #[arg(long, value_name = "PUBKEY")]
+        key: Vec<PathBuf>,
+        /// Print a Butane config (variant fcos, version 1.5.0) instead.
+        #[arg(long)]
+        butane: bool,
+    },
 }
 
 /// The arguments of plan and apply.
@@ -266,6 +282,25 @@ pub fn run(cmd: ProvisionCmd, ctx: &Ctx) -> anyhow::Result<ExitCode> {
                 &file.to_string_lossy(),
                 serde_json::json!({ "name": name, "version": version }),
             );
+        }
+        ProvisionCmd::Ignition {
+            manifest,
+            dropin,
+            key,
+            butane,
+        } => {
+            let input = realms_provision::ignition::Input {
+                manifest,
+                dropins: dropin,
+                keys: key,
+            };
+            let config = realms_provision::ignition::config(&ctx.root, &input)?;
+            let text = if butane {
+                config.to_butane()?
+            } else {
+                config.to_ignition()?
+            };
+            crate::output::out!("{text}");
         }
     }
     Ok(ExitCode::SUCCESS)

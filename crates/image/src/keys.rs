@@ -140,7 +140,8 @@ fn read_key_file(path: &Path, kind: &str, header: &str) -> Result<[u8; 32]> {
         .ok_or_else(|| bad("line 2 must be the 32-byte key in hex".into()))
 }
 
-fn load_public(name: &str, path: &Path) -> Result<TrustedKey> {
+/// Reads the public key file `path` as key `name` (checked: a realms public key, a valid ed25519 point).
+pub fn load_public(name: &str, path: &Path) -> Result<TrustedKey> {
     let bytes = read_key_file(path, "public", PUBLIC_HEADER)?;
     let bad = |message: &str| Error::Key {
         path: path.to_path_buf(),

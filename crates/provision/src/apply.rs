@@ -186,7 +186,10 @@ pub fn plan(
             Some(o) if !same(o, p, entry) => Action::Upgrade,
             Some(o) => {
                 let image = root.join(o.image.strip_prefix("/").unwrap_or(&o.image));
-                if image.exists() && crate::portable::is_attached(root, &image) {
+                if image.exists()
+                    && crate::portable::is_attached(root, &image)
+                    && crate::export::present(root, &p.name, &o.exports)
+                {
                     Action::Unchanged
                 } else {
                     Action::Repair
@@ -237,6 +240,7 @@ fn same(o: &Installed, p: &Package, e: &Entry) -> bool {
         && o.enabled == p.enable
         && o.started == p.start
         && Some(&o.repository) == p.repository.as_ref()
+        && o.exports == p.export
 }
 
 /// Applies the manifest; returns the steps done.
@@ -263,6 +267,7 @@ pub fn apply(
             Action::Remove => {
                 if let Some(o) = state.packages.get(&step.package).cloned() {
                     let image = root.join(o.image.strip_prefix("/").unwrap_or(&o.image));
+                    crate::export::remove(root, &step.package, &o.exports)?;
                     crate::portable::detach(root, &step.package, &image)?;
                     crate::portable::remove_image(&image)?;
                     state.packages.remove(&step.package);
@@ -310,6 +315,8 @@ fn put(
         o.sha256 == entry.sha256
             && root.join(o.image.strip_prefix("/").unwrap_or(&o.image)) == target
     }) && target.exists();
+    // A command in the way of an export is refused before anything changes.
+    crate::export::check_free(root, &p.name, &p.export)?;
     if let Some(o) = &old {
         let image = root.join(o.image.strip_prefix("/").unwrap_or(&o.image));
         crate::portable::detach(root, &p.name, &image)?;
@@ -344,12 +351,27 @@ fn put(
         start: &p.start,
         service_dropin: None,
     };
-    let done = crate::portable::attach(root, &p.name, &target, &req);
+    let done = crate::portable::attach(root, &p.name, &target, &req).and_then(|done| {
+        let previous = old.as_ref().map(|o| o.exports.as_slice()).unwrap_or(&[]);
+        crate::export::write(
+            root,
+            &p.name,
+            &entry.version,
+            &target,
+            &p.profile,
+            &p.export,
+            previous,
+        )?;
+        Ok(done)
+    });
     let done = match done {
         Ok(d) => d,
         Err(e) => {
             let _ = crate::portable::detach(root, &p.name, &target);
             let _ = crate::portable::remove_image(&target);
+            let previous = old.as_ref().map(|o| o.exports.as_slice()).unwrap_or(&[]);
+            let _ = crate::export::remove(root, &p.name, previous);
+            let _ = crate::export::remove(root, &p.name, &p.export);
             state.packages.remove(&p.name);
             return Err(e);
         }
@@ -370,6 +392,7 @@ fn put(
             install_method: p.install_method,
             enabled: p.enable.clone(),
             started: p.start.clone(),
+            exports: p.export.clone(),
         },
     );
     Ok(())

@@ -218,6 +218,52 @@ pub enum Error {
     /// A failure of realms-sys.
     #[error(transparent)]
     Sys(#[from] realms_sys::Error),
+    /// `realms provision ignition` without a key to trust.
+    #[error(
+        "no trusted key in {} to put in the config: pass the repository's public key with --key",
+        dir.display()
+    )]
+    NoKeys {
+        /// The trust store looked in.
+        dir: PathBuf,
+    },
+    /// A config that does not serialise.
+    #[error("writing the {format}: {message}")]
+    Render {
+        /// Ignition JSON or Butane YAML.
+        format: &'static str,
+        /// Why.
+        message: String,
+    },
+    /// An exported command whose path holds a file realms did not write.
+    #[error(
+        "{}: exists and was not written by realms for package '{package}'{}: refusing to overwrite it; move it away or drop '{name}' from the package's export",
+        path.display(),
+        owner.as_deref().map(|o| format!(" (it was written for package '{o}')")).unwrap_or_default()
+    )]
+    ExportTaken {
+        /// The command's path.
+        path: PathBuf,
+        /// The package exporting it.
+        package: String,
+        /// The command name.
+        name: String,
+        /// The package that wrote it, when another package did.
+        owner: Option<String>,
+    },
+    /// An exported command the image does not have.
+    #[error(
+        "package '{package}': export '{name}': no executable {name} in the image {} (looked in /usr/bin, /bin, /usr/sbin, /sbin, /usr/local/bin, /usr/local/sbin)",
+        image.display()
+    )]
+    ExportMissing {
+        /// The package.
+        package: String,
+        /// The command name.
+        name: String,
+        /// The image.
+        image: PathBuf,
+    },
 }
 
 /// Why an inbox archive is refused.
@@ -455,6 +501,36 @@ mod tests {
                 Error::Sys(realms_sys::Error::io("opening", "/s/k", io_err())),
                 "/s/k",
             ),
+            (
+                Error::NoKeys {
+                    dir: "/r/etc/realms/keys.d".into(),
+                },
+                "/r/etc/realms/keys.d",
+            ),
+            (
+                Error::Render {
+                    format: "Butane YAML",
+                    message: s("bad"),
+                },
+                "Butane YAML",
+            ),
+            (
+                Error::ExportTaken {
+                    path: "/usr/local/bin/goss".into(),
+                    package: s("goss"),
+                    name: s("goss"),
+                    owner: Some(s("other")),
+                },
+                "/usr/local/bin/goss",
+            ),
+            (
+                Error::ExportMissing {
+                    package: s("goss"),
+                    name: s("goss-cli"),
+                    image: "/var/lib/portables/goss_1".into(),
+                },
+                "goss-cli",
+            ),
         ]
     }
 
@@ -519,6 +595,10 @@ mod tests {
             Error::DownloadThread => "DownloadThread",
             Error::Io { .. } => "Io",
             Error::Sys { .. } => "Sys",
+            Error::NoKeys { .. } => "NoKeys",
+            Error::Render { .. } => "Render",
+            Error::ExportTaken { .. } => "ExportTaken",
+            Error::ExportMissing { .. } => "ExportMissing",
         }
     }
 
@@ -548,6 +628,10 @@ mod tests {
         "DownloadThread",
         "Io",
         "Sys",
+        "NoKeys",
+        "Render",
+        "ExportTaken",
+        "ExportMissing",
     ];
 
     #[test]

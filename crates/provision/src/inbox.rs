@@ -193,6 +193,7 @@ fn one(root: &Path, profile: &str, user: &str, archive: &Path, file: &str) -> Re
             install_method: InstallMethod::Auto,
             enabled: started.enabled,
             started: started.started,
+            exports: Vec::new(),
         },
     );
     state.save(root)

@@ -5,8 +5,10 @@
 
 pub mod apply;
 mod error;
+pub mod export;
 pub mod fetch;
 pub mod fuzz;
+pub mod ignition;
 pub mod inbox;
 pub mod index;
 pub mod install;

@@ -105,6 +105,9 @@ pub struct Package {
     /// The file it was read from.
     #[serde(skip)]
     pub file: PathBuf,
+    /// Commands of the image made native-looking in /usr/local/bin (see [`crate::export`]).
+    #[serde(default)]
+    pub export: Vec<String>,
 }
 
 fn latest() -> String {
@@ -189,7 +192,7 @@ fn explain(message: &str) -> String {
     if message.contains("invalid type") {
         let hint = "keys: name, repository, version and profile are strings; enable and start \
                     are lists of unit names; track_stream is stable, testing or next; \
-                    install_method is copy, symlink or auto";
+                    install_method is copy, symlink or auto; export is a list of command names";
         return format!("{message} ({hint})");
     }
     message.to_string()
@@ -248,6 +251,16 @@ fn check_package(p: &Package) -> Result<()> {
             }
         }
     }
+    for (i, name) in p.export.iter().enumerate() {
+        if !crate::export::valid_name(name) {
+            return Err(bad(format!(
+                "key export: '{name}' is not a command name: a plain file name of letters, digits, '-', '_', '.' and '+' (no '/', not starting with '.' or '-')"
+            )));
+        }
+        if p.export[..i].contains(name) {
+            return Err(bad(format!("key export: '{name}' is listed twice")));
+        }
+    }
     Ok(())
 }
 
@@ -283,7 +296,12 @@ pub fn files(root: &Path, manifest: Option<&Path>) -> Result<Vec<PathBuf>> {
 
 /// Reads and merges the manifest files, resolving each package's repository.
 pub fn load(root: &Path, manifest: Option<&Path>) -> Result<Manifest> {
-    let files = files(root, manifest)?;
+    merge(files(root, manifest)?)
+}
+
+/// Reads and merges `files` in order (a manifest, then its drop-ins), resolving each package's
+/// repository.
+pub fn merge(files: Vec<PathBuf>) -> Result<Manifest> {
     let mut default_repository: Option<String> = None;
     let mut packages: Vec<Package> = Vec::new();
     for file in &files {
@@ -310,6 +328,23 @@ pub fn load(root: &Path, manifest: Option<&Path>) -> Result<Manifest> {
                 message:
                     "key repository: no repository, and no default_repository in any manifest file"
                         .into(),
+            });
+        }
+    }
+    for (i, p) in packages.iter().enumerate() {
+        if let Some((q, name)) = packages[..i].iter().find_map(|q| {
+            p.export
+                .iter()
+                .find(|n| q.export.contains(n))
+                .map(|n| (q, n))
+        }) {
+            return Err(Error::ManifestValue {
+                file: p.file.clone(),
+                package: p.name.clone(),
+                message: format!(
+                    "key export: '{name}' is exported by package '{}' too; a command has one package",
+                    q.name
+                ),
             });
         }
     }
@@ -415,6 +450,23 @@ composable:
         assert!(e.contains("key version"), "{e}");
         let e = err("composable:\n  packages:\n    - name: foo\n      start: [bar.service]\n");
         assert!(e.contains("key start") && e.contains("bar.service"), "{e}");
+        for bad in ["../goss", "/usr/bin/goss", "a/b", "..", ".hidden", ""] {
+            let e = err(&format!(
+                "composable:\n  packages:\n    - name: foo\n      export: ['{bad}']\n"
+            ));
+            assert!(
+                e.contains("key export") && e.contains("'foo'"),
+                "{bad}: {e}"
+            );
+        }
+        let e = err("composable:\n  packages:\n    - name: foo\n      export: [a, a]\n");
+        assert!(e.contains("listed twice"), "{e}");
+        let (_, ok) = parse(
+            Path::new("m.yaml"),
+            "composable:\n  packages:\n    - name: goss\n      export: [goss, goss-cli]\n",
+        )
+        .unwrap();
+        assert_eq!(ok[0].export, ["goss", "goss-cli"]);
     }
 
     #[test]
@@ -447,6 +499,22 @@ composable:
         assert_eq!(
             m.packages[1].repository.as_deref(),
             Some("http://127.0.0.1/r")
+        );
+    }
+
+    #[test]
+    fn a_command_exported_by_two_packages_is_refused() {
+        let root = tempfile::tempdir().unwrap();
+        let m = root.path().join("m.yaml");
+        fs::write(
+            &m,
+            "composable:\n  default_repository: file:///r\n  packages:\n    - name: foo\n      export: [a, x]\n    - name: bar\n      export: [x]\n",
+        )
+        .unwrap();
+        let e = load(root.path(), Some(&m)).unwrap_err().to_string();
+        assert!(
+            e.contains("'x'") && e.contains("'foo'") && e.contains("'bar'"),
+            "{e}"
         );
     }
 

@@ -40,6 +40,9 @@ pub struct Installed {
     pub enabled: Vec<String>,
     /// The units started.
     pub started: Vec<String>,
+    /// The commands exported to /usr/local/bin.
+    #[serde(default)]
+    pub exports: Vec<String>,
 }
 
 /// The whole state.

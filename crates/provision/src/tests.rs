@@ -572,3 +572,78 @@ fn an_image_attached_by_a_killed_apply_is_attached_again_not_refused() {
     let steps = r.apply(&m, false).unwrap();
     assert_eq!(actions(&steps), [("foo".into(), Action::Unchanged)]);
 }
+
+#[test]
+fn exported_commands_follow_their_package_through_apply_repair_upgrade_and_prune() {
+    let r = Repo::new();
+    r.publish(&[r.package("foo", "1"), r.package("foo", "2")], None, 3600);
+    let cmd = r.root.join(crate::export::BIN_DIR).join("tool");
+    let m1 = r.manifest("    - name: foo\n      version: '1'\n      export: [tool]\n");
+    assert_eq!(
+        actions(&r.apply(&m1, false).unwrap()),
+        [("foo".into(), Action::Install)]
+    );
+    let text = fs::read_to_string(&cmd).unwrap();
+    assert!(
+        text.contains("RootDirectory=/var/lib/portables/foo_1'")
+            && text.contains("'/usr/bin/tool'"),
+        "{text}"
+    );
+    assert_eq!(
+        State::load(&r.root).unwrap().packages["foo"].exports,
+        ["tool"]
+    );
+    // A command gone missing is repaired.
+    fs::remove_file(&cmd).unwrap();
+    let mut state = State::load(&r.root).unwrap();
+    let steps = plan(
+        &r.root,
+        &m1,
+        &Fetcher::default(),
+        &Options::default(),
+        &mut state,
+    )
+    .unwrap();
+    assert_eq!(actions(&steps), [("foo".into(), Action::Repair)]);
+    r.apply(&m1, false).unwrap();
+    assert!(cmd.exists());
+    // A file realms did not write: refused by path before anything changes.
+    let other = r.root.join(crate::export::BIN_DIR).join("sh");
+    fs::write(&other, "#!/bin/sh\necho mine\n").unwrap();
+    let m2 = r.manifest("    - name: foo\n      version: '2'\n      export: [tool, sh]\n");
+    let e = r.apply(&m2, false).unwrap_err().to_string();
+    assert!(e.contains(&other.display().to_string()), "{e}");
+    assert_eq!(r.portables(), ["foo_1"]);
+    assert!(
+        cmd.exists()
+            && r.root
+                .join("etc/systemd/system.attached/foo.service")
+                .exists()
+    );
+    assert_eq!(
+        fs::read_to_string(&other).unwrap(),
+        "#!/bin/sh\necho mine\n"
+    );
+    // The upgrade rewrites the command for the new image.
+    fs::remove_file(&other).unwrap();
+    let m3 = r.manifest("    - name: foo\n      version: '2'\n      export: [tool]\n");
+    assert_eq!(
+        actions(&r.apply(&m3, false).unwrap()),
+        [("foo".into(), Action::Upgrade)]
+    );
+    assert!(
+        fs::read_to_string(&cmd)
+            .unwrap()
+            .contains("/var/lib/portables/foo_2'")
+    );
+    // Dropping the export alone is an upgrade that removes the command.
+    let m4 = r.manifest("    - name: foo\n      version: '2'\n");
+    r.apply(&m4, false).unwrap();
+    assert!(!cmd.exists());
+    r.apply(&m3, false).unwrap();
+    assert!(cmd.exists());
+    // A prune removes it with the package.
+    r.apply(&r.manifest("    []\n"), true).unwrap();
+    assert!(!cmd.exists());
+    assert!(r.portables().is_empty());
+}
