@@ -258,6 +258,7 @@ mod tests {
             "provision inbox",
             "provision publish a_1.tar.zst b_2.tar --to /srv/repo --key me --stream next --arch amd64 --valid-days 7 --serial 9",
             "provision pack dir --name foo --pkg-version 1 -o out --format tar.gz",
+            "provision publish a_1.tar.zst --to oci://127.0.0.1:5000/fleet --key me --ca-file ca.pem",
             "doctor",
             "doctor --fix",
             "doctor --fix --force",
