@@ -18,6 +18,7 @@ use realms_tests::scratch::{Scratch, unique};
 
 mod https;
 mod kill;
+mod oci;
 mod resume;
 
 /// Runs the host's realms with `--root root`; panics on failure.
