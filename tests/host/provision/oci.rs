@@ -12,7 +12,8 @@ use std::path::Path;
 use std::process::{Command, Output};
 
 use realms_tests::fixtures::write_portable_tree;
-use realms_tests::registry::{Proxy, Registry};
+use realms_tests::registry::{Proxy, Registry, TokenServer};
+use realms_tests::run::run;
 use realms_tests::tls::{ca, server_cert};
 
 use super::{Publisher, free_port, package, realms};
@@ -324,4 +325,91 @@ fn oci_registry_publish_apply_refusals_and_a_cut_blob_download_resumes() {
         Some(size - have),
         "resumed at {have} of {size}: {last}"
     );
+}
+
+/// The same registry with token auth: `/v2/` answers `Bearer realm=...`; publish and apply get a
+/// token for their scope from the token service (which checks the user and password of
+/// auth.json) and use it; a wrong password is refused by the token service, naming the registry.
+#[test]
+fn oci_registry_with_token_auth_pushes_and_pulls_with_a_bearer_token() {
+    realms_tests::require::tool("openssl", "openssl");
+    let work_dir = tempfile::tempdir().unwrap();
+    let work = work_dir.path();
+    let tls = work.join("tls");
+    fs::create_dir_all(&tls).unwrap();
+    ca(&tls, "reg");
+    server_cert(&tls, "reg");
+    run(Command::new("openssl")
+        .current_dir(&tls)
+        .args([
+            "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
+        ])
+        .args(["-subj", "/CN=realms test token issuer"])
+        .args(["-keyout", "token.key", "-out", "token.pem"]));
+    let ca_file = tls.join("reg-ca.pem").display().to_string();
+    let (service, issuer) = ("realms-test-registry", "realms-test-issuer");
+    let tokens = TokenServer::start(
+        (&tls.join("token.pem"), &tls.join("token.key")),
+        (issuer, service),
+        USER,
+        PASSWORD,
+    );
+    let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, free_port()));
+    let _registry = Registry::serve_token(
+        &work.join("registry"),
+        addr,
+        (&tls.join("server.pem"), &tls.join("server.key")),
+        &format!("http://{}/token", tokens.addr),
+        (service, issuer),
+        &tls.join("token.pem"),
+    );
+    let p = Publisher::new(work);
+    auth_json(&p.keys, &[addr], USER, PASSWORD);
+    let repo = format!("oci://{addr}/realms/tok");
+    let pkg = package(work, "tok", "1");
+    let pkg_arg = pkg.display().to_string();
+    realms(
+        &p.keys,
+        &[
+            "provision",
+            "publish",
+            &pkg_arg,
+            "--to",
+            &repo,
+            "--key",
+            "repo",
+            "--ca-file",
+            &ca_file,
+        ],
+    );
+    let root = work.join("root");
+    machine(&p, &root, &repo, "tok", "1");
+    auth_json(&root, &[addr], USER, PASSWORD);
+    let out = run_realms(&root, &["provision", "apply", "--ca-file", &ca_file]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success() && err.contains("installed tok 1"),
+        "{err}"
+    );
+    assert_eq!(portables(&root), ["tok_1"]);
+    let granted = tokens.granted.lock().unwrap().clone();
+    assert!(
+        granted.contains(&"repository:realms/tok:pull,push".to_string())
+            && granted.contains(&"repository:realms/tok:pull".to_string()),
+        "{granted:?}"
+    );
+
+    let wrong = work.join("wrong");
+    machine(&p, &wrong, &repo, "tok", "1");
+    auth_json(&wrong, &[addr], USER, "not-the-password");
+    let out = run_realms(&wrong, &["provision", "apply", "--ca-file", &ca_file]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success()
+            && err.contains(&format!("registry {addr}"))
+            && err.contains("refused a token")
+            && err.contains("user fleet from"),
+        "{err}"
+    );
+    assert!(portables(&wrong).is_empty(), "{:?}", portables(&wrong));
 }
