@@ -2,6 +2,7 @@
 
 mod portable;
 mod provision;
+mod provision_oci;
 mod realm;
 mod state;
 mod table;
@@ -31,6 +32,8 @@ enum Suite {
     Provision,
     /// state resize by 1 and 10 GiB vs the same steps by hand, freed space returned, I/O via /var
     State,
+    /// provision apply of a ~200 MB package from an OCI registry (docker-registry) vs from nginx
+    ProvisionOci,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -48,6 +51,7 @@ fn main() -> anyhow::Result<()> {
             Suite::Portable => portable::run_suite(args.runs)?,
             Suite::Provision => provision::run_suite(args.runs)?,
             Suite::State => state::run_suite(args.runs)?,
+            Suite::ProvisionOci => provision_oci::run_suite(args.runs)?,
         }
     }
     Ok(())

@@ -22,15 +22,24 @@ const EMPTY: &[u8] = b"{}";
 /// The annotation naming a layer's file, as ORAS writes it.
 const TITLE: &str = "org.opencontainers.image.title";
 
-fn descriptor(media: MediaType, bytes_sha256: &str, size: u64, title: Option<&str>) -> Descriptor {
-    let digest: oci_spec::image::Digest = format!("sha256:{bytes_sha256}")
-        .parse()
-        .expect("a sha256 digest of 64 hex digits");
+fn descriptor(
+    media: MediaType,
+    bytes_sha256: &str,
+    size: u64,
+    title: Option<&str>,
+) -> Result<Descriptor> {
+    let digest: oci_spec::image::Digest =
+        format!("sha256:{bytes_sha256}")
+            .parse()
+            .map_err(|e| Error::Push {
+                url: format!("sha256:{bytes_sha256}"),
+                message: format!("not a digest: {e}"),
+            })?;
     let mut d = Descriptor::new(media, size, digest);
     if let Some(t) = title {
         d.set_annotations(Some(HashMap::from([(TITLE.to_string(), t.to_string())])));
     }
-    d
+    Ok(d)
 }
 
 fn artifact(kind: &str, layers: Vec<Descriptor>, url: &str) -> Result<Vec<u8>> {
@@ -39,7 +48,7 @@ fn artifact(kind: &str, layers: Vec<Descriptor>, url: &str) -> Result<Vec<u8>> {
         &sha256_hex(EMPTY),
         EMPTY.len() as u64,
         None,
-    );
+    )?;
     let manifest: ImageManifest = ImageManifestBuilder::default()
         .schema_version(2u32)
         .media_type(MediaType::ImageManifest)
@@ -138,13 +147,13 @@ pub fn publish(
             &index_sha,
             bytes.len() as u64,
             Some(&index::index_name(req.stream)),
-        ),
+        )?,
         descriptor(
             MediaType::Other(SIG_TYPE.into()),
             &sig_sha,
             sig.len() as u64,
             Some(&index::sig_name(req.stream, idx.serial)),
-        ),
+        )?,
     ];
     let manifest = artifact(INDEX_TYPE, layers, &index_url)?;
     client.put_manifest(&tag, &manifest)?;
@@ -192,7 +201,7 @@ fn push_package(
         &entry.sha256,
         entry.size,
         Some(&entry.file),
-    );
+    )?;
     let manifest = artifact(PACKAGE_TYPE, vec![layer], &url)?;
     client.put_manifest(&tag, &manifest)
 }
