@@ -171,6 +171,33 @@ fn oci_registry_publish_apply_refusals_and_a_cut_blob_download_resumes() {
         out.status.success() && text.contains("(serial 2)"),
         "{text}"
     );
+    // Packages never change: other bytes under a published NAME_VERSION are refused, and the
+    // index stays as it was.
+    let other = work.join("other");
+    fs::create_dir_all(&other).unwrap();
+    let changed = other.join("ocisvc_1.tar.zst");
+    fs::copy(&v2, &changed).unwrap();
+    let out = run_realms(
+        &p.keys,
+        &[
+            "provision",
+            "publish",
+            &changed.display().to_string(),
+            "--to",
+            &push_to,
+            "--key",
+            "repo",
+            "--ca-file",
+            &ca_file,
+        ],
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success()
+            && err.contains(&format!("oci://{reg_addr}/realms/fleet:ocisvc_1."))
+            && err.contains("other contents"),
+        "{err}"
+    );
     // The package blob is the layer whose digest the index states.
     let blob = registry.blob_file(&sha256_hex(&v2));
     assert_eq!(fs::read(&blob).unwrap(), fs::read(&v2).unwrap());
@@ -237,7 +264,23 @@ fn oci_registry_publish_apply_refusals_and_a_cut_blob_download_resumes() {
     // A tampered blob (one byte changed in the registry's storage): its digest no longer
     // matches; refused, nothing left in /var/lib/portables.
     let bad = package(work, "tampered", "1");
-    publish(&bad);
+    let out = run_realms(
+        &p.keys,
+        &[
+            "provision",
+            "publish",
+            &bad.display().to_string(),
+            "--to",
+            &push_to,
+            "--key",
+            "repo",
+            "--ca-file",
+            &ca_file,
+        ],
+    );
+    // Serial 3: the refused publish above left the index at 2.
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success() && err.contains("(serial 3)"), "{err}");
     let file = registry.blob_file(&sha256_hex(&bad));
     let mut bytes = fs::read(&file).unwrap();
     let mid = bytes.len() / 2;
