@@ -16,7 +16,11 @@ use realms_tests::registry::{Proxy, Registry, TokenServer};
 use realms_tests::run::run;
 use realms_tests::tls::{ca, server_cert};
 
-use super::{Publisher, free_port, package, realms};
+use realms_tests::container::Container;
+use realms_tests::fixtures::debian_base;
+use realms_tests::scratch::{Scratch, unique};
+
+use super::{Booted, Publisher, free_port, package, realms};
 
 const USER: &str = "fleet";
 const PASSWORD: &str = "s3cret-fleet";
@@ -455,4 +459,86 @@ fn oci_registry_with_token_auth_pushes_and_pulls_with_a_bearer_token() {
         "{err}"
     );
     assert!(portables(&wrong).is_empty(), "{:?}", portables(&wrong));
+}
+
+/// In a booted systemd container (sharing this machine's loopback): the manifest names an
+/// `oci://` repository; `realms provision apply` pulls from the registry with the CA file and
+/// the credentials of /etc/realms/auth.json, attaches the package, enables and starts its unit.
+#[test]
+fn oci_registry_apply_in_a_booted_container_starts_the_service() {
+    realms_tests::require::tool("openssl", "openssl");
+    let work_dir = tempfile::tempdir().unwrap();
+    let work = work_dir.path();
+    let tls = work.join("tls");
+    fs::create_dir_all(&tls).unwrap();
+    ca(&tls, "reg");
+    server_cert(&tls, "reg");
+    let ca_file = tls.join("reg-ca.pem").display().to_string();
+    let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, free_port()));
+    let _registry = Registry::serve(
+        &work.join("registry"),
+        addr,
+        &tls.join("server.pem"),
+        &tls.join("server.key"),
+        USER,
+        PASSWORD,
+    );
+    let p = Publisher::new(work);
+    auth_json(&p.keys, &[addr], USER, PASSWORD);
+    let repo = format!("oci://{addr}/realms/boot");
+    let pkg = package(work, "ocibox", "1");
+    let pkg_arg = pkg.display().to_string();
+    realms(
+        &p.keys,
+        &[
+            "provision",
+            "publish",
+            &pkg_arg,
+            "--to",
+            &repo,
+            "--key",
+            "repo",
+            "--ca-file",
+            &ca_file,
+        ],
+    );
+
+    let tree = Scratch::snapshot(debian_base(), "provision-oci");
+    let root = tree.path();
+    fs::copy(realms_tests::realms_bin(), root.join("usr/bin/realms")).unwrap();
+    let portables = root.join("var/lib/portables");
+    if fs::create_dir_all(portables.join(".probe")).is_err() {
+        let _ = fs::remove_dir(&portables);
+    }
+    let _ = fs::remove_dir(portables.join(".probe"));
+    fs::create_dir_all(&portables).unwrap();
+    p.trust_in(root);
+    auth_json(root, &[addr], USER, PASSWORD);
+    fs::copy(&ca_file, root.join("etc/realms/registry-ca.pem")).unwrap();
+    fs::write(
+        root.join("etc/realms/provision.yaml"),
+        format!(
+            "composable:\n  default_repository: {repo}\n  packages:\n    - name: ocibox\n      version: latest\n      enable: [ocibox.service]\n      start: [ocibox.service]\n"
+        ),
+    )
+    .unwrap();
+    let b = Booted {
+        c: Container::boot(root, &unique("provision-oci"), &[]),
+        _tree: tree,
+    };
+    let out = b.ok("realms provision apply --ca-file /etc/realms/registry-ca.pem");
+    assert!(out.contains("installed ocibox 1"), "{out}");
+    assert_eq!(
+        b.ok("systemctl is-active ocibox.service || true").trim(),
+        "active"
+    );
+    let list = b.ok("portablectl list --no-legend");
+    assert!(list.contains("ocibox_1"), "{list}");
+    // Enabled the portable way (as portablectl --enable): the [Install] link is in the attach
+    // directory.
+    let wants = b.ok("ls /etc/systemd/system.attached/multi-user.target.wants/");
+    assert!(wants.contains("ocibox.service"), "not enabled: {wants}");
+    let again = b.ok("realms provision apply --ca-file /etc/realms/registry-ca.pem");
+    let state = b.ok("cat /var/lib/realms/provision/state.json");
+    assert!(again.contains("nothing changed"), "{again}\nstate: {state}");
 }
