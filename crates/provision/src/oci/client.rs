@@ -50,11 +50,21 @@ impl std::fmt::Debug for Credentials {
 }
 
 /// A session with one repository of one registry.
-#[derive(Debug)]
 pub struct Client<'a> {
     fetcher: &'a Fetcher,
     r: Reference,
     authorization: Option<String>,
+}
+
+impl std::fmt::Debug for Client<'_> {
+    /// Without the authorization header: it holds a password or a token.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Client")
+            .field("registry", &self.r.registry)
+            .field("repository", &self.r.repository)
+            .field("authorized", &self.authorization.is_some())
+            .finish()
+    }
 }
 
 /// The files credentials are read from, first match wins: `ROOT/etc/realms/auth.json`, then
