@@ -3,6 +3,7 @@
 mod desktop;
 mod portable;
 mod provision;
+mod provision_oci;
 mod realm;
 mod state;
 mod table;
@@ -34,6 +35,8 @@ enum Suite {
     State,
     /// desktop switch latency: `realms current` until the entries are published (p50/p99)
     Desktop,
+    /// provision apply of a ~200 MB package from an OCI registry (docker-registry) vs from nginx
+    ProvisionOci,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -52,6 +55,7 @@ fn main() -> anyhow::Result<()> {
             Suite::Provision => provision::run_suite(args.runs)?,
             Suite::State => state::run_suite(args.runs)?,
             Suite::Desktop => desktop::run_suite()?,
+            Suite::ProvisionOci => provision_oci::run_suite(args.runs)?,
         }
     }
     Ok(())

@@ -20,6 +20,7 @@ mod export;
 mod https;
 mod ignition;
 mod kill;
+mod oci;
 mod resume;
 
 /// Runs the host's realms with `--root root`; panics on failure.

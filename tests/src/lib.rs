@@ -12,10 +12,12 @@ pub mod guest;
 pub mod http;
 pub mod ignition;
 pub mod realms;
+pub mod registry;
 pub mod require;
 pub mod run;
 pub mod scratch;
 pub mod test29;
+pub mod tls;
 
 use std::path::PathBuf;
 

@@ -260,6 +260,7 @@ mod tests {
             "provision pack dir --name foo --pkg-version 1 -o out --format tar.gz",
             "provision ignition m.yaml",
             "provision ignition m.yaml --butane --key repo --key /k/fleet.pub --dropin 10-a.yaml",
+            "provision publish a_1.tar.zst --to oci://127.0.0.1:5000/fleet --key me --ca-file ca.pem",
             "doctor",
             "doctor --fix",
             "doctor --fix --force",

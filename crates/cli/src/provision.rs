@@ -32,7 +32,9 @@ pub enum ProvisionCmd {
         /// Package files named NAME_VERSION.EXT (tar, tar.gz, tar.zst, tar.xz, raw).
         #[arg(required = true)]
         packages: Vec<PathBuf>,
-        /// The repository directory (or file:// url).
+        /// The repository directory (or file:// url), or an OCI registry repository
+        /// (oci://HOST[:PORT]/REPO[:TAG]; credentials from /etc/realms/auth.json or
+        /// ~/.docker/config.json).
         #[arg(long)]
         to: String,
         /// The signing key: a key name of `realms appimg key list`, or a key file.
@@ -50,6 +52,9 @@ pub enum ProvisionCmd {
         /// The serial to write (default: one more than the index's).
         #[arg(long)]
         serial: Option<u64>,
+        /// Also trust the CA certificates of this PEM file (an oci:// registry with its own CA).
+        #[arg(long, value_name = "PEM")]
+        ca_file: Option<PathBuf>,
     },
     /// Make a package (NAME_VERSION.tar.zst) from a portable-service directory image.
     Pack {
@@ -213,21 +218,27 @@ pub fn run(cmd: ProvisionCmd, ctx: &Ctx) -> anyhow::Result<ExitCode> {
             arch,
             valid_days,
             serial,
+            ca_file,
         } => {
             let key_path = realms_image::keys::resolve_private(&ctx.root, &key)?;
             let signing = realms_image::keys::load_private(&key_path)?;
             let arch = arch.unwrap_or_else(|| realms_provision::index::host_arch().into());
-            let done = publish(
-                &Publish {
-                    repo: &to,
-                    arch: &arch,
-                    stream,
-                    valid_for: valid_days * 86400,
-                    serial,
-                },
-                &packages,
-                &signing,
-            )?;
+            let req = Publish {
+                repo: &to,
+                arch: &arch,
+                stream,
+                valid_for: valid_days * 86400,
+                serial,
+            };
+            let done = if realms_provision::oci::is_oci(&to) {
+                let fetcher = match &ca_file {
+                    Some(f) => Fetcher::default().trusting(f)?,
+                    None => Fetcher::default(),
+                };
+                realms_provision::oci::publish(&ctx.root, &fetcher, &req, &packages, &signing)?
+            } else {
+                publish(&req, &packages, &signing)?
+            };
             ctx.say_line(format!(
                 "[+] Published {} into {} (serial {})",
                 done.added.join(", "),

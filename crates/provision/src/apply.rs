@@ -76,14 +76,19 @@ pub fn fetch_index(
     stream: crate::manifest::Stream,
     state: &mut State,
 ) -> Result<Index> {
-    let url = join(repo, arch, &index::index_name(stream));
+    let url = if crate::oci::is_oci(repo) {
+        let r = crate::oci::Reference::parse(repo)?;
+        format!("{}/manifests/{}", r.base(), r.index_reference(arch, stream))
+    } else {
+        join(repo, arch, &index::index_name(stream))
+    };
     let key = serial_key(repo, arch, stream);
     let cache = root
         .join(CACHE)
         .join("index")
         .join(hex::encode(&sha2_of(&key)[..8]));
     fs::create_dir_all(&cache).map_err(|e| Error::io("creating", &cache, e))?;
-    let (bytes, sig_bytes) = match fetch_pair(fetcher, repo, arch, stream, &url) {
+    let (bytes, sig_bytes) = match fetch_pair(root, fetcher, repo, arch, stream, &url) {
         Ok(pair) => pair,
         Err(e @ Error::Fetch { .. }) => match (
             fs::read(cache.join("index.json")),
@@ -122,12 +127,23 @@ fn sha2_of(s: &str) -> Vec<u8> {
 }
 
 fn fetch_pair(
+    root: &Path,
     fetcher: &Fetcher,
     repo: &str,
     arch: &str,
     stream: crate::manifest::Stream,
     url: &str,
 ) -> Result<(Vec<u8>, Option<Vec<u8>>)> {
+    if crate::oci::is_oci(repo) {
+        return crate::oci::fetch_index(root, fetcher, repo, arch, stream)?.ok_or_else(|| {
+            Error::Fetch {
+                url: url.to_string(),
+                message: format!(
+                    "no index for architecture {arch} and stream {stream}; publish one with `realms provision publish --to {repo} --stream {stream}`"
+                ),
+            }
+        });
+    }
     let bytes = fetcher.get(url, MAX_INDEX_BYTES)?.ok_or_else(|| Error::Fetch {
         url: url.to_string(),
         message: format!(

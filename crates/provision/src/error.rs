@@ -128,7 +128,7 @@ pub enum Error {
         reason: String,
     },
     /// A url with an unsupported scheme.
-    #[error("unsupported repository url '{url}': use file:// or http(s)://")]
+    #[error("unsupported repository url '{url}': use file://, http(s):// or oci://")]
     Scheme {
         /// The url.
         url: String,
@@ -205,6 +205,32 @@ pub enum Error {
     /// The thread that downloads and hashes a package panicked.
     #[error("the download thread panicked")]
     DownloadThread,
+    /// An `oci://` repository url that does not parse.
+    #[error("repository url '{url}': {reason}; write oci://HOST[:PORT]/REPO[:TAG|@DIGEST]")]
+    OciReference {
+        /// The url.
+        url: String,
+        /// What is wrong.
+        reason: String,
+    },
+    /// A registry that refuses the credentials (or wants some and there are none).
+    #[error("registry {registry} (repository {repository}): {reason}")]
+    RegistryAuth {
+        /// The registry, `HOST[:PORT]`.
+        registry: String,
+        /// The repository on it.
+        repository: String,
+        /// What it said and where the credentials came from.
+        reason: String,
+    },
+    /// A push to a registry that failed.
+    #[error("pushing to {url}: {message}")]
+    Push {
+        /// The url.
+        url: String,
+        /// What went wrong.
+        message: String,
+    },
     /// A system call on a path.
     #[error("{action} {}", path.display())]
     Io {
@@ -495,6 +521,28 @@ mod tests {
                 },
                 "'alice'",
             ),
+            (
+                Error::OciReference {
+                    url: s("oci://h/R"),
+                    reason: s("bad"),
+                },
+                "oci://h/R",
+            ),
+            (
+                Error::RegistryAuth {
+                    registry: s("reg.example:5000"),
+                    repository: s("fleet"),
+                    reason: s("refused"),
+                },
+                "reg.example:5000",
+            ),
+            (
+                Error::Push {
+                    url: s("https://reg/v2/x"),
+                    message: s("denied"),
+                },
+                "https://reg/v2/x",
+            ),
             (Error::DownloadThread, "download thread"),
             (Error::io("reading", "/r/x", io_err()), "/r/x"),
             (
@@ -592,6 +640,9 @@ mod tests {
             Error::SerializeIndex { .. } => "SerializeIndex",
             Error::PackRaw => "PackRaw",
             Error::Inbox { .. } => "Inbox",
+            Error::OciReference { .. } => "OciReference",
+            Error::RegistryAuth { .. } => "RegistryAuth",
+            Error::Push { .. } => "Push",
             Error::DownloadThread => "DownloadThread",
             Error::Io { .. } => "Io",
             Error::Sys { .. } => "Sys",
@@ -625,6 +676,9 @@ mod tests {
         "SerializeIndex",
         "PackRaw",
         "Inbox",
+        "OciReference",
+        "RegistryAuth",
+        "Push",
         "DownloadThread",
         "Io",
         "Sys",

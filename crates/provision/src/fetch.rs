@@ -127,6 +127,57 @@ impl Fetcher {
 
     /// The bytes of `url` from `offset` on; `None` when it does not exist.
     pub fn open(&self, url: &str, offset: u64) -> Result<Option<Box<dyn Read + Send>>> {
+        self.open_authorized(url, offset, None)
+    }
+
+    /// Runs `call` (one request) with this fetcher's retries on connection errors and 5xx;
+    /// any other answer is the caller's.
+    pub(crate) fn call(
+        &self,
+        url: &str,
+        call: &dyn Fn(
+            &ureq::Agent,
+        )
+            -> std::result::Result<ureq::http::Response<ureq::Body>, ureq::Error>,
+    ) -> Result<ureq::http::Response<ureq::Body>> {
+        let mut delay = self.backoff;
+        let mut attempt = 1;
+        loop {
+            let result = call(&self.agent).map_err(classify).and_then(|resp| {
+                let status = resp.status().as_u16();
+                if (500..=599).contains(&status) {
+                    Err(Retry::Again(format!("server error {status}")))
+                } else {
+                    Ok(resp)
+                }
+            });
+            match result {
+                Err(Retry::Again(message)) if attempt < self.attempts => {
+                    tracing::info!("{url}: {message}; retrying in {:.1}s", delay.as_secs_f32());
+                    std::thread::sleep(delay);
+                    delay *= 2;
+                    attempt += 1;
+                }
+                Err(Retry::Again(message) | Retry::Fatal(message)) => {
+                    let attempts = if attempt == 1 { "attempt" } else { "attempts" };
+                    return Err(fetch_error(
+                        url,
+                        format!("{message} (after {attempt} {attempts})"),
+                    ));
+                }
+                Ok(resp) => return Ok(resp),
+            }
+        }
+    }
+
+    /// [`Fetcher::open`] sending `authorization` as the `Authorization` header (a registry's
+    /// token, crate::oci).
+    pub(crate) fn open_authorized(
+        &self,
+        url: &str,
+        offset: u64,
+        authorization: Option<&str>,
+    ) -> Result<Option<Box<dyn Read + Send>>> {
         if let Some(path) = url.strip_prefix("file://") {
             let mut f = match fs::File::open(path) {
                 Ok(f) => f,
@@ -145,7 +196,7 @@ impl Fetcher {
         let mut delay = self.backoff;
         let mut attempt = 1;
         loop {
-            match self.http(url, offset) {
+            match self.http(url, offset, authorization) {
                 Err(Retry::Again(message)) if attempt < self.attempts => {
                     tracing::info!(
                         "{url}: {message}; retrying in {:.1}s (attempt {attempt} of {})",
@@ -172,23 +223,16 @@ impl Fetcher {
         &self,
         url: &str,
         offset: u64,
+        authorization: Option<&str>,
     ) -> std::result::Result<Option<Box<dyn Read + Send>>, Retry> {
         let mut req = self.agent.get(url);
         if offset > 0 {
             req = req.header("Range", format!("bytes={offset}-"));
         }
-        let resp = req.call().map_err(|e| match e {
-            // rustls's verdicts (an unknown issuer, a wrong name) come as invalid data: trying
-            // again cannot change them.
-            ureq::Error::Io(ref io) if io.kind() == io::ErrorKind::InvalidData => {
-                Retry::Fatal(e.to_string())
-            }
-            ureq::Error::Io(_)
-            | ureq::Error::ConnectionFailed
-            | ureq::Error::HostNotFound
-            | ureq::Error::Timeout(_) => Retry::Again(e.to_string()),
-            other => Retry::Fatal(other.to_string()),
-        })?;
+        if let Some(a) = authorization {
+            req = req.header("Authorization", a);
+        }
+        let resp = req.call().map_err(classify)?;
         let status = resp.status().as_u16();
         match status {
             404 | 410 => Ok(None),
@@ -204,6 +248,22 @@ impl Fetcher {
             }
             other => Err(Retry::Fatal(format!("the server answered {other}"))),
         }
+    }
+}
+
+/// Whether a failed request is worth another try.
+fn classify(e: ureq::Error) -> Retry {
+    match e {
+        // rustls's verdicts (an unknown issuer, a wrong name) come as invalid data: trying
+        // again cannot change them.
+        ureq::Error::Io(ref io) if io.kind() == io::ErrorKind::InvalidData => {
+            Retry::Fatal(e.to_string())
+        }
+        ureq::Error::Io(_)
+        | ureq::Error::ConnectionFailed
+        | ureq::Error::HostNotFound
+        | ureq::Error::Timeout(_) => Retry::Again(e.to_string()),
+        other => Retry::Fatal(other.to_string()),
     }
 }
 

@@ -106,7 +106,7 @@ fn cache_paths(cache: &Path, entry: &Entry) -> (PathBuf, PathBuf) {
 /// The source stream of a package: the complete cached copy, or the cached part followed by
 /// the rest from the repository (written to the cache as it is read).
 fn source(
-    fetcher: &Fetcher,
+    open: &Opener<'_>,
     url: &str,
     cache: &Path,
     entry: &Entry,
@@ -129,7 +129,7 @@ fn source(
     if have > 0 {
         tracing::info!("resuming {url} at byte {have} of {}", entry.size);
     }
-    let rest = fetcher.open(url, have)?.ok_or_else(|| Error::Fetch {
+    let rest = open(have)?.ok_or_else(|| Error::Fetch {
         url: url.to_string(),
         message: "not found on the server, though the index lists it".into(),
     })?;
@@ -139,6 +139,9 @@ fn source(
         file: append,
     })))
 }
+
+/// Opens the package's bytes from an offset (`None`: the repository lacks it).
+type Opener<'a> = dyn Fn(u64) -> Result<Option<Box<dyn Read + Send>>> + 'a;
 
 /// Where a package comes from: a repository for an architecture, through a fetcher.
 #[derive(Debug, Clone, Copy)]
@@ -174,7 +177,20 @@ pub fn install(
             entry.file, entry.version
         ),
     })?;
-    let url = join(repo, arch, &entry.file);
+    // An OCI registry serves the package as the blob whose digest is its SHA-256.
+    let oci = crate::oci::is_oci(repo);
+    let url = if oci {
+        crate::oci::blob_url(repo, &entry.sha256)?
+    } else {
+        join(repo, arch, &entry.file)
+    };
+    let open = |offset: u64| {
+        if oci {
+            crate::oci::open_blob(root, fetcher, repo, &entry.sha256, offset)
+        } else {
+            fetcher.open(&url, offset)
+        }
+    };
     let portables = root.join(PORTABLES);
     fs::create_dir_all(&portables).map_err(|e| Error::io("creating", &portables, e))?;
     let staging = portables.join(format!(
@@ -186,7 +202,7 @@ pub fn install(
     fs::create_dir(&staging).map_err(|e| Error::io("creating", &staging, e))?;
     let cache = root.join(CACHE);
     let result = stage(
-        fetcher,
+        &open,
         &url,
         &cache,
         entry,
@@ -216,7 +232,7 @@ pub fn install(
 
 #[allow(clippy::too_many_arguments)]
 fn stage(
-    fetcher: &Fetcher,
+    open: &Opener<'_>,
     url: &str,
     cache: &Path,
     entry: &Entry,
@@ -226,7 +242,7 @@ fn stage(
     progress: &mut dyn FnMut(Event),
 ) -> Result<()> {
     let hashing = Hashing {
-        inner: source(fetcher, url, cache, entry)?,
+        inner: source(open, url, cache, entry)?,
         hash: Sha256::new(),
         count: 0,
         limit: entry.size,

@@ -13,6 +13,7 @@ pub mod inbox;
 pub mod index;
 pub mod install;
 pub mod manifest;
+pub mod oci;
 pub mod portable;
 pub mod publish;
 pub mod state;

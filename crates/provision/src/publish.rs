@@ -63,7 +63,7 @@ fn sha256_file(path: &Path) -> Result<(String, u64)> {
     Ok((hex::encode(h.finalize()), n))
 }
 
-fn entry_of(path: &Path) -> Result<(String, Entry)> {
+pub(crate) fn entry_of(path: &Path) -> Result<(String, Entry)> {
     let file = path
         .file_name()
         .map(|f| f.to_string_lossy().into_owned())
