@@ -126,6 +126,13 @@ fn activate(systemd: &Systemd, enable: &[String], start: Option<&[String]>) -> A
             Err(e) => notes.push(format!("enabling {unit}: {e}")),
         }
     }
+    // As `systemctl enable` does: PID 1 learns the new [Install] links (multi-user.target's
+    // Wants=) only on a reload; without it only a later attach's reload would tell it.
+    if !done.enabled.is_empty()
+        && let Err(e) = systemd.reload()
+    {
+        notes.push(format!("reloading systemd after enabling: {e}"));
+    }
     let start = start
         .map(<[String]>::to_vec)
         .unwrap_or_else(|| done.enabled.clone());

@@ -538,6 +538,12 @@ fn oci_registry_apply_in_a_booted_container_starts_the_service() {
     // directory.
     let wants = b.ok("ls /etc/systemd/system.attached/multi-user.target.wants/");
     assert!(wants.contains("ocibox.service"), "not enabled: {wants}");
+    // And PID 1 knows it (with a single package no later attach reloads it for the apply).
+    let wants = b.ok("systemctl show -p Wants --value multi-user.target");
+    assert!(
+        wants.contains("ocibox.service"),
+        "PID 1 does not know: {wants}"
+    );
     let again = b.ok("realms provision apply --ca-file /etc/realms/registry-ca.pem");
     let state = b.ok("cat /var/lib/realms/provision/state.json");
     assert!(again.contains("nothing changed"), "{again}\nstate: {state}");
