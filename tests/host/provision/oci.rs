@@ -106,25 +106,38 @@ fn sha256_hex(path: &Path) -> String {
     hex::encode(sha2::Sha256::digest(fs::read(path).unwrap()))
 }
 
-#[test]
-fn oci_registry_publish_apply_refusals_and_a_cut_blob_download_resumes() {
-    realms_tests::require::tool("openssl", "openssl");
-    let work_dir = tempfile::tempdir().unwrap();
-    let work = work_dir.path();
+/// The work directory's `tls/` with a private CA and a server certificate for 127.0.0.1;
+/// returns it and the CA file's path.
+fn tls_dir(work: &Path) -> (std::path::PathBuf, String) {
     let tls = work.join("tls");
     fs::create_dir_all(&tls).unwrap();
     ca(&tls, "reg");
     server_cert(&tls, "reg");
     let ca_file = tls.join("reg-ca.pem").display().to_string();
-    let reg_addr = SocketAddr::from((Ipv4Addr::LOCALHOST, free_port()));
+    (tls, ca_file)
+}
+
+/// docker-registry on a free port of 127.0.0.1 with TLS and htpasswd auth (USER, PASSWORD).
+fn registry(work: &Path, tls: &Path) -> (Registry, SocketAddr) {
+    let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, free_port()));
     let registry = Registry::serve(
         &work.join("registry"),
-        reg_addr,
+        addr,
         &tls.join("server.pem"),
         &tls.join("server.key"),
         USER,
         PASSWORD,
     );
+    (registry, addr)
+}
+
+#[test]
+fn oci_registry_publish_apply_refusals_and_a_cut_blob_download_resumes() {
+    realms_tests::require::tool("openssl", "openssl");
+    let work_dir = tempfile::tempdir().unwrap();
+    let work = work_dir.path();
+    let (tls, ca_file) = tls_dir(work);
+    let (registry, reg_addr) = self::registry(work, &tls);
     let proxy = Proxy::start(reg_addr);
     let p = Publisher::new(work);
     auth_json(&p.keys, &[reg_addr], USER, PASSWORD);
@@ -382,10 +395,7 @@ fn oci_registry_with_token_auth_pushes_and_pulls_with_a_bearer_token() {
     realms_tests::require::tool("openssl", "openssl");
     let work_dir = tempfile::tempdir().unwrap();
     let work = work_dir.path();
-    let tls = work.join("tls");
-    fs::create_dir_all(&tls).unwrap();
-    ca(&tls, "reg");
-    server_cert(&tls, "reg");
+    let (tls, ca_file) = tls_dir(work);
     run(Command::new("openssl")
         .current_dir(&tls)
         .args([
@@ -393,7 +403,6 @@ fn oci_registry_with_token_auth_pushes_and_pulls_with_a_bearer_token() {
         ])
         .args(["-subj", "/CN=realms test token issuer"])
         .args(["-keyout", "token.key", "-out", "token.pem"]));
-    let ca_file = tls.join("reg-ca.pem").display().to_string();
     let (service, issuer) = ("realms-test-registry", "realms-test-issuer");
     let tokens = TokenServer::start(
         (&tls.join("token.pem"), &tls.join("token.key")),
@@ -469,20 +478,8 @@ fn oci_registry_apply_in_a_booted_container_starts_the_service() {
     realms_tests::require::tool("openssl", "openssl");
     let work_dir = tempfile::tempdir().unwrap();
     let work = work_dir.path();
-    let tls = work.join("tls");
-    fs::create_dir_all(&tls).unwrap();
-    ca(&tls, "reg");
-    server_cert(&tls, "reg");
-    let ca_file = tls.join("reg-ca.pem").display().to_string();
-    let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, free_port()));
-    let _registry = Registry::serve(
-        &work.join("registry"),
-        addr,
-        &tls.join("server.pem"),
-        &tls.join("server.key"),
-        USER,
-        PASSWORD,
-    );
+    let (tls, ca_file) = tls_dir(work);
+    let (_registry, addr) = registry(work, &tls);
     let p = Publisher::new(work);
     auth_json(&p.keys, &[addr], USER, PASSWORD);
     let repo = format!("oci://{addr}/realms/boot");
