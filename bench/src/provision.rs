@@ -48,14 +48,19 @@ fn sh(c: Option<&Container>, script: &str) -> anyhow::Result<Duration> {
     Ok(took)
 }
 
-fn realms(root: &Path, args: &[&str]) -> anyhow::Result<()> {
-    let st = Command::new(realms_tests::realms_bin())
+/// `realms --root ROOT ARGS...`, which must succeed.
+pub(crate) fn realms(root: &Path, args: &[&str]) -> anyhow::Result<()> {
+    let out = Command::new(realms_tests::realms_bin())
         .arg("--root")
         .arg(root)
         .args(args)
-        .stdout(Stdio::null())
-        .status()?;
-    anyhow::ensure!(st.success(), "realms {args:?} failed");
+        .stdin(Stdio::null())
+        .output()?;
+    anyhow::ensure!(
+        out.status.success(),
+        "realms {args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     Ok(())
 }
 
@@ -66,6 +71,12 @@ fn source(work: &Path) -> anyhow::Result<std::path::PathBuf> {
         None,
         &format!("cp -a {} {}", portable_image().display(), src.display()),
     )?;
+    add_payload(&src)?;
+    Ok(src)
+}
+
+/// ~200 MB of the host's libraries and programs under the image's /usr/share/payload.
+pub(crate) fn add_payload(src: &Path) -> anyhow::Result<()> {
     let data = src.join("usr/share/payload");
     fs::create_dir_all(&data)?;
     let mut total = 0u64;
@@ -88,7 +99,7 @@ fn source(work: &Path) -> anyhow::Result<std::path::PathBuf> {
             }
         }
     }
-    Ok(src)
+    Ok(())
 }
 
 pub fn run_suite(runs: usize) -> anyhow::Result<()> {

@@ -8,7 +8,6 @@
 use std::fs;
 use std::net::{Ipv4Addr, SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
@@ -17,22 +16,8 @@ use realms_tests::http::HttpServer;
 use realms_tests::registry::Registry;
 use realms_tests::tls::{ca, server_cert};
 
+use crate::provision::{add_payload, realms};
 use crate::table::{Row, paired, print};
-
-fn realms(root: &Path, args: &[&str]) -> anyhow::Result<()> {
-    let out = Command::new(realms_tests::realms_bin())
-        .arg("--root")
-        .arg(root)
-        .args(args)
-        .stdin(Stdio::null())
-        .output()?;
-    anyhow::ensure!(
-        out.status.success(),
-        "realms {args:?} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    Ok(())
-}
 
 fn free_addr() -> anyhow::Result<SocketAddr> {
     let port = TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
@@ -49,28 +34,7 @@ fn source(work: &Path) -> anyhow::Result<PathBuf> {
         &unit,
         format!("{text}\n[Install]\nWantedBy=multi-user.target\n"),
     )?;
-    let data = src.join("usr/share/payload");
-    fs::create_dir_all(&data)?;
-    let mut total = 0u64;
-    for dir in [
-        "/usr/lib/x86_64-linux-gnu",
-        "/usr/lib/aarch64-linux-gnu",
-        "/usr/bin",
-        "/usr/lib",
-    ] {
-        let Ok(entries) = fs::read_dir(dir) else {
-            continue;
-        };
-        for e in entries.flatten() {
-            let Ok(m) = e.metadata() else { continue };
-            if !m.is_file() || total > 200 << 20 {
-                continue;
-            }
-            if fs::copy(e.path(), data.join(e.file_name())).is_ok() {
-                total += m.len();
-            }
-        }
-    }
+    add_payload(&src)?;
     Ok(src)
 }
 
