@@ -15,6 +15,7 @@ pub mod portable;
 pub mod publish;
 pub mod state;
 pub mod unpack;
+pub mod version;
 
 pub use error::{Error, InboxProblem, Result, chain_text};
 
