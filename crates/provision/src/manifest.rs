@@ -105,6 +105,84 @@ pub struct Package {
     /// The file it was read from.
     #[serde(skip)]
     pub file: PathBuf,
+    /// The health check after an update (`realms provision update`).
+    #[serde(default)]
+    pub health: Health,
+    /// Whether `realms provision update` may move to a lower version (after a `track_stream`
+    /// switch, or when the stream's newest went down).
+    #[serde(default)]
+    pub allow_downgrade: bool,
+}
+
+/// The health check of an update: every started unit active (not failed, not restarting) for
+/// `settle`, then `command` (if any) run inside the package's image exits 0.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Health {
+    /// How long the units must stay active: `30s`, `2min`, `500ms` or seconds as a number.
+    #[serde(default = "default_settle", with = "settle")]
+    pub settle: std::time::Duration,
+    /// A probe run inside the package's image (argv), after the settle time.
+    #[serde(default)]
+    pub command: Vec<String>,
+}
+
+impl Default for Health {
+    fn default() -> Self {
+        Health {
+            settle: default_settle(),
+            command: Vec::new(),
+        }
+    }
+}
+
+fn default_settle() -> std::time::Duration {
+    std::time::Duration::from_secs(30)
+}
+
+/// A duration as the manifest writes it: a number of seconds, or a number with a unit
+/// (`ms`, `s`, `min`, `h`).
+pub fn parse_duration(text: &str) -> Option<std::time::Duration> {
+    let text = text.trim();
+    let digits = text
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(text.len());
+    let n: u64 = text[..digits].parse().ok()?;
+    let ms = match text[digits..].trim() {
+        "ms" => n,
+        "" | "s" | "sec" => n.checked_mul(1000)?,
+        "m" | "min" => n.checked_mul(60_000)?,
+        "h" => n.checked_mul(3_600_000)?,
+        _ => return None,
+    };
+    Some(std::time::Duration::from_millis(ms))
+}
+
+mod settle {
+    use serde::{Deserialize, Deserializer, Serializer, de::Error};
+    use std::time::Duration;
+
+    pub fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&format!("{}ms", d.as_millis()))
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Raw {
+            Secs(u64),
+            Text(String),
+        }
+        let text = match Raw::deserialize(d)? {
+            Raw::Secs(n) => return Ok(Duration::from_secs(n)),
+            Raw::Text(t) => t,
+        };
+        super::parse_duration(&text).ok_or_else(|| {
+            D::Error::custom(format!(
+                "settle: '{text}' is not a duration: use e.g. 30s, 2min, 500ms or a number of seconds"
+            ))
+        })
+    }
 }
 
 fn latest() -> String {
@@ -189,7 +267,8 @@ fn explain(message: &str) -> String {
     if message.contains("invalid type") {
         let hint = "keys: name, repository, version and profile are strings; enable and start \
                     are lists of unit names; track_stream is stable, testing or next; \
-                    install_method is copy, symlink or auto";
+                    install_method is copy, symlink or auto; health is a mapping with settle \
+                    (e.g. 30s) and command (a list); allow_downgrade is true or false";
         return format!("{message} ({hint})");
     }
     message.to_string()
@@ -233,6 +312,21 @@ fn check_package(p: &Package) -> Result<()> {
             "key profile: '{}' is not a profile name: use default, nonetwork, strict, trusted or a profile installed on the host",
             p.profile
         )));
+    }
+    if p.health
+        .command
+        .first()
+        .is_some_and(|c| !c.starts_with('/'))
+    {
+        return Err(bad(format!(
+            "key health.command: '{}' is not an absolute path: the probe runs inside the package's image, name its program by its path there",
+            p.health.command[0]
+        )));
+    }
+    if p.health.settle > std::time::Duration::from_secs(3600) {
+        return Err(bad(
+            "key health.settle: at most 1h; a health check holds the update lock that long".into(),
+        ));
     }
     for (key, units) in [("enable", &p.enable), ("start", &p.start)] {
         for u in units {
@@ -415,6 +509,57 @@ composable:
         assert!(e.contains("key version"), "{e}");
         let e = err("composable:\n  packages:\n    - name: foo\n      start: [bar.service]\n");
         assert!(e.contains("key start") && e.contains("bar.service"), "{e}");
+    }
+
+    #[test]
+    fn health_and_allow_downgrade_parse_and_default() {
+        let (_, packages) = parse(
+            Path::new("m.yaml"),
+            "composable:\n  packages:\n    - name: foo\n      health: {settle: 3s, command: [/usr/bin/true, x]}\n      allow_downgrade: true\n    - name: bar\n      health:\n        settle: 2\n",
+        )
+        .unwrap();
+        assert_eq!(packages[0].health.settle, std::time::Duration::from_secs(3));
+        assert_eq!(packages[0].health.command, ["/usr/bin/true", "x"]);
+        assert!(packages[0].allow_downgrade);
+        assert_eq!(packages[1].health.settle, std::time::Duration::from_secs(2));
+        assert!(packages[1].health.command.is_empty() && !packages[1].allow_downgrade);
+        let (_, packages) = parse(
+            Path::new("m.yaml"),
+            "composable:\n  packages:\n    - name: foo\n",
+        )
+        .unwrap();
+        assert_eq!(packages[0].health, Health::default());
+        assert_eq!(
+            packages[0].health.settle,
+            std::time::Duration::from_secs(30)
+        );
+        assert_eq!(
+            parse_duration("2min"),
+            Some(std::time::Duration::from_secs(120))
+        );
+        assert_eq!(
+            parse_duration("500ms"),
+            Some(std::time::Duration::from_millis(500))
+        );
+        assert_eq!(parse_duration("5 parsecs"), None);
+    }
+
+    #[test]
+    fn bad_health_and_allow_downgrade_name_file_line_column() {
+        let e = err("composable:\n  packages:\n    - name: foo\n      health: {settle: soon}\n");
+        assert!(e.starts_with("/etc/realms/provision.yaml:4:"), "{e}");
+        assert!(e.contains("'soon' is not a duration"), "{e}");
+        let e = err("composable:\n  packages:\n    - name: foo\n      health: {probe: [x]}\n");
+        assert!(e.starts_with("/etc/realms/provision.yaml:4:"), "{e}");
+        assert!(
+            e.contains("probe") && e.contains("settle") && e.contains("command"),
+            "{e}"
+        );
+        let e = err("composable:\n  packages:\n    - name: foo\n      allow_downgrade: maybe\n");
+        assert!(e.starts_with("/etc/realms/provision.yaml:4:24: "), "{e}");
+        assert!(e.contains("allow_downgrade is true or false"), "{e}");
+        let e = err("composable:\n  packages:\n    - name: foo\n      health: {command: [true]}\n");
+        assert!(e.contains("key health.command"), "{e}");
     }
 
     #[test]

@@ -66,8 +66,8 @@ pub fn compare(a: &str, b: &str) -> Ordering {
                 return o;
             }
         }
-        let digits_first = a.first().is_some_and(u8::is_ascii_digit)
-            || b.first().is_some_and(u8::is_ascii_digit);
+        let digits_first =
+            a.first().is_some_and(u8::is_ascii_digit) || b.first().is_some_and(u8::is_ascii_digit);
         let o = if digits_first {
             let (na, ra) = run(a, u8::is_ascii_digit);
             let (nb, rb) = run(b, u8::is_ascii_digit);
