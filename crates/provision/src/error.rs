@@ -205,6 +205,14 @@ pub enum Error {
     /// The thread that downloads and hashes a package panicked.
     #[error("the download thread panicked")]
     DownloadThread,
+    /// `realms provision rollback` with nothing to go back to.
+    #[error("cannot roll back package '{package}': {reason}")]
+    NothingToRollBack {
+        /// The package.
+        package: String,
+        /// Why not.
+        reason: String,
+    },
     /// A system call on a path.
     #[error("{action} {}", path.display())]
     Io {
@@ -450,6 +458,13 @@ mod tests {
                 "'alice'",
             ),
             (Error::DownloadThread, "download thread"),
+            (
+                Error::NothingToRollBack {
+                    package: s("web"),
+                    reason: s("no earlier version is kept"),
+                },
+                "'web'",
+            ),
             (Error::io("reading", "/r/x", io_err()), "/r/x"),
             (
                 Error::Sys(realms_sys::Error::io("opening", "/s/k", io_err())),
@@ -517,6 +532,7 @@ mod tests {
             Error::PackRaw => "PackRaw",
             Error::Inbox { .. } => "Inbox",
             Error::DownloadThread => "DownloadThread",
+            Error::NothingToRollBack { .. } => "NothingToRollBack",
             Error::Io { .. } => "Io",
             Error::Sys { .. } => "Sys",
         }
@@ -546,6 +562,7 @@ mod tests {
         "PackRaw",
         "Inbox",
         "DownloadThread",
+        "NothingToRollBack",
         "Io",
         "Sys",
     ];

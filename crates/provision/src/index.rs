@@ -198,6 +198,15 @@ impl Index {
         }
     }
 
+    /// The newest entry for `name` whose version is not in `skip`.
+    pub fn find_newest_except(&self, name: &str, skip: &[String]) -> Option<&Entry> {
+        self.packages
+            .get(name)?
+            .iter()
+            .filter(|e| !skip.contains(&e.version))
+            .max_by(|a, b| vercmp(&a.version, &b.version))
+    }
+
     /// The versions listed for `name`, for error messages.
     pub fn listed(&self, name: &str) -> String {
         match self.packages.get(name) {
@@ -325,6 +334,12 @@ mod tests {
         assert_eq!(i.find("foo", "1.2").unwrap().file, "foo_1.2.tar.gz");
         assert!(i.find("foo", "9").is_none());
         assert_eq!(i.listed("foo"), "1.2, 1.10");
+        let skip = ["1.10".to_string()];
+        assert_eq!(i.find_newest_except("foo", &skip).unwrap().version, "1.2");
+        assert!(
+            i.find_newest_except("foo", &["1.2".into(), "1.10".into()])
+                .is_none()
+        );
     }
 
     fn signed(

@@ -7,6 +7,7 @@ pub mod apply;
 mod error;
 pub mod fetch;
 pub mod fuzz;
+pub mod health;
 pub mod inbox;
 pub mod index;
 pub mod install;
@@ -15,6 +16,7 @@ pub mod portable;
 pub mod publish;
 pub mod state;
 pub mod unpack;
+pub mod update;
 pub mod version;
 
 pub use error::{Error, InboxProblem, Result, chain_text};
