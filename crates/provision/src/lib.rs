@@ -25,3 +25,5 @@ pub use error::{Error, InboxProblem, Result, chain_text};
 mod tests;
 #[cfg(test)]
 mod tests_http;
+#[cfg(test)]
+mod tests_update;

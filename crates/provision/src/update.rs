@@ -388,6 +388,9 @@ fn finish_trial(
                 p.name, new.version, previous.version
             )));
             hist.mark_bad(&new.version);
+            if hist.good.as_deref() == Some(new.version.as_str()) {
+                hist.good = Some(previous.version.clone());
+            }
             let (kind, outcome, message) = match back_to(root, &p.name, &previous, &new) {
                 Ok(()) => (EventKind::RolledBack, Outcome::RolledBack, why),
                 Err(rb) => {
@@ -526,8 +529,9 @@ pub fn vacuum(root: &Path, keep: usize) -> Result<Vec<(String, String)>> {
     Ok(out)
 }
 
-/// `realms provision rollback NAME`: reattaches the most recent kept version, restarts its
-/// units, and marks the version it leaves bad (update does not move back to it).
+/// `realms provision rollback NAME`: reattaches the newest kept version older than the current
+/// one (and not marked bad), restarts its units, and marks the version it leaves bad (update
+/// does not move back to it until a newer one appears); that version stays kept until vacuumed.
 pub fn rollback(root: &Path, name: &str, say: &mut dyn FnMut(Event)) -> Result<Report> {
     let _lock = begin(root)?;
     let mut state = State::load(root)?;
@@ -540,15 +544,31 @@ pub fn rollback(root: &Path, name: &str, say: &mut dyn FnMut(Event)) -> Result<R
             reason: "it is not installed".into(),
         })?;
     let mut hist: History = state.history.get(name).cloned().unwrap_or_default();
-    let Some(previous) = hist.kept.pop() else {
+    // The newest kept version older than the current one and not marked bad.
+    let pick = hist
+        .kept
+        .iter()
+        .enumerate()
+        .filter(|(_, k)| compare(&k.version, &current.version).is_lt() && !hist.is_bad(&k.version))
+        .max_by(|(_, a), (_, b)| compare(&a.version, &b.version))
+        .map(|(i, _)| i);
+    let Some(i) = pick else {
         return Err(Error::NothingToRollBack {
             package: name.to_string(),
-            reason: format!("no earlier version is kept (only {})", current.version),
+            reason: format!(
+                "no earlier version is kept (kept: {})",
+                std::iter::once(current.version.as_str())
+                    .chain(hist.kept.iter().map(|k| k.version.as_str()))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
         });
     };
+    let previous = hist.kept.remove(i);
     let image = host_image(root, &previous);
     let done = crate::portable::reattach(root, name, &image, &request_of(&previous))?;
     hist.mark_bad(&current.version);
+    hist.good = Some(previous.version.clone());
     hist.kept.push(current.clone());
     let message = done.notes.join("; ");
     hist.record(UpdateEvent {
