@@ -19,6 +19,7 @@ use realms_tests::scratch::{Scratch, unique};
 mod https;
 mod kill;
 mod resume;
+mod update;
 
 /// Runs the host's realms with `--root root`; panics on failure.
 fn realms(root: &Path, args: &[&str]) -> String {

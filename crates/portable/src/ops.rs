@@ -252,6 +252,31 @@ pub fn detach_verb(
     Ok(out)
 }
 
+/// The detach half of a reattach without the removals of paths the attach half creates again
+/// (a unit file, a drop-in, their directories): those are replaced in place.
+fn keep_replaced(
+    detach: Vec<crate::txn::Step>,
+    attach: &[crate::txn::Step],
+) -> Vec<crate::txn::Step> {
+    use crate::txn::Op;
+    let created: std::collections::BTreeSet<&std::path::Path> = attach
+        .iter()
+        .filter_map(|s| match &s.op {
+            Op::Write { path, .. } | Op::Symlink { path, .. } | Op::Mkdir { path } => {
+                Some(path.as_path())
+            }
+            _ => None,
+        })
+        .collect();
+    detach
+        .into_iter()
+        .filter(|s| match &s.op {
+            Op::Remove { path } | Op::RemoveDir { path } => !created.contains(path.as_path()),
+            _ => true,
+        })
+        .collect()
+}
+
 /// `reattach`: detach and attach again in one go (units may stay running); with `--now`, units
 /// that are gone are stopped and the others restarted.
 pub fn reattach_verb(
@@ -280,7 +305,7 @@ pub fn reattach_verb(
     // end up attached from the new image, never detached from both.
     let mut plan = Plan::default();
     let (_, removed_paths) = plan_detach(host, systemd, &image_path, &detach_opts, &mut plan)?;
-    let detach_changes = plan.steps.iter().filter(|s| s.change.is_some()).count();
+    let detach_steps = plan.steps.len();
     let attach_opts = AttachOptions {
         reattach: true,
         ..opts.clone()
@@ -297,6 +322,12 @@ pub fn reattach_verb(
     signatures
         .iter()
         .for_each(|s| say(&format!("{image}: {s}.")));
+    // Files the attach half writes again are replaced in place (atomically), not removed
+    // first: the units stay attached the whole time, as portablectl's reattach promises.
+    let attach_half = plan.steps.split_off(detach_steps);
+    plan.steps = keep_replaced(plan.steps, &attach_half);
+    let detach_changes = plan.steps.iter().filter(|s| s.change.is_some()).count();
+    plan.steps.extend(attach_half);
     failpoint::hit("portable-reattach-planned");
     let mut all = plan.commit(host, opts.runtime)?;
     let attached_changes = all.split_off(detach_changes.min(all.len()));

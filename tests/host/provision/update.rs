@@ -1,0 +1,235 @@
+//! `realms provision update` for real: in a booted systemd container, a package with
+//! `version: latest` in `stable`, served by nginx on 127.0.0.1, installed at 1. Publishing 2 and
+//! running the shipped `realms-provision-update.service` moves it to 2, the service restarted
+//! (a new MainPID and InvocationID, running the new image) and never detached; a 3 whose
+//! service fails within the settle time is rolled back to 2 and marked bad, and the next update
+//! does not try it again; a good 4 is taken, and only the last two versions are kept.
+
+use std::fs;
+use std::net::{Ipv4Addr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+
+use realms_tests::container::Container;
+use realms_tests::fixtures::{debian_base, write_portable_tree};
+use realms_tests::http::HttpServer;
+use realms_tests::scratch::{Scratch, unique};
+
+use super::{Booted, Publisher, free_port, realms};
+
+/// `work/packages/upd_VERSION.tar.zst`: the busybox image whose `upd.service` runs `exec` (a
+/// long-running loop when `None`), with `/etc/version`.
+fn upd_package(work: &Path, version: &str, exec: Option<&str>) -> PathBuf {
+    let src = work.join(format!("src-upd-{version}"));
+    write_portable_tree(&src, &fs::read("/bin/busybox").unwrap(), "upd");
+    fs::write(src.join("etc/version"), version).unwrap();
+    let unit = src.join("usr/lib/systemd/system/upd.service");
+    let exec = exec.unwrap_or(
+        "/usr/bin/busybox sh -c 'echo started; while true; do /usr/bin/busybox sleep 5; done'",
+    );
+    fs::write(
+        &unit,
+        format!(
+            "[Unit]\nDescription=Update test service {version}\n\n[Service]\nExecStart={exec}\n\n[Install]\nWantedBy=multi-user.target\n"
+        ),
+    )
+    .unwrap();
+    let out = work.join("packages");
+    fs::create_dir_all(&out).unwrap();
+    let (s, o) = (src.display().to_string(), out.display().to_string());
+    realms(
+        work,
+        &[
+            "provision",
+            "pack",
+            &s,
+            "--name",
+            "upd",
+            "--pkg-version",
+            version,
+            "-o",
+            &o,
+        ],
+    );
+    out.join(format!("upd_{version}.tar.zst"))
+}
+
+impl Booted {
+    /// `MainPID InvocationID` of upd.service.
+    fn upd_identity(&self) -> String {
+        self.ok("systemctl show -p MainPID --value upd.service; systemctl show -p InvocationID --value upd.service")
+    }
+
+    /// The version of the image upd.service's main process runs in (once it has entered it:
+    /// right after a start the process may not have changed its root yet).
+    fn upd_running_version(&self) -> String {
+        self.ok(
+            "for i in $(seq 50); do                cat /proc/$(systemctl show -p MainPID --value upd.service)/root/etc/version 2>/dev/null && exit 0;                sleep 0.1; done; exit 1",
+        )
+    }
+
+    /// Runs the shipped update unit as the timer would.
+    fn run_update_unit(&self) -> String {
+        let (ok, out) = self.sh("systemctl start realms-provision-update.service");
+        let journal = self.ok(
+            "journalctl --sync; journalctl -u realms-provision-update.service -o cat --no-pager",
+        );
+        assert!(ok, "the update unit failed: {out}\n{journal}");
+        journal
+    }
+
+    fn state(&self) -> serde_json::Value {
+        serde_json::from_str(&self.ok("cat /var/lib/realms/provision/state.json")).unwrap()
+    }
+}
+
+#[test]
+fn update_follows_stable_restarts_without_detaching_and_rolls_back_a_failing_version() {
+    let work_dir = tempfile::tempdir().unwrap();
+    let work = work_dir.path();
+    let p = Publisher::new(work);
+    let serve = p.serve.clone();
+    p.publish("main", &[&upd_package(work, "1", None)], &[]);
+    let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, free_port()));
+    let _server = HttpServer::serve(&serve, addr);
+
+    let tree = Scratch::snapshot(debian_base(), "provision-update");
+    let root = tree.path().to_path_buf();
+    fs::copy(realms_tests::realms_bin(), root.join("usr/bin/realms")).unwrap();
+    let portables = root.join("var/lib/portables");
+    if fs::create_dir_all(portables.join(".probe")).is_err() {
+        let _ = fs::remove_dir(&portables);
+    }
+    let _ = fs::remove_dir(portables.join(".probe"));
+    fs::create_dir_all(&portables).unwrap();
+    p.trust_in(&root);
+    fs::write(
+        root.join("etc/realms/provision.yaml"),
+        format!(
+            "composable:\n  default_repository: http://{addr}/main\n  packages:\n\
+             \x20   - name: upd\n      version: latest\n      track_stream: stable\n\
+             \x20     enable: [upd.service]\n      start: [upd.service]\n\
+             \x20     health: {{settle: 3s, command: [/usr/bin/busybox, test, -e, /etc/version]}}\n"
+        ),
+    )
+    .unwrap();
+    let dist = Path::new(env!("CARGO_MANIFEST_DIR")).join("../dist/systemd");
+    for unit in [
+        "realms-provision-update.service",
+        "realms-provision-update.timer",
+    ] {
+        fs::copy(dist.join(unit), root.join("etc/systemd/system").join(unit)).unwrap();
+    }
+    let b = Booted {
+        c: Container::boot(&root, &unique("provision-update"), &[]),
+        _tree: tree,
+    };
+    b.ok("systemd-analyze verify /etc/systemd/system/realms-provision-update.timer /etc/systemd/system/realms-provision-update.service");
+    let timer = b.ok(
+        "systemctl show -p RandomizedDelayUSec,Persistent --value realms-provision-update.timer",
+    );
+    assert!(timer.contains("1h") && timer.contains("yes"), "{timer}");
+
+    // 1, installed by apply.
+    let out = b.ok("realms provision apply");
+    assert!(out.contains("installed upd 1"), "{out}");
+    assert_eq!(b.upd_running_version(), "1");
+    let first = b.upd_identity();
+
+    // 2: the update unit moves to it, restarting the service, never detached (a watcher looks
+    // for the attached unit file in a tight loop the whole time).
+    p.publish("main", &[&upd_package(work, "2", None)], &[]);
+    let dry = b.ok("realms provision update --dry-run --json");
+    assert!(dry.contains("\"would-update\""), "{dry}");
+    let mut watcher = b
+        .c
+        .nsenter()
+        .args([
+            "sh",
+            "-c",
+            "n=0; while [ ! -e /run/upd-watch-stop ]; do n=$((n+1)); \
+             [ -e /etc/systemd/system.attached/upd.service ] || echo DETACHED; done; echo checks $n",
+        ])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let journal = b.run_update_unit();
+    b.ok("touch /run/upd-watch-stop");
+    let watched = String::from_utf8_lossy(&watcher_output(&mut watcher)).into_owned();
+    assert!(
+        !watched.contains("DETACHED"),
+        "detached during the update: {watched}"
+    );
+    assert!(watched.contains("checks "), "{watched}");
+    assert!(journal.contains("updated upd 1 -> 2"), "{journal}");
+    assert_eq!(b.upd_running_version(), "2");
+    let second = b.upd_identity();
+    let (pid1, inv1) = first.split_once('\n').unwrap();
+    let (pid2, inv2) = second.split_once('\n').unwrap();
+    assert_ne!(pid1, pid2, "the service was not restarted");
+    assert_ne!(inv1.trim(), inv2.trim(), "the service was not restarted");
+    assert_eq!(b.ok("systemctl is-active upd.service").trim(), "active");
+    let marker = b.ok("cat /etc/systemd/system.attached/upd.service.d/20-portable.conf");
+    assert!(marker.contains("/var/lib/portables/upd_2"), "{marker}");
+    let list = b.ok("portablectl list --no-legend");
+    assert!(list.contains("upd_2"), "{list}");
+    assert_eq!(b.state()["packages"]["upd"]["version"], "2");
+
+    // 3 fails within the settle time: rolled back to 2, 3 marked bad, the event in the journal
+    // and in status.
+    let bad = "/usr/bin/busybox sh -c 'echo v3 starting; /usr/bin/busybox sleep 1; exit 3'";
+    p.publish("main", &[&upd_package(work, "3", Some(bad))], &[]);
+    let journal = b.run_update_unit();
+    assert!(
+        journal.contains("failed its health check") && journal.contains("rolled back upd to 2"),
+        "{journal}"
+    );
+    assert_eq!(b.upd_running_version(), "2");
+    assert_eq!(b.ok("systemctl is-active upd.service").trim(), "active");
+    let state = b.state();
+    assert_eq!(state["packages"]["upd"]["version"], "2");
+    assert_eq!(state["history"]["upd"]["bad"], serde_json::json!(["3"]));
+    assert!(!b.c.root().join("var/lib/portables/upd_3").exists());
+    let status = b.ok("realms provision status");
+    assert!(
+        status.contains("bad: 3") && status.contains("rolled-back 2 -> 3"),
+        "{status}"
+    );
+    // The next update does not try 3 again.
+    let before = b.upd_identity();
+    let again = b.ok("realms provision update --json");
+    assert!(again.contains("\"bad\""), "{again}");
+    assert_eq!(b.upd_identity(), before, "the service was touched");
+    assert_eq!(b.state()["packages"]["upd"]["version"], "2");
+
+    // 4, good: taken; 1 is vacuumed (2 kept for rollback).
+    p.publish("main", &[&upd_package(work, "4", None)], &[]);
+    let journal = b.run_update_unit();
+    assert!(journal.contains("updated upd 2 -> 4"), "{journal}");
+    assert_eq!(b.upd_running_version(), "4");
+    let images = b.ok("ls /var/lib/portables");
+    let images: Vec<&str> = images.split_whitespace().collect();
+    assert_eq!(images, ["upd_2", "upd_4"]);
+    let plan = b.ok("realms provision plan --json");
+    assert!(plan.contains("\"unchanged\""), "apply disagrees: {plan}");
+    b.c.stop();
+}
+
+/// Waits for the watcher (stopped by its stop file) and returns its output.
+fn watcher_output(child: &mut std::process::Child) -> Vec<u8> {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        if child.try_wait().unwrap().is_some() {
+            break;
+        }
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let mut out = Vec::new();
+    use std::io::Read;
+    child.stdout.take().unwrap().read_to_end(&mut out).unwrap();
+    out
+}
