@@ -233,3 +233,141 @@ fn watcher_output(child: &mut std::process::Child) -> Vec<u8> {
     child.stdout.take().unwrap().read_to_end(&mut out).unwrap();
     out
 }
+
+/// The failpoint `realms --root ROOT provision update`, with `env`.
+fn update_fp(root: &Path, env: &[(&str, &str)]) -> std::process::Output {
+    std::process::Command::new(realms_tests::failpoints::failpoints_bin())
+        .arg("--root")
+        .arg(root)
+        .args(["provision", "update"])
+        .env_remove("FAILPOINTS")
+        .env_remove("REALMS_FAILPOINT_TRACE")
+        .envs(env.iter().copied())
+        .output()
+        .unwrap()
+}
+
+/// [`super::kill::view`] without the events' times (two runs never share a clock second).
+fn update_view(root: &Path) -> std::collections::BTreeMap<String, String> {
+    let mut v = super::kill::view(root);
+    let mut state: serde_json::Value = serde_json::from_str(&v["state.json"]).unwrap();
+    for events in state["history"]
+        .as_object_mut()
+        .into_iter()
+        .flat_map(|h| h.values_mut())
+        .filter_map(|h| h["events"].as_array_mut())
+    {
+        events.iter_mut().for_each(|e| e["time"] = 0.into());
+    }
+    v.insert("state.json".into(), state.to_string());
+    v
+}
+
+/// Which image the package's unit is attached from right now (the marker's image), if any.
+fn attached_image(root: &Path) -> Option<String> {
+    let conf = root.join("etc/systemd/system.attached/ku.service.d/20-portable.conf");
+    let text = fs::read_to_string(conf).ok()?;
+    let unit = root.join("etc/systemd/system.attached/ku.service");
+    unit.exists()
+        .then(|| {
+            ["ku_1", "ku_2"]
+                .into_iter()
+                .find(|i| text.contains(&format!("/var/lib/portables/{i}")))
+                .map(str::to_string)
+        })
+        .flatten()
+}
+
+#[test]
+fn update_killed_at_every_failpoint_is_finished_by_the_next_update_never_detached() {
+    use std::os::unix::process::ExitStatusExt;
+    let work_dir = tempfile::tempdir().unwrap();
+    let work = work_dir.path();
+    let p = Publisher::new(work);
+    p.publish("repo", &[&super::package(work, "ku", "1")], &[]);
+    let repo = format!("file://{}", p.serve.join("repo").display());
+    let template = work.join("template");
+    p.trust_in(&template);
+    fs::create_dir_all(template.join("var/lib/portables")).unwrap();
+    fs::write(
+        template.join("etc/realms/provision.yaml"),
+        format!(
+            "composable:\n  default_repository: {repo}\n  packages:\n\
+             \x20   - name: ku\n      enable: [ku.service]\n      start: [ku.service]\n"
+        ),
+    )
+    .unwrap();
+    let out = super::kill::apply(&template, &[]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    p.publish("repo", &[&super::package(work, "ku", "2")], &[]);
+
+    let clean = super::kill::fresh(&template, work, "clean");
+    let trace_file = work.join("update.trace");
+    let out = update_fp(
+        &clean,
+        &[("REALMS_FAILPOINT_TRACE", trace_file.to_str().unwrap())],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let new = update_view(&clean);
+    assert!(
+        new["state.json"].contains("\"version\":\"2\""),
+        "{}",
+        new["state.json"]
+    );
+    let trace = fs::read_to_string(&trace_file).unwrap();
+    let passes: Vec<&str> = trace.lines().collect();
+    for step in [
+        "provision-fetched",
+        "provision-unpacked",
+        "provision-installed",
+        "provision-update-saved",
+        "portable-reattach-planned",
+        "provision-reattached",
+        "provision-health-checked",
+    ] {
+        assert!(passes.contains(&step), "{step} not passed: {passes:?}");
+    }
+    for (i, point) in passes.iter().enumerate() {
+        let earlier = passes[..i].iter().filter(|p| *p == point).count();
+        let spec = format!("{point}={earlier}*off->return");
+        let at = format!("killed at {spec} (pass {} of {})", i + 1, passes.len());
+        let root = super::kill::fresh(&template, work, &format!("kill-{i}"));
+        let out = update_fp(&root, &[("FAILPOINTS", &spec)]);
+        assert_eq!(out.status.signal(), Some(9), "{at}: not killed");
+        // Never detached: the unit is attached from version 1 or 2, and that image is there.
+        let from = attached_image(&root);
+        assert!(
+            from.as_ref().is_some_and(|i| root
+                .join("var/lib/portables")
+                .join(i)
+                .join("etc/version")
+                .exists()),
+            "{at}: ku.service is not attached from a complete image ({from:?})"
+        );
+        let out = update_fp(&root, &[]);
+        assert!(
+            out.status.success(),
+            "{at}: the next update failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let got = update_view(&root);
+        assert!(
+            got == new,
+            "{at}: the next update left:\n{}",
+            realms_tests::failpoints::diff(&new, &got)
+        );
+        fs::remove_dir_all(&root).unwrap();
+    }
+    eprintln!(
+        "provision update kill test: {} kills, each finished by the next update",
+        passes.len()
+    );
+}
