@@ -78,6 +78,31 @@ impl Booted {
         journal
     }
 
+    /// Starts the update unit and kills it with SIGKILL during the health check (once the
+    /// state names an update in progress); the package stays attached.
+    fn kill_update_during_health_check(&self) {
+        self.ok("systemctl start --no-block realms-provision-update.service");
+        super::wait_for(
+            self,
+            "grep -q '\"trial\": {' /var/lib/realms/provision/state.json",
+        );
+        self.ok("systemctl kill -s KILL realms-provision-update.service");
+        super::wait_for(
+            self,
+            "! systemctl is-active -q realms-provision-update.service",
+        );
+        let result = self.ok("systemctl show -p Result --value realms-provision-update.service");
+        assert_eq!(result.trim(), "signal", "the update was not killed");
+        let marker = self.ok("cat /etc/systemd/system.attached/upd.service.d/20-portable.conf");
+        assert!(marker.contains("/var/lib/portables/upd_"), "{marker}");
+        assert!(
+            self.c
+                .root()
+                .join("etc/systemd/system.attached/upd.service")
+                .exists()
+        );
+    }
+
     fn state(&self) -> serde_json::Value {
         serde_json::from_str(&self.ok("cat /var/lib/realms/provision/state.json")).unwrap()
     }
@@ -179,6 +204,8 @@ fn update_follows_stable_restarts_without_detaching_and_rolls_back_a_failing_ver
     // and in status.
     let bad = "/usr/bin/busybox sh -c 'echo v3 starting; /usr/bin/busybox sleep 1; exit 3'";
     p.publish("main", &[&upd_package(work, "3", Some(bad))], &[]);
+    // Killed during its health check first: the next run checks 3 again and rolls back.
+    b.kill_update_during_health_check();
     let journal = b.run_update_unit();
     assert!(
         journal.contains("failed its health check") && journal.contains("rolled back upd to 2"),
@@ -204,6 +231,8 @@ fn update_follows_stable_restarts_without_detaching_and_rolls_back_a_failing_ver
 
     // 4, good: taken; 1 is vacuumed (2 kept for rollback).
     p.publish("main", &[&upd_package(work, "4", None)], &[]);
+    // Killed during its health check too: the next run finishes it.
+    b.kill_update_during_health_check();
     let journal = b.run_update_unit();
     assert!(journal.contains("updated upd 2 -> 4"), "{journal}");
     assert_eq!(b.upd_running_version(), "4");
