@@ -391,7 +391,7 @@ fn finish_trial(
             if hist.good.as_deref() == Some(new.version.as_str()) {
                 hist.good = Some(previous.version.clone());
             }
-            let (kind, outcome, message) = match back_to(root, &p.name, &previous, &new) {
+            let (kind, outcome, message) = match back_to(root, p, &previous, &new) {
                 Ok(()) => (EventKind::RolledBack, Outcome::RolledBack, why),
                 Err(rb) => {
                     let message = format!("{why}; the rollback failed too: {rb}");
@@ -431,18 +431,31 @@ fn finish_trial(
     Ok(report)
 }
 
-/// Reattaches `previous` and restarts its units; on failure leaves it attached (when the
-/// reattach went through) and its units stopped.
+/// Reattaches `previous`, restarts its units and watches them for the settle time; on failure
+/// leaves it attached (when the reattach went through) and its units stopped.
 fn back_to(
     root: &Path,
-    package: &str,
+    p: &Package,
     previous: &Installed,
     failed: &Installed,
 ) -> std::result::Result<(), String> {
+    let package = p.name.as_str();
     let image = host_image(root, previous);
     let done = crate::portable::reattach(root, package, &image, &request_of(previous));
     let why = match done {
-        Ok(d) if d.notes.is_empty() => return Ok(()),
+        Ok(d) if d.notes.is_empty() => {
+            // The previous version must run again too: its units are watched for the same
+            // settle time (a start job of a simple service succeeds before its exec fails).
+            let units_only = crate::manifest::Health {
+                settle: p.health.settle,
+                command: Vec::new(),
+            };
+            match crate::health::check(root, package, &previous.started, &units_only, &image) {
+                Ok(Ok(())) => return Ok(()),
+                Ok(Err(why)) => why,
+                Err(e) => crate::error::chain_text(&e),
+            }
+        }
         Ok(d) => d.notes.join("; "),
         Err(e) => crate::error::chain_text(&e),
     };

@@ -241,6 +241,28 @@ fn update_follows_stable_restarts_without_detaching_and_rolls_back_a_failing_ver
     assert_eq!(images, ["upd_2", "upd_4"]);
     let plan = b.ok("realms provision plan --json");
     assert!(plan.contains("\"unchanged\""), "apply disagrees: {plan}");
+
+    // A rollback that fails too (4's image broken behind its back, then a failing 5): 4 is
+    // attached again and its service stopped, said loudly, and the command fails.
+    b.ok("rm /var/lib/portables/upd_4/usr/bin/busybox");
+    p.publish("main", &[&upd_package(work, "5", Some(bad))], &[]);
+    let (ok, out) = b.sh("realms provision update");
+    assert!(!ok && out.contains("ROLLBACK FAILED"), "{out}");
+    let state = b.state();
+    assert_eq!(state["packages"]["upd"]["version"], "4");
+    assert_eq!(
+        state["history"]["upd"]["bad"],
+        serde_json::json!(["3", "5"])
+    );
+    let marker = b.ok("cat /etc/systemd/system.attached/upd.service.d/20-portable.conf");
+    assert!(marker.contains("/var/lib/portables/upd_4"), "{marker}");
+    let active = b.ok("systemctl is-active upd.service || true");
+    assert!(
+        active.trim() == "inactive" || active.trim() == "failed",
+        "not stopped: {active}"
+    );
+    let status = b.ok("realms provision status");
+    assert!(status.contains("rollback-failed 4 -> 5"), "{status}");
     b.c.stop();
 }
 
