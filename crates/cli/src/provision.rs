@@ -424,7 +424,7 @@ fn status_history(h: &realms_provision::state::History) {
         let kind = serde_json::to_value(e.kind).unwrap_or_default();
         crate::output::outln!(
             "    {} {} {} -> {}{}",
-            e.time,
+            crate::verbs::utc_time(e.time),
             kind.as_str().unwrap_or(""),
             e.from,
             e.to,

@@ -54,15 +54,7 @@ pub fn attach(root: &Path, package: &str, image: &Path, req: &Request<'_>) -> Re
     let host = Host::open(root).map_err(&err)?;
     let systemd = Systemd::detect(&host);
     let inner = Path::new("/").join(image.strip_prefix(root).unwrap_or(image));
-    let opts = AttachOptions {
-        profile: req.profile.to_string(),
-        copy: match req.method {
-            InstallMethod::Auto => CopyMode::Auto,
-            InstallMethod::Copy => CopyMode::Copy,
-            InstallMethod::Symlink => CopyMode::Symlink,
-        },
-        ..AttachOptions::default()
-    };
+    let opts = attach_options(req);
     let steps = Steps {
         reload: true,
         ..Steps::default()
