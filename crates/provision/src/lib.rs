@@ -18,6 +18,7 @@ pub mod state;
 pub mod unpack;
 pub mod update;
 pub mod version;
+pub mod window;
 
 pub use error::{Error, InboxProblem, Result, chain_text};
 

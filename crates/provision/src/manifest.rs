@@ -206,6 +206,8 @@ struct Composable {
     default_repository: Option<String>,
     #[serde(default)]
     packages: Vec<Package>,
+    #[serde(default)]
+    updates: Option<crate::window::Updates>,
 }
 
 /// The merged manifest.
@@ -216,6 +218,8 @@ pub struct Manifest {
     pub files: Vec<PathBuf>,
     /// The packages, each with its repository resolved.
     pub packages: Vec<Package>,
+    /// When `realms provision update` may update (the last file that says wins).
+    pub updates: crate::window::Updates,
 }
 
 /// Whether `text` holds nothing but blank lines and comments.
@@ -228,8 +232,17 @@ fn is_blank(text: &str) -> bool {
 /// Parses one manifest file's text (`file` names it in errors); the package repositories are
 /// left as written.
 pub fn parse(file: &Path, text: &str) -> Result<(Option<String>, Vec<Package>)> {
+    parse_all(file, text).map(|(d, p, _)| (d, p))
+}
+
+/// [`parse`], with the file's `updates` (strategy and maintenance windows), if it has one.
+#[allow(clippy::type_complexity)]
+pub fn parse_all(
+    file: &Path,
+    text: &str,
+) -> Result<(Option<String>, Vec<Package>, Option<crate::window::Updates>)> {
     if is_blank(text) {
-        return Ok((None, Vec::new()));
+        return Ok((None, Vec::new(), None));
     }
     let doc: FileDoc = serde_yaml_ng::from_str(text).map_err(|e| yaml_error(file, &e))?;
     let mut packages = doc.composable.packages;
@@ -237,7 +250,24 @@ pub fn parse(file: &Path, text: &str) -> Result<(Option<String>, Vec<Package>)> 
         p.file = file.to_path_buf();
         check_package(p)?;
     }
-    Ok((doc.composable.default_repository, packages))
+    if let Some(problem) = doc
+        .composable
+        .updates
+        .iter()
+        .flat_map(|u| &u.windows)
+        .find_map(|w| w.problem())
+    {
+        return Err(Error::ManifestValue {
+            file: file.to_path_buf(),
+            package: "(updates)".into(),
+            message: format!("key updates.windows: {problem}"),
+        });
+    }
+    Ok((
+        doc.composable.default_repository,
+        packages,
+        doc.composable.updates,
+    ))
 }
 
 /// A YAML error as `file:line:column: message` (the message without serde_yaml's own
@@ -380,11 +410,15 @@ pub fn load(root: &Path, manifest: Option<&Path>) -> Result<Manifest> {
     let files = files(root, manifest)?;
     let mut default_repository: Option<String> = None;
     let mut packages: Vec<Package> = Vec::new();
+    let mut updates = crate::window::Updates::default();
     for file in &files {
         let text = fs::read_to_string(file).map_err(|e| Error::io("reading", file, e))?;
-        let (default, found) = parse(file, &text)?;
+        let (default, found, file_updates) = parse_all(file, &text)?;
         if default.is_some() {
             default_repository = default;
+        }
+        if let Some(u) = file_updates {
+            updates = u;
         }
         for p in found {
             match packages.iter_mut().find(|q| q.name == p.name) {
@@ -407,7 +441,11 @@ pub fn load(root: &Path, manifest: Option<&Path>) -> Result<Manifest> {
             });
         }
     }
-    Ok(Manifest { files, packages })
+    Ok(Manifest {
+        files,
+        packages,
+        updates,
+    })
 }
 
 #[cfg(test)]
@@ -560,6 +598,33 @@ composable:
         assert!(e.contains("allow_downgrade is true or false"), "{e}");
         let e = err("composable:\n  packages:\n    - name: foo\n      health: {command: [true]}\n");
         assert!(e.contains("key health.command"), "{e}");
+    }
+
+    #[test]
+    fn update_windows_parse_and_bad_ones_are_refused() {
+        let text = "composable:\n  updates:\n    strategy: periodic\n    windows:\n      - {days: [Sat, Sun], start_time: '22:30', length_minutes: 60}\n  packages: []\n";
+        let (_, _, u) = parse_all(Path::new("m.yaml"), text).unwrap();
+        let u = u.unwrap();
+        assert_eq!(u.strategy, crate::window::Strategy::Periodic);
+        assert_eq!(
+            u.windows[0].days,
+            [crate::window::Day::Sat, crate::window::Day::Sun]
+        );
+        let e = err(
+            "composable:\n  updates:\n    windows:\n      - {days: [Sat], start_time: '25:00', length_minutes: 5}\n",
+        );
+        assert!(
+            e.contains("key updates.windows") && e.contains("HH:MM"),
+            "{e}"
+        );
+        let e = err("composable:\n  updates:\n    strategy: weekly\n");
+        assert!(e.starts_with("/etc/realms/provision.yaml:3:15: "), "{e}");
+        assert!(e.contains("immediate") && e.contains("periodic"), "{e}");
+        let e = err(
+            "composable:\n  updates:\n    windows:\n      - {days: [Someday], start_time: '01:00', length_minutes: 5}\n",
+        );
+        assert!(e.starts_with("/etc/realms/provision.yaml:4:"), "{e}");
+        assert!(e.contains("Mon"), "{e}");
     }
 
     #[test]

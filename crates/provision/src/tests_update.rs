@@ -143,3 +143,46 @@ fn switching_streams_moves_to_its_newest_and_downgrades_only_when_allowed() {
     let pinned = r.manifest("    - name: web\n      version: '2'\n");
     assert_eq!(run(&r, &pinned, false)[0].0, Outcome::Pinned);
 }
+
+#[test]
+fn periodic_updates_wait_for_their_window() {
+    let r = Repo::new();
+    r.publish(&[r.package("web", "1")], None, 86400);
+    let now = index::now() as i64;
+    let (today, minute) = (now.div_euclid(86_400), now.rem_euclid(86_400) / 60);
+    let day = |d: i64| format!("{:?}", crate::window::Day::of(d));
+    // A one-minute window three days from now: closed.
+    let hhmm = |m: i64| format!("{:02}:{:02}", m.rem_euclid(1440) / 60, m.rem_euclid(60));
+    let closed = format!(
+        "  updates:\n    strategy: periodic\n    windows:\n      - {{days: [{}], start_time: '{}', length_minutes: 1}}\n",
+        day(today + 3),
+        hhmm(minute)
+    );
+    let body = "    - name: web\n";
+    let m = r.manifest(&format!("{body}{closed}"));
+    r.apply(&m, false).unwrap();
+    r.publish(&[r.package("web", "2")], None, 86400);
+    let reports = update(
+        &r.root,
+        &m,
+        &Fetcher::default(),
+        &Options::default(),
+        &mut |_| {},
+    )
+    .unwrap();
+    assert_eq!(reports[0].outcome, Outcome::Waiting);
+    assert!(
+        reports[0].message.contains("the next opens"),
+        "{}",
+        reports[0].message
+    );
+    assert_eq!(installed(&r), "1");
+    // A window open now (started up to a minute ago, 10 minutes long).
+    let open = format!(
+        "  updates:\n    strategy: periodic\n    windows:\n      - {{days: [{}], start_time: '{}', length_minutes: 10}}\n",
+        day(if minute == 0 { today - 1 } else { today }),
+        hhmm(minute - 1)
+    );
+    let m = r.manifest(&format!("{body}{open}"));
+    assert_eq!(run(&r, &m, false), [(Outcome::Updated, Some("2".into()))]);
+}

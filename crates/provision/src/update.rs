@@ -78,6 +78,8 @@ pub enum Outcome {
     Finished,
     /// Rolled back by hand.
     ManualRollback,
+    /// Outside the manifest's maintenance windows (`updates: {strategy: periodic}`).
+    Waiting,
 }
 
 /// One package's line of the update report.
@@ -145,6 +147,8 @@ pub fn update(
         .unwrap_or_else(|| index::host_arch().to_string());
     let mut reports = Vec::new();
     let mut indexes: BTreeMap<String, Index> = BTreeMap::new();
+    let now = index::now();
+    let open = manifest.updates.allows(now);
     for p in &manifest.packages {
         let trial = state.history.get(&p.name).and_then(|h| h.trial.clone());
         if let Some(previous) = trial {
@@ -168,6 +172,18 @@ pub fn update(
             reports.push(Report::new(&p.name, outcome, None, None));
             continue;
         };
+        if p.version == "latest" && !open {
+            let mut r = Report::new(&p.name, Outcome::Waiting, Some(&installed.version), None);
+            r.message = match manifest.updates.next_opening(now) {
+                Some(t) => format!(
+                    "outside the maintenance windows; the next opens {}",
+                    crate::window::utc(t)
+                ),
+                None => "outside the maintenance windows (none is listed)".into(),
+            };
+            reports.push(r);
+            continue;
+        }
         if p.version != "latest" {
             reports.push(Report::new(
                 &p.name,
