@@ -6,6 +6,7 @@
 pub mod apply;
 mod error;
 pub mod fetch;
+pub mod fleetlock;
 pub mod fuzz;
 pub mod health;
 pub mod inbox;

@@ -263,6 +263,22 @@ pub fn parse_all(
             message: format!("key updates.windows: {problem}"),
         });
     }
+    if let Some(u) = &doc.composable.updates {
+        let problem = match (&u.strategy, &u.fleet_lock) {
+            (crate::window::Strategy::FleetLock, None) => {
+                Some("strategy fleet_lock needs fleet_lock: {base_url: ..., group: ...}")
+            }
+            (_, Some(f)) if f.slots == 0 => Some("fleet_lock.slots is at least 1"),
+            _ => None,
+        };
+        if let Some(problem) = problem {
+            return Err(Error::ManifestValue {
+                file: file.to_path_buf(),
+                package: "(updates)".into(),
+                message: format!("key updates: {problem}"),
+            });
+        }
+    }
     Ok((
         doc.composable.default_repository,
         packages,

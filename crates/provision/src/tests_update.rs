@@ -186,3 +186,46 @@ fn periodic_updates_wait_for_their_window() {
     let m = r.manifest(&format!("{body}{open}"));
     assert_eq!(run(&r, &m, false), [(Outcome::Updated, Some("2".into()))]);
 }
+
+#[test]
+fn a_fleet_lock_slot_is_waited_for_taken_and_given_back() {
+    let r = Repo::new();
+    r.publish(&[r.package("web", "1")], None, 86400);
+    let locks = r._dir.path().join("locks");
+    std::fs::create_dir_all(r.root.join("etc")).unwrap();
+    std::fs::write(r.root.join("etc/machine-id"), "me\n").unwrap();
+    let m = r.manifest(&format!(
+        "    - name: web\n  updates:\n    strategy: fleet_lock\n    fleet_lock: {{base_url: 'file://{}', group: web}}\n",
+        locks.display()
+    ));
+    r.apply(&m, false).unwrap();
+    r.publish(&[r.package("web", "2")], None, 86400);
+    // Another machine holds the only slot.
+    std::fs::create_dir_all(locks.join("web")).unwrap();
+    std::fs::write(locks.join("web/slot-0"), "other\n").unwrap();
+    let reports = update(
+        &r.root,
+        &m,
+        &Fetcher::default(),
+        &Options::default(),
+        &mut |_| {},
+    )
+    .unwrap();
+    assert_eq!(reports[0].outcome, Outcome::Waiting);
+    assert!(
+        reports[0].message.contains("is taken"),
+        "{}",
+        reports[0].message
+    );
+    assert_eq!(installed(&r), "1");
+    // Given back: this machine takes it, updates, and gives it back.
+    std::fs::remove_file(locks.join("web/slot-0")).unwrap();
+    assert_eq!(run(&r, &m, false), [(Outcome::Updated, Some("2".into()))]);
+    assert!(
+        !locks.join("web/slot-0").exists(),
+        "the slot was not given back"
+    );
+    // Nothing to update: the lock is not touched.
+    std::fs::write(locks.join("web/slot-0"), "other\n").unwrap();
+    assert_eq!(run(&r, &m, false), [(Outcome::Current, Some("2".into()))]);
+}

@@ -149,6 +149,8 @@ pub fn update(
     let mut indexes: BTreeMap<String, Index> = BTreeMap::new();
     let now = index::now();
     let open = manifest.updates.allows(now);
+    // The fleet lock's slot, taken before the first switch and given back when this returns.
+    let mut held: Option<crate::fleetlock::Held> = None;
     for p in &manifest.packages {
         let trial = state.history.get(&p.name).and_then(|h| h.trial.clone());
         if let Some(previous) = trial {
@@ -223,6 +225,11 @@ pub fn update(
             Outcome::Current
         } else if opts.dry_run {
             Outcome::WouldUpdate
+        } else if let Some(why) = fleet_slot(root, manifest, fetcher, &mut held)? {
+            let mut r = Report::new(&p.name, Outcome::Waiting, Some(from), Some(to));
+            r.message = why;
+            reports.push(r);
+            continue;
         } else {
             reports.push(switch(
                 root, fetcher, p, &arch, &newest, &mut state, opts, say,
@@ -243,6 +250,35 @@ pub fn update(
         reports.push(r);
     }
     Ok(reports)
+}
+
+/// Takes a slot of the manifest's fleet lock into `held` when its strategy is `fleet_lock`
+/// and none is held yet; returns why not when every slot is taken.
+fn fleet_slot(
+    root: &Path,
+    manifest: &Manifest,
+    fetcher: &Fetcher,
+    held: &mut Option<crate::fleetlock::Held>,
+) -> Result<Option<String>> {
+    if manifest.updates.strategy != crate::window::Strategy::FleetLock || held.is_some() {
+        return Ok(None);
+    }
+    let Some(lock) = &manifest.updates.fleet_lock else {
+        return Ok(Some(
+            "strategy fleet_lock without a fleet_lock: {base_url}".into(),
+        ));
+    };
+    let id = crate::fleetlock::machine_id(root);
+    match crate::fleetlock::acquire(lock, &id, fetcher)? {
+        Some(h) => {
+            *held = Some(h);
+            Ok(None)
+        }
+        None => Ok(Some(format!(
+            "every slot of the fleet lock {} (group {}) is taken; the next run tries again",
+            lock.base_url, lock.group
+        ))),
+    }
 }
 
 /// The request that attaches `rec` as it was recorded.

@@ -22,6 +22,34 @@ pub struct Updates {
     /// The maintenance windows of `periodic`.
     #[serde(default)]
     pub windows: Vec<Window>,
+    /// The fleet-wide lock of `fleet_lock`.
+    #[serde(default)]
+    pub fleet_lock: Option<FleetLock>,
+}
+
+/// A fleet-wide lock: at most K machines update at once. `base_url` is a FleetLock server
+/// (`http(s)://`, the protocol Zincati speaks) or a directory (`file://`) holding the lock files
+/// of `slots` slots.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FleetLock {
+    /// The FleetLock server or the lock directory.
+    pub base_url: String,
+    /// The group of machines sharing the slots.
+    #[serde(default = "default_group")]
+    pub group: String,
+    /// How many machines of the group may update at once (`file://` only: a FleetLock server
+    /// has its own setting).
+    #[serde(default = "one")]
+    pub slots: u32,
+}
+
+fn default_group() -> String {
+    "default".into()
+}
+
+fn one() -> u32 {
+    1
 }
 
 /// The update strategies.
@@ -33,6 +61,9 @@ pub enum Strategy {
     Immediate,
     /// Only inside the maintenance windows.
     Periodic,
+    /// Whenever a slot of the fleet lock is free.
+    #[serde(rename = "fleet_lock")]
+    FleetLock,
 }
 
 /// A day of the week.
@@ -124,7 +155,7 @@ impl Window {
 impl Updates {
     /// Whether an update may run at `now` (seconds since the epoch).
     pub fn allows(&self, now: u64) -> bool {
-        if self.strategy == Strategy::Immediate {
+        if self.strategy != Strategy::Periodic {
             return true;
         }
         let now = now as i64;
@@ -202,6 +233,7 @@ mod tests {
         let u = Updates {
             strategy: Strategy::Periodic,
             windows: vec![w(&[Day::Sat], "23:30", 60)],
+            fleet_lock: None,
         };
         assert!(!u.allows(sat(23, 29)));
         assert!(u.allows(sat(23, 30)));
@@ -215,6 +247,7 @@ mod tests {
         let never = Updates {
             strategy: Strategy::Periodic,
             windows: Vec::new(),
+            fleet_lock: None,
         };
         assert!(!never.allows(sat(3, 0)) && never.next_opening(sat(3, 0)).is_none());
     }
