@@ -16,6 +16,7 @@ use realms_tests::http::HttpServer;
 use realms_tests::run::run;
 use realms_tests::scratch::{Scratch, unique};
 
+mod fleetlock;
 mod https;
 mod kill;
 mod resume;

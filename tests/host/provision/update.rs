@@ -19,7 +19,7 @@ use super::{Booted, Publisher, free_port, realms};
 
 /// `work/packages/upd_VERSION.tar.zst`: the busybox image whose `upd.service` runs `exec` (a
 /// long-running loop when `None`), with `/etc/version`.
-fn upd_package(work: &Path, version: &str, exec: Option<&str>) -> PathBuf {
+pub(super) fn upd_package(work: &Path, version: &str, exec: Option<&str>) -> PathBuf {
     let src = work.join(format!("src-upd-{version}"));
     write_portable_tree(&src, &fs::read("/bin/busybox").unwrap(), "upd");
     fs::write(src.join("etc/version"), version).unwrap();
@@ -62,14 +62,14 @@ impl Booted {
 
     /// The version of the image upd.service's main process runs in (once it has entered it:
     /// right after a start the process may not have changed its root yet).
-    fn upd_running_version(&self) -> String {
+    pub(super) fn upd_running_version(&self) -> String {
         self.ok(
             "for i in $(seq 50); do                cat /proc/$(systemctl show -p MainPID --value upd.service)/root/etc/version 2>/dev/null && exit 0;                sleep 0.1; done; exit 1",
         )
     }
 
     /// Runs the shipped update unit as the timer would.
-    fn run_update_unit(&self) -> String {
+    pub(super) fn run_update_unit(&self) -> String {
         let (ok, out) = self.sh("systemctl start realms-provision-update.service");
         let journal = self.ok(
             "journalctl --sync; journalctl -u realms-provision-update.service -o cat --no-pager",
@@ -89,7 +89,7 @@ impl Booted {
         self.ok("systemctl kill -s KILL realms-provision-update.service");
         super::wait_for(
             self,
-            "! systemctl is-active -q realms-provision-update.service",
+            "systemctl show -p ActiveState --value realms-provision-update.service | grep -qvx -e activating -e deactivating",
         );
         let result = self.ok("systemctl show -p Result --value realms-provision-update.service");
         assert_eq!(result.trim(), "signal", "the update was not killed");
@@ -108,6 +108,38 @@ impl Booted {
     }
 }
 
+/// A booted container (snapshot of the Debian base) with this realms, the repository key
+/// trusted, `manifest` as /etc/realms/provision.yaml and the shipped update units.
+pub(super) fn boot_provisioned(p: &Publisher, manifest: &str, label: &str) -> Booted {
+    let tree = Scratch::snapshot(debian_base(), label);
+    let root = tree.path().to_path_buf();
+    fs::copy(realms_tests::realms_bin(), root.join("usr/bin/realms")).unwrap();
+    let portables = root.join("var/lib/portables");
+    if fs::create_dir_all(portables.join(".probe")).is_err() {
+        let _ = fs::remove_dir(&portables);
+    }
+    let _ = fs::remove_dir(portables.join(".probe"));
+    fs::create_dir_all(&portables).unwrap();
+    p.trust_in(&root);
+    fs::write(root.join("etc/realms/provision.yaml"), manifest).unwrap();
+    // A machine id of its own (the fleet lock tells machines apart by it).
+    let name = unique(label);
+    let id = <sha2::Sha256 as sha2::Digest>::digest(name.as_bytes());
+    let id: String = id[..16].iter().map(|b| format!("{b:02x}")).collect();
+    fs::write(root.join("etc/machine-id"), format!("{id}\n")).unwrap();
+    let dist = Path::new(env!("CARGO_MANIFEST_DIR")).join("../dist/systemd");
+    for unit in [
+        "realms-provision-update.service",
+        "realms-provision-update.timer",
+    ] {
+        fs::copy(dist.join(unit), root.join("etc/systemd/system").join(unit)).unwrap();
+    }
+    Booted {
+        c: Container::boot(&root, &name, &[]),
+        _tree: tree,
+    }
+}
+
 #[test]
 fn update_follows_stable_restarts_without_detaching_and_rolls_back_a_failing_version() {
     let work_dir = tempfile::tempdir().unwrap();
@@ -118,37 +150,13 @@ fn update_follows_stable_restarts_without_detaching_and_rolls_back_a_failing_ver
     let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, free_port()));
     let _server = HttpServer::serve(&serve, addr);
 
-    let tree = Scratch::snapshot(debian_base(), "provision-update");
-    let root = tree.path().to_path_buf();
-    fs::copy(realms_tests::realms_bin(), root.join("usr/bin/realms")).unwrap();
-    let portables = root.join("var/lib/portables");
-    if fs::create_dir_all(portables.join(".probe")).is_err() {
-        let _ = fs::remove_dir(&portables);
-    }
-    let _ = fs::remove_dir(portables.join(".probe"));
-    fs::create_dir_all(&portables).unwrap();
-    p.trust_in(&root);
-    fs::write(
-        root.join("etc/realms/provision.yaml"),
-        format!(
-            "composable:\n  default_repository: http://{addr}/main\n  packages:\n\
-             \x20   - name: upd\n      version: latest\n      track_stream: stable\n\
-             \x20     enable: [upd.service]\n      start: [upd.service]\n\
-             \x20     health: {{settle: 3s, command: [/usr/bin/busybox, test, -e, /etc/version]}}\n"
-        ),
-    )
-    .unwrap();
-    let dist = Path::new(env!("CARGO_MANIFEST_DIR")).join("../dist/systemd");
-    for unit in [
-        "realms-provision-update.service",
-        "realms-provision-update.timer",
-    ] {
-        fs::copy(dist.join(unit), root.join("etc/systemd/system").join(unit)).unwrap();
-    }
-    let b = Booted {
-        c: Container::boot(&root, &unique("provision-update"), &[]),
-        _tree: tree,
-    };
+    let manifest = format!(
+        "composable:\n  default_repository: http://{addr}/main\n  packages:\n\
+         \x20   - name: upd\n      version: latest\n      track_stream: stable\n\
+         \x20     enable: [upd.service]\n      start: [upd.service]\n\
+         \x20     health: {{settle: 3s, command: [/usr/bin/busybox, test, -e, /etc/version]}}\n"
+    );
+    let b = boot_provisioned(&p, &manifest, "provision-update");
     b.ok("systemd-analyze verify /etc/systemd/system/realms-provision-update.timer /etc/systemd/system/realms-provision-update.service");
     let timer = b.ok(
         "systemctl show -p RandomizedDelayUSec,Persistent --value realms-provision-update.timer",
