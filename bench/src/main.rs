@@ -5,6 +5,7 @@ mod provision;
 mod realm;
 mod state;
 mod table;
+mod update;
 mod verity;
 
 use clap::{Parser, ValueEnum};
@@ -31,6 +32,8 @@ enum Suite {
     Provision,
     /// state resize by 1 and 10 GiB vs the same steps by hand, freed space returned, I/O via /var
     State,
+    /// provision update of a ~200 MB package vs systemd-pull + portablectl reattach --now
+    Update,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -48,6 +51,7 @@ fn main() -> anyhow::Result<()> {
             Suite::Portable => portable::run_suite(args.runs)?,
             Suite::Provision => provision::run_suite(args.runs)?,
             Suite::State => state::run_suite(args.runs)?,
+            Suite::Update => update::run_suite(args.runs)?,
         }
     }
     Ok(())
