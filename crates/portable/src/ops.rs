@@ -392,3 +392,68 @@ pub fn reattach_verb(
     out.changes = attached.changes;
     Ok(out)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::txn::{Op, Step};
+    use std::path::PathBuf;
+
+    fn step(op: Op) -> Step {
+        Step {
+            op,
+            change: None,
+            unit: None,
+        }
+    }
+
+    fn remove(p: &str) -> Step {
+        step(Op::Remove { path: p.into() })
+    }
+
+    /// Regression: a reattach removed the unit files and wrote them again, so for a moment the
+    /// units were not attached (the update host test's watcher saw the unit file missing).
+    #[test]
+    fn reattach_replaces_rewritten_files_instead_of_removing_them() {
+        let d = "/etc/systemd/system.attached";
+        let detach = vec![
+            remove(&format!("{d}/a.service")),
+            remove(&format!("{d}/a.service.d/20-portable.conf")),
+            step(Op::RemoveDir {
+                path: format!("{d}/a.service.d").into(),
+            }),
+            remove(&format!("{d}/gone.service")),
+            remove("/etc/portables/a_1"),
+        ];
+        let attach = vec![
+            step(Op::Mkdir { path: d.into() }),
+            step(Op::Write {
+                path: format!("{d}/a.service").into(),
+                bytes: Vec::new(),
+                mode: 0o644,
+            }),
+            step(Op::Mkdir {
+                path: format!("{d}/a.service.d").into(),
+            }),
+            step(Op::Symlink {
+                path: format!("{d}/a.service.d/20-portable.conf").into(),
+                target: PathBuf::from("/x"),
+            }),
+        ];
+        let kept: Vec<Op> = keep_replaced(detach, &attach)
+            .into_iter()
+            .map(|s| s.op)
+            .collect();
+        assert_eq!(
+            kept,
+            [
+                Op::Remove {
+                    path: format!("{d}/gone.service").into()
+                },
+                Op::Remove {
+                    path: "/etc/portables/a_1".into()
+                },
+            ]
+        );
+    }
+}
