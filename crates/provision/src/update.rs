@@ -429,7 +429,7 @@ fn finish_trial(
             state.save(root)?;
         }
         Err(why) => {
-            tracing::warn!(
+            tracing::info!(
                 "{}: {} failed its health check: {why}; rolling back to {}",
                 p.name,
                 new.version,
