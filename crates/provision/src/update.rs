@@ -213,33 +213,27 @@ pub fn update(
             });
         };
         let (from, to) = (installed.version.as_str(), newest.version.as_str());
-        let order = compare(to, from);
         let hist = state.history.get(&p.name).cloned().unwrap_or_default();
-        let outcome = if newest.version == installed.version && newest.sha256 == installed.sha256 {
-            Outcome::Current
-        } else if hist.is_bad(to) {
-            Outcome::Bad
-        } else if order.is_lt() && !p.allow_downgrade {
-            Outcome::DowngradeRefused
-        } else if order.is_eq() {
-            Outcome::Current
-        } else if opts.dry_run {
-            Outcome::WouldUpdate
-        } else if let Some(why) = fleet_slot(root, manifest, fetcher, &mut held)? {
-            let mut r = Report::new(&p.name, Outcome::Waiting, Some(from), Some(to));
-            r.message = why;
+        let decided = match decide(&installed, &newest, &hist, p.allow_downgrade) {
+            None if opts.dry_run => Some(Outcome::WouldUpdate),
+            other => other,
+        };
+        let Some(outcome) = decided else {
+            let r = match fleet_slot(root, manifest, fetcher, &mut held)? {
+                Some(why) => {
+                    let mut r = Report::new(&p.name, Outcome::Waiting, Some(from), Some(to));
+                    r.message = why;
+                    r
+                }
+                None => switch(root, fetcher, p, &arch, &newest, &mut state, opts, say)?,
+            };
             reports.push(r);
-            continue;
-        } else {
-            reports.push(switch(
-                root, fetcher, p, &arch, &newest, &mut state, opts, say,
-            )?);
             continue;
         };
         let mut r = Report::new(&p.name, outcome, Some(from), Some(to));
         r.message = match outcome {
             Outcome::Bad => format!(
-                "{to} failed its health check before; waiting for a version newer than {to}"
+                "{to} is marked bad (a failed health check or a rollback); waiting for a version newer than {to}"
             ),
             Outcome::DowngradeRefused => format!(
                 "the newest version of stream {} is {to}, lower than {from}: set allow_downgrade: true to move down",
@@ -250,6 +244,28 @@ pub fn update(
         reports.push(r);
     }
     Ok(reports)
+}
+
+/// What to do with a package at `installed` whose stream's newest entry is `newest`: `None`
+/// to switch to it.
+pub fn decide(
+    installed: &Installed,
+    newest: &Entry,
+    hist: &History,
+    allow_downgrade: bool,
+) -> Option<Outcome> {
+    let order = compare(&newest.version, &installed.version);
+    if newest.version == installed.version && newest.sha256 == installed.sha256 {
+        Some(Outcome::Current)
+    } else if hist.is_bad(&newest.version) {
+        Some(Outcome::Bad)
+    } else if order.is_lt() && !allow_downgrade {
+        Some(Outcome::DowngradeRefused)
+    } else if order.is_eq() {
+        Some(Outcome::Current)
+    } else {
+        None
+    }
 }
 
 /// Takes a slot of the manifest's fleet lock into `held` when its strategy is `fleet_lock`
