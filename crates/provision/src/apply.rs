@@ -367,6 +367,10 @@ fn put(
     };
     realms_sys::failpoint::hit("provision-attached");
     step.notes = done.notes;
+    // What apply attached is what the manifest says: an interrupted update of it is over.
+    if let Some(h) = state.history.get_mut(&p.name) {
+        h.trial = None;
+    }
     state.packages.insert(
         p.name.clone(),
         Installed {
