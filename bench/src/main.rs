@@ -7,6 +7,7 @@ mod provision_oci;
 mod realm;
 mod state;
 mod table;
+mod update;
 mod verity;
 
 use clap::{Parser, ValueEnum};
@@ -37,6 +38,8 @@ enum Suite {
     Desktop,
     /// provision apply of a ~200 MB package from an OCI registry (docker-registry) vs from nginx
     ProvisionOci,
+    /// provision update of a ~200 MB package vs systemd-pull + portablectl reattach --now
+    Update,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -56,6 +59,7 @@ fn main() -> anyhow::Result<()> {
             Suite::State => state::run_suite(args.runs)?,
             Suite::Desktop => desktop::run_suite()?,
             Suite::ProvisionOci => provision_oci::run_suite(args.runs)?,
+            Suite::Update => update::run_suite(args.runs)?,
         }
     }
     Ok(())

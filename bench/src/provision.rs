@@ -19,7 +19,7 @@ use realms_tests::scratch::{Scratch, unique};
 
 use crate::table::{Row, paired, print};
 
-fn sh(c: Option<&Container>, script: &str) -> anyhow::Result<Duration> {
+pub(crate) fn sh(c: Option<&Container>, script: &str) -> anyhow::Result<Duration> {
     let mut cmd = match c {
         Some(c) => {
             let mut cmd = c.nsenter();
@@ -65,7 +65,7 @@ pub(crate) fn realms(root: &Path, args: &[&str]) -> anyhow::Result<()> {
 }
 
 /// The package source: the busybox image plus ~200 MB of the host's libraries and programs.
-fn source(work: &Path) -> anyhow::Result<std::path::PathBuf> {
+pub(crate) fn source(work: &Path) -> anyhow::Result<std::path::PathBuf> {
     let src = work.join("foo-test");
     sh(
         None,

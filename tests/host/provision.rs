@@ -17,11 +17,13 @@ use realms_tests::run::run;
 use realms_tests::scratch::{Scratch, unique};
 
 mod export;
+mod fleetlock;
 mod https;
 mod ignition;
 mod kill;
 mod oci;
 mod resume;
+mod update;
 
 /// Runs the host's realms with `--root root`; panics on failure.
 fn realms(root: &Path, args: &[&str]) -> String {

@@ -89,6 +89,40 @@ pub enum ProvisionCmd {
         #[arg(long)]
         butane: bool,
     },
+    /// Move every `version: latest` package to its stream's newest version, health-checked,
+    /// rolled back when the check fails.
+    Update(UpdateArgs),
+    /// Go back to the previous kept version of a package (the current one is marked bad).
+    Rollback {
+        /// The package.
+        name: String,
+    },
+    /// Remove kept versions beyond the newest N of every package (never the one in use nor
+    /// the last known good).
+    Vacuum {
+        /// How many versions to keep per package, the one in use included.
+        #[arg(long, default_value_t = realms_provision::update::DEFAULT_KEEP)]
+        keep: usize,
+    },
+}
+
+/// The arguments of update.
+#[derive(Debug, Args)]
+pub struct UpdateArgs {
+    /// The manifest (default /etc/realms/provision.yaml, with the drop-ins).
+    manifest: Option<PathBuf>,
+    /// Only say what would be updated.
+    #[arg(long)]
+    dry_run: bool,
+    /// How many versions to keep per package, the one in use included.
+    #[arg(long, default_value_t = realms_provision::update::DEFAULT_KEEP)]
+    keep: usize,
+    /// The architecture (default: this machine's).
+    #[arg(long)]
+    arch: Option<String>,
+    /// Also trust the CA certificates of this PEM file for https repositories.
+    #[arg(long, value_name = "PEM")]
+    ca_file: Option<PathBuf>,
 }
 
 /// The arguments of plan and apply.
@@ -207,6 +241,9 @@ pub fn run(cmd: ProvisionCmd, ctx: &Ctx) -> anyhow::Result<ExitCode> {
                         p.image.display(),
                         p.repository
                     );
+                    if let Some(h) = state.history.get(name) {
+                        status_history(h);
+                    }
                 }
             }
         }
@@ -313,6 +350,76 @@ pub fn run(cmd: ProvisionCmd, ctx: &Ctx) -> anyhow::Result<ExitCode> {
             };
             crate::output::out!("{text}");
         }
+        ProvisionCmd::Update(a) => return update(a, ctx),
+        ProvisionCmd::Rollback { name } => {
+            let r = realms_provision::update::rollback(&ctx.root, &name, &mut |e| ctx.say(e))?;
+            ctx.emit(&Json(&r))?;
+        }
+        ProvisionCmd::Vacuum { keep } => {
+            let removed = realms_provision::update::vacuum(&ctx.root, keep.max(1))?;
+            for (name, version) in &removed {
+                ctx.say_line(format!("[+] removed {name} {version}"));
+            }
+            if removed.is_empty() {
+                ctx.say_line(format!(
+                    "[+] nothing to remove: at most {keep} version(s) kept"
+                ));
+            }
+            ctx.emit(&Json(serde_json::json!({ "removed": removed })))?;
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn update(a: UpdateArgs, ctx: &Ctx) -> anyhow::Result<ExitCode> {
+    use realms_provision::update::Outcome;
+    let m = manifest::load(&ctx.root, a.manifest.as_deref())?;
+    if m.files.is_empty() {
+        bail!(
+            "no manifest: write {} or pass one",
+            ctx.root.join(manifest::DEFAULT_PATH).display()
+        );
+    }
+    let fetcher = match &a.ca_file {
+        Some(f) => Fetcher::default().trusting(f)?,
+        None => Fetcher::default(),
+    };
+    let opts = realms_provision::update::Options {
+        dry_run: a.dry_run,
+        arch: a.arch.clone(),
+        keep: a.keep.max(1),
+    };
+    let reports =
+        realms_provision::update::update(&ctx.root, &m, &fetcher, &opts, &mut |e| ctx.say(e))?;
+    for r in &reports {
+        let outcome = serde_json::to_value(r.outcome).unwrap_or_default();
+        let line = format!(
+            "{} {}: {}{}{}",
+            outcome.as_str().unwrap_or(""),
+            r.package,
+            r.from.as_deref().unwrap_or("-"),
+            r.to.as_deref()
+                .map(|t| format!(" -> {t}"))
+                .unwrap_or_default(),
+            if r.message.is_empty() {
+                String::new()
+            } else {
+                format!(" ({})", r.message)
+            }
+        );
+        match r.outcome {
+            Outcome::RolledBack | Outcome::RollbackFailed | Outcome::Bad => {
+                ctx.say_line(format!("[!] {line}"))
+            }
+            _ => ctx.say_line(format!("[+] {line}")),
+        }
+    }
+    ctx.emit(&Json(serde_json::json!({
+        "dry-run": a.dry_run,
+        "packages": reports,
+    })))?;
+    if reports.iter().any(|r| r.outcome == Outcome::RollbackFailed) {
+        return Ok(ExitCode::FAILURE);
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -334,4 +441,44 @@ fn os_release_version(dir: &std::path::Path) -> Option<String> {
         }
     }
     None
+}
+
+/// The update history lines of `status` under a package.
+fn status_history(h: &realms_provision::state::History) {
+    let kept: Vec<&str> = h.kept.iter().map(|k| k.version.as_str()).collect();
+    crate::output::outln!(
+        "    kept: {}; last known good: {}; bad: {}",
+        if kept.is_empty() {
+            "-".into()
+        } else {
+            kept.join(", ")
+        },
+        h.good.as_deref().unwrap_or("-"),
+        if h.bad.is_empty() {
+            "-".into()
+        } else {
+            h.bad.join(", ")
+        }
+    );
+    if let Some(t) = &h.trial {
+        crate::output::outln!(
+            "    update in progress from {} (the next update finishes it)",
+            t.version
+        );
+    }
+    for e in h.events.iter().rev().take(5) {
+        let kind = serde_json::to_value(e.kind).unwrap_or_default();
+        crate::output::outln!(
+            "    {} {} {} -> {}{}",
+            crate::verbs::utc_time(e.time),
+            kind.as_str().unwrap_or(""),
+            e.from,
+            e.to,
+            if e.message.is_empty() {
+                String::new()
+            } else {
+                format!(": {}", e.message)
+            }
+        );
+    }
 }

@@ -252,6 +252,31 @@ pub fn detach_verb(
     Ok(out)
 }
 
+/// The detach half of a reattach without the removals of paths the attach half creates again
+/// (a unit file, a drop-in, their directories): those are replaced in place.
+fn keep_replaced(
+    detach: Vec<crate::txn::Step>,
+    attach: &[crate::txn::Step],
+) -> Vec<crate::txn::Step> {
+    use crate::txn::Op;
+    let created: std::collections::BTreeSet<&std::path::Path> = attach
+        .iter()
+        .filter_map(|s| match &s.op {
+            Op::Write { path, .. } | Op::Symlink { path, .. } | Op::Mkdir { path } => {
+                Some(path.as_path())
+            }
+            _ => None,
+        })
+        .collect();
+    detach
+        .into_iter()
+        .filter(|s| match &s.op {
+            Op::Remove { path } | Op::RemoveDir { path } => !created.contains(path.as_path()),
+            _ => true,
+        })
+        .collect()
+}
+
 /// `reattach`: detach and attach again in one go (units may stay running); with `--now`, units
 /// that are gone are stopped and the others restarted.
 pub fn reattach_verb(
@@ -280,7 +305,7 @@ pub fn reattach_verb(
     // end up attached from the new image, never detached from both.
     let mut plan = Plan::default();
     let (_, removed_paths) = plan_detach(host, systemd, &image_path, &detach_opts, &mut plan)?;
-    let detach_changes = plan.steps.iter().filter(|s| s.change.is_some()).count();
+    let detach_steps = plan.steps.len();
     let attach_opts = AttachOptions {
         reattach: true,
         ..opts.clone()
@@ -297,6 +322,12 @@ pub fn reattach_verb(
     signatures
         .iter()
         .for_each(|s| say(&format!("{image}: {s}.")));
+    // Files the attach half writes again are replaced in place (atomically), not removed
+    // first: the units stay attached the whole time, as portablectl's reattach promises.
+    let attach_half = plan.steps.split_off(detach_steps);
+    plan.steps = keep_replaced(plan.steps, &attach_half);
+    let detach_changes = plan.steps.iter().filter(|s| s.change.is_some()).count();
+    plan.steps.extend(attach_half);
     failpoint::hit("portable-reattach-planned");
     let mut all = plan.commit(host, opts.runtime)?;
     let attached_changes = all.split_off(detach_changes.min(all.len()));
@@ -360,4 +391,69 @@ pub fn reattach_verb(
     out.removed = removed;
     out.changes = attached.changes;
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::txn::{Op, Step};
+    use std::path::PathBuf;
+
+    fn step(op: Op) -> Step {
+        Step {
+            op,
+            change: None,
+            unit: None,
+        }
+    }
+
+    fn remove(p: &str) -> Step {
+        step(Op::Remove { path: p.into() })
+    }
+
+    /// Regression: a reattach removed the unit files and wrote them again, so for a moment the
+    /// units were not attached (the update host test's watcher saw the unit file missing).
+    #[test]
+    fn reattach_replaces_rewritten_files_instead_of_removing_them() {
+        let d = "/etc/systemd/system.attached";
+        let detach = vec![
+            remove(&format!("{d}/a.service")),
+            remove(&format!("{d}/a.service.d/20-portable.conf")),
+            step(Op::RemoveDir {
+                path: format!("{d}/a.service.d").into(),
+            }),
+            remove(&format!("{d}/gone.service")),
+            remove("/etc/portables/a_1"),
+        ];
+        let attach = vec![
+            step(Op::Mkdir { path: d.into() }),
+            step(Op::Write {
+                path: format!("{d}/a.service").into(),
+                bytes: Vec::new(),
+                mode: 0o644,
+            }),
+            step(Op::Mkdir {
+                path: format!("{d}/a.service.d").into(),
+            }),
+            step(Op::Symlink {
+                path: format!("{d}/a.service.d/20-portable.conf").into(),
+                target: PathBuf::from("/x"),
+            }),
+        ];
+        let kept: Vec<Op> = keep_replaced(detach, &attach)
+            .into_iter()
+            .map(|s| s.op)
+            .collect();
+        assert_eq!(
+            kept,
+            [
+                Op::Remove {
+                    path: format!("{d}/gone.service").into()
+                },
+                Op::Remove {
+                    path: "/etc/portables/a_1".into()
+                },
+            ]
+        );
+    }
 }

@@ -32,6 +32,23 @@ pub struct Systemd {
     bus: RefCell<Option<Option<Conn>>>,
 }
 
+/// What PID 1 says about a unit (for health checks).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct UnitState {
+    /// The unit.
+    pub unit: String,
+    /// `active`, `activating`, `failed`, `inactive`, ...
+    pub active: String,
+    /// `running`, `auto-restart`, `exited`, `dead`, ...
+    pub sub: String,
+    /// How often PID 1 restarted it (`NRestarts`, services only).
+    pub restarts: u64,
+    /// Its current invocation (`InvocationID`): a new one on every start.
+    pub invocation: String,
+    /// Its main process (`MainPID`, 0 when none).
+    pub main_pid: u32,
+}
+
 /// A job queued on PID 1.
 #[derive(Debug, Clone)]
 pub struct Job {
@@ -324,6 +341,21 @@ impl Systemd {
         self.failed(&started)
     }
 
+    /// The states of `units` (empty when systemd is not running).
+    pub fn states(&self, units: &[String]) -> Result<Vec<UnitState>> {
+        if !self.running || units.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut cmd = Cmd::new("systemctl");
+        cmd.args([
+            "show",
+            "--property=Id,ActiveState,SubState,NRestarts,InvocationID,MainPID",
+            "--",
+        ])
+        .args(units);
+        Ok(parse_states(units, &cmd.output_string()?))
+    }
+
     fn failed(&self, units: &[String]) -> Result<Vec<String>> {
         if units.is_empty() {
             return Ok(Vec::new());
@@ -339,6 +371,34 @@ impl Systemd {
             .map(|(u, _)| u.clone())
             .collect())
     }
+}
+
+/// `systemctl show` output (one block per unit, in the order asked) as states.
+fn parse_states(units: &[String], text: &str) -> Vec<UnitState> {
+    units
+        .iter()
+        .zip(text.split("\n\n"))
+        .map(|(unit, block)| {
+            let mut st = UnitState {
+                unit: unit.clone(),
+                ..UnitState::default()
+            };
+            for line in block.lines() {
+                let Some((k, v)) = line.split_once('=') else {
+                    continue;
+                };
+                match k {
+                    "ActiveState" => st.active = v.to_owned(),
+                    "SubState" => st.sub = v.to_owned(),
+                    "NRestarts" => st.restarts = v.parse().unwrap_or(0),
+                    "InvocationID" => st.invocation = v.to_owned(),
+                    "MainPID" => st.main_pid = v.parse().unwrap_or(0),
+                    _ => {}
+                }
+            }
+            st
+        })
+        .collect()
 }
 
 fn str_value(s: &str) -> Value {
@@ -427,4 +487,25 @@ fn bus_wait(c: &mut Conn, jobs: &[Job]) -> std::io::Result<Vec<String>> {
         }
     }
     Ok(failed)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn systemctl_show_blocks_parse_in_the_order_asked() {
+        let text = "MainPID=42\nNRestarts=0\nId=a.service\nActiveState=active\nSubState=running\nInvocationID=abc\n\nMainPID=0\nNRestarts=3\nId=b.service\nActiveState=activating\nSubState=auto-restart\nInvocationID=\n";
+        let units = ["a.service".to_string(), "b.service".to_string()];
+        let s = parse_states(&units, text);
+        assert_eq!(
+            (s[0].active.as_str(), s[0].sub.as_str(), s[0].main_pid),
+            ("active", "running", 42)
+        );
+        assert_eq!(s[0].invocation, "abc");
+        assert_eq!(
+            (s[1].sub.as_str(), s[1].restarts, s[1].unit.as_str()),
+            ("auto-restart", 3, "b.service")
+        );
+    }
 }

@@ -187,15 +187,19 @@ pub fn plan(
             indexes.insert(key.clone(), idx);
         }
         let idx = &indexes[&key];
-        let entry = idx
-            .find(&p.name, &p.version)
-            .ok_or_else(|| Error::NotListed {
-                package: p.name.clone(),
-                version: p.version.clone(),
-                url: join(&repo, &arch, &index::index_name(p.track_stream)),
-                stream: p.track_stream.to_string(),
-                listed: idx.listed(&p.name),
-            })?;
+        // `latest` skips the versions an update marked bad (failed health checks).
+        let bad = state.history.get(&p.name).map(|h| h.bad.as_slice());
+        let entry = match bad {
+            Some(bad) if p.version == "latest" => idx.find_newest_except(&p.name, bad),
+            _ => idx.find(&p.name, &p.version),
+        };
+        let entry = entry.ok_or_else(|| Error::NotListed {
+            package: p.name.clone(),
+            version: p.version.clone(),
+            url: join(&repo, &arch, &index::index_name(p.track_stream)),
+            stream: p.track_stream.to_string(),
+            listed: idx.listed(&p.name),
+        })?;
         let old = state.packages.get(&p.name);
         let action = match old {
             None => Action::Install,
@@ -286,6 +290,13 @@ pub fn apply(
                     crate::export::remove(root, &step.package, &o.exports)?;
                     crate::portable::detach(root, &step.package, &image)?;
                     crate::portable::remove_image(&image)?;
+                    // The versions an update kept for rollback go too.
+                    if let Some(h) = state.history.remove(&step.package) {
+                        for k in &h.kept {
+                            let kept = root.join(k.image.strip_prefix("/").unwrap_or(&k.image));
+                            crate::portable::remove_image(&kept)?;
+                        }
+                    }
                     state.packages.remove(&step.package);
                     state.save(root)?;
                     say(Event::progress(format!(
@@ -394,6 +405,10 @@ fn put(
     };
     realms_sys::failpoint::hit("provision-attached");
     step.notes = done.notes;
+    // What apply attached is what the manifest says: an interrupted update of it is over.
+    if let Some(h) = state.history.get_mut(&p.name) {
+        h.trial = None;
+    }
     state.packages.insert(
         p.name.clone(),
         Installed {

@@ -231,6 +231,14 @@ pub enum Error {
         /// What went wrong.
         message: String,
     },
+    /// `realms provision rollback` with nothing to go back to.
+    #[error("cannot roll back package '{package}': {reason}")]
+    NothingToRollBack {
+        /// The package.
+        package: String,
+        /// Why not.
+        reason: String,
+    },
     /// A system call on a path.
     #[error("{action} {}", path.display())]
     Io {
@@ -544,6 +552,13 @@ mod tests {
                 "https://reg/v2/x",
             ),
             (Error::DownloadThread, "download thread"),
+            (
+                Error::NothingToRollBack {
+                    package: s("web"),
+                    reason: s("no earlier version is kept"),
+                },
+                "'web'",
+            ),
             (Error::io("reading", "/r/x", io_err()), "/r/x"),
             (
                 Error::Sys(realms_sys::Error::io("opening", "/s/k", io_err())),
@@ -644,6 +659,7 @@ mod tests {
             Error::RegistryAuth { .. } => "RegistryAuth",
             Error::Push { .. } => "Push",
             Error::DownloadThread => "DownloadThread",
+            Error::NothingToRollBack { .. } => "NothingToRollBack",
             Error::Io { .. } => "Io",
             Error::Sys { .. } => "Sys",
             Error::NoKeys { .. } => "NoKeys",
@@ -680,6 +696,7 @@ mod tests {
         "RegistryAuth",
         "Push",
         "DownloadThread",
+        "NothingToRollBack",
         "Io",
         "Sys",
         "NoKeys",

@@ -267,6 +267,48 @@ fn classify(e: ureq::Error) -> Retry {
     }
 }
 
+impl Fetcher {
+    /// POSTs `body` (JSON) to `url` with the extra `headers`; returns the status and the body
+    /// (at most 64 KiB). Connection errors are retried as for downloads.
+    pub fn post_json(
+        &self,
+        url: &str,
+        headers: &[(&str, &str)],
+        body: &str,
+    ) -> Result<(u16, String)> {
+        let mut delay = self.backoff;
+        let mut attempt = 1;
+        loop {
+            let mut req = self
+                .agent
+                .post(url)
+                .header("Content-Type", "application/json");
+            for (k, v) in headers {
+                req = req.header(*k, *v);
+            }
+            match req.send(body) {
+                Ok(resp) => {
+                    let status = resp.status().as_u16();
+                    let mut text = String::new();
+                    resp.into_body()
+                        .into_reader()
+                        .take(64 << 10)
+                        .read_to_string(&mut text)
+                        .map_err(|e| fetch_error(url, e.to_string()))?;
+                    return Ok((status, text));
+                }
+                Err(e) if attempt < self.attempts => {
+                    tracing::info!("{url}: {e}; retrying in {:.1}s", delay.as_secs_f32());
+                    std::thread::sleep(delay);
+                    delay *= 2;
+                    attempt += 1;
+                }
+                Err(e) => return Err(fetch_error(url, e.to_string())),
+            }
+        }
+    }
+}
+
 enum Retry {
     Again(String),
     Fatal(String),

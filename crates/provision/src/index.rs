@@ -198,6 +198,15 @@ impl Index {
         }
     }
 
+    /// The newest entry for `name` whose version is not in `skip`.
+    pub fn find_newest_except(&self, name: &str, skip: &[String]) -> Option<&Entry> {
+        self.packages
+            .get(name)?
+            .iter()
+            .filter(|e| !skip.contains(&e.version))
+            .max_by(|a, b| vercmp(&a.version, &b.version))
+    }
+
     /// The versions listed for `name`, for error messages.
     pub fn listed(&self, name: &str) -> String {
         match self.packages.get(name) {
@@ -252,41 +261,9 @@ impl Ext {
     }
 }
 
-/// Compares versions as systemd's `strverscmp_improved` does in the common cases: runs of
-/// digits numerically, other characters by byte, `~` before everything (even the end).
+/// Compares versions as systemd does: [`crate::version::compare`].
 pub fn vercmp(a: &str, b: &str) -> Ordering {
-    let (mut a, mut b) = (a.as_bytes(), b.as_bytes());
-    loop {
-        match (a.first(), b.first()) {
-            (None, None) => return Ordering::Equal,
-            (Some(b'~'), Some(b'~')) => {}
-            (Some(b'~'), _) => return Ordering::Less,
-            (_, Some(b'~')) => return Ordering::Greater,
-            (None, _) => return Ordering::Less,
-            (_, None) => return Ordering::Greater,
-            (Some(x), Some(y)) if x.is_ascii_digit() && y.is_ascii_digit() => {
-                let da = a.iter().take_while(|c| c.is_ascii_digit()).count();
-                let db = b.iter().take_while(|c| c.is_ascii_digit()).count();
-                let (na, nb) = (trim_zeros(&a[..da]), trim_zeros(&b[..db]));
-                let o = na.len().cmp(&nb.len()).then(na.cmp(nb));
-                if o != Ordering::Equal {
-                    return o;
-                }
-                a = &a[da..];
-                b = &b[db..];
-                continue;
-            }
-            (Some(x), Some(y)) if x != y => return x.cmp(y),
-            _ => {}
-        }
-        a = &a[1..];
-        b = &b[1..];
-    }
-}
-
-fn trim_zeros(d: &[u8]) -> &[u8] {
-    let n = d.iter().take_while(|c| **c == b'0').count();
-    &d[n..]
+    crate::version::compare(a, b)
 }
 
 #[cfg(test)]
@@ -357,6 +334,12 @@ mod tests {
         assert_eq!(i.find("foo", "1.2").unwrap().file, "foo_1.2.tar.gz");
         assert!(i.find("foo", "9").is_none());
         assert_eq!(i.listed("foo"), "1.2, 1.10");
+        let skip = ["1.10".to_string()];
+        assert_eq!(i.find_newest_except("foo", &skip).unwrap().version, "1.2");
+        assert!(
+            i.find_newest_except("foo", &["1.2".into(), "1.10".into()])
+                .is_none()
+        );
     }
 
     fn signed(

@@ -7,7 +7,9 @@ pub mod apply;
 mod error;
 pub mod export;
 pub mod fetch;
+pub mod fleetlock;
 pub mod fuzz;
+pub mod health;
 pub mod ignition;
 pub mod inbox;
 pub mod index;
@@ -18,6 +20,9 @@ pub mod portable;
 pub mod publish;
 pub mod state;
 pub mod unpack;
+pub mod update;
+pub mod version;
+pub mod window;
 
 pub use error::{Error, InboxProblem, Result, chain_text};
 
@@ -25,3 +30,5 @@ pub use error::{Error, InboxProblem, Result, chain_text};
 mod tests;
 #[cfg(test)]
 mod tests_http;
+#[cfg(test)]
+mod tests_update;

@@ -108,6 +108,84 @@ pub struct Package {
     /// Commands of the image made native-looking in /usr/local/bin (see [`crate::export`]).
     #[serde(default)]
     pub export: Vec<String>,
+    /// The health check after an update (`realms provision update`).
+    #[serde(default)]
+    pub health: Health,
+    /// Whether `realms provision update` may move to a lower version (after a `track_stream`
+    /// switch, or when the stream's newest went down).
+    #[serde(default)]
+    pub allow_downgrade: bool,
+}
+
+/// The health check of an update: every started unit active (not failed, not restarting) for
+/// `settle`, then `command` (if any) run inside the package's image exits 0.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Health {
+    /// How long the units must stay active: `30s`, `2min`, `500ms` or seconds as a number.
+    #[serde(default = "default_settle", with = "settle")]
+    pub settle: std::time::Duration,
+    /// A probe run inside the package's image (argv), after the settle time.
+    #[serde(default)]
+    pub command: Vec<String>,
+}
+
+impl Default for Health {
+    fn default() -> Self {
+        Health {
+            settle: default_settle(),
+            command: Vec::new(),
+        }
+    }
+}
+
+fn default_settle() -> std::time::Duration {
+    std::time::Duration::from_secs(30)
+}
+
+/// A duration as the manifest writes it: a number of seconds, or a number with a unit
+/// (`ms`, `s`, `min`, `h`).
+pub fn parse_duration(text: &str) -> Option<std::time::Duration> {
+    let text = text.trim();
+    let digits = text
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(text.len());
+    let n: u64 = text[..digits].parse().ok()?;
+    let ms = match text[digits..].trim() {
+        "ms" => n,
+        "" | "s" | "sec" => n.checked_mul(1000)?,
+        "m" | "min" => n.checked_mul(60_000)?,
+        "h" => n.checked_mul(3_600_000)?,
+        _ => return None,
+    };
+    Some(std::time::Duration::from_millis(ms))
+}
+
+mod settle {
+    use serde::{Deserialize, Deserializer, Serializer, de::Error};
+    use std::time::Duration;
+
+    pub fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&format!("{}ms", d.as_millis()))
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Raw {
+            Secs(u64),
+            Text(String),
+        }
+        let text = match Raw::deserialize(d)? {
+            Raw::Secs(n) => return Ok(Duration::from_secs(n)),
+            Raw::Text(t) => t,
+        };
+        super::parse_duration(&text).ok_or_else(|| {
+            D::Error::custom(format!(
+                "settle: '{text}' is not a duration: use e.g. 30s, 2min, 500ms or a number of seconds"
+            ))
+        })
+    }
 }
 
 fn latest() -> String {
@@ -131,6 +209,8 @@ struct Composable {
     default_repository: Option<String>,
     #[serde(default)]
     packages: Vec<Package>,
+    #[serde(default)]
+    updates: Option<crate::window::Updates>,
 }
 
 /// The merged manifest.
@@ -141,6 +221,8 @@ pub struct Manifest {
     pub files: Vec<PathBuf>,
     /// The packages, each with its repository resolved.
     pub packages: Vec<Package>,
+    /// When `realms provision update` may update (the last file that says wins).
+    pub updates: crate::window::Updates,
 }
 
 /// Whether `text` holds nothing but blank lines and comments.
@@ -153,8 +235,17 @@ fn is_blank(text: &str) -> bool {
 /// Parses one manifest file's text (`file` names it in errors); the package repositories are
 /// left as written.
 pub fn parse(file: &Path, text: &str) -> Result<(Option<String>, Vec<Package>)> {
+    parse_all(file, text).map(|(d, p, _)| (d, p))
+}
+
+/// [`parse`], with the file's `updates` (strategy and maintenance windows), if it has one.
+#[allow(clippy::type_complexity)]
+pub fn parse_all(
+    file: &Path,
+    text: &str,
+) -> Result<(Option<String>, Vec<Package>, Option<crate::window::Updates>)> {
     if is_blank(text) {
-        return Ok((None, Vec::new()));
+        return Ok((None, Vec::new(), None));
     }
     let doc: FileDoc = serde_yaml_ng::from_str(text).map_err(|e| yaml_error(file, &e))?;
     let mut packages = doc.composable.packages;
@@ -162,7 +253,40 @@ pub fn parse(file: &Path, text: &str) -> Result<(Option<String>, Vec<Package>)> 
         p.file = file.to_path_buf();
         check_package(p)?;
     }
-    Ok((doc.composable.default_repository, packages))
+    if let Some(problem) = doc
+        .composable
+        .updates
+        .iter()
+        .flat_map(|u| &u.windows)
+        .find_map(|w| w.problem())
+    {
+        return Err(Error::ManifestValue {
+            file: file.to_path_buf(),
+            package: "(updates)".into(),
+            message: format!("key updates.windows: {problem}"),
+        });
+    }
+    if let Some(u) = &doc.composable.updates {
+        let problem = match (&u.strategy, &u.fleet_lock) {
+            (crate::window::Strategy::FleetLock, None) => {
+                Some("strategy fleet_lock needs fleet_lock: {base_url: ..., group: ...}")
+            }
+            (_, Some(f)) if f.slots == 0 => Some("fleet_lock.slots is at least 1"),
+            _ => None,
+        };
+        if let Some(problem) = problem {
+            return Err(Error::ManifestValue {
+                file: file.to_path_buf(),
+                package: "(updates)".into(),
+                message: format!("key updates: {problem}"),
+            });
+        }
+    }
+    Ok((
+        doc.composable.default_repository,
+        packages,
+        doc.composable.updates,
+    ))
 }
 
 /// A YAML error as `file:line:column: message` (the message without serde_yaml's own
@@ -192,7 +316,8 @@ fn explain(message: &str) -> String {
     if message.contains("invalid type") {
         let hint = "keys: name, repository, version and profile are strings; enable and start \
                     are lists of unit names; track_stream is stable, testing or next; \
-                    install_method is copy, symlink or auto; export is a list of command names";
+                    install_method is copy, symlink or auto; health is a mapping with settle \
+                    (e.g. 30s) and command (a list); allow_downgrade is true or false; export is a list of command names";
         return format!("{message} ({hint})");
     }
     message.to_string()
@@ -236,6 +361,21 @@ fn check_package(p: &Package) -> Result<()> {
             "key profile: '{}' is not a profile name: use default, nonetwork, strict, trusted or a profile installed on the host",
             p.profile
         )));
+    }
+    if p.health
+        .command
+        .first()
+        .is_some_and(|c| !c.starts_with('/'))
+    {
+        return Err(bad(format!(
+            "key health.command: '{}' is not an absolute path: the probe runs inside the package's image, name its program by its path there",
+            p.health.command[0]
+        )));
+    }
+    if p.health.settle > std::time::Duration::from_secs(3600) {
+        return Err(bad(
+            "key health.settle: at most 1h; a health check holds the update lock that long".into(),
+        ));
     }
     for (key, units) in [("enable", &p.enable), ("start", &p.start)] {
         for u in units {
@@ -304,11 +444,15 @@ pub fn load(root: &Path, manifest: Option<&Path>) -> Result<Manifest> {
 pub fn merge(files: Vec<PathBuf>) -> Result<Manifest> {
     let mut default_repository: Option<String> = None;
     let mut packages: Vec<Package> = Vec::new();
+    let mut updates = crate::window::Updates::default();
     for file in &files {
         let text = fs::read_to_string(file).map_err(|e| Error::io("reading", file, e))?;
-        let (default, found) = parse(file, &text)?;
+        let (default, found, file_updates) = parse_all(file, &text)?;
         if default.is_some() {
             default_repository = default;
+        }
+        if let Some(u) = file_updates {
+            updates = u;
         }
         for p in found {
             match packages.iter_mut().find(|q| q.name == p.name) {
@@ -348,7 +492,11 @@ pub fn merge(files: Vec<PathBuf>) -> Result<Manifest> {
             });
         }
     }
-    Ok(Manifest { files, packages })
+    Ok(Manifest {
+        files,
+        packages,
+        updates,
+    })
 }
 
 #[cfg(test)]
@@ -467,6 +615,84 @@ composable:
         )
         .unwrap();
         assert_eq!(ok[0].export, ["goss", "goss-cli"]);
+    }
+
+    #[test]
+    fn health_and_allow_downgrade_parse_and_default() {
+        let (_, packages) = parse(
+            Path::new("m.yaml"),
+            "composable:\n  packages:\n    - name: foo\n      health: {settle: 3s, command: [/usr/bin/true, x]}\n      allow_downgrade: true\n    - name: bar\n      health:\n        settle: 2\n",
+        )
+        .unwrap();
+        assert_eq!(packages[0].health.settle, std::time::Duration::from_secs(3));
+        assert_eq!(packages[0].health.command, ["/usr/bin/true", "x"]);
+        assert!(packages[0].allow_downgrade);
+        assert_eq!(packages[1].health.settle, std::time::Duration::from_secs(2));
+        assert!(packages[1].health.command.is_empty() && !packages[1].allow_downgrade);
+        let (_, packages) = parse(
+            Path::new("m.yaml"),
+            "composable:\n  packages:\n    - name: foo\n",
+        )
+        .unwrap();
+        assert_eq!(packages[0].health, Health::default());
+        assert_eq!(
+            packages[0].health.settle,
+            std::time::Duration::from_secs(30)
+        );
+        assert_eq!(
+            parse_duration("2min"),
+            Some(std::time::Duration::from_secs(120))
+        );
+        assert_eq!(
+            parse_duration("500ms"),
+            Some(std::time::Duration::from_millis(500))
+        );
+        assert_eq!(parse_duration("5 parsecs"), None);
+    }
+
+    #[test]
+    fn bad_health_and_allow_downgrade_name_file_line_column() {
+        let e = err("composable:\n  packages:\n    - name: foo\n      health: {settle: soon}\n");
+        assert!(e.starts_with("/etc/realms/provision.yaml:4:"), "{e}");
+        assert!(e.contains("'soon' is not a duration"), "{e}");
+        let e = err("composable:\n  packages:\n    - name: foo\n      health: {probe: [x]}\n");
+        assert!(e.starts_with("/etc/realms/provision.yaml:4:"), "{e}");
+        assert!(
+            e.contains("probe") && e.contains("settle") && e.contains("command"),
+            "{e}"
+        );
+        let e = err("composable:\n  packages:\n    - name: foo\n      allow_downgrade: maybe\n");
+        assert!(e.starts_with("/etc/realms/provision.yaml:4:24: "), "{e}");
+        assert!(e.contains("allow_downgrade is true or false"), "{e}");
+        let e = err("composable:\n  packages:\n    - name: foo\n      health: {command: [true]}\n");
+        assert!(e.contains("key health.command"), "{e}");
+    }
+
+    #[test]
+    fn update_windows_parse_and_bad_ones_are_refused() {
+        let text = "composable:\n  updates:\n    strategy: periodic\n    windows:\n      - {days: [Sat, Sun], start_time: '22:30', length_minutes: 60}\n  packages: []\n";
+        let (_, _, u) = parse_all(Path::new("m.yaml"), text).unwrap();
+        let u = u.unwrap();
+        assert_eq!(u.strategy, crate::window::Strategy::Periodic);
+        assert_eq!(
+            u.windows[0].days,
+            [crate::window::Day::Sat, crate::window::Day::Sun]
+        );
+        let e = err(
+            "composable:\n  updates:\n    windows:\n      - {days: [Sat], start_time: '25:00', length_minutes: 5}\n",
+        );
+        assert!(
+            e.contains("key updates.windows") && e.contains("HH:MM"),
+            "{e}"
+        );
+        let e = err("composable:\n  updates:\n    strategy: weekly\n");
+        assert!(e.starts_with("/etc/realms/provision.yaml:3:15: "), "{e}");
+        assert!(e.contains("immediate") && e.contains("periodic"), "{e}");
+        let e = err(
+            "composable:\n  updates:\n    windows:\n      - {days: [Someday], start_time: '01:00', length_minutes: 5}\n",
+        );
+        assert!(e.starts_with("/etc/realms/provision.yaml:4:"), "{e}");
+        assert!(e.contains("Mon"), "{e}");
     }
 
     #[test]

@@ -4,7 +4,7 @@
 use std::fs;
 use std::path::Path;
 
-use realms_portable::ops::{Steps, attach_verb, detach_verb};
+use realms_portable::ops::{Steps, attach_verb, detach_verb, reattach_verb};
 use realms_portable::{AttachOptions, CopyMode, DetachOptions, Host, Systemd};
 
 use crate::manifest::InstallMethod;
@@ -54,15 +54,7 @@ pub fn attach(root: &Path, package: &str, image: &Path, req: &Request<'_>) -> Re
     let host = Host::open(root).map_err(&err)?;
     let systemd = Systemd::detect(&host);
     let inner = Path::new("/").join(image.strip_prefix(root).unwrap_or(image));
-    let opts = AttachOptions {
-        profile: req.profile.to_string(),
-        copy: match req.method {
-            InstallMethod::Auto => CopyMode::Auto,
-            InstallMethod::Copy => CopyMode::Copy,
-            InstallMethod::Symlink => CopyMode::Symlink,
-        },
-        ..AttachOptions::default()
-    };
+    let opts = attach_options(req);
     let steps = Steps {
         reload: true,
         ..Steps::default()
@@ -95,9 +87,87 @@ pub fn attach(root: &Path, package: &str, image: &Path, req: &Request<'_>) -> Re
             systemd.reload().map_err(&err)?;
         }
     }
-    let mut done = activate(&systemd, req.enable, Some(req.start));
+    let mut done = activate(&systemd, req.enable, Some(req.start), "StartUnit");
     done.units = units;
     Ok(done)
+}
+
+fn attach_options(req: &Request<'_>) -> AttachOptions {
+    AttachOptions {
+        profile: req.profile.to_string(),
+        copy: match req.method {
+            InstallMethod::Auto => CopyMode::Auto,
+            InstallMethod::Copy => CopyMode::Copy,
+            InstallMethod::Symlink => CopyMode::Symlink,
+        },
+        ..AttachOptions::default()
+    }
+}
+
+/// Reattaches package `package` onto the image at `image` (portablectl's `reattach`: the units
+/// of the image attached before are replaced by the new image's in one journal commit, so
+/// there is no moment with the package detached), then restarts the units `req` starts (and
+/// enables those it enables) through PID 1.
+pub fn reattach(root: &Path, package: &str, image: &Path, req: &Request<'_>) -> Result<Activated> {
+    let err = portable_error(package);
+    let host = Host::open(root).map_err(&err)?;
+    let systemd = Systemd::detect(&host);
+    let inner = Path::new("/").join(image.strip_prefix(root).unwrap_or(image));
+    let steps = Steps {
+        reload: true,
+        ..Steps::default()
+    };
+    let outcome = reattach_verb(
+        &host,
+        &systemd,
+        &inner.to_string_lossy(),
+        &[],
+        &attach_options(req),
+        &steps,
+        &mut |l: &str| tracing::debug!("{l}"),
+    )
+    .map_err(&err)?;
+    realms_sys::failpoint::hit("provision-reattached");
+    let mut done = activate(&systemd, req.enable, Some(req.start), "RestartUnit");
+    done.units = outcome
+        .changes
+        .iter()
+        .filter(|c| c.is_managed_unit())
+        .filter_map(|c| c.unit_name())
+        .collect();
+    Ok(done)
+}
+
+/// Stops `units` through PID 1 (a failed rollback leaves the package stopped).
+pub fn stop(root: &Path, package: &str, units: &[String]) -> Result<()> {
+    let err = portable_error(package);
+    let host = Host::open(root).map_err(&err)?;
+    let systemd = Systemd::detect(&host);
+    if !systemd.is_running() {
+        return Ok(());
+    }
+    let mut jobs = Vec::new();
+    for u in units {
+        jobs.push(systemd.queue("StopUnit", u).map_err(&err)?);
+    }
+    systemd.wait(&jobs).map_err(&err)?;
+    Ok(())
+}
+
+/// The states of `units` as PID 1 sees them (empty without systemd).
+pub fn unit_states(
+    root: &Path,
+    package: &str,
+    units: &[String],
+) -> Result<Vec<realms_portable::systemd::UnitState>> {
+    let err = portable_error(package);
+    let host = Host::open(root).map_err(&err)?;
+    Systemd::detect(&host).states(units).map_err(&err)
+}
+
+/// Whether systemd runs as PID 1 for `root`.
+pub fn systemd_running(root: &Path) -> bool {
+    Host::open(root).is_ok_and(|h| Systemd::detect(&h).is_running())
 }
 
 /// Enables `enable` and starts `start` (`None`: the units that were enabled) through PID 1.
@@ -108,10 +178,20 @@ pub fn enable_start(
     start: Option<&[String]>,
 ) -> Result<Activated> {
     let host = Host::open(root).map_err(portable_error(package))?;
-    Ok(activate(&Systemd::detect(&host), enable, start))
+    Ok(activate(
+        &Systemd::detect(&host),
+        enable,
+        start,
+        "StartUnit",
+    ))
 }
 
-fn activate(systemd: &Systemd, enable: &[String], start: Option<&[String]>) -> Activated {
+fn activate(
+    systemd: &Systemd,
+    enable: &[String],
+    start: Option<&[String]>,
+    method: &'static str,
+) -> Activated {
     let mut done = Activated {
         systemd: systemd.is_running(),
         ..Activated::default()
@@ -138,7 +218,7 @@ fn activate(systemd: &Systemd, enable: &[String], start: Option<&[String]>) -> A
         .unwrap_or_else(|| done.enabled.clone());
     let mut jobs = Vec::new();
     for unit in &start {
-        match systemd.queue("StartUnit", unit) {
+        match systemd.queue(method, unit) {
             Ok(job) => {
                 jobs.push(job);
                 done.started.push(unit.clone());

@@ -48,15 +48,15 @@ pub(crate) fn portable_tree(dir: &Path, name: &str, version: &str) {
     .unwrap();
 }
 
-struct Repo {
-    _dir: tempfile::TempDir,
-    root: PathBuf,
-    repo: PathBuf,
-    key: ed25519_dalek::SigningKey,
+pub(crate) struct Repo {
+    pub(crate) _dir: tempfile::TempDir,
+    pub(crate) root: PathBuf,
+    pub(crate) repo: PathBuf,
+    pub(crate) key: ed25519_dalek::SigningKey,
 }
 
 impl Repo {
-    fn new() -> Repo {
+    pub(crate) fn new() -> Repo {
         let dir = tempfile::tempdir().unwrap();
         let root = dir.path().join("root");
         let repo = dir.path().join("repo");
@@ -71,11 +71,11 @@ impl Repo {
         }
     }
 
-    fn url(&self) -> String {
+    pub(crate) fn url(&self) -> String {
         format!("file://{}", self.repo.display())
     }
 
-    fn publish(&self, files: &[PathBuf], serial: Option<u64>, valid_for: u64) {
+    pub(crate) fn publish(&self, files: &[PathBuf], serial: Option<u64>, valid_for: u64) {
         publish(
             &Publish {
                 repo: self.repo.to_str().unwrap(),
@@ -90,7 +90,7 @@ impl Repo {
         .unwrap();
     }
 
-    fn package(&self, name: &str, version: &str) -> PathBuf {
+    pub(crate) fn package(&self, name: &str, version: &str) -> PathBuf {
         let src = self._dir.path().join(format!("src-{name}-{version}"));
         portable_tree(&src, name, version);
         let out = self._dir.path().join("out");
@@ -98,7 +98,7 @@ impl Repo {
         pack(&src, name, version, crate::index::Ext::TarZst, &out).unwrap()
     }
 
-    fn manifest(&self, body: &str) -> manifest::Manifest {
+    pub(crate) fn manifest(&self, body: &str) -> manifest::Manifest {
         let m = self._dir.path().join("provision.yaml");
         fs::write(
             &m,
@@ -111,12 +111,16 @@ impl Repo {
         manifest::load(&self.root, Some(&m)).unwrap()
     }
 
-    fn apply(&self, m: &manifest::Manifest, prune: bool) -> crate::Result<Vec<crate::apply::Step>> {
+    pub(crate) fn apply(
+        &self,
+        m: &manifest::Manifest,
+        prune: bool,
+    ) -> crate::Result<Vec<crate::apply::Step>> {
         let opts = Options { prune, arch: None };
         apply(&self.root, m, &Fetcher::default(), &opts, &mut |_| {})
     }
 
-    fn portables(&self) -> Vec<String> {
+    pub(crate) fn portables(&self) -> Vec<String> {
         let mut v: Vec<String> = fs::read_dir(self.root.join(PORTABLES))
             .map(|d| {
                 d.flatten()

@@ -18,7 +18,7 @@ use realms_tests::run::{run, tail};
 use super::{Publisher, package};
 
 /// The failpoint `realms --root ROOT provision apply`, with `env`.
-fn apply(root: &Path, env: &[(&str, &str)]) -> Output {
+pub(super) fn apply(root: &Path, env: &[(&str, &str)]) -> Output {
     Command::new(failpoints_bin())
         .arg("--root")
         .arg(root)
@@ -56,7 +56,7 @@ fn names_below(dir: &Path, out: &mut Vec<String>, top: &Path) {
 
 /// What provisioning is made of under `root`: the state file, every image by content, the
 /// attach directories, the journal files, and the names in the state and cache directories.
-fn view(root: &Path) -> BTreeMap<String, String> {
+pub(super) fn view(root: &Path) -> BTreeMap<String, String> {
     let mut v = BTreeMap::new();
     v.insert(
         "state.json".into(),
@@ -83,7 +83,7 @@ fn view(root: &Path) -> BTreeMap<String, String> {
 }
 
 /// Copies the template root to a fresh directory.
-fn fresh(template: &Path, work: &Path, label: &str) -> std::path::PathBuf {
+pub(super) fn fresh(template: &Path, work: &Path, label: &str) -> std::path::PathBuf {
     let dir = work.join(label);
     let _ = fs::remove_dir_all(&dir);
     run(Command::new("cp").arg("-a").arg(template).arg(&dir));
