@@ -424,7 +424,7 @@ fn timestamp(secs: i64) -> String {
     let days = secs.div_euclid(86_400);
     let rem = secs.rem_euclid(86_400);
     let weekday = ["Thu", "Fri", "Sat", "Sun", "Mon", "Tue", "Wed"][days.rem_euclid(7) as usize];
-    let (y, m, d) = crate::verbs::civil_date(days);
+    let (y, m, d) = realms_sys::civil::civil_date(days);
     format!(
         "{weekday} {y:04}-{m:02}-{d:02} {:02}:{:02}:{:02} UTC",
         rem / 3600,

@@ -325,27 +325,13 @@ pub fn human_size(bytes: u64) -> String {
 
 /// Seconds since the epoch as `YYYY-MM-DD HH:MM` (UTC).
 pub fn utc_time(secs: u64) -> String {
-    let (year, month, day) = civil_date((secs / 86_400) as i64);
+    let (year, month, day) = realms_sys::civil::civil_date((secs / 86_400) as i64);
     let rem = secs % 86_400;
     format!(
         "{year:04}-{month:02}-{day:02} {:02}:{:02}",
         rem / 3600,
         rem % 3600 / 60
     )
-}
-
-/// Days since 1970-01-01 as (year, month, day) of the proleptic Gregorian calendar (Howard
-/// Hinnant's algorithm).
-pub(crate) fn civil_date(days: i64) -> (i64, i64, i64) {
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    (yoe + era * 400 + i64::from(month <= 2), month, day)
 }
 
 /// `3725` → `1h 2m`.

@@ -6,6 +6,7 @@ pub mod atomic;
 pub mod btrfs;
 pub mod caps;
 pub mod cgroup;
+pub mod civil;
 pub mod cmd;
 pub mod device;
 pub mod dm;
