@@ -20,6 +20,7 @@ use realms_tests::container::Container;
 use realms_tests::fixtures::debian_base;
 use realms_tests::scratch::{Scratch, unique};
 
+use super::update::{boot_provisioned, upd_package};
 use super::{Booted, Publisher, free_port, package, realms};
 
 const USER: &str = "fleet";
@@ -544,4 +545,80 @@ fn oci_registry_apply_in_a_booted_container_starts_the_service() {
     let again = b.ok("realms provision apply --ca-file /etc/realms/registry-ca.pem");
     let state = b.ok("cat /var/lib/realms/provision/state.json");
     assert!(again.contains("nothing changed"), "{again}\nstate: {state}");
+}
+
+/// The update flow of update.rs from an OCI registry (docker-registry with TLS and htpasswd
+/// auth, every version pushed with `realms provision publish --to oci://`): `latest` in stable
+/// at 1; 2 is taken with the service restarted; a 3 that fails within the settle time is
+/// rolled back to 2, marked bad and not retried; a good 4 is taken; two versions are kept.
+#[test]
+fn oci_registry_update_follows_stable_and_rolls_back_a_failing_version() {
+    realms_tests::require::tool("openssl", "openssl");
+    let work_dir = tempfile::tempdir().unwrap();
+    let work = work_dir.path();
+    let (tls, ca_file) = tls_dir(work);
+    let (_registry, addr) = registry(work, &tls);
+    let p = Publisher::new(work);
+    auth_json(&p.keys, &[addr], USER, PASSWORD);
+    let repo = format!("oci://{addr}/realms/upd");
+    let push = |version: &str, exec: Option<&str>| {
+        let pkg = upd_package(work, version, exec).display().to_string();
+        realms(
+            &p.keys,
+            &[
+                "provision",
+                "publish",
+                &pkg,
+                "--to",
+                &repo,
+                "--key",
+                "repo",
+                "--ca-file",
+                &ca_file,
+            ],
+        );
+    };
+    push("1", None);
+    let manifest = format!(
+        "composable:\n  default_repository: {repo}\n  packages:\n\
+         \x20   - name: upd\n      version: latest\n      track_stream: stable\n\
+         \x20     enable: [upd.service]\n      start: [upd.service]\n\
+         \x20     health: {{settle: 3s}}\n"
+    );
+    let b = boot_provisioned(&p, &manifest, "provision-oci-update");
+    auth_json(b.c.root(), &[addr], USER, PASSWORD);
+    fs::copy(&ca_file, b.c.root().join("etc/realms/registry-ca.pem")).unwrap();
+    let realms_in = |args: &str| {
+        b.ok(&format!(
+            "realms provision {args} --ca-file /etc/realms/registry-ca.pem"
+        ))
+    };
+    let out = realms_in("apply");
+    assert!(out.contains("installed upd 1"), "{out}");
+    assert_eq!(b.upd_running_version(), "1");
+
+    push("2", None);
+    let out = realms_in("update");
+    assert!(out.contains("updated upd 1 -> 2"), "{out}");
+    assert_eq!(b.upd_running_version(), "2");
+
+    let bad = "/usr/bin/busybox sh -c 'echo v3 starting; /usr/bin/busybox sleep 1; exit 3'";
+    push("3", Some(bad));
+    let out = realms_in("update");
+    assert!(
+        out.contains("failed its health check") && out.contains("rolled back upd to 2"),
+        "{out}"
+    );
+    assert_eq!(b.upd_running_version(), "2");
+    let again = realms_in("update --json");
+    assert!(again.contains("\"bad\""), "3 was tried again: {again}");
+
+    push("4", None);
+    let out = realms_in("update");
+    assert!(out.contains("updated upd 2 -> 4"), "{out}");
+    assert_eq!(b.upd_running_version(), "4");
+    let images = b.ok("ls /var/lib/portables");
+    let images: Vec<&str> = images.split_whitespace().collect();
+    assert_eq!(images, ["upd_2", "upd_4"]);
+    b.c.stop();
 }
