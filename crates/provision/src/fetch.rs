@@ -171,7 +171,7 @@ impl Fetcher {
     }
 
     /// [`Fetcher::open`] sending `authorization` as the `Authorization` header (a registry's
-    /// token, crate::oci).
+    /// bearer token).
     pub(crate) fn open_authorized(
         &self,
         url: &str,
