@@ -102,6 +102,32 @@ pub(crate) fn add_payload(src: &Path) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// A snapshot of the Debian base for a booted container that provisions: this build's realms,
+/// an empty /var/lib/portables and the key `repo` of `keys` trusted.
+pub(crate) fn container_root(label: &str, keys: &Path) -> anyhow::Result<Scratch> {
+    let tree = Scratch::snapshot(debian_base(), label);
+    let root = tree.path();
+    fs::copy(realms_tests::realms_bin(), root.join("usr/bin/realms"))?;
+    let portables = root.join("var/lib/portables");
+    let _ = fs::remove_dir(&portables);
+    fs::create_dir_all(&portables)?;
+    fs::create_dir_all(root.join("etc/realms/keys.d"))?;
+    fs::copy(
+        keys.join("etc/realms/keys.d/repo.pub"),
+        root.join("etc/realms/keys.d/repo.pub"),
+    )?;
+    Ok(tree)
+}
+
+/// The Debian architecture name of this machine, as repositories name their directories.
+pub(crate) fn arch() -> &'static str {
+    if cfg!(target_arch = "x86_64") {
+        "amd64"
+    } else {
+        "arm64"
+    }
+}
+
 pub fn run_suite(runs: usize) -> anyhow::Result<()> {
     let work = tempfile::tempdir()?;
     let work = work.path();
@@ -139,24 +165,12 @@ pub fn run_suite(runs: usize) -> anyhow::Result<()> {
     let port = TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
     let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
     let _server = HttpServer::serve(&serve, addr);
-    let arch = if cfg!(target_arch = "x86_64") {
-        "amd64"
-    } else {
-        "arm64"
-    };
+    let arch = arch();
     let base = format!("http://{addr}/repo/{arch}");
 
-    let tree = Scratch::snapshot(debian_base(), "bench-provision");
+    let tree = container_root("bench-provision", &keys)?;
     let root = tree.path();
-    fs::copy(realms_tests::realms_bin(), root.join("usr/bin/realms"))?;
     let portables = root.join("var/lib/portables");
-    let _ = fs::remove_dir(&portables);
-    fs::create_dir_all(&portables)?;
-    fs::create_dir_all(root.join("etc/realms/keys.d"))?;
-    fs::copy(
-        keys.join("etc/realms/keys.d/repo.pub"),
-        root.join("etc/realms/keys.d/repo.pub"),
-    )?;
     fs::write(
         root.join("root/m.yaml"),
         format!(

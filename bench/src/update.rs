@@ -11,11 +11,10 @@ use std::net::{Ipv4Addr, SocketAddr, TcpListener};
 use std::time::Duration;
 
 use realms_tests::container::Container;
-use realms_tests::fixtures::debian_base;
 use realms_tests::http::HttpServer;
-use realms_tests::scratch::{Scratch, unique};
+use realms_tests::scratch::unique;
 
-use crate::provision::{realms, sh, source};
+use crate::provision::{arch, container_root, realms, sh, source};
 use crate::table::{Row, paired, print};
 
 pub fn run_suite(runs: usize) -> anyhow::Result<()> {
@@ -73,24 +72,11 @@ pub fn run_suite(runs: usize) -> anyhow::Result<()> {
     let port = TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
     let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
     let _server = HttpServer::serve(&serve, addr);
-    let arch = if cfg!(target_arch = "x86_64") {
-        "amd64"
-    } else {
-        "arm64"
-    };
+    let arch = arch();
     let base = format!("http://{addr}/repo/{arch}");
 
-    let tree = Scratch::snapshot(debian_base(), "bench-update");
+    let tree = container_root("bench-update", &keys)?;
     let root = tree.path();
-    fs::copy(realms_tests::realms_bin(), root.join("usr/bin/realms"))?;
-    let portables = root.join("var/lib/portables");
-    let _ = fs::remove_dir(&portables);
-    fs::create_dir_all(&portables)?;
-    fs::create_dir_all(root.join("etc/realms/keys.d"))?;
-    fs::copy(
-        keys.join("etc/realms/keys.d/repo.pub"),
-        root.join("etc/realms/keys.d/repo.pub"),
-    )?;
     let manifest = |version: &str| {
         format!(
             "composable:\n  packages:\n    - name: foo-test\n      repository: http://{addr}/repo\n      version: '{version}'\n      start: [foo-test.service]\n      health: {{settle: 0s}}\n"
