@@ -101,7 +101,12 @@ impl Publisher {
 
 /// `dir/NAME_VERSION.tar.zst` packed from the busybox image with units prefixed `name`.
 fn package(work: &Path, name: &str, version: &str) -> PathBuf {
-    let src = work.join(format!("src-{name}-{version}"));
+    package_as(work, name, version, "tar.zst")
+}
+
+/// [`package`] in another format (`tar`: versions of equal length give packages of equal size).
+fn package_as(work: &Path, name: &str, version: &str, format: &str) -> PathBuf {
+    let src = work.join(format!("src-{name}-{version}-{format}"));
     if name == "foo-test" {
         run(Command::new("cp").arg("-a").arg(portable_image()).arg(&src));
     } else {
@@ -129,11 +134,13 @@ fn package(work: &Path, name: &str, version: &str) -> PathBuf {
             name,
             "--pkg-version",
             version,
+            "--format",
+            format,
             "-o",
             out.to_str().unwrap(),
         ],
     );
-    out.join(format!("{name}_{version}.tar.zst"))
+    out.join(format!("{name}_{version}.{format}"))
 }
 
 /// A tar entry: path, type, contents or link target, mode.
@@ -232,15 +239,9 @@ fn apply_in_a_booted_container_from_nginx_and_every_refusal() {
     let _server = HttpServer::serve(&serve, addr);
     let server = format!("http://{addr}");
 
-    let tree = Scratch::snapshot(debian_base(), "provision");
+    let tree = provision_root("provision");
     let root = tree.path();
-    fs::copy(realms_tests::realms_bin(), root.join("usr/bin/realms")).unwrap();
     let portables = root.join("var/lib/portables");
-    if fs::create_dir_all(portables.join(".probe")).is_err() {
-        let _ = fs::remove_dir(&portables);
-    }
-    let _ = fs::remove_dir(portables.join(".probe"));
-    fs::create_dir_all(&portables).unwrap();
     p.trust_in(root);
     fs::write(
         root.join("etc/realms/provision.yaml"),
@@ -302,9 +303,18 @@ fn apply_in_a_booted_container_from_nginx_and_every_refusal() {
     bytes[mid] ^= 0x55;
     fs::write(&f, bytes).unwrap();
     b.refused(&server, "corrupt", "lone", "2.0", "SHA-256");
-    // Wrong hash: another valid package under the listed name.
-    p.publish("wronghash", &[&lone1], &[]);
-    fs::copy(&lone2, p.arch_dir("wronghash").join("lone_1.0.tar.zst")).unwrap();
+    // Wrong hash: another valid package of the same size under the listed name (uncompressed,
+    // so that the size is equal and only the hash tells them apart).
+    let (tar1, tar2) = (
+        package_as(work, "lone", "1.0", "tar"),
+        package_as(work, "lone", "2.0", "tar"),
+    );
+    assert_eq!(
+        fs::metadata(&tar1).unwrap().len(),
+        fs::metadata(&tar2).unwrap().len()
+    );
+    p.publish("wronghash", &[&tar1], &[]);
+    fs::copy(&tar2, p.arch_dir("wronghash").join("lone_1.0.tar")).unwrap();
     b.refused(&server, "wronghash", "lone", "1.0", "the index states");
     // Unsigned index.
     p.publish("unsigned", &[&lone1], &[]);
@@ -603,7 +613,7 @@ fn first_boot_applies_the_manifest_once_and_the_inbox_installs_as_its_user() {
 
 /// A snapshot of the Debian base for a booted container that provisions: this build's realms in
 /// /usr/bin and an empty /var/lib/portables (a plain directory).
-fn provision_root(label: &str) -> Scratch {
+pub(super) fn provision_root(label: &str) -> Scratch {
     let tree = Scratch::snapshot(debian_base(), label);
     let root = tree.path();
     fs::copy(realms_tests::realms_bin(), root.join("usr/bin/realms")).unwrap();

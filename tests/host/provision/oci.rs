@@ -11,14 +11,12 @@ use std::net::{Ipv4Addr, SocketAddr};
 use std::path::Path;
 use std::process::{Command, Output};
 
-use realms_tests::fixtures::write_portable_tree;
 use realms_tests::registry::{Proxy, Registry, TokenServer};
 use realms_tests::run::run;
 use realms_tests::tls::{ca, server_cert};
 
 use realms_tests::container::Container;
-use realms_tests::fixtures::debian_base;
-use realms_tests::scratch::{Scratch, unique};
+use realms_tests::scratch::unique;
 
 use super::update::{boot_provisioned, upd_package};
 use super::{Booted, Publisher, free_port, package, realms};
@@ -88,18 +86,6 @@ fn portables(root: &Path) -> Vec<String> {
         .unwrap_or_default();
     v.sort();
     v
-}
-
-/// The size of the cache's `.part` files.
-fn part_len(root: &Path) -> u64 {
-    fs::read_dir(root.join("var/cache/realms/provision"))
-        .into_iter()
-        .flatten()
-        .flatten()
-        .filter(|e| e.file_name().to_string_lossy().ends_with(".part"))
-        .filter_map(|e| e.metadata().ok())
-        .map(|m| m.len())
-        .sum()
 }
 
 fn sha256_hex(path: &Path) -> String {
@@ -318,32 +304,7 @@ fn oci_registry_publish_apply_refusals_and_a_cut_blob_download_resumes() {
     // A 4 MiB blob whose download the proxy cuts after 1 MiB: the apply fails saying the next
     // try resumes; the next one asks the registry only for the rest (a 206 of the missing
     // bytes in its log) and installs it.
-    let src = work.join("src-cut");
-    write_portable_tree(&src, &fs::read("/bin/busybox").unwrap(), "cut");
-    let noise: Vec<u8> = (0..4u32 << 20)
-        .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
-        .collect();
-    fs::write(src.join("usr/bin/data"), noise).unwrap();
-    let out_dir = work.join("out");
-    fs::create_dir_all(&out_dir).unwrap();
-    let (s, o) = (src.display().to_string(), out_dir.display().to_string());
-    realms(
-        work,
-        &[
-            "provision",
-            "pack",
-            &s,
-            "--name",
-            "cut",
-            "--pkg-version",
-            "1",
-            "--format",
-            "tar",
-            "-o",
-            &o,
-        ],
-    );
-    let cut = out_dir.join("cut_1.tar");
+    let cut = super::resume::cut_package(work, "src-cut", "out");
     let size = fs::metadata(&cut).unwrap().len();
     publish(&cut);
     let croot = work.join("cut-root");
@@ -356,7 +317,7 @@ fn oci_registry_publish_apply_refusals_and_a_cut_blob_download_resumes() {
         !out.status.success() && err.contains("the next try resumes"),
         "a cut download: {err}"
     );
-    let have = part_len(&croot);
+    let have = super::resume::part_len(&croot);
     assert!(
         have >= 512 << 10 && have < size,
         "{have} of {size} bytes kept"
@@ -501,15 +462,8 @@ fn oci_registry_apply_in_a_booted_container_starts_the_service() {
         ],
     );
 
-    let tree = Scratch::snapshot(debian_base(), "provision-oci");
+    let tree = super::provision_root("provision-oci");
     let root = tree.path();
-    fs::copy(realms_tests::realms_bin(), root.join("usr/bin/realms")).unwrap();
-    let portables = root.join("var/lib/portables");
-    if fs::create_dir_all(portables.join(".probe")).is_err() {
-        let _ = fs::remove_dir(&portables);
-    }
-    let _ = fs::remove_dir(portables.join(".probe"));
-    fs::create_dir_all(&portables).unwrap();
     p.trust_in(root);
     auth_json(root, &[addr], USER, PASSWORD);
     fs::copy(&ca_file, root.join("etc/realms/registry-ca.pem")).unwrap();

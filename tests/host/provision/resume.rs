@@ -5,7 +5,7 @@
 
 use std::fs;
 use std::net::{Ipv4Addr, SocketAddr};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -15,7 +15,7 @@ use realms_tests::http::HttpServer;
 use super::{Publisher, free_port, realms};
 
 /// The size of the cache's `.part` file of the package, if any.
-fn part_len(root: &Path) -> u64 {
+pub(super) fn part_len(root: &Path) -> u64 {
     fs::read_dir(root.join("var/cache/realms/provision"))
         .into_iter()
         .flatten()
@@ -26,20 +26,16 @@ fn part_len(root: &Path) -> u64 {
         .sum()
 }
 
-#[test]
-fn a_download_cut_by_the_server_resumes_with_range_on_the_next_apply() {
-    let work_dir = tempfile::tempdir().unwrap();
-    let work = work_dir.path();
-    let p = Publisher::new(work);
-    let serve = p.serve.clone();
-    // 4 MiB that do not compress, in an uncompressed package.
-    let src = work.join("src");
+/// `cut_1.tar`: 4 MiB that do not compress, in an uncompressed package (a download that
+/// can be cut mid-way), built from `work/SRC_DIR` into `work/OUT_DIR`.
+pub(super) fn cut_package(work: &Path, src_dir: &str, out_dir: &str) -> PathBuf {
+    let src = work.join(src_dir);
     write_portable_tree(&src, &fs::read("/bin/busybox").unwrap(), "cut");
     let noise: Vec<u8> = (0..4u32 << 20)
         .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
         .collect();
     fs::write(src.join("usr/bin/data"), noise).unwrap();
-    let out = work.join("out");
+    let out = work.join(out_dir);
     fs::create_dir_all(&out).unwrap();
     let (s, o) = (src.display().to_string(), out.display().to_string());
     realms(
@@ -58,7 +54,16 @@ fn a_download_cut_by_the_server_resumes_with_range_on_the_next_apply() {
             &o,
         ],
     );
-    let pkg = out.join("cut_1.tar");
+    out.join("cut_1.tar")
+}
+
+#[test]
+fn a_download_cut_by_the_server_resumes_with_range_on_the_next_apply() {
+    let work_dir = tempfile::tempdir().unwrap();
+    let work = work_dir.path();
+    let p = Publisher::new(work);
+    let serve = p.serve.clone();
+    let pkg = cut_package(work, "src", "out");
     let size = fs::metadata(&pkg).unwrap().len();
     p.publish("main", &[&pkg], &[]);
 

@@ -11,9 +11,9 @@ use std::path::{Path, PathBuf};
 use std::process::Stdio;
 
 use realms_tests::container::Container;
-use realms_tests::fixtures::{debian_base, write_portable_tree};
+use realms_tests::fixtures::write_portable_tree;
 use realms_tests::http::HttpServer;
-use realms_tests::scratch::{Scratch, unique};
+use realms_tests::scratch::unique;
 
 use super::{Booted, Publisher, free_port, realms};
 
@@ -116,15 +116,8 @@ impl Booted {
 /// A booted container (snapshot of the Debian base) with this realms, the repository key
 /// trusted, `manifest` as /etc/realms/provision.yaml and the shipped update units.
 pub(super) fn boot_provisioned(p: &Publisher, manifest: &str, label: &str) -> Booted {
-    let tree = Scratch::snapshot(debian_base(), label);
+    let tree = super::provision_root(label);
     let root = tree.path().to_path_buf();
-    fs::copy(realms_tests::realms_bin(), root.join("usr/bin/realms")).unwrap();
-    let portables = root.join("var/lib/portables");
-    if fs::create_dir_all(portables.join(".probe")).is_err() {
-        let _ = fs::remove_dir(&portables);
-    }
-    let _ = fs::remove_dir(portables.join(".probe"));
-    fs::create_dir_all(&portables).unwrap();
     p.trust_in(&root);
     fs::write(root.join("etc/realms/provision.yaml"), manifest).unwrap();
     // A machine id of its own (the fleet lock tells machines apart by it).
