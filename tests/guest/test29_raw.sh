@@ -26,6 +26,17 @@ no_minimal() { ! "${P[@]}" list | grep -F "minimal_" >/dev/null; }
 snap() { tree | sed "s|^|=== TREE $1 |"; }
 # The root of unit $1's main process is a dm-verity device with the root hash in file $2.
 verity_root() {
+    # Right after a reattach the main process may still be the old one, its verity device going
+    # away (dmsetup: "No such device"): wait up to 10 s for one on a live device with this hash.
+    local i
+    for i in $(seq 50); do
+        verity_root_once "$1" "$2" >/dev/null 2>&1 && break
+        sleep 0.2
+    done
+    verity_root_once "$1" "$2"
+}
+
+verity_root_once() {
     local pid majmin
     pid=$(systemctl show -p MainPID --value "$1")
     majmin=$(findmnt -N "$pid" -n -o MAJ:MIN / | tr -d ' ')
