@@ -194,6 +194,16 @@ pub enum Error {
     /// `pack` asked for a raw image.
     #[error("pack makes tarballs, not raw images")]
     PackRaw,
+    /// An index's serial or expiry cannot go higher.
+    #[error(
+        "{index}: its {what} is at the largest number there is; publish with a new stream or a fresh index"
+    )]
+    IndexExhausted {
+        /// Where the index is.
+        index: String,
+        /// `serial` or `expiry`.
+        what: &'static str,
+    },
     /// An inbox archive that is refused.
     #[error("{}: {problem}", archive.display())]
     Inbox {
@@ -516,6 +526,13 @@ mod tests {
             ),
             (Error::PackRaw, "raw images"),
             (
+                Error::IndexExhausted {
+                    index: s("/r/amd64/index.stable.json"),
+                    what: "serial",
+                },
+                "/r/amd64/index.stable.json",
+            ),
+            (
                 Error::Inbox {
                     archive: "/opt/inbox/a.zip".into(),
                     problem: InboxProblem::Name,
@@ -654,6 +671,7 @@ mod tests {
             Error::PackageChanged { .. } => "PackageChanged",
             Error::SerializeIndex { .. } => "SerializeIndex",
             Error::PackRaw => "PackRaw",
+            Error::IndexExhausted { .. } => "IndexExhausted",
             Error::Inbox { .. } => "Inbox",
             Error::OciReference { .. } => "OciReference",
             Error::RegistryAuth { .. } => "RegistryAuth",
@@ -691,6 +709,7 @@ mod tests {
         "PackageChanged",
         "SerializeIndex",
         "PackRaw",
+        "IndexExhausted",
         "Inbox",
         "OciReference",
         "RegistryAuth",

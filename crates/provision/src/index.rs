@@ -188,6 +188,55 @@ pub fn verify(
 }
 
 impl Index {
+    /// An index with no packages, before its first publish.
+    pub fn empty(arch: &str, stream: Stream) -> Index {
+        Index {
+            format: FORMAT.into(),
+            arch: arch.to_string(),
+            stream,
+            serial: 0,
+            published: 0,
+            expires: 0,
+            packages: BTreeMap::new(),
+        }
+    }
+
+    /// Lists `entry` as a version of `name`, replacing the same version, oldest first.
+    pub fn add(&mut self, name: String, entry: Entry) {
+        let versions = self.packages.entry(name).or_default();
+        versions.retain(|e| e.version != entry.version);
+        versions.push(entry);
+        versions.sort_by(|a, b| vercmp(&a.version, &b.version));
+    }
+
+    /// Stamps a new publish at `now`: the serial given, or one more than before; trusted for
+    /// `valid_for` seconds. `location` names the index in errors.
+    pub fn stamp(
+        &mut self,
+        serial: Option<u64>,
+        now: u64,
+        valid_for: u64,
+        location: &str,
+    ) -> Result<()> {
+        let exhausted = |what| Error::IndexExhausted {
+            index: location.to_string(),
+            what,
+        };
+        let serial = match serial {
+            Some(s) => s,
+            None => self
+                .serial
+                .checked_add(1)
+                .ok_or_else(|| exhausted("serial"))?,
+        };
+        self.expires = now
+            .checked_add(valid_for)
+            .ok_or_else(|| exhausted("expiry"))?;
+        self.serial = serial;
+        self.published = now;
+        Ok(())
+    }
+
     /// The entry for `name` at `version` (`latest`: the highest version listed).
     pub fn find(&self, name: &str, version: &str) -> Option<&Entry> {
         let entries = self.packages.get(name)?;
@@ -317,6 +366,22 @@ mod tests {
         ] {
             assert_eq!(vercmp(a, b), o, "{a} vs {b}");
         }
+    }
+
+    #[test]
+    fn stamping_bumps_the_serial_and_refuses_to_wrap() {
+        let mut i = Index::empty("amd64", Stream::Stable);
+        i.stamp(None, 100, 50, "idx").unwrap();
+        assert_eq!((i.serial, i.published, i.expires), (1, 100, 150));
+        i.stamp(Some(7), 200, 50, "idx").unwrap();
+        assert_eq!(i.serial, 7);
+        // An index read from a repository may carry any number.
+        i.serial = u64::MAX;
+        let e = i.stamp(None, 300, 50, "/r/idx").unwrap_err();
+        assert!(e.to_string().contains("/r/idx: its serial"), "{e}");
+        assert_eq!(i.serial, u64::MAX, "nothing changed");
+        let e = i.stamp(Some(1), u64::MAX, 1, "/r/idx").unwrap_err();
+        assert!(e.to_string().contains("expiry"), "{e}");
     }
 
     #[test]

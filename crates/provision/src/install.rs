@@ -270,7 +270,7 @@ fn stage(
     // Read to the end: the hash covers the whole file, whatever the unpacker needed.
     let drained = io::copy(&mut piped, &mut io::sink());
     drop(piped);
-    let hashing = reader.join().map_err(|_| Error::DownloadThread)?;
+    let (hashing, cut) = reader.join().map_err(|_| Error::DownloadThread)?;
     let (done, part) = cache_paths(cache, entry);
     let digest = hex::encode(hashing.hash.finalize());
     let integrity = |reason: String| Error::Integrity {
@@ -278,7 +278,9 @@ fn stage(
         url: url.to_string(),
         reason,
     };
-    if let Err(e) = drained {
+    // Regression: a cut transfer was taken for a complete short file when the unpacker had
+    // already failed on the cut's error and the drain then saw a clean end.
+    if let Some(e) = cut.or(drained.err()) {
         if hashing.over {
             let _ = fs::remove_file(&part);
             let _ = fs::remove_file(&done);
@@ -289,15 +291,8 @@ fn stage(
             message: format!("{e}; the next try resumes where this one stopped"),
         });
     }
-    if hashing.count < entry.size {
-        return Err(Error::Fetch {
-            url: url.to_string(),
-            message: format!(
-                "the transfer stopped after {} of {} bytes; the next try resumes where it stopped",
-                hashing.count, entry.size
-            ),
-        });
-    }
+    // A cut transfer ended with an error above (ureq checks Content-Length and the chunked
+    // framing); a clean end short of the size is the whole file, and it is not the one listed.
     if hashing.count != entry.size || digest != entry.sha256 {
         let _ = fs::remove_file(&part);
         let _ = fs::remove_file(&done);
@@ -323,11 +318,13 @@ fn stage(
     })
 }
 
-/// Reads `hashing` to its end in chunks sent to the unpacker; returns it for its hash.
+/// Reads `hashing` to its end in chunks sent to the unpacker; returns it for its hash, with the
+/// error that ended the transfer early, if one did (the unpacker may have stopped reading
+/// before it came, so it is kept here too).
 fn fetch_thread<R: Read>(
     mut hashing: Hashing<R>,
     tx: std::sync::mpsc::SyncSender<io::Result<Vec<u8>>>,
-) -> Hashing<R> {
+) -> (Hashing<R>, Option<io::Error>) {
     loop {
         let mut chunk = vec![0u8; 256 << 10];
         match hashing.read(&mut chunk) {
@@ -342,12 +339,12 @@ fn fetch_thread<R: Read>(
             }
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
             Err(e) => {
-                let _ = tx.send(Err(e));
-                break;
+                let _ = tx.send(Err(io::Error::new(e.kind(), e.to_string())));
+                return (hashing, Some(e));
             }
         }
     }
-    hashing
+    (hashing, None)
 }
 
 /// The unpacker's side of [`fetch_thread`]; says how far it is.

@@ -2,7 +2,6 @@
 //! copied in, `SHA256SUMS` kept for systemd-sysupdate) and `realms provision pack` (a package
 //! tarball from a portable-service directory image).
 
-use std::collections::BTreeMap;
 use std::fs;
 use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
@@ -11,7 +10,7 @@ use ed25519_dalek::SigningKey;
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 
-use crate::index::{self, Entry, Ext, FORMAT, Index};
+use crate::index::{self, Entry, Ext, Index};
 use crate::manifest::Stream;
 use crate::unpack::{decoder, installed_size};
 use crate::{Error, Result};
@@ -104,17 +103,10 @@ pub fn publish(req: &Publish<'_>, packages: &[PathBuf], key: &SigningKey) -> Res
     fs::create_dir_all(&dir).map_err(|e| Error::io("creating", &dir, e))?;
     let _lock = realms_sys::lock::StoreLock::acquire(dir.join(".lock"))?;
     let index_path = dir.join(index::index_name(req.stream));
+    let location = index_path.display().to_string();
     let mut idx = match fs::read(&index_path) {
-        Ok(bytes) => index::parse(&index_path.display().to_string(), &bytes)?,
-        Err(_) => Index {
-            format: FORMAT.into(),
-            arch: req.arch.to_string(),
-            stream: req.stream,
-            serial: 0,
-            published: 0,
-            expires: 0,
-            packages: BTreeMap::new(),
-        },
+        Ok(bytes) => index::parse(&location, &bytes)?,
+        Err(_) => Index::empty(req.arch, req.stream),
     };
     let mut added = Vec::new();
     for p in packages {
@@ -130,16 +122,10 @@ pub fn publish(req: &Publish<'_>, packages: &[PathBuf], key: &SigningKey) -> Res
             fs::copy(p, &tmp).map_err(|e| Error::io("copying", p, e))?;
             realms_sys::atomic::rename(&tmp, &dest)?;
         }
-        let versions = idx.packages.entry(name).or_default();
-        versions.retain(|e| e.version != entry.version);
-        versions.push(entry.clone());
-        versions.sort_by(|a, b| index::vercmp(&a.version, &b.version));
-        added.push(entry.file);
+        added.push(entry.file.clone());
+        idx.add(name, entry);
     }
-    let now = index::now();
-    idx.serial = req.serial.unwrap_or(idx.serial + 1);
-    idx.published = now;
-    idx.expires = now + req.valid_for;
+    idx.stamp(req.serial, index::now(), req.valid_for, &location)?;
     let bytes = serde_json::to_vec_pretty(&idx).map_err(|source| Error::SerializeIndex {
         path: index_path.clone(),
         source,

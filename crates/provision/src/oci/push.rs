@@ -3,7 +3,7 @@
 //! pushed as an artifact whose manifest is put last, in one request: a reader of the index tag
 //! sees the old index and its signature or the new ones, never a mix.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::fs;
 use std::path::{Path, PathBuf};
 
@@ -13,7 +13,7 @@ use oci_spec::image::{Descriptor, ImageManifest, ImageManifestBuilder, MediaType
 use super::client::{Access, Client, Upload};
 use super::{INDEX_TYPE, PACKAGE_TYPE, Reference, SIG_TYPE, layer_type, package_tag, sha256_hex};
 use crate::fetch::Fetcher;
-use crate::index::{self, Entry, Ext, FORMAT, Index};
+use crate::index::{self, Entry, Ext, Index};
 use crate::publish::{Publish, Published, entry_of};
 use crate::{Error, Result};
 
@@ -110,30 +110,16 @@ pub fn publish(
     let client = Client::connect(root, fetcher, &r, Access::Push)?;
     let tag = r.index_reference(req.arch, req.stream);
     let index_url = format!("{}/manifests/{tag}", r.base());
-    let mut idx = current(&client, &r, &tag)?.unwrap_or_else(|| Index {
-        format: FORMAT.into(),
-        arch: req.arch.to_string(),
-        stream: req.stream,
-        serial: 0,
-        published: 0,
-        expires: 0,
-        packages: BTreeMap::new(),
-    });
+    let mut idx = current(&client, &r, &tag)?.unwrap_or_else(|| Index::empty(req.arch, req.stream));
     push_bytes(&client, EMPTY)?;
     let mut added = Vec::new();
     for p in packages {
         let (name, entry) = entry_of(p)?;
         push_package(&client, &r, req.arch, p, &name, &entry)?;
-        let versions = idx.packages.entry(name).or_default();
-        versions.retain(|e| e.version != entry.version);
-        versions.push(entry.clone());
-        versions.sort_by(|a, b| index::vercmp(&a.version, &b.version));
-        added.push(entry.file);
+        added.push(entry.file.clone());
+        idx.add(name, entry);
     }
-    let now = index::now();
-    idx.serial = req.serial.unwrap_or(idx.serial + 1);
-    idx.published = now;
-    idx.expires = now + req.valid_for;
+    idx.stamp(req.serial, index::now(), req.valid_for, &index_url)?;
     let bytes = serde_json::to_vec_pretty(&idx).map_err(|source| Error::SerializeIndex {
         path: PathBuf::from(&index_url),
         source,
