@@ -419,6 +419,124 @@ fn state_enroll_replaces_the_recovery_key() {
     assert!(opens("a passphrase for this test"), "other slots stay");
 }
 
+/// A passphrase is enrolled from a file or standard input (its trailing newline dropped, as a
+/// typed one has none) and replaced by the next: the new one opens the LUKS2 header, the old one
+/// no longer does, the recovery key stays; an empty one is refused naming the file.
+#[test]
+fn state_enroll_adds_and_replaces_a_passphrase() {
+    require::tool("cryptsetup", "cryptsetup-bin");
+    require::tool("systemd-cryptenroll", "systemd");
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path();
+    let image = state.join("encrypted.img");
+    run(Command::new("truncate").args(["-s", "32M"]).arg(&image));
+    let setup_key = state.join("setup-key");
+    std::fs::write(&setup_key, "the key the image was made with").unwrap();
+    run(Command::new("cryptsetup")
+        .args(["luksFormat", "--type", "luks2", "--batch-mode"])
+        .args(["--pbkdf", "pbkdf2", "--pbkdf-force-iterations", "1000"])
+        .arg("--key-file")
+        .arg(&setup_key)
+        .arg(&image));
+    let st = state.to_string_lossy();
+    let opens = |key: &str| {
+        let f = state.join("try");
+        std::fs::write(&f, key).unwrap();
+        output(
+            Command::new("cryptsetup")
+                .args(["open", "--test-passphrase", "--key-file"])
+                .arg(&f)
+                .arg(&image),
+        )
+        .status
+        .success()
+    };
+    let recovery = realms_ok(&[
+        "state",
+        "enroll",
+        "--recovery-key",
+        "--unlock-key-file",
+        &setup_key.to_string_lossy(),
+        "--state",
+        &st,
+    ]);
+    let recovery = recovery
+        .split_whitespace()
+        .find(|w| w.len() == 71 && w.matches('-').count() == 7)
+        .unwrap_or_else(|| panic!("no recovery key in {recovery:?}"))
+        .to_string();
+    let first = state.join("first");
+    std::fs::write(&first, "correct horse battery staple\n").unwrap();
+    let recovery_file = state.join("recovery");
+    std::fs::write(&recovery_file, &recovery).unwrap();
+    let recovery_s = recovery_file.to_string_lossy();
+    realms_ok(&[
+        "state",
+        "enroll",
+        "--passphrase-file",
+        &first.to_string_lossy(),
+        "--unlock-key-file",
+        &recovery_s,
+        "--state",
+        &st,
+    ]);
+    assert!(
+        opens("correct horse battery staple"),
+        "typed without newline"
+    );
+    assert!(!opens("correct horse battery staple\n"));
+    // The second passphrase comes on standard input and replaces every earlier one (the
+    // setup key, which no token points at, is a passphrase slot too).
+    let mut child = Command::new(realms_bin())
+        .args(["state", "enroll", "--passphrase-file", "-"])
+        .args(["--unlock-key-file", &recovery_s, "--state", &st])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::io::Write::write_all(child.stdin.as_mut().unwrap(), b"a second passphrase\n").unwrap();
+    drop(child.stdin.take());
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(!String::from_utf8_lossy(&out.stdout).contains("second"));
+    assert!(!String::from_utf8_lossy(&out.stderr).contains("second"));
+    assert!(opens("a second passphrase"), "the new passphrase opens");
+    assert!(
+        !opens("correct horse battery staple"),
+        "the old one was removed"
+    );
+    assert!(
+        !opens("the key the image was made with"),
+        "so was the setup key"
+    );
+    assert!(opens(&recovery), "the recovery key stays");
+    let empty = state.join("empty");
+    std::fs::write(&empty, "\n").unwrap();
+    let err = realms_fails(&[
+        "state",
+        "enroll",
+        "--passphrase-file",
+        &empty.to_string_lossy(),
+        "--unlock-key-file",
+        &recovery_s,
+        "--state",
+        &st,
+    ]);
+    assert!(
+        err.contains(&*empty.to_string_lossy()) && err.contains("empty"),
+        "{err}"
+    );
+    assert!(
+        opens("a second passphrase"),
+        "a refused enrollment changes nothing"
+    );
+}
+
 /// The generator's units in a booted systemd container: `systemd-analyze verify` accepts them,
 /// and systemd really mounts /state, the binds (escaped names included) and /etc's overlay.
 #[test]

@@ -284,6 +284,8 @@ mod tests {
             "state enroll --tpm2 --unlock-key-file k",
             "state enroll --recovery-key --unlock-key-file k --state /s",
             "state enroll --tpm2 --tpm2-pcrs 7+11 --tpm2-device auto --unlock-key-file k",
+            "state enroll --passphrase-file - --unlock-key-file k",
+            "state setup --disk d.img --passphrase-file p",
         ];
         for line in lines {
             for argv in [

@@ -39,9 +39,13 @@ pub enum StateCmd {
         /// The TPM2 device (default: /dev/tpmrm0 when there is one).
         #[arg(long, default_value = "auto", value_name = "PATH|auto")]
         tpm2_device: String,
-        /// Enroll no TPM2: only the recovery key unlocks.
+        /// Enroll no TPM2: only the recovery key (and a passphrase, if given) unlocks.
         #[arg(long)]
         no_tpm2: bool,
+        /// Also enroll the passphrase in FILE (`-`: standard input; a trailing newline is
+        /// ignored), for the boot prompt when the TPM2 cannot unlock.
+        #[arg(long, value_name = "FILE")]
+        passphrase_file: Option<PathBuf>,
     },
     /// Unlock the encrypted image and mount it at STATE/encrypted: through the TPM2, or with the
     /// recovery key read from a file.
@@ -74,14 +78,19 @@ pub enum StateCmd {
         #[command(flatten)]
         at: StateDir,
     },
-    /// Add or replace the TPM2 key slot or the recovery key, unlocking with a key file.
+    /// Add or replace the TPM2 key slot, the recovery key or the passphrase, unlocking with a
+    /// key file.
     Enroll {
         /// Enroll (replace) the TPM2 slot.
-        #[arg(long, required_unless_present = "recovery_key")]
+        #[arg(long, required_unless_present_any = ["recovery_key", "passphrase_file"])]
         tpm2: bool,
         /// Make a new recovery key (printed once) and remove the old one.
-        #[arg(long, conflicts_with = "tpm2")]
+        #[arg(long, conflicts_with_all = ["tpm2", "passphrase_file"])]
         recovery_key: bool,
+        /// Enroll the passphrase in FILE (`-`: standard input; a trailing newline is ignored)
+        /// and remove the passphrases enrolled before.
+        #[arg(long, value_name = "FILE", conflicts_with = "tpm2")]
+        passphrase_file: Option<PathBuf>,
         /// The PCRs the TPM2 enrollment binds to.
         #[arg(long, default_value = "7", value_name = "PCR+PCR...")]
         tpm2_pcrs: String,
@@ -160,6 +169,7 @@ pub fn run(cmd: StateCmd, ctx: &Ctx) -> anyhow::Result<ExitCode> {
             tpm2_pcrs,
             tpm2_device,
             no_tpm2,
+            passphrase_file,
         } => {
             let opts = setup::Options {
                 disk,
@@ -168,6 +178,7 @@ pub fn run(cmd: StateCmd, ctx: &Ctx) -> anyhow::Result<ExitCode> {
                 enroll: realms_state::encrypt::EnrollOptions {
                     tpm2_device: (!no_tpm2).then_some(tpm2_device),
                     tpm2_pcrs,
+                    passphrase_file,
                 },
             };
             let plan = setup::plan(&opts)?;
@@ -226,20 +237,22 @@ pub fn run(cmd: StateCmd, ctx: &Ctx) -> anyhow::Result<ExitCode> {
         StateCmd::Enroll {
             tpm2: _,
             recovery_key,
+            passphrase_file,
             tpm2_pcrs,
             tpm2_device,
             unlock_key_file,
             at,
         } => {
             use realms_state::encrypt::{Enroll, enroll};
-            let what = if recovery_key {
-                Enroll::RecoveryKey
-            } else {
-                Enroll::Tpm2 {
+            let what = match (recovery_key, passphrase_file) {
+                (true, _) => Enroll::RecoveryKey,
+                (false, Some(f)) => Enroll::Passphrase(f),
+                (false, None) => Enroll::Tpm2 {
                     device: tpm2_device,
                     pcrs: tpm2_pcrs,
-                }
+                },
             };
+            let passphrase = matches!(what, Enroll::Passphrase(_));
             let new_key = enroll(&at.path(ctx), &what, &unlock_key_file)?;
             match (new_key, ctx.json) {
                 (Some(k), false) => crate::output::outln!(
@@ -251,7 +264,11 @@ pub fn run(cmd: StateCmd, ctx: &Ctx) -> anyhow::Result<ExitCode> {
                     &at.path(ctx).display().to_string(),
                     serde_json::json!({ "recovery_key": k }),
                 ),
-                (None, false) => ctx.say(realms_sys::event::Event::progress("enrolled the TPM2")),
+                (None, false) => ctx.say(realms_sys::event::Event::progress(if passphrase {
+                    "enrolled the passphrase"
+                } else {
+                    "enrolled the TPM2"
+                })),
             }
         }
         StateCmd::Status { at } => {

@@ -29,6 +29,8 @@ pub struct EnrollOptions {
     pub tpm2_device: Option<String>,
     /// The PCRs the TPM2 policy binds to (`7`, `7+11`, ...).
     pub tpm2_pcrs: String,
+    /// A file (`-`: standard input) holding a passphrase to enroll as well.
+    pub passphrase_file: Option<PathBuf>,
 }
 
 impl Default for EnrollOptions {
@@ -37,6 +39,7 @@ impl Default for EnrollOptions {
         EnrollOptions {
             tpm2_device: Some("auto".into()),
             tpm2_pcrs: "7".into(),
+            passphrase_file: None,
         }
     }
 }
@@ -130,6 +133,11 @@ pub fn create(
             reason: "it exists already".into(),
         });
     }
+    // Read first: a bad passphrase file must fail before anything is made.
+    let passphrase = match &opts.passphrase_file {
+        Some(f) => Some(KeyFile::new(&read_key(f)?)?),
+        None => None,
+    };
     let staging = state.join(".encrypted.img.new");
     let _ = std::fs::remove_file(&staging);
     std::fs::File::create(&staging).ctx("creating", &staging)?;
@@ -159,6 +167,10 @@ pub fn create(
     made?;
     closed?;
     let recovery_key = enroll_recovery(&staging, &key.file)?;
+    if let Some(p) = &passphrase {
+        add_passphrase(&staging, &key.file, &p.file)?;
+        report.report(Event::progress("enrolled the passphrase"));
+    }
     let tpm2 = match &opts.tpm2_device {
         Some(dev) if dev != "auto" || tpm2_present() => {
             enroll_tpm2(&staging, &key.file, dev, &opts.tpm2_pcrs)?;
@@ -293,6 +305,9 @@ pub enum Enroll {
     },
     /// A new recovery key (returned, to show once).
     RecoveryKey,
+    /// A passphrase read from this file (`-`: standard input), replacing the passphrases
+    /// enrolled before (key slots no token points at).
+    Passphrase(PathBuf),
 }
 
 /// Adds or replaces the TPM2 slot or the recovery key of `state/encrypted.img`, unlocking with
@@ -300,8 +315,7 @@ pub enum Enroll {
 /// made. Header-only: works without device-mapper.
 pub fn enroll(state: &Path, what: &Enroll, key_file: &Path) -> Result<Option<String>> {
     let image = state.join(IMAGE);
-    let text = std::fs::read_to_string(key_file).ctx("reading", key_file)?;
-    let key = KeyFile::new(text.trim().as_bytes())?;
+    let key = KeyFile::new(&read_key(key_file)?)?;
     match what {
         Enroll::Tpm2 { device, pcrs } => {
             // systemd-cryptenroll wipes after enrolling, so a failure keeps the old slot.
@@ -333,15 +347,90 @@ pub fn enroll(state: &Path, what: &Enroll, key_file: &Path) -> Result<Option<Str
             }
             Ok(Some(new))
         }
+        Enroll::Passphrase(file) => {
+            let new = KeyFile::new(&read_key(file)?)?;
+            let old = passphrase_slots(&image)?;
+            add_passphrase(&image, &key.file, &new.file)?;
+            // The new slot is the one passphrase slot that was not there before.
+            if !old.is_empty() {
+                let old: Vec<String> = old.iter().map(|s| s.to_string()).collect();
+                Cmd::new("systemd-cryptenroll")
+                    .arg(format!("--unlock-key-file={}", new.file.display()))
+                    .arg(format!("--wipe-slot={}", old.join(",")))
+                    .arg(&image)
+                    .run()?;
+            }
+            Ok(None)
+        }
     }
+}
+
+/// A key (recovery key or passphrase) from a file, or from standard input for `-`, without
+/// its trailing newline: what a person types at the boot prompt.
+pub fn read_key(path: &Path) -> Result<Vec<u8>> {
+    let mut bytes = if path == Path::new("-") {
+        let mut b = Vec::new();
+        std::io::Read::read_to_end(&mut std::io::stdin().lock(), &mut b)
+            .ctx("reading the key from", path)?;
+        b
+    } else {
+        std::fs::read(path).ctx("reading", path)?
+    };
+    for end in [b'\n', b'\r'] {
+        if bytes.last() == Some(&end) {
+            bytes.pop();
+        }
+    }
+    if bytes.is_empty() {
+        return Err(Error::EmptyKey {
+            path: path.to_path_buf(),
+        });
+    }
+    Ok(bytes)
+}
+
+/// Adds a passphrase key slot (cryptsetup's default PBKDF, argon2id, as for a typed passphrase).
+fn add_passphrase(image: &Path, key: &Path, passphrase: &Path) -> Result<()> {
+    Cmd::new("cryptsetup")
+        .args(["luksAddKey", "--batch-mode", "--key-file"])
+        .arg(key)
+        .arg(image)
+        .arg(passphrase)
+        .run()?;
+    Ok(())
+}
+
+/// The key slots no token points at: passphrases (the TPM2 and recovery slots have tokens).
+fn passphrase_slots(image: &Path) -> Result<Vec<u32>> {
+    let dump = luks_json(image)?;
+    let tokened: Vec<u32> = dump["tokens"]
+        .as_object()
+        .into_iter()
+        .flat_map(|t| t.values())
+        .flat_map(|t| t["keyslots"].as_array().cloned().unwrap_or_default())
+        .filter_map(|k| k.as_str().and_then(|s| s.parse().ok()))
+        .collect();
+    let mut slots: Vec<u32> = dump["keyslots"]
+        .as_object()
+        .into_iter()
+        .flat_map(|k| k.keys())
+        .filter_map(|k| k.parse().ok())
+        .filter(|k| !tokened.contains(k))
+        .collect();
+    slots.sort_unstable();
+    Ok(slots)
+}
+
+fn luks_json(image: &Path) -> Result<serde_json::Value> {
+    Ok(Cmd::new("cryptsetup")
+        .args(["luksDump", "--dump-json-metadata"])
+        .arg(image)
+        .json()?)
 }
 
 /// The key slots that systemd-recovery tokens point at, ascending.
 fn recovery_slots(image: &Path) -> Result<Vec<u32>> {
-    let dump: serde_json::Value = Cmd::new("cryptsetup")
-        .args(["luksDump", "--dump-json-metadata"])
-        .arg(image)
-        .json()?;
+    let dump = luks_json(image)?;
     let mut slots: Vec<u32> = dump["tokens"]
         .as_object()
         .into_iter()
@@ -375,8 +464,7 @@ pub fn unlock(state: &Path, key_file: Option<&Path>, report: &dyn Report) -> Res
     let how = if dev.exists() {
         Unlocked::AlreadyOpen
     } else if let Some(k) = key_file {
-        let text = std::fs::read_to_string(k).ctx("reading", k)?;
-        let key = KeyFile::new(text.trim().as_bytes())?;
+        let key = KeyFile::new(&read_key(k)?)?;
         open_with_key(&image, &key.file)?;
         Unlocked::KeyFile
     } else {

@@ -77,6 +77,12 @@ pub enum Error {
         /// What to do.
         hint: &'static str,
     },
+    /// A key file (recovery key or passphrase) is empty.
+    #[error("{}: the key is empty; put the recovery key or passphrase in it (a trailing newline is ignored)", path.display())]
+    EmptyKey {
+        /// The file (`-`: standard input).
+        path: PathBuf,
+    },
     /// A system call or external command failed.
     #[error(transparent)]
     Sys(#[from] realms_sys::Error),

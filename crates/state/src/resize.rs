@@ -13,6 +13,7 @@ use std::time::Instant;
 
 use realms_sys::cmd::Cmd;
 use realms_sys::event::{Event, Report};
+use realms_sys::failpoint::hit;
 
 use crate::entries::{ENCRYPTED, IMAGE};
 use crate::error::{Error, Result};
@@ -293,6 +294,7 @@ pub fn resize(state: &Path, target: u64, policy: &Policy, report: &dyn Report) -
     let target = target.min(from.saturating_add(room).max(from));
     let record = serde_json::json!({ "from": from, "to": target });
     realms_sys::atomic::write_file(&pending, record.to_string().as_bytes(), 0o644)?;
+    hit("state-resize-pending");
     // The fs must fit the device: a grow makes the lower layers larger first, a shrink last.
     if target >= from || s.fs_size + s.offset < s.image_size {
         grow_layers(&s, target.max(s.image_size), report)?;
@@ -308,6 +310,7 @@ pub fn resize(state: &Path, target: u64, policy: &Policy, report: &dyn Report) -
         "time": std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0),
     });
     realms_sys::atomic::write_file(state.join(LAST), last.to_string().as_bytes(), 0o644)?;
+    hit("state-resize-last");
     std::fs::remove_file(&pending).ctx("removing", &pending)?;
     // The timer's run also keeps the generator's list in step with the open image.
     crate::entries::refresh_list(state)?;
@@ -329,14 +332,18 @@ fn grow_layers(s: &Stack, size: u64, report: &dyn Report) -> Result<()> {
         file.set_len(size).ctx("extending", &s.image)?;
     }
     drop(file);
+    hit("state-grow-file");
     realms_sys::loopdev::set_capacity_of(&s.loop_device)?;
+    hit("state-grow-loop");
     if let Some(dm) = &s.dm_name {
         Cmd::new("cryptsetup").args(["resize", dm]).run()?;
+        hit("state-grow-crypt");
     }
     Cmd::new("btrfs")
         .args(["filesystem", "resize", "max"])
         .arg(&s.mount)
         .run()?;
+    hit("state-grow-fs");
     report.report(Event::progress(format!(
         "grew the encrypted image to {} MiB",
         size >> 20
@@ -374,12 +381,14 @@ fn shrink(s: &Stack, target: u64, report: &dyn Report) -> Result<u64> {
             Err(e) => return Err(e.into()),
         }
     }
+    hit("state-shrink-fs");
     // From here on, what btrfs really has decides; never cut below it.
     let fs = btrfs_size(&s.mount)?.max(done);
     if let Some(dm) = &s.dm_name {
         Cmd::new("cryptsetup")
             .args(["resize", dm, "--size", &(fs / 512).to_string()])
             .run()?;
+        hit("state-shrink-crypt");
     }
     let size = fs + s.offset;
     let file = std::fs::OpenOptions::new()
@@ -388,7 +397,9 @@ fn shrink(s: &Stack, target: u64, report: &dyn Report) -> Result<u64> {
         .ctx("opening", &s.image)?;
     file.set_len(size).ctx("truncating", &s.image)?;
     drop(file);
+    hit("state-shrink-file");
     realms_sys::loopdev::set_capacity_of(&s.loop_device)?;
+    hit("state-shrink-loop");
     report.report(Event::progress(format!(
         "shrank the encrypted image to {} MiB",
         size >> 20
