@@ -33,10 +33,16 @@ fn all_cases() -> Vec<GuestCase> {
 fn outcome() -> &'static GuestOutcome {
     static RUN: OnceLock<GuestOutcome> = OnceLock::new();
     RUN.get_or_init(|| {
-        let mut files = vec![(
-            realms_tests::realms_bin(),
-            "/usr/local/bin/realms".to_string(),
-        )];
+        let mut files = vec![
+            (
+                realms_tests::realms_bin(),
+                "/usr/local/bin/realms".to_string(),
+            ),
+            (
+                realms_tests::failpoints::failpoints_bin().to_path_buf(),
+                "/usr/local/bin/realms-fp".to_string(),
+            ),
+        ];
         let (_sealed_scratch, sealed_files) = sealed::prepare();
         files.extend(sealed_files);
         let (_portable_scratch, portable_files) = portable::prepare();
@@ -112,6 +118,7 @@ fn state_setup_enrolls_tpm2_and_boot_units_mount_everything() {
     for line in [
         "RECOVERY KEY SHOWN",
         "TPM2 ENROLLED",
+        "TPM2 (PCRs 7)",
         "ALL MOUNTS ACTIVE",
         "STATE BOOT UNITS OK",
     ] {
@@ -123,10 +130,29 @@ fn state_setup_enrolls_tpm2_and_boot_units_mount_everything() {
 #[test]
 fn state_resize_cycles_under_a_writer_and_killed_resizes_stay_consistent() {
     let out = outcome().assert_ok("state_resize");
-    for line in ["RESIZE CYCLES OK", "KILLED RESIZES CONSISTENT"] {
+    for line in [
+        "RESIZE CYCLES OK",
+        "EACH COMPLETED",
+        "KILLED RESIZES CONSISTENT",
+    ] {
         assert!(out.contains(line), "missing {line:?} in:\n{out}");
     }
     eprintln!("{out}");
+}
+
+/// A shrink killed between steps, then a power cut: the next boot unlocks a file system that
+/// `btrfs check` passes, nothing synced before the cut is lost, and the resize completes.
+#[test]
+fn state_power_cut_in_a_killed_shrink_then_a_new_boot_is_consistent() {
+    let out = outcome().assert_ok("state_power_cut_in_a_shrink");
+    assert!(out.contains("--- power cut"), "{out}");
+    let after = outcome().assert_ok("state_after_power_cut");
+    assert!(after.contains("CONSISTENT AFTER A POWER CUT"), "{after}");
+    assert!(
+        outcome().serial.contains("VMTEST-POWER-CUT"),
+        "the guest did not boot twice"
+    );
+    eprintln!("{out}\n{after}");
 }
 
 #[test]
@@ -137,9 +163,10 @@ fn state_freed_space_returns_to_the_partition() {
 }
 
 #[test]
-fn state_recovery_key_unlocks_with_the_tpm_cleared() {
+fn state_recovery_key_and_passphrase_unlock_with_the_tpm_cleared() {
     let out = outcome().assert_ok("state_recovery_key");
     assert!(out.contains("RECOVERY KEY UNLOCKS"), "{out}");
+    assert!(out.contains("PASSPHRASE UNLOCKS"), "{out}");
 }
 
 /// systemd's TEST-29 (v252.31), raw-image half: the same script passes every case with the real

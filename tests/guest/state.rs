@@ -1,7 +1,8 @@
 //! Guest-tier state storage (real kernel, dm-crypt, swtpm): setup makes the encrypted image and
 //! enrolls the TPM2; the generator's units, started by the guest's systemd, unlock it through
 //! the TPM2 and mount everything; resize cycles under a concurrent writer keep a tree identical;
-//! freed space returns to the partition; with the TPM cleared the recovery key unlocks.
+//! a resize killed at each step completes, also across a power cut and a new boot; freed space
+//! returns to the partition; with the TPM cleared the recovery key and a passphrase unlock.
 //! The cases run in this order and share /root/vmtest/state-disk.img.
 
 use realms_tests::guest::GuestCase;
@@ -111,8 +112,41 @@ echo "WRITER FILES: $(wc -l < /root/vmtest/writer.sums)"
 rm -rf /state/encrypted/var/writer
 btrfs scrub start -B /state/encrypted
 echo "RESIZE CYCLES OK"
-# A resize killed at each point, then the volume closed and reopened (as at a reboot).
-for delay in 0.05 0.2 0.5 1 2; do
+# A resize killed at each of its steps (the failpoints it passes), then the volume closed and
+# reopened: the tree is intact and the next resize completes the step.
+KILLS=0
+for pass in grow shrink; do
+  if [ $pass = grow ]; then FROM=448M; TO=1024M; else FROM=1024M; TO=448M; fi
+  realms state resize --size $FROM --state /state --reserve 64M > /dev/null
+  rm -f trace-$pass
+  REALMS_FAILPOINT_TRACE=$PWD/trace-$pass realms-fp state resize --size $TO --state /state --reserve 64M > /dev/null
+  echo "$pass passes: $(tr '\n' ' ' < trace-$pass)"
+  declare -A seen=()
+  for point in $(cat trace-$pass); do
+    realms state resize --size $FROM --state /state --reserve 64M > /dev/null
+    # The k-th pass of a point that is passed more than once (the atomic writes).
+    k=${{seen[$point]:-0}}; seen[$point]=$((k + 1))
+    if [ $k = 0 ]; then spec="$point=return"; else spec="$point=$k*off->return"; fi
+    rc=0; FAILPOINTS="$spec" realms-fp state resize --size $TO --state /state --reserve 64M > /dev/null 2>&1 || rc=$?
+    [ $rc = 137 ] || {{ echo "not killed at $spec (exit $rc)"; exit 1; }}
+    PENDING=0; [ -e /state/resize.pending ] && PENDING=1
+    case $point in state-*) [ $PENDING = 1 ] || {{ echo "no resize.pending after a kill at $spec"; exit 1; }};; esac
+    umount /state/encrypted; cryptsetup close state-encrypted
+    realms state unlock --state /state > /dev/null
+    (cd /state/encrypted/var/tree && sha256sum -c --quiet /root/vmtest/tree.sums)
+    out=$(realms state resize --size $TO --state /state --reserve 64M 2>&1)
+    if [ $PENDING = 1 ]; then
+      grep -q "completing an interrupted resize" <<< "$out" || {{ echo "after a kill at $spec: $out"; exit 1; }}
+    fi
+    test ! -e /state/resize.pending
+    want=$(( ${{TO%M}} * 1048576 ))
+    test "$(stat -c %s /state/encrypted.img)" = $want || {{ echo "after a kill at $spec: $(stat -c %s /state/encrypted.img) bytes, not $want"; exit 1; }}
+    KILLS=$((KILLS + 1))
+  done
+done
+echo "KILLED AT $KILLS STEPS, EACH COMPLETED"
+# Killed in the middle of a step (a cryptsetup or btrfs child still running).
+for delay in 0.2 1; do
   realms state resize --size 1000M --state /state --reserve 64M &
   P=$!; sleep $delay; kill -9 $P 2>/dev/null || true; wait $P 2>/dev/null || true
   sleep 3  # a btrfs or cryptsetup child of the killed process finishes on its own
@@ -131,6 +165,40 @@ cryptsetup open --type luks2 --token-only /state/encrypted.img state-check
 btrfs check --readonly /dev/mapper/state-check
 cryptsetup close state-check
 echo "KILLED RESIZES CONSISTENT"
+{DETACH}
+"#
+    );
+    // The harshest interruption: a shrink killed between its dm-crypt and file steps, then the
+    // power cut (no unmount, no close); the next boot finds a consistent file system.
+    let power_cut = format!(
+        r#"
+{ATTACH}
+realms state unlock --state /state
+realms state resize --size 1024M --state /state --reserve 64M
+head -c 3000000 /dev/urandom > /state/encrypted/var/before-cut
+sync /state/encrypted/var/before-cut
+sha256sum /state/encrypted/var/before-cut > /root/vmtest/before-cut.sum
+rc=0; FAILPOINTS="state-shrink-crypt=return" realms-fp state resize --size 448M --state /state --reserve 64M || rc=$?
+[ $rc = 137 ]
+echo "killed in a shrink: image $(stat -c %s /state/encrypted.img) bytes, dm-crypt $(blockdev --getsize64 /dev/mapper/state-encrypted) bytes"
+power_cut
+"#
+    );
+    let after_cut = format!(
+        r#"
+{ATTACH}
+test -e /state/resize.pending
+cryptsetup open --type luks2 --token-only /state/encrypted.img state-check
+btrfs check --readonly /dev/mapper/state-check
+cryptsetup close state-check
+realms state unlock --state /state
+(cd /state/encrypted/var/tree && sha256sum -c --quiet /root/vmtest/tree.sums)
+sha256sum -c --quiet /root/vmtest/before-cut.sum
+out=$(realms state resize --size 448M --state /state --reserve 64M 2>&1); echo "$out"
+grep -q "completing an interrupted resize" <<< "$out"
+test ! -e /state/resize.pending
+test "$(stat -c %s /state/encrypted.img)" = $((448 * 1048576))
+echo "CONSISTENT AFTER A POWER CUT"
 {DETACH}
 "#
     );
@@ -165,12 +233,24 @@ if realms state unlock --state /state; then echo "TPM2 STILL UNLOCKS"; exit 1; f
 realms state unlock --state /state --key-file /root/vmtest/recovery.key
 (cd /state/encrypted/var/tree && sha256sum -c --quiet /root/vmtest/tree.sums)
 echo "RECOVERY KEY UNLOCKS"
+# A passphrase, enrolled with the recovery key, unlocks as the boot prompt would: systemd-cryptsetup
+# with what a person types (no newline).
+printf 'a guest passphrase\n' | realms state enroll --passphrase-file - --unlock-key-file /root/vmtest/recovery.key --state /state
+umount /state/encrypted; cryptsetup close state-encrypted
+printf 'a guest passphrase' > /run/typed
+/usr/lib/systemd/systemd-cryptsetup attach state-encrypted /state/encrypted.img /run/typed discard
+rm /run/typed
+realms state unlock --state /state
+(cd /state/encrypted/var/tree && sha256sum -c --quiet /root/vmtest/tree.sums)
+echo "PASSPHRASE UNLOCKS"
 {DETACH}
 "#
     );
     vec![
         GuestCase::new("state_setup_and_boot_units", &setup),
         GuestCase::new("state_resize", &resize),
+        GuestCase::new("state_power_cut_in_a_shrink", &power_cut),
+        GuestCase::new("state_after_power_cut", &after_cut),
         GuestCase::new("state_discard", &discard),
         GuestCase::new("state_recovery_key", &recovery),
     ]

@@ -515,6 +515,14 @@ fn state_enroll_adds_and_replaces_a_passphrase() {
         "so was the setup key"
     );
     assert!(opens(&recovery), "the recovery key stays");
+    // `state status` lists the ways in, read from the header.
+    let status: serde_json::Value =
+        serde_json::from_str(&realms_ok(&["--json", "state", "status", "--state", &st])).unwrap();
+    assert_eq!(
+        status["keys"],
+        serde_json::json!([{ "kind": "recovery-key" }, { "kind": "passphrase" }]),
+        "{status}"
+    );
     let empty = state.join("empty");
     std::fs::write(&empty, "\n").unwrap();
     let err = realms_fails(&[

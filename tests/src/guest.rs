@@ -1,6 +1,8 @@
 //! The qemu guest tier: a Debian kernel with device-mapper and a TPM (swtpm), booted with
 //! `-accel tcg` (never KVM). All cases of a run go into one boot: each case is a shell script run
 //! by a oneshot unit; its output and exit status are read back from the guest disk afterwards.
+//! A case may cut the power (`power_cut`: a hard reset, nothing synced after it): the guest then
+//! boots again from the same disk and TPM state and runs the cases that have no result yet.
 
 use std::collections::BTreeMap;
 use std::fs;
@@ -40,6 +42,18 @@ pub struct GuestCase {
 
 /// How long a case may run unless it says otherwise.
 const CASE_TIMEOUT: u32 = 600;
+
+/// What a case prints on the serial port right before it cuts the power.
+const POWER_CUT: &str = "VMTEST-POWER-CUT";
+
+/// Defined in every case: marks the case passed, syncs, says so on the serial port and resets
+/// the machine at once (sysrq `b`: no unmount, no sync), as a power cut would.
+const POWER_CUT_FN: &str = r#"power_cut() {
+  echo "--- power cut"; echo 0 > "/root/vmtest/out/$CASE.rc"; sync
+  echo VMTEST-POWER-CUT > /dev/ttyS0
+  echo b > /proc/sysrq-trigger; sleep 600
+}
+"#;
 
 impl GuestCase {
     pub fn new(name: &str, script: &str) -> GuestCase {
@@ -210,7 +224,16 @@ pub fn run_guest(cases: &[GuestCase], files: &[(PathBuf, String)]) -> GuestOutco
         .iter()
         .map(|c| c.timeout.saturating_sub(CASE_TIMEOUT))
         .sum();
-    let serial = boot(image, work, &disk, 1500 + extra);
+    // One boot, and one more after each power cut (at most one per case).
+    let mut serial = String::new();
+    for n in 1..=cases.len() + 1 {
+        let log = boot(image, work, &disk, 1500 + extra, n);
+        let cut = log.contains(POWER_CUT);
+        serial.push_str(&log);
+        if !cut {
+            break;
+        }
+    }
     let elapsed = start.elapsed();
     let cases = collect(work, &disk, cases);
     GuestOutcome {
@@ -243,14 +266,14 @@ fn install_cases(root: &Path, cases: &[GuestCase], files: &[(PathBuf, String)]) 
     for case in cases {
         let file = dir.join("cases").join(format!("{}.sh", case.name));
         let script = format!(
-            "#!/bin/bash\nset -euo pipefail\ntrap 'echo \"--- failed at line $LINENO; dmesg tail:\"; dmesg | tail -n 8' ERR\n{}\n",
-            case.script
+            "#!/bin/bash\nset -euo pipefail\ntrap 'echo \"--- failed at line $LINENO; dmesg tail:\"; dmesg | tail -n 8' ERR\nCASE={}\n{POWER_CUT_FN}{}\n",
+            case.name, case.script
         );
         fs::write(&file, script).unwrap();
         fs::set_permissions(&file, fs::Permissions::from_mode(0o755)).unwrap();
         runner.push_str(&format!(
-            "mkdir -p /root/vmtest/work/{n} && (cd /root/vmtest/work/{n} && timeout {t} /root/vmtest/cases/{n}.sh) \
-             > out/{n}.log 2>&1; echo $? > out/{n}.rc; sync\n",
+            "[ -e out/{n}.rc ] || {{ mkdir -p /root/vmtest/work/{n} && (cd /root/vmtest/work/{n} && \
+             timeout {t} /root/vmtest/cases/{n}.sh) > out/{n}.log 2>&1; echo $? > out/{n}.rc; sync; }}\n",
             n = case.name,
             t = case.timeout
         ));
@@ -262,7 +285,7 @@ fn install_cases(root: &Path, cases: &[GuestCase], files: &[(PathBuf, String)]) 
     fs::write(
         root.join("etc/systemd/system/vmtest.service"),
         "[Unit]\nDescription=Realms guest tests\nAfter=multi-user.target\n\n[Service]\nType=oneshot\n\
-         ExecStart=/bin/sh -c '/root/vmtest/run.sh > /root/vmtest/out/runner.log 2>&1; systemctl poweroff'\n\n\
+         ExecStart=/bin/sh -c '/root/vmtest/run.sh >> /root/vmtest/out/runner.log 2>&1; systemctl poweroff'\n\n\
          [Install]\nWantedBy=multi-user.target\n",
     )
     .unwrap();
@@ -276,14 +299,18 @@ fn install_cases(root: &Path, cases: &[GuestCase], files: &[(PathBuf, String)]) 
     .unwrap();
 }
 
-fn boot(image: &GuestImage, work: &Path, disk: &Path, timeout: u32) -> String {
+/// Boot number `n` of a run (the TPM state and the disk carry over from the boot before).
+fn boot(image: &GuestImage, work: &Path, disk: &Path, timeout: u32, n: usize) -> String {
     let tpm = work.join("tpm");
     fs::create_dir_all(&tpm).unwrap();
-    let _ = Command::new("swtpm_setup")
-        .args(["--tpm2", "--createek", "--overwrite", "--tpmstate"])
-        .arg(&tpm)
-        .output();
+    if n == 1 {
+        let _ = Command::new("swtpm_setup")
+            .args(["--tpm2", "--createek", "--overwrite", "--tpmstate"])
+            .arg(&tpm)
+            .output();
+    }
     let sock = tpm.join("sock");
+    let _ = fs::remove_file(&sock);
     let mut swtpm = Command::new("swtpm")
         .args(["socket", "--tpm2", "--tpmstate"])
         .arg(format!("dir={}", tpm.display()))
@@ -297,7 +324,7 @@ fn boot(image: &GuestImage, work: &Path, disk: &Path, timeout: u32) -> String {
     while !sock.exists() && Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(20));
     }
-    let serial = work.join("serial.log");
+    let serial = work.join(format!("serial-{n}.log"));
     let mut qemu = Command::new("timeout");
     qemu.arg(timeout.to_string())
         .args([

@@ -312,6 +312,8 @@ struct Status {
     state: PathBuf,
     layout: entries::Layout,
     image: Option<resize::Stack>,
+    /// The keys in the image's LUKS2 header (empty without an encrypted image).
+    keys: Vec<realms_state::encrypt::Key>,
     last_resize: Option<serde_json::Value>,
 }
 
@@ -319,6 +321,11 @@ impl Status {
     fn read(state: &Path) -> anyhow::Result<Status> {
         let layout = entries::read(state)?;
         let image = resize::stack(state).ok();
+        let keys = if layout.has_image {
+            realms_state::encrypt::keys(state)?
+        } else {
+            Vec::new()
+        };
         let last_resize = std::fs::read_to_string(state.join(resize::LAST))
             .ok()
             .and_then(|t| serde_json::from_str(&t).ok());
@@ -326,6 +333,7 @@ impl Status {
             state: state.to_path_buf(),
             layout,
             image,
+            keys,
             last_resize,
         })
     }
@@ -352,6 +360,10 @@ impl fmt::Display for Status {
             }
             None if self.layout.has_image => writeln!(f, "image:      locked")?,
             None => writeln!(f, "image:      none")?,
+        }
+        if !self.keys.is_empty() {
+            let keys: Vec<String> = self.keys.iter().map(|k| k.to_string()).collect();
+            writeln!(f, "unlocks by: {}", keys.join(", "))?;
         }
         if let Some(last) = &self.last_resize {
             writeln!(f, "last resize: {last}")?;

@@ -402,23 +402,98 @@ fn add_passphrase(image: &Path, key: &Path, passphrase: &Path) -> Result<()> {
 
 /// The key slots no token points at: passphrases (the TPM2 and recovery slots have tokens).
 fn passphrase_slots(image: &Path) -> Result<Vec<u32>> {
-    let dump = luks_json(image)?;
-    let tokened: Vec<u32> = dump["tokens"]
-        .as_object()
+    Ok(untokened_slots(&luks_json(image)?))
+}
+
+fn token_slots(token: &serde_json::Value) -> impl Iterator<Item = u32> + '_ {
+    token["keyslots"]
+        .as_array()
         .into_iter()
-        .flat_map(|t| t.values())
-        .flat_map(|t| t["keyslots"].as_array().cloned().unwrap_or_default())
+        .flatten()
         .filter_map(|k| k.as_str().and_then(|s| s.parse().ok()))
-        .collect();
+}
+
+fn untokened_slots(dump: &serde_json::Value) -> Vec<u32> {
+    let tokens = || {
+        dump["tokens"]
+            .as_object()
+            .into_iter()
+            .flat_map(|t| t.values())
+    };
     let mut slots: Vec<u32> = dump["keyslots"]
         .as_object()
         .into_iter()
         .flat_map(|k| k.keys())
         .filter_map(|k| k.parse().ok())
-        .filter(|k| !tokened.contains(k))
+        .filter(|k| !tokens().any(|t| token_slots(t).any(|s| s == *k)))
         .collect();
     slots.sort_unstable();
-    Ok(slots)
+    slots
+}
+
+/// A way into the encrypted image, as its LUKS2 header lists it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[serde(tag = "kind", rename_all = "kebab-case")]
+pub enum Key {
+    /// A TPM2 key slot, sealed to these PCRs.
+    Tpm2 {
+        /// The PCR indexes.
+        pcrs: Vec<u32>,
+    },
+    /// The recovery key.
+    RecoveryKey,
+    /// A passphrase (a key slot no token points at).
+    Passphrase,
+}
+
+impl std::fmt::Display for Key {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Key::Tpm2 { pcrs } => {
+                let pcrs: Vec<String> = pcrs.iter().map(|p| p.to_string()).collect();
+                write!(f, "TPM2 (PCRs {})", pcrs.join("+"))
+            }
+            Key::RecoveryKey => f.write_str("recovery key"),
+            Key::Passphrase => f.write_str("passphrase"),
+        }
+    }
+}
+
+/// The keys enrolled in `state/encrypted.img` (header only: no device-mapper needed); none
+/// when the image is not LUKS (a test image with a plain file system).
+pub fn keys(state: &Path) -> Result<Vec<Key>> {
+    let image = state.join(IMAGE);
+    if Cmd::new("cryptsetup")
+        .arg("isLuks")
+        .arg(&image)
+        .run()
+        .is_err()
+    {
+        return Ok(Vec::new());
+    }
+    Ok(keys_of(&luks_json(&image)?))
+}
+
+fn keys_of(dump: &serde_json::Value) -> Vec<Key> {
+    let mut keys: Vec<Key> = dump["tokens"]
+        .as_object()
+        .into_iter()
+        .flat_map(|t| t.values())
+        .filter_map(|t| match t["type"].as_str() {
+            Some("systemd-tpm2") => Some(Key::Tpm2 {
+                pcrs: t["tpm2-pcrs"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .filter_map(|p| p.as_u64().and_then(|p| u32::try_from(p).ok()))
+                    .collect(),
+            }),
+            Some("systemd-recovery") => Some(Key::RecoveryKey),
+            _ => None,
+        })
+        .collect();
+    keys.extend(untokened_slots(dump).iter().map(|_| Key::Passphrase));
+    keys
 }
 
 fn luks_json(image: &Path) -> Result<serde_json::Value> {
@@ -436,8 +511,7 @@ fn recovery_slots(image: &Path) -> Result<Vec<u32>> {
         .into_iter()
         .flat_map(|t| t.values())
         .filter(|t| t["type"] == "systemd-recovery")
-        .flat_map(|t| t["keyslots"].as_array().cloned().unwrap_or_default())
-        .filter_map(|k| k.as_str().and_then(|s| s.parse().ok()))
+        .flat_map(token_slots)
         .collect();
     slots.sort_unstable();
     Ok(slots)
@@ -493,6 +567,30 @@ pub fn unlock(state: &Path, key_file: Option<&Path>, report: &dyn Report) -> Res
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn keys_are_read_from_the_header_tokens_and_the_slots_without_one() {
+        let dump = serde_json::json!({
+            "keyslots": { "0": {}, "1": {}, "2": {} },
+            "tokens": {
+                "0": { "type": "systemd-recovery", "keyslots": ["0"] },
+                "1": { "type": "systemd-tpm2", "keyslots": ["1"], "tpm2-pcrs": [7, 11] },
+            },
+        });
+        assert_eq!(
+            keys_of(&dump),
+            [
+                Key::RecoveryKey,
+                Key::Tpm2 { pcrs: vec![7, 11] },
+                Key::Passphrase
+            ]
+        );
+        assert_eq!(untokened_slots(&dump), [2]);
+        assert_eq!(
+            Key::Tpm2 { pcrs: vec![7, 11] }.to_string(),
+            "TPM2 (PCRs 7+11)"
+        );
+    }
 
     #[test]
     fn recovery_keys_are_recognised_by_shape() {
