@@ -1,14 +1,22 @@
-//! The D-Bus API on a real bus: a dbus-daemon started by the test (with the shipped policy),
-//! `realms dbus` serving org.realms.Manager1, busctl calling it as root and as an unprivileged
-//! user, gdbus monitor hearing its signals.
+//! The D-Bus API on a real bus, two ways:
+//! - on the host: a dbus-daemon started by the test (with the shipped policy), `realms dbus`
+//!   serving org.realms.Manager1, busctl calling it as root and as an unprivileged
+//!   user, gdbus monitor hearing all five signals, errors compared with the CLI's;
+//! - in a booted systemd container, as the package installs it: the system bus activates the
+//!   service through realms-dbus.service, realms started over D-Bus are nested nspawn units, and
+//!   the callers are real users of the container (root, a member of the admin group, others).
 
 use std::fs;
 use std::path::Path;
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
+use realms_tests::container::Container;
+use realms_tests::fixtures::debian_base;
 use realms_tests::realms::{TestRoot, name};
 use realms_tests::require;
+use realms_tests::run::run;
+use realms_tests::scratch::{Scratch, unique};
 
 struct Killed(Child);
 
@@ -223,4 +231,220 @@ fn dbus_api_methods_signals_and_access_control_on_a_real_bus() {
         let line = format!("org.realms.Manager1.{member} ('{r}',)");
         assert!(signals.contains(&line), "no {line} in:\n{signals}");
     }
+}
+
+/// The shipped files of the D-Bus API, installed where the package puts them (the destination is
+/// read from the .deb's asset list in crates/cli/Cargo.toml, so the two cannot drift apart).
+const SHIPPED: &[&str] = &[
+    "dist/dbus/org.realms.Manager1.conf",
+    "dist/dbus/org.realms.Manager1.service",
+    "dist/systemd/realms-dbus.service",
+];
+
+/// Where the package installs `file` (a path under dist/), per its asset list.
+fn installed_path(file: &str) -> String {
+    let manifest = fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../crates/cli/Cargo.toml"
+    ))
+    .unwrap();
+    let name = file.rsplit('/').next().unwrap();
+    let dir = file.rsplit_once('/').unwrap().0;
+    let line = manifest
+        .lines()
+        .find(|l| {
+            l.contains(&format!("\"../../{file}\"")) || l.contains(&format!("\"../../{dir}/*\""))
+        })
+        .unwrap_or_else(|| panic!("the .deb's assets do not ship {file}"));
+    let dest = line.split('"').nth(3).expect("an asset's destination");
+    format!("/{}/{name}", dest.trim_matches('/'))
+}
+
+/// The output of `busctl --system call` on the API inside container `c`, as `user` (root when
+/// `None`).
+fn busctl_in(c: &Container, user: Option<&str>, args: &[&str]) -> Output {
+    let mut cmd = c.nsenter();
+    if let Some(user) = user {
+        cmd.args(["runuser", "-u", user, "--"]);
+    }
+    // Starting a realm (a nested container) can take long while other tests load the machine.
+    cmd.args(["busctl", "--system", "--timeout=300", "call"])
+        .args([
+            "org.realms.Manager1",
+            "/org/realms/Manager1",
+            "org.realms.Manager1",
+        ])
+        .args(args);
+    realms_tests::run::output(&mut cmd)
+}
+
+fn unit_state(c: &Container, unit: &str) -> String {
+    text(&c.exec(&["systemctl", "is-active", unit]))
+        .trim()
+        .to_string()
+}
+
+/// The signals dbus-monitor printed so far: (member, first string argument).
+fn signals_seen(log: &Path) -> Vec<(String, String)> {
+    let text = fs::read_to_string(log).unwrap_or_default();
+    let mut out = Vec::new();
+    let mut lines = text.lines().peekable();
+    while let Some(line) = lines.next() {
+        let Some(member) = line.split("member=").nth(1) else {
+            continue;
+        };
+        let arg = lines
+            .peek()
+            .and_then(|l| l.trim().strip_prefix("string \""))
+            .map(|a| a.trim_end_matches('"').to_string())
+            .unwrap_or_default();
+        out.push((member.trim().to_string(), arg));
+    }
+    out
+}
+
+#[test]
+fn dbus_api_activated_by_the_system_bus_of_a_booted_container() {
+    let tree = Scratch::snapshot(debian_base(), "dbusboot");
+    let root = tree.path();
+    // The container's own realm store (the base image, one realm) and the realms binary.
+    fs::create_dir_all(root.join("storage/appimg")).unwrap();
+    run(Command::new("btrfs")
+        .args(["subvolume", "snapshot", "-r"])
+        .arg(debian_base())
+        .arg(root.join("storage/appimg/base.appimg")));
+    fs::copy(realms_tests::realms_bin(), root.join("usr/bin/realms")).unwrap();
+    for file in SHIPPED {
+        let dest = root.join(installed_path(file).trim_start_matches('/'));
+        fs::create_dir_all(dest.parent().unwrap()).unwrap();
+        fs::copy(
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("..").join(file),
+            &dest,
+        )
+        .unwrap();
+    }
+    let (first, second) = (name("dbus"), name("dbnew"));
+    run(Command::new(realms_tests::realms_bin())
+        .arg("--root")
+        .arg(root)
+        .args(["new", &first]));
+
+    let c = Container::boot(root, &unique("dbusboot"), &["--private-network"]);
+    // ann may only read; carl is in the group realms-dbus.service's `realms dbus` admits
+    // by default.
+    c.sh("groupadd realms && useradd ann && useradd -G realms carl");
+    let ann_uid = c.sh("id -u ann").trim().to_string();
+    c.sh(&format!(
+        "systemd-analyze verify {}",
+        installed_path("dist/systemd/realms-dbus.service")
+    ));
+
+    // Nothing runs the service until someone calls it: the bus activates it.
+    assert_ne!(unit_state(&c, "realms-dbus.service"), "active");
+    let out = busctl_in(&c, None, &["List"]);
+    assert!(out.status.success(), "List failed: {}", text(&out));
+    assert!(
+        text(&out).contains(&format!("\"{first}\" false false false \"base\"")),
+        "{}",
+        text(&out)
+    );
+    assert_eq!(unit_state(&c, "realms-dbus.service"), "active");
+
+    // Signals, heard by dbus-monitor on the system bus; a probe signal shows it is listening.
+    let dir = tempfile::tempdir().unwrap();
+    let monitor_log = dir.path().join("monitor.log");
+    let _monitor = Killed(
+        c.nsenter()
+            .args([
+                "dbus-monitor",
+                "--system",
+                "type='signal',interface='org.realms.Manager1'",
+            ])
+            .stdin(Stdio::null())
+            .stdout(fs::File::create(&monitor_log).unwrap())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    wait_for("dbus-monitor to listen", || {
+        c.exec(&[
+            "dbus-send",
+            "--system",
+            "--type=signal",
+            "/org/realms/Test",
+            "org.realms.Manager1.Probe",
+        ]);
+        signals_seen(&monitor_log)
+            .iter()
+            .any(|(member, _)| member == "Probe")
+    });
+    let heard = |member: &str, realm: &str| {
+        signals_seen(&monitor_log)
+            .iter()
+            .any(|(m, a)| m == member && a == realm)
+    };
+    c.sh(&format!("realms new {second}"));
+    wait_for("RealmNew", || heard("RealmNew", &second));
+
+    // Root starts a realm over D-Bus: a nested nspawn unit of the container's systemd.
+    let out = busctl_in(&c, None, &["Start", "s", &first]);
+    assert!(
+        out.status.success(),
+        "Start failed: {}\nservice log:\n{}",
+        text(&out),
+        text(&c.exec(&[
+            "journalctl",
+            "--no-pager",
+            "-o",
+            "cat",
+            "-u",
+            "realms-dbus.service",
+            "-u",
+            "realm-*"
+        ]))
+    );
+    assert_eq!(unit_state(&c, &format!("realm-{first}.service")), "active");
+    wait_for("RealmStarted", || heard("RealmStarted", &first));
+
+    // Everyone may read; ann may not change anything, and is told why.
+    let out = busctl_in(&c, Some("ann"), &["List"]);
+    assert!(
+        out.status.success() && text(&out).contains(&format!("\"{first}\" true")),
+        "{}",
+        text(&out)
+    );
+    let out = busctl_in(&c, Some("ann"), &["Stop", "s", &first]);
+    assert!(!out.status.success(), "ann's Stop was accepted");
+    let refusal = format!(
+        "Stop changes realms: only root and members of group 'realms' may call it, not uid {ann_uid}"
+    );
+    assert!(text(&out).contains(&refusal), "{}", text(&out));
+    assert_eq!(unit_state(&c, &format!("realm-{first}.service")), "active");
+    // carl, a member of the admin group, may.
+    let out = busctl_in(
+        &c,
+        Some("carl"),
+        &["SetConfig", "sss", &first, "label", "Carl"],
+    );
+    assert!(out.status.success(), "carl's SetConfig: {}", text(&out));
+    assert!(text(&busctl_in(&c, Some("ann"), &["List"])).contains("\"Carl\""));
+
+    // A failing call carries the text the CLI prints for the same failure.
+    let cli = c.exec(&["realms", "start", "no-such-realm"]);
+    assert!(!cli.status.success());
+    let cli = text(&cli);
+    let cli = cli.trim().strip_prefix("error: ").unwrap_or(&cli);
+    let out = busctl_in(&c, None, &["Start", "s", "no-such-realm"]);
+    assert!(!out.status.success());
+    assert!(
+        text(&out).contains(cli),
+        "D-Bus said {}, the CLI {cli}",
+        text(&out)
+    );
+
+    let out = busctl_in(&c, None, &["Stop", "s", &first]);
+    assert!(out.status.success(), "Stop failed: {}", text(&out));
+    assert_ne!(unit_state(&c, &format!("realm-{first}.service")), "active");
+    wait_for("RealmStopped", || heard("RealmStopped", &first));
+    c.stop();
 }

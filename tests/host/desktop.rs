@@ -76,13 +76,30 @@ fn write(path: &Path, bytes: &[u8]) {
     fs::write(path, bytes).unwrap();
 }
 
-/// A PNG header (the publisher reads the size from it; nothing decodes it).
+/// A grey square PNG icon.
 fn png(size: u32) -> Vec<u8> {
-    let mut b = b"\x89PNG\r\n\x1a\n\0\0\0\x0dIHDR".to_vec();
-    b.extend(size.to_be_bytes());
-    b.extend(size.to_be_bytes());
-    b.extend([8, 6, 0, 0, 0]);
-    b
+    let mut out = Vec::new();
+    let mut enc = png::Encoder::new(&mut out, size, size);
+    enc.set_color(png::ColorType::Rgba);
+    let mut w = enc.write_header().unwrap();
+    w.write_image_data(&vec![GREY; (size * size * 4) as usize])
+        .unwrap();
+    w.finish().unwrap();
+    out
+}
+
+const GREY: u8 = 0x80;
+
+/// Pixel (`x`, `y`) of an 8-bit RGBA PNG.
+fn pixel(png_bytes: &[u8], x: u32, y: u32) -> [u8; 4] {
+    let mut reader = png::Decoder::new(std::io::Cursor::new(png_bytes))
+        .read_info()
+        .unwrap();
+    let mut buf = vec![0; reader.output_buffer_size().unwrap()];
+    let info = reader.next_frame(&mut buf).unwrap();
+    assert_eq!(info.color_type, png::ColorType::Rgba);
+    let at = (y * info.width + x) as usize * 4;
+    buf[at..at + 4].try_into().unwrap()
 }
 
 const APP_ENTRY: &str = "[Desktop Entry]\nType=Application\nName=Realms Demo\nName[de]=Realms-Demo\nComment=An app of the desktop test\nExec=rdemoapp -f %f\nTryExec=rdemoapp\nIcon=rdemoapp\nCategories=Utility;\nMimeType=text/plain;\nActions=again;\nX-Vendor-Thing=1\n\n[Desktop Action again]\nName=Again\nExec=rdemoapp -f /dev/null\n";
@@ -200,7 +217,17 @@ fn current_realm_entries_are_published_swapped_atomically_and_run_in_the_realm()
         entry.contains("StartupWMClass=org.realms.Demo\n"),
         "{entry}"
     );
-    assert!(entry.contains("X-Realms-Color=#"), "{entry}");
+    // The icon carries the realm's colour: a badge in its bottom-right corner.
+    let color = entry
+        .lines()
+        .find_map(|l| l.strip_prefix("X-Realms-Color=#"))
+        .unwrap_or_else(|| panic!("no X-Realms-Color in {entry}"));
+    let rgb: Vec<u8> = (0..3)
+        .map(|i| u8::from_str_radix(&color[2 * i..2 * i + 2], 16).unwrap())
+        .collect();
+    let icon_bytes = fs::read(&icon).unwrap();
+    assert_eq!(pixel(&icon_bytes, 40, 40)[..], [&rgb[..], &[255]].concat());
+    assert_eq!(pixel(&icon_bytes, 8, 8), [GREY; 4]);
     assert!(
         !entry.contains("TryExec") && !entry.contains("X-Vendor-Thing"),
         "{entry}"

@@ -1,12 +1,14 @@
 //! Icons of a realm's entries: theme names and absolute paths resolved inside the realm's root
 //! (never following a symlink out of it), copied into the published `icons/hicolor` tree under
-//! a name that carries the realm's.
+//! a name that carries the realm's, with a badge in the realm's colour (crate::badge).
 
 use std::cell::RefCell;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use realms_sys::root::RootDir;
+
+use crate::badge::{self, Rgb};
 
 /// Where a realm keeps hicolor icons (the system's, the user's, Flatpak's exports).
 pub const THEME_DIRS: &[&str] = &[
@@ -30,16 +32,19 @@ const SIZES: &[u32] = &[16, 22, 24, 32, 48, 64, 96, 128, 256, 512];
 pub struct Icons<'a> {
     root: &'a RootDir,
     prefix: String,
+    color: Option<Rgb>,
     /// Published path (relative to the published directory) -> bytes.
     pub files: RefCell<BTreeMap<PathBuf, Vec<u8>>>,
 }
 
 impl<'a> Icons<'a> {
-    /// Icons of the realm whose root is `root`, published with names starting `prefix`.
-    pub fn new(root: &'a RootDir, prefix: &str) -> Icons<'a> {
+    /// Icons of the realm whose root is `root`, published with names starting `prefix` and a
+    /// badge in `color` (`#rrggbb`; none if it is not one).
+    pub fn new(root: &'a RootDir, prefix: &str, color: &str) -> Icons<'a> {
         Icons {
             root,
             prefix: prefix.to_string(),
+            color: Rgb::parse(color),
             files: RefCell::new(BTreeMap::new()),
         }
     }
@@ -105,6 +110,12 @@ impl<'a> Icons<'a> {
     }
 
     fn add(&self, size: &str, name: &str, ext: &str, bytes: Vec<u8>) {
+        // Symbolic icons are recoloured by the theme: a badge would not keep its colour.
+        let badged = match self.color {
+            Some(color) if size != "symbolic" => badge::apply_cached(ext, &bytes, color),
+            _ => None,
+        };
+        let bytes = badged.unwrap_or(bytes);
         let path = PathBuf::from(format!("icons/hicolor/{size}/apps/{name}.{ext}"));
         self.files.borrow_mut().insert(path, bytes);
     }
@@ -184,7 +195,7 @@ mod tests {
         fs::create_dir_all(r.join("opt/evil")).unwrap();
         std::os::unix::fs::symlink("/etc/hostname", r.join("opt/evil/x.png")).unwrap();
         let root = RootDir::open(r).unwrap();
-        let icons = Icons::new(&root, "realms-work-");
+        let icons = Icons::new(&root, "realms-work-", "not a colour");
         assert_eq!(
             icons.publish("editor").as_deref(),
             Some("realms-work-editor")
@@ -216,6 +227,41 @@ mod tests {
                 "icons/hicolor/scalable/apps/realms-work-editor.svg",
             ]
         );
+    }
+
+    #[test]
+    fn copies_carry_a_badge_in_the_realm_colour_except_symbolic_ones() {
+        let dir = tempfile::tempdir().unwrap();
+        let r = dir.path();
+        let mut real = Vec::new();
+        let mut enc = png::Encoder::new(&mut real, 32, 32);
+        enc.set_color(png::ColorType::Rgba);
+        let mut w = enc.write_header().unwrap();
+        w.write_image_data(&[40; 32 * 32 * 4]).unwrap();
+        w.finish().unwrap();
+        let svg = "<svg xmlns='http://www.w3.org/2000/svg' viewBox='0 0 16 16'><rect/></svg>";
+        for (p, bytes) in [
+            ("usr/share/icons/hicolor/32x32/apps/term.png", real.clone()),
+            ("usr/share/icons/hicolor/scalable/apps/term.svg", svg.into()),
+            ("usr/share/icons/hicolor/symbolic/apps/term.svg", svg.into()),
+        ] {
+            fs::create_dir_all(r.join(p).parent().unwrap()).unwrap();
+            fs::write(r.join(p), bytes).unwrap();
+        }
+        let root = RootDir::open(r).unwrap();
+        let icons = Icons::new(&root, "realms-w-", "#2060c0");
+        assert_eq!(icons.publish("term").as_deref(), Some("realms-w-term"));
+        let files = icons.files.borrow();
+        let file = |p: &str| &files[Path::new(p)];
+        let (_, _, px) =
+            badge::decode_rgba(file("icons/hicolor/32x32/apps/realms-w-term.png")).unwrap();
+        let centre = (32 * (32 - 7) + 32 - 7) * 4;
+        assert_eq!(px[centre..centre + 4], [0x20, 0x60, 0xc0, 255]);
+        assert_eq!(px[..4], [40, 40, 40, 40]);
+        let scalable = file("icons/hicolor/scalable/apps/realms-w-term.svg");
+        assert!(String::from_utf8_lossy(scalable).contains("fill:#2060c0;"));
+        let symbolic = file("icons/hicolor/symbolic/apps/realms-w-term.svg");
+        assert_eq!(symbolic, svg.as_bytes());
     }
 
     #[test]

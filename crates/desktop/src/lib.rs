@@ -3,6 +3,7 @@
 //! watcher that keeps them current, and `realms launch`, which runs an app in a realm.
 #![warn(missing_docs)]
 
+pub mod badge;
 pub mod disposable;
 pub mod entry;
 mod error;

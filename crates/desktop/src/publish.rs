@@ -109,7 +109,7 @@ pub fn collect(
     let root = RootDir::open(format!("/proc/{leader}/root"))?;
     let identity = Identity::of(store, realm);
     let prefix = format!("realms-{realm}-");
-    let icons = Icons::new(&root, &prefix);
+    let icons = Icons::new(&root, &prefix, &identity.color);
     let mut launch_argv = launcher.to_vec();
     launch_argv.extend(["launch".to_string(), realm.to_string(), "--".to_string()]);
     let has_program = |p: &str| has_program(&root, p);
