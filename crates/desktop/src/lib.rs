@@ -17,4 +17,4 @@ pub mod session;
 pub mod watch;
 pub mod x11;
 
-pub use error::{Error, Result};
+pub use error::{Error, Result, SkipReason};
