@@ -125,10 +125,7 @@ pub fn create(
     require_dm()?;
     let image = state.join(IMAGE);
     if image.exists() {
-        return Err(Error::BadSize {
-            what: image.display().to_string(),
-            reason: "it exists already".into(),
-        });
+        return Err(Error::ImageExists { image });
     }
     let staging = state.join(".encrypted.img.new");
     let _ = std::fs::remove_file(&staging);
@@ -255,9 +252,9 @@ fn enroll_recovery(image: &Path, key: &Path) -> Result<String> {
     match (out.status.success(), found) {
         (true, Some(k)) => Ok(k),
         // Never include stdout here: it may hold the key.
-        _ => Err(Error::BadSize {
-            what: format!("enrolling a recovery key for {}", image.display()),
-            reason: format!("systemd-cryptenroll failed ({})", out.status),
+        _ => Err(Error::Enroll {
+            image: image.to_path_buf(),
+            status: out.status,
         }),
     }
 }
