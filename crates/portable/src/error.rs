@@ -56,7 +56,7 @@ pub enum Error {
         /// The extension image path.
         image: String,
         /// Which field differs, with the values.
-        reason: String,
+        reason: realms_unit::Mismatch,
     },
     /// The prefixes given match none of the image's units (portablectl's words).
     #[error(
@@ -122,14 +122,6 @@ pub enum Error {
         image: String,
         /// Where the symlink points.
         target: String,
-    },
-    /// A unit file in the image cannot be used.
-    #[error("unit file {}: {reason}", path.display())]
-    BadUnitFile {
-        /// The unit file.
-        path: PathBuf,
-        /// What is wrong with it.
-        reason: String,
     },
     /// A release file in the image has a syntax error; the cause says which.
     #[error("{}: line {line}", path.display())]
@@ -236,7 +228,8 @@ pub enum Error {
     BadJournal {
         /// The journal.
         path: std::path::PathBuf,
-        /// Why it cannot be parsed.
+        /// Why it cannot be parsed: serde_json's own text, with its line and column (shown
+        /// inline, in parentheses, before what to do).
         reason: String,
     },
     /// A step of the journal a killed command left cannot be carried out.
