@@ -49,7 +49,7 @@ pub enum Error {
         /// Where the index came from.
         url: String,
         /// Why.
-        reason: String,
+        reason: IndexSignatureProblem,
     },
     /// An index with a serial lower than one already seen.
     #[error(
@@ -300,6 +300,20 @@ pub enum Error {
     },
 }
 
+/// Why a repository index's signature does not verify.
+#[derive(Debug, thiserror::Error)]
+pub enum IndexSignatureProblem {
+    /// Signed by a key that is not trusted.
+    #[error("signed by key {0}, which is not trusted; add its public key to /etc/realms/keys.d/")]
+    Untrusted(String),
+    /// The signature file is malformed or does not verify.
+    #[error("{0}")]
+    Bad(realms_image::SignatureProblem),
+    /// Another failure of the signature check, shown inline with its causes.
+    #[error("{}", chain_text(.0.as_ref()))]
+    Other(Box<realms_image::Error>),
+}
+
 /// Why an inbox archive is refused.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum InboxProblem {
@@ -403,7 +417,7 @@ mod tests {
             (
                 Error::BadSignature {
                     url: s("u2"),
-                    reason: s("wrong key"),
+                    reason: IndexSignatureProblem::Untrusted(s("ab12")),
                 },
                 "u2",
             ),
