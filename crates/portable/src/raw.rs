@@ -363,8 +363,8 @@ impl Mounted {
         let lay = layout(image)?;
         let signature = check_signature(&lay, keyring)?;
         verify(image, &lay)?;
-        let dir =
-            std::env::temp_dir().join(format!("realms-portable-{:016x}", rand::random::<u64>()));
+        let tag = u64::from_ne_bytes(realms_sys::random::bytes::<8>()?);
+        let dir = std::env::temp_dir().join(format!("realms-portable-{tag:016x}"));
         std::fs::create_dir(&dir).map_err(|e| Error::io("creating", &dir, e))?;
         let mounted = (|| {
             let opts = LoopOptions {
