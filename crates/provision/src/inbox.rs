@@ -17,6 +17,7 @@ use crate::manifest::InstallMethod;
 use crate::state::{Installed, State};
 use crate::unpack::{Limits, decoder, unpack_tar};
 use crate::{Error, Result};
+use realms_sys::event::{Event, Report};
 
 /// The inbox, under the root.
 pub const INBOX: &str = "opt/inbox";
@@ -71,7 +72,7 @@ fn user_exists(root: &Path, user: &str) -> bool {
 }
 
 /// Processes every archive waiting in the inbox once.
-pub fn process(root: &Path, say: &mut dyn FnMut(&str)) -> Result<Vec<Processed>> {
+pub fn process(root: &Path, report: &dyn Report) -> Result<Vec<Processed>> {
     let inbox = root.join(INBOX);
     let dir = root.join(crate::state::DIR);
     fs::create_dir_all(&dir).map_err(|e| Error::io("creating", &dir, e))?;
@@ -97,11 +98,11 @@ pub fn process(root: &Path, say: &mut dyn FnMut(&str)) -> Result<Vec<Processed>>
                 format!("{e}\n").as_bytes(),
                 0o644,
             )?;
-            say(&format!("[!] {}: {e}", archive.display()));
+            report.report(Event::warning(format!("{}: {e}", archive.display())));
         } else {
-            say(&format!(
-                "[+] installed {file} with profile {profile} as user {user}"
-            ));
+            report.report(Event::progress(format!(
+                "installed {file} with profile {profile} as user {user}"
+            )));
         }
         done.push(Processed {
             archive,
