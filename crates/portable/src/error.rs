@@ -151,17 +151,6 @@ pub enum Error {
         #[source]
         source: crate::gpt::GptError,
     },
-    /// A file operation failed.
-    #[error("{action} {}", path.display())]
-    Io {
-        /// What was being done, written to precede the path.
-        action: &'static str,
-        /// The file.
-        path: PathBuf,
-        /// The OS error.
-        #[source]
-        source: std::io::Error,
-    },
     /// Attaching one unit failed (portablectl's words); the cause says why.
     #[error("Failed to attach unit '{unit}'")]
     AttachUnit {
@@ -305,16 +294,13 @@ impl std::fmt::Display for ImageProblem {
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 impl Error {
+    /// An I/O error on `path`: realms_sys's, like every crate's (`realms_sys::IoContext`).
     pub(crate) fn io(
         action: &'static str,
         path: impl Into<PathBuf>,
         source: std::io::Error,
     ) -> Error {
-        Error::Io {
-            action,
-            path: path.into(),
-            source,
-        }
+        Error::Sys(realms_sys::Error::io(action, path, source))
     }
 
     pub(crate) fn image(path: impl Into<PathBuf>, problem: ImageProblem) -> Error {
@@ -341,7 +327,6 @@ impl Error {
     /// Whether this is a "does not exist" error from the OS.
     pub fn is_not_found(&self) -> bool {
         match self {
-            Error::Io { source, .. } => source.kind() == std::io::ErrorKind::NotFound,
             Error::Sys(e) => e.is_not_found(),
             _ => false,
         }

@@ -239,16 +239,6 @@ pub enum Error {
         /// Why not.
         reason: String,
     },
-    /// A system call on a path.
-    #[error("{action} {}", path.display())]
-    Io {
-        /// What was being done.
-        action: &'static str,
-        /// On what.
-        path: PathBuf,
-        /// The cause.
-        source: std::io::Error,
-    },
     /// A failure of realms-sys.
     #[error(transparent)]
     Sys(#[from] realms_sys::Error),
@@ -362,11 +352,7 @@ pub fn chain_text(err: &(dyn std::error::Error + 'static)) -> String {
 impl Error {
     /// An I/O error on `path`.
     pub fn io(action: &'static str, path: impl Into<PathBuf>, source: std::io::Error) -> Error {
-        Error::Io {
-            action,
-            path: path.into(),
-            source,
-        }
+        Error::Sys(realms_sys::Error::io(action, path, source))
     }
 }
 
@@ -674,7 +660,6 @@ mod tests {
             Error::Push { .. } => "Push",
             Error::DownloadThread => "DownloadThread",
             Error::NothingToRollBack { .. } => "NothingToRollBack",
-            Error::Io { .. } => "Io",
             Error::Sys { .. } => "Sys",
             Error::NoKeys { .. } => "NoKeys",
             Error::Render { .. } => "Render",
@@ -711,7 +696,6 @@ mod tests {
         "Push",
         "DownloadThread",
         "NothingToRollBack",
-        "Io",
         "Sys",
         "NoKeys",
         "Render",

@@ -9,6 +9,7 @@
 //! reattach; a killed update is finished by the next one (reattach again, health check, then
 //! keep it or roll back), so the package is never left detached or half switched.
 
+use realms_sys::IoContext;
 use std::collections::BTreeMap;
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -124,7 +125,7 @@ fn host_image(root: &Path, rec: &Installed) -> PathBuf {
 /// portable's journal).
 fn begin(root: &Path) -> Result<realms_sys::lock::StoreLock> {
     let dir = root.join(state::DIR);
-    fs::create_dir_all(&dir).map_err(|e| Error::io("creating", &dir, e))?;
+    fs::create_dir_all(&dir).ctx("creating", &dir)?;
     let lock = realms_sys::lock::StoreLock::acquire(dir.join(".lock"))?;
     install::clean_staging(root);
     crate::portable::recover(root)?;
