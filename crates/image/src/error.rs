@@ -191,7 +191,7 @@ pub enum Error {
         /// The entry.
         entry: String,
         /// Why.
-        reason: String,
+        reason: Hostility,
     },
     /// An archive that is truncated or corrupt.
     #[error("archive {archive} is truncated or corrupt{}: {reason}", entry.as_ref().map(|e| format!(" (in entry '{e}')")).unwrap_or_default())]
@@ -235,6 +235,59 @@ pub enum Error {
 
 /// The result of this crate's operations.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Why the safe unpacker refuses an archive entry.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Hostility {
+    /// An absolute path.
+    #[error("has an absolute path")]
+    AbsolutePath,
+    /// A `..` component.
+    #[error("has '..' in its path")]
+    ParentDir,
+    /// Something other than a directory at the root.
+    #[error("replaces the root of the tree")]
+    ReplacesRoot,
+    /// Setuid or setgid outside the trusted profile.
+    #[error("is setuid or setgid, which only the trusted profile allows")]
+    Setuid,
+    /// A hardlink whose target leaves the tree.
+    #[error("is a hardlink leading outside the image")]
+    HardlinkOutside,
+    /// A hardlink to something not unpacked before as a file.
+    #[error("is a hardlink to something that is not a file unpacked before it")]
+    HardlinkNotFile,
+    /// A tar entry type the unpacker does not take.
+    #[error("has an unsupported type {0}")]
+    UnsupportedType(String),
+    /// The tree would exceed the size allowed.
+    #[error("makes the unpacked files larger than the {0} bytes allowed")]
+    TooBig(u64),
+    /// A link (`symlink`, `hardlink`) without a target.
+    #[error("is a {0} without a target")]
+    NoTarget(&'static str),
+    /// A FIFO where the policy refuses them.
+    #[error("is a FIFO")]
+    Fifo,
+    /// A device node where the policy refuses them.
+    #[error("is a device node")]
+    DeviceNode,
+    /// A path through a symlink an earlier entry made.
+    #[error("is written through the symlink '{}' an earlier entry made", .0.display())]
+    ThroughSymlink(PathBuf),
+    /// A path below something that is not a directory.
+    #[error("lies below a file")]
+    BelowFile,
+    /// An entry that would replace a directory.
+    #[error("replaces a directory")]
+    ReplacesDirectory,
+    /// A symlink to an absolute path where the policy wants relative ones.
+    #[error("is a symlink to the absolute path {} (`realms provision pack` makes such links relative)", .0.display())]
+    AbsoluteSymlink(PathBuf),
+    /// A symlink that leads out of the tree.
+    #[error("is a symlink to {} outside the image", .0.display())]
+    SymlinkOutside(PathBuf),
+}
 
 /// Why an import source is refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -532,7 +585,7 @@ mod tests {
                 Error::HostileEntry {
                     archive: s("x.tar"),
                     entry: s("etc/evil"),
-                    reason: s("is a device node"),
+                    reason: Hostility::DeviceNode,
                 },
                 "etc/evil",
             ),

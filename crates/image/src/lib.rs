@@ -25,7 +25,8 @@ mod store;
 pub mod unpack;
 
 pub use error::{
-    Error, KeyProblem, OsTreeProblem, Result, SignatureProblem, SourceProblem, Tamper, toml_line,
+    Error, Hostility, KeyProblem, OsTreeProblem, Result, SignatureProblem, SourceProblem, Tamper,
+    toml_line,
 };
 pub use import::{Source, import};
 pub use name::{ZoneNameProblem, validate_name, validate_zone};

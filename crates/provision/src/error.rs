@@ -109,7 +109,7 @@ pub enum Error {
         /// The offending entry.
         entry: String,
         /// Why.
-        reason: String,
+        reason: realms_image::Hostility,
     },
     /// A transport failure.
     #[error("fetching {url}: {message}")]
@@ -445,7 +445,7 @@ mod tests {
                 Error::Hostile {
                     file: s("p_2.tar"),
                     entry: s("../x"),
-                    reason: s("leaves the tree"),
+                    reason: realms_image::Hostility::ParentDir,
                 },
                 "'../x'",
             ),
