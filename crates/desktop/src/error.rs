@@ -12,7 +12,7 @@ pub enum Error {
         path: PathBuf,
         /// The 1-based line.
         line: usize,
-        /// What is wrong.
+        /// What is wrong: the desktop entry parser's own text for the line.
         message: String,
     },
     /// A desktop entry that is valid but not published (hidden, not an application, ...).

@@ -200,7 +200,8 @@ pub enum Error {
         archive: String,
         /// The entry.
         entry: Option<String>,
-        /// Why.
+        /// Why: the tar reader's own error text (kept as text: the entry and archive are
+        /// named beside it).
         reason: String,
     },
     /// An image.meta that does not parse.
@@ -210,7 +211,8 @@ pub enum Error {
         path: PathBuf,
         /// The 1-based line, when the error is about one.
         line: Option<usize>,
-        /// What is wrong.
+        /// What is wrong: the TOML parser's (or serialiser's) own text, or that the file
+        /// is not UTF-8.
         message: String,
     },
     /// A tree image is used in place, never mounted.

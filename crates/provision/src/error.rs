@@ -14,7 +14,7 @@ pub enum Error {
         line: usize,
         /// 1-based column.
         column: usize,
-        /// What is wrong and what is allowed.
+        /// What is wrong: the YAML parser's own text, with what is allowed.
         message: String,
     },
     /// A manifest whose values parse but are not valid.
@@ -116,7 +116,8 @@ pub enum Error {
     Fetch {
         /// The url.
         url: String,
-        /// What went wrong.
+        /// What went wrong: the HTTP client's or the server's words, or one of realms'
+        /// transfer notes (a size limit, a resumable cut); not yet a typed set.
         message: String,
     },
     /// A CA file (`--ca-file`) or system trust store that holds no usable certificate.
@@ -124,7 +125,7 @@ pub enum Error {
     CaFile {
         /// The file.
         path: PathBuf,
-        /// What is wrong with it.
+        /// What is wrong with it: the PEM parser's own text, or that it holds no certificate.
         reason: String,
     },
     /// A url with an unsupported scheme.
@@ -154,7 +155,7 @@ pub enum Error {
     State {
         /// The state file.
         path: PathBuf,
-        /// What is wrong.
+        /// What is wrong: serde_json's own text, with its line and column.
         message: String,
     },
     /// A file to publish that is not named like a package.
@@ -220,7 +221,8 @@ pub enum Error {
         registry: String,
         /// The repository on it.
         repository: String,
-        /// What it said and where the credentials came from.
+        /// What the registry said and where the credentials came from (the registry's own
+        /// words).
         reason: String,
     },
     /// A push to a registry that failed.
@@ -228,7 +230,7 @@ pub enum Error {
     Push {
         /// The url.
         url: String,
-        /// What went wrong.
+        /// What went wrong: the registry's or the HTTP client's own words.
         message: String,
     },
     /// `realms provision rollback` with nothing to go back to.
@@ -237,7 +239,7 @@ pub enum Error {
         /// The package.
         package: String,
         /// Why not.
-        reason: String,
+        reason: NoRollback,
     },
     /// A failure of realms-sys.
     #[error(transparent)]
@@ -256,7 +258,7 @@ pub enum Error {
     Render {
         /// Ignition JSON or Butane YAML.
         format: &'static str,
-        /// Why.
+        /// Why: the serialiser's own text.
         message: String,
     },
     /// An exported command whose path holds a file realms did not write.
@@ -287,6 +289,20 @@ pub enum Error {
         name: String,
         /// The image.
         image: PathBuf,
+    },
+}
+
+/// Why a package cannot be rolled back.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum NoRollback {
+    /// The package is not installed.
+    #[error("it is not installed")]
+    NotInstalled,
+    /// No version older than the current one (and not marked bad) is kept.
+    #[error("no earlier version is kept (kept: {})", kept.join(", "))]
+    NoEarlier {
+        /// The versions kept, the current one first.
+        kept: Vec<String>,
     },
 }
 
@@ -555,7 +571,9 @@ mod tests {
             (
                 Error::NothingToRollBack {
                     package: s("web"),
-                    reason: s("no earlier version is kept"),
+                    reason: NoRollback::NoEarlier {
+                        kept: vec![s("1.0"), s("0.9")],
+                    },
                 },
                 "'web'",
             ),

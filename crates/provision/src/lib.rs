@@ -24,7 +24,7 @@ pub mod update;
 pub mod version;
 pub mod window;
 
-pub use error::{Error, InboxProblem, IndexSignatureProblem, Result, chain_text};
+pub use error::{Error, InboxProblem, IndexSignatureProblem, NoRollback, Result, chain_text};
 
 #[cfg(test)]
 mod tests;

@@ -18,6 +18,7 @@ use realms_sys::event::Event;
 use serde::Serialize;
 
 use crate::apply::fetch_index;
+use crate::error::NoRollback;
 use crate::fetch::Fetcher;
 use crate::index::{self, Entry, Index};
 use crate::install::{self, image_path};
@@ -641,7 +642,7 @@ pub fn rollback(root: &Path, name: &str, say: &mut dyn FnMut(Event)) -> Result<R
         .cloned()
         .ok_or_else(|| Error::NothingToRollBack {
             package: name.to_string(),
-            reason: "it is not installed".into(),
+            reason: NoRollback::NotInstalled,
         })?;
     let mut hist: History = state.history.get(name).cloned().unwrap_or_default();
     // The newest kept version older than the current one and not marked bad.
@@ -655,13 +656,11 @@ pub fn rollback(root: &Path, name: &str, say: &mut dyn FnMut(Event)) -> Result<R
     let Some(i) = pick else {
         return Err(Error::NothingToRollBack {
             package: name.to_string(),
-            reason: format!(
-                "no earlier version is kept (kept: {})",
-                std::iter::once(current.version.as_str())
-                    .chain(hist.kept.iter().map(|k| k.version.as_str()))
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            ),
+            reason: NoRollback::NoEarlier {
+                kept: std::iter::once(current.version.clone())
+                    .chain(hist.kept.iter().map(|k| k.version.clone()))
+                    .collect(),
+            },
         });
     };
     let previous = hist.kept.remove(i);
