@@ -212,7 +212,7 @@ pub enum Error {
         /// The url.
         url: String,
         /// What is wrong.
-        reason: String,
+        reason: OciReferenceProblem,
     },
     /// A registry that refuses the credentials (or wants some and there are none).
     #[error("registry {registry} (repository {repository}): {reason}")]
@@ -290,6 +290,27 @@ pub enum Error {
         /// The image.
         image: PathBuf,
     },
+}
+
+/// Why an `oci://` url is refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum OciReferenceProblem {
+    /// It does not start with `oci://`.
+    #[error("not an oci:// url")]
+    NotOci,
+    /// Nothing after the registry.
+    #[error("no repository after the registry")]
+    NoRepository,
+    /// The registry part is not `HOST` or `HOST:PORT`.
+    #[error("the registry is HOST or HOST:PORT")]
+    BadRegistry,
+    /// The repository, tag or digest is refused by the OCI reference grammar; the message is
+    /// oci-spec's own text.
+    #[error("{0}")]
+    Grammar(String),
+    /// `publish` to a digest, which names an index that cannot change.
+    #[error("a digest names an index that cannot change: publish to the repository or a tag")]
+    PublishToDigest,
 }
 
 /// Why a package cannot be rolled back.
@@ -548,7 +569,7 @@ mod tests {
             (
                 Error::OciReference {
                     url: s("oci://h/R"),
-                    reason: s("bad"),
+                    reason: OciReferenceProblem::NoRepository,
                 },
                 "oci://h/R",
             ),

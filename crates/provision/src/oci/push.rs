@@ -103,9 +103,7 @@ pub fn publish(
     if r.digest.is_some() {
         return Err(Error::OciReference {
             url: req.repo.to_string(),
-            reason:
-                "a digest names an index that cannot change: publish to the repository or a tag"
-                    .into(),
+            reason: crate::error::OciReferenceProblem::PublishToDigest,
         });
     }
     let client = Client::connect(root, fetcher, &r, Access::Push)?;
