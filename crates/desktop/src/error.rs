@@ -6,14 +6,14 @@ use std::path::PathBuf;
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     /// A desktop entry that does not follow the Desktop Entry Specification.
-    #[error("{}: line {line}: {message}", path.display())]
+    #[error("{}: line {line}: {problem}", path.display())]
     BadEntry {
         /// The entry's path inside the realm.
         path: PathBuf,
         /// The 1-based line.
         line: usize,
-        /// What is wrong: the desktop entry parser's own text for the line.
-        message: String,
+        /// What is wrong.
+        problem: EntryProblem,
     },
     /// A desktop entry that is valid but not published (hidden, not an application, ...).
     #[error("{}: {reason}", path.display())]
@@ -37,6 +37,87 @@ pub enum Error {
         /// The error.
         source: std::io::Error,
     },
+}
+
+/// What breaks the Desktop Entry Specification in an entry.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum EntryProblem {
+    /// Larger than the 1 MiB an entry may have.
+    #[error("the file is larger than 1 MiB")]
+    TooLarge,
+    /// Not UTF-8.
+    #[error("the file is not UTF-8")]
+    NotUtf8,
+    /// `[Group` without `]`.
+    #[error("a group header must end with ']'")]
+    UnclosedGroup,
+    /// An empty group name or one with brackets or control characters.
+    #[error("a group name may not be empty or contain '[', ']' or control characters")]
+    BadGroupName,
+    /// A group that appears twice.
+    #[error("group [{0}] appears twice")]
+    DuplicateGroup(String),
+    /// The first group is not `[Desktop Entry]`.
+    #[error("the first group must be [Desktop Entry]")]
+    FirstGroup,
+    /// A key before any group.
+    #[error("a key before the [Desktop Entry] group")]
+    KeyBeforeGroup,
+    /// A line that is neither a key, a group nor a comment.
+    #[error("expected KEY=VALUE, a [Group] or a # comment")]
+    NotALine,
+    /// A `Key[locale]` with a bad locale.
+    #[error("bad locale in key '{0}'")]
+    BadLocale(String),
+    /// A key with characters outside `A-Za-z0-9-`.
+    #[error("'{0}' is not a key (A-Za-z0-9-)")]
+    BadKey(String),
+    /// A value with control characters.
+    #[error("the value of '{0}' has control characters")]
+    ControlCharacters(String),
+    /// A key that appears twice in one group.
+    #[error("key '{key}' appears twice in [{group}]")]
+    DuplicateKey {
+        /// The key.
+        key: String,
+        /// The group.
+        group: String,
+    },
+    /// No `[Desktop Entry]` group at all.
+    #[error("there is no [Desktop Entry] group")]
+    NoMainGroup,
+    /// An `Exec=` line that breaks the quoting or field code rules.
+    #[error("{0}")]
+    Exec(ExecProblem),
+}
+
+/// What breaks the `Exec=` rules (quoting, field codes) of the specification.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ExecProblem {
+    /// A `"` without its closing one.
+    #[error("a quoted argument is not closed")]
+    Unclosed,
+    /// A backslash escaping something the specification does not allow.
+    #[error("inside quotes, '\\' may only escape '\"', '`', '$' or '\\'")]
+    BadEscape,
+    /// A closing quote followed by something other than a space.
+    #[error("a quoted argument must be followed by a space")]
+    NoSpaceAfterQuote,
+    /// A reserved character outside quotes.
+    #[error("'{0}' must be inside a quoted argument")]
+    Reserved(char),
+    /// Nothing to run.
+    #[error("the command is empty")]
+    Empty,
+    /// A `%` that ends an argument.
+    #[error("a '%' at the end of an argument")]
+    TrailingPercent,
+    /// A field code the specification does not define.
+    #[error("unknown field code '{0}'")]
+    UnknownCode(String),
+    /// Only field codes, no program.
+    #[error("the command is only field codes")]
+    OnlyCodes,
 }
 
 /// Why a valid desktop entry is not published.
@@ -85,7 +166,7 @@ mod tests {
                 Error::BadEntry {
                     path: "/usr/share/applications/b.desktop".into(),
                     line: 3,
-                    message: "expected KEY=VALUE, a [Group] or a # comment".into(),
+                    problem: EntryProblem::NotALine,
                 },
                 "/usr/share/applications/b.desktop: line 3: expected KEY=VALUE",
             ),

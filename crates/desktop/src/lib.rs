@@ -17,4 +17,4 @@ pub mod session;
 pub mod watch;
 pub mod x11;
 
-pub use error::{Error, Result, SkipReason};
+pub use error::{EntryProblem, Error, ExecProblem, Result, SkipReason};

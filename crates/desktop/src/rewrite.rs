@@ -5,6 +5,7 @@
 use std::path::Path;
 
 use crate::entry::{self, DesktopEntry, Group, escape, split_list, unescape};
+use crate::error::{EntryProblem, ExecProblem};
 use crate::exec_line::{self, Arg};
 use crate::{Error, Result, SkipReason};
 
@@ -72,10 +73,10 @@ pub fn rewrite(entry: &DesktopEntry, id: &str, path: &Path, cx: &Context) -> Res
         path: path.to_path_buf(),
         reason,
     };
-    let bad = |message: String| Error::BadEntry {
+    let bad = |problem: ExecProblem| Error::BadEntry {
         path: path.to_path_buf(),
         line: 0,
-        message,
+        problem: EntryProblem::Exec(problem),
     };
     let main = entry.main();
     if main.get("Type") != Some("Application") {
@@ -158,7 +159,11 @@ pub fn rewrite(entry: &DesktopEntry, id: &str, path: &Path, cx: &Context) -> Res
 }
 
 /// The `Exec=` value that runs `exec` (an entry's escaped value) through the launcher.
-fn launch_line(exec: &str, cx: &Context, cwd: Option<&str>) -> std::result::Result<String, String> {
+fn launch_line(
+    exec: &str,
+    cx: &Context,
+    cwd: Option<&str>,
+) -> std::result::Result<String, ExecProblem> {
     let args = exec_line::clean_codes(exec_line::split(&unescape(exec))?)?;
     let mut line: Vec<Arg> = Vec::new();
     let mut launcher = cx.launcher.iter();
