@@ -23,7 +23,7 @@ pub const PATH: &str = "/org/realms/Manager1";
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     /// Connecting, owning the name or serving failed.
-    #[error("serving {NAME} on the bus{}: {source}", address.as_deref().map(|a| format!(" at {a}")).unwrap_or_default())]
+    #[error("serving {NAME} on the bus{}", address.as_deref().map(|a| format!(" at {a}")).unwrap_or_default())]
     Bus {
         /// The bus address, when not the system bus.
         address: Option<String>,
@@ -66,4 +66,22 @@ pub fn serve(store: RealmStore, opts: &ServeOptions) -> Result<(), Error> {
         signals::Failed::Bus(e) => bus(e),
         signals::Failed::Watch(e) => Error::Desktop(e),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_bus_error_prints_its_cause_once() {
+        let err = Error::Bus {
+            address: Some("unix:path=/run/x".into()),
+            source: Box::new(zbus::Error::Failure("no such bus".into())),
+        };
+        let outer = err.to_string();
+        let cause = std::error::Error::source(&err).unwrap().to_string();
+        assert!(outer.contains("at unix:path=/run/x"), "{outer}");
+        assert!(cause.contains("no such bus"), "{cause}");
+        assert!(!outer.contains(&cause), "{outer:?} repeats its cause");
+    }
 }

@@ -297,6 +297,38 @@ mod tests {
                 assert!(cli.global.root.is_absolute(), "{argv}");
             }
         }
+        // Every leaf subcommand (hidden ones too) is among the lines above.
+        fn leaves(cmd: &clap::Command, path: Vec<String>, out: &mut Vec<Vec<String>>) {
+            if cmd.get_subcommands().next().is_none() {
+                out.push(path);
+                return;
+            }
+            for sub in cmd.get_subcommands() {
+                let mut p = path.clone();
+                p.push(sub.get_name().to_string());
+                leaves(sub, p, out);
+            }
+        }
+        let mut paths = Vec::new();
+        leaves(&command(), Vec::new(), &mut paths);
+        assert!(paths.len() > 60, "{paths:?}");
+        let missing: Vec<String> = paths
+            .iter()
+            .filter(|p| {
+                p.first().is_some_and(|w| w != "help") && p.last().is_some_and(|w| w != "help")
+            })
+            .filter(|p| {
+                !lines.iter().any(|l| {
+                    let words: Vec<&str> = l.split_whitespace().collect();
+                    words.len() >= p.len() && words.iter().zip(p.iter()).all(|(w, s)| w == s)
+                })
+            })
+            .map(|p| p.join(" "))
+            .collect();
+        assert!(
+            missing.is_empty(),
+            "subcommands without a parse test: {missing:?}"
+        );
     }
 
     /// Regression: `realms shell` panicked in every form ("Mismatch between definition and

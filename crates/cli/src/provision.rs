@@ -219,7 +219,7 @@ pub fn run(cmd: ProvisionCmd, ctx: &Ctx) -> anyhow::Result<ExitCode> {
             })))?;
         }
         ProvisionCmd::Inbox => {
-            let done = realms_provision::inbox::process(&ctx.root, &mut |l| ctx.say_line(l))?;
+            let done = realms_provision::inbox::process(&ctx.root, ctx)?;
             if done.is_empty() {
                 ctx.say_line("[+] the inbox is empty");
             }

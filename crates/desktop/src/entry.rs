@@ -3,6 +3,7 @@
 
 use std::path::Path;
 
+use crate::error::EntryProblem;
 use crate::{Error, Result};
 
 /// One `Key[locale]=value` line.
@@ -75,15 +76,15 @@ pub const MAX_ENTRY_BYTES: usize = 1 << 20;
 impl DesktopEntry {
     /// Parses `bytes`; `path` (in the realm) is only used in errors.
     pub fn parse(bytes: &[u8], path: &Path) -> Result<DesktopEntry> {
-        let bad = |line: usize, message: &str| Error::BadEntry {
+        let bad = |line: usize, problem: EntryProblem| Error::BadEntry {
             path: path.to_path_buf(),
             line,
-            message: message.to_string(),
+            problem,
         };
         if bytes.len() > MAX_ENTRY_BYTES {
-            return Err(bad(0, "the file is larger than 1 MiB"));
+            return Err(bad(0, EntryProblem::TooLarge));
         }
-        let text = std::str::from_utf8(bytes).map_err(|_| bad(0, "the file is not UTF-8"))?;
+        let text = std::str::from_utf8(bytes).map_err(|_| bad(0, EntryProblem::NotUtf8))?;
         let mut groups: Vec<Group> = Vec::new();
         for (n, raw) in text.lines().enumerate() {
             let n = n + 1;
@@ -95,21 +96,18 @@ impl DesktopEntry {
             if let Some(rest) = trimmed.strip_prefix('[') {
                 let name = rest
                     .strip_suffix(']')
-                    .ok_or_else(|| bad(n, "a group header must end with ']'"))?;
+                    .ok_or_else(|| bad(n, EntryProblem::UnclosedGroup))?;
                 if name.is_empty()
                     || name.contains(['[', ']'])
                     || name.chars().any(char::is_control)
                 {
-                    return Err(bad(
-                        n,
-                        "a group name may not be empty or contain '[', ']' or control characters",
-                    ));
+                    return Err(bad(n, EntryProblem::BadGroupName));
                 }
                 if groups.iter().any(|g| g.name == name) {
-                    return Err(bad(n, &format!("group [{name}] appears twice")));
+                    return Err(bad(n, EntryProblem::DuplicateGroup(name.to_string())));
                 }
                 if groups.is_empty() && name != "Desktop Entry" {
-                    return Err(bad(n, "the first group must be [Desktop Entry]"));
+                    return Err(bad(n, EntryProblem::FirstGroup));
                 }
                 groups.push(Group {
                     name: name.to_string(),
@@ -119,29 +117,26 @@ impl DesktopEntry {
             }
             let group = groups
                 .last_mut()
-                .ok_or_else(|| bad(n, "a key before the [Desktop Entry] group"))?;
+                .ok_or_else(|| bad(n, EntryProblem::KeyBeforeGroup))?;
             let (key, value) = line
                 .split_once('=')
-                .ok_or_else(|| bad(n, "expected KEY=VALUE, a [Group] or a # comment"))?;
+                .ok_or_else(|| bad(n, EntryProblem::NotALine))?;
             let key = key.trim();
             let (key, locale) = match key.split_once('[') {
                 Some((k, rest)) => {
                     let locale = rest
                         .strip_suffix(']')
                         .filter(|l| !l.is_empty() && l.chars().all(is_locale_char))
-                        .ok_or_else(|| bad(n, &format!("bad locale in key '{key}'")))?;
+                        .ok_or_else(|| bad(n, EntryProblem::BadLocale(key.to_string())))?;
                     (k, Some(locale.to_string()))
                 }
                 None => (key, None),
             };
             if key.is_empty() || !key.chars().all(|c| c.is_ascii_alphanumeric() || c == '-') {
-                return Err(bad(n, &format!("'{key}' is not a key (A-Za-z0-9-)")));
+                return Err(bad(n, EntryProblem::BadKey(key.to_string())));
             }
             if value.chars().any(|c| c.is_control() && c != '\t') {
-                return Err(bad(
-                    n,
-                    &format!("the value of '{key}' has control characters"),
-                ));
+                return Err(bad(n, EntryProblem::ControlCharacters(key.to_string())));
             }
             let duplicate = group
                 .items
@@ -150,7 +145,10 @@ impl DesktopEntry {
             if duplicate {
                 return Err(bad(
                     n,
-                    &format!("key '{key}' appears twice in [{}]", group.name),
+                    EntryProblem::DuplicateKey {
+                        key: key.to_string(),
+                        group: group.name.clone(),
+                    },
                 ));
             }
             group.items.push(Item {
@@ -160,7 +158,7 @@ impl DesktopEntry {
             });
         }
         if groups.is_empty() {
-            return Err(bad(0, "there is no [Desktop Entry] group"));
+            return Err(bad(0, EntryProblem::NoMainGroup));
         }
         Ok(DesktopEntry { groups })
     }

@@ -1,6 +1,8 @@
 //! The `Exec=` value of a desktop entry: split into arguments by the specification's quoting
 //! rules, and written back with the realm launcher in front.
 
+use crate::error::ExecProblem;
+
 /// One argument of an `Exec=` line.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Arg {
@@ -21,7 +23,7 @@ const RESERVED: &[char] = &[
 const DROPPED_CODES: &[&str] = &["%d", "%D", "%n", "%N", "%v", "%m", "%k"];
 
 /// Splits an `Exec=` value (already string-unescaped) into arguments.
-pub fn split(exec: &str) -> Result<Vec<Arg>, String> {
+pub fn split(exec: &str) -> Result<Vec<Arg>, ExecProblem> {
     let mut args = Vec::new();
     let mut chars = exec.chars().peekable();
     loop {
@@ -34,21 +36,19 @@ pub fn split(exec: &str) -> Result<Vec<Arg>, String> {
             let mut arg = String::new();
             loop {
                 match chars.next() {
-                    None => return Err("a quoted argument is not closed".into()),
+                    None => return Err(ExecProblem::Unclosed),
                     Some('"') => break,
                     Some('\\') => match chars.next() {
                         Some(c @ ('"' | '`' | '$' | '\\')) => arg.push(c),
                         _ => {
-                            return Err(
-                                "inside quotes, '\\' may only escape '\"', '`', '$' or '\\'".into(),
-                            );
+                            return Err(ExecProblem::BadEscape);
                         }
                     },
                     Some(c) => arg.push(c),
                 }
             }
             if chars.peek().is_some_and(|c| *c != ' ') {
-                return Err("a quoted argument must be followed by a space".into());
+                return Err(ExecProblem::NoSpaceAfterQuote);
             }
             args.push(Arg::Quoted(arg));
         } else {
@@ -58,7 +58,7 @@ pub fn split(exec: &str) -> Result<Vec<Arg>, String> {
                     break;
                 }
                 if RESERVED.contains(&c) {
-                    return Err(format!("'{c}' must be inside a quoted argument"));
+                    return Err(ExecProblem::Reserved(c));
                 }
                 arg.push(c);
                 chars.next();
@@ -67,13 +67,13 @@ pub fn split(exec: &str) -> Result<Vec<Arg>, String> {
         }
     }
     if args.is_empty() {
-        return Err("the command is empty".into());
+        return Err(ExecProblem::Empty);
     }
     Ok(args)
 }
 
 /// Drops the deprecated field codes and `%k`; checks that the rest are valid.
-pub fn clean_codes(args: Vec<Arg>) -> Result<Vec<Arg>, String> {
+pub fn clean_codes(args: Vec<Arg>) -> Result<Vec<Arg>, ExecProblem> {
     let mut out = Vec::new();
     for arg in args {
         let Arg::Plain(text) = arg else {
@@ -87,13 +87,13 @@ pub fn clean_codes(args: Vec<Arg>) -> Result<Vec<Arg>, String> {
                 kept.push(c);
                 continue;
             }
-            let code = chars.next().ok_or("a '%' at the end of an argument")?;
+            let code = chars.next().ok_or(ExecProblem::TrailingPercent)?;
             let both = format!("%{code}");
             if DROPPED_CODES.contains(&both.as_str()) {
                 continue;
             }
             if !"fFuUic%".contains(code) {
-                return Err(format!("unknown field code '{both}'"));
+                return Err(ExecProblem::UnknownCode(both));
             }
             kept.push_str(&both);
         }
@@ -102,7 +102,7 @@ pub fn clean_codes(args: Vec<Arg>) -> Result<Vec<Arg>, String> {
         }
     }
     if out.is_empty() {
-        return Err("the command is only field codes".into());
+        return Err(ExecProblem::OnlyCodes);
     }
     Ok(out)
 }

@@ -18,4 +18,4 @@ pub mod session;
 pub mod watch;
 pub mod x11;
 
-pub use error::{Error, Result};
+pub use error::{EntryProblem, Error, ExecProblem, Result, SkipReason};

@@ -5,8 +5,9 @@
 use std::path::Path;
 
 use crate::entry::{self, DesktopEntry, Group, escape, split_list, unescape};
+use crate::error::{EntryProblem, ExecProblem};
 use crate::exec_line::{self, Arg};
-use crate::{Error, Result};
+use crate::{Error, Result, SkipReason};
 
 /// Keys of `[Desktop Entry]` that are published; every other key is dropped.
 const MAIN_KEYS: &[&str] = &[
@@ -68,32 +69,28 @@ impl std::fmt::Debug for Context<'_> {
 /// Entries that are not published (hidden, not applications, their `TryExec=` missing) are
 /// [`Error::Skipped`]; a broken `Exec=` is [`Error::BadEntry`].
 pub fn rewrite(entry: &DesktopEntry, id: &str, path: &Path, cx: &Context) -> Result<DesktopEntry> {
-    let skip = |reason: &str| Error::Skipped {
+    let skip = |reason: SkipReason| Error::Skipped {
         path: path.to_path_buf(),
-        reason: reason.to_string(),
+        reason,
     };
-    let bad = |message: String| Error::BadEntry {
+    let bad = |problem: ExecProblem| Error::BadEntry {
         path: path.to_path_buf(),
         line: 0,
-        message,
+        problem: EntryProblem::Exec(problem),
     };
     let main = entry.main();
     if main.get("Type") != Some("Application") {
-        return Err(skip("not an application (Type is not Application)"));
+        return Err(skip(SkipReason::NotApplication));
     }
     if main.flag("Hidden") {
-        return Err(skip("Hidden=true (the entry is deleted)"));
+        return Err(skip(SkipReason::Hidden));
     }
     if let Some(try_exec) = main.get("TryExec")
         && !(cx.has_program)(&unescape(try_exec))
     {
-        return Err(skip(&format!(
-            "TryExec={try_exec} is not installed in the realm"
-        )));
+        return Err(skip(SkipReason::TryExecMissing(try_exec.to_string())));
     }
-    let exec = main
-        .get("Exec")
-        .ok_or_else(|| skip("no Exec= (D-Bus activated entries cannot run in a realm)"))?;
+    let exec = main.get("Exec").ok_or_else(|| skip(SkipReason::NoExec))?;
     let mut out = Group {
         name: "Desktop Entry".into(),
         items: main
@@ -162,7 +159,11 @@ pub fn rewrite(entry: &DesktopEntry, id: &str, path: &Path, cx: &Context) -> Res
 }
 
 /// The `Exec=` value that runs `exec` (an entry's escaped value) through the launcher.
-fn launch_line(exec: &str, cx: &Context, cwd: Option<&str>) -> std::result::Result<String, String> {
+fn launch_line(
+    exec: &str,
+    cx: &Context,
+    cwd: Option<&str>,
+) -> std::result::Result<String, ExecProblem> {
     let args = exec_line::clean_codes(exec_line::split(&unescape(exec))?)?;
     let mut line: Vec<Arg> = Vec::new();
     let mut launcher = cx.launcher.iter();

@@ -62,7 +62,7 @@ pub fn mount_image(
             if meta.verity.as_ref().map(|v| &v.root_hash) != Some(&checked.root_hash) {
                 return Err(Error::Tampered {
                     name: info.name.clone(),
-                    reason: "image.meta changed while it was verified".into(),
+                    reason: crate::Tamper::MetaChanged,
                 });
             }
             mount::mount_image(info.path.join("image.raw"), target, &meta.filesystem, true)?.leak();

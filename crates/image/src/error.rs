@@ -76,23 +76,23 @@ pub enum Error {
         /// The source as given.
         source_spec: String,
         /// Why.
-        reason: String,
+        reason: SourceProblem,
     },
     /// A directory that is not an operating system tree.
     #[error("{} is not an operating system tree: {reason}", path.display())]
     NotAnOsTree {
         /// The file.
         path: PathBuf,
-        /// Why.
-        reason: String,
+        /// What it lacks.
+        reason: OsTreeProblem,
     },
     /// A key file that cannot be used.
-    #[error("key {}: {message}", path.display())]
+    #[error("key {}: {problem}", path.display())]
     Key {
         /// The file.
         path: PathBuf,
         /// What is wrong.
-        message: String,
+        problem: KeyProblem,
     },
     /// A sealed image without a signature.
     #[error("application image '{name}' is not signed, so it cannot be trusted as a sealed image")]
@@ -116,15 +116,15 @@ pub enum Error {
         /// The image.
         name: String,
         /// Why.
-        reason: String,
+        reason: SignatureProblem,
     },
     /// An image whose content does not match its signed metadata.
     #[error("application image '{name}' has been tampered with: {reason}")]
     Tampered {
         /// The image.
         name: String,
-        /// Why.
-        reason: String,
+        /// What does not match.
+        reason: Tamper,
     },
     /// An install of an older version without --allow-downgrade.
     #[error(
@@ -191,7 +191,7 @@ pub enum Error {
         /// The entry.
         entry: String,
         /// Why.
-        reason: String,
+        reason: Hostility,
     },
     /// An archive that is truncated or corrupt.
     #[error("archive {archive} is truncated or corrupt{}: {reason}", entry.as_ref().map(|e| format!(" (in entry '{e}')")).unwrap_or_default())]
@@ -200,7 +200,8 @@ pub enum Error {
         archive: String,
         /// The entry.
         entry: Option<String>,
-        /// Why.
+        /// Why: the tar reader's own error text (kept as text: the entry and archive are
+        /// named beside it).
         reason: String,
     },
     /// An image.meta that does not parse.
@@ -210,7 +211,8 @@ pub enum Error {
         path: PathBuf,
         /// The 1-based line, when the error is about one.
         line: Option<usize>,
-        /// What is wrong.
+        /// What is wrong: the TOML parser's (or serialiser's) own text, or that the file
+        /// is not UTF-8.
         message: String,
     },
     /// A tree image is used in place, never mounted.
@@ -235,6 +237,200 @@ pub enum Error {
 
 /// The result of this crate's operations.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Why the safe unpacker refuses an archive entry.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Hostility {
+    /// An absolute path.
+    #[error("has an absolute path")]
+    AbsolutePath,
+    /// A `..` component.
+    #[error("has '..' in its path")]
+    ParentDir,
+    /// Something other than a directory at the root.
+    #[error("replaces the root of the tree")]
+    ReplacesRoot,
+    /// Setuid or setgid outside the trusted profile.
+    #[error("is setuid or setgid, which only the trusted profile allows")]
+    Setuid,
+    /// A hardlink whose target leaves the tree.
+    #[error("is a hardlink leading outside the image")]
+    HardlinkOutside,
+    /// A hardlink to something not unpacked before as a file.
+    #[error("is a hardlink to something that is not a file unpacked before it")]
+    HardlinkNotFile,
+    /// A tar entry type the unpacker does not take.
+    #[error("has an unsupported type {0}")]
+    UnsupportedType(String),
+    /// The tree would exceed the size allowed.
+    #[error("makes the unpacked files larger than the {0} bytes allowed")]
+    TooBig(u64),
+    /// A link (`symlink`, `hardlink`) without a target.
+    #[error("is a {0} without a target")]
+    NoTarget(&'static str),
+    /// A FIFO where the policy refuses them.
+    #[error("is a FIFO")]
+    Fifo,
+    /// A device node where the policy refuses them.
+    #[error("is a device node")]
+    DeviceNode,
+    /// A path through a symlink an earlier entry made.
+    #[error("is written through the symlink '{}' an earlier entry made", .0.display())]
+    ThroughSymlink(PathBuf),
+    /// A path below something that is not a directory.
+    #[error("lies below a file")]
+    BelowFile,
+    /// An entry that would replace a directory.
+    #[error("replaces a directory")]
+    ReplacesDirectory,
+    /// A symlink to an absolute path where the policy wants relative ones.
+    #[error("is a symlink to the absolute path {} (`realms provision pack` makes such links relative)", .0.display())]
+    AbsoluteSymlink(PathBuf),
+    /// A symlink that leads out of the tree.
+    #[error("is a symlink to {} outside the image", .0.display())]
+    SymlinkOutside(PathBuf),
+}
+
+/// Why an import source is refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SourceProblem {
+    /// `debootstrap:` without a valid suite.
+    #[error("expected debootstrap:SUITE[:PACKAGE,...], e.g. debootstrap:bookworm:vim,curl")]
+    DebootstrapSyntax,
+    /// A package in a `debootstrap:` source that is not a Debian package name.
+    #[error("'{0}' is not a Debian package name")]
+    PackageName(String),
+    /// A tarball path that is not a file.
+    #[error("no such tarball")]
+    NoTarball,
+    /// Neither a directory, a tarball nor `debootstrap:`.
+    #[error(
+        "not a directory, a tarball (.tar, .tar.gz, .tar.zst, .tar.xz) or debootstrap:SUITE[:PACKAGE,...]"
+    )]
+    Unknown,
+    /// debootstrap needs a mirror and apt's sources name none.
+    #[error("no Debian mirror found in {} or {}; configure apt first", deb822.display(), list.display())]
+    NoMirror {
+        /// The deb822 sources file read.
+        deb822: PathBuf,
+        /// The one-line sources file read.
+        list: PathBuf,
+    },
+}
+
+/// What a directory lacks to be an operating system tree.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum OsTreeProblem {
+    /// No `/usr`.
+    #[error("it has no /usr")]
+    NoUsr,
+    /// No os-release file.
+    #[error("it has neither /etc/os-release nor /usr/lib/os-release")]
+    NoOsRelease,
+}
+
+/// What is wrong with a key file (or why a new one is not written).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum KeyProblem {
+    /// `appimg key generate` would overwrite it.
+    #[error("a key of that name exists already")]
+    Exists,
+    /// The file is not text.
+    #[error("not UTF-8 text")]
+    NotUtf8,
+    /// The first line is not the header realms writes.
+    #[error("not a realms {kind} key (the first line must be '{header}')")]
+    Header {
+        /// "public" or "private".
+        kind: String,
+        /// The header expected.
+        header: String,
+    },
+    /// The second line is not 32 bytes in hex.
+    #[error("line 2 must be the 32-byte key in hex")]
+    NotHex,
+    /// The key bytes are not a valid ed25519 public key.
+    #[error("not a valid ed25519 public key")]
+    NotEd25519,
+}
+
+/// Why an image's signature file does not verify.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SignatureProblem {
+    /// The signature file is not UTF-8.
+    #[error("{} is malformed: not UTF-8", path.display())]
+    NotUtf8 {
+        /// The signature file.
+        path: PathBuf,
+    },
+    /// The signature file is not the TOML expected; `message` is the TOML parser's own text.
+    #[error("{} is malformed: {message}", path.display())]
+    Malformed {
+        /// The signature file.
+        path: PathBuf,
+        /// The parser's message.
+        message: String,
+    },
+    /// The file parses but is not byte for byte what `sign` writes.
+    #[error("{} is not in the form realms writes", path.display())]
+    NotCanonical {
+        /// The signature file.
+        path: PathBuf,
+    },
+    /// The signature field is not 64 bytes in lowercase hex.
+    #[error("{} holds no 64-byte signature", path.display())]
+    NoSignature {
+        /// The signature file.
+        path: PathBuf,
+    },
+    /// The signature does not verify against the metadata.
+    #[error("the signature by key '{key}' does not match the image metadata")]
+    Mismatch {
+        /// The trusted key's name.
+        key: String,
+    },
+}
+
+/// What of a sealed image does not match its signed metadata.
+#[derive(Debug, thiserror::Error)]
+pub enum Tamper {
+    /// image.meta changed between the check and the mount.
+    #[error("image.meta changed while it was verified")]
+    MetaChanged,
+    /// The signed image.meta is not UTF-8.
+    #[error("image.meta is not UTF-8")]
+    MetaNotUtf8,
+    /// The signed metadata is another image's.
+    #[error("its signed metadata names image '{0}'")]
+    OtherImage(String),
+    /// The signed metadata has no verity section.
+    #[error("its signed metadata has no verity parameters")]
+    NoVerity,
+    /// The root hash sidecar differs from the signed root hash.
+    #[error("image.roothash does not match the signed root hash")]
+    RootHashSidecar,
+    /// A verity parameter in the signed metadata is unusable.
+    #[error("its signed metadata has a bad {0}")]
+    BadParameter(&'static str),
+    /// The verity superblock's padding is not zero.
+    #[error("byte {0} of image.verity, in the superblock's padding, is not zero")]
+    Padding(usize),
+    /// The data or hash tree does not verify; the verity error (with its causes) is shown
+    /// inline, so it prints once.
+    #[error("{}", chain_of(.0))]
+    Verity(realms_verity::Error),
+}
+
+fn chain_of(err: &dyn std::error::Error) -> String {
+    let mut text = err.to_string();
+    let mut cause = err.source();
+    while let Some(c) = cause {
+        text.push_str(": ");
+        text.push_str(&c.to_string());
+        cause = c.source();
+    }
+    text
+}
 
 /// The 1-based line a TOML parse error points at in `text` (`None` when it points nowhere).
 /// The realm crate's config errors use it too, so every TOML file is reported the same way.
@@ -309,21 +505,21 @@ mod tests {
             (
                 Error::BadSource {
                     source_spec: s("ftp:x"),
-                    reason: s("unknown"),
+                    reason: SourceProblem::Unknown,
                 },
                 "'ftp:x'",
             ),
             (
                 Error::NotAnOsTree {
                     path: p("/t"),
-                    reason: s("no /usr"),
+                    reason: OsTreeProblem::NoUsr,
                 },
                 "/t",
             ),
             (
                 Error::Key {
                     path: p("/keys/x.pub"),
-                    message: s("bad"),
+                    problem: KeyProblem::NotHex,
                 },
                 "/keys/x.pub",
             ),
@@ -338,16 +534,28 @@ mod tests {
             (
                 Error::BadSignature {
                     name: s("h"),
-                    reason: s("does not match"),
+                    reason: SignatureProblem::Mismatch { key: s("k") },
                 },
                 "'h'",
             ),
             (
                 Error::Tampered {
                     name: s("i"),
-                    reason: s("block 3"),
+                    reason: Tamper::RootHashSidecar,
                 },
                 "'i'",
+            ),
+            (
+                Error::Tampered {
+                    name: s("i2"),
+                    reason: Tamper::Verity(realms_verity::Error::Io {
+                        action: "reading",
+                        device: realms_verity::Device::Data,
+                        offset: 4096,
+                        source: std::io::Error::other("eio"),
+                    }),
+                },
+                "'i2' has been tampered with: reading the data device at byte 4096: eio",
             ),
             (
                 Error::Downgrade {
@@ -379,7 +587,7 @@ mod tests {
                 Error::HostileEntry {
                     archive: s("x.tar"),
                     entry: s("etc/evil"),
-                    reason: s("is a device node"),
+                    reason: Hostility::DeviceNode,
                 },
                 "etc/evil",
             ),

@@ -8,7 +8,7 @@ use realms_sys::cmd::Cmd;
 use realms_sys::{btrfs, root::RootDir};
 
 use crate::store::{ImageInfo, ImageStore, Staged, copy_tree};
-use crate::{Error, Result, validate_name};
+use crate::{Error, OsTreeProblem, Result, SourceProblem, validate_name};
 use realms_sys::event::{Event, Report};
 
 /// Packages every debootstrap image gets: a bootable systemd userland with networking tools.
@@ -42,9 +42,9 @@ impl Source {
     pub fn parse(spec: impl AsRef<std::ffi::OsStr>) -> Result<Source> {
         let spec_os = spec.as_ref();
         let shown = spec_os.to_string_lossy();
-        let bad = |reason: &str| Error::BadSource {
+        let bad = |reason: SourceProblem| Error::BadSource {
             source_spec: shown.to_string(),
-            reason: reason.to_string(),
+            reason,
         };
         if let Some(rest) = spec_os
             .to_str()
@@ -52,9 +52,7 @@ impl Source {
         {
             let (suite, packages) = rest.split_once(':').unwrap_or((rest, ""));
             if suite.is_empty() || !suite.chars().all(|c| c.is_ascii_alphanumeric() || c == '-') {
-                return Err(bad(
-                    "expected debootstrap:SUITE[:PACKAGE,...], e.g. debootstrap:bookworm:vim,curl",
-                ));
+                return Err(bad(SourceProblem::DebootstrapSyntax));
             }
             let packages: Vec<String> = packages
                 .split(',')
@@ -62,7 +60,7 @@ impl Source {
                 .map(str::to_string)
                 .collect();
             if let Some(p) = packages.iter().find(|p| !valid_package(p)) {
-                return Err(bad(&format!("'{p}' is not a Debian package name")));
+                return Err(bad(SourceProblem::PackageName(p.clone())));
             }
             return Ok(Source::Debootstrap {
                 suite: suite.to_string(),
@@ -76,16 +74,14 @@ impl Source {
             .any(|s| lower.ends_with(s))
         {
             if !path.is_file() {
-                return Err(bad("no such tarball"));
+                return Err(bad(SourceProblem::NoTarball));
             }
             return Ok(Source::Tarball(path));
         }
         if path.is_dir() {
             return Ok(Source::Dir(path));
         }
-        Err(bad(
-            "not a directory, a tarball (.tar, .tar.gz, .tar.zst, .tar.xz) or debootstrap:SUITE[:PACKAGE,...]",
-        ))
+        Err(bad(SourceProblem::Unknown))
     }
 }
 
@@ -215,7 +211,7 @@ fn prepare_tree(tree: &Path) -> Result<()> {
     if !root.exists("usr")? {
         return Err(Error::NotAnOsTree {
             path: tree.to_path_buf(),
-            reason: "it has no /usr".into(),
+            reason: OsTreeProblem::NoUsr,
         });
     }
     let Some(os_release) = ["etc/os-release", "usr/lib/os-release"]
@@ -224,7 +220,7 @@ fn prepare_tree(tree: &Path) -> Result<()> {
     else {
         return Err(Error::NotAnOsTree {
             path: tree.to_path_buf(),
-            reason: "it has neither /etc/os-release nor /usr/lib/os-release".into(),
+            reason: OsTreeProblem::NoOsRelease,
         });
     };
     // Bounded: a FIFO, a device or a huge sparse os-release is an error naming it, not a hang.
@@ -305,11 +301,10 @@ pub fn debian_mirror() -> Result<String> {
         .map(str::to_string)
         .ok_or_else(|| Error::BadSource {
             source_spec: "debootstrap".into(),
-            reason: format!(
-                "no Debian mirror found in {} or {}; configure apt first",
-                deb822.display(),
-                list.display()
-            ),
+            reason: SourceProblem::NoMirror {
+                deb822: deb822.to_path_buf(),
+                list: list.to_path_buf(),
+            },
         })
 }
 

@@ -11,7 +11,7 @@ use realms_sys::untrusted;
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 
-use crate::{Error, Result, validate_name};
+use crate::{Error, KeyProblem, Result, SignatureProblem, validate_name};
 
 const PRIVATE_HEADER: &str = "realms-ed25519-private-key v1";
 const PUBLIC_HEADER: &str = "realms-ed25519-public-key v1";
@@ -53,7 +53,7 @@ pub fn generate(root: &Path, name: &str) -> Result<(PathBuf, TrustedKey)> {
         if p.exists() {
             return Err(Error::Key {
                 path: p.clone(),
-                message: "a key of that name exists already".into(),
+                problem: KeyProblem::Exists,
             });
         }
     }
@@ -121,34 +121,33 @@ pub fn load_private(path: &Path) -> Result<SigningKey> {
 
 /// The 32 key bytes of a key file: a header line, then the key in hex.
 fn read_key_file(path: &Path, kind: &str, header: &str) -> Result<[u8; 32]> {
-    let bad = |message: String| Error::Key {
+    let bad = |problem: KeyProblem| Error::Key {
         path: path.to_path_buf(),
-        message,
+        problem,
     };
     let text = String::from_utf8(untrusted::read_following(path, 64 << 10)?)
-        .map_err(|_| bad("not UTF-8 text".into()))?;
+        .map_err(|_| bad(KeyProblem::NotUtf8))?;
     let mut lines = text.lines();
     if lines.next() != Some(header) {
-        return Err(bad(format!(
-            "not a realms {kind} key (the first line must be '{header}')"
-        )));
+        return Err(bad(KeyProblem::Header {
+            kind: kind.to_string(),
+            header: header.to_string(),
+        }));
     }
     lines
         .next()
         .and_then(|l| hex::decode(l.trim()).ok())
         .and_then(|b| b.try_into().ok())
-        .ok_or_else(|| bad("line 2 must be the 32-byte key in hex".into()))
+        .ok_or_else(|| bad(KeyProblem::NotHex))
 }
 
 /// Reads the public key file `path` as key `name` (checked: a realms public key, a valid ed25519 point).
 pub fn load_public(name: &str, path: &Path) -> Result<TrustedKey> {
     let bytes = read_key_file(path, "public", PUBLIC_HEADER)?;
-    let bad = |message: &str| Error::Key {
+    let key = VerifyingKey::from_bytes(&bytes).map_err(|_| Error::Key {
         path: path.to_path_buf(),
-        message: message.to_string(),
-    };
-    let key =
-        VerifyingKey::from_bytes(&bytes).map_err(|_| bad("not a valid ed25519 public key"))?;
+        problem: KeyProblem::NotEd25519,
+    })?;
     Ok(TrustedKey {
         name: name.to_string(),
         fingerprint: fingerprint(&key),
@@ -237,18 +236,20 @@ pub fn check(
         key: String,
         signature: String,
     }
-    let bad = |m: String| Error::BadSignature {
+    let bad = |reason: SignatureProblem| Error::BadSignature {
         name: image.to_string(),
-        reason: m,
+        reason,
     };
-    let text = String::from_utf8(bytes)
-        .map_err(|_| bad(format!("{} is malformed: not UTF-8", sig_path.display())))?;
+    let text = String::from_utf8(bytes).map_err(|_| {
+        bad(SignatureProblem::NotUtf8 {
+            path: sig_path.to_path_buf(),
+        })
+    })?;
     let parsed: SigFile = toml::from_str(&text).map_err(|e| {
-        bad(format!(
-            "{} is malformed: {}",
-            sig_path.display(),
-            e.message()
-        ))
+        bad(SignatureProblem::Malformed {
+            path: sig_path.to_path_buf(),
+            message: e.message().to_string(),
+        })
     })?;
     // Only the exact form `sign` writes is accepted, so no byte of the file can change unnoticed.
     if text
@@ -257,10 +258,9 @@ pub fn check(
             parsed.key, parsed.signature
         )
     {
-        return Err(bad(format!(
-            "{} is not in the form realms writes",
-            sig_path.display()
-        )));
+        return Err(bad(SignatureProblem::NotCanonical {
+            path: sig_path.to_path_buf(),
+        }));
     }
     let Some(key) = keys.iter().find(|k| k.fingerprint == parsed.key) else {
         return Err(Error::Untrusted {
@@ -276,14 +276,17 @@ pub fn check(
         .then(|| hex::decode(&parsed.signature).ok())
         .flatten()
         .and_then(|b| b.try_into().ok())
-        .ok_or_else(|| bad(format!("{} holds no 64-byte signature", sig_path.display())))?;
+        .ok_or_else(|| {
+            bad(SignatureProblem::NoSignature {
+                path: sig_path.to_path_buf(),
+            })
+        })?;
     key.key
         .verify_strict(&message(payload), &Signature::from_bytes(&bytes))
         .map_err(|_| {
-            bad(format!(
-                "the signature by key '{}' does not match the image metadata",
-                key.name
-            ))
+            bad(SignatureProblem::Mismatch {
+                key: key.name.clone(),
+            })
         })?;
     Ok(GoodSignature {
         key: key.name.clone(),

@@ -24,7 +24,10 @@ pub mod seals;
 mod store;
 pub mod unpack;
 
-pub use error::{Error, Result, toml_line};
+pub use error::{
+    Error, Hostility, KeyProblem, OsTreeProblem, Result, SignatureProblem, SourceProblem, Tamper,
+    toml_line,
+};
 pub use import::{Source, import};
-pub use name::{validate_name, validate_zone};
+pub use name::{ZoneNameProblem, validate_name, validate_zone};
 pub use store::{ImageInfo, ImageKind, ImageStore, Staged, Users, copy_tree, delete_tree};

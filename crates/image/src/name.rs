@@ -33,19 +33,29 @@ pub const ZONE_RESERVED: &[&str] = &["remove"];
 
 /// Checks a network zone name: zone names become interface names (`vz-` + name, 15 bytes at
 /// most). The error is the rule the name breaks.
-pub fn validate_zone(zone: &str) -> std::result::Result<(), String> {
+pub fn validate_zone(zone: &str) -> std::result::Result<(), ZoneNameProblem> {
     if ZONE_RESERVED.contains(&zone) {
-        return Err(format!(
-            "'{zone}' is a word of `realms zone`, not a zone name"
-        ));
+        return Err(ZoneNameProblem::Reserved(zone.to_string()));
     }
     if follows_rule(zone, 12) {
         Ok(())
     } else {
-        Err("zone names are a lowercase letter followed by up to 11 lowercase letters, digits or dashes \
-             ([a-z][a-z0-9-]{0,11}), so that the bridge name vz-ZONE fits in an interface name"
-            .to_string())
+        Err(ZoneNameProblem::Rule)
     }
+}
+
+/// Which rule a network zone name breaks.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ZoneNameProblem {
+    /// The name is a word of `realms zone`.
+    #[error("'{0}' is a word of `realms zone`, not a zone name")]
+    Reserved(String),
+    /// The name does not follow `[a-z][a-z0-9-]{0,11}`.
+    #[error(
+        "zone names are a lowercase letter followed by up to 11 lowercase letters, digits or dashes \
+         ([a-z][a-z0-9-]{{0,11}}), so that the bridge name vz-ZONE fits in an interface name"
+    )]
+    Rule,
 }
 
 #[cfg(test)]
@@ -79,10 +89,10 @@ mod tests {
             assert!(validate_zone(good).is_ok(), "{good}");
         }
         for bad in ["", "1a", "Work", "a_b", "abcdefghijklm"] {
-            let err = validate_zone(bad).unwrap_err();
+            let err = validate_zone(bad).unwrap_err().to_string();
             assert!(err.contains("[a-z][a-z0-9-]{0,11}"), "{bad}: {err}");
         }
-        let err = validate_zone("remove").unwrap_err();
+        let err = validate_zone("remove").unwrap_err().to_string();
         assert!(err.contains("a word of `realms zone`"), "{err}");
         // A zone name is always a valid realm or image name too (the rules differ only in length).
         assert!(validate_name("zone", "abcdefghijkl").is_ok());

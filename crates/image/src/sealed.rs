@@ -14,7 +14,7 @@ use serde::Serialize;
 use crate::keys::{self, GoodSignature};
 use crate::meta::{Meta, VerityMeta};
 use crate::store::{ImageInfo, ImageKind, ImageStore, Staged};
-use crate::{Error, Result};
+use crate::{Error, Result, Tamper};
 use realms_sys::event::{Event, Report};
 
 /// The filesystem inside `image.raw`.
@@ -75,7 +75,7 @@ pub fn build(
     if !opts.tree.join("usr").is_dir() {
         return Err(Error::NotAnOsTree {
             path: opts.tree.clone(),
-            reason: "it has no /usr".into(),
+            reason: crate::OsTreeProblem::NoUsr,
         });
     }
     let signing = opts.key.as_deref().map(keys::load_private).transpose()?;
@@ -285,25 +285,19 @@ pub fn check_signature(root: &Path, info: &ImageInfo) -> Result<Checked> {
     let trusted = keys::trusted(root)?;
     let signature = keys::check(&info.name, &info.path.join("image.sig"), &bytes, &trusted)
         .map_err(stripped)?;
-    let text = String::from_utf8(bytes).map_err(|_| tampered(info, "image.meta is not UTF-8"))?;
+    let text = String::from_utf8(bytes).map_err(|_| tampered(info, Tamper::MetaNotUtf8))?;
     let meta = Meta::parse(&text, &meta_path)?;
     if meta.name != info.name {
-        return Err(tampered(
-            info,
-            &format!("its signed metadata names image '{}'", meta.name),
-        ));
+        return Err(tampered(info, Tamper::OtherImage(meta.name)));
     }
     let verity = meta
         .verity
         .as_ref()
-        .ok_or_else(|| tampered(info, "its signed metadata has no verity parameters"))?;
+        .ok_or_else(|| tampered(info, Tamper::NoVerity))?;
     let sidecar = untrusted::read_to_string(&info.path.join("image.roothash"), untrusted::TEXT_CAP)
         .unwrap_or_default();
     if sidecar != format!("{}\n", verity.root_hash) {
-        return Err(tampered(
-            info,
-            "image.roothash does not match the signed root hash",
-        ));
+        return Err(tampered(info, Tamper::RootHashSidecar));
     }
     check_superblock_padding(info, verity.hash_block_size)?;
     // The current version may not go below the highest accepted; the versions kept for realms
@@ -324,33 +318,27 @@ fn check_superblock_padding(info: &ImageInfo, hash_block_size: u32) -> Result<()
     let size = usize::try_from(hash_block_size)
         .ok()
         .filter(|s| (512..=1 << 20).contains(s))
-        .ok_or_else(|| tampered(info, "its signed metadata has a bad hash block size"))?;
+        .ok_or_else(|| tampered(info, Tamper::BadParameter("hash block size")))?;
     let mut block = vec![0u8; size];
     fs::File::open(&path)
         .and_then(|mut f| f.read_exact(&mut block))
         .ctx("reading the superblock of", &path)?;
     if let Some(at) = block[512..].iter().position(|b| *b != 0) {
-        return Err(tampered(
-            info,
-            &format!(
-                "byte {} of image.verity, in the superblock's padding, is not zero",
-                512 + at
-            ),
-        ));
+        return Err(tampered(info, Tamper::Padding(512 + at)));
     }
     Ok(())
 }
 
-fn tampered(info: &ImageInfo, reason: &str) -> Error {
+fn tampered(info: &ImageInfo, reason: Tamper) -> Error {
     Error::Tampered {
         name: info.name.clone(),
-        reason: reason.to_string(),
+        reason,
     }
 }
 
 /// The verity parameters of checked metadata.
 pub fn verity_params(info: &ImageInfo, v: &VerityMeta) -> Result<(Params, Vec<u8>)> {
-    let bad = |what: &str| tampered(info, &format!("its signed metadata has a bad {what}"));
+    let bad = |what: &'static str| tampered(info, Tamper::BadParameter(what));
     let hash: HashAlgorithm = v.hash.parse().map_err(|_| bad("hash algorithm"))?;
     let params = Params {
         hash,
@@ -432,12 +420,12 @@ pub fn verify(root: &Path, info: &ImageInfo) -> Result<Verified> {
                 &fec_params,
                 &root_hash,
             )
-            .map_err(|e| tampered(info, &e.to_string()))?;
+            .map_err(|e| tampered(info, Tamper::Verity(e)))?;
             Some(outcome.corrections.symbols)
         }
         None => {
             realms_verity::verify(&data, &hash, &params, &root_hash)
-                .map_err(|e| tampered(info, &e.to_string()))?;
+                .map_err(|e| tampered(info, Tamper::Verity(e)))?;
             None
         }
     };

@@ -19,7 +19,7 @@ use std::path::{Component, Path, PathBuf};
 
 use tar::EntryType;
 
-use crate::{Error, Result};
+use crate::{Error, Hostility, Result};
 
 /// What to do with an entry of a kind the tree may not need.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -123,14 +123,14 @@ pub fn unpack_tar(archive: &str, r: impl Read, dest: &Path, policy: &Policy) -> 
 }
 
 /// A path inside the tree: relative, with no `..`, `.` components dropped.
-fn clean(raw: &Path) -> std::result::Result<PathBuf, &'static str> {
+fn clean(raw: &Path) -> std::result::Result<PathBuf, Hostility> {
     let mut out = PathBuf::new();
     for c in raw.components() {
         match c {
             Component::Normal(n) => out.push(n),
             Component::CurDir => {}
-            Component::RootDir | Component::Prefix(_) => return Err("has an absolute path"),
-            Component::ParentDir => return Err("has '..' in its path"),
+            Component::RootDir | Component::Prefix(_) => return Err(Hostility::AbsolutePath),
+            Component::ParentDir => return Err(Hostility::ParentDir),
         }
     }
     Ok(out)
@@ -146,11 +146,11 @@ struct Unpacker<'a> {
 }
 
 impl Unpacker<'_> {
-    fn hostile(&self, entry: &Path, reason: impl Into<String>) -> Error {
+    fn hostile(&self, entry: &Path, reason: Hostility) -> Error {
         Error::HostileEntry {
             archive: self.archive.to_string(),
             entry: entry.display().to_string(),
-            reason: reason.into(),
+            reason,
         }
     }
 
@@ -178,7 +178,7 @@ impl Unpacker<'_> {
             // The archive's "./" is the tree's root, whose mode and owner are not the archive's.
             return match kind {
                 EntryType::Directory => Ok(()),
-                _ => Err(self.hostile(&raw, "replaces the root of the tree")),
+                _ => Err(self.hostile(&raw, Hostility::ReplacesRoot)),
             };
         }
         let xattrs = if self.policy.xattrs {
@@ -202,10 +202,7 @@ impl Unpacker<'_> {
                         Allow::Keep => {}
                         Allow::Skip => mode &= !0o6000,
                         Allow::Refuse => {
-                            return Err(self.hostile(
-                                &raw,
-                                "is setuid or setgid, which only the trusted profile allows",
-                            ));
+                            return Err(self.hostile(&raw, Hostility::Setuid));
                         }
                     }
                 }
@@ -229,18 +226,14 @@ impl Unpacker<'_> {
             }
             EntryType::Link => {
                 let link = self.link_name(&entry, &raw, "hardlink")?;
-                let source =
-                    self.dest.join(clean(&link).map_err(|_| {
-                        self.hostile(&raw, "is a hardlink leading outside the image")
-                    })?);
+                let source = self.dest.join(
+                    clean(&link).map_err(|_| self.hostile(&raw, Hostility::HardlinkOutside))?,
+                );
                 self.check_parents(&raw, &source, false)?;
                 match fs::symlink_metadata(&source) {
                     Ok(m) if m.file_type().is_file() => {}
                     _ => {
-                        return Err(self.hostile(
-                            &raw,
-                            "is a hardlink to something that is not a file unpacked before it",
-                        ));
+                        return Err(self.hostile(&raw, Hostility::HardlinkNotFile));
                     }
                 }
                 let target = self.prepare(&raw, &rel, false)?;
@@ -260,31 +253,25 @@ impl Unpacker<'_> {
             EntryType::Fifo => {
                 self.special(&raw, &rel, kind, mode, uid, gid, &entry, self.policy.fifos)
             }
-            other => Err(self.hostile(&raw, format!("has an unsupported type {other:?}"))),
+            other => Err(self.hostile(&raw, Hostility::UnsupportedType(format!("{other:?}")))),
         }
     }
 
     fn too_big(&self, raw: &Path) -> Error {
-        self.hostile(
-            raw,
-            format!(
-                "makes the unpacked files larger than the {} bytes allowed",
-                self.policy.max_bytes
-            ),
-        )
+        self.hostile(raw, Hostility::TooBig(self.policy.max_bytes))
     }
 
     fn link_name<R: Read>(
         &self,
         entry: &tar::Entry<'_, R>,
         raw: &Path,
-        what: &str,
+        what: &'static str,
     ) -> Result<PathBuf> {
         entry
             .link_name_bytes()
             .map(|b| PathBuf::from(OsStr::from_bytes(&b)))
             .filter(|p| !p.as_os_str().is_empty())
-            .ok_or_else(|| self.hostile(raw, format!("is a {what} without a target")))
+            .ok_or_else(|| self.hostile(raw, Hostility::NoTarget(what)))
     }
 
     /// Owner, then mode (chown clears setuid bits), then xattrs of a file or directory.
@@ -334,7 +321,14 @@ impl Unpacker<'_> {
             "is a device node"
         };
         match allow {
-            Allow::Refuse => return Err(self.hostile(raw, what)),
+            Allow::Refuse => {
+                let reason = if kind == EntryType::Fifo {
+                    Hostility::Fifo
+                } else {
+                    Hostility::DeviceNode
+                };
+                return Err(self.hostile(raw, reason));
+            }
             Allow::Skip => {
                 self.out.skipped.push((raw.to_path_buf(), what));
                 return Ok(());
@@ -378,14 +372,11 @@ impl Unpacker<'_> {
                 Ok(m) if m.file_type().is_symlink() => {
                     return Err(self.hostile(
                         raw,
-                        format!(
-                            "is written through the symlink '{}' an earlier entry made",
-                            at.strip_prefix(self.dest).unwrap_or(&at).display()
-                        ),
+                        Hostility::ThroughSymlink(at.strip_prefix(self.dest).unwrap_or(&at).into()),
                     ));
                 }
                 Ok(m) if m.is_dir() => {}
-                Ok(_) => return Err(self.hostile(raw, "lies below a file")),
+                Ok(_) => return Err(self.hostile(raw, Hostility::BelowFile)),
                 Err(_) if create => fs::create_dir(&at).ctx("creating", &at)?,
                 Err(_) => return Ok(()),
             }
@@ -399,7 +390,7 @@ impl Unpacker<'_> {
         self.check_parents(raw, &target, true)?;
         match fs::symlink_metadata(&target) {
             Ok(m) if m.is_dir() && is_dir => {}
-            Ok(m) if m.is_dir() => return Err(self.hostile(raw, "replaces a directory")),
+            Ok(m) if m.is_dir() => return Err(self.hostile(raw, Hostility::ReplacesDirectory)),
             Ok(_) => fs::remove_file(&target).ctx("replacing", &target)?,
             Err(_) => {}
         }
@@ -411,13 +402,7 @@ impl Unpacker<'_> {
             if self.policy.absolute_symlinks {
                 return Ok(());
             }
-            return Err(self.hostile(
-                raw,
-                format!(
-                    "is a symlink to the absolute path {} (`realms provision pack` makes such links relative)",
-                    link.display()
-                ),
-            ));
+            return Err(self.hostile(raw, Hostility::AbsoluteSymlink(link.to_path_buf())));
         }
         let mut depth: i64 = rel.components().count() as i64 - 1;
         for c in link.components() {
@@ -427,10 +412,7 @@ impl Unpacker<'_> {
                 _ => {}
             }
             if depth < 0 {
-                return Err(self.hostile(
-                    raw,
-                    format!("is a symlink to {} outside the image", link.display()),
-                ));
+                return Err(self.hostile(raw, Hostility::SymlinkOutside(link.to_path_buf())));
             }
         }
         Ok(())

@@ -56,7 +56,7 @@ pub enum Error {
         /// The extension image path.
         image: String,
         /// Which field differs, with the values.
-        reason: String,
+        reason: realms_unit::Mismatch,
     },
     /// The prefixes given match none of the image's units (portablectl's words).
     #[error(
@@ -123,14 +123,6 @@ pub enum Error {
         /// Where the symlink points.
         target: String,
     },
-    /// A unit file in the image cannot be used.
-    #[error("unit file {}: {reason}", path.display())]
-    BadUnitFile {
-        /// The unit file.
-        path: PathBuf,
-        /// What is wrong with it.
-        reason: String,
-    },
     /// A release file in the image has a syntax error; the cause says which.
     #[error("{}: line {line}", path.display())]
     BadRelease {
@@ -158,17 +150,6 @@ pub enum Error {
         /// What is damaged.
         #[source]
         source: crate::gpt::GptError,
-    },
-    /// A file operation failed.
-    #[error("{action} {}", path.display())]
-    Io {
-        /// What was being done, written to precede the path.
-        action: &'static str,
-        /// The file.
-        path: PathBuf,
-        /// The OS error.
-        #[source]
-        source: std::io::Error,
     },
     /// Attaching one unit failed (portablectl's words); the cause says why.
     #[error("Failed to attach unit '{unit}'")]
@@ -236,7 +217,8 @@ pub enum Error {
     BadJournal {
         /// The journal.
         path: std::path::PathBuf,
-        /// Why it cannot be parsed.
+        /// Why it cannot be parsed: serde_json's own text, with its line and column (shown
+        /// inline, in parentheses, before what to do).
         reason: String,
     },
     /// A step of the journal a killed command left cannot be carried out.
@@ -312,16 +294,13 @@ impl std::fmt::Display for ImageProblem {
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 impl Error {
+    /// An I/O error on `path`: realms_sys's, like every crate's (`realms_sys::IoContext`).
     pub(crate) fn io(
         action: &'static str,
         path: impl Into<PathBuf>,
         source: std::io::Error,
     ) -> Error {
-        Error::Io {
-            action,
-            path: path.into(),
-            source,
-        }
+        Error::Sys(realms_sys::Error::io(action, path, source))
     }
 
     pub(crate) fn image(path: impl Into<PathBuf>, problem: ImageProblem) -> Error {
@@ -348,7 +327,6 @@ impl Error {
     /// Whether this is a "does not exist" error from the OS.
     pub fn is_not_found(&self) -> bool {
         match self {
-            Error::Io { source, .. } => source.kind() == std::io::ErrorKind::NotFound,
             Error::Sys(e) => e.is_not_found(),
             _ => false,
         }

@@ -1,6 +1,7 @@
 //! Portable images: finding one by name in the search path or by path, telling its kind, and
 //! listing every image the search path holds.
 
+use realms_sys::IoContext;
 use std::collections::BTreeMap;
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::{Component, Path, PathBuf};
@@ -60,7 +61,7 @@ fn absolute(arg: &str) -> Result<PathBuf> {
         p.to_owned()
     } else {
         std::env::current_dir()
-            .map_err(|e| Error::io("finding the working directory for", p, e))?
+            .ctx("finding the working directory for", p)?
             .join(p)
     };
     let mut out = PathBuf::from("/");

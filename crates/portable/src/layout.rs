@@ -1,6 +1,7 @@
 //! Where portable services live on a host: the attach directories, the image search path, the
 //! profile directories and the unit search paths, all relative to a root (`--root`, default `/`).
 
+use realms_sys::IoContext;
 use std::path::{Path, PathBuf};
 
 use realms_sys::root::RootDir;
@@ -98,8 +99,7 @@ impl Host {
     /// The canonical in-root form of an existing `inner` path (symlinks resolved inside the root).
     pub fn canonical(&self, inner: &Path) -> Result<PathBuf> {
         let host = self.dir.host_path(inner)?;
-        let root =
-            std::fs::canonicalize(&self.root).map_err(|e| Error::io("resolving", &self.root, e))?;
+        let root = std::fs::canonicalize(&self.root).ctx("resolving", &self.root)?;
         let rel = host
             .strip_prefix(&root)
             .map_err(|_| Error::image(inner, ImageProblem::OutsideRoot))?;

@@ -79,15 +79,12 @@ pub fn load(
                 host: &base.release,
                 architecture: systemd_architecture(),
             };
-            check.check(&ext.name, &meta.release).map_err(|e| {
-                let reason = match e {
-                    realms_unit::Error::ExtensionMismatch { reason, .. } => reason,
-                    other => other.to_string(),
-                };
-                Error::ExtensionMismatch {
+            check.check(&ext.name, &meta.release).map_err(|e| match e {
+                realms_unit::Error::ExtensionMismatch { reason, .. } => Error::ExtensionMismatch {
                     image: ext.path.display().to_string(),
                     reason,
-                }
+                },
+                other => other.into(),
             })?;
         }
         prefixes.extend(

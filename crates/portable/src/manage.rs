@@ -1,6 +1,7 @@
 //! The image-level verbs: attachment state (`is-attached`), `list`, `inspect`, `read-only` and
 //! `remove`.
 
+use realms_sys::IoContext;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::PathBuf;
 
@@ -255,10 +256,10 @@ pub fn set_read_only(host: &Host, image: &str, read_only: bool) -> Result<()> {
         ImageKind::Subvolume => realms_sys::btrfs::set_readonly(&real, read_only)?,
         ImageKind::Directory => realms_sys::fs::set_immutable(&real, read_only)?,
         ImageKind::Raw | ImageKind::Block => {
-            let meta = std::fs::metadata(&real).map_err(|e| Error::io("inspecting", &real, e))?;
+            let meta = std::fs::metadata(&real).ctx("inspecting", &real)?;
             let mode = (meta.mode() & 0o7555) | if read_only { 0 } else { 0o200 };
             std::fs::set_permissions(&real, std::fs::Permissions::from_mode(mode))
-                .map_err(|e| Error::io("changing the mode of", &real, e))?;
+                .ctx("changing the mode of", &real)?;
         }
     }
     Ok(())

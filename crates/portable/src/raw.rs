@@ -6,6 +6,7 @@
 //! (`/etc/realms/verity-certs.d`) when there is one; otherwise, and for the signature inside a
 //! verity-sig partition, the result says it was not checked.
 
+use realms_sys::IoContext;
 use std::fs::File;
 use std::io;
 use std::os::unix::fs::FileExt;
@@ -133,13 +134,13 @@ fn read_root_hash(host_image: &Path) -> Result<Option<String>> {
 
 /// Works out where the root filesystem of the raw image at host path `image` is.
 pub fn layout(image: &Path) -> Result<Layout> {
-    let file = File::open(image).map_err(|e| Error::io("opening image", image, e))?;
+    let file = File::open(image).ctx("opening image", image)?;
     let mut head = vec![0u8; 8192];
-    let n = read_upto(&file, &mut head, 0).map_err(|e| Error::io("reading", image, e))?;
+    let n = read_upto(&file, &mut head, 0).ctx("reading", image)?;
     let mut root_hash = read_root_hash(image)?;
     let Some(sector) = gpt::sector_size(&head[..n]) else {
         let fstype = probe_fs(&file, 0)
-            .map_err(|e| Error::io("reading", image, e))?
+            .ctx("reading", image)?
             .ok_or_else(|| Error::image(image, ImageProblem::NoPartitionTable))?;
         let signature = sidecar_signature(image, root_hash.is_some());
         return Ok(Layout {
@@ -160,7 +161,7 @@ pub fn layout(image: &Path) -> Result<Layout> {
     let (offset, len) = header.entries_range(sector).map_err(bad)?;
     let mut array = vec![0u8; len];
     FileExt::read_exact_at(&file, &mut array, offset)
-        .map_err(|e| Error::io("reading the partition table of", image, e))?;
+        .ctx("reading the partition table of", image)?;
     let parts = gpt::parse_entries(
         &array,
         header.count,
@@ -192,11 +193,11 @@ pub fn layout(image: &Path) -> Result<Layout> {
     if root_hash.is_none()
         && let Some(sig) = of_type(types.map(|t| t.verity_sig)).first()
     {
-        root_hash = root_hash_from_sig(&file, sig).map_err(|e| Error::io("reading", image, e))?;
+        root_hash = root_hash_from_sig(&file, sig).ctx("reading", image)?;
         signature = root_hash.as_ref().map(|_| SignatureSource::Partition);
     }
     let fstype = probe_fs(&file, root.offset)
-        .map_err(|e| Error::io("reading", image, e))?
+        .ctx("reading", image)?
         .ok_or_else(|| Error::image(image, ImageProblem::NoFilesystem))?;
     Ok(Layout {
         offset: root.offset,
@@ -288,11 +289,8 @@ pub fn verify(image: &Path, lay: &Layout) -> Result<bool> {
     };
     let root_hash = decode_hex(hex_hash)
         .ok_or_else(|| Error::image(image, ImageProblem::RootHashNotHex(hex_hash.to_string())))?;
-    let file = File::open(image).map_err(|e| Error::io("opening image", image, e))?;
-    let size = file
-        .metadata()
-        .map_err(|e| Error::io("inspecting", image, e))?
-        .len();
+    let file = File::open(image).ctx("opening image", image)?;
+    let size = file.metadata().ctx("inspecting", image)?.len();
     let data = Slice {
         file: &file,
         offset: lay.offset,
@@ -311,7 +309,7 @@ pub fn verify(image: &Path, lay: &Layout) -> Result<bool> {
                 sidecar_file = f;
                 let size = sidecar_file
                     .metadata()
-                    .map_err(|e| Error::io("inspecting", &sidecar_path, e))?
+                    .ctx("inspecting", &sidecar_path)?
                     .len();
                 Box::new(Slice {
                     file: &sidecar_file,
@@ -363,9 +361,9 @@ impl Mounted {
         let lay = layout(image)?;
         let signature = check_signature(&lay, keyring)?;
         verify(image, &lay)?;
-        let dir =
-            std::env::temp_dir().join(format!("realms-portable-{:016x}", rand::random::<u64>()));
-        std::fs::create_dir(&dir).map_err(|e| Error::io("creating", &dir, e))?;
+        let tag = u64::from_ne_bytes(realms_sys::random::bytes::<8>()?);
+        let dir = std::env::temp_dir().join(format!("realms-portable-{tag:016x}"));
+        std::fs::create_dir(&dir).ctx("creating", &dir)?;
         let mounted = (|| {
             let opts = LoopOptions {
                 read_only: true,

@@ -3,6 +3,7 @@
 //! bus as portablectl calls it (or PID 1's private socket), without a process per call; the
 //! `systemctl` and `busctl` tools are the fallback when neither socket can be used.
 
+use realms_sys::IoContext;
 use std::cell::RefCell;
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
@@ -64,7 +65,7 @@ fn run_capture(mut cmd: Cmd) -> Result<(bool, String)> {
     let child = cmd.stdout(Stdio::piped()).stderr(Stdio::piped()).spawn()?;
     let out = child
         .wait_with_output()
-        .map_err(|e| Error::io("waiting for", cmd.argv_string(), e))?;
+        .ctx("waiting for", cmd.argv_string())?;
     Ok((
         out.status.success(),
         String::from_utf8_lossy(&out.stdout).into_owned(),

@@ -7,6 +7,7 @@
 
 use std::path::{Path, PathBuf};
 
+use realms_sys::IoContext;
 use realms_sys::failpoint;
 use realms_sys::root::FileType;
 use serde::{Deserialize, Serialize};
@@ -232,12 +233,12 @@ fn apply(host: &Host, op: &Op) -> Result<()> {
                 if src.is_dir() {
                     realms_sys::fs::copy_tree(&src, &dst)?;
                 } else {
-                    std::fs::copy(&src, &dst).map_err(|e| Error::io("copying", &src, e))?;
+                    std::fs::copy(&src, &dst).ctx("copying", &src)?;
                 }
                 let final_ = host
                     .host_path(parent)?
                     .join(path.file_name().expect("named"));
-                std::fs::rename(&dst, &final_).map_err(|e| Error::io("renaming", &dst, e))?;
+                std::fs::rename(&dst, &final_).ctx("renaming", &dst)?;
             }
         }
         Op::Remove { path } => match dir.remove_file(path) {
@@ -292,7 +293,6 @@ pub struct Lock(#[allow(dead_code)] std::os::fd::OwnedFd);
 
 /// Takes the attach lock, waiting for another attach, detach or reattach to finish.
 pub fn lock(host: &Host) -> Result<Lock> {
-    use realms_sys::IoContext;
     let root = host.root();
     let flags =
         rustix::fs::OFlags::RDONLY | rustix::fs::OFlags::DIRECTORY | rustix::fs::OFlags::CLOEXEC;

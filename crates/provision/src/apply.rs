@@ -2,6 +2,7 @@
 //! index fetched and verified, then install, upgrade, repair or remove, the state written after
 //! every package. A second apply finds everything unchanged.
 
+use realms_sys::IoContext;
 use std::collections::BTreeMap;
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -87,7 +88,7 @@ pub fn fetch_index(
         .join(CACHE)
         .join("index")
         .join(hex::encode(&sha2_of(&key)[..8]));
-    fs::create_dir_all(&cache).map_err(|e| Error::io("creating", &cache, e))?;
+    fs::create_dir_all(&cache).ctx("creating", &cache)?;
     let (bytes, sig_bytes) = match fetch_pair(root, fetcher, repo, arch, stream, &url) {
         Ok(pair) => pair,
         Err(e @ Error::Fetch { .. }) => match (
@@ -272,7 +273,7 @@ pub fn apply(
     say: &mut dyn FnMut(Event),
 ) -> Result<Vec<Step>> {
     let dir = root.join(state::DIR);
-    fs::create_dir_all(&dir).map_err(|e| Error::io("creating", &dir, e))?;
+    fs::create_dir_all(&dir).ctx("creating", &dir)?;
     let _lock = realms_sys::lock::StoreLock::acquire(dir.join(".lock"))?;
     install::clean_staging(root);
     crate::portable::recover(root)?;

@@ -14,7 +14,7 @@ pub enum Error {
         line: usize,
         /// 1-based column.
         column: usize,
-        /// What is wrong and what is allowed.
+        /// What is wrong: the YAML parser's own text, with what is allowed.
         message: String,
     },
     /// A manifest whose values parse but are not valid.
@@ -49,7 +49,7 @@ pub enum Error {
         /// Where the index came from.
         url: String,
         /// Why.
-        reason: String,
+        reason: IndexSignatureProblem,
     },
     /// An index with a serial lower than one already seen.
     #[error(
@@ -109,14 +109,15 @@ pub enum Error {
         /// The offending entry.
         entry: String,
         /// Why.
-        reason: String,
+        reason: realms_image::Hostility,
     },
     /// A transport failure.
     #[error("fetching {url}: {message}")]
     Fetch {
         /// The url.
         url: String,
-        /// What went wrong.
+        /// What went wrong: the HTTP client's or the server's words, or one of realms'
+        /// transfer notes (a size limit, a resumable cut); not yet a typed set.
         message: String,
     },
     /// A CA file (`--ca-file`) or system trust store that holds no usable certificate.
@@ -124,7 +125,7 @@ pub enum Error {
     CaFile {
         /// The file.
         path: PathBuf,
-        /// What is wrong with it.
+        /// What is wrong with it: the PEM parser's own text, or that it holds no certificate.
         reason: String,
     },
     /// A url with an unsupported scheme.
@@ -154,7 +155,7 @@ pub enum Error {
     State {
         /// The state file.
         path: PathBuf,
-        /// What is wrong.
+        /// What is wrong: serde_json's own text, with its line and column.
         message: String,
     },
     /// A file to publish that is not named like a package.
@@ -221,7 +222,7 @@ pub enum Error {
         /// The url.
         url: String,
         /// What is wrong.
-        reason: String,
+        reason: OciReferenceProblem,
     },
     /// A registry that refuses the credentials (or wants some and there are none).
     #[error("registry {registry} (repository {repository}): {reason}")]
@@ -230,7 +231,8 @@ pub enum Error {
         registry: String,
         /// The repository on it.
         repository: String,
-        /// What it said and where the credentials came from.
+        /// What the registry said and where the credentials came from (the registry's own
+        /// words).
         reason: String,
     },
     /// A push to a registry that failed.
@@ -238,7 +240,7 @@ pub enum Error {
     Push {
         /// The url.
         url: String,
-        /// What went wrong.
+        /// What went wrong: the registry's or the HTTP client's own words.
         message: String,
     },
     /// `realms provision rollback` with nothing to go back to.
@@ -247,17 +249,7 @@ pub enum Error {
         /// The package.
         package: String,
         /// Why not.
-        reason: String,
-    },
-    /// A system call on a path.
-    #[error("{action} {}", path.display())]
-    Io {
-        /// What was being done.
-        action: &'static str,
-        /// On what.
-        path: PathBuf,
-        /// The cause.
-        source: std::io::Error,
+        reason: NoRollback,
     },
     /// A failure of realms-sys.
     #[error(transparent)]
@@ -276,7 +268,7 @@ pub enum Error {
     Render {
         /// Ignition JSON or Butane YAML.
         format: &'static str,
-        /// Why.
+        /// Why: the serialiser's own text.
         message: String,
     },
     /// An exported command whose path holds a file realms did not write.
@@ -308,6 +300,55 @@ pub enum Error {
         /// The image.
         image: PathBuf,
     },
+}
+
+/// Why an `oci://` url is refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum OciReferenceProblem {
+    /// It does not start with `oci://`.
+    #[error("not an oci:// url")]
+    NotOci,
+    /// Nothing after the registry.
+    #[error("no repository after the registry")]
+    NoRepository,
+    /// The registry part is not `HOST` or `HOST:PORT`.
+    #[error("the registry is HOST or HOST:PORT")]
+    BadRegistry,
+    /// The repository, tag or digest is refused by the OCI reference grammar; the message is
+    /// oci-spec's own text.
+    #[error("{0}")]
+    Grammar(String),
+    /// `publish` to a digest, which names an index that cannot change.
+    #[error("a digest names an index that cannot change: publish to the repository or a tag")]
+    PublishToDigest,
+}
+
+/// Why a package cannot be rolled back.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum NoRollback {
+    /// The package is not installed.
+    #[error("it is not installed")]
+    NotInstalled,
+    /// No version older than the current one (and not marked bad) is kept.
+    #[error("no earlier version is kept (kept: {})", kept.join(", "))]
+    NoEarlier {
+        /// The versions kept, the current one first.
+        kept: Vec<String>,
+    },
+}
+
+/// Why a repository index's signature does not verify.
+#[derive(Debug, thiserror::Error)]
+pub enum IndexSignatureProblem {
+    /// Signed by a key that is not trusted.
+    #[error("signed by key {0}, which is not trusted; add its public key to /etc/realms/keys.d/")]
+    Untrusted(String),
+    /// The signature file is malformed or does not verify.
+    #[error("{0}")]
+    Bad(realms_image::SignatureProblem),
+    /// Another failure of the signature check, shown inline with its causes.
+    #[error("{}", chain_text(.0.as_ref()))]
+    Other(Box<realms_image::Error>),
 }
 
 /// Why an inbox archive is refused.
@@ -358,11 +399,7 @@ pub fn chain_text(err: &(dyn std::error::Error + 'static)) -> String {
 impl Error {
     /// An I/O error on `path`.
     pub fn io(action: &'static str, path: impl Into<PathBuf>, source: std::io::Error) -> Error {
-        Error::Io {
-            action,
-            path: path.into(),
-            source,
-        }
+        Error::Sys(realms_sys::Error::io(action, path, source))
     }
 }
 
@@ -413,7 +450,7 @@ mod tests {
             (
                 Error::BadSignature {
                     url: s("u2"),
-                    reason: s("wrong key"),
+                    reason: IndexSignatureProblem::Untrusted(s("ab12")),
                 },
                 "u2",
             ),
@@ -455,7 +492,7 @@ mod tests {
                 Error::Hostile {
                     file: s("p_2.tar"),
                     entry: s("../x"),
-                    reason: s("leaves the tree"),
+                    reason: realms_image::Hostility::ParentDir,
                 },
                 "'../x'",
             ),
@@ -549,7 +586,7 @@ mod tests {
             (
                 Error::OciReference {
                     url: s("oci://h/R"),
-                    reason: s("bad"),
+                    reason: OciReferenceProblem::NoRepository,
                 },
                 "oci://h/R",
             ),
@@ -572,7 +609,9 @@ mod tests {
             (
                 Error::NothingToRollBack {
                     package: s("web"),
-                    reason: s("no earlier version is kept"),
+                    reason: NoRollback::NoEarlier {
+                        kept: vec![s("1.0"), s("0.9")],
+                    },
                 },
                 "'web'",
             ),
@@ -678,7 +717,6 @@ mod tests {
             Error::Push { .. } => "Push",
             Error::DownloadThread => "DownloadThread",
             Error::NothingToRollBack { .. } => "NothingToRollBack",
-            Error::Io { .. } => "Io",
             Error::Sys { .. } => "Sys",
             Error::NoKeys { .. } => "NoKeys",
             Error::Render { .. } => "Render",
@@ -716,7 +754,6 @@ mod tests {
         "Push",
         "DownloadThread",
         "NothingToRollBack",
-        "Io",
         "Sys",
         "NoKeys",
         "Render",

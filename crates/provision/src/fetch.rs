@@ -4,6 +4,7 @@
 //! bundle, or `SSL_CERT_FILE`) plus the certificates of `--ca-file`; without a system bundle,
 //! the Mozilla roots built into ureq.
 
+use realms_sys::IoContext;
 use std::fs;
 use std::io::{self, Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
@@ -38,7 +39,7 @@ pub fn join(repo: &str, arch: &str, file: &str) -> String {
 
 /// The certificates of a PEM file.
 fn pem_certificates(path: &Path) -> Result<Vec<Certificate<'static>>> {
-    let bytes = fs::read(path).map_err(|e| Error::io("reading", path, e))?;
+    let bytes = fs::read(path).ctx("reading", path)?;
     let mut certs = Vec::new();
     for item in ureq::tls::parse_pem(&bytes) {
         match item {

@@ -5,6 +5,7 @@
 //! over `file://` the slots are files `BASE/GROUP/slot-N` holding the machine id, created
 //! exclusively (a shared directory, e.g. the repository's file system).
 
+use realms_sys::IoContext;
 use std::fs;
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -73,7 +74,7 @@ pub fn acquire(lock: &FleetLock, id: &str, fetcher: &Fetcher) -> Result<Option<H
 }
 
 fn acquire_file(dir: &Path, slots: u32, id: &str) -> Result<Option<Held>> {
-    fs::create_dir_all(dir).map_err(|e| Error::io("creating", dir, e))?;
+    fs::create_dir_all(dir).ctx("creating", dir)?;
     // A slot this machine holds already (a run killed before it gave it back) is its own.
     for n in 0..slots {
         let slot = dir.join(format!("slot-{n}"));
@@ -94,7 +95,7 @@ fn acquire_file(dir: &Path, slots: u32, id: &str) -> Result<Option<Held>> {
             Ok(mut f) => {
                 f.write_all(format!("{id}\n").as_bytes())
                     .and_then(|()| f.sync_all())
-                    .map_err(|e| Error::io("writing", &slot, e))?;
+                    .ctx("writing", &slot)?;
                 return Ok(Some(Held {
                     how: How::File(slot),
                     id: id.to_string(),

@@ -4,6 +4,7 @@
 //! archive moves to `/opt/inbox/.done/`, a refused one to `/opt/inbox/.failed/` beside a
 //! `.error` file saying why. The inbox is root's: it is trusted as a local source (no index).
 
+use realms_sys::IoContext;
 use std::fs;
 use std::io::BufReader;
 use std::path::{Path, PathBuf};
@@ -17,6 +18,7 @@ use crate::manifest::InstallMethod;
 use crate::state::{Installed, State};
 use crate::unpack::{Limits, decoder, unpack_tar};
 use crate::{Error, Result};
+use realms_sys::event::{Event, Report};
 
 /// The inbox, under the root.
 pub const INBOX: &str = "opt/inbox";
@@ -71,10 +73,10 @@ fn user_exists(root: &Path, user: &str) -> bool {
 }
 
 /// Processes every archive waiting in the inbox once.
-pub fn process(root: &Path, say: &mut dyn FnMut(&str)) -> Result<Vec<Processed>> {
+pub fn process(root: &Path, report: &dyn Report) -> Result<Vec<Processed>> {
     let inbox = root.join(INBOX);
     let dir = root.join(crate::state::DIR);
-    fs::create_dir_all(&dir).map_err(|e| Error::io("creating", &dir, e))?;
+    fs::create_dir_all(&dir).ctx("creating", &dir)?;
     let _lock = realms_sys::lock::StoreLock::acquire(dir.join(".lock"))?;
     let mut done = Vec::new();
     for (profile, user, archive) in waiting(&inbox) {
@@ -88,7 +90,7 @@ pub fn process(root: &Path, say: &mut dyn FnMut(&str)) -> Result<Vec<Processed>>
             Err(e) => (".failed", Some(crate::error::chain_text(e))),
         };
         let dest = inbox.join(to);
-        fs::create_dir_all(&dest).map_err(|e| Error::io("creating", &dest, e))?;
+        fs::create_dir_all(&dest).ctx("creating", &dest)?;
         let moved = dest.join(&file);
         realms_sys::atomic::rename(&archive, &moved)?;
         if let Some(e) = &error {
@@ -97,11 +99,11 @@ pub fn process(root: &Path, say: &mut dyn FnMut(&str)) -> Result<Vec<Processed>>
                 format!("{e}\n").as_bytes(),
                 0o644,
             )?;
-            say(&format!("[!] {}: {e}", archive.display()));
+            report.report(Event::warning(format!("{}: {e}", archive.display())));
         } else {
-            say(&format!(
-                "[+] installed {file} with profile {profile} as user {user}"
-            ));
+            report.report(Event::progress(format!(
+                "installed {file} with profile {profile} as user {user}"
+            )));
         }
         done.push(Processed {
             archive,
@@ -136,17 +138,16 @@ fn one(root: &Path, profile: &str, user: &str, archive: &Path, file: &str) -> Re
         crate::portable::remove_image(&image)?;
     }
     let portables = root.join(PORTABLES);
-    fs::create_dir_all(&portables).map_err(|e| Error::io("creating", &portables, e))?;
+    fs::create_dir_all(&portables).ctx("creating", &portables)?;
     let staging = portables.join(format!(
         "{STAGING_PREFIX}inbox-{name}-{}",
         std::process::id()
     ));
     let _ = fs::remove_dir_all(&staging);
-    fs::create_dir(&staging).map_err(|e| Error::io("creating", &staging, e))?;
+    fs::create_dir(&staging).ctx("creating", &staging)?;
     let unpacked = (|| -> Result<()> {
-        let f = fs::File::open(archive).map_err(|e| Error::io("reading", archive, e))?;
-        let dec =
-            decoder(ext, BufReader::new(f)).map_err(|e| Error::io("decompressing", archive, e))?;
+        let f = fs::File::open(archive).ctx("reading", archive)?;
+        let dec = decoder(ext, BufReader::new(f)).ctx("decompressing", archive)?;
         let limits = Limits {
             installed_size: MAX_UNPACKED,
             allow_setuid: profile == "trusted",

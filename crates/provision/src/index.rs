@@ -13,6 +13,7 @@ use std::path::Path;
 use ed25519_dalek::SigningKey;
 use serde::{Deserialize, Serialize};
 
+use crate::error::IndexSignatureProblem;
 use crate::manifest::Stream;
 use crate::{Error, Result};
 
@@ -154,17 +155,16 @@ pub fn verify(
         },
         realms_image::Error::Untrusted { fingerprint, .. } => Error::BadSignature {
             url: url.to_string(),
-            reason: format!(
-                "signed by key {fingerprint}, which is not trusted; add its public key to /etc/realms/keys.d/"
-            ),
+            reason: IndexSignatureProblem::Untrusted(fingerprint),
         },
         realms_image::Error::BadSignature { reason, .. } => Error::BadSignature {
             url: url.to_string(),
-            reason,
+            reason: IndexSignatureProblem::Bad(reason),
         },
+        realms_image::Error::Sys(e) => Error::Sys(e),
         other => Error::BadSignature {
             url: url.to_string(),
-            reason: other.to_string(),
+            reason: IndexSignatureProblem::Other(Box::new(other)),
         },
     })?;
     let index = parse(url, bytes)?;

@@ -4,6 +4,7 @@
 //! (`/var/cache/realms/provision`) so a cut download resumes where it stopped and a machine
 //! without network can reinstall from it.
 
+use realms_sys::IoContext;
 use std::fs;
 use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
@@ -115,17 +116,15 @@ fn source(
     if let Ok(f) = fs::File::open(&done) {
         return Ok(Box::new(f));
     }
-    fs::create_dir_all(cache).map_err(|e| Error::io("creating", cache, e))?;
+    fs::create_dir_all(cache).ctx("creating", cache)?;
     let have = fs::metadata(&part).map(|m| m.len()).unwrap_or(0);
     let have = if have > entry.size { 0 } else { have };
     let append = fs::OpenOptions::new()
         .create(true)
         .append(true)
         .open(&part)
-        .map_err(|e| Error::io("opening", &part, e))?;
-    append
-        .set_len(have)
-        .map_err(|e| Error::io("truncating", &part, e))?;
+        .ctx("opening", &part)?;
+    append.set_len(have).ctx("truncating", &part)?;
     if have > 0 {
         tracing::info!("resuming {url} at byte {have} of {}", entry.size);
     }
@@ -133,7 +132,7 @@ fn source(
         url: url.to_string(),
         message: "not found on the server, though the index lists it".into(),
     })?;
-    let head = fs::File::open(&part).map_err(|e| Error::io("opening", &part, e))?;
+    let head = fs::File::open(&part).ctx("opening", &part)?;
     Ok(Box::new(head.take(have).chain(Tee {
         inner: rest,
         file: append,
@@ -192,14 +191,14 @@ pub fn install(
         }
     };
     let portables = root.join(PORTABLES);
-    fs::create_dir_all(&portables).map_err(|e| Error::io("creating", &portables, e))?;
+    fs::create_dir_all(&portables).ctx("creating", &portables)?;
     let staging = portables.join(format!(
         "{STAGING_PREFIX}{name}_{}-{}",
         entry.version,
         std::process::id()
     ));
     let _ = fs::remove_dir_all(&staging);
-    fs::create_dir(&staging).map_err(|e| Error::io("creating", &staging, e))?;
+    fs::create_dir(&staging).ctx("creating", &staging)?;
     let cache = root.join(CACHE);
     let result = stage(
         &open,
@@ -388,12 +387,12 @@ fn unpack_one(
 ) -> Result<()> {
     if ext == Ext::Raw {
         let path = staging.join("image.raw");
-        let mut f = fs::File::create(&path).map_err(|e| Error::io("creating", &path, e))?;
-        io::copy(r, &mut f).map_err(|e| Error::io("writing", &path, e))?;
+        let mut f = fs::File::create(&path).ctx("creating", &path)?;
+        io::copy(r, &mut f).ctx("writing", &path)?;
         return f.sync_all().map_err(|e| Error::io("syncing", &path, e));
     }
     let tree = staging.join("tree");
-    fs::create_dir(&tree).map_err(|e| Error::io("creating", &tree, e))?;
+    fs::create_dir(&tree).ctx("creating", &tree)?;
     let mut dec = decoder(ext, r).map_err(|e| Error::Integrity {
         file: entry.file.clone(),
         url: String::new(),

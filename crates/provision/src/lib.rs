@@ -24,7 +24,9 @@ pub mod update;
 pub mod version;
 pub mod window;
 
-pub use error::{Error, InboxProblem, Result, chain_text};
+pub use error::{
+    Error, InboxProblem, IndexSignatureProblem, NoRollback, OciReferenceProblem, Result, chain_text,
+};
 
 #[cfg(test)]
 mod tests;

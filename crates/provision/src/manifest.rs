@@ -6,6 +6,7 @@
 //! replacing an earlier package of the same name. The schema is strict: an unknown key, a value
 //! of the wrong type or a missing name is an error naming the file, line, column and key.
 
+use realms_sys::IoContext;
 use std::fmt;
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -446,7 +447,7 @@ pub fn merge(files: Vec<PathBuf>) -> Result<Manifest> {
     let mut packages: Vec<Package> = Vec::new();
     let mut updates = crate::window::Updates::default();
     for file in &files {
-        let text = fs::read_to_string(file).map_err(|e| Error::io("reading", file, e))?;
+        let text = fs::read_to_string(file).ctx("reading", file)?;
         let (default, found, file_updates) = parse_all(file, &text)?;
         if default.is_some() {
             default_repository = default;

@@ -1,6 +1,7 @@
 //! Every call into `realms-portable` in one place: attach with a profile and copy mode, enable
 //! and start the listed units through PID 1, stop/disable and detach, remove an image.
 
+use realms_sys::IoContext;
 use std::fs;
 use std::path::Path;
 
@@ -80,7 +81,7 @@ pub fn attach(root: &Path, package: &str, image: &Path, req: &Request<'_>) -> Re
             let dir = root
                 .join("etc/systemd/system.attached")
                 .join(format!("{unit}.d"));
-            fs::create_dir_all(&dir).map_err(|e| Error::io("creating", &dir, e))?;
+            fs::create_dir_all(&dir).ctx("creating", &dir)?;
             realms_sys::atomic::write_file(dir.join(name), text.as_bytes(), 0o644)?;
         }
         if systemd.is_running() {
@@ -322,7 +323,7 @@ pub fn remove_image(image: &Path) -> Result<()> {
 pub fn validate(dir: &Path, name: &str) -> Result<Vec<String>> {
     let err = portable_error(name);
     let host = Host::open("/").map_err(&err)?;
-    let dir = fs::canonicalize(dir).map_err(|e| Error::io("reading", dir, e))?;
+    let dir = fs::canonicalize(dir).ctx("reading", dir)?;
     let checks =
         realms_portable::validate::validate(&host, &dir.to_string_lossy(), &[name.to_string()])
             .map_err(&err)?;

@@ -2,6 +2,7 @@
 //! copied in, `SHA256SUMS` kept for systemd-sysupdate) and `realms provision pack` (a package
 //! tarball from a portable-service directory image).
 
+use realms_sys::IoContext;
 use std::fs;
 use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
@@ -45,14 +46,12 @@ pub struct Publish<'a> {
 }
 
 fn sha256_file(path: &Path) -> Result<(String, u64)> {
-    let mut f = fs::File::open(path).map_err(|e| Error::io("reading", path, e))?;
+    let mut f = fs::File::open(path).ctx("reading", path)?;
     let mut h = Sha256::new();
     let mut buf = vec![0u8; 1 << 16];
     let mut n = 0u64;
     loop {
-        let k = f
-            .read(&mut buf)
-            .map_err(|e| Error::io("reading", path, e))?;
+        let k = f.read(&mut buf).ctx("reading", path)?;
         if k == 0 {
             break;
         }
@@ -76,7 +75,7 @@ pub(crate) fn entry_of(path: &Path) -> Result<(String, Entry)> {
     let installed = if ext == Ext::Raw {
         size
     } else {
-        let f = fs::File::open(path).map_err(|e| Error::io("reading", path, e))?;
+        let f = fs::File::open(path).ctx("reading", path)?;
         decoder(ext, io::BufReader::new(f))
             .and_then(installed_size)
             .map_err(|source| Error::NotAPackage {
@@ -100,7 +99,7 @@ pub(crate) fn entry_of(path: &Path) -> Result<(String, Entry)> {
 pub fn publish(req: &Publish<'_>, packages: &[PathBuf], key: &SigningKey) -> Result<Published> {
     let repo = Path::new(req.repo.strip_prefix("file://").unwrap_or(req.repo));
     let dir = repo.join(req.arch);
-    fs::create_dir_all(&dir).map_err(|e| Error::io("creating", &dir, e))?;
+    fs::create_dir_all(&dir).ctx("creating", &dir)?;
     let _lock = realms_sys::lock::StoreLock::acquire(dir.join(".lock"))?;
     let index_path = dir.join(index::index_name(req.stream));
     let location = index_path.display().to_string();
@@ -119,7 +118,7 @@ pub fn publish(req: &Publish<'_>, packages: &[PathBuf], key: &SigningKey) -> Res
             }
         } else {
             let tmp = dir.join(format!(".{}.tmp", entry.file));
-            fs::copy(p, &tmp).map_err(|e| Error::io("copying", p, e))?;
+            fs::copy(p, &tmp).ctx("copying", p)?;
             realms_sys::atomic::rename(&tmp, &dest)?;
         }
         added.push(entry.file.clone());
@@ -145,7 +144,7 @@ pub fn publish(req: &Publish<'_>, packages: &[PathBuf], key: &SigningKey) -> Res
 /// Rewrites `SHA256SUMS` (systemd-sysupdate's listing) with every package file of `dir`.
 fn write_sha256sums(dir: &Path) -> Result<()> {
     let mut files: Vec<String> = fs::read_dir(dir)
-        .map_err(|e| Error::io("reading", dir, e))?
+        .ctx("reading", dir)?
         .flatten()
         .map(|e| e.file_name().to_string_lossy().into_owned())
         .filter(|f| Ext::split(f).is_some())
@@ -173,7 +172,7 @@ pub fn pack(dir: &Path, name: &str, version: &str, ext: Ext, out: &Path) -> Resu
     };
     let file = out.join(format!("{name}_{version}.{suffix}"));
     let tmp = out.join(format!(".{name}_{version}.{suffix}.tmp"));
-    let f = io::BufWriter::new(fs::File::create(&tmp).map_err(|e| Error::io("creating", &tmp, e))?);
+    let f = io::BufWriter::new(fs::File::create(&tmp).ctx("creating", &tmp)?);
     let w: Box<dyn io::Write> = match ext {
         Ext::TarGz => Box::new(flate2::write::GzEncoder::new(
             f,
@@ -181,7 +180,7 @@ pub fn pack(dir: &Path, name: &str, version: &str, ext: Ext, out: &Path) -> Resu
         )),
         Ext::TarZst => Box::new(
             zstd::stream::write::Encoder::new(f, 3)
-                .map_err(|e| Error::io("compressing", &tmp, e))?
+                .ctx("compressing", &tmp)?
                 .auto_finish(),
         ),
         Ext::TarXz => Box::new(liblzma::write::XzEncoder::new(f, 6)),
@@ -192,7 +191,7 @@ pub fn pack(dir: &Path, name: &str, version: &str, ext: Ext, out: &Path) -> Resu
     append_tree(&mut b, dir, Path::new(""))
         .and_then(|()| b.into_inner())
         .and_then(|mut w| w.flush())
-        .map_err(|e| Error::io("packing", dir, e))?;
+        .ctx("packing", dir)?;
     realms_sys::atomic::rename(&tmp, &file)?;
     Ok(file)
 }

@@ -2,6 +2,7 @@
 //! were enabled and started, and the highest index serial seen per repository, arch and stream.
 //! Written atomically (staged and renamed) after every package.
 
+use realms_sys::IoContext;
 use std::collections::BTreeMap;
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -165,7 +166,7 @@ impl State {
     pub fn save(&self, root: &Path) -> Result<()> {
         let p = path(root);
         let dir = root.join(DIR);
-        fs::create_dir_all(&dir).map_err(|e| Error::io("creating", &dir, e))?;
+        fs::create_dir_all(&dir).ctx("creating", &dir)?;
         let mut bytes = serde_json::to_vec_pretty(self).map_err(|e| Error::State {
             path: p.clone(),
             message: e.to_string(),

@@ -495,7 +495,7 @@ fn the_inbox_installs_with_profile_and_user_and_files_refusals() {
         fs::copy(&pkg, dir.join("svcpkg_1.tar.zst")).unwrap();
     }
     fs::write(inbox.join("strict/svc/junk.txt"), "x").unwrap();
-    let done = crate::inbox::process(&r.root, &mut |_| {}).unwrap();
+    let done = crate::inbox::process(&r.root, &realms_sys::event::Silent).unwrap();
     let ok: Vec<bool> = done.iter().map(|d| d.installed).collect();
     assert_eq!(ok, [false, false, false, true], "{done:?}");
     assert!(inbox.join(".done/svcpkg_1.tar.zst").exists());

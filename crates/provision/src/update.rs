@@ -9,6 +9,7 @@
 //! reattach; a killed update is finished by the next one (reattach again, health check, then
 //! keep it or roll back), so the package is never left detached or half switched.
 
+use realms_sys::IoContext;
 use std::collections::BTreeMap;
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -17,6 +18,7 @@ use realms_sys::event::Event;
 use serde::Serialize;
 
 use crate::apply::fetch_index;
+use crate::error::NoRollback;
 use crate::fetch::Fetcher;
 use crate::index::{self, Entry, Index};
 use crate::install::{self, image_path};
@@ -124,7 +126,7 @@ fn host_image(root: &Path, rec: &Installed) -> PathBuf {
 /// portable's journal).
 fn begin(root: &Path) -> Result<realms_sys::lock::StoreLock> {
     let dir = root.join(state::DIR);
-    fs::create_dir_all(&dir).map_err(|e| Error::io("creating", &dir, e))?;
+    fs::create_dir_all(&dir).ctx("creating", &dir)?;
     let lock = realms_sys::lock::StoreLock::acquire(dir.join(".lock"))?;
     install::clean_staging(root);
     crate::portable::recover(root)?;
@@ -640,7 +642,7 @@ pub fn rollback(root: &Path, name: &str, say: &mut dyn FnMut(Event)) -> Result<R
         .cloned()
         .ok_or_else(|| Error::NothingToRollBack {
             package: name.to_string(),
-            reason: "it is not installed".into(),
+            reason: NoRollback::NotInstalled,
         })?;
     let mut hist: History = state.history.get(name).cloned().unwrap_or_default();
     // The newest kept version older than the current one and not marked bad.
@@ -654,13 +656,11 @@ pub fn rollback(root: &Path, name: &str, say: &mut dyn FnMut(Event)) -> Result<R
     let Some(i) = pick else {
         return Err(Error::NothingToRollBack {
             package: name.to_string(),
-            reason: format!(
-                "no earlier version is kept (kept: {})",
-                std::iter::once(current.version.as_str())
-                    .chain(hist.kept.iter().map(|k| k.version.as_str()))
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            ),
+            reason: NoRollback::NoEarlier {
+                kept: std::iter::once(current.version.clone())
+                    .chain(hist.kept.iter().map(|k| k.version.clone()))
+                    .collect(),
+            },
         });
     };
     let previous = hist.kept.remove(i);

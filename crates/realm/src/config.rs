@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+use crate::value::{BindProblem, ValueProblem};
 use crate::{Error, Result};
 
 /// One realm's options. Every field is optional in the file; the accessors apply the defaults.
@@ -178,15 +179,12 @@ pub fn read_text(path: &Path) -> Result<String> {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(String::new()),
         Err(e) => return Err(realms_sys::Error::io("reading the realm config", path, e).into()),
     };
-    String::from_utf8(bytes).map_err(|e| Error::BadConfig {
+    String::from_utf8(bytes).map_err(|e| Error::ConfigNotUtf8 {
         path: path.to_path_buf(),
-        line: Some(
-            1 + e.as_bytes()[..e.utf8_error().valid_up_to()]
-                .iter()
-                .filter(|b| **b == b'\n')
-                .count(),
-        ),
-        message: "not valid UTF-8; fix or remove the file, nothing was changed".into(),
+        line: 1 + e.as_bytes()[..e.utf8_error().valid_up_to()]
+            .iter()
+            .filter(|b| **b == b'\n')
+            .count(),
     })
 }
 
@@ -207,29 +205,29 @@ impl RealmConfig {
     fn validate(&self, path: &Path) -> Result<()> {
         if let Some(zone) = &self.network_zone {
             crate::names::validate_zone(zone)
-                .map_err(|reason| bad_value(path, "network-zone", zone, &reason))?;
+                .map_err(|r| bad_value(path, "network-zone", zone, ValueProblem::ZoneName(r)))?;
         }
         for (key, list) in [
             ("extra-bindmounts", &self.extra_bindmounts),
             ("extra-bindmounts-ro", &self.extra_bindmounts_ro),
         ] {
             for bind in list.iter().flatten() {
-                parse_bind(bind).map_err(|reason| bad_value(path, key, bind, &reason))?;
+                parse_bind(bind).map_err(|r| bad_value(path, key, bind, ValueProblem::Bind(r)))?;
             }
         }
         if let Some(list) = &self.port_forward {
-            crate::forward::parse_list(list.iter().map(String::as_str))
-                .map_err(|(entry, reason)| bad_value(path, "port-forward", &entry, &reason))?;
+            crate::forward::parse_list(list.iter().map(String::as_str)).map_err(|(entry, r)| {
+                bad_value(path, "port-forward", &entry, ValueProblem::Forward(r))
+            })?;
         }
         if let Some(label) = &self.label {
-            validate_label(label).map_err(|r| bad_value(path, "label", label, &r))?;
+            validate_label(label).map_err(|r| bad_value(path, "label", label, r))?;
         }
         if let Some(color) = &self.color {
-            validate_color(color).map_err(|r| bad_value(path, "color", color, &r))?;
+            validate_color(color).map_err(|r| bad_value(path, "color", color, r))?;
         }
         if let Some(img) = &self.appimg {
-            realms_image::validate_name("image", img)
-                .map_err(|e| bad_value(path, "appimg", img, &e.to_string()))?;
+            image_name(img).map_err(|r| bad_value(path, "appimg", img, r))?;
         }
         Ok(())
     }
@@ -310,16 +308,14 @@ impl RealmConfig {
 }
 
 /// `HOST[:REALM]`, both absolute, no `..`, no newline or comma (nspawn's separators).
-pub fn parse_bind(spec: &str) -> std::result::Result<(PathBuf, PathBuf), String> {
+pub fn parse_bind(spec: &str) -> std::result::Result<(PathBuf, PathBuf), BindProblem> {
     let (host, inside) = spec.split_once(':').unwrap_or((spec, spec));
     for p in [host, inside] {
         if !p.starts_with('/') {
-            return Err(format!(
-                "'{p}' is not an absolute path; use \"/host/path[:/path/in/realm]\""
-            ));
+            return Err(BindProblem::NotAbsolute(p.to_string()));
         }
         if p.split('/').any(|c| c == "..") || p.contains(['\n', ',', ':']) {
-            return Err(format!("'{p}' may not contain '..', ',', ':' or a newline"));
+            return Err(BindProblem::BadCharacter(p.to_string()));
         }
     }
     Ok((PathBuf::from(host), PathBuf::from(inside)))
@@ -331,39 +327,39 @@ pub fn parse_value(key: &str, value: &str) -> Result<toml::Value> {
         .iter()
         .find(|(k, ..)| *k == key)
         .ok_or_else(|| unknown_key(key))?;
-    let invalid = |allowed: &str| Error::BadValue {
+    let invalid = |problem: ValueProblem| Error::BadValue {
         key: key.to_string(),
         value: value.to_string(),
-        allowed: allowed.to_string(),
+        problem,
     };
     match ty {
         KeyType::Bool => parse_bool(value)
             .map(toml::Value::Boolean)
-            .ok_or_else(|| invalid("true or false")),
+            .ok_or_else(|| invalid(ValueProblem::NotBool)),
         KeyType::Zone => {
-            crate::names::validate_zone(value).map_err(|r| invalid(&r))?;
+            crate::names::validate_zone(value).map_err(|r| invalid(ValueProblem::ZoneName(r)))?;
             Ok(toml::Value::String(value.to_string()))
         }
         KeyType::Image => {
-            realms_image::validate_name("image", value).map_err(|e| invalid(&e.to_string()))?;
+            image_name(value).map_err(invalid)?;
             Ok(toml::Value::String(value.to_string()))
         }
         KeyType::Label => {
-            validate_label(value).map_err(|r| invalid(&r))?;
+            validate_label(value).map_err(invalid)?;
             Ok(toml::Value::String(value.to_string()))
         }
         KeyType::Color => {
-            validate_color(value).map_err(|r| invalid(&r))?;
+            validate_color(value).map_err(invalid)?;
             Ok(toml::Value::String(value.to_string()))
         }
         KeyType::PortList => {
             let items = list_items(key, value)?;
             let items: Vec<&str> = items.iter().map(String::as_str).collect();
-            crate::forward::parse_list(items.iter().copied()).map_err(|(entry, reason)| {
+            crate::forward::parse_list(items.iter().copied()).map_err(|(entry, r)| {
                 Error::BadValue {
                     key: key.to_string(),
                     value: entry,
-                    allowed: reason,
+                    problem: ValueProblem::Forward(r),
                 }
             })?;
             Ok(toml::Value::Array(
@@ -377,7 +373,7 @@ pub fn parse_value(key: &str, value: &str) -> Result<toml::Value> {
             let items = list_items(key, value)?;
             let items: Vec<&str> = items.iter().map(String::as_str).collect();
             for item in &items {
-                parse_bind(item).map_err(|r| invalid(&r))?;
+                parse_bind(item).map_err(|r| invalid(ValueProblem::Bind(r)))?;
             }
             Ok(toml::Value::Array(
                 items
@@ -390,21 +386,21 @@ pub fn parse_value(key: &str, value: &str) -> Result<toml::Value> {
 }
 
 /// A label: 1 to 40 characters, no control characters.
-fn validate_label(label: &str) -> std::result::Result<(), String> {
+fn validate_label(label: &str) -> std::result::Result<(), ValueProblem> {
     let n = label.chars().count();
     if n == 0 || n > 40 || label.chars().any(char::is_control) || label.trim() != label {
-        return Err("1 to 40 characters, no control characters or surrounding spaces".into());
+        return Err(ValueProblem::Label);
     }
     Ok(())
 }
 
 /// A colour: `#rrggbb`.
-fn validate_color(color: &str) -> std::result::Result<(), String> {
+fn validate_color(color: &str) -> std::result::Result<(), ValueProblem> {
     let ok = color.len() == 7
         && color.starts_with('#')
         && color[1..].chars().all(|c| c.is_ascii_hexdigit());
     if !ok {
-        return Err("a colour as \"#rrggbb\" (hexadecimal)".into());
+        return Err(ValueProblem::Color);
     }
     Ok(())
 }
@@ -431,21 +427,26 @@ fn list_items(key: &str, value: &str) -> Result<Vec<String>> {
             .map(str::to_string)
             .collect());
     }
-    let bad = |allowed: String| Error::BadValue {
+    let bad = |problem: ValueProblem| Error::BadValue {
         key: key.to_string(),
         value: value.to_string(),
-        allowed,
+        problem,
     };
-    let table: toml::Table = toml::from_str(&format!("list = {value}"))
-        .map_err(|e| bad(format!("not a TOML list: {}", e.message())))?;
+    let table: toml::Table = toml::from_str(&format!("list = {value}")).map_err(|e| {
+        bad(ValueProblem::NotTomlList {
+            message: e.message().to_string(),
+        })
+    })?;
     table["list"]
         .as_array()
-        .ok_or_else(|| bad("a TOML list of strings, like [\"a\", \"b\"]".into()))?
+        .ok_or_else(|| bad(ValueProblem::NotAList))?
         .iter()
         .map(|v| {
-            v.as_str()
-                .map(str::to_string)
-                .ok_or_else(|| bad(format!("{v} is not a string; quote each entry")))
+            v.as_str().map(str::to_string).ok_or_else(|| {
+                bad(ValueProblem::NotAString {
+                    entry: v.to_string(),
+                })
+            })
         })
         .collect()
 }
@@ -463,11 +464,20 @@ pub(crate) fn unknown_key(key: &str) -> Error {
     }
 }
 
-fn bad_value(path: &Path, key: &str, value: &str, reason: &str) -> Error {
-    Error::BadConfig {
+fn bad_value(path: &Path, key: &str, value: &str, problem: ValueProblem) -> Error {
+    Error::BadConfigValue {
         path: path.to_path_buf(),
-        line: None,
-        message: format!("bad value '{value}' for key '{key}': {reason}"),
+        key: key.to_string(),
+        value: value.to_string(),
+        problem: Box::new(problem),
+    }
+}
+
+/// An image name checked against the one name rule.
+fn image_name(name: &str) -> std::result::Result<(), ValueProblem> {
+    match realms_image::validate_name("image", name) {
+        Err(realms_image::Error::InvalidName { rule, .. }) => Err(ValueProblem::ImageName(rule)),
+        _ => Ok(()),
     }
 }
 

@@ -2,6 +2,8 @@
 
 use std::path::{Path, PathBuf};
 
+use crate::value::ValueProblem;
+
 /// Everything that can go wrong managing realms.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -35,15 +37,46 @@ pub enum Error {
         /// The overlay realms, quoted and comma-separated.
         realms: String,
     },
-    /// A config file (a realm config, zones.toml) that does not parse or breaks a rule.
+    /// A config file (a realm config, zones.toml, a snapshot's record) that is not valid TOML
+    /// or not of the expected shape: `message` is the TOML parser's own text (prefixed with the
+    /// key its line sets), `line` the line it points at.
     #[error("{}{}: {message}", path.display(), line.map(|l| format!(": line {l}")).unwrap_or_default())]
     BadConfig {
         /// The file.
         path: PathBuf,
         /// The 1-based line, when the error is about one.
         line: Option<usize>,
-        /// What is wrong.
+        /// The parser's message.
         message: String,
+    },
+    /// A config file that is not UTF-8 text.
+    #[error("{}: line {line}: not valid UTF-8; fix or remove the file, nothing was changed", path.display())]
+    ConfigNotUtf8 {
+        /// The file.
+        path: PathBuf,
+        /// The 1-based line of the first bad byte.
+        line: usize,
+    },
+    /// A value in a config file that its key does not take.
+    #[error("{}: bad value '{value}' for key '{key}': {problem}", path.display())]
+    BadConfigValue {
+        /// The file.
+        path: PathBuf,
+        /// The key.
+        key: String,
+        /// The value (or the list entry) as written.
+        value: String,
+        /// Why it is refused.
+        problem: Box<ValueProblem>,
+    },
+    /// An entry of zones.toml that breaks a rule (shown inline: listings show the error on one
+    /// line without its causes).
+    #[error("{}: {problem}", path.display())]
+    BadZoneEntry {
+        /// zones.toml.
+        path: PathBuf,
+        /// What is wrong with the entry: an invalid zone name or subnet, naming the zone.
+        problem: Box<Error>,
     },
     /// A config key that does not exist.
     #[error("unknown config key '{key}'; the keys are {known}")]
@@ -54,14 +87,14 @@ pub enum Error {
         known: String,
     },
     /// A value a config key does not take.
-    #[error("bad value '{value}' for '{key}': {allowed}")]
+    #[error("bad value '{value}' for '{key}': {problem}")]
     BadValue {
         /// The key.
         key: String,
         /// The value given.
         value: String,
-        /// What the key takes.
-        allowed: String,
+        /// Why it is refused (what the key takes).
+        problem: ValueProblem,
     },
     /// No default realm is set.
     #[error("no default realm is set; set one with `realms default NAME`")]
@@ -72,7 +105,7 @@ pub enum Error {
         /// The realm.
         name: String,
         /// Why.
-        reason: String,
+        reason: StartFailure,
         /// The realm's log (its tail is shown).
         log: String,
     },
@@ -303,7 +336,7 @@ pub enum Error {
         /// The command.
         command: String,
         /// Why.
-        reason: String,
+        reason: ExecProblem,
     },
     /// A zone's subnet cannot change while its realms run.
     #[error(
@@ -423,7 +456,7 @@ pub enum Error {
         /// The zone.
         zone: String,
         /// The rule it breaks.
-        rule: String,
+        rule: realms_image::ZoneNameProblem,
     },
     /// No 10.77.N.0/24 subnet is free for a new zone.
     #[error(
@@ -508,6 +541,43 @@ pub(crate) fn bad_file(path: &Path, text: &str, err: &toml::de::Error) -> Error 
     }
 }
 
+/// Why a realm did not come up.
+#[derive(Debug, thiserror::Error)]
+pub enum StartFailure {
+    /// systemd-nspawn exited before the realm's init reported ready.
+    #[error("systemd-nspawn exited with {status} (log: {})", log.display())]
+    NspawnExited {
+        /// How it exited.
+        status: std::process::ExitStatus,
+        /// The realm's log file.
+        log: PathBuf,
+    },
+    /// The realm's init did not report ready in time (it was killed).
+    #[error("its init did not report ready within {seconds}s")]
+    NotReady {
+        /// The time it had.
+        seconds: u64,
+    },
+    /// `systemctl start` of the realm's unit failed; the command's own error, shown inline
+    /// because the unit's journal follows it.
+    #[error("{0}")]
+    Unit(Box<realms_sys::Error>),
+}
+
+/// Why a command in a realm cannot be executed (a shell's exit status 126).
+#[derive(Debug, thiserror::Error)]
+pub enum ExecProblem {
+    /// The path is a directory.
+    #[error("it is a directory")]
+    Directory,
+    /// The file has no execute permission.
+    #[error("it is not executable")]
+    NotExecutable,
+    /// The kernel refused to execute it (the OS error, e.g. a bad interpreter).
+    #[error("{0}")]
+    Os(std::io::Error),
+}
+
 fn log_tail(log: &str) -> String {
     if log.trim().is_empty() {
         return String::new();
@@ -555,6 +625,34 @@ mod tests {
                 "/realms/realm-f/config: line 3",
             ),
             (
+                Error::ConfigNotUtf8 {
+                    path: "/realms/realm-f2/config".into(),
+                    line: 2,
+                },
+                "/realms/realm-f2/config: line 2",
+            ),
+            (
+                Error::BadConfigValue {
+                    path: "/realms/realm-f3/config".into(),
+                    key: s("port-forward"),
+                    value: s("x"),
+                    problem: Box::new(ValueProblem::Forward(crate::value::ForwardProblem::Syntax(
+                        s("x"),
+                    ))),
+                },
+                "/realms/realm-f3/config: bad value 'x' for key 'port-forward'",
+            ),
+            (
+                Error::BadZoneEntry {
+                    path: "/realms/zones.toml".into(),
+                    problem: Box::new(Error::InvalidZoneName {
+                        zone: s("Work"),
+                        rule: realms_image::ZoneNameProblem::Rule,
+                    }),
+                },
+                "/realms/zones.toml: network zone 'Work'",
+            ),
+            (
                 Error::UnknownKey {
                     key: s("use-nothing"),
                     known: s("use-gpu"),
@@ -565,7 +663,7 @@ mod tests {
                 Error::BadValue {
                     key: s("use-gpu"),
                     value: s("maybe"),
-                    allowed: s("true or false"),
+                    problem: ValueProblem::NotBool,
                 },
                 "'use-gpu'",
             ),
@@ -573,7 +671,7 @@ mod tests {
             (
                 Error::StartFailed {
                     name: s("g"),
-                    reason: s("nspawn exited"),
+                    reason: StartFailure::NotReady { seconds: 30 },
                     log: s("last line"),
                 },
                 "'g'",
@@ -721,7 +819,7 @@ mod tests {
                 Error::NotExecutable {
                     name: s("q"),
                     command: s("/x"),
-                    reason: s("permission denied"),
+                    reason: ExecProblem::Os(std::io::Error::other("eacces")),
                 },
                 "/x",
             ),
@@ -803,7 +901,7 @@ mod tests {
             (
                 Error::InvalidZoneName {
                     zone: s("Bad"),
-                    rule: s("lowercase"),
+                    rule: realms_image::ZoneNameProblem::Rule,
                 },
                 "'Bad'",
             ),
@@ -872,6 +970,9 @@ mod tests {
             Error::IsDefault { .. } => "IsDefault",
             Error::ImageInUse { .. } => "ImageInUse",
             Error::BadConfig { .. } => "BadConfig",
+            Error::ConfigNotUtf8 { .. } => "ConfigNotUtf8",
+            Error::BadConfigValue { .. } => "BadConfigValue",
+            Error::BadZoneEntry { .. } => "BadZoneEntry",
             Error::UnknownKey { .. } => "UnknownKey",
             Error::BadValue { .. } => "BadValue",
             Error::NoDefault => "NoDefault",
@@ -927,6 +1028,9 @@ mod tests {
         "IsDefault",
         "ImageInUse",
         "BadConfig",
+        "ConfigNotUtf8",
+        "BadConfigValue",
+        "BadZoneEntry",
         "UnknownKey",
         "BadValue",
         "NoDefault",

@@ -9,6 +9,7 @@ use realms_sys::ns::{self, Credentials};
 use realms_sys::root::RootDir;
 use realms_sys::session;
 
+use crate::error::ExecProblem;
 use crate::plan::{RealHost, plan};
 use crate::store::RealmStore;
 use crate::{Error, Result, launch};
@@ -183,7 +184,7 @@ pub fn run(
         realms_sys::Error::Spawn { source, .. } => Error::NotExecutable {
             name: name.to_string(),
             command: program.to_string_lossy().into_owned(),
-            reason: source.to_string(),
+            reason: ExecProblem::Os(source),
         },
         e => e.into(),
     })?;
@@ -228,10 +229,10 @@ fn environment(
 }
 
 /// Why a command cannot be run.
-#[derive(Debug, PartialEq, Eq)]
+#[derive(Debug)]
 enum Unrunnable {
     NotFound,
-    NotExecutable(String),
+    NotExecutable(ExecProblem),
 }
 
 impl Unrunnable {
@@ -256,10 +257,10 @@ fn resolve(program: &OsString, path: &OsStr) -> std::result::Result<PathBuf, Unr
     use std::os::unix::ffi::OsStrExt;
     use std::os::unix::fs::PermissionsExt;
     let check = |p: &Path| match std::fs::metadata(p) {
-        Ok(m) if m.is_dir() => Some(Err(Unrunnable::NotExecutable("it is a directory".into()))),
-        Ok(m) if m.permissions().mode() & 0o111 == 0 => Some(Err(Unrunnable::NotExecutable(
-            "it is not executable".into(),
-        ))),
+        Ok(m) if m.is_dir() => Some(Err(Unrunnable::NotExecutable(ExecProblem::Directory))),
+        Ok(m) if m.permissions().mode() & 0o111 == 0 => {
+            Some(Err(Unrunnable::NotExecutable(ExecProblem::NotExecutable)))
+        }
         Ok(_) => Some(Ok(p.to_path_buf())),
         Err(_) => None,
     };
@@ -432,18 +433,24 @@ mod tests {
         let path = OsString::from(format!("{}:{}", a.display(), b.display()));
         let find = |p: &str| resolve(&OsString::from(p), &path);
         // The first executable match wins over an earlier file that is not executable.
-        assert_eq!(find("tool"), Ok(b.join("tool")));
-        assert!(matches!(find("plain"), Err(Unrunnable::NotExecutable(_))));
-        assert!(matches!(find("dir"), Err(Unrunnable::NotExecutable(_))));
-        assert_eq!(find("missing"), Err(Unrunnable::NotFound));
-        assert_eq!(find(""), Err(Unrunnable::NotFound));
+        assert_eq!(find("tool").unwrap(), b.join("tool"));
+        assert!(matches!(
+            find("plain"),
+            Err(Unrunnable::NotExecutable(ExecProblem::NotExecutable))
+        ));
+        assert!(matches!(
+            find("dir"),
+            Err(Unrunnable::NotExecutable(ExecProblem::Directory))
+        ));
+        assert!(matches!(find("missing"), Err(Unrunnable::NotFound)));
+        assert!(matches!(find(""), Err(Unrunnable::NotFound)));
         let abs = b.join("tool");
-        assert_eq!(find(abs.to_str().unwrap()), Ok(abs.clone()));
+        assert_eq!(find(abs.to_str().unwrap()).unwrap(), abs);
         assert!(matches!(
             find(a.join("plain").to_str().unwrap()),
             Err(Unrunnable::NotExecutable(_))
         ));
-        assert_eq!(find("/no/such/file"), Err(Unrunnable::NotFound));
+        assert!(matches!(find("/no/such/file"), Err(Unrunnable::NotFound)));
     }
 
     #[test]
@@ -451,7 +458,8 @@ mod tests {
         let nf = Unrunnable::NotFound.into_error("r", &OsString::from("x"));
         assert_eq!(nf.exit_code(), 127);
         assert!(nf.to_string().contains("command not found"), "{nf}");
-        let ne = Unrunnable::NotExecutable("no".into()).into_error("r", &OsString::from("x"));
+        let ne =
+            Unrunnable::NotExecutable(ExecProblem::Directory).into_error("r", &OsString::from("x"));
         assert_eq!(ne.exit_code(), 126);
         assert_eq!(Error::NoCommand { name: "r".into() }.exit_code(), 1);
     }

@@ -6,6 +6,8 @@ use std::str::FromStr;
 
 use serde::{Deserialize, Serialize};
 
+use crate::value::ForwardProblem;
+
 /// The transport of a port forward.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -39,20 +41,17 @@ pub struct PortForward {
     pub realm_port: u16,
 }
 
-const SYNTAX: &str =
-    "use [tcp:|udp:]HOSTPORT[:REALMPORT] with ports 1-65535, as in \"tcp:8080:80\"";
-
-fn port(s: &str) -> Result<u16, String> {
+fn port(s: &str) -> Result<u16, ForwardProblem> {
     match s.parse::<u16>() {
         Ok(p) if p != 0 && !s.starts_with('+') => Ok(p),
-        _ => Err(format!("'{s}' is not a port; {SYNTAX}")),
+        _ => Err(ForwardProblem::NotAPort(s.to_string())),
     }
 }
 
 impl FromStr for PortForward {
-    type Err = String;
+    type Err = ForwardProblem;
 
-    fn from_str(spec: &str) -> Result<PortForward, String> {
+    fn from_str(spec: &str) -> Result<PortForward, ForwardProblem> {
         let parts: Vec<&str> = spec.split(':').collect();
         let (proto, ports) = match parts.first().copied() {
             Some("tcp") => (Proto::Tcp, &parts[1..]),
@@ -62,7 +61,7 @@ impl FromStr for PortForward {
         let (host_port, realm_port) = match ports {
             [h] => (port(h)?, port(h)?),
             [h, r] => (port(h)?, port(r)?),
-            _ => return Err(format!("'{spec}' is not a port forward; {SYNTAX}")),
+            _ => return Err(ForwardProblem::Syntax(spec.to_string())),
         };
         Ok(PortForward {
             proto,
@@ -87,7 +86,7 @@ impl fmt::Display for PortForward {
 /// Parses a list of forwards; two forwards of one host port are an error naming both.
 pub fn parse_list<'a>(
     specs: impl IntoIterator<Item = &'a str>,
-) -> Result<Vec<PortForward>, (String, String)> {
+) -> Result<Vec<PortForward>, (String, ForwardProblem)> {
     let mut out: Vec<PortForward> = Vec::new();
     for spec in specs {
         let f: PortForward = spec.parse().map_err(|e| (spec.to_string(), e))?;
@@ -97,11 +96,11 @@ pub fn parse_list<'a>(
         {
             return Err((
                 spec.to_string(),
-                format!(
-                    "host port {} {} is already forwarded by '{other}'",
-                    f.proto.as_str(),
-                    f.host_port
-                ),
+                ForwardProblem::Taken {
+                    proto: f.proto.as_str(),
+                    port: f.host_port,
+                    other: other.to_string(),
+                },
             ));
         }
         out.push(f);
@@ -145,7 +144,7 @@ mod tests {
             "tcp:-1",
             " 80",
         ] {
-            let err = bad.parse::<PortForward>().unwrap_err();
+            let err = bad.parse::<PortForward>().unwrap_err().to_string();
             assert!(err.contains("HOSTPORT"), "{bad:?}: {err}");
         }
     }
@@ -154,7 +153,7 @@ mod tests {
     fn a_host_port_is_forwarded_once() {
         let err = parse_list(["tcp:8080:80", "udp:8080:80", "8080:81"]).unwrap_err();
         assert_eq!(err.0, "8080:81");
-        assert!(err.1.contains("tcp:8080:80"), "{}", err.1);
+        assert!(err.1.to_string().contains("tcp:8080:80"), "{}", err.1);
         assert_eq!(parse_list(["tcp:1:2", "udp:1:2"]).unwrap().len(), 2);
     }
 }

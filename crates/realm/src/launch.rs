@@ -15,6 +15,7 @@ use std::time::{Duration, Instant};
 use realms_image::{ImageKind, activate};
 use realms_sys::{cmd::Cmd, mount, proc};
 
+use crate::error::StartFailure;
 pub use crate::executor::Executor;
 use crate::plan::{Network, RealHost, RootSetup, plan};
 pub(crate) use crate::runtime::{SETTLE, leader_file, nspawn_pid, pid_file, unit_name, unit_path};
@@ -135,7 +136,7 @@ fn start_direct(store: &RealmStore, name: &str) -> Result<()> {
         child.id().to_string().as_bytes(),
         0o644,
     )?;
-    let failed = |reason: String| Error::StartFailed {
+    let failed = |reason: StartFailure| Error::StartFailed {
         name: name.to_string(),
         reason,
         log: fs::read_to_string(&log_path).unwrap_or_default(),
@@ -151,20 +152,19 @@ fn start_direct(store: &RealmStore, name: &str) -> Result<()> {
         if let Ok(Some(status)) = child.try_wait() {
             let _ = fs::remove_file(pid_file(store, name));
             let _ = tree::reap(store, name);
-            return Err(failed(format!(
-                "systemd-nspawn exited with {status} (log: {})",
-                log_path.display()
-            )));
+            return Err(failed(StartFailure::NspawnExited {
+                status,
+                log: log_path.clone(),
+            }));
         }
         if Instant::now() > deadline {
             let _ = child.kill();
             let _ = child.wait();
             let _ = fs::remove_file(pid_file(store, name));
             let _ = tree::reap(store, name);
-            return Err(failed(format!(
-                "its init did not report ready within {}s",
-                START_TIMEOUT.as_secs()
-            )));
+            return Err(failed(StartFailure::NotReady {
+                seconds: START_TIMEOUT.as_secs(),
+            }));
         }
     }
 }
@@ -210,7 +210,7 @@ fn start_unit(store: &RealmStore, name: &str) -> Result<()> {
         .run()
         .map_err(|e| Error::StartFailed {
             name: name.to_string(),
-            reason: e.to_string(),
+            reason: StartFailure::Unit(Box::new(e)),
             log: Cmd::new("journalctl")
                 .args(["--no-pager", "-n", "20", "-u", &unit_name(name)])
                 .output_string()

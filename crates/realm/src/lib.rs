@@ -28,7 +28,8 @@ pub mod status;
 pub mod store;
 mod tree;
 pub mod update;
+pub mod value;
 pub mod zone;
 
-pub use error::{Error, Result};
+pub use error::{Error, ExecProblem, Result, StartFailure};
 pub use store::RealmStore;

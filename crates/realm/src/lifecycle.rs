@@ -9,6 +9,7 @@ use realms_sys::{atomic, btrfs};
 
 use crate::config::{KEYS, RealmConfig, parse_value, set_line, unknown_key};
 use crate::store::{RealmStore, RootKind, delete_realm_tree, mkdir};
+use crate::value::ValueProblem;
 use crate::{Error, Result};
 use realms_sys::event::{Event, Report};
 
@@ -215,7 +216,7 @@ pub fn config_edit(store: &RealmStore, name: &str, key: &str, edit: ListEdit) ->
         return Err(Error::BadValue {
             key: key.to_string(),
             value: format!("{edit:?}"),
-            allowed: "--add and --remove apply to list options only; set this one with `realms config NAME KEY VALUE`".into(),
+            problem: ValueProblem::NotAListKey,
         });
     }
     let _lock = store.lock()?;
@@ -229,23 +230,23 @@ pub fn config_edit(store: &RealmStore, name: &str, key: &str, edit: ListEdit) ->
         .flatten()
         .filter_map(|v| v.as_str().map(str::to_string))
         .collect();
-    let not = |allowed: &str| Error::BadValue {
+    let not = |problem: ValueProblem| Error::BadValue {
         key: key.to_string(),
         value: match edit {
             ListEdit::Add(e) | ListEdit::Remove(e) => e.to_string(),
         },
-        allowed: allowed.to_string(),
+        problem,
     };
     match edit {
         ListEdit::Add(entry) if items.iter().any(|i| i == entry) => {
-            return Err(not("it is in the list already"));
+            return Err(not(ValueProblem::Listed));
         }
         ListEdit::Add(entry) => items.push(entry.to_string()),
         ListEdit::Remove(entry) => {
             let before = items.len();
             items.retain(|i| i != entry);
             if items.len() == before {
-                return Err(not("it is not in the list"));
+                return Err(not(ValueProblem::NotListed));
             }
         }
     }

@@ -128,10 +128,7 @@ pub fn create(
     require_dm()?;
     let image = state.join(IMAGE);
     if image.exists() {
-        return Err(Error::BadSize {
-            what: image.display().to_string(),
-            reason: "it exists already".into(),
-        });
+        return Err(Error::ImageExists { image });
     }
     // Read first: a bad passphrase file must fail before anything is made.
     let passphrase = match &opts.passphrase_file {
@@ -267,9 +264,9 @@ fn enroll_recovery(image: &Path, key: &Path) -> Result<String> {
     match (out.status.success(), found) {
         (true, Some(k)) => Ok(k),
         // Never include stdout here: it may hold the key.
-        _ => Err(Error::BadSize {
-            what: format!("enrolling a recovery key for {}", image.display()),
-            reason: format!("systemd-cryptenroll failed ({})", out.status),
+        _ => Err(Error::Enroll {
+            image: image.to_path_buf(),
+            status: out.status,
         }),
     }
 }

@@ -8,7 +8,7 @@ use std::fs::File;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
-use crate::error::{Error, Result};
+use crate::error::{Error, GptProblem, Result};
 use crate::guid::Guid;
 use realms_sys::IoContext;
 
@@ -97,18 +97,18 @@ fn read_at(file: &File, path: &Path, offset: u64, len: usize) -> Result<Vec<u8>>
 impl Gpt {
     /// Reads and checks the partition table of `file` (`size` bytes long, named `path`).
     pub fn read(file: &File, path: &Path, size: u64) -> Result<Gpt> {
-        let bad = |reason: &str| Error::BadGpt {
+        let bad = |problem: GptProblem| Error::BadGpt {
             disk: path.to_path_buf(),
-            reason: reason.to_string(),
+            problem,
         };
         if size < 8192 {
-            return Err(bad("it is too small to hold a GPT"));
+            return Err(bad(GptProblem::TooSmall));
         }
         let head = read_at(file, path, 0, 8192)?;
         let sector = [512u64, 4096]
             .into_iter()
             .find(|&s| &head[s as usize..s as usize + 8] == b"EFI PART")
-            .ok_or_else(|| bad("it has no GPT (no 'EFI PART' header at sector 1)"))?;
+            .ok_or_else(|| bad(GptProblem::NoGpt))?;
         let disk_sectors = size / sector;
         let header = head[sector as usize..sector as usize + HEADER_SIZE].to_vec();
         check_header(&header, 1).map_err(bad)?;
@@ -121,10 +121,10 @@ impl Gpt {
         let entries_off = entries_lba
             .checked_mul(sector)
             .filter(|o| o.checked_add(len as u64).is_some_and(|end| end <= size))
-            .ok_or_else(|| bad("the partition entries lie outside the disk"))?;
+            .ok_or_else(|| bad(GptProblem::EntriesOutsideDisk))?;
         let entries = read_at(file, path, entries_off, len)?;
         if crc32(&entries) != le32(&header, 88) {
-            return Err(bad("the partition entries' checksum does not match"));
+            return Err(bad(GptProblem::EntriesChecksum));
         }
         let gpt = Gpt {
             path: path.to_path_buf(),
@@ -139,38 +139,38 @@ impl Gpt {
         Ok(gpt)
     }
 
-    fn check_backup(&self, file: &File) -> std::result::Result<(), &'static str> {
+    fn check_backup(&self, file: &File) -> std::result::Result<(), GptProblem> {
         let alt = le64(&self.header, 32);
         if alt >= self.disk_sectors {
-            return Err("the backup GPT header lies beyond the end of the disk");
+            return Err(GptProblem::BackupBeyondEnd);
         }
         let raw = read_at(file, &self.path, alt * self.sector, HEADER_SIZE)
-            .map_err(|_| "the backup GPT header cannot be read")?;
-        check_header(&raw, alt).map_err(|_| "the backup GPT header is damaged")?;
+            .map_err(|_| GptProblem::BackupUnreadable)?;
+        check_header(&raw, alt).map_err(|_| GptProblem::BackupDamaged)?;
         if le32(&raw, 88) != le32(&self.header, 88) || raw[56..72] != self.header[56..72] {
-            return Err("the backup GPT does not match the primary one");
+            return Err(GptProblem::BackupMismatch);
         }
         Ok(())
     }
 
-    fn check_layout(&self) -> std::result::Result<(), &'static str> {
+    fn check_layout(&self) -> std::result::Result<(), GptProblem> {
         let (first, last) = (self.first_usable(), self.last_usable());
         let entries_end =
             le64(&self.header, 72) + (self.entries.len() as u64).div_ceil(self.sector);
         let backup_entries = (self.disk_sectors - 1)
             .saturating_sub((self.entries.len() as u64).div_ceil(self.sector));
         if first < entries_end || last < first || last >= backup_entries {
-            return Err("the usable area overlaps the partition table");
+            return Err(GptProblem::UsableOverlapsTable);
         }
         let mut parts = self.partitions();
         parts.sort_by_key(|p| p.first_lba);
         for p in &parts {
             if p.last_lba < p.first_lba || p.first_lba < first || p.last_lba > last {
-                return Err("a partition lies outside the usable area");
+                return Err(GptProblem::PartitionOutsideUsable);
             }
         }
         if parts.windows(2).any(|w| w[1].first_lba <= w[0].last_lba) {
-            return Err("two partitions overlap");
+            return Err(GptProblem::PartitionsOverlap);
         }
         Ok(())
     }
@@ -263,16 +263,17 @@ impl Gpt {
     pub fn add(&mut self, part: &NewPartition) -> Result<u32> {
         let number = self.next_number().ok_or_else(|| Error::BadGpt {
             disk: self.path.clone(),
-            reason: "every partition entry is used".into(),
+            problem: GptProblem::Full,
         })?;
         let inside = self
             .free_areas()
             .iter()
             .any(|&(a, b)| a <= part.first_lba && part.last_lba <= b);
         if !inside || part.last_lba < part.first_lba {
-            return Err(Error::BadSize {
-                what: format!("partition at sectors {}-{}", part.first_lba, part.last_lba),
-                reason: "it is not inside a free area of the disk".into(),
+            return Err(Error::NotFree {
+                disk: self.path.clone(),
+                first_lba: part.first_lba,
+                last_lba: part.last_lba,
             });
         }
         let at = (number as usize - 1) * self.entry_size;
@@ -327,25 +328,25 @@ fn seal(header: &mut [u8]) {
     header[16..20].copy_from_slice(&crc.to_le_bytes());
 }
 
-fn check_header(raw: &[u8], my_lba: u64) -> std::result::Result<(), &'static str> {
+fn check_header(raw: &[u8], my_lba: u64) -> std::result::Result<(), GptProblem> {
     if raw.len() < HEADER_SIZE || &raw[..8] != b"EFI PART" {
-        return Err("no 'EFI PART' signature");
+        return Err(GptProblem::NoSignature);
     }
     if le32(raw, 12) as usize != HEADER_SIZE {
-        return Err("the GPT header has an unusual size");
+        return Err(GptProblem::HeaderSize);
     }
     let mut copy = raw[..HEADER_SIZE].to_vec();
     let stored = le32(&copy, 16);
     copy[16..20].fill(0);
     if crc32(&copy) != stored {
-        return Err("the GPT header's checksum does not match");
+        return Err(GptProblem::HeaderChecksum);
     }
     if le64(raw, 24) != my_lba {
-        return Err("the GPT header is not where it says it is");
+        return Err(GptProblem::HeaderMisplaced);
     }
     let (count, size) = (le32(raw, 80), le32(raw, 84));
     if !(128..=4096).contains(&size) || size % 8 != 0 || count == 0 || count > 4096 {
-        return Err("the GPT has an unusual partition entry geometry");
+        return Err(GptProblem::EntryGeometry);
     }
     Ok(())
 }
@@ -468,6 +469,6 @@ mod tests {
             last_lba: 5000,
             label: "state".into(),
         };
-        assert!(matches!(gpt.add(&part), Err(Error::BadSize { .. })));
+        assert!(matches!(gpt.add(&part), Err(Error::NotFree { .. })));
     }
 }

@@ -141,9 +141,8 @@ fn btrfs_size(mount: &Path) -> Result<u64> {
                     .and_then(|s| s.parse().ok())
             })?
         })
-        .ok_or_else(|| Error::BadSize {
-            what: format!("the file system at {}", mount.display()),
-            reason: "`btrfs filesystem show` gave no device size".into(),
+        .ok_or_else(|| Error::NoDeviceSize {
+            mount: mount.to_path_buf(),
         })
 }
 
@@ -173,9 +172,9 @@ pub fn stack(state: &Path) -> Result<Stack> {
         (name.clone(), None)
     };
     let loop_sys = PathBuf::from("/sys/class/block").join(&loop_name);
-    let backing = read_sys(&loop_sys.join("loop/backing_file")).map_err(|_| Error::BadSize {
-        what: format!("the device under {}", mount.display()),
-        reason: format!("{} is not a loop device", loop_name),
+    let backing = read_sys(&loop_sys.join("loop/backing_file")).map_err(|_| Error::NotOnLoop {
+        mount: mount.clone(),
+        device: loop_name.clone(),
     })?;
     let backing = PathBuf::from(backing.trim_end_matches(" (deleted)"));
     let image_size = std::fs::metadata(&image).ctx("measuring", &image)?.len();
@@ -184,9 +183,9 @@ pub fn stack(state: &Path) -> Result<Stack> {
         s.parse::<u64>()
             .ok()
             .and_then(|n| n.checked_mul(512))
-            .ok_or(Error::BadSize {
-                what: p.display().to_string(),
-                reason: format!("'{s}' is not a sector count"),
+            .ok_or(Error::BadSectorCount {
+                path: p.join("size"),
+                value: s,
             })
     };
     let offset = match dm_name {
@@ -194,13 +193,10 @@ pub fn stack(state: &Path) -> Result<Stack> {
         None => 0,
     };
     if std::fs::canonicalize(&backing).ok() != std::fs::canonicalize(&image).ok() {
-        return Err(Error::BadSize {
-            what: format!("the file system at {}", mount.display()),
-            reason: format!(
-                "it lives on {}, not on {}",
-                backing.display(),
-                image.display()
-            ),
+        return Err(Error::WrongBacking {
+            mount,
+            backing,
+            image,
         });
     }
     let (_, used, free) = statvfs(&mount)?;

@@ -14,7 +14,7 @@ use realms_sys::loopdev::{LoopDevice, LoopOptions};
 use realms_sys::mount::{self, MountFlags};
 
 use crate::entries;
-use crate::error::{Error, Result};
+use crate::error::{Error, GptProblem, Result};
 use crate::gpt::{Gpt, NewPartition};
 use crate::guid::{Guid, STATE_PARTITION_TYPE};
 use realms_sys::IoContext;
@@ -110,7 +110,7 @@ fn open_disk(disk: &Path, write: bool) -> Result<(File, u64, bool)> {
     if !block && !meta.is_file() {
         return Err(Error::BadGpt {
             disk: disk.into(),
-            reason: "it is neither a block device nor a disk image file".into(),
+            problem: GptProblem::NotADisk,
         });
     }
     let mut file = std::fs::OpenOptions::new()
@@ -146,7 +146,7 @@ pub fn plan(opts: &Options) -> Result<Plan> {
     }
     let number = gpt.next_number().ok_or_else(|| Error::BadGpt {
         disk: disk.clone(),
-        reason: "every partition entry is used".into(),
+        problem: GptProblem::Full,
     })?;
     let sector = gpt.sector;
     let areas = gpt.free_areas();

@@ -126,7 +126,68 @@ pub enum Error {
         /// The extension image name.
         name: String,
         /// Which rule failed, with the values compared.
-        reason: String,
+        reason: Mismatch,
+    },
+}
+
+/// Which of systemd's extension-matching rules an extension breaks, with the values compared.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Mismatch {
+    /// The extension-release file is empty.
+    #[error("its extension-release file is empty")]
+    Empty,
+    /// The scope list (`SYSEXT_SCOPE=`/`CONFEXT_SCOPE=`) does not include the scope asked for.
+    #[error("{key}='{scopes}' does not include '{scope}'")]
+    Scope {
+        /// The scope key.
+        key: &'static str,
+        /// The scopes the extension lists.
+        scopes: String,
+        /// The scope asked for.
+        scope: &'static str,
+    },
+    /// `ARCHITECTURE=` is not the host's.
+    #[error("ARCHITECTURE={architecture} but the host is {host}")]
+    Architecture {
+        /// The extension's architecture.
+        architecture: String,
+        /// The host's.
+        host: String,
+    },
+    /// The extension-release has no `ID=`.
+    #[error("its extension-release has no ID=")]
+    NoId,
+    /// `ID=` is neither the host's `ID=` nor in its `ID_LIKE=`.
+    #[error("ID={id} but the host has ID={host}")]
+    Id {
+        /// The extension's ID.
+        id: String,
+        /// The host's.
+        host: String,
+    },
+    /// The extension level (`SYSEXT_LEVEL=`/`CONFEXT_LEVEL=`) differs from the host's.
+    #[error("{key}={level} but the host has {key}={host}")]
+    Level {
+        /// The level key.
+        key: &'static str,
+        /// The extension's level.
+        level: String,
+        /// The host's.
+        host: String,
+    },
+    /// The host has a `VERSION_ID=` and the extension none.
+    #[error("it has no VERSION_ID= (the host has VERSION_ID={host})")]
+    NoVersion {
+        /// The host's version.
+        host: String,
+    },
+    /// `VERSION_ID=` differs from the host's.
+    #[error("VERSION_ID={version} but the host has VERSION_ID={host}")]
+    Version {
+        /// The extension's version.
+        version: String,
+        /// The host's.
+        host: String,
     },
 }
 
@@ -278,7 +339,7 @@ mod tests {
             (
                 Error::ExtensionMismatch {
                     name: s("ext3"),
-                    reason: s("ID differs"),
+                    reason: Mismatch::NoId,
                 },
                 "'ext3'",
             ),

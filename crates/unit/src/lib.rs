@@ -23,7 +23,7 @@ pub mod name;
 pub mod os_release;
 pub mod unit_file;
 
-pub use error::{Error, Problem, Result};
+pub use error::{Error, Mismatch, Problem, Result};
 pub use name::{NameKind, UnitName, UnitType};
 pub use os_release::OsRelease;
 pub use unit_file::UnitFile;

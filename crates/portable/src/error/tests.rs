@@ -39,7 +39,10 @@ fn every_variant() -> Vec<(Error, &'static str)> {
         (
             Error::ExtensionMismatch {
                 image: s("img-h"),
-                reason: s("ID differs"),
+                reason: realms_unit::Mismatch::Id {
+                    id: s("fedora"),
+                    host: s("debian"),
+                },
             },
             "img-h",
         ),
@@ -78,13 +81,6 @@ fn every_variant() -> Vec<(Error, &'static str)> {
                 target: s("/etc/x"),
             },
             "d.service",
-        ),
-        (
-            Error::BadUnitFile {
-                path: PathBuf::from("/u/e.service"),
-                reason: s("bad"),
-            },
-            "/u/e.service",
         ),
         (
             Error::BadRelease {

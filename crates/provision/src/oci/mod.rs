@@ -19,6 +19,7 @@ use std::path::Path;
 use oci_spec::image::{Descriptor, ImageManifest, MediaType};
 use sha2::{Digest as _, Sha256};
 
+use crate::error::OciReferenceProblem;
 use crate::fetch::Fetcher;
 use crate::index::{Ext, MAX_INDEX_BYTES};
 use crate::manifest::Stream;
@@ -59,29 +60,29 @@ pub struct Reference {
 impl Reference {
     /// Parses an `oci://` url.
     pub fn parse(url: &str) -> Result<Reference> {
-        let bad = |reason: &str| Error::OciReference {
+        let bad = |reason: OciReferenceProblem| Error::OciReference {
             url: url.to_string(),
-            reason: reason.to_string(),
+            reason,
         };
         let rest = url
             .strip_prefix("oci://")
-            .ok_or_else(|| bad("not an oci:// url"))?
+            .ok_or_else(|| bad(OciReferenceProblem::NotOci))?
             .trim_end_matches('/');
         let (host, path) = rest
             .split_once('/')
-            .ok_or_else(|| bad("no repository after the registry"))?;
+            .ok_or_else(|| bad(OciReferenceProblem::NoRepository))?;
         let host_ok = !host.is_empty()
             && host
                 .chars()
                 .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | ':' | '[' | ']'));
         if !host_ok {
-            return Err(bad("the registry is HOST or HOST:PORT"));
+            return Err(bad(OciReferenceProblem::BadRegistry));
         }
         // oci-spec checks the repository path, tag and digest; a registry name it knows stands
         // in for the host, which it would otherwise take for a path component without a dot.
         let parsed =
             oci_spec::distribution::Reference::try_from(format!("registry.invalid/{path}"))
-                .map_err(|e| bad(&e.to_string()))?;
+                .map_err(|e| bad(OciReferenceProblem::Grammar(e.to_string())))?;
         let explicit_tag = path
             .rsplit('/')
             .next()

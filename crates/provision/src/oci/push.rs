@@ -3,6 +3,7 @@
 //! pushed as an artifact whose manifest is put last, in one request: a reader of the index tag
 //! sees the old index and its signature or the new ones, never a mix.
 
+use realms_sys::IoContext;
 use std::collections::HashMap;
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -102,9 +103,7 @@ pub fn publish(
     if r.digest.is_some() {
         return Err(Error::OciReference {
             url: req.repo.to_string(),
-            reason:
-                "a digest names an index that cannot change: publish to the repository or a tag"
-                    .into(),
+            reason: crate::error::OciReferenceProblem::PublishToDigest,
         });
     }
     let client = Client::connect(root, fetcher, &r, Access::Push)?;
@@ -178,7 +177,7 @@ fn push_package(
         });
     }
     if !client.has_blob(&digest)? {
-        let f = fs::File::open(path).map_err(|e| Error::io("reading", path, e))?;
+        let f = fs::File::open(path).ctx("reading", path)?;
         client.upload(&digest, Upload::File(&f))?;
     }
     let ext = Ext::of(&entry.file, name, &entry.version).unwrap_or(Ext::Tar);

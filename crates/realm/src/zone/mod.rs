@@ -35,6 +35,7 @@ pub use crate::names::{BadSubnet, bridge_name, parse_subnet, validate_zone};
 pub use attach::{Attachment, attach, configure_host0, release};
 
 use crate::store::RealmStore;
+use crate::value::ValueProblem;
 use crate::{Error, Result};
 
 /// One zone's settings.
@@ -75,15 +76,16 @@ pub fn load(store: &RealmStore) -> Result<BTreeMap<String, Zone>> {
     let zones: BTreeMap<String, Zone> =
         toml::from_str(&text).map_err(|e| crate::error::bad_file(&path, &text, &e))?;
     for (name, zone) in &zones {
-        checked(name).map_err(|e| Error::BadConfig {
+        checked(name).map_err(|e| Error::BadZoneEntry {
             path: path.clone(),
-            line: None,
-            message: e.to_string(),
+            problem: Box::new(e),
         })?;
-        parse_subnet(&zone.subnet).map_err(|m| Error::BadConfig {
+        parse_subnet(&zone.subnet).map_err(|problem| Error::BadZoneEntry {
             path: path.clone(),
-            line: None,
-            message: format!("zone '{name}': {m}"),
+            problem: Box::new(Error::InvalidSubnet {
+                zone: name.clone(),
+                problem,
+            }),
         })?;
     }
     Ok(zones)
@@ -207,17 +209,15 @@ fn join_names<'a>(names: impl IntoIterator<Item = &'a String>) -> String {
 pub fn set(store: &RealmStore, zone: &str, key: &str, value: &str) -> Result<Zone> {
     checked(zone)?;
     // The key and value first: a refused one must not have created the zone.
-    let bad = |allowed: &str| Error::BadValue {
+    let bad = |problem: ValueProblem| Error::BadValue {
         key: key.into(),
         value: value.into(),
-        allowed: allowed.into(),
+        problem,
     };
     let nat = match key {
-        "nat" => {
-            Some(crate::config::parse_bool(value).ok_or_else(|| bad("true or false (on, off)"))?)
-        }
+        "nat" => Some(crate::config::parse_bool(value).ok_or_else(|| bad(ValueProblem::NotOnOff))?),
         "subnet" => {
-            parse_subnet(value).map_err(|m| bad(&m.to_string()))?;
+            parse_subnet(value).map_err(|m| bad(ValueProblem::Subnet(m)))?;
             None
         }
         _ => {

@@ -4,7 +4,7 @@
 use std::io;
 
 use super::{OsRelease, read_parsed};
-use crate::error::{Error, Result};
+use crate::error::{Error, Mismatch, Result};
 
 /// Which kind of extension image: where its release file lives and which keys it uses.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -165,14 +165,14 @@ impl ExtensionCheck<'_> {
     /// 7. if host and extension both set the level key, they must be equal; otherwise, if
     ///    the host sets `VERSION_ID=`, the extension's `VERSION_ID=` must equal it.
     pub fn check(&self, name: &str, ext: &OsRelease) -> Result<()> {
-        let fail = |reason: String| {
+        let fail = |reason: Mismatch| {
             Err(Error::ExtensionMismatch {
                 name: name.to_owned(),
                 reason,
             })
         };
         if ext.is_empty() {
-            return fail("its extension-release file is empty".to_owned());
+            return fail(Mismatch::Empty);
         }
         let scope_key = self.kind.scope_key();
         let scopes: Vec<&str> = match ext.get(scope_key) {
@@ -180,32 +180,38 @@ impl ExtensionCheck<'_> {
             None => vec!["system", "portable"],
         };
         if !scopes.contains(&self.scope.as_str()) {
-            return fail(format!(
-                "{scope_key}='{}' does not include '{}'",
-                scopes.join(" "),
-                self.scope.as_str()
-            ));
+            return fail(Mismatch::Scope {
+                key: scope_key,
+                scopes: scopes.join(" "),
+                scope: self.scope.as_str(),
+            });
         }
         if let (Some(arch), Some(host_arch)) = (ext.architecture(), self.architecture)
             && arch != "_any"
             && arch != host_arch
         {
-            return fail(format!("ARCHITECTURE={arch} but the host is {host_arch}"));
+            return fail(Mismatch::Architecture {
+                architecture: arch.to_owned(),
+                host: host_arch.to_owned(),
+            });
         }
         let Some(id) = ext.id() else {
-            return fail("its extension-release has no ID=".to_owned());
+            return fail(Mismatch::NoId);
         };
         if id == "_any" {
             return Ok(());
         }
         let host_id = self.host.id().unwrap_or("");
         if id != host_id && !self.host.id_like().contains(&id) {
-            return fail(format!("ID={id} but the host has ID={host_id}"));
+            return fail(Mismatch::Id {
+                id: id.to_owned(),
+                host: host_id.to_owned(),
+            });
         }
         self.check_version(ext, fail)
     }
 
-    fn check_version(&self, ext: &OsRelease, fail: impl Fn(String) -> Result<()>) -> Result<()> {
+    fn check_version(&self, ext: &OsRelease, fail: impl Fn(Mismatch) -> Result<()>) -> Result<()> {
         let level_key = self.kind.level_key();
         let host_level = self.host.get_nonempty(level_key);
         let host_version = self.host.version_id();
@@ -214,23 +220,26 @@ impl ExtensionCheck<'_> {
         }
         if let (Some(host_level), Some(level)) = (host_level, ext.get_nonempty(level_key)) {
             if level != host_level {
-                return fail(format!(
-                    "{level_key}={level} but the host has {level_key}={host_level}"
-                ));
+                return fail(Mismatch::Level {
+                    key: level_key,
+                    level: level.to_owned(),
+                    host: host_level.to_owned(),
+                });
             }
             return Ok(());
         }
         if let Some(host_version) = host_version {
             match ext.version_id() {
                 None => {
-                    return fail(format!(
-                        "it has no VERSION_ID= (the host has VERSION_ID={host_version})"
-                    ));
+                    return fail(Mismatch::NoVersion {
+                        host: host_version.to_owned(),
+                    });
                 }
                 Some(v) if v != host_version => {
-                    return fail(format!(
-                        "VERSION_ID={v} but the host has VERSION_ID={host_version}"
-                    ));
+                    return fail(Mismatch::Version {
+                        version: v.to_owned(),
+                        host: host_version.to_owned(),
+                    });
                 }
                 Some(_) => {}
             }
