@@ -28,6 +28,7 @@ pub mod status;
 pub mod store;
 mod tree;
 pub mod update;
+pub mod xauth;
 pub mod zone;
 
 pub use error::{Error, Result};
