@@ -11,6 +11,7 @@ use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
 use realms_sys::IoContext;
+use realms_sys::x11::X11Error;
 
 use crate::Result;
 use crate::store::RealmStore;
@@ -163,14 +164,25 @@ fn chain(err: &dyn std::error::Error) -> String {
     out
 }
 
-/// Revokes one cookie, unless its X server is gone (then the cookie went with it).
-fn revoke_one(record: &CookieRecord) -> std::result::Result<(), realms_sys::x11::X11Error> {
+/// Revokes one cookie, unless its X server is gone (then the cookie went with it): its socket
+/// is missing, another server's (another inode), or nothing listens on it (a killed server
+/// leaves the file).
+fn revoke_one(record: &CookieRecord) -> std::result::Result<(), X11Error> {
     match socket_inode(record.display) {
-        Ok(inode) if inode == record.socket_inode => realms_sys::x11::revoke(
-            record.display,
-            record.host_xauthority.as_deref(),
-            record.auth_id,
-        ),
+        Ok(inode) if inode == record.socket_inode => {
+            match realms_sys::x11::revoke(
+                record.display,
+                record.host_xauthority.as_deref(),
+                record.auth_id,
+            ) {
+                Err(X11Error::Connect { source, .. })
+                    if source.kind() == std::io::ErrorKind::ConnectionRefused =>
+                {
+                    Ok(())
+                }
+                other => other,
+            }
+        }
         _ => Ok(()),
     }
 }
