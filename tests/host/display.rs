@@ -698,6 +698,28 @@ fn a_stopped_or_removed_realms_x_cookie_is_revoked_and_the_next_start_gets_a_fre
     assert!(works(&second_copy));
     assert!(!works(&first_copy));
 
+    // A realm whose systemd-nspawn was killed: its next start revokes the cookie it left.
+    let pid = fs::read_to_string(t.path().join(format!("run/realms/realm-{realm}.pid"))).unwrap();
+    let killed = Command::new("kill")
+        .args(["-9", pid.trim()])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    let start = Instant::now();
+    while Path::new(&format!("/proc/{}", pid.trim())).exists() {
+        assert!(start.elapsed() < Duration::from_secs(10), "nspawn lives on");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(works(&second_copy), "killing nspawn alone revokes nothing");
+    let after_kill = launch_xdpyinfo();
+    assert_ne!(after_kill, second);
+    assert!(
+        !works(&second_copy),
+        "the killed realm's cookie still works"
+    );
+    let second_copy = keep(&after_kill);
+    assert!(works(&second_copy));
+
     // Removed (while running) and made again under the same name: nothing is inherited.
     t.ok(&["remove", &realm, "--stop"]);
     assert!(
@@ -707,7 +729,7 @@ fn a_stopped_or_removed_realms_x_cookie_is_revoked_and_the_next_start_gets_a_fre
     assert!(cached_cookies(&t, &realm).is_empty());
     prepare();
     let third = launch_xdpyinfo();
-    assert!(third != first && third != second);
+    assert!(third != first && third != second && third != after_kill);
     assert!(works(&keep(&third)));
 
     // A cookie that cannot be revoked (the host's Xauthority gone) is a warning, not a failed

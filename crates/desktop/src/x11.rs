@@ -33,8 +33,7 @@ pub fn realm_cookie(
     host_xauthority: Option<&Path>,
 ) -> Result<Vec<u8>> {
     let ino = xauth::socket_inode(number)?;
-    let cached = xauth::cookie_file(store, name, number, ino);
-    if let Ok(bytes) = std::fs::read(&cached) {
+    if let Some(bytes) = xauth::cached(store, name, number, ino) {
         return Ok(bytes);
     }
     let tmp = store

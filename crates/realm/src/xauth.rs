@@ -89,6 +89,14 @@ pub fn cookie_file(store: &RealmStore, name: &str, display: u32, inode: u64) -> 
         .join(format!("realm-{name}.x11-{display}-{inode}.xauth"))
 }
 
+/// The cached cookie of realm `name` for this run of X server `display`, if it is there with
+/// its record (a cookie cached without one, by an older realms, could never be revoked).
+pub fn cached(store: &RealmStore, name: &str, display: u32, inode: u64) -> Option<Vec<u8>> {
+    let cookie = cookie_file(store, name, display, inode);
+    record_file(&cookie).exists().then_some(())?;
+    fs::read(&cookie).ok()
+}
+
 fn record_file(cookie: &Path) -> PathBuf {
     let mut s = cookie.as_os_str().to_owned();
     s.push("-id");
@@ -226,9 +234,14 @@ mod tests {
         save(&store, "ab", &gone, b"cookie").unwrap();
         let a = cookie_file(&store, "a", 65_000, 1);
         assert!(a.exists() && record_file(&a).exists());
-        // A cookie without a record (an older realms) goes too.
+        assert_eq!(
+            cached(&store, "a", 65_000, 1).as_deref(),
+            Some(&b"cookie"[..])
+        );
+        // A cookie without a record (an older realms) is not used, and goes too.
         let old = cookie_file(&store, "a", 65_001, 2);
         fs::write(&old, b"old").unwrap();
+        assert_eq!(cached(&store, "a", 65_001, 2), None);
         assert!(revoke(&store, "a").is_empty());
         assert!(!a.exists() && !record_file(&a).exists() && !old.exists());
         assert!(cookie_file(&store, "ab", 65_000, 1).exists());
