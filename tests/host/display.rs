@@ -547,3 +547,206 @@ fn kvm_device_is_usable_by_the_realm_user_with_use_kvm() {
         "a realm without use-kvm has /dev/kvm"
     );
 }
+
+/// The cached X cookies of `realm` (`realm-NAME.x11-N-INO.xauth`; not their `-id` records).
+fn cached_cookies(t: &TestRoot, realm: &str) -> Vec<PathBuf> {
+    let prefix = format!("realm-{realm}.x11-");
+    let mut out: Vec<PathBuf> = fs::read_dir(t.path().join("run/realms"))
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| {
+            let f = p.file_name().unwrap().to_string_lossy();
+            f.starts_with(&prefix) && f.ends_with(".xauth")
+        })
+        .collect();
+    out.sort();
+    out
+}
+
+/// Regression: a stopped realm's X cookie stayed valid on the X server until the server
+/// exited, and a new realm of the same name inherited it from the cache under /run/realms.
+#[test]
+fn a_stopped_or_removed_realms_x_cookie_is_revoked_and_the_next_start_gets_a_fresh_one() {
+    require::root();
+    for (tool, package) in [
+        ("Xvfb", "xvfb"),
+        ("xauth", "xauth"),
+        ("xdpyinfo", "x11-utils"),
+        ("xwininfo", "x11-utils"),
+        ("xlogo", "x11-apps"),
+    ] {
+        require::tool(tool, package);
+    }
+    let work = tempfile::tempdir().unwrap();
+    let x = Xvfb::start(work.path());
+    let t = TestRoot::btrfs();
+    let realm = name("xrevoke");
+    let prepare = || {
+        t.ok(&["new", &realm]);
+        let rootfs = t.realms_dir().join(format!("realm-{realm}/rootfs"));
+        copy_client(&rootfs, "xdpyinfo");
+    };
+    // xdpyinfo in the realm, as a desktop launches it: its cookie is made (or reused) then.
+    let launch_xdpyinfo = || {
+        let out = t
+            .command(&[
+                "launch",
+                "-e",
+                LIBS,
+                &realm,
+                "--",
+                "/opt/hostclients/bin/xdpyinfo",
+            ])
+            .env("DISPLAY", x.display())
+            .env("XAUTHORITY", &x.auth)
+            .stdin(Stdio::null())
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "xdpyinfo failed in the realm:\n{}{}",
+            String::from_utf8_lossy(&out.stderr),
+            log(&t, &realm)
+        );
+        let cookies = cached_cookies(&t, &realm);
+        assert_eq!(cookies.len(), 1, "{cookies:?}");
+        fs::read(&cookies[0]).unwrap()
+    };
+    // A host client on a copy of a cookie: does the X server take it?
+    let copies = std::cell::Cell::new(0);
+    let keep = |cookie: &[u8]| {
+        copies.set(copies.get() + 1);
+        let path = work.path().join(format!("cookie-{}", copies.get()));
+        fs::write(&path, cookie).unwrap();
+        path
+    };
+    let works = |auth: &Path| {
+        Command::new("xdpyinfo")
+            .env("DISPLAY", x.display())
+            .env("XAUTHORITY", auth)
+            .stdin(Stdio::null())
+            .output()
+            .unwrap()
+            .status
+            .success()
+    };
+
+    prepare();
+    let first = launch_xdpyinfo();
+    let first_copy = keep(&first);
+    assert!(works(&first_copy), "the realm's cookie does not work");
+    // The same cookie while the realm runs.
+    assert_eq!(launch_xdpyinfo(), first);
+    // A client connected with the realm's cookie (on the host, so that only the revocation,
+    // not the realm's end, can end it).
+    let mut client = Command::new("xlogo")
+        .env("DISPLAY", x.display())
+        .env("XAUTHORITY", &first_copy)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let start = Instant::now();
+    loop {
+        let tree = x.host(Command::new("xwininfo").args(["-root", "-tree"]));
+        if String::from_utf8_lossy(&tree.stdout).contains("\"xlogo\"") {
+            break;
+        }
+        if start.elapsed() > Duration::from_secs(20) {
+            let _ = client.kill();
+            panic!("no xlogo window on the realm's cookie");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+
+    let records: Vec<String> = cached_cookies(&t, &realm)
+        .iter()
+        .map(|c| fs::read_to_string(format!("{}-id", c.display())).unwrap())
+        .collect();
+    let said = t.said(&["stop", &realm]);
+    let start = Instant::now();
+    let status = loop {
+        if let Some(status) = client.try_wait().unwrap() {
+            break status;
+        }
+        if start.elapsed() > Duration::from_secs(10) {
+            let _ = client.kill();
+            let _ = client.wait();
+            panic!(
+                "the client on the stopped realm's cookie is still connected:\n{said}\n{records:?}"
+            );
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(&mut client.stderr.take().unwrap(), &mut stderr).unwrap();
+    assert!(!status.success(), "{stderr}");
+    assert!(stderr.contains("X connection"), "{stderr}");
+    assert!(
+        !works(&first_copy),
+        "the stopped realm's cookie still works"
+    );
+    assert!(cached_cookies(&t, &realm).is_empty());
+    assert!(works(&x.auth), "the host's own cookie was revoked");
+
+    // The next start: a fresh cookie that works; the old one stays refused.
+    let second = launch_xdpyinfo();
+    assert_ne!(second, first);
+    let second_copy = keep(&second);
+    assert!(works(&second_copy));
+    assert!(!works(&first_copy));
+
+    // A realm whose systemd-nspawn was killed: its next start revokes the cookie it left.
+    let pid = fs::read_to_string(t.path().join(format!("run/realms/realm-{realm}.pid"))).unwrap();
+    let killed = Command::new("kill")
+        .args(["-9", pid.trim()])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    let start = Instant::now();
+    while Path::new(&format!("/proc/{}", pid.trim())).exists() {
+        assert!(start.elapsed() < Duration::from_secs(10), "nspawn lives on");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(works(&second_copy), "killing nspawn alone revokes nothing");
+    let after_kill = launch_xdpyinfo();
+    assert_ne!(after_kill, second);
+    assert!(
+        !works(&second_copy),
+        "the killed realm's cookie still works"
+    );
+    let second_copy = keep(&after_kill);
+    assert!(works(&second_copy));
+
+    // Removed (while running) and made again under the same name: nothing is inherited.
+    t.ok(&["remove", &realm, "--stop"]);
+    assert!(
+        !works(&second_copy),
+        "the removed realm's cookie still works"
+    );
+    assert!(cached_cookies(&t, &realm).is_empty());
+    prepare();
+    let third = launch_xdpyinfo();
+    assert!(third != first && third != second && third != after_kill);
+    assert!(works(&keep(&third)));
+
+    // A cookie that cannot be revoked (the host's Xauthority gone) is a warning, not a failed
+    // stop; the cache goes all the same.
+    let aside = work.path().join("host.Xauthority.aside");
+    fs::rename(&x.auth, &aside).unwrap();
+    let said = t.said(&["stop", &realm]);
+    fs::rename(&aside, &x.auth).unwrap();
+    assert!(said.contains("could not revoke its X cookie"), "{said}");
+    assert!(cached_cookies(&t, &realm).is_empty());
+
+    // The X server gone: nothing to revoke, nothing said.
+    let fourth = launch_xdpyinfo();
+    assert!(works(&keep(&fourth)));
+    drop(x);
+    let said = t.said(&["stop", &realm]);
+    assert!(!said.contains("X cookie"), "{said}");
+    assert!(cached_cookies(&t, &realm).is_empty());
+    t.ok(&["remove", &realm]);
+}

@@ -37,6 +37,15 @@ pub enum Error {
         /// The error.
         source: std::io::Error,
     },
+    /// `xauth generate` made a cookie but did not say its authorization id, so it could not be
+    /// revoked when the realm stops.
+    #[error("xauth generate on :{display} did not print the cookie's authorization id: {output:?}")]
+    NoAuthorizationId {
+        /// The X display.
+        display: u32,
+        /// What xauth printed.
+        output: String,
+    },
 }
 
 /// What breaks the Desktop Entry Specification in an entry.

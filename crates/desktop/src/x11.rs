@@ -4,11 +4,11 @@
 
 use std::path::{Path, PathBuf};
 
-use realms_realm::RealmStore;
+use realms_realm::{RealmStore, xauth};
 use realms_sys::IoContext;
 use realms_sys::cmd::Cmd;
 
-use crate::Result;
+use crate::{Error, Result};
 
 /// The cookie file in the realm.
 pub const XAUTHORITY: &str = "/run/realm-session/Xauthority";
@@ -21,83 +21,19 @@ pub fn display_number(display: &str) -> Option<u32> {
     rest.split('.').next()?.parse().ok()
 }
 
-/// One `.Xauthority` entry.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct AuthEntry {
-    /// The address family (256 local, 65535 wildcard).
-    pub family: u16,
-    /// The host name (local) or address.
-    pub address: Vec<u8>,
-    /// The display number as text.
-    pub number: Vec<u8>,
-    /// `MIT-MAGIC-COOKIE-1`.
-    pub name: Vec<u8>,
-    /// The cookie.
-    pub data: Vec<u8>,
-}
+pub use realms_sys::x11::{AuthEntry, parse_auth, write_auth};
 
-/// Parses an `.Xauthority` file.
-pub fn parse_auth(bytes: &[u8]) -> Option<Vec<AuthEntry>> {
-    let mut out = Vec::new();
-    let mut rest = bytes;
-    let take_u16 = |r: &mut &[u8]| -> Option<u16> {
-        let (head, tail) = r.split_first_chunk::<2>()?;
-        *r = tail;
-        Some(u16::from_be_bytes(*head))
-    };
-    let take_field = |r: &mut &[u8]| -> Option<Vec<u8>> {
-        let len = usize::from(take_u16(r)?);
-        if r.len() < len {
-            return None;
-        }
-        let (field, tail) = r.split_at(len);
-        *r = tail;
-        Some(field.to_vec())
-    };
-    while !rest.is_empty() {
-        out.push(AuthEntry {
-            family: take_u16(&mut rest)?,
-            address: take_field(&mut rest)?,
-            number: take_field(&mut rest)?,
-            name: take_field(&mut rest)?,
-            data: take_field(&mut rest)?,
-        });
-    }
-    Some(out)
-}
-
-/// Writes `.Xauthority` entries.
-pub fn write_auth(entries: &[AuthEntry]) -> Vec<u8> {
-    let mut out = Vec::new();
-    for e in entries {
-        out.extend(e.family.to_be_bytes());
-        for field in [&e.address, &e.number, &e.name, &e.data] {
-            let len = u16::try_from(field.len()).unwrap_or(u16::MAX);
-            out.extend(len.to_be_bytes());
-            out.extend(&field[..usize::from(len)]);
-        }
-    }
-    out
-}
-
-/// The cookie file of realm `name` for display `number`: made once per X server (the key is
-/// the server socket's inode, so a restarted server gets a new cookie), kept under
-/// `/run/realms` (mode 0600). Returns its bytes, ready for the realm.
+/// The cookie of realm `name` for display `number`: made once per X server run (cached under
+/// `/run/realms` with the record that revokes it when the realm stops; see
+/// [`realms_realm::xauth`]). Returns its bytes, ready for the realm.
 pub fn realm_cookie(
     store: &RealmStore,
     name: &str,
     number: u32,
     host_xauthority: Option<&Path>,
 ) -> Result<Vec<u8>> {
-    use std::os::unix::fs::MetadataExt;
-    let socket = PathBuf::from(format!("/tmp/.X11-unix/X{number}"));
-    let ino = std::fs::metadata(&socket)
-        .ctx("finding the X server's socket", &socket)?
-        .ino();
-    let cached = store
-        .run_dir()
-        .join(format!("realm-{name}.x11-{number}-{ino}.xauth"));
-    if let Ok(bytes) = std::fs::read(&cached) {
+    let ino = xauth::socket_inode(number)?;
+    if let Some(bytes) = xauth::cached(store, name, number, ino) {
         return Ok(bytes);
     }
     let tmp = store
@@ -105,7 +41,7 @@ pub fn realm_cookie(
         .join(format!(".realm-{name}.xauth.{}", std::process::id()));
     let _ = std::fs::remove_file(&tmp);
     let mut cmd = Cmd::new("xauth");
-    cmd.arg("-q").arg("-f").arg(&tmp).args([
+    cmd.arg("-v").arg("-f").arg(&tmp).args([
         "generate",
         &format!(":{number}"),
         ".",
@@ -116,14 +52,21 @@ pub fn realm_cookie(
     if let Some(auth) = host_xauthority {
         cmd.env("XAUTHORITY", auth);
     }
-    let generated = cmd
-        .run()
-        .and_then(|()| std::fs::read(&tmp).ctx("reading the generated X cookie", &tmp));
+    let generated = cmd.output_string().and_then(|out| {
+        let bytes = std::fs::read(&tmp).ctx("reading the generated X cookie", &tmp)?;
+        Ok((out, bytes))
+    });
     let _ = std::fs::remove_file(&tmp);
-    let entries = parse_auth(&generated?).unwrap_or_default();
+    let (out, bytes) = generated?;
+    // Without its id the cookie could never be revoked: refused rather than handed out.
+    let auth_id = authorization_id(&out).ok_or_else(|| Error::NoAuthorizationId {
+        display: number,
+        output: out.trim().to_string(),
+    })?;
+    let entries = parse_auth(&bytes).unwrap_or_default();
     let wild: Vec<AuthEntry> = entries
         .into_iter()
-        .filter(|e| e.name == b"MIT-MAGIC-COOKIE-1")
+        .filter(|e| e.name == realms_sys::x11::MIT_MAGIC_COOKIE)
         .take(1)
         .map(|e| AuthEntry {
             family: 0xffff,
@@ -133,17 +76,32 @@ pub fn realm_cookie(
         })
         .collect();
     let bytes = write_auth(&wild);
-    // Cookies of an earlier server of this realm go.
-    if let Ok(dir) = std::fs::read_dir(store.run_dir()) {
-        let prefix = format!("realm-{name}.x11-");
-        for e in dir.flatten() {
-            if e.file_name().to_string_lossy().starts_with(&prefix) {
-                let _ = std::fs::remove_file(e.path());
-            }
-        }
-    }
-    realms_sys::atomic::write_file(&cached, &bytes, 0o600)?;
+    let record = xauth::CookieRecord {
+        display: number,
+        socket_inode: ino,
+        auth_id,
+        host_xauthority: host_xauthority
+            .map(Path::to_path_buf)
+            .or_else(default_xauthority),
+    };
+    xauth::save(store, name, &record, &bytes)?;
     Ok(bytes)
+}
+
+/// The Xauthority xauth uses when `XAUTHORITY` is not given: this process's, else `~/.Xauthority`.
+fn default_xauthority() -> Option<PathBuf> {
+    std::env::var_os("XAUTHORITY")
+        .filter(|v| !v.is_empty())
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".Xauthority")))
+}
+
+/// The id in `xauth -v generate`'s `authorization id is N`.
+fn authorization_id(output: &str) -> Option<u32> {
+    output
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("authorization id is "))
+        .and_then(|id| id.trim().parse().ok())
 }
 
 #[cfg(test)]
@@ -160,17 +118,10 @@ mod tests {
     }
 
     #[test]
-    fn auth_files_round_trip_and_truncated_ones_are_refused() {
-        let e = AuthEntry {
-            family: 0xffff,
-            address: Vec::new(),
-            number: b"87".to_vec(),
-            name: b"MIT-MAGIC-COOKIE-1".to_vec(),
-            data: vec![7; 16],
-        };
-        let bytes = write_auth(&[e.clone(), e.clone()]);
-        assert_eq!(parse_auth(&bytes), Some(vec![e.clone(), e]));
-        assert_eq!(parse_auth(&bytes[..bytes.len() - 1]), None);
-        assert_eq!(parse_auth(b""), Some(vec![]));
+    fn the_authorization_id_is_read_from_xauth_output() {
+        let out = "Using authority file /run/x\nauthorization id is 1304\nWriting authority file /run/x\n";
+        assert_eq!(authorization_id(out), Some(1304));
+        assert_eq!(authorization_id("Using authority file /run/x\n"), None);
+        assert_eq!(authorization_id("authorization id is many"), None);
     }
 }

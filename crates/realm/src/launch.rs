@@ -55,6 +55,10 @@ pub(crate) fn start_locked(store: &RealmStore, name: &str, say: &dyn Report) -> 
     // Something that escaped every executor (say, a container of an older realms) must not
     // get a second container booted on the same root.
     check_unused(store, name, settle)?;
+    // A realm that died without a stop left its X cookies: each start gets fresh ones.
+    for warning in crate::xauth::revoke(store, name) {
+        say.report(Event::warning(warning));
+    }
     let config = store.config(name)?;
     let plan = plan(store, name, &config, &RealHost)?;
     // What the config asks for and this host cannot give is said, not only logged.
@@ -369,8 +373,12 @@ fn root_users(store: &RealmStore, name: &str) -> Result<Vec<u32>> {
     Ok(users)
 }
 
-/// Drops the runtime state of a stopped realm (pid file, address leases).
+/// Drops the runtime state of a stopped realm (pid file, address leases, its X cookies:
+/// revoked on the X server, a failure to revoke only a warning).
 fn forget_runtime(store: &RealmStore, name: &str) {
+    for warning in crate::xauth::revoke(store, name) {
+        tracing::warn!("{warning}");
+    }
     let _ = fs::remove_file(pid_file(store, name));
     let _ = fs::remove_file(leader_file(store, name));
     zone::release(store, name);

@@ -29,6 +29,7 @@ pub mod store;
 mod tree;
 pub mod update;
 pub mod value;
+pub mod xauth;
 pub mod zone;
 
 pub use error::{Error, ExecProblem, Result, StartFailure};

@@ -59,6 +59,10 @@ pub fn rename(store: &RealmStore, old: &str, new: &str) -> Result<()> {
                 .into(),
         });
     }
+    // Cookies of a realm that stopped on its own would stay behind under the old name.
+    for warning in crate::xauth::revoke(store, old) {
+        tracing::warn!("{warning}");
+    }
     let intent = store.dir().join(format!(
         "{}{}",
         crate::recover::INTENT_PREFIX,

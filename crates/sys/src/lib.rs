@@ -26,5 +26,6 @@ pub mod root;
 pub mod session;
 pub mod untrusted;
 mod util;
+pub mod x11;
 
 pub use error::{Error, IoContext, Result};
