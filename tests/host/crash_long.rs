@@ -103,8 +103,19 @@ fn running(r: &KillRoot, realm: &str) -> (bool, bool) {
 /// a container that nothing knows of.
 #[test]
 fn current_survives_a_kill_at_every_failpoint() {
-    let realm = name("kc");
-    let args = ["current", realm.as_str()];
+    kill_start("current", &name("kc"));
+}
+
+/// `realms start NAME`, the same way (it shares the start with `current`).
+#[test]
+fn start_survives_a_kill_at_every_failpoint() {
+    kill_start("start", &name("ks"));
+}
+
+/// Kills `realms VERB REALM` (`current` or `start`) at each failpoint it passes.
+fn kill_start(verb: &str, realm: &str) {
+    let realm = realm.to_string();
+    let args = [verb, realm.as_str()];
     let started = Instant::now();
     let (old, new, passes, old_findings, new_findings) = {
         let r = KillRoot::new(false);
@@ -120,12 +131,14 @@ fn current_survives_a_kill_at_every_failpoint() {
         assert_no_orphans(r.path(), "after `realms stop`");
         (old, new.0, passes, old_findings, new.1)
     };
-    assert_ne!(old, new, "`realms current` changed nothing");
-    eprintln!("`realms current` passes {passes:?}");
+    if verb == "current" {
+        assert_ne!(old, new, "`realms current` changed nothing");
+    }
+    eprintln!("`realms {verb}` passes {passes:?}");
     let (mut olds, mut news) = (0, 0);
     for i in 0..passes.len() {
         let spec = spec(&passes, i);
-        let at = format!("`realms current {realm}` killed at {spec}");
+        let at = format!("`realms {verb} {realm}` killed at {spec}");
         let r = KillRoot::new(false);
         bootable(&r, &realm);
         let _stop = Stopper(&r, &realm);
@@ -184,7 +197,7 @@ fn current_survives_a_kill_at_every_failpoint() {
         assert_no_orphans(r.path(), &at);
     }
     eprintln!(
-        "kill test current: {} failpoints, {} kills: {olds} left the old state, {news} the new one, 0 partial ({:.0?})",
+        "kill test {verb}: {} failpoints, {} kills: {olds} left the old state, {news} the new one, 0 partial ({:.0?})",
         passes
             .iter()
             .collect::<std::collections::BTreeSet<_>>()
