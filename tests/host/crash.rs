@@ -404,10 +404,55 @@ fn zone_changes_survive_a_kill_at_every_failpoint() {
     let _ = fs::remove_file(format!("/run/realms/net/{zone}.toml"));
 }
 
-/// A tarball of the small tree (and its .tar.gz), made once.
+#[test]
+fn appimg_import_of_xz_and_zstd_tarballs_survives_a_kill_at_every_failpoint() {
+    let tar = tarball();
+    let (xz, zst) = (format!("{tar}.xz"), format!("{tar}.zst"));
+    run_all(
+        "appimg import (xz, zstd)",
+        &[
+            Case {
+                name: "appimg import (tar.xz)",
+                plain: false,
+                setup: &store,
+                args: &["appimg", "import", "img5", &xz],
+                neutral: NEUTRAL,
+            },
+            Case {
+                name: "appimg import (tar.zst)",
+                plain: false,
+                setup: &store,
+                args: &["appimg", "import", "img6", &zst],
+                neutral: NEUTRAL,
+            },
+        ],
+    );
+}
+
+#[test]
+fn zone_remove_survives_a_kill_at_every_failpoint() {
+    let zone = realms_tests::realms::name("kr");
+    let setup = |r: &KillRoot| {
+        store(r);
+        r.ok(&["zone", &zone, "subnet", "10.251.78.0/24"]);
+    };
+    run_all(
+        "zone remove",
+        &[Case {
+            name: "zone remove",
+            plain: false,
+            setup: &setup,
+            args: &["zone", "remove", &zone],
+            neutral: NEUTRAL,
+        }],
+    );
+    let _ = fs::remove_file(format!("/run/realms/net/{zone}.toml"));
+}
+
+/// A tarball of the small tree (and its .tar.gz, .tar.xz and .tar.zst), made once.
 fn tarball() -> String {
     let dir = small_tree_dir();
-    let tar = dir.with_file_name("kill-tree-v1.tar");
+    let tar = dir.with_file_name("kill-tree-v2.tar");
     realms_tests::fixtures::with_fixture_lock(|| {
         if !tar.exists() {
             let tmp = tar.with_extension("tmp");
@@ -418,14 +463,16 @@ fn tarball() -> String {
                 .arg(&tmp)
                 .arg("."));
             run(Command::new("sh").arg("-c").arg(format!(
-                "gzip -c < '{}' > '{}.gz'",
+                "gzip -c < '{0}' > '{1}.gz' && xz -c < '{0}' > '{1}.xz' && zstd -q -c < '{0}' > '{1}.zst'",
                 tmp.display(),
                 tar.display()
             )));
             fs::rename(&tmp, &tar).unwrap();
         }
     });
-    assert!(Path::new(&format!("{}.gz", tar.display())).exists());
+    for ext in ["gz", "xz", "zst"] {
+        assert!(Path::new(&format!("{}.{ext}", tar.display())).exists());
+    }
     tar.to_string_lossy().into_owned()
 }
 

@@ -1,6 +1,7 @@
 //! Host tier: real btrfs, loop devices, mounts, systemd-nspawn and booted systemd containers.
 
 mod crash;
+mod crash_long;
 mod dbus;
 mod desktop;
 mod display;

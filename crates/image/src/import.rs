@@ -173,13 +173,28 @@ fn debootstrap(suite: &str, packages: &[String], staged: &Staged) -> Result<()> 
     let mirror = debian_mirror()?;
     let mut include: Vec<&str> = BASE_PACKAGES.to_vec();
     include.extend(packages.iter().map(String::as_str));
-    Cmd::new("debootstrap")
+    // debootstrap is a shell script whose children (wget, ar, tar, dpkg in a chroot) would
+    // outlive it, and it mounts /proc and /sys inside the tree. In a PID and mount namespace of
+    // its own, whose init `unshare` kills when it dies (it dies with us): killed, we leave
+    // nothing writing into the staging tree and nothing mounted in it.
+    Cmd::new("unshare")
+        .args([
+            "--pid",
+            "--fork",
+            "--kill-child",
+            "--mount",
+            "--propagation",
+            "private",
+            "--",
+            "debootstrap",
+        ])
         .arg("--variant=minbase")
         .arg(format!("--include={}", include.join(",")))
         .arg(suite)
         .arg(staged.path())
         .arg(&mirror)
         .run()?;
+    realms_sys::failpoint::hit("image-import-debootstrapped");
     // debootstrap copies the host's hostname; a realm is named after itself instead.
     let hostname = staged.path().join("etc/hostname");
     if hostname.exists() {

@@ -20,6 +20,7 @@ pub use crate::executor::Executor;
 use crate::plan::{Network, RealHost, RootSetup, plan};
 pub(crate) use crate::runtime::{SETTLE, leader_file, nspawn_pid, pid_file, unit_name, unit_path};
 pub use crate::runtime::{State, is_running, leader, log_file, state};
+use crate::starting::{self, Intent};
 use crate::store::RealmStore;
 use crate::{Error, Result, tree, zone};
 use realms_sys::event::{Event, Report};
@@ -33,8 +34,71 @@ pub fn start(store: &RealmStore, name: &str, say: &dyn Report) -> Result<()> {
     start_locked(store, name, say)
 }
 
-/// Starts a realm with the store lock held; a running realm is left as it is.
+/// Starts a realm with the store lock held; a running realm is left as it is. Killed or
+/// failed half-way, the start is rolled back (at once, or by the next command).
 pub(crate) fn start_locked(store: &RealmStore, name: &str, say: &dyn Report) -> Result<()> {
+    if state(store, name) == State::Running {
+        say.report(Event::progress(format!(
+            "Realm '{name}' is already running"
+        )));
+        return Ok(());
+    }
+    as_one_start(store, name, || start_unmarked(store, name, say))
+}
+
+/// Runs `start` (which starts realm `name`, and perhaps more) under a recorded intent: if it
+/// fails, what it started is stopped and the current realm put back; if the command is killed,
+/// the next command that takes the store lock does the same ([`roll_back_interrupted`]).
+pub(crate) fn as_one_start(
+    store: &RealmStore,
+    name: &str,
+    start: impl FnOnce() -> Result<()>,
+) -> Result<()> {
+    let intent = Intent::begin(store, name)?;
+    match start() {
+        Ok(()) => intent.done(),
+        Err(err) => {
+            roll_back(store, name, &intent.previous);
+            Err(err)
+        }
+    }
+}
+
+/// Stops what runs of realm `name`, points the current-realm link back at `previous` (none if
+/// empty), as it was before the start, and drops the intent.
+fn roll_back(store: &RealmStore, name: &str, previous: &str) {
+    if is_running(store, name) {
+        if let Err(err) = stop_locked(store, name) {
+            tracing::warn!("realm '{name}': stopping an interrupted start: {err}");
+        }
+    } else {
+        forget_runtime(store, name);
+    }
+    let now = store.current_realm();
+    let put_back = if previous.is_empty() {
+        now.map_or(Ok(()), |n| store.clear_current(&n))
+    } else if now.as_deref() != Some(previous) {
+        store.set_current(previous)
+    } else {
+        Ok(())
+    };
+    if let Err(err) = put_back {
+        tracing::warn!("putting back the current realm: {err}");
+    }
+    starting::remove(store, name);
+}
+
+/// Rolls back the starts whose command was killed (called with the store lock held).
+pub(crate) fn roll_back_interrupted(store: &RealmStore) {
+    for (name, previous) in starting::interrupted(store) {
+        tracing::info!("rolling back the interrupted start of realm '{name}'");
+        roll_back(store, &name, &previous);
+    }
+}
+
+/// Starts a realm that is not running, with the store lock held, inside [`as_one_start`]
+/// (whose intent lets the next command roll it back if we are killed).
+pub(crate) fn start_unmarked(store: &RealmStore, name: &str, say: &dyn Report) -> Result<()> {
     let mut settle = Duration::ZERO;
     match state(store, name) {
         State::Running => {
@@ -99,6 +163,7 @@ pub(crate) fn start_locked(store: &RealmStore, name: &str, say: &dyn Report) -> 
         zone::release(store, name);
         return Err(e);
     }
+    realms_sys::failpoint::hit("realm-start-ready");
     if let Some(net) = net {
         zone::configure_host0(leader(store, name)?, net.address, &net.zone)?;
     }
@@ -125,7 +190,15 @@ fn start_direct(store: &RealmStore, name: &str) -> Result<()> {
     let log2 = log.try_clone().ctx("opening", &log_path)?;
     let socket_name = format!("realms-notify-{}-{name}", std::process::id());
     let socket = notify_socket(&socket_name)?;
-    let mut child = Cmd::new(realms_exe()?)
+    // The launcher is in the realm's group from its first instruction: killed right after
+    // the spawn, we leave nothing the next command cannot find and stop.
+    let group = tree::group(store, name)?;
+    group.create()?;
+    let mut launcher = Cmd::new(realms_exe()?);
+    for dir in group.dirs() {
+        launcher.join_cgroup(dir);
+    }
+    let mut child = launcher
         .arg("--root")
         .arg(store.root())
         .args(["nspawn-exec", name])
@@ -135,6 +208,7 @@ fn start_direct(store: &RealmStore, name: &str) -> Result<()> {
         .stdout(Stdio::from(log))
         .stderr(Stdio::from(log2))
         .spawn()?;
+    realms_sys::failpoint::hit("realm-start-spawned");
     realms_sys::atomic::write_file(
         pid_file(store, name),
         child.id().to_string().as_bytes(),
@@ -320,6 +394,11 @@ pub(crate) fn stop_locked(store: &RealmStore, name: &str) -> Result<()> {
             }
             // What nspawn did not take with it (all of it, when nspawn had been killed).
             tree::reap(store, name)?;
+            // A killed nspawn leaves its image lock beside the root; no one holds it now.
+            let lock = store.realm_dir(name).join(".#rootfs.lck");
+            if fs::symlink_metadata(&lock).is_ok() {
+                fs::remove_file(&lock).ctx("removing", &lock)?;
+            }
         }
     }
     forget_runtime(store, name);
@@ -375,7 +454,7 @@ fn root_users(store: &RealmStore, name: &str) -> Result<Vec<u32>> {
 
 /// Drops the runtime state of a stopped realm (pid file, address leases, its X cookies:
 /// revoked on the X server, a failure to revoke only a warning).
-fn forget_runtime(store: &RealmStore, name: &str) {
+pub(crate) fn forget_runtime(store: &RealmStore, name: &str) {
     for warning in crate::xauth::revoke(store, name) {
         tracing::warn!("{warning}");
     }
@@ -388,6 +467,7 @@ fn forget_runtime(store: &RealmStore, name: &str) {
 pub(crate) fn forget(store: &RealmStore, name: &str) {
     forget_runtime(store, name);
     let _ = fs::remove_file(log_file(store, name));
+    starting::remove(store, name);
     if let Ok(group) = tree::group(store, name) {
         let _ = group.remove();
     }

@@ -24,6 +24,7 @@ pub mod rename;
 pub mod runtime;
 pub mod select;
 pub mod snapshot;
+mod starting;
 pub mod status;
 pub mod store;
 mod tree;

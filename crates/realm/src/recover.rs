@@ -30,6 +30,7 @@ impl RealmStore {
         cleanup_snapshots(self)?;
         cleanup_rebases(self)?;
         finish_renames(self)?;
+        launch::roll_back_interrupted(self);
         Ok(lock)
     }
 }

@@ -34,10 +34,17 @@ pub fn start(store: &RealmStore, name: Option<&str>, say: &dyn Report) -> Result
 pub fn set_current(store: &RealmStore, name: &str, say: &dyn Report) -> Result<()> {
     store.check_exists(name)?;
     let _lock = store.lock()?;
-    if launch::state(store, name) != launch::State::Running {
-        launch::start_locked(store, name, say)?;
+    if launch::state(store, name) == launch::State::Running {
+        store.set_current(name)?;
+    } else {
+        // Started and made current as one: killed before it is current, the start is rolled back.
+        launch::as_one_start(store, name, || {
+            launch::start_unmarked(store, name, say)?;
+            store.set_current(name)?;
+            realms_sys::failpoint::hit("realm-current-set");
+            Ok(())
+        })?;
     }
-    store.set_current(name)?;
     say.report(Event::progress(format!(
         "Realm '{name}' set as current realm"
     )));

@@ -1,0 +1,333 @@
+//! Crash safety of the commands that run long and leave processes behind when killed:
+//! `realms current NAME` (boots the realm) and `realms appimg import debootstrap:...`. Each is
+//! killed with SIGKILL at its failpoints (and debootstrap in the middle of its work); the next
+//! command must leave the store exactly in the old or the new state with nothing of the
+//! killed command still running, and the command run again must succeed.
+
+use std::fs;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use realms_tests::failpoints::{
+    KillRoot, assert_no_orphans, diff, doctor_findings, processes_inside, state, was_killed,
+};
+use realms_tests::fixtures::{BASE_SUITE, debian_base};
+use realms_tests::realms::name;
+use realms_tests::run::{output, run, tail};
+
+/// Takes the store lock and changes nothing.
+const NEUTRAL: &[&str] = &["config", "main", "use-gpu", "true"];
+
+/// The store's state without the realms' roots and homes: a booted realm writes into them
+/// (journal, machine-id), which is the realm's own business, not the command's.
+fn store_state(r: &KillRoot) -> std::collections::BTreeMap<String, String> {
+    state(r.path())
+        .into_iter()
+        .map(|(k, v)| {
+            if k.ends_with("/rootfs") || k.ends_with("/home") {
+                (k, "written by the realm".into())
+            } else {
+                (k, v)
+            }
+        })
+        .collect()
+}
+
+/// The failpoints `realms ARGS` passes, in order (it must succeed).
+fn trace(r: &KillRoot, args: &[&str]) -> Vec<String> {
+    let file = r.path().join("failpoints.trace");
+    let out = output(r.command(args).env("REALMS_FAILPOINT_TRACE", &file));
+    assert!(
+        out.status.success(),
+        "`realms {}` failed:\n{}",
+        args.join(" "),
+        tail(&out.stderr)
+    );
+    let passes = fs::read_to_string(&file).unwrap_or_default();
+    fs::remove_file(&file).unwrap();
+    passes.lines().map(str::to_string).collect()
+}
+
+/// `FAILPOINTS` that kills at pass `i` of `passes`.
+fn spec(passes: &[String], i: usize) -> String {
+    let point = &passes[i];
+    match passes[..i].iter().filter(|p| *p == point).count() {
+        0 => format!("{point}=return"),
+        n => format!("{point}={n}*off->return"),
+    }
+}
+
+/// Stops realm `realm` of a store when dropped (also when an assertion failed).
+struct Stopper<'a>(&'a KillRoot, &'a str);
+
+impl Drop for Stopper<'_> {
+    fn drop(&mut self) {
+        let _ = output(&mut self.0.command(&["stop", self.1]));
+    }
+}
+
+/// A store whose `base` image is the Debian base (bootable): realm `main` (the default) and
+/// realm `realm`, with a loopback network only (no bridge, nothing host-wide).
+fn bootable(r: &KillRoot, realm: &str) {
+    let images = r.path().join("storage/appimg");
+    fs::create_dir_all(&images).unwrap();
+    run(Command::new("btrfs")
+        .args(["subvolume", "snapshot", "-r"])
+        .arg(debian_base())
+        .arg(images.join("base.appimg")));
+    r.ok(&["new", "main"]);
+    r.ok(&["default", "main"]);
+    r.ok(NEUTRAL);
+    r.ok(&["new", realm]);
+    r.ok(&["config", realm, "use-network", "false"]);
+}
+
+/// Whether realm `realm` runs (under its nspawn, not orphaned), from `realms --json list`.
+fn running(r: &KillRoot, realm: &str) -> (bool, bool) {
+    let list: serde_json::Value = serde_json::from_str(&r.ok(&["--json", "list"])).unwrap();
+    let row = list
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|row| row["name"] == realm)
+        .unwrap_or_else(|| panic!("{realm} missing from {list}"));
+    (
+        row["running"].as_bool().unwrap(),
+        row["orphaned"].as_bool().unwrap(),
+    )
+}
+
+/// `realms current NAME` starts the realm, then makes it current. Killed at any failpoint, the
+/// next command leaves either the old state (the realm stopped, nothing of it running, the
+/// current realm as before) or the new one (the realm running under its nspawn, current); never
+/// a container that nothing knows of.
+#[test]
+fn current_survives_a_kill_at_every_failpoint() {
+    kill_start("current", &name("kc"));
+}
+
+/// `realms start NAME`, the same way (it shares the start with `current`).
+#[test]
+fn start_survives_a_kill_at_every_failpoint() {
+    kill_start("start", &name("ks"));
+}
+
+/// Kills `realms VERB REALM` (`current` or `start`) at each failpoint it passes.
+fn kill_start(verb: &str, realm: &str) {
+    let realm = realm.to_string();
+    let args = [verb, realm.as_str()];
+    let started = Instant::now();
+    let (old, new, passes, old_findings, new_findings) = {
+        let r = KillRoot::new(false);
+        bootable(&r, &realm);
+        let _stop = Stopper(&r, &realm);
+        let old = store_state(&r);
+        let old_findings = doctor_findings(&r);
+        let passes = trace(&r, &args);
+        r.ok(NEUTRAL);
+        assert_eq!(running(&r, &realm), (true, false));
+        let new = (store_state(&r), doctor_findings(&r));
+        r.ok(&["stop", &realm]);
+        assert_no_orphans(r.path(), "after `realms stop`");
+        (old, new.0, passes, old_findings, new.1)
+    };
+    if verb == "current" {
+        assert_ne!(old, new, "`realms current` changed nothing");
+    }
+    eprintln!("`realms {verb}` passes {passes:?}");
+    let (mut olds, mut news) = (0, 0);
+    for i in 0..passes.len() {
+        let spec = spec(&passes, i);
+        let at = format!("`realms {verb} {realm}` killed at {spec}");
+        let r = KillRoot::new(false);
+        bootable(&r, &realm);
+        let _stop = Stopper(&r, &realm);
+        let out = output(r.command(&args).env("FAILPOINTS", &spec));
+        assert!(
+            was_killed(&out),
+            "{at}: not killed ({}):\n{}",
+            out.status,
+            tail(&out.stderr)
+        );
+        let next = output(&mut r.command(NEUTRAL));
+        assert!(
+            next.status.success(),
+            "{at}: the next command failed:\n{}",
+            tail(&next.stderr)
+        );
+        let run_left: Vec<String> = fs::read_dir(r.path().join("run/realms"))
+            .into_iter()
+            .flatten()
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .filter(|n| n.starts_with(".#") || n.ends_with(".starting"))
+            .collect();
+        assert!(
+            run_left.is_empty(),
+            "{at}: left in the run directory: {run_left:?}"
+        );
+        let now = store_state(&r);
+        let (on, orphaned) = running(&r, &realm);
+        assert!(!orphaned, "{at}: the realm is left orphaned");
+        let findings = doctor_findings(&r);
+        if now == new && on {
+            news += 1;
+            assert_eq!(findings, new_findings, "{at}: doctor");
+        } else if now == old && !on {
+            olds += 1;
+            assert_eq!(findings, old_findings, "{at}: doctor");
+            let left = processes_inside(r.path());
+            assert!(left.is_empty(), "{at}: still running: {left:?}");
+            r.ok(&args);
+            r.ok(NEUTRAL);
+            assert_eq!(running(&r, &realm), (true, false), "{at}: run again");
+            assert!(
+                store_state(&r) == new,
+                "{at}: run again, not the new state:\n{}",
+                diff(&new, &store_state(&r))
+            );
+        } else {
+            panic!(
+                "{at}: a partial state (running: {on}).\nagainst the old state:\n{}\nagainst the new state:\n{}",
+                diff(&old, &now),
+                diff(&new, &now)
+            );
+        }
+        r.ok(&["stop", &realm]);
+        assert_no_orphans(r.path(), &at);
+    }
+    eprintln!(
+        "kill test {verb}: {} failpoints, {} kills: {olds} left the old state, {news} the new one, 0 partial ({:.0?})",
+        passes
+            .iter()
+            .collect::<std::collections::BTreeSet<_>>()
+            .len(),
+        passes.len(),
+        started.elapsed()
+    );
+}
+
+/// Waits up to `limit` for `done`.
+fn wait_for(limit: Duration, mut done: impl FnMut() -> bool) -> bool {
+    let until = Instant::now() + limit;
+    while Instant::now() < until {
+        if done() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    false
+}
+
+/// The mounts (host mount namespace) at or below `root`.
+fn mounts_below(root: &std::path::Path) -> Vec<String> {
+    let canon = root.canonicalize().unwrap();
+    fs::read_to_string("/proc/self/mountinfo")
+        .unwrap()
+        .lines()
+        .filter_map(|l| l.split(' ').nth(4))
+        .filter(|m| std::path::Path::new(m).starts_with(&canon))
+        .map(str::to_string)
+        .collect()
+}
+
+/// The store's image directory has nothing but images.
+fn image_leftovers(r: &KillRoot) -> Vec<String> {
+    fs::read_dir(r.path().join("storage/appimg"))
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with('.'))
+        .collect()
+}
+
+/// The small-tree store of the other kill tests: image `base`, realm `main` (the default).
+fn small_store(r: &KillRoot) {
+    let tree = realms_tests::failpoints::small_tree_dir()
+        .to_string_lossy()
+        .into_owned();
+    r.ok(&["appimg", "import", "base", &tree]);
+    r.ok(&["new", "main"]);
+    r.ok(&["default", "main"]);
+    r.ok(NEUTRAL);
+}
+
+/// Regression (issue 10): a killed `appimg import debootstrap:...` left debootstrap's children
+/// (dpkg in a chroot, tar) writing into the staging tree, and /proc and /sys mounted in it, so
+/// the next command could not delete it. debootstrap now runs in a PID and mount namespace that
+/// dies with realms. Killed in the middle of debootstrap, the next command leaves the old state
+/// with nothing running or mounted, and the next import succeeds and passes the failpoint after
+/// debootstrap. (That failpoint and the ones after it are those of every import, killed at each
+/// in `image_commands_survive_a_kill_at_every_failpoint`; a third debootstrap run only to kill
+/// there cost 3.5 min of CI.)
+#[test]
+fn appimg_import_debootstrap_killed_leaves_nothing_running_or_mounted_in_staging() {
+    realms_tests::require::tool("debootstrap", "debootstrap");
+    let source = format!("debootstrap:{BASE_SUITE}");
+    let args = ["appimg", "import", "deb", source.as_str()];
+    let r = KillRoot::new(false);
+    small_store(&r);
+    let old = state(r.path());
+    let old_findings = doctor_findings(&r);
+
+    // Killed while debootstrap installs packages in the chroot (its second stage).
+    let t0 = Instant::now();
+    let mut child = r.command(&args).spawn().unwrap();
+    let staging = r
+        .path()
+        .join(format!("storage/appimg/.staging-deb-{}", child.id()));
+    let chrooted = |r: &KillRoot| {
+        staging.is_dir()
+            && processes_inside(r.path())
+                .iter()
+                .any(|(pid, _)| rooted_in(*pid, &staging))
+    };
+    assert!(
+        wait_for(Duration::from_secs(900), || chrooted(&r)),
+        "debootstrap never ran a command in the staging tree"
+    );
+    let to_second_stage = t0.elapsed();
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert!(
+        wait_for(Duration::from_secs(3), || processes_inside(r.path())
+            .is_empty()),
+        "still running 3 s after realms was killed: {:?}",
+        processes_inside(r.path())
+    );
+    assert_eq!(mounts_below(r.path()), Vec::<String>::new());
+    r.ok(NEUTRAL);
+    assert_eq!(image_leftovers(&r), Vec::<String>::new());
+    assert!(state(r.path()) == old, "{}", diff(&old, &state(r.path())));
+    assert_eq!(doctor_findings(&r), old_findings);
+
+    // The next import succeeds; it passes the failpoint after debootstrap.
+    let t1 = Instant::now();
+    let passes = trace(&r, &args);
+    let one_import = t1.elapsed();
+    assert!(
+        passes.iter().any(|p| p == "image-import-debootstrapped"),
+        "{passes:?}"
+    );
+    r.ok(NEUTRAL);
+    let new = state(r.path());
+    let new_findings = doctor_findings(&r);
+    assert_ne!(old, new);
+
+    assert_eq!(doctor_findings(&r), new_findings);
+    // The imported image is one a realm can be made from.
+    r.ok(&["new", "on-deb", "--appimg", "deb"]);
+    eprintln!(
+        "debootstrap import: second stage after {to_second_stage:.0?}, one import {one_import:.0?}, whole test {:.0?}",
+        t0.elapsed()
+    );
+}
+
+/// Whether process `pid` has `dir` as its root directory.
+fn rooted_in(pid: u32, dir: &std::path::Path) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    let (Ok(a), Ok(b)) = (fs::metadata(format!("/proc/{pid}/root")), fs::metadata(dir)) else {
+        return false;
+    };
+    a.dev() == b.dev() && a.ino() == b.ino()
+}
