@@ -17,9 +17,10 @@ systemctl stop var.mount etc.mount home.mount srv.mount opt.mount usr-local.moun
 systemctl stop state-encrypted.mount 'systemd-cryptsetup@state\x2dencrypted.service' state.mount 2>/dev/null || true
 rm -rf /run/systemd/system/{state,state-encrypted,var,etc,home,srv,opt,usr-local,my-fancy-dir}.mount /run/systemd/system/fancy*.mount /run/systemd/system/systemd-cryptsetup@state* /run/systemd/system/{local-fs,cryptsetup}.target.requires
 systemctl daemon-reload
+pkill -9 -f 'realms(-fp)? state' || true   # a resize of a case that timed out
 umount /state/encrypted 2>/dev/null || true
+cryptsetup close state-encrypted 2>/dev/null || true   # before /state: its loop file is there
 umount /state 2>/dev/null || true
-cryptsetup close state-encrypted 2>/dev/null || true
 for d in $(losetup -n -O NAME -j "$DISK"); do losetup -d "$d"; done
 DEV=$(losetup -P -f --show "$DISK")
 udevadm settle || true
@@ -112,39 +113,6 @@ echo "WRITER FILES: $(wc -l < /root/vmtest/writer.sums)"
 rm -rf /state/encrypted/var/writer
 btrfs scrub start -B /state/encrypted
 echo "RESIZE CYCLES OK"
-# A resize killed at each of its steps (the failpoints it passes), then the volume closed and
-# reopened: the tree is intact and the next resize completes the step.
-KILLS=0
-for pass in grow shrink; do
-  if [ $pass = grow ]; then FROM=448M; TO=1024M; else FROM=1024M; TO=448M; fi
-  realms state resize --size $FROM --state /state --reserve 64M > /dev/null
-  rm -f trace-$pass
-  REALMS_FAILPOINT_TRACE=$PWD/trace-$pass realms-fp state resize --size $TO --state /state --reserve 64M > /dev/null
-  echo "$pass passes: $(tr '\n' ' ' < trace-$pass)"
-  declare -A seen=()
-  for point in $(cat trace-$pass); do
-    realms state resize --size $FROM --state /state --reserve 64M > /dev/null
-    # The k-th pass of a point that is passed more than once (the atomic writes).
-    k=${{seen[$point]:-0}}; seen[$point]=$((k + 1))
-    if [ $k = 0 ]; then spec="$point=return"; else spec="$point=$k*off->return"; fi
-    rc=0; FAILPOINTS="$spec" realms-fp state resize --size $TO --state /state --reserve 64M > /dev/null 2>&1 || rc=$?
-    [ $rc = 137 ] || {{ echo "not killed at $spec (exit $rc)"; exit 1; }}
-    PENDING=0; [ -e /state/resize.pending ] && PENDING=1
-    case $point in state-*) [ $PENDING = 1 ] || {{ echo "no resize.pending after a kill at $spec"; exit 1; }};; esac
-    umount /state/encrypted; cryptsetup close state-encrypted
-    realms state unlock --state /state > /dev/null
-    (cd /state/encrypted/var/tree && sha256sum -c --quiet /root/vmtest/tree.sums)
-    out=$(realms state resize --size $TO --state /state --reserve 64M 2>&1)
-    if [ $PENDING = 1 ]; then
-      grep -q "completing an interrupted resize" <<< "$out" || {{ echo "after a kill at $spec: $out"; exit 1; }}
-    fi
-    test ! -e /state/resize.pending
-    want=$(( ${{TO%M}} * 1048576 ))
-    test "$(stat -c %s /state/encrypted.img)" = $want || {{ echo "after a kill at $spec: $(stat -c %s /state/encrypted.img) bytes, not $want"; exit 1; }}
-    KILLS=$((KILLS + 1))
-  done
-done
-echo "KILLED AT $KILLS STEPS, EACH COMPLETED"
 # Killed in the middle of a step (a cryptsetup or btrfs child still running).
 for delay in 0.2 1; do
   realms state resize --size 1000M --state /state --reserve 64M &
@@ -165,6 +133,52 @@ cryptsetup open --type luks2 --token-only /state/encrypted.img state-check
 btrfs check --readonly /dev/mapper/state-check
 cryptsetup close state-check
 echo "KILLED RESIZES CONSISTENT"
+{DETACH}
+"#
+    );
+    // A grow and a shrink killed at each of their steps in turn (the failpoints they pass,
+    // interleaved so that each completed kill leaves the start of the other), then the volume
+    // closed and reopened: the tree is intact and the next resize completes the step.
+    let killed = format!(
+        r#"
+{ATTACH}
+realms state unlock --state /state
+realms state resize --size 448M --state /state --reserve 64M > /dev/null
+REALMS_FAILPOINT_TRACE=$PWD/trace-grow realms-fp state resize --size 1024M --state /state --reserve 64M > /dev/null
+REALMS_FAILPOINT_TRACE=$PWD/trace-shrink realms-fp state resize --size 448M --state /state --reserve 64M > /dev/null
+echo "grow passes: $(tr '\n' ' ' < trace-grow)"
+echo "shrink passes: $(tr '\n' ' ' < trace-shrink)"
+declare -A seen=()
+KILLS=0
+kill_at() {{  # PASS POINT SIZE: kill a resize to SIZE at POINT, reopen, complete
+  local key="$1 $2" k spec rc=0 pending=0 out
+  k=${{seen[$key]:-0}}; seen[$key]=$((k + 1))
+  # The k-th pass of a point passed more than once (the atomic writes).
+  if [ $k = 0 ]; then spec="$2=return"; else spec="$2=$k*off->return"; fi
+  FAILPOINTS="$spec" realms-fp state resize --size $3 --state /state --reserve 64M > /dev/null 2>&1 < /dev/null || rc=$?
+  [ $rc = 137 ] || {{ echo "$1: not killed at $spec (exit $rc)"; return 1; }}
+  [ -e /state/resize.pending ] && pending=1
+  case $2 in state-*) [ $pending = 1 ] || {{ echo "$1: no resize.pending after a kill at $spec"; return 1; }};; esac
+  umount /state/encrypted; cryptsetup close state-encrypted
+  realms state unlock --state /state > /dev/null
+  (cd /state/encrypted/var/tree && sha256sum -c --quiet /root/vmtest/tree.sums)
+  out=$(realms state resize --size $3 --state /state --reserve 64M 2>&1)
+  if [ $pending = 1 ]; then
+    grep -q "completing an interrupted resize" <<< "$out" || {{ echo "$1: after a kill at $spec: $out"; return 1; }}
+  fi
+  test ! -e /state/resize.pending
+  local want=$(( ${{3%M}} * 1048576 )) have
+  have=$(stat -c %s /state/encrypted.img)
+  [ "$have" = $want ] || {{ echo "$1: after a kill at $spec: $have bytes, not $want"; return 1; }}
+  KILLS=$((KILLS + 1))
+}}
+mapfile -t GROW < trace-grow
+mapfile -t SHRINK < trace-shrink
+for i in $(seq 0 $(( ${{#GROW[@]}} > ${{#SHRINK[@]}} ? ${{#GROW[@]}} - 1 : ${{#SHRINK[@]}} - 1 ))); do
+  if [ -n "${{GROW[$i]:-}}" ]; then kill_at grow "${{GROW[$i]}}" 1024M; else realms state resize --size 1024M --state /state --reserve 64M > /dev/null; fi
+  if [ -n "${{SHRINK[$i]:-}}" ]; then kill_at shrink "${{SHRINK[$i]}}" 448M; else realms state resize --size 448M --state /state --reserve 64M > /dev/null; fi
+done
+echo "KILLED AT $KILLS STEPS, EACH COMPLETED"
 {DETACH}
 "#
     );
@@ -249,6 +263,7 @@ echo "PASSPHRASE UNLOCKS"
     vec![
         GuestCase::new("state_setup_and_boot_units", &setup),
         GuestCase::new("state_resize", &resize),
+        GuestCase::new("state_resize_killed_at_each_step", &killed).with_timeout(1200),
         GuestCase::new("state_power_cut_in_a_shrink", &power_cut),
         GuestCase::new("state_after_power_cut", &after_cut),
         GuestCase::new("state_discard", &discard),
