@@ -1,6 +1,7 @@
 //! Guest tier: a qemu (TCG) guest with device-mapper and a TPM. Every case of this file runs in
 //! one boot (a TCG boot costs 30-60 s); each #[test] checks the result of its own case.
 
+mod gpu;
 mod portable;
 mod sealed;
 mod smoke;
@@ -21,6 +22,7 @@ fn all_cases() -> Vec<GuestCase> {
     cases.extend(state::cases());
     cases.extend(test29_raw::cases());
     cases.extend(verity::cases());
+    cases.extend(gpu::cases());
     // `REALMS_GUEST_CASES=state_` boots with only the cases whose names start so (a TCG boot
     // of the whole suite takes minutes; the other tests then report that their case left no result).
     if let Ok(prefix) = std::env::var("REALMS_GUEST_CASES") {
@@ -234,6 +236,14 @@ fn verity_compat_dm_steps_open_realms_hash_areas_in_the_kernel() {
     let out = outcome().assert_ok("verity_compat_dm");
     assert_eq!(out.matches("OPEN OK: ").count(), 9, "{out}");
     for line in ["EIO OK", "FEC OK"] {
+        assert!(out.contains(line), "missing {line:?} in:\n{out}");
+    }
+}
+
+#[test]
+fn gpu_render_node_is_usable_by_the_realm_user_with_use_gpu() {
+    let out = outcome().assert_ok("gpu_render_node");
+    for line in ["RENDER NODE OPENED BY THE REALM USER", "GPU OK"] {
         assert!(out.contains(line), "missing {line:?} in:\n{out}");
     }
 }
