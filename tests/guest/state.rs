@@ -246,6 +246,10 @@ tpm2_clear -T device:/dev/tpmrm0
 if realms state unlock --state /state; then echo "TPM2 STILL UNLOCKS"; exit 1; fi
 realms state unlock --state /state --key-file /root/vmtest/recovery.key
 (cd /state/encrypted/var/tree && sha256sum -c --quiet /root/vmtest/tree.sums)
+# Regression: unlocked with a key file (no TPM2 token left), a resize asked cryptsetup for a
+# passphrase on stdin ("Nothing to read on input") and failed.
+realms state resize --size 640M --state /state --reserve 64M
+realms state resize --size 448M --state /state --reserve 64M
 echo "RECOVERY KEY UNLOCKS"
 # A passphrase, enrolled with the recovery key, unlocks as the boot prompt would: systemd-cryptsetup
 # with what a person types (no newline).

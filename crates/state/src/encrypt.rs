@@ -202,6 +202,9 @@ pub fn create(
     })
 }
 
+/// Opens with a key file. The volume key goes into the dm-crypt table, not the kernel keyring:
+/// a LUKS2 volume whose key is in the keyring can only be resized with a key again, and after a
+/// key-file unlock there is none (no TPM2 token to use), so `realms state resize` would fail.
 fn open_with_key(image: &Path, key: &Path) -> Result<()> {
     Cmd::new("cryptsetup")
         .args([
@@ -210,6 +213,7 @@ fn open_with_key(image: &Path, key: &Path) -> Result<()> {
             "luks2",
             "--allow-discards",
             "--persistent",
+            "--disable-keyring",
         ])
         .arg("--key-file")
         .arg(key)
