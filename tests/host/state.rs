@@ -356,24 +356,45 @@ fn realms_state_size(text: &str) -> u64 {
     }
 }
 
-/// The recovery key is replaced: the new one opens the LUKS2 header, the old one no longer does
-/// (header-only operations: no device-mapper needed).
-#[test]
-fn state_enroll_replaces_the_recovery_key() {
+/// A 32 MiB LUKS2 header image `state/encrypted.img` made with `key` (cheap PBKDF: the test
+/// only enrolls), for the header-only enroll tests (no device-mapper needed).
+fn luks_image(state: &Path, key: &str) -> std::path::PathBuf {
     require::tool("cryptsetup", "cryptsetup-bin");
     require::tool("systemd-cryptenroll", "systemd");
-    let dir = tempfile::tempdir().unwrap();
-    let state = dir.path();
     let image = state.join("encrypted.img");
     run(Command::new("truncate").args(["-s", "32M"]).arg(&image));
-    let pass = state.join("pass");
-    std::fs::write(&pass, "a passphrase for this test").unwrap();
+    let key_file = state.join("setup-key");
+    std::fs::write(&key_file, key).unwrap();
     run(Command::new("cryptsetup")
         .args(["luksFormat", "--type", "luks2", "--batch-mode"])
         .args(["--pbkdf", "pbkdf2", "--pbkdf-force-iterations", "1000"])
         .arg("--key-file")
-        .arg(&pass)
+        .arg(&key_file)
         .arg(&image));
+    key_file
+}
+
+/// Whether `key` opens the LUKS2 header of `state/encrypted.img`.
+fn opens(state: &Path, key: &str) -> bool {
+    let f = state.join("try");
+    std::fs::write(&f, key).unwrap();
+    output(
+        Command::new("cryptsetup")
+            .args(["open", "--test-passphrase", "--key-file"])
+            .arg(&f)
+            .arg(state.join("encrypted.img")),
+    )
+    .status
+    .success()
+}
+
+/// The recovery key is replaced: the new one opens the LUKS2 header, the old one no longer does
+/// (header-only operations: no device-mapper needed).
+#[test]
+fn state_enroll_replaces_the_recovery_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path();
+    let pass = luks_image(state, "a passphrase for this test");
     let st = state.to_string_lossy();
     let pattern = |out: &str| {
         out.split_whitespace()
@@ -381,18 +402,7 @@ fn state_enroll_replaces_the_recovery_key() {
             .map(String::from)
             .unwrap_or_else(|| panic!("no recovery key in {out:?}"))
     };
-    let opens = |key: &str| {
-        let f = state.join("try");
-        std::fs::write(&f, key).unwrap();
-        output(
-            Command::new("cryptsetup")
-                .args(["open", "--test-passphrase", "--key-file"])
-                .arg(&f)
-                .arg(&image),
-        )
-        .status
-        .success()
-    };
+    let opens = |key: &str| opens(state, key);
     let pass_s = pass.to_string_lossy();
     let first = pattern(&realms_ok(&[
         "state",
@@ -424,33 +434,11 @@ fn state_enroll_replaces_the_recovery_key() {
 /// no longer does, the recovery key stays; an empty one is refused naming the file.
 #[test]
 fn state_enroll_adds_and_replaces_a_passphrase() {
-    require::tool("cryptsetup", "cryptsetup-bin");
-    require::tool("systemd-cryptenroll", "systemd");
     let dir = tempfile::tempdir().unwrap();
     let state = dir.path();
-    let image = state.join("encrypted.img");
-    run(Command::new("truncate").args(["-s", "32M"]).arg(&image));
-    let setup_key = state.join("setup-key");
-    std::fs::write(&setup_key, "the key the image was made with").unwrap();
-    run(Command::new("cryptsetup")
-        .args(["luksFormat", "--type", "luks2", "--batch-mode"])
-        .args(["--pbkdf", "pbkdf2", "--pbkdf-force-iterations", "1000"])
-        .arg("--key-file")
-        .arg(&setup_key)
-        .arg(&image));
+    let setup_key = luks_image(state, "the key the image was made with");
     let st = state.to_string_lossy();
-    let opens = |key: &str| {
-        let f = state.join("try");
-        std::fs::write(&f, key).unwrap();
-        output(
-            Command::new("cryptsetup")
-                .args(["open", "--test-passphrase", "--key-file"])
-                .arg(&f)
-                .arg(&image),
-        )
-        .status
-        .success()
-    };
+    let opens = |key: &str| opens(state, key);
     let recovery = realms_ok(&[
         "state",
         "enroll",
