@@ -293,10 +293,20 @@ fn a_corrupted_package_or_wrong_hash_is_refused() {
             .all(|e| !e.file_name().to_string_lossy().contains("foo_1")),
         "a bad download is not cached"
     );
-    bytes.truncate(mid);
+}
+
+/// Regression: a package file shorter than the index states was reported as a cut download
+/// that the next try resumes (past the file's end); it is a wrong file.
+#[test]
+fn regression_a_short_package_file_is_refused_as_a_wrong_file_not_resumed() {
+    let r = Repo::new();
+    let foo = r.package("foo", "1");
+    r.publish(std::slice::from_ref(&foo), None, 3600);
+    let m = r.manifest("    - name: foo\n");
+    let file = r.repo.join(index::host_arch()).join("foo_1.tar.zst");
+    let mut bytes = fs::read(&file).unwrap();
+    bytes.truncate(bytes.len() / 2);
     fs::write(&file, &bytes).unwrap();
-    // Regression: a file shorter than the index states was reported as a cut download that the
-    // next try resumes (past the file's end); it is a wrong file.
     let e = refused(&r, &m);
     assert!(
         matches!(e, Error::Integrity { .. }) && e.to_string().contains("but the index states"),
