@@ -11,6 +11,8 @@ use std::time::{Duration, Instant};
 use realms_tests::realms::{TestRoot, name};
 use realms_tests::require;
 
+mod titles;
+
 /// A process of the test's, killed when dropped.
 struct Killed(Child);
 

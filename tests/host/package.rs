@@ -150,6 +150,10 @@ fn the_package_installs_runs_completes_boots_the_default_realm_and_purges_cleanl
         c.sh("cat /usr/lib/environment.d/60-realms-desktop.conf")
             .contains("/run/realms/desktop")
     );
+    assert!(
+        c.sh("cat /etc/xdg/autostart/realms-titles.desktop")
+            .contains("Exec=realms desktop titles")
+    );
     c.sh(&format!("realms stop {realm}"));
 
     // Purge removes what the package owns, never the user's realms and images.
@@ -164,6 +168,7 @@ fn the_package_installs_runs_completes_boots_the_default_realm_and_purges_cleanl
         "/usr/share/dbus-1/system-services/org.realms.Manager1.service",
         "/usr/lib/environment.d/60-realms-desktop.conf",
         "/etc/profile.d/realms-desktop.sh",
+        "/etc/xdg/autostart/realms-titles.desktop",
         "/etc/systemd/system/multi-user.target.wants/realms-default.service",
     ] {
         assert!(

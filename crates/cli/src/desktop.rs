@@ -10,6 +10,7 @@ use clap::Subcommand;
 use realms_desktop::disposable::launch_disposable;
 use realms_desktop::launch::{LaunchOptions, launch};
 use realms_desktop::publish::{Published, SyncOptions, sync};
+use realms_desktop::titles::titles;
 use realms_desktop::watch::watch;
 use realms_sys::event::Event;
 
@@ -29,6 +30,13 @@ pub enum DesktopCmd {
         /// Publish every running realm's entries side by side instead.
         #[arg(long)]
         all: bool,
+    },
+    /// Put each realm's label in the titles of its windows on the X display (XWayland too),
+    /// following title changes: run in the desktop session (XDG autostart).
+    Titles {
+        /// The display (default: DISPLAY).
+        #[arg(long, value_name = "DISPLAY")]
+        display: Option<String>,
     },
 }
 
@@ -113,6 +121,7 @@ pub fn run(cmd: DesktopCmd, ctx: &Ctx) -> anyhow::Result<ExitCode> {
             };
             watch(&store, &opts, &say)?;
         }
+        DesktopCmd::Titles { display } => titles(&store, display.as_deref(), &say)?,
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -46,6 +46,14 @@ pub enum Error {
         /// What xauth printed.
         output: String,
     },
+    /// The X display `realms desktop titles` follows cannot be used.
+    #[error("X display '{display}': {reason}")]
+    X11Display {
+        /// The display (`DISPLAY`).
+        display: String,
+        /// What went wrong.
+        reason: String,
+    },
 }
 
 /// What breaks the Desktop Entry Specification in an entry.

@@ -1,7 +1,7 @@
 //! A realm's identity on the desktop: its label and colour (config keys `label` and `color`,
 //! with defaults derived from the name).
 
-use realms_realm::RealmStore;
+use realms_realm::{RealmStore, runtime};
 use serde::Serialize;
 
 /// How a realm shows on the desktop.
@@ -14,12 +14,18 @@ pub struct Identity {
 }
 
 impl Identity {
-    /// The identity of realm `name` (its defaults when its config cannot be read).
+    /// The identity of realm `name`: from its config, else (for the desktop's user, who may
+    /// not read the store) the label recorded while it runs, else its defaults.
     pub fn of(store: &RealmStore, name: &str) -> Identity {
-        let config = store.config(name).unwrap_or_default();
-        Identity {
-            label: config.label_or(name).to_string(),
-            color: config.color_or(name),
+        match store.config(name) {
+            Ok(config) => Identity {
+                label: config.label_or(name).to_string(),
+                color: config.color_or(name),
+            },
+            Err(_) => Identity {
+                label: runtime::recorded_label(store, name).unwrap_or_else(|| name.to_string()),
+                color: realms_realm::config::default_color(name),
+            },
         }
     }
 }

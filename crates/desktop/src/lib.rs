@@ -15,6 +15,7 @@ pub mod publish;
 mod reap;
 pub mod rewrite;
 pub mod session;
+pub mod titles;
 pub mod watch;
 pub mod x11;
 

@@ -214,6 +214,7 @@ fn start_direct(store: &RealmStore, name: &str) -> Result<()> {
         child.id().to_string().as_bytes(),
         0o644,
     )?;
+    crate::runtime::record_label(store, name)?;
     let failed = |reason: StartFailure| Error::StartFailed {
         name: name.to_string(),
         reason,
@@ -460,6 +461,7 @@ pub(crate) fn forget_runtime(store: &RealmStore, name: &str) {
     }
     let _ = fs::remove_file(pid_file(store, name));
     let _ = fs::remove_file(leader_file(store, name));
+    let _ = fs::remove_file(crate::runtime::label_file(store, name));
     zone::release(store, name);
 }
 

@@ -192,6 +192,9 @@ pub fn config_set(store: &RealmStore, name: &str, key: &str, value: &str) -> Res
     RealmConfig::parse(&new, &path)?;
     realms_sys::failpoint::hit("realm-config-checked");
     atomic::write_file(&path, new.as_bytes(), 0o644)?;
+    if key == "label" && crate::runtime::is_running(store, name) {
+        crate::runtime::record_label(store, name)?;
+    }
     Ok(())
 }
 

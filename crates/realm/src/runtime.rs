@@ -22,6 +22,64 @@ pub(crate) fn leader_file(store: &RealmStore, name: &str) -> PathBuf {
     store.run_dir().join(format!("realm-{name}.leader"))
 }
 
+/// A leader file: the leader's PID on its first line, the inode of its PID namespace on the
+/// second (empty when it could not be read).
+pub(crate) fn read_leader_file(path: &Path) -> Option<(u32, Option<u64>)> {
+    let text = fs::read_to_string(path).ok()?;
+    let mut lines = text.lines();
+    let pid = lines.next()?.trim().parse().ok()?;
+    Some((pid, lines.next().and_then(|l| l.trim().parse().ok())))
+}
+
+/// The running realms by the inode of their PID namespace, as recorded when they started: how
+/// a process of the host is told to be one of a realm's (its `/proc/PID/ns/pid`). Reads only
+/// the runtime directory, which every user may.
+pub fn pid_namespaces(store: &RealmStore) -> Vec<(u64, String)> {
+    let Ok(entries) = fs::read_dir(store.run_dir()) else {
+        return Vec::new();
+    };
+    entries
+        .flatten()
+        .filter_map(|entry| {
+            let file = entry.file_name();
+            let name = file
+                .to_str()?
+                .strip_prefix("realm-")?
+                .strip_suffix(".leader")?;
+            let (leader, ns) = read_leader_file(&entry.path())?;
+            // A leader gone or replaced: its record is stale.
+            if proc::pid_in_namespace(leader) != Some(1) {
+                return None;
+            }
+            // Started before the record had it: root can still look it up.
+            let ns = ns.or_else(|| proc::pid_namespace(leader))?;
+            Some((ns, name.to_string()))
+        })
+        .collect()
+}
+
+/// The label of a running realm, kept under the runtime directory for the desktop's user
+/// (the store itself is root's only).
+pub(crate) fn label_file(store: &RealmStore, name: &str) -> PathBuf {
+    store.run_dir().join(format!("realm-{name}.label"))
+}
+
+/// Records the label of realm `name` (its `label`, else its name) for the desktop's user.
+pub(crate) fn record_label(store: &RealmStore, name: &str) -> Result<()> {
+    let config = store.config(name)?;
+    realms_sys::atomic::write_file(
+        label_file(store, name),
+        config.label_or(name).as_bytes(),
+        0o644,
+    )?;
+    Ok(())
+}
+
+/// The label recorded for running realm `name`, for readers without access to its config.
+pub fn recorded_label(store: &RealmStore, name: &str) -> Option<String> {
+    fs::read_to_string(label_file(store, name)).ok()
+}
+
 /// The log of the realm's nspawn (direct executor).
 pub fn log_file(store: &RealmStore, name: &str) -> PathBuf {
     store.run_dir().join(format!("realm-{name}.log"))
@@ -98,10 +156,7 @@ pub fn leader(store: &RealmStore, name: &str) -> Result<u32> {
         name: name.to_string(),
     })?;
     // Remembered at start; still right if that process is still nspawn's child.
-    let cached = fs::read_to_string(leader_file(store, name))
-        .ok()
-        .and_then(|s| s.trim().parse().ok());
-    if let Some(leader) = cached
+    if let Some((leader, _)) = read_leader_file(&leader_file(store, name))
         && proc::parent_of(leader) == Some(pid)
     {
         return Ok(leader);
@@ -111,9 +166,12 @@ pub fn leader(store: &RealmStore, name: &str) -> Result<u32> {
         // nspawn's intermediate child exits once the container's init runs; one child remains.
         let children = proc::children_of(pid)?;
         if let [leader] = children.as_slice() {
+            // Its PID namespace beside it, for readers without the right to look it up
+            // (`realms desktop titles`, run by the desktop's user).
+            let ns = proc::pid_namespace(*leader).map_or(String::new(), |n| n.to_string());
             let _ = realms_sys::atomic::write_file(
                 leader_file(store, name),
-                leader.to_string().as_bytes(),
+                format!("{leader}\n{ns}\n").as_bytes(),
                 0o644,
             );
             return Ok(*leader);
@@ -125,5 +183,27 @@ pub fn leader(store: &RealmStore, name: &str) -> Result<u32> {
             });
         }
         std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn leader_files_hold_the_pid_then_the_pid_namespace() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("realm-a.leader");
+        for (text, want) in [
+            ("4242\n4026532186\n", Some((4242, Some(4026532186)))),
+            // Written before the namespace was recorded, or when it could not be read.
+            ("4242", Some((4242, None))),
+            ("4242\n\n", Some((4242, None))),
+            ("garbage", None),
+            ("", None),
+        ] {
+            fs::write(&path, text).unwrap();
+            assert_eq!(read_leader_file(&path), want, "{text:?}");
+        }
     }
 }

@@ -123,6 +123,17 @@ pub fn pid_in_namespace(pid: u32) -> Option<u32> {
     line.split_whitespace().last()?.parse().ok()
 }
 
+/// The inode of the PID namespace `pid` is in (`/proc/PID/ns/pid`): readable for root and for
+/// processes of the caller's own user.
+pub fn pid_namespace(pid: u32) -> Option<u64> {
+    let link = std::fs::read_link(pid_path(pid).join("ns/pid")).ok()?;
+    link.to_str()?
+        .strip_prefix("pid:[")?
+        .strip_suffix(']')?
+        .parse()
+        .ok()
+}
+
 fn scan_children(parent: u32) -> Result<Vec<u32>> {
     let proc = Path::new("/proc");
     let mut out = Vec::new();

@@ -302,7 +302,7 @@ fn pid_files(store: &RealmStore, out: &mut Found) -> Result<()> {
         };
         let pid = fs::read_to_string(&path)
             .ok()
-            .and_then(|t| t.trim().parse::<u32>().ok());
+            .and_then(|t| t.lines().next()?.trim().parse::<u32>().ok());
         let problem = match pid {
             None => "it holds no pid".to_string(),
             Some(pid) if !realms_sys::proc::pid_alive(pid) => format!("process {pid} is gone"),
