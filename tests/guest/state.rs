@@ -76,6 +76,9 @@ test "$(cat /fancy-dir/probe)" = fancy-data
 test "$(cat /home/probe)" = home-data
 test "$(cat /etc/realms-state-probe)" = overlay-data
 test -f /etc/os-release
+# The unlock unit switched the image's loop device to direct I/O (not cached twice).
+losetup -l -n -O BACK-FILE,DIO | grep '/state/encrypted.img'
+test "$(losetup -l -n -O BACK-FILE,DIO | awk '$1 == "/state/encrypted.img" {{ print $2 }}')" = 1
 echo "ALL MOUNTS ACTIVE"
 systemctl stop etc.mount || umount -l /etc
 systemctl stop var.mount home.mount srv.mount opt.mount usr-local.mount 'fancy\x2ddir.mount' my-fancy-dir.mount

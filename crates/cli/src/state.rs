@@ -56,6 +56,13 @@ pub enum StateCmd {
         #[command(flatten)]
         at: StateDir,
     },
+    /// Switch the loop device under the unlocked image to direct I/O (run by the unlock unit
+    /// at boot, after systemd-cryptsetup attached it).
+    #[command(hide = true)]
+    DirectIo {
+        #[command(flatten)]
+        at: StateDir,
+    },
     /// Write the units a boot would get for a state tree given as a directory (/state is then
     /// bind-mounted from it).
     Generate {
@@ -232,6 +239,15 @@ pub fn run(cmd: StateCmd, ctx: &Ctx) -> anyhow::Result<ExitCode> {
                 "state",
                 &at.path(ctx).display().to_string(),
                 serde_json::json!({ "method": how }),
+            );
+        }
+        StateCmd::DirectIo { at } => {
+            let devices = realms_state::encrypt::direct_io(&at.path(ctx), ctx);
+            ctx.done(
+                "direct-io",
+                "state",
+                &at.path(ctx).display().to_string(),
+                serde_json::json!({ "devices": devices }),
             );
         }
         StateCmd::Enroll {

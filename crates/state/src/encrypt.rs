@@ -555,6 +555,7 @@ pub fn unlock(state: &Path, key_file: Option<&Path>, report: &dyn Report) -> Res
     if !realms_sys::mount::is_mountpoint(&mnt)? {
         mount::mount_fs(&dev, &mnt, "btrfs", MountFlags::empty(), "discard=async")?.leak();
     }
+    direct_io(state, report);
     // The generator cannot look inside the image: keep its list in step with what is there.
     entries::refresh_list(state)?;
     report.report(Event::progress(format!(
@@ -563,6 +564,30 @@ pub fn unlock(state: &Path, key_file: Option<&Path>, report: &dyn Report) -> Res
         mnt.display()
     )));
     Ok(how)
+}
+
+/// Switches the loop device under the image to direct I/O (cryptsetup and systemd-cryptsetup
+/// attach it buffered): the image's blocks are then not cached twice, once encrypted under the
+/// partition's file system and once in the clear under the image's. A failure (a file system
+/// without O_DIRECT) is a warning: the image works either way. Returns the devices switched.
+pub fn direct_io(state: &Path, report: &dyn Report) -> Vec<PathBuf> {
+    let image = state.join(IMAGE);
+    let devices = realms_sys::loopdev::find_by_backing_file(&image).unwrap_or_default();
+    devices
+        .into_iter()
+        .filter(
+            |dev| match realms_sys::loopdev::set_direct_io_of(dev, true) {
+                Ok(()) => true,
+                Err(e) => {
+                    report.report(Event::warning(format!(
+                        "{} stays on buffered I/O: {e}",
+                        dev.display()
+                    )));
+                    false
+                }
+            },
+        )
+        .collect()
 }
 
 #[cfg(test)]

@@ -209,12 +209,32 @@ fn crypt_text(image: &str, options: &str) -> String {
         quote(image),
         quote(options)
     );
+    // Not cached twice (see encrypt::direct_io); `-`: a failure never fails the unlock.
+    if let Some(exe) = own_exe() {
+        let _ = writeln!(
+            t,
+            "ExecStartPost=-{} state direct-io --state {}",
+            exe,
+            quote(STATE_DIR)
+        );
+    }
     let _ = writeln!(
         t,
         "ExecStop=/usr/lib/systemd/systemd-cryptsetup detach {}",
         quote(DM_NAME)
     );
     t
+}
+
+/// This binary's path (the generator's link resolved: /usr/bin/realms when installed).
+fn own_exe() -> Option<String> {
+    let exe = std::env::current_exe().ok()?;
+    let exe = exe.to_str()?;
+    // Written unquoted, so only a plain path.
+    let plain = exe
+        .chars()
+        .all(|c| c.is_ascii_alphanumeric() || "/._-+".contains(c));
+    plain.then(|| exe.to_string())
 }
 
 /// Writes `outputs` into `dir` (the generator's normal directory), each file staged and renamed.
@@ -323,6 +343,15 @@ mod tests {
         assert!(crypt.contains(
             "attach 'state-encrypted' '/state/encrypted.img' 'none' 'tpm2-device=auto,discard'"
         ));
+        // Then its loop device goes to direct I/O, through this very binary; never fatal.
+        let exe = std::env::current_exe().unwrap();
+        assert!(
+            crypt.contains(&format!(
+                "ExecStartPost=-{} state direct-io --state '/state'\n",
+                exe.display()
+            )),
+            "{crypt}"
+        );
         assert!(crypt.contains("RequiresMountsFor=/state/encrypted.img\n"));
         let m = unit(&out, "state-encrypted.mount");
         assert!(m.contains("Requires=systemd-cryptsetup@state\\x2dencrypted.service\n"));

@@ -15,6 +15,7 @@ use crate::util::ioctl;
 
 const LOOP_CLR_FD: libc::c_ulong = 0x4C01;
 const LOOP_SET_CAPACITY: libc::c_ulong = 0x4C07;
+const LOOP_SET_DIRECT_IO: libc::c_ulong = 0x4C08;
 const LOOP_CONFIGURE: libc::c_ulong = 0x4C0A;
 const LOOP_CTL_GET_FREE: libc::c_ulong = 0x4C82;
 
@@ -263,6 +264,25 @@ pub fn set_capacity_of(device: impl AsRef<Path>) -> Result<()> {
     // SAFETY: LOOP_SET_CAPACITY takes no argument.
     unsafe { ioctl(fd.as_fd(), LOOP_SET_CAPACITY, std::ptr::null_mut()) }
         .ctx("updating the capacity of", device)?;
+    Ok(())
+}
+
+/// Switches the loop device at `device` (attached by anyone, also in use) to direct I/O on its
+/// backing file, or back (`LOOP_SET_DIRECT_IO`): with it the file's data is not cached a second
+/// time in the page cache under what the device's own users cache.
+pub fn set_direct_io_of(device: impl AsRef<Path>, on: bool) -> Result<()> {
+    let device = device.as_ref();
+    let fd = rustix::fs::open(device, OFlags::RDONLY | OFlags::CLOEXEC, Mode::empty())
+        .ctx("opening loop device", device)?;
+    // SAFETY: LOOP_SET_DIRECT_IO takes its argument by value (0 or 1), not a pointer.
+    unsafe {
+        ioctl(
+            fd.as_fd(),
+            LOOP_SET_DIRECT_IO,
+            usize::from(on) as *mut libc::c_void,
+        )
+    }
+    .ctx("switching direct I/O of", device)?;
     Ok(())
 }
 

@@ -132,3 +132,17 @@ fn missing_backing_file_names_it() {
     assert!(err.is_not_found());
     assert!(err.to_string().contains("nope.img"), "{err}");
 }
+
+#[test]
+fn direct_io_switches_on_a_device_in_use() {
+    let s = Scratch::new("loop-dio");
+    let img = s.sparse_file("d.img", 16 << 20);
+    let dev = LoopDevice::attach(&img, &LoopOptions::default()).unwrap();
+    assert_eq!(sys(&dev, "loop/dio"), "0");
+    // Held open as a file system would hold it.
+    let _user = std::fs::File::open(dev.path()).unwrap();
+    loopdev::set_direct_io_of(dev.path(), true).unwrap();
+    assert_eq!(sys(&dev, "loop/dio"), "1");
+    loopdev::set_direct_io_of(dev.path(), false).unwrap();
+    assert_eq!(sys(&dev, "loop/dio"), "0");
+}
