@@ -48,6 +48,7 @@ fn busctl(address: &str, uid: Option<u32>, args: &[&str]) -> Output {
     cmd.arg(format!("--address={address}"))
         .arg("--timeout=300")
         .args([
+            "--", // arguments of the call may start with '-'
             "call",
             "org.realms.Manager1",
             "/org/realms/Manager1",
@@ -189,6 +190,47 @@ fn dbus_api_methods_signals_and_access_control_on_a_real_bus() {
     assert!(out.status.success(), "{}", text(&out));
     assert!(text(&busctl(&address, None, &["List"])).contains("\"Work\""));
 
+    // Launch runs the command in the realm as its user, detached; the reply is the launcher's
+    // PID. Its output goes to the realm's apps log.
+    let out = busctl(
+        &address,
+        None,
+        &[
+            "Launch",
+            "sas",
+            &r,
+            "3",
+            "sh",
+            "-c",
+            "id -un > $HOME/launched-by-dbus; echo launched-output",
+        ],
+    );
+    assert!(out.status.success(), "{}", text(&out));
+    let pid: u32 = text(&out)
+        .trim()
+        .strip_prefix("u ")
+        .and_then(|p| p.parse().ok())
+        .unwrap_or_else(|| panic!("Launch replied {}", text(&out)));
+    assert!(pid > 1);
+    wait_for("the launched command's file in the realm", || {
+        t.realms(&["run", &r, "--", "cat", "/home/user/launched-by-dbus"])
+            .stdout
+            .starts_with(b"user\n")
+    });
+    let apps_log = t.path().join(format!("run/realms/realm-{r}.apps.log"));
+    wait_for("the launched command's output in the apps log", || {
+        fs::read_to_string(&apps_log)
+            .unwrap_or_default()
+            .contains("launched-output")
+    });
+    let out = busctl(
+        &address,
+        None,
+        &["Launch", "sas", "no-such-realm", "1", "true"],
+    );
+    assert!(!out.status.success(), "Launch in no realm was accepted");
+    assert!(text(&out).contains("no-such-realm"), "{}", text(&out));
+
     // Everyone may read; an unprivileged caller may not change anything.
     let out = busctl(&address, Some(65534), &["List"]);
     assert!(
@@ -198,6 +240,9 @@ fn dbus_api_methods_signals_and_access_control_on_a_real_bus() {
     );
     let out = busctl(&address, Some(65534), &["Stop", "s", &r]);
     assert!(!out.status.success(), "an unprivileged Stop was accepted");
+    assert!(text(&out).contains("only root"), "{}", text(&out));
+    let out = busctl(&address, Some(65534), &["Launch", "sas", &r, "1", "true"]);
+    assert!(!out.status.success(), "an unprivileged Launch was accepted");
     assert!(text(&out).contains("only root"), "{}", text(&out));
     assert!(t.ok(&["list", "--json"]).contains("\"running\": true"));
 
