@@ -198,6 +198,22 @@ fn realm_commands_survive_a_kill_at_every_failpoint() {
     );
 }
 
+/// Regression: the private key was written in place, so a kill left a truncated key (refused
+/// as existing by the next `generate`) or a private key whose public half was never trusted.
+#[test]
+fn appimg_key_generate_survives_a_kill_at_every_failpoint() {
+    run_all(
+        "appimg key generate",
+        &[Case {
+            name: "appimg key generate",
+            plain: false,
+            setup: &with_key,
+            args: &["appimg", "key", "generate", "second"],
+            neutral: NEUTRAL,
+        }],
+    );
+}
+
 #[test]
 fn image_commands_survive_a_kill_at_every_failpoint() {
     let tar = tarball();

@@ -303,9 +303,15 @@ pub fn doctor_findings(root: &KillRoot) -> std::collections::BTreeSet<String> {
 /// every name in the realm store, the image store and the run directory (leftovers included);
 /// configs and other files by content; symlinks by target; each image version by the content
 /// of its whole tree; each realm's `lower` link by target and by the content it resolves to;
-/// realm roots and homes by their file names and contents.
+/// realm roots and homes by their file names and contents; the signing keys by name (a key is
+/// random, so a run's key differs from another's; a leftover shows by its name).
 pub fn state(root: &Path) -> BTreeMap<String, String> {
     let mut out = BTreeMap::new();
+    for dir in ["etc/realms/private", "etc/realms/keys.d"] {
+        for entry in read_dir_sorted(&root.join(dir)) {
+            out.insert(rel(root, &entry), "key file".into());
+        }
+    }
     let realms = root.join("storage/realms");
     walk(root, &realms, &mut out, 0);
     let images = root.join("storage/appimg");

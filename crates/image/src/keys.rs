@@ -3,7 +3,7 @@
 
 use realms_sys::IoContext;
 use std::fs;
-use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
 use ed25519_dalek::{Signature, Signer, SigningKey, VerifyingKey};
@@ -43,8 +43,14 @@ pub fn fingerprint(key: &VerifyingKey) -> String {
 
 /// `realms appimg key generate NAME`: a new key pair; the private key (mode 0600) under
 /// `/etc/realms/private/`, the public key trusted under `/etc/realms/keys.d/`.
+///
+/// Safe to kill at any point: the public key is staged first as `keys.d/.NAME.pub.pending`
+/// (not trusted: not a `.pub`), then the private key is created whole or not at all (the
+/// commit), then the pending file is renamed into trust. [`finish_interrupted`] completes a
+/// pair whose private key exists and discards one whose private key never got there.
 pub fn generate(root: &Path, name: &str) -> Result<(PathBuf, TrustedKey)> {
     validate_name("key", name)?;
+    finish_interrupted(root);
     let private_dir = root.join(PRIVATE_DIR);
     let public_dir = root.join(TRUST_DIRS[0]);
     let private = private_dir.join(format!("{name}.key"));
@@ -64,29 +70,62 @@ pub fn generate(root: &Path, name: &str) -> Result<(PathBuf, TrustedKey)> {
     }
     let seed = realms_sys::random::bytes::<32>()?;
     let signing = SigningKey::from_bytes(&seed);
-    write_private(&private, &seed)?;
-    let text = format!(
-        "{PUBLIC_HEADER}\n{}\n",
-        hex::encode(signing.verifying_key().as_bytes())
-    );
-    realms_sys::atomic::write_file(&public, text.as_bytes(), 0o644)?;
+    let pending = pending_path(&public_dir, name);
+    realms_sys::atomic::write_file(&pending, public_text(&signing).as_bytes(), 0o644)?;
+    let private_text = format!("{PRIVATE_HEADER}\n{}\n", hex::encode(seed));
+    realms_sys::atomic::write_new(&private, private_text.as_bytes(), 0o600)?;
+    realms_sys::atomic::rename_noreplace(&pending, &public)?;
     let key = load_public(name, &public)?;
     Ok((private, key))
 }
 
-fn write_private(path: &Path, seed: &[u8; 32]) -> Result<()> {
-    use std::io::Write;
-    let text = format!("{PRIVATE_HEADER}\n{}\n", hex::encode(seed));
-    let mut f = fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(path)
-        .ctx("creating the private key", path)?;
-    f.write_all(text.as_bytes())
-        .and_then(|_| f.sync_all())
-        .ctx("writing the private key", path)?;
-    Ok(())
+fn public_text(signing: &SigningKey) -> String {
+    format!(
+        "{PUBLIC_HEADER}\n{}\n",
+        hex::encode(signing.verifying_key().as_bytes())
+    )
+}
+
+/// The staged public key of a `generate` under way.
+fn pending_path(public_dir: &Path, name: &str) -> PathBuf {
+    public_dir.join(format!(".{name}.pub.pending"))
+}
+
+/// Completes or discards key pairs whose `generate` was interrupted: a pending public key whose
+/// private key was created (and matches it) is put into trust, any other is removed, with the
+/// temporary files of the private keys never created. Called by `generate` and under the store
+/// lock by every mutating command.
+pub fn finish_interrupted(root: &Path) {
+    let public_dir = root.join(TRUST_DIRS[0]);
+    let private_dir = root.join(PRIVATE_DIR);
+    for entry in fs::read_dir(&private_dir).into_iter().flatten().flatten() {
+        if realms_sys::atomic::is_temp_name(&entry.file_name()) {
+            let _ = fs::remove_file(entry.path());
+        }
+    }
+    for entry in fs::read_dir(&public_dir).into_iter().flatten().flatten() {
+        let file = entry.file_name();
+        if realms_sys::atomic::is_temp_name(&file) {
+            let _ = fs::remove_file(entry.path());
+            continue;
+        }
+        let Some(name) = file
+            .to_str()
+            .and_then(|n| n.strip_prefix('.')?.strip_suffix(".pub.pending"))
+        else {
+            continue;
+        };
+        let public = public_dir.join(format!("{name}.pub"));
+        let matches = load_private(&private_dir.join(format!("{name}.key")))
+            .ok()
+            .zip(fs::read_to_string(entry.path()).ok())
+            .is_some_and(|(signing, staged)| staged == public_text(&signing));
+        if matches && !public.exists() {
+            let _ = realms_sys::atomic::rename_noreplace(entry.path(), &public);
+        } else {
+            let _ = fs::remove_file(entry.path());
+        }
+    }
 }
 
 /// The private key file `spec` names: a key of the key store by name (`me` is
@@ -331,6 +370,56 @@ mod tests {
         let keys = trusted(root.path()).unwrap();
         assert_eq!(keys.len(), 1);
         assert_eq!(keys[0].fingerprint, key.fingerprint);
+    }
+
+    /// Regression: the private key was written in place (`create_new`), so a kill left a
+    /// truncated key that the next `generate` refused as existing, or a private key whose
+    /// public half was never trusted.
+    #[test]
+    fn regression_an_interrupted_generate_is_completed_or_discarded_never_half_made() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        let (private, _) = generate(root, "done").unwrap();
+        let public_dir = root.join(TRUST_DIRS[0]);
+        // Killed after the commit: the private key is there, its public half still pending.
+        let signing = load_private(&private).unwrap();
+        fs::rename(
+            public_dir.join("done.pub"),
+            pending_path(&public_dir, "done"),
+        )
+        .unwrap();
+        // Killed before it: a pending public key and a temporary private key only.
+        fs::write(pending_path(&public_dir, "lost"), public_text(&signing)).unwrap();
+        let tmp_private = root.join(PRIVATE_DIR).join(".#lost.key.0123456789");
+        fs::write(&tmp_private, "partial").unwrap();
+        // A pending key that does not match its private key is not trusted either.
+        fs::write(pending_path(&public_dir, "odd"), "not the key\n").unwrap();
+        fs::write(
+            root.join(PRIVATE_DIR).join("odd.key"),
+            fs::read(&private).unwrap(),
+        )
+        .unwrap();
+
+        finish_interrupted(root);
+        let names = |d: &Path| -> Vec<String> {
+            let mut v: Vec<String> = fs::read_dir(d)
+                .unwrap()
+                .flatten()
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .collect();
+            v.sort();
+            v
+        };
+        assert_eq!(names(&public_dir), ["done.pub"]);
+        assert_eq!(names(&root.join(PRIVATE_DIR)), ["done.key", "odd.key"]);
+        let trusted = trusted(root).unwrap();
+        assert_eq!(trusted.len(), 1);
+        assert_eq!(
+            trusted[0].fingerprint,
+            fingerprint(&signing.verifying_key())
+        );
+        // The discarded name can be generated again.
+        generate(root, "lost").unwrap();
     }
 
     #[test]

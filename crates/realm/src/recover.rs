@@ -25,6 +25,7 @@ impl RealmStore {
         let lock = self.acquire(&self.dir().join(".lock"))?;
         // First: finishing a journaled image change puts back the `lower` links of realms.
         self.images().cleanup_leftovers()?;
+        realms_image::keys::finish_interrupted(self.root());
         finish_removals(self)?;
         self.cleanup_leftovers()?;
         cleanup_snapshots(self)?;

@@ -54,6 +54,36 @@ pub fn write_file(path: impl AsRef<Path>, bytes: &[u8], mode: u32) -> Result<()>
     write_file_at(dir.as_fd(), name, bytes, mode, path)
 }
 
+/// Creates `path` with `bytes` atomically, failing if it exists: temp file in the same dir,
+/// fsync, `renameat2(RENAME_NOREPLACE)`, fsync dir. After a crash `path` is absent or whole.
+pub fn write_new(path: impl AsRef<Path>, bytes: &[u8], mode: u32) -> Result<()> {
+    let path = path.as_ref();
+    let (dir, name) = open_parent(path, "writing")?;
+    let (tmp, fd) = create_temp(dir.as_fd(), name, path)?;
+    let result = (|| {
+        rustix::fs::fchmod(&fd, Mode::from_raw_mode(mode)).ctx("setting the mode of", path)?;
+        let mut file = std::fs::File::from(fd);
+        file.write_all(bytes).ctx("writing", path)?;
+        file.sync_all().ctx("syncing", path)?;
+        drop(file);
+        crate::failpoint::hit("atomic-write-staged");
+        rustix::fs::renameat_with(
+            dir.as_fd(),
+            &*tmp,
+            dir.as_fd(),
+            name,
+            RenameFlags::NOREPLACE,
+        )
+        .ctx("creating", path)
+    })();
+    if result.is_err() {
+        let _ = rustix::fs::unlinkat(dir.as_fd(), &*tmp, AtFlags::empty());
+        return result;
+    }
+    crate::failpoint::hit("atomic-renamed");
+    rustix::fs::fsync(&dir).ctx("syncing the directory of", path)
+}
+
 /// [`write_file`] relative to an open directory; `shown` is the path used in errors.
 pub(crate) fn write_file_at(
     dir: BorrowedFd<'_>,
@@ -222,6 +252,24 @@ mod tests {
             0o604
         );
         assert_eq!(names(dir.path()), ["f"]);
+    }
+
+    #[test]
+    fn write_new_creates_with_exact_mode_and_never_replaces() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("k");
+        write_new(&p, b"one", 0o600).unwrap();
+        assert_eq!(std::fs::read(&p).unwrap(), b"one");
+        use std::os::unix::fs::PermissionsExt;
+        assert_eq!(
+            std::fs::metadata(&p).unwrap().permissions().mode() & 0o777,
+            0o600
+        );
+        let err = write_new(&p, b"two", 0o600).unwrap_err();
+        assert!(err.to_string().contains(&p.display().to_string()), "{err}");
+        assert_eq!(std::fs::read(&p).unwrap(), b"one");
+        let names: Vec<_> = std::fs::read_dir(dir.path()).unwrap().flatten().collect();
+        assert_eq!(names.len(), 1, "a temporary file was left");
     }
 
     #[test]
