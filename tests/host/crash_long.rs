@@ -1,5 +1,6 @@
 //! Crash safety of the commands that run long and leave processes behind when killed:
-//! `realms current NAME` (boots the realm) and `realms appimg import debootstrap:...`. Each is
+//! `realms current NAME` and `start` (boot the realm), `stop`, and `realms appimg import
+//! debootstrap:...`. Each is
 //! killed with SIGKILL at its failpoints (and debootstrap in the middle of its work); the next
 //! command must leave the store exactly in the old or the new state with nothing of the
 //! killed command still running, and the command run again must succeed.
@@ -330,4 +331,81 @@ fn rooted_in(pid: u32, dir: &std::path::Path) -> bool {
         return false;
     };
     a.dev() == b.dev() && a.ino() == b.ino()
+}
+
+/// The files realm `realm` has in the run directory but its logs.
+fn runtime_left(r: &KillRoot, realm: &str) -> Vec<String> {
+    let prefix = format!("realm-{realm}.");
+    fs::read_dir(r.path().join("run/realms"))
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with(&prefix) && !n.ends_with(".log"))
+        .collect()
+}
+
+/// `realms stop NAME` killed after it told nspawn to power the realm off, or after the
+/// container was gone but before its runtime state (pid, leader and label files, X cookies)
+/// was dropped: the realm powers off all the same, and the next command leaves it stopped with
+/// nothing of its runtime left; `stop` run again says it is not running.
+#[test]
+fn stop_survives_a_kill_at_every_failpoint() {
+    let realm = name("kst");
+    let args = ["stop", realm.as_str()];
+    let started = Instant::now();
+    let (passes, new_findings) = {
+        let r = KillRoot::new(false);
+        bootable(&r, &realm);
+        let _stop = Stopper(&r, &realm);
+        r.ok(&["start", &realm]);
+        let passes = trace(&r, &args);
+        r.ok(NEUTRAL);
+        assert_eq!(running(&r, &realm), (false, false));
+        assert_eq!(runtime_left(&r, &realm), Vec::<String>::new());
+        (passes, doctor_findings(&r))
+    };
+    eprintln!("`realms stop` passes {passes:?}");
+    assert!(
+        passes.iter().any(|p| p == "realm-stop-exited"),
+        "{passes:?}"
+    );
+    for i in 0..passes.len() {
+        let spec = spec(&passes, i);
+        let at = format!("`realms stop {realm}` killed at {spec}");
+        let r = KillRoot::new(false);
+        bootable(&r, &realm);
+        let _stop = Stopper(&r, &realm);
+        r.ok(&["start", &realm]);
+        let out = output(r.command(&args).env("FAILPOINTS", &spec));
+        assert!(
+            was_killed(&out),
+            "{at}: not killed ({}):\n{}",
+            out.status,
+            tail(&out.stderr)
+        );
+        // Told to power off, the realm does so on its own.
+        assert!(
+            wait_for(Duration::from_secs(60), || !running(&r, &realm).0),
+            "{at}: the realm did not power off"
+        );
+        r.ok(NEUTRAL);
+        assert_eq!(running(&r, &realm), (false, false), "{at}");
+        let left = runtime_left(&r, &realm);
+        assert!(left.is_empty(), "{at}: left in the run directory: {left:?}");
+        assert_eq!(doctor_findings(&r), new_findings, "{at}: doctor");
+        let left = processes_inside(r.path());
+        assert!(left.is_empty(), "{at}: still running: {left:?}");
+        r.ok(&args);
+        assert_no_orphans(r.path(), &at);
+    }
+    eprintln!(
+        "kill test stop: {} failpoints, {} kills: 0 left the realm running or partial ({:.0?})",
+        passes
+            .iter()
+            .collect::<std::collections::BTreeSet<_>>()
+            .len(),
+        passes.len(),
+        started.elapsed()
+    );
 }

@@ -700,15 +700,14 @@ fn a_stopped_or_removed_realms_x_cookie_is_revoked_and_the_next_start_gets_a_fre
     assert!(works(&second_copy));
     assert!(!works(&first_copy));
 
-    // A realm whose systemd-nspawn was killed: its next start revokes the cookie it left.
-    let pid = fs::read_to_string(t.path().join(format!("run/realms/realm-{realm}.pid"))).unwrap();
-    let killed = Command::new("kill")
-        .args(["-9", pid.trim()])
-        .status()
-        .unwrap();
+    // A realm whose systemd-nspawn was killed (what runs in it lives on, orphaned): its next
+    // start revokes the cookie it left.
+    let pid_file = t.path().join(format!("run/realms/realm-{realm}.pid"));
+    let pid = fs::read_to_string(&pid_file).unwrap().trim().to_string();
+    let killed = Command::new("kill").args(["-9", &pid]).status().unwrap();
     assert!(killed.success());
     let start = Instant::now();
-    while Path::new(&format!("/proc/{}", pid.trim())).exists() {
+    while Path::new(&format!("/proc/{pid}")).exists() {
         assert!(start.elapsed() < Duration::from_secs(10), "nspawn lives on");
         std::thread::sleep(Duration::from_millis(50));
     }
@@ -719,19 +718,44 @@ fn a_stopped_or_removed_realms_x_cookie_is_revoked_and_the_next_start_gets_a_fre
         !works(&second_copy),
         "the killed realm's cookie still works"
     );
-    let second_copy = keep(&after_kill);
-    assert!(works(&second_copy));
+    let after_kill_copy = keep(&after_kill);
+    assert!(works(&after_kill_copy));
+
+    // Regression: a realm powered off from inside kept its cookie valid until its next start.
+    // Now the next command that changes anything (here a config key) revokes it.
+    let pid = fs::read_to_string(&pid_file).unwrap().trim().to_string();
+    // Its own connection may end with the realm: only the result counts.
+    let _ = t.realms(&["run", &realm, "--", "systemctl", "poweroff"]);
+    let start = Instant::now();
+    while Path::new(&format!("/proc/{pid}")).exists()
+        || t.ok(&["--json", "list"]).contains("\"running\": true")
+    {
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "the realm did not power off"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(works(&after_kill_copy), "powering off alone revoked it");
+    t.ok(&["config", &realm, "use-gpu", "true"]);
+    assert!(
+        !works(&after_kill_copy),
+        "the powered-off realm's cookie still works"
+    );
+    assert!(cached_cookies(&t, &realm).is_empty());
+    assert!(!pid_file.exists(), "its pid file is left");
+    let last = launch_xdpyinfo();
+    assert!(last != after_kill && last != second);
+    let last_copy = keep(&last);
+    assert!(works(&last_copy));
 
     // Removed (while running) and made again under the same name: nothing is inherited.
     t.ok(&["remove", &realm, "--stop"]);
-    assert!(
-        !works(&second_copy),
-        "the removed realm's cookie still works"
-    );
+    assert!(!works(&last_copy), "the removed realm's cookie still works");
     assert!(cached_cookies(&t, &realm).is_empty());
     prepare();
     let third = launch_xdpyinfo();
-    assert!(third != first && third != second && third != after_kill);
+    assert!(third != first && third != second && third != after_kill && third != last);
     assert!(works(&keep(&third)));
 
     // A cookie that cannot be revoked (the host's Xauthority gone) is a warning, not a failed

@@ -381,6 +381,7 @@ pub(crate) fn stop_locked(store: &RealmStore, name: &str) -> Result<()> {
             if let Some(pid) = nspawn_pid(store, name) {
                 // SIGTERM makes nspawn power the container off cleanly.
                 proc::kill(pid, proc::Signal::TERM)?;
+                realms_sys::failpoint::hit("realm-stop-signalled");
                 let deadline = Instant::now() + STOP_TIMEOUT;
                 while proc::pid_alive(pid) && Instant::now() < deadline {
                     std::thread::sleep(Duration::from_millis(20));
@@ -402,6 +403,7 @@ pub(crate) fn stop_locked(store: &RealmStore, name: &str) -> Result<()> {
             }
         }
     }
+    realms_sys::failpoint::hit("realm-stop-exited");
     forget_runtime(store, name);
     // The desktop always has a running current realm while there is one.
     if store.current_realm().as_deref() == Some(name) {
@@ -463,6 +465,37 @@ pub(crate) fn forget_runtime(store: &RealmStore, name: &str) {
     let _ = fs::remove_file(leader_file(store, name));
     let _ = fs::remove_file(crate::runtime::label_file(store, name));
     zone::release(store, name);
+}
+
+/// Drops the runtime state of every realm whose container is gone without a `realms stop`
+/// (powered off from inside, nspawn killed, or a stop killed half-way): its X cookies are
+/// revoked, its pid, leader and label files removed. Run under the store lock by every
+/// mutating command, so a dead realm's cookie does not outlive the next command.
+pub(crate) fn forget_dead(store: &RealmStore) {
+    let Ok(run) = fs::read_dir(store.run_dir()) else {
+        return;
+    };
+    let files: Vec<String> = run
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    for name in store.names().unwrap_or_default() {
+        let prefix = format!("realm-{name}.");
+        let recorded = files.iter().any(|f| {
+            f.strip_prefix(&prefix).is_some_and(|rest| {
+                ["pid", "leader", "label"].contains(&rest) || rest.starts_with("x11-")
+            })
+        });
+        // A live container init is a running realm: no need to ask its executor.
+        let alive = crate::runtime::read_leader_file(&leader_file(store, &name))
+            .is_some_and(|(leader, _)| proc::pid_in_namespace(leader) == Some(1));
+        if recorded && !alive && state(store, &name) == State::Stopped {
+            tracing::info!(
+                "realm '{name}' stopped without `realms stop`: dropping its runtime state"
+            );
+            forget_runtime(store, &name);
+        }
+    }
 }
 
 /// Drops everything a removed realm left under /run (pid file, log, leases, its unit file).

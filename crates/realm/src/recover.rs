@@ -32,6 +32,7 @@ impl RealmStore {
         cleanup_rebases(self)?;
         finish_renames(self)?;
         launch::roll_back_interrupted(self);
+        launch::forget_dead(self);
         Ok(lock)
     }
 }
