@@ -70,7 +70,8 @@ fn median(mut v: Vec<f64>) -> f64 {
 
 pub fn run_suite(runs: usize) -> anyhow::Result<()> {
     let script = SCRIPT.replace("RUNS", &runs.max(1).to_string());
-    let case = GuestCase::new("bench_state", &script);
+    // Three runs of 1 GiB through emulated AES take longer than a test case may.
+    let case = GuestCase::new("bench_state", &script).with_timeout(3600);
     let files = vec![(
         realms_tests::realms_bin(),
         "/usr/local/bin/realms".to_string(),
