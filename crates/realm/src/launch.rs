@@ -164,6 +164,10 @@ pub(crate) fn start_unmarked(store: &RealmStore, name: &str, say: &dyn Report) -
         return Err(e);
     }
     realms_sys::failpoint::hit("realm-start-ready");
+    // For the desktop's user (`realms desktop titles`): the realm's label, and its leader with
+    // its PID namespace.
+    crate::runtime::record_label(store, name)?;
+    let _ = leader(store, name);
     if let Some(net) = net {
         zone::configure_host0(leader(store, name)?, net.address, &net.zone)?;
     }
@@ -214,7 +218,6 @@ fn start_direct(store: &RealmStore, name: &str) -> Result<()> {
         child.id().to_string().as_bytes(),
         0o644,
     )?;
-    crate::runtime::record_label(store, name)?;
     let failed = |reason: StartFailure| Error::StartFailed {
         name: name.to_string(),
         reason,

@@ -301,15 +301,19 @@ impl RealmStore {
     pub(crate) fn cleanup_leftovers(&self) -> Result<()> {
         // Temporary files of atomic writes that a killed command left (configs, symlinks,
         // intent files), in the store and in each realm directory; in the run directory only
-        // those of files written under the lock (the current-realm link, a start's pid file and
-        // intent): other writers there take no lock.
+        // those of files written under the lock (the current-realm link, a start's pid file,
+        // intent and label) and the leader record (also cached by readers without the lock,
+        // whose write is best-effort): other writers there take no lock.
         remove_temp_files(&self.dir, |_| true);
         for name in self.names()? {
             remove_temp_files(&self.realm_dir(&name), |_| true);
         }
         remove_temp_files(&self.run, |n| {
             n.starts_with(".#current.realm.")
-                || (n.starts_with(".#realm-") && (n.contains(".pid.") || n.contains(".starting.")))
+                || (n.starts_with(".#realm-")
+                    && [".pid.", ".starting.", ".label.", ".leader."]
+                        .iter()
+                        .any(|kind| n.contains(kind)))
         });
         let Ok(entries) = fs::read_dir(&self.dir) else {
             return Ok(());
