@@ -87,7 +87,11 @@ fn apply(store: &RealmStore, action: &Action, say: &dyn Report) -> Result<()> {
     match action {
         Action::Recover => store.lock().map(drop),
         Action::DeleteImageTree(path) => Ok(realms_image::delete_tree(path)?),
-        Action::RemoveFile(path) => Ok(std::fs::remove_file(path).ctx("removing", path)?),
+        // Gone already (the store lock's own recovery drops a dead realm's records): fixed.
+        Action::RemoveFile(path) => match std::fs::remove_file(path) {
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            r => Ok(r.ctx("removing", path)?),
+        },
         Action::WriteConfig(name) => store::write_config(store, name),
         Action::NewRoot(name) => store::new_root(store, name),
         Action::RemoveRealm(name) => store::remove_realm(store, name),
