@@ -100,6 +100,15 @@ impl Titles<'_> {
         let Some(label) = self.windows.get(&window) else {
             return;
         };
+        // Read and write with the server grabbed: a title the client sets in between is not
+        // overwritten with the old one (its request waits, then is labelled in turn).
+        let _ = self.conn.grab_server();
+        self.label_properties(window, label);
+        let _ = self.conn.ungrab_server();
+        let _ = self.conn.flush();
+    }
+
+    fn label_properties(&self, window: Window, label: &str) {
         for property in [self.atoms.net_wm_name, u32::from(AtomEnum::WM_NAME)] {
             let Some(reply) = self
                 .conn
@@ -132,7 +141,6 @@ impl Titles<'_> {
                 );
             }
         }
-        let _ = self.conn.flush();
     }
 
     /// The windows there already: top-level ones and their children (a window manager's frames
