@@ -85,6 +85,18 @@ impl Xvfb {
         format!(":{}", self.number)
     }
 
+    /// `realms launch REALM -- ARGS` as a desktop runs an app on this server: the session's
+    /// DISPLAY and XAUTHORITY, no terminal.
+    fn launch(&self, t: &TestRoot, realm: &str, args: &[&str]) -> Command {
+        let mut argv = vec!["launch", "-e", LIBS, realm, "--"];
+        argv.extend(args);
+        let mut cmd = t.command(&argv);
+        cmd.env("DISPLAY", self.display())
+            .env("XAUTHORITY", &self.auth)
+            .stdin(Stdio::null());
+        cmd
+    }
+
     /// Runs a host X client on this server with the host's cookie.
     fn host(&self, cmd: &mut Command) -> std::process::Output {
         cmd.env("DISPLAY", self.display())
@@ -157,6 +169,22 @@ fn copy_libs(rootfs: &Path, bin: &Path) {
 
 const LIBS: &str = "LD_LIBRARY_PATH=/opt/hostclients/lib";
 
+/// The X server and clients every X11 test needs, with their Debian packages.
+const X11_TOOLS: &[(&str, &str)] = &[
+    ("Xvfb", "xvfb"),
+    ("xauth", "xauth"),
+    ("xdpyinfo", "x11-utils"),
+    ("xwininfo", "x11-utils"),
+    ("xlogo", "x11-apps"),
+];
+
+/// Fails the test, naming the package, unless the X11 tools and `more` are installed.
+fn require_x11(more: &[(&str, &str)]) {
+    for (tool, package) in X11_TOOLS.iter().chain(more) {
+        require::tool(tool, package);
+    }
+}
+
 fn log(t: &TestRoot, realm: &str) -> String {
     fs::read_to_string(t.path().join(format!("run/realms/realm-{realm}.apps.log")))
         .unwrap_or_default()
@@ -165,17 +193,7 @@ fn log(t: &TestRoot, realm: &str) -> String {
 #[test]
 fn x11_client_in_a_realm_uses_its_own_cookie_and_fails_without_it_or_without_use_x11() {
     require::root();
-    for (tool, package) in [
-        ("Xvfb", "xvfb"),
-        ("xauth", "xauth"),
-        ("xdpyinfo", "x11-utils"),
-        ("xwininfo", "x11-utils"),
-        ("xlogo", "x11-apps"),
-        ("xwd", "x11-apps"),
-        ("convert", "imagemagick"),
-    ] {
-        require::tool(tool, package);
-    }
+    require_x11(&[("xwd", "x11-apps"), ("convert", "imagemagick")]);
     let work = tempfile::tempdir().unwrap();
     let x = Xvfb::start(work.path());
     let t = TestRoot::btrfs();
@@ -188,16 +206,7 @@ fn x11_client_in_a_realm_uses_its_own_cookie_and_fails_without_it_or_without_use
         copy_client(&rootfs, "xdpyinfo");
         copy_client(&rootfs, "xlogo");
     }
-    // As a desktop launches an app: the session's DISPLAY and XAUTHORITY, no terminal.
-    let launch = |realm: &str, args: &[&str]| {
-        let mut argv = vec!["launch", "-e", LIBS, realm, "--"];
-        argv.extend(args);
-        let mut cmd = t.command(&argv);
-        cmd.env("DISPLAY", x.display())
-            .env("XAUTHORITY", &x.auth)
-            .stdin(Stdio::null());
-        cmd
-    };
+    let launch = |realm: &str, args: &[&str]| x.launch(&t, realm, args);
 
     let out = launch(&with, &["/opt/hostclients/bin/xdpyinfo"])
         .output()
@@ -571,15 +580,7 @@ fn cached_cookies(t: &TestRoot, realm: &str) -> Vec<PathBuf> {
 #[test]
 fn a_stopped_or_removed_realms_x_cookie_is_revoked_and_the_next_start_gets_a_fresh_one() {
     require::root();
-    for (tool, package) in [
-        ("Xvfb", "xvfb"),
-        ("xauth", "xauth"),
-        ("xdpyinfo", "x11-utils"),
-        ("xwininfo", "x11-utils"),
-        ("xlogo", "x11-apps"),
-    ] {
-        require::tool(tool, package);
-    }
+    require_x11(&[]);
     let work = tempfile::tempdir().unwrap();
     let x = Xvfb::start(work.path());
     let t = TestRoot::btrfs();
@@ -591,18 +592,8 @@ fn a_stopped_or_removed_realms_x_cookie_is_revoked_and_the_next_start_gets_a_fre
     };
     // xdpyinfo in the realm, as a desktop launches it: its cookie is made (or reused) then.
     let launch_xdpyinfo = || {
-        let out = t
-            .command(&[
-                "launch",
-                "-e",
-                LIBS,
-                &realm,
-                "--",
-                "/opt/hostclients/bin/xdpyinfo",
-            ])
-            .env("DISPLAY", x.display())
-            .env("XAUTHORITY", &x.auth)
-            .stdin(Stdio::null())
+        let out = x
+            .launch(&t, &realm, &["/opt/hostclients/bin/xdpyinfo"])
             .output()
             .unwrap();
         assert!(

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use realms_tests::realms::{TestRoot, name};
 use realms_tests::require;
 
-use super::{Killed, LIBS, Xvfb, copy_client, log};
+use super::{Killed, Xvfb, copy_client, log, require_x11};
 
 /// Waits until `xwininfo -root -tree` lists a window titled exactly `title`; returns its id.
 /// xwininfo prints a title's bytes as the window has them: ISO 8859-1 in `WM_NAME`, UTF-8 in
@@ -61,17 +61,7 @@ fn xprop(x: &Xvfb, args: &[&str]) -> String {
 #[test]
 fn a_realms_windows_carry_its_label_in_their_titles_and_host_windows_do_not() {
     require::root();
-    for (tool, package) in [
-        ("Xvfb", "xvfb"),
-        ("xauth", "xauth"),
-        ("xdpyinfo", "x11-utils"),
-        ("xwininfo", "x11-utils"),
-        ("xprop", "x11-utils"),
-        ("xlogo", "x11-apps"),
-        ("setpriv", "util-linux"),
-    ] {
-        require::tool(tool, package);
-    }
+    require_x11(&[("xprop", "x11-utils"), ("setpriv", "util-linux")]);
     let work = tempfile::tempdir().unwrap();
     let x = Xvfb::start(work.path());
     let t = TestRoot::btrfs();
@@ -82,20 +72,8 @@ fn a_realms_windows_carry_its_label_in_their_titles_and_host_windows_do_not() {
         "xlogo",
     );
     let launch = |title: &str| {
-        let mut cmd = t.command(&[
-            "launch",
-            "-e",
-            LIBS,
-            &realm,
-            "--",
-            "/opt/hostclients/bin/xlogo",
-            "-title",
-            title,
-        ]);
-        cmd.env("DISPLAY", x.display())
-            .env("XAUTHORITY", &x.auth)
-            .stdin(Stdio::null());
-        Killed(cmd.spawn().unwrap())
+        let xlogo = ["/opt/hostclients/bin/xlogo", "-title", title];
+        Killed(x.launch(&t, &realm, &xlogo).spawn().unwrap())
     };
     let why = || log(&t, &realm);
 
