@@ -59,27 +59,7 @@ pub fn write_file(path: impl AsRef<Path>, bytes: &[u8], mode: u32) -> Result<()>
 pub fn write_new(path: impl AsRef<Path>, bytes: &[u8], mode: u32) -> Result<()> {
     let path = path.as_ref();
     let (dir, name) = open_parent(path, "writing")?;
-    let (tmp, fd) = create_temp(dir.as_fd(), name, path)?;
-    let result = (|| {
-        rustix::fs::fchmod(&fd, Mode::from_raw_mode(mode)).ctx("setting the mode of", path)?;
-        let mut file = std::fs::File::from(fd);
-        file.write_all(bytes).ctx("writing", path)?;
-        file.sync_all().ctx("syncing", path)?;
-        drop(file);
-        crate::failpoint::hit("atomic-write-staged");
-        rustix::fs::renameat_with(
-            dir.as_fd(),
-            &*tmp,
-            dir.as_fd(),
-            name,
-            RenameFlags::NOREPLACE,
-        )
-        .ctx("creating", path)
-    })();
-    if result.is_err() {
-        let _ = rustix::fs::unlinkat(dir.as_fd(), &*tmp, AtFlags::empty());
-        return result;
-    }
+    stage_and_rename(dir.as_fd(), name, bytes, mode, path, RenameFlags::NOREPLACE)?;
     crate::failpoint::hit("atomic-renamed");
     rustix::fs::fsync(&dir).ctx("syncing the directory of", path)
 }
@@ -92,6 +72,20 @@ pub(crate) fn write_file_at(
     mode: u32,
     shown: &Path,
 ) -> Result<()> {
+    stage_and_rename(dir, name, bytes, mode, shown, RenameFlags::empty())?;
+    rustix::fs::fsync(dir).ctx("syncing the directory of", shown)
+}
+
+/// Writes `bytes` with `mode` to a temporary file beside `name` in `dir`, syncs it and renames
+/// it to `name` with `flags`; the temporary file is removed when anything fails.
+fn stage_and_rename(
+    dir: BorrowedFd<'_>,
+    name: &OsStr,
+    bytes: &[u8],
+    mode: u32,
+    shown: &Path,
+    flags: RenameFlags,
+) -> Result<()> {
     let (tmp, fd) = create_temp(dir, name, shown)?;
     let result = (|| {
         rustix::fs::fchmod(&fd, Mode::from_raw_mode(mode)).ctx("setting the mode of", shown)?;
@@ -100,13 +94,17 @@ pub(crate) fn write_file_at(
         file.sync_all().ctx("syncing", shown)?;
         drop(file);
         crate::failpoint::hit("atomic-write-staged");
-        rustix::fs::renameat(dir, &*tmp, dir, name).ctx("renaming a temporary file over", shown)
+        let action = if flags.contains(RenameFlags::NOREPLACE) {
+            "creating"
+        } else {
+            "renaming a temporary file over"
+        };
+        rustix::fs::renameat_with(dir, &*tmp, dir, name, flags).ctx(action, shown)
     })();
     if result.is_err() {
         let _ = rustix::fs::unlinkat(dir, &*tmp, AtFlags::empty());
-        return result;
     }
-    rustix::fs::fsync(dir).ctx("syncing the directory of", shown)
+    result
 }
 
 fn create_temp(
