@@ -184,6 +184,20 @@ fn dbus_api_methods_signals_and_access_control_on_a_real_bus() {
     );
     let list = text(&busctl(&address, None, &["List"]));
     assert!(list.contains(&format!("\"{r}\" true true")), "{list}");
+    // The default realm: one of its own (a default realm cannot be removed, as `r` is below).
+    let d = name("busd");
+    t.ok(&["new", &d]);
+    let out = busctl(&address, None, &["SetDefault", "s", &d]);
+    assert!(out.status.success(), "{}", text(&out));
+    let list = text(&busctl(&address, None, &["List"]));
+    assert!(
+        list.contains(&format!("\"{d}\" false false true")),
+        "{list}"
+    );
+    assert!(
+        t.ok(&["default"]).contains(&d),
+        "the CLI does not see the default"
+    );
     let config = text(&busctl(&address, None, &["GetConfig", "s", &r]));
     assert!(config.contains("\"use-x11\" \"true\""), "{config}");
     let out = busctl(&address, None, &["SetConfig", "sss", &r, "label", "Work"]);
@@ -240,6 +254,12 @@ fn dbus_api_methods_signals_and_access_control_on_a_real_bus() {
     );
     let out = busctl(&address, Some(65534), &["Stop", "s", &r]);
     assert!(!out.status.success(), "an unprivileged Stop was accepted");
+    assert!(text(&out).contains("only root"), "{}", text(&out));
+    let out = busctl(&address, Some(65534), &["SetDefault", "s", &r]);
+    assert!(
+        !out.status.success(),
+        "an unprivileged SetDefault was accepted"
+    );
     assert!(text(&out).contains("only root"), "{}", text(&out));
     let out = busctl(&address, Some(65534), &["Launch", "sas", &r, "1", "true"]);
     assert!(!out.status.success(), "an unprivileged Launch was accepted");
