@@ -1,5 +1,5 @@
 //! Crash safety of the commands that run long and leave processes behind when killed:
-//! `realms current NAME` and `start` (boot the realm), `stop`, and `realms appimg import
+//! `realms current NAME` and `start` (boot the realm), `stop`, `restart`, and `realms appimg import
 //! debootstrap:...`. Each is
 //! killed with SIGKILL at its failpoints (and debootstrap in the middle of its work); the next
 //! command must leave the store exactly in the old or the new state with nothing of the
@@ -206,6 +206,100 @@ fn kill_start(verb: &str, realm: &str) {
         passes.len(),
         started.elapsed()
     );
+}
+
+/// `realms restart NAME` (one operation under one lock: stop, then start) killed at each
+/// failpoint it passes on a running realm: after the next command the realm either runs under
+/// its nspawn (not orphaned) or is cleanly stopped, with nothing of it left running or in the
+/// run directory; an interrupted restart is a stop, never a half-started realm. The store is as
+/// before (a restart changes no file of it), doctor finds what it found before, and `restart`
+/// run again leaves the realm running.
+#[test]
+fn restart_survives_a_kill_at_every_failpoint() {
+    let realm = name("kr");
+    let args = ["restart", realm.as_str()];
+    let started = Instant::now();
+    let (old, findings, passes) = {
+        let r = KillRoot::new(false);
+        bootable(&r, &realm);
+        let _stop = Stopper(&r, &realm);
+        r.ok(&["start", &realm]);
+        r.ok(NEUTRAL);
+        let before = (files_but_lock(&r), doctor_findings(&r));
+        let passes = trace(&r, &args);
+        r.ok(NEUTRAL);
+        assert_eq!(running(&r, &realm), (true, false));
+        let after = files_but_lock(&r);
+        assert!(after == before.0, "{}", diff(&before.0, &after));
+        (before.0, before.1, passes)
+    };
+    eprintln!("`realms restart` passes {passes:?}");
+    for point in ["realm-stop-exited", "realm-start-ready"] {
+        assert!(
+            passes.iter().any(|p| p == point),
+            "{point} not in {passes:?}"
+        );
+    }
+    let (mut kept, mut stopped) = (0, 0);
+    for i in 0..passes.len() {
+        let spec = spec(&passes, i);
+        let at = format!("`realms restart {realm}` killed at {spec}");
+        let r = KillRoot::new(false);
+        bootable(&r, &realm);
+        let _stop = Stopper(&r, &realm);
+        r.ok(&["start", &realm]);
+        let out = output(r.command(&args).env("FAILPOINTS", &spec));
+        assert!(
+            was_killed(&out),
+            "{at}: not killed ({}):\n{}",
+            out.status,
+            tail(&out.stderr)
+        );
+        if passes[i].starts_with("realm-stop-") {
+            // Told to power off, the realm does so on its own.
+            assert!(
+                wait_for(Duration::from_secs(60), || !running(&r, &realm).0),
+                "{at}: the realm did not power off"
+            );
+        }
+        r.ok(NEUTRAL);
+        let (on, orphaned) = running(&r, &realm);
+        assert!(!orphaned, "{at}: the realm is left orphaned");
+        let now = files_but_lock(&r);
+        assert!(now == old, "{at}: the store changed:\n{}", diff(&old, &now));
+        assert_eq!(doctor_findings(&r), findings, "{at}: doctor");
+        if on {
+            kept += 1;
+        } else {
+            stopped += 1;
+            let left = runtime_left(&r, &realm);
+            assert!(left.is_empty(), "{at}: left in the run directory: {left:?}");
+            let left = processes_inside(r.path());
+            assert!(left.is_empty(), "{at}: still running: {left:?}");
+        }
+        r.ok(&args);
+        r.ok(NEUTRAL);
+        assert_eq!(running(&r, &realm), (true, false), "{at}: run again");
+        r.ok(&["stop", &realm]);
+        assert_no_orphans(r.path(), &at);
+    }
+    eprintln!(
+        "kill test restart: {} failpoints, {} kills: {kept} left the realm running, {stopped} stopped, 0 partial ({:.0?})",
+        passes
+            .iter()
+            .collect::<std::collections::BTreeSet<_>>()
+            .len(),
+        passes.len(),
+        started.elapsed()
+    );
+}
+
+/// [`store_state`] without nspawn's lock beside a running realm's root, which goes with the
+/// realm when it stops.
+fn files_but_lock(r: &KillRoot) -> std::collections::BTreeMap<String, String> {
+    let mut files = store_state(r);
+    files.retain(|k, _| !k.ends_with("/.#rootfs.lck"));
+    files
 }
 
 /// Waits up to `limit` for `done`.
