@@ -10,7 +10,8 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use realms_tests::failpoints::{
-    KillRoot, assert_no_orphans, diff, doctor_findings, processes_inside, state, was_killed,
+    KillRoot, assert_no_orphans, diff, doctor_findings, kill_spec, processes_inside, state,
+    was_killed,
 };
 use realms_tests::fixtures::{BASE_SUITE, debian_base};
 use realms_tests::realms::name;
@@ -47,15 +48,6 @@ fn trace(r: &KillRoot, args: &[&str]) -> Vec<String> {
     let passes = fs::read_to_string(&file).unwrap_or_default();
     fs::remove_file(&file).unwrap();
     passes.lines().map(str::to_string).collect()
-}
-
-/// `FAILPOINTS` that kills at pass `i` of `passes`.
-fn spec(passes: &[String], i: usize) -> String {
-    let point = &passes[i];
-    match passes[..i].iter().filter(|p| *p == point).count() {
-        0 => format!("{point}=return"),
-        n => format!("{point}={n}*off->return"),
-    }
 }
 
 /// Stops realm `realm` of a store when dropped (also when an assertion failed).
@@ -138,7 +130,7 @@ fn kill_start(verb: &str, realm: &str) {
     eprintln!("`realms {verb}` passes {passes:?}");
     let (mut olds, mut news) = (0, 0);
     for i in 0..passes.len() {
-        let spec = spec(&passes, i);
+        let spec = kill_spec(&passes, i);
         let at = format!("`realms {verb} {realm}` killed at {spec}");
         let r = KillRoot::new(false);
         bootable(&r, &realm);
@@ -242,7 +234,7 @@ fn restart_survives_a_kill_at_every_failpoint() {
     }
     let (mut kept, mut stopped) = (0, 0);
     for i in 0..passes.len() {
-        let spec = spec(&passes, i);
+        let spec = kill_spec(&passes, i);
         let at = format!("`realms restart {realm}` killed at {spec}");
         let r = KillRoot::new(false);
         bootable(&r, &realm);
@@ -465,7 +457,7 @@ fn stop_survives_a_kill_at_every_failpoint() {
         "{passes:?}"
     );
     for i in 0..passes.len() {
-        let spec = spec(&passes, i);
+        let spec = kill_spec(&passes, i);
         let at = format!("`realms stop {realm}` killed at {spec}");
         let r = KillRoot::new(false);
         bootable(&r, &realm);

@@ -5,9 +5,10 @@
 use std::path::Path;
 use std::process::Command;
 
+use realms_tests::failpoints::{failpoints_bin, kill_spec, was_killed};
 use realms_tests::realms_bin;
 use realms_tests::require;
-use realms_tests::run::{output, run, sh};
+use realms_tests::run::{output, run, sh, tail};
 use realms_tests::scratch::Scratch;
 
 const STATE_TYPE: &str = "1481cc84-d6c7-48f0-a9b0-63ac992b8897";
@@ -175,6 +176,136 @@ fn state_setup_refuses_an_attached_image_and_a_disk_without_gpt() {
     // Nothing was written.
     let table = sh(&format!("sfdisk --json '{disk}'"));
     assert!(!table.to_lowercase().contains(STATE_TYPE), "{table}");
+}
+
+/// The partitions of `disk` as sfdisk reads them (the primary table, as the kernel does).
+fn partitions(disk: &str) -> Vec<serde_json::Value> {
+    let table: serde_json::Value =
+        serde_json::from_str(&sh(&format!("sfdisk --json '{disk}'"))).unwrap();
+    table["partitiontable"]["partitions"]
+        .as_array()
+        .unwrap()
+        .clone()
+}
+
+/// The top entries of the btrfs in partition `part` of `disk`, mounted through a loop device.
+fn layout(disk: &str, part: &serde_json::Value, dir: &Path) -> Vec<String> {
+    let (start, size) = (
+        part["start"].as_u64().unwrap(),
+        part["size"].as_u64().unwrap(),
+    );
+    let dev = sh(&format!(
+        "losetup --show -f -r -o {} --sizelimit {} '{disk}'",
+        start * 512,
+        size * 512
+    ));
+    let mnt = dir.join("mnt");
+    std::fs::create_dir_all(&mnt).unwrap();
+    run(Command::new("mount")
+        .args(["-o", "ro"])
+        .arg(dev.trim())
+        .arg(&mnt));
+    let mut names: Vec<String> = std::fs::read_dir(&mnt)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    run(Command::new("umount").arg(&mnt));
+    run(Command::new("losetup").args(["-d", dev.trim()]));
+    names
+}
+
+/// The loop devices attached to `disk`.
+fn loops_of(disk: &str) -> String {
+    sh(&format!("losetup -n -O NAME -j '{disk}'"))
+}
+
+/// Regression (issue 10): `realms state setup` wrote the partition first and made the file
+/// system after it, so a kill in between left a state partition with no file system (which the
+/// next setup refused as existing), and a kill while the file system was mounted left the mount
+/// and the loop device (so the next setup refused the disk as in use). The partition table is
+/// now written last, the mount is private and the loop device autoclear: killed at any
+/// failpoint, the disk holds the old table (the next setup succeeds and makes the new one) or
+/// the new one with its file system complete, and nothing is left attached or mounted.
+#[test]
+fn state_setup_survives_a_kill_at_every_failpoint() {
+    require::root();
+    require::tool("sfdisk", "fdisk");
+    let scratch = Scratch::empty("state-setup-kill");
+    let setup = |disk: &str| {
+        let mut cmd = Command::new(failpoints_bin());
+        cmd.args(["state", "setup", "--disk", disk, "--size", "1G"]);
+        cmd
+    };
+    let disk = disk_with_esp(scratch.path());
+    // Each run starts from a copy of the same disk (sfdisk gives the ESP a random UUID).
+    let blank = scratch.path().join("blank.img");
+    run(Command::new("cp")
+        .args(["--sparse=always", &disk])
+        .arg(&blank));
+    let old = partitions(&disk);
+    let trace = scratch.path().join("trace");
+    let out = output(setup(&disk).env("REALMS_FAILPOINT_TRACE", &trace));
+    assert!(out.status.success(), "{}", tail(&out.stderr));
+    let passes: Vec<String> = std::fs::read_to_string(&trace)
+        .unwrap()
+        .lines()
+        .map(str::to_string)
+        .collect();
+    let new = partitions(&disk);
+    assert_eq!(new.len(), old.len() + 1);
+    let new_layout = layout(&disk, &new[1], scratch.path());
+    assert!(new_layout.contains(&"home".to_string()), "{new_layout:?}");
+    eprintln!("`realms state setup` passes {passes:?}");
+    for point in [
+        "state-setup-made",
+        "state-gpt-backup-written",
+        "state-setup-committed",
+    ] {
+        assert!(
+            passes.iter().any(|p| p == point),
+            "{point} not in {passes:?}"
+        );
+    }
+    let (mut olds, mut news) = (0, 0);
+    for i in 0..passes.len() {
+        let spec = kill_spec(&passes, i);
+        let at = format!("`realms state setup` killed at {spec}");
+        run(Command::new("cp")
+            .arg("--sparse=always")
+            .arg(&blank)
+            .arg(&disk));
+        let out = output(setup(&disk).env("FAILPOINTS", &spec));
+        assert!(was_killed(&out), "{at}: not killed:\n{}", tail(&out.stderr));
+        // The kernel lets go of an autoclear loop device once its last user is gone.
+        let until = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while !loops_of(&disk).trim().is_empty() && std::time::Instant::now() < until {
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+        assert_eq!(loops_of(&disk).trim(), "", "{at}: a loop device is left");
+        let now = partitions(&disk);
+        if now == old {
+            olds += 1;
+            realms_ok(&["state", "setup", "--disk", &disk, "--size", "1G"]);
+            assert_eq!(partitions(&disk), new, "{at}: run again");
+        } else if now == new {
+            news += 1;
+            let err = realms_fails(&["state", "setup", "--disk", &disk]);
+            assert!(err.contains("state partition"), "{at}: {err}");
+        } else {
+            panic!("{at}: a partial table: {now:?}");
+        }
+        assert_eq!(layout(&disk, &new[1], scratch.path()), new_layout, "{at}");
+        assert_eq!(loops_of(&disk).trim(), "", "{at}");
+    }
+    eprintln!(
+        "kill test state setup: {} failpoints, {} kills: {olds} left the old table, {news} the new one, 0 partial",
+        passes
+            .iter()
+            .collect::<std::collections::BTreeSet<_>>()
+            .len(),
+        passes.len()
+    );
 }
 
 #[test]

@@ -199,13 +199,8 @@ pub fn kill_at_every_point(case: &Case<'_>) -> Tally {
             .len(),
         ..Tally::default()
     };
-    for (i, point) in passes.iter().enumerate() {
-        let earlier = passes[..i].iter().filter(|p| *p == point).count();
-        let spec = if earlier == 0 {
-            format!("{point}=return")
-        } else {
-            format!("{point}={earlier}*off->return")
-        };
+    for i in 0..passes.len() {
+        let spec = kill_spec(&passes, i);
         let root = KillRoot::new(case.plain);
         (case.setup)(&root);
         let out = output(root.command(case.args).env("FAILPOINTS", &spec));
@@ -540,6 +535,16 @@ pub fn small_tree_dir() -> &'static Path {
         });
         dir
     })
+}
+
+/// The `FAILPOINTS` value that kills at pass `i` of `passes` (the failpoints a command passed,
+/// in order, as `REALMS_FAILPOINT_TRACE` wrote them).
+pub fn kill_spec(passes: &[impl AsRef<str>], i: usize) -> String {
+    let point = passes[i].as_ref();
+    match passes[..i].iter().filter(|p| p.as_ref() == point).count() {
+        0 => format!("{point}=return"),
+        n => format!("{point}={n}*off->return"),
+    }
 }
 
 /// The exit status of a command killed by SIGKILL, for assertions.

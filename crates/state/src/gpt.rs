@@ -147,10 +147,43 @@ impl Gpt {
         let raw = read_at(file, &self.path, alt * self.sector, HEADER_SIZE)
             .map_err(|_| GptProblem::BackupUnreadable)?;
         check_header(&raw, alt).map_err(|_| GptProblem::BackupDamaged)?;
-        if le32(&raw, 88) != le32(&self.header, 88) || raw[56..72] != self.header[56..72] {
+        if raw[56..72] != self.header[56..72] {
+            return Err(GptProblem::BackupMismatch);
+        }
+        if le32(&raw, 88) != le32(&self.header, 88) && !self.setup_interrupted(file, &raw) {
             return Err(GptProblem::BackupMismatch);
         }
         Ok(())
+    }
+
+    /// Whether the backup table (header `backup`) is this table plus one state partition: a
+    /// `realms state setup` killed after it wrote the backup and before the primary (which
+    /// every reader, the kernel first, still uses). Such a table is read as the primary says;
+    /// the next write puts both copies back in step.
+    fn setup_interrupted(&self, file: &File, backup: &[u8]) -> bool {
+        let lba = le64(backup, 72);
+        let Some(offset) = lba.checked_mul(self.sector) else {
+            return false;
+        };
+        let same_shape = le32(backup, 80) == le32(&self.header, 80)
+            && le32(backup, 84) == le32(&self.header, 84);
+        let Ok(entries) = read_at(file, &self.path, offset, self.entries.len()) else {
+            return false;
+        };
+        if !same_shape || crc32(&entries) != le32(backup, 88) {
+            return false;
+        }
+        let mut added = entries
+            .chunks(self.entry_size)
+            .zip(self.entries.chunks(self.entry_size))
+            .filter(|(theirs, ours)| theirs != ours);
+        match (added.next(), added.next()) {
+            (Some((theirs, ours)), None) => {
+                ours.iter().all(|&b| b == 0)
+                    && Guid::from_gpt_bytes(&theirs[0..16]) == crate::STATE_PARTITION_TYPE
+            }
+            _ => false,
+        }
     }
 
     fn check_layout(&self) -> std::result::Result<(), GptProblem> {
@@ -309,10 +342,13 @@ impl Gpt {
             file.write_all_at(bytes, lba * self.sector)
                 .ctx("writing the partition table of", &self.path)
         };
+        // The backup first: killed before the primary is written, every reader still uses the
+        // old primary, and `read` knows the backup for what it is.
         write(&self.entries, backup_entries)?;
         write(&backup, end)?;
         file.sync_data()
             .ctx("writing the partition table of", &self.path)?;
+        realms_sys::failpoint::hit("state-gpt-backup-written");
         write(&self.entries, le64(&self.header, 72))?;
         write(&primary, 1)?;
         file.sync_all()
@@ -429,6 +465,55 @@ mod tests {
         assert_eq!((back[0].first_lba, back[0].last_lba), (first, last));
         assert_eq!(back[0].label, "state");
         assert!(read(&f).unwrap().free_areas().is_empty());
+    }
+
+    /// Regression (issue 10): `realms state setup` killed between the backup table and the
+    /// primary left a disk the next setup refused ("backup does not match"). A backup that is
+    /// the primary plus one state partition reads as the primary; any other difference is
+    /// still refused.
+    #[test]
+    fn regression_a_backup_ahead_by_one_state_partition_reads_as_the_primary() {
+        let f = blank(65536);
+        let old = read(&f).unwrap();
+        let write_backup_only = |gpt: &Gpt| {
+            let copy = tempfile::NamedTempFile::new().unwrap();
+            copy.as_file().set_len(65536 * 512).unwrap();
+            gpt.write(copy.as_file()).unwrap();
+            let tail = (65536 - 33) * 512;
+            let mut bytes = vec![0u8; 33 * 512];
+            copy.as_file().read_exact_at(&mut bytes, tail).unwrap();
+            f.as_file().write_all_at(&bytes, tail).unwrap();
+        };
+        let (first, last) = old.free_areas()[0];
+        let mut with_state = read(&f).unwrap();
+        with_state
+            .add(&NewPartition {
+                type_guid: crate::STATE_PARTITION_TYPE,
+                uuid: Guid::NIL,
+                first_lba: first,
+                last_lba: last,
+                label: "state".into(),
+            })
+            .unwrap();
+        write_backup_only(&with_state);
+        let now = read(&f).unwrap();
+        assert!(now.partitions().is_empty());
+        now.write(f.as_file()).unwrap();
+        assert!(read(&f).unwrap().partitions().is_empty());
+
+        let mut other = read(&f).unwrap();
+        other
+            .add(&NewPartition {
+                type_guid: Guid::parse("0fc63daf-8483-4772-8e79-3d69d8477de4").unwrap(),
+                uuid: Guid::NIL,
+                first_lba: first,
+                last_lba: last,
+                label: "linux".into(),
+            })
+            .unwrap();
+        write_backup_only(&other);
+        let err = read(&f).unwrap_err().to_string();
+        assert!(err.contains("backup"), "{err}");
     }
 
     #[test]

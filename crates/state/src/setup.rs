@@ -272,7 +272,11 @@ pub struct Outcome {
     pub encrypted: Option<crate::encrypt::Created>,
 }
 
-/// Carries out `plan`: writes the partition, makes btrfs on it and creates the layout.
+/// Carries out `plan`: makes btrfs and the layout in the free space the plan chose, then writes
+/// the partition over it. The partition table, written last, is the commit: killed before it,
+/// the disk is as it was (no partition names that space, and the next setup starts over);
+/// after it, the state partition is complete. Mounts are made in a mount namespace of the
+/// command's own and the loop device is autoclear, so a kill leaves nothing attached.
 pub fn apply(plan: &Plan, report: &dyn Report) -> Result<Outcome> {
     let disk = &plan.disk;
     let (file, size, block) = open_disk(disk, true)?;
@@ -286,16 +290,20 @@ pub fn apply(plan: &Plan, report: &dyn Report) -> Result<Outcome> {
         last_lba: (plan.offset + plan.size) / sector - 1,
         label: plan.label.clone(),
     };
+    // In memory only: checks the space is free and numbers the partition.
     let number = gpt.add(&part)?;
+    let encrypted = make_state(plan, report)?;
+    realms_sys::failpoint::hit("state-setup-made");
     gpt.write(&file)?;
     drop(file);
+    realms_sys::failpoint::hit("state-setup-committed");
     report.report(Event::progress(format!(
         "added state partition {number} to {} ({} MiB)",
         disk.display(),
         plan.size >> 20
     )));
     if block {
-        // Tell the kernel; the file system goes on through a loop device either way.
+        // Tell the kernel.
         if let Err(e) = Cmd::new("partx")
             .args(["-a", "--nr", &number.to_string()])
             .arg(disk)
@@ -306,20 +314,39 @@ pub fn apply(plan: &Plan, report: &dyn Report) -> Result<Outcome> {
             )));
         }
     }
+    Ok(Outcome {
+        plan: plan.clone(),
+        encrypted,
+    })
+}
+
+/// Makes btrfs, the layout and (with device-mapper) the encrypted image in the plan's space,
+/// through a loop device over it.
+fn make_state(plan: &Plan, report: &dyn Report) -> Result<Option<crate::encrypt::Created>> {
+    if let Err(e) = realms_sys::ns::unshare_mount_namespace() {
+        tracing::debug!("no private mount namespace: {e}");
+    }
     let loopdev = LoopDevice::attach(
-        disk,
+        &plan.disk,
         &LoopOptions {
             offset: plan.offset,
             size_limit: plan.size,
+            autoclear: true,
             ..LoopOptions::default()
         },
     )?;
+    // A setup killed before its commit left a btrfs with this very UUID here, which mkfs.btrfs
+    // would take for another file system's ("non-unique UUID").
+    Cmd::new("wipefs")
+        .args(["-q", "-a"])
+        .arg(loopdev.path())
+        .run()?;
     Cmd::new("mkfs.btrfs")
         .args(["-q", "-f", "-L", LABEL, "-U"])
         .arg(plan.uuid.to_string())
         .arg(loopdev.path())
         .run()?;
-    report.report(Event::progress("made a btrfs file system on it"));
+    report.report(Event::progress("made a btrfs file system"));
     let mnt = crate::scratch::tempdir_in_run("setup")?;
     let guard = mount::mount_fs(loopdev.path(), &mnt, "btrfs", MountFlags::empty(), "")?;
     let layout = create_layout(&mnt).and_then(|()| match plan.image_size {
@@ -335,10 +362,7 @@ pub fn apply(plan: &Plan, report: &dyn Report) -> Result<Outcome> {
         "created the layout: {}",
         plan.entries.join(" ")
     )));
-    Ok(Outcome {
-        plan: plan.clone(),
-        encrypted,
-    })
+    Ok(encrypted)
 }
 
 /// The unencrypted entries and the list of encrypted ones.

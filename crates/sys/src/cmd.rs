@@ -418,7 +418,7 @@ fn install_hint(program: &str) -> String {
         "mkfs.ext4" | "resize2fs" | "e2fsck" => Some("e2fsprogs"),
         "veritysetup" | "cryptsetup" => Some("cryptsetup-bin"),
         "losetup" | "mount" | "umount" => Some("mount"),
-        "nsenter" | "unshare" | "partx" => Some("util-linux"),
+        "nsenter" | "unshare" | "partx" | "wipefs" => Some("util-linux"),
         "qemu-system-x86_64" => Some("qemu-system-x86"),
         "debootstrap" | "swtpm" | "bubblewrap" => Some(name.as_ref()),
         "bwrap" => Some("bubblewrap"),
