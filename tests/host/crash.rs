@@ -7,7 +7,9 @@ use std::fs;
 use std::path::Path;
 use std::process::Command;
 
-use realms_tests::failpoints::{Case, KillRoot, Tally, kill_at_every_point, small_tree_dir};
+use realms_tests::failpoints::{
+    Case, KillRoot, Tally, diff, kill_at_every_point, kill_spec, small_tree_dir, state, was_killed,
+};
 use realms_tests::run::run;
 
 /// Takes the store lock and changes nothing (the value is already set by [`store`]).
@@ -211,6 +213,83 @@ fn appimg_key_generate_survives_a_kill_at_every_failpoint() {
             args: &["appimg", "key", "generate", "second"],
             neutral: NEUTRAL,
         }],
+    );
+}
+
+/// Mode and owner of the store's own directories, and the dot entries of the realm store.
+fn store_layout(r: &KillRoot) -> Vec<String> {
+    use std::os::unix::fs::MetadataExt;
+    let mut out: Vec<String> = ["storage/realms", "storage/appimg", "storage/realms/skel"]
+        .iter()
+        .chain(&["storage/realms/Shared", "storage/realms/config"])
+        .map(|rel| match fs::symlink_metadata(r.path().join(rel)) {
+            Ok(m) => format!("{rel} {:o} {}:{}", m.mode() & 0o7777, m.uid(), m.gid()),
+            Err(e) => format!("{rel} {e}"),
+        })
+        .collect();
+    out.extend(
+        fs::read_dir(r.path().join("storage/realms"))
+            .into_iter()
+            .flatten()
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .filter(|n| n.starts_with('.') && n != ".lock")
+            .map(|n| format!("left: {n}")),
+    );
+    out
+}
+
+/// Regression (issue 10): `realms init` (which every mutating command runs first under the
+/// lock; the first one on an empty root creates the stores) made `skel` and `Shared` and gave
+/// them to the realms' user in two steps, so a kill in between left them root's for good (a
+/// later init saw them and went on), and it made the store directories with the usual mode
+/// before closing them to other users. Killed at each of its failpoints on an empty root,
+/// `init` run again succeeds and leaves exactly what it leaves uninterrupted: the same store,
+/// the same modes and owners, nothing half-made.
+#[test]
+fn init_on_an_empty_root_survives_a_kill_at_every_failpoint() {
+    let args = ["init"];
+    let (new, layout, passes) = {
+        let r = KillRoot::new(false);
+        let trace = r.path().join("failpoints.trace");
+        let out = realms_tests::run::output(r.command(&args).env("REALMS_FAILPOINT_TRACE", &trace));
+        assert!(
+            out.status.success(),
+            "{}",
+            realms_tests::run::tail(&out.stderr)
+        );
+        let passes: Vec<String> = fs::read_to_string(&trace)
+            .unwrap()
+            .lines()
+            .map(str::to_string)
+            .collect();
+        fs::remove_file(&trace).unwrap();
+        (state(r.path()), store_layout(&r), passes)
+    };
+    for point in ["realm-store-init-dir", "realm-store-init-staged"] {
+        assert!(
+            passes.iter().any(|p| p == point),
+            "{point} not in {passes:?}"
+        );
+    }
+    for i in 0..passes.len() {
+        let spec = kill_spec(&passes, i);
+        let at = format!("`realms init` killed at {spec}");
+        let r = KillRoot::new(false);
+        let out = realms_tests::run::output(r.command(&args).env("FAILPOINTS", &spec));
+        assert!(was_killed(&out), "{at}: not killed ({})", out.status);
+        r.ok(&args);
+        let now = state(r.path());
+        assert!(now == new, "{at}:\n{}", diff(&new, &now));
+        assert_eq!(store_layout(&r), layout, "{at}");
+    }
+    eprintln!(
+        "kill test init: {} failpoints, {} kills, 0 partial",
+        passes
+            .iter()
+            .collect::<std::collections::BTreeSet<_>>()
+            .len(),
+        passes.len()
     );
 }
 

@@ -455,7 +455,7 @@ impl fmt::Display for Zones {
 
 /// `realms init`.
 pub fn init(store: &realms_realm::RealmStore, ctx: &Ctx) -> anyhow::Result<()> {
-    let created = store.init()?;
+    let created = store.init_and_recover()?;
     if !created {
         ctx.say(Event::progress(format!(
             "The realm store at {} exists already",

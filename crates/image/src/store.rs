@@ -104,12 +104,10 @@ impl ImageStore {
     /// returns true when it was created.
     pub fn init(&self) -> Result<bool> {
         let created = !self.dir.is_dir();
-        if created {
-            fs::create_dir_all(&self.dir).ctx("creating the image store", &self.dir)?;
-        }
         // Images hold other people's setuid binaries and device nodes: only root may reach them
-        // (as /var/lib/machines). A store made before this is closed at its next use.
-        realms_sys::perms::make_private_dir(&self.dir)?;
+        // (as /var/lib/machines), from the moment the directory exists. A store made before
+        // this is closed at its next use.
+        realms_sys::perms::create_private_dir(&self.dir)?;
         Ok(created)
     }
 

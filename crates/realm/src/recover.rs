@@ -37,6 +37,16 @@ impl RealmStore {
     }
 }
 
+impl RealmStore {
+    /// `realms init`: creates what is missing of the stores and, under the lock, removes what
+    /// interrupted commands left (an interrupted `init` too). True when the store was new.
+    pub fn init_and_recover(&self) -> Result<bool> {
+        let created = !self.exists();
+        drop(self.lock()?);
+        Ok(created)
+    }
+}
+
 /// The rest of `realms remove NAME` once the realm directory is renamed to `aside`: its root,
 /// its snapshots, the kept image version only it used, the current-realm link, runtime files.
 pub(crate) fn finish_removal(store: &RealmStore, name: &str, aside: &Path) -> Result<()> {

@@ -135,9 +135,9 @@ impl RealmStore {
     /// when the store itself is new. Returns true when it was.
     pub fn init(&self) -> Result<bool> {
         let created = !self.exists();
-        mkdir(&self.dir)?;
         // Realm roots hold their images' setuid binaries: only root may reach them.
-        realms_sys::perms::make_private_dir(&self.dir)?;
+        realms_sys::perms::create_private_dir(&self.dir)?;
+        realms_sys::failpoint::hit("realm-store-init-dir");
         let link = self.root.join("realms");
         if fs::symlink_metadata(&link).is_err() {
             std::os::unix::fs::symlink("storage/realms", &link)
@@ -151,8 +151,14 @@ impl RealmStore {
         for sub in ["skel", "Shared"] {
             let path = self.dir.join(sub);
             if !path.exists() {
-                mkdir(&path)?;
-                self.chown(&path)?;
+                // Given to the owner under a temporary name, then renamed: a kill in between
+                // must not leave a `skel` of root's that no later init would hand over.
+                let staging = self.dir.join(format!(".{sub}.new"));
+                let _ = fs::remove_dir(&staging);
+                fs::create_dir(&staging).ctx("creating the directory", &staging)?;
+                self.chown(&staging)?;
+                realms_sys::failpoint::hit("realm-store-init-staged");
+                fs::rename(&staging, &path).ctx("creating the directory", &path)?;
             }
         }
         let images_created = self.images.init()?;

@@ -1,10 +1,26 @@
 //! Permissions that keep the store's privileges in the store: its top directories reachable by
 //! root only (as `/var/lib/machines`), and image roots that no archive can make world-writable.
 
-use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::os::unix::fs::{DirBuilderExt, MetadataExt, PermissionsExt};
 use std::path::Path;
 
 use crate::error::{IoContext, Result};
+
+/// Creates `path` (and its missing parents, with the usual mode) with mode 0700 from the
+/// start, so that it is never, even for a moment, reachable by other users; an existing one is
+/// made private.
+pub fn create_private_dir(path: &Path) -> Result<()> {
+    if let Some(parent) = path.parent() {
+        std::fs::create_dir_all(parent).ctx("creating the directory", parent)?;
+    }
+    match std::fs::DirBuilder::new().mode(0o700).create(path) {
+        Err(e) if e.kind() != std::io::ErrorKind::AlreadyExists => {
+            return Err(e).ctx("creating the directory", path);
+        }
+        _ => {}
+    }
+    make_private_dir(path)
+}
 
 /// Makes the directory `path` mode 0700 (it must exist), unless it is so already: whatever is
 /// below (setuid binaries, device nodes of images) is then out of reach of other users.
