@@ -1,5 +1,6 @@
 //! Crash safety of the commands that run long and leave processes behind when killed:
-//! `realms current NAME` and `start` (boot the realm), `stop`, `restart`, and `realms appimg import
+//! `realms current NAME` and `start` (boot the realm), `stop`, `restart`, `zone remove` of a
+//! zone a realm ran in, and `realms appimg import
 //! debootstrap:...`. Each is
 //! killed with SIGKILL at its failpoints (and debootstrap in the middle of its work); the next
 //! command must leave the store exactly in the old or the new state with nothing of the
@@ -277,6 +278,89 @@ fn restart_survives_a_kill_at_every_failpoint() {
     }
     eprintln!(
         "kill test restart: {} failpoints, {} kills: {kept} left the realm running, {stopped} stopped, 0 partial ({:.0?})",
+        passes
+            .iter()
+            .collect::<std::collections::BTreeSet<_>>()
+            .len(),
+        passes.len(),
+        started.elapsed()
+    );
+}
+
+/// What zone `zone` has on the host: its nftables table, its bridge and its host record.
+fn zone_on_host(zone: &str) -> (bool, bool, bool) {
+    let table =
+        output(Command::new("nft").args(["list", "table", "inet", &format!("realms-zone-{zone}")]));
+    (
+        table.status.success(),
+        std::path::Path::new("/sys/class/net")
+            .join(format!("vz-{zone}"))
+            .exists(),
+        std::path::Path::new(&format!("/run/realms/net/{zone}.toml")).exists(),
+    )
+}
+
+/// `realms zone remove ZONE` of a zone a realm ran in (so it has a bridge, an nftables table
+/// and a host record), killed at each failpoint it passes, among them each step on the host:
+/// after the next command the zone is either still in the store's zones.toml (`zone remove`
+/// run again then succeeds and takes everything away) or gone from it with nothing of it left
+/// on the host.
+#[test]
+fn zone_remove_of_a_used_zone_survives_a_kill_at_every_failpoint() {
+    let realm = name("kzr");
+    let zone = name("kz");
+    let args = ["zone", "remove", zone.as_str()];
+    let used_zone = |r: &KillRoot| {
+        bootable(r, &realm);
+        r.ok(&["zone", &zone, "subnet", "10.251.79.0/24"]);
+        r.ok(&["config", &realm, "use-network", "true"]);
+        r.ok(&["config", &realm, "network-zone", &zone]);
+        r.ok(&["start", &realm]);
+        r.ok(&["stop", &realm]);
+        r.ok(&["config", &realm, "use-network", "false"]);
+        assert_eq!(zone_on_host(&zone), (true, true, true));
+    };
+    let listed = |r: &KillRoot| r.ok(&["zone"]).contains(&zone);
+    let started = Instant::now();
+    let passes = {
+        let r = KillRoot::new(false);
+        used_zone(&r);
+        let passes = trace(&r, &args);
+        assert!(!listed(&r));
+        assert_eq!(zone_on_host(&zone), (false, false, false));
+        passes
+    };
+    eprintln!("`realms zone remove` passes {passes:?}");
+    for point in [
+        "zone-remove-rules",
+        "zone-remove-bridge",
+        "zone-remove-claim",
+    ] {
+        assert!(
+            passes.iter().any(|p| p == point),
+            "{point} not in {passes:?}"
+        );
+    }
+    let (mut olds, mut news) = (0, 0);
+    for i in 0..passes.len() {
+        let spec = kill_spec(&passes, i);
+        let at = format!("`realms zone remove {zone}` killed at {spec}");
+        let r = KillRoot::new(false);
+        used_zone(&r);
+        let out = output(r.command(&args).env("FAILPOINTS", &spec));
+        assert!(was_killed(&out), "{at}: not killed ({})", out.status);
+        r.ok(NEUTRAL);
+        if listed(&r) {
+            olds += 1;
+            r.ok(&args);
+            assert!(!listed(&r), "{at}: run again");
+        } else {
+            news += 1;
+        }
+        assert_eq!(zone_on_host(&zone), (false, false, false), "{at}");
+    }
+    eprintln!(
+        "kill test zone remove (used): {} failpoints, {} kills: {olds} left the zone (removed by the next `zone remove`), {news} removed it, 0 partial ({:.0?})",
         passes
             .iter()
             .collect::<std::collections::BTreeSet<_>>()

@@ -275,9 +275,14 @@ pub(super) fn remove_from_host_locked(
     if theirs {
         return Ok(());
     }
+    // Each step is undone-or-done: killed between them, the zone is still in zones.toml
+    // (written last by `remove`), and `zone remove` run again finishes the rest.
     System.delete_rules(zone_name, &nft::table_name(zone_name))?;
+    realms_sys::failpoint::hit("zone-remove-rules");
     host::delete_bridge(&bridge_name(zone_name))?;
+    realms_sys::failpoint::hit("zone-remove-bridge");
     host::remove_claim(zone_name);
+    realms_sys::failpoint::hit("zone-remove-claim");
     super::forwarding::restore_if_unneeded()?;
     Ok(())
 }
