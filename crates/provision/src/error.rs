@@ -98,8 +98,8 @@ pub enum Error {
         file: String,
         /// Where it came from.
         url: String,
-        /// Wrong hash, wrong size.
-        reason: String,
+        /// Wrong hash, wrong size, not an archive.
+        reason: IntegrityProblem,
     },
     /// A tarball with an entry that could hurt the host.
     #[error("package {file} refused: entry '{entry}' {reason}; nothing was installed")]
@@ -125,8 +125,8 @@ pub enum Error {
     CaFile {
         /// The file.
         path: PathBuf,
-        /// What is wrong with it: the PEM parser's own text, or that it holds no certificate.
-        reason: String,
+        /// What is wrong with it.
+        reason: CaProblem,
     },
     /// A url with an unsupported scheme.
     #[error("unsupported repository url '{url}': use file://, http(s):// or oci://")]
@@ -337,6 +337,64 @@ pub enum NoRollback {
     },
 }
 
+/// Why a package's bytes are not what the index says.
+#[derive(Debug, thiserror::Error)]
+pub enum IntegrityProblem {
+    /// Hash or size differ from the index's.
+    #[error(
+        "its SHA-256 is {sha256} and size {size}, but the index states {listed_sha256} and {listed_size}"
+    )]
+    Sha256 {
+        /// The hash of what came.
+        sha256: String,
+        /// The bytes that came.
+        size: u64,
+        /// The hash the index states.
+        listed_sha256: String,
+        /// The size the index states.
+        listed_size: u64,
+    },
+    /// More bytes came than the index states (the transfer was stopped there).
+    #[error("larger than the {listed_size} bytes the index states")]
+    Larger {
+        /// The size the index states.
+        listed_size: u64,
+    },
+    /// An OCI blob whose digest or size is not the one its manifest names.
+    #[error("its digest is {digest} and size {size}")]
+    Digest {
+        /// The digest of what came.
+        digest: String,
+        /// The bytes that came.
+        size: u64,
+    },
+    /// The compressed stream does not decompress.
+    #[error("cannot decompress: {0}")]
+    Decompress(std::io::Error),
+    /// Not a tar archive (the tar reader's words, with the entry it was at).
+    #[error("not a valid tar archive: {}{reason}", entry.as_ref().map(|e| format!("entry {e}: ")).unwrap_or_default())]
+    Tar {
+        /// The entry, when the reader got to one.
+        entry: Option<String>,
+        /// The tar reader's own text.
+        reason: String,
+    },
+    /// Another failure of the unpacker, shown inline with its causes.
+    #[error("{}", chain_text(.0.as_ref()))]
+    Unpacker(Box<realms_image::Error>),
+}
+
+/// Why a CA certificate file is refused.
+#[derive(Debug, thiserror::Error)]
+pub enum CaProblem {
+    /// The PEM parser failed (its own words).
+    #[error("{0}")]
+    Pem(String),
+    /// It holds no certificate.
+    #[error("no PEM certificate in it")]
+    Empty,
+}
+
 /// Why a repository index's signature does not verify.
 #[derive(Debug, thiserror::Error)]
 pub enum IndexSignatureProblem {
@@ -484,7 +542,7 @@ mod tests {
                 Error::Integrity {
                     file: s("p_1.tar"),
                     url: s("u6"),
-                    reason: s("wrong hash"),
+                    reason: IntegrityProblem::Larger { listed_size: 10 },
                 },
                 "p_1.tar",
             ),
@@ -506,7 +564,7 @@ mod tests {
             (
                 Error::CaFile {
                     path: "/etc/ca.pem".into(),
-                    reason: s("no certificate in it"),
+                    reason: CaProblem::Empty,
                 },
                 "/etc/ca.pem",
             ),
@@ -683,6 +741,69 @@ mod tests {
             source: Box::new(realms_portable::Error::NoSuchImage(s("web"))),
         };
         assert_eq!(chain_text(&err), "package 'web': No image 'web' found.",);
+    }
+
+    /// Each reason a package or CA file is refused reads as it did when it was free text
+    /// (the host tests and the docs quote these words).
+    #[test]
+    fn integrity_and_ca_reasons_read_as_before() {
+        let cases: Vec<(Box<dyn std::error::Error>, &str)> = vec![
+            (
+                Box::new(IntegrityProblem::Sha256 {
+                    sha256: s("ab"),
+                    size: 3,
+                    listed_sha256: s("cd"),
+                    listed_size: 4,
+                }),
+                "its SHA-256 is ab and size 3, but the index states cd and 4",
+            ),
+            (
+                Box::new(IntegrityProblem::Larger { listed_size: 4 }),
+                "larger than the 4 bytes the index states",
+            ),
+            (
+                Box::new(IntegrityProblem::Digest {
+                    digest: s("sha256:ab"),
+                    size: 3,
+                }),
+                "its digest is sha256:ab and size 3",
+            ),
+            (
+                Box::new(IntegrityProblem::Decompress(std::io::Error::other(
+                    "bad magic",
+                ))),
+                "cannot decompress: bad magic",
+            ),
+            (
+                Box::new(IntegrityProblem::Tar {
+                    entry: Some(s("a/b")),
+                    reason: s("bad header"),
+                }),
+                "not a valid tar archive: entry a/b: bad header",
+            ),
+            (
+                Box::new(IntegrityProblem::Tar {
+                    entry: None,
+                    reason: s("bad header"),
+                }),
+                "not a valid tar archive: bad header",
+            ),
+            (
+                Box::new(IntegrityProblem::Unpacker(Box::new(
+                    realms_image::Error::NotFound {
+                        name: s("x"),
+                        path: "/a".into(),
+                    },
+                ))),
+                "application image 'x' not found at /a; `realms appimg list` shows the images there are",
+            ),
+            (Box::new(CaProblem::Pem(s("bad base64"))), "bad base64"),
+            (Box::new(CaProblem::Empty), "no PEM certificate in it"),
+        ];
+        for (reason, text) in cases {
+            assert_eq!(reason.to_string(), text);
+            assert!(reason.source().is_none(), "{reason}: inline, not a source");
+        }
     }
 
     /// The variant's name; a match without a wildcard, so a new variant must be named here

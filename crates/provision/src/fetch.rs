@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use ureq::tls::{Certificate, PemItem, RootCerts, TlsConfig};
 
-use crate::{Error, Result};
+use crate::{CaProblem, Error, Result};
 
 /// The system trust store: Debian's ca-certificates bundle.
 pub const SYSTEM_CA_BUNDLE: &str = "/etc/ssl/certs/ca-certificates.crt";
@@ -48,7 +48,7 @@ fn pem_certificates(path: &Path) -> Result<Vec<Certificate<'static>>> {
             Err(e) => {
                 return Err(Error::CaFile {
                     path: path.to_path_buf(),
-                    reason: e.to_string(),
+                    reason: CaProblem::Pem(e.to_string()),
                 });
             }
         }
@@ -56,7 +56,7 @@ fn pem_certificates(path: &Path) -> Result<Vec<Certificate<'static>>> {
     if certs.is_empty() {
         return Err(Error::CaFile {
             path: path.to_path_buf(),
-            reason: "no PEM certificate in it".into(),
+            reason: CaProblem::Empty,
         });
     }
     Ok(certs)

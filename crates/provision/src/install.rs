@@ -15,7 +15,7 @@ use sha2::{Digest, Sha256};
 use crate::fetch::{Fetcher, join};
 use crate::index::{Entry, Ext};
 use crate::unpack::{Limits, decoder, unpack_tar};
-use crate::{Error, Result};
+use crate::{Error, IntegrityProblem, Result};
 
 /// Where images go, under the root.
 pub const PORTABLES: &str = "var/lib/portables";
@@ -272,7 +272,7 @@ fn stage(
     let (hashing, cut) = reader.join().map_err(|_| Error::DownloadThread)?;
     let (done, part) = cache_paths(cache, entry);
     let digest = hex::encode(hashing.hash.finalize());
-    let integrity = |reason: String| Error::Integrity {
+    let integrity = |reason: IntegrityProblem| Error::Integrity {
         file: entry.file.clone(),
         url: url.to_string(),
         reason,
@@ -283,7 +283,9 @@ fn stage(
         if hashing.over {
             let _ = fs::remove_file(&part);
             let _ = fs::remove_file(&done);
-            return Err(integrity(e.to_string()));
+            return Err(integrity(IntegrityProblem::Larger {
+                listed_size: entry.size,
+            }));
         }
         return Err(Error::Fetch {
             url: url.to_string(),
@@ -295,10 +297,12 @@ fn stage(
     if hashing.count != entry.size || digest != entry.sha256 {
         let _ = fs::remove_file(&part);
         let _ = fs::remove_file(&done);
-        return Err(integrity(format!(
-            "its SHA-256 is {digest} and size {}, but the index states {} and {}",
-            hashing.count, entry.sha256, entry.size
-        )));
+        return Err(integrity(IntegrityProblem::Sha256 {
+            sha256: digest,
+            size: hashing.count,
+            listed_sha256: entry.sha256.clone(),
+            listed_size: entry.size,
+        }));
     }
     realms_sys::failpoint::hit("provision-verified");
     if part.exists() {
@@ -396,13 +400,13 @@ fn unpack_one(
     let mut dec = decoder(ext, r).map_err(|e| Error::Integrity {
         file: entry.file.clone(),
         url: String::new(),
-        reason: format!("cannot decompress: {e}"),
+        reason: IntegrityProblem::Decompress(e),
     })?;
     unpack_tar(&entry.file, &mut dec, &tree, limits)?;
     io::copy(&mut dec, &mut io::sink()).map_err(|e| Error::Integrity {
         file: entry.file.clone(),
         url: String::new(),
-        reason: format!("cannot decompress: {e}"),
+        reason: IntegrityProblem::Decompress(e),
     })?;
     Ok(())
 }

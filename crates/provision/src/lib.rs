@@ -25,7 +25,8 @@ pub mod version;
 pub mod window;
 
 pub use error::{
-    Error, InboxProblem, IndexSignatureProblem, NoRollback, OciReferenceProblem, Result, chain_text,
+    CaProblem, Error, InboxProblem, IndexSignatureProblem, IntegrityProblem, NoRollback,
+    OciReferenceProblem, Result, chain_text,
 };
 
 #[cfg(test)]

@@ -11,7 +11,7 @@ use realms_image::unpack::{Allow, Policy};
 use tar::EntryType;
 
 use crate::index::Ext;
-use crate::{Error, Result};
+use crate::{Error, IntegrityProblem, Result};
 
 /// What an unpack may do.
 #[derive(Debug, Clone, Copy)]
@@ -66,17 +66,14 @@ pub fn unpack_tar(file: &str, r: impl Read, dest: &Path, limits: &Limits) -> Res
             } => Error::Integrity {
                 file: archive,
                 url: String::new(),
-                reason: match entry {
-                    Some(entry) => format!("not a valid tar archive: entry {entry}: {reason}"),
-                    None => format!("not a valid tar archive: {reason}"),
-                },
+                reason: IntegrityProblem::Tar { entry, reason },
             },
             realms_image::Error::Sys(e) => Error::Sys(e),
             // The unpacker returns none other; should it one day, the package is still named.
             other => Error::Integrity {
                 file: file.to_string(),
                 url: String::new(),
-                reason: other.to_string(),
+                reason: IntegrityProblem::Unpacker(Box::new(other)),
             },
         })
 }

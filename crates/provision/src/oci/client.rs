@@ -15,7 +15,7 @@ use ureq::http::Response;
 
 use super::{MAX_MANIFEST_BYTES, Reference, sha256_hex};
 use crate::fetch::Fetcher;
-use crate::{Error, Result};
+use crate::{Error, IntegrityProblem, Result};
 
 /// The credentials file of Realms, under the root (docker's config format, `"auths"`).
 pub const AUTH_FILE: &str = "etc/realms/auth.json";
@@ -443,7 +443,10 @@ impl<'a> Client<'a> {
             return Err(Error::Integrity {
                 file: digest,
                 url,
-                reason: format!("its digest is {got} and size {}", bytes.len()),
+                reason: IntegrityProblem::Digest {
+                    digest: got,
+                    size: bytes.len() as u64,
+                },
             });
         }
         Ok(bytes)
