@@ -15,7 +15,7 @@ use crate::index::{self, Entry, Index, MAX_INDEX_BYTES};
 use crate::install::{self, CACHE, image_path};
 use crate::manifest::{Manifest, Package};
 use crate::state::{self, Installed, State, serial_key};
-use crate::{Error, Result};
+use crate::{Error, FetchProblem, Result};
 
 /// What apply does (or did) with one package.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -139,18 +139,24 @@ fn fetch_pair(
         return crate::oci::fetch_index(root, fetcher, repo, arch, stream)?.ok_or_else(|| {
             Error::Fetch {
                 url: url.to_string(),
-                message: format!(
-                    "no index for architecture {arch} and stream {stream}; publish one with `realms provision publish --to {repo} --stream {stream}`"
-                ),
+                reason: FetchProblem::NoIndex {
+                    arch: arch.to_string(),
+                    stream: stream.to_string(),
+                    to: Some(repo.to_string()),
+                },
             }
         });
     }
-    let bytes = fetcher.get(url, MAX_INDEX_BYTES)?.ok_or_else(|| Error::Fetch {
-        url: url.to_string(),
-        message: format!(
-            "no index for architecture {arch} and stream {stream}; publish one with `realms provision publish --stream {stream}`"
-        ),
-    })?;
+    let bytes = fetcher
+        .get(url, MAX_INDEX_BYTES)?
+        .ok_or_else(|| Error::Fetch {
+            url: url.to_string(),
+            reason: FetchProblem::NoIndex {
+                arch: arch.to_string(),
+                stream: stream.to_string(),
+                to: None,
+            },
+        })?;
     // Only the serial is read before the signature is checked: it names the signature file.
     #[derive(serde::Deserialize)]
     struct Serial {

@@ -112,13 +112,12 @@ pub enum Error {
         reason: realms_image::Hostility,
     },
     /// A transport failure.
-    #[error("fetching {url}: {message}")]
+    #[error("fetching {url}: {reason}")]
     Fetch {
         /// The url.
         url: String,
-        /// What went wrong: the HTTP client's or the server's words, or one of realms'
-        /// transfer notes (a size limit, a resumable cut); not yet a typed set.
-        message: String,
+        /// What went wrong.
+        reason: FetchProblem,
     },
     /// A CA file (`--ca-file`) or system trust store that holds no usable certificate.
     #[error("CA certificates {path}: {reason}")]
@@ -236,12 +235,12 @@ pub enum Error {
         reason: String,
     },
     /// A push to a registry that failed.
-    #[error("pushing to {url}: {message}")]
+    #[error("pushing to {url}: {reason}")]
     Push {
         /// The url.
         url: String,
-        /// What went wrong: the registry's or the HTTP client's own words.
-        message: String,
+        /// What went wrong.
+        reason: PushProblem,
     },
     /// `realms provision rollback` with nothing to go back to.
     #[error("cannot roll back package '{package}': {reason}")]
@@ -335,6 +334,102 @@ pub enum NoRollback {
         /// The versions kept, the current one first.
         kept: Vec<String>,
     },
+}
+
+/// Why a download failed.
+#[derive(Debug, thiserror::Error)]
+pub enum FetchProblem {
+    /// Reading the body (or a local file) failed.
+    #[error("{0}")]
+    Read(std::io::Error),
+    /// More bytes than the caller takes.
+    #[error("larger than {limit} bytes")]
+    TooLarge {
+        /// The most it takes.
+        limit: u64,
+    },
+    /// The request failed, after as many tries as it was worth.
+    #[error("{cause} (after {attempts} {})", if *attempts == 1 { "attempt" } else { "attempts" })]
+    Failed {
+        /// Why the last try failed.
+        cause: Transfer,
+        /// How many tries were made.
+        attempts: u32,
+    },
+    /// The one request (not retried) failed.
+    #[error("{0}")]
+    Request(Transfer),
+    /// The transfer of a package stopped half-way.
+    #[error("{0}; the next try resumes where this one stopped")]
+    Cut(std::io::Error),
+    /// A package the index lists is not on the server.
+    #[error("not found on the server, though the index lists it")]
+    Vanished,
+    /// The repository has no index for this machine and stream.
+    #[error(
+        "no index for architecture {arch} and stream {stream}; publish one with `realms provision publish {}--stream {stream}`",
+        to.as_ref().map(|r| format!("--to {r} ")).unwrap_or_default()
+    )]
+    NoIndex {
+        /// The architecture.
+        arch: String,
+        /// The stream.
+        stream: String,
+        /// The registry to publish to, for an OCI repository.
+        to: Option<String>,
+    },
+    /// The host does not answer `/v2/` as a registry does.
+    #[error("not an OCI registry: /v2/ answered {answer}")]
+    NotARegistry {
+        /// The status and the registry's error codes.
+        answer: String,
+    },
+    /// The registry answered with an error.
+    #[error("the registry answered {answer}")]
+    Registry {
+        /// The status and the registry's error codes.
+        answer: String,
+    },
+}
+
+/// Why a push to a registry failed.
+#[derive(Debug, thiserror::Error)]
+pub enum PushProblem {
+    /// The registry answered with an error.
+    #[error("the registry answered {answer}")]
+    Registry {
+        /// The status and the registry's error codes.
+        answer: String,
+    },
+    /// The registry accepted an upload without saying where to send it.
+    #[error("the registry gave no upload location")]
+    NoUploadLocation,
+    /// A digest the OCI library does not take (its words).
+    #[error("not a digest: {0}")]
+    Digest(String),
+    /// The OCI library could not build the manifest (its words).
+    #[error("building the manifest: {0}")]
+    BuildManifest(String),
+    /// The manifest did not serialise.
+    #[error("serialising the manifest: {0}")]
+    SerializeManifest(serde_json::Error),
+}
+
+/// Why one HTTP request failed.
+#[derive(Debug, thiserror::Error)]
+pub enum Transfer {
+    /// The HTTP client's own words (connection, TLS, timeout).
+    #[error("{0}")]
+    Client(String),
+    /// Reading the answer failed.
+    #[error("{0}")]
+    Read(std::io::Error),
+    /// A 5xx answer.
+    #[error("server error {0}")]
+    ServerError(u16),
+    /// Another status that is not an answer.
+    #[error("the server answered {0}")]
+    Status(u16),
 }
 
 /// Why a package's bytes are not what the index says.
@@ -557,7 +652,7 @@ mod tests {
             (
                 Error::Fetch {
                     url: s("u7"),
-                    message: s("refused"),
+                    reason: FetchProblem::Vanished,
                 },
                 "u7",
             ),
@@ -659,7 +754,7 @@ mod tests {
             (
                 Error::Push {
                     url: s("https://reg/v2/x"),
-                    message: s("denied"),
+                    reason: PushProblem::NoUploadLocation,
                 },
                 "https://reg/v2/x",
             ),
@@ -743,10 +838,10 @@ mod tests {
         assert_eq!(chain_text(&err), "package 'web': No image 'web' found.",);
     }
 
-    /// Each reason a package or CA file is refused reads as it did when it was free text
+    /// Each reason a package, CA file, download or push fails reads as it did when it was free text
     /// (the host tests and the docs quote these words).
     #[test]
-    fn integrity_and_ca_reasons_read_as_before() {
+    fn typed_reasons_read_as_the_free_text_did() {
         let cases: Vec<(Box<dyn std::error::Error>, &str)> = vec![
             (
                 Box::new(IntegrityProblem::Sha256 {
@@ -798,6 +893,69 @@ mod tests {
                 "application image 'x' not found at /a; `realms appimg list` shows the images there are",
             ),
             (Box::new(CaProblem::Pem(s("bad base64"))), "bad base64"),
+            (
+                Box::new(FetchProblem::Failed {
+                    cause: Transfer::ServerError(503),
+                    attempts: 1,
+                }),
+                "server error 503 (after 1 attempt)",
+            ),
+            (
+                Box::new(FetchProblem::Failed {
+                    cause: Transfer::Status(418),
+                    attempts: 3,
+                }),
+                "the server answered 418 (after 3 attempts)",
+            ),
+            (
+                Box::new(FetchProblem::Request(Transfer::Client(s("timed out")))),
+                "timed out",
+            ),
+            (
+                Box::new(FetchProblem::Cut(std::io::Error::other("reset"))),
+                "reset; the next try resumes where this one stopped",
+            ),
+            (
+                Box::new(FetchProblem::TooLarge { limit: 9 }),
+                "larger than 9 bytes",
+            ),
+            (
+                Box::new(FetchProblem::Vanished),
+                "not found on the server, though the index lists it",
+            ),
+            (
+                Box::new(FetchProblem::NoIndex {
+                    arch: s("x86-64"),
+                    stream: s("stable"),
+                    to: None,
+                }),
+                "no index for architecture x86-64 and stream stable; publish one with `realms provision publish --stream stable`",
+            ),
+            (
+                Box::new(FetchProblem::NoIndex {
+                    arch: s("x86-64"),
+                    stream: s("stable"),
+                    to: Some(s("oci://reg/x")),
+                }),
+                "no index for architecture x86-64 and stream stable; publish one with `realms provision publish --to oci://reg/x --stream stable`",
+            ),
+            (
+                Box::new(FetchProblem::NotARegistry { answer: s("404") }),
+                "not an OCI registry: /v2/ answered 404",
+            ),
+            (
+                Box::new(FetchProblem::Registry { answer: s("500") }),
+                "the registry answered 500",
+            ),
+            (
+                Box::new(PushProblem::Registry { answer: s("400") }),
+                "the registry answered 400",
+            ),
+            (
+                Box::new(PushProblem::NoUploadLocation),
+                "the registry gave no upload location",
+            ),
+            (Box::new(PushProblem::Digest(s("bad"))), "not a digest: bad"),
             (Box::new(CaProblem::Empty), "no PEM certificate in it"),
         ];
         for (reason, text) in cases {

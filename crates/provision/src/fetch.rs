@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use ureq::tls::{Certificate, PemItem, RootCerts, TlsConfig};
 
-use crate::{CaProblem, Error, Result};
+use crate::{CaProblem, Error, FetchProblem, Result, Transfer};
 
 /// The system trust store: Debian's ca-certificates bundle.
 pub const SYSTEM_CA_BUNDLE: &str = "/etc/ssl/certs/ca-certificates.crt";
@@ -119,9 +119,9 @@ impl Fetcher {
         r.by_ref()
             .take(limit + 1)
             .read_to_end(&mut out)
-            .map_err(|e| fetch_error(url, e.to_string()))?;
+            .map_err(|e| fetch_error(url, FetchProblem::Read(e)))?;
         if out.len() as u64 > limit {
-            return Err(fetch_error(url, format!("larger than {limit} bytes")));
+            return Err(fetch_error(url, FetchProblem::TooLarge { limit }));
         }
         Ok(Some(out))
     }
@@ -147,23 +147,25 @@ impl Fetcher {
             let result = call(&self.agent).map_err(classify).and_then(|resp| {
                 let status = resp.status().as_u16();
                 if (500..=599).contains(&status) {
-                    Err(Retry::Again(format!("server error {status}")))
+                    Err(Retry::Again(Transfer::ServerError(status)))
                 } else {
                     Ok(resp)
                 }
             });
             match result {
-                Err(Retry::Again(message)) if attempt < self.attempts => {
-                    tracing::info!("{url}: {message}; retrying in {:.1}s", delay.as_secs_f32());
+                Err(Retry::Again(cause)) if attempt < self.attempts => {
+                    tracing::info!("{url}: {cause}; retrying in {:.1}s", delay.as_secs_f32());
                     std::thread::sleep(delay);
                     delay *= 2;
                     attempt += 1;
                 }
-                Err(Retry::Again(message) | Retry::Fatal(message)) => {
-                    let attempts = if attempt == 1 { "attempt" } else { "attempts" };
+                Err(Retry::Again(cause) | Retry::Fatal(cause)) => {
                     return Err(fetch_error(
                         url,
-                        format!("{message} (after {attempt} {attempts})"),
+                        FetchProblem::Failed {
+                            cause,
+                            attempts: attempt,
+                        },
                     ));
                 }
                 Ok(resp) => return Ok(resp),
@@ -183,10 +185,10 @@ impl Fetcher {
             let mut f = match fs::File::open(path) {
                 Ok(f) => f,
                 Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
-                Err(e) => return Err(fetch_error(url, e.to_string())),
+                Err(e) => return Err(fetch_error(url, FetchProblem::Read(e))),
             };
             f.seek(SeekFrom::Start(offset))
-                .map_err(|e| fetch_error(url, e.to_string()))?;
+                .map_err(|e| fetch_error(url, FetchProblem::Read(e)))?;
             return Ok(Some(Box::new(f)));
         }
         if !(url.starts_with("http://") || url.starts_with("https://")) {
@@ -198,9 +200,9 @@ impl Fetcher {
         let mut attempt = 1;
         loop {
             match self.http(url, offset, authorization) {
-                Err(Retry::Again(message)) if attempt < self.attempts => {
+                Err(Retry::Again(cause)) if attempt < self.attempts => {
                     tracing::info!(
-                        "{url}: {message}; retrying in {:.1}s (attempt {attempt} of {})",
+                        "{url}: {cause}; retrying in {:.1}s (attempt {attempt} of {})",
                         delay.as_secs_f32(),
                         self.attempts
                     );
@@ -208,11 +210,13 @@ impl Fetcher {
                     delay *= 2;
                     attempt += 1;
                 }
-                Err(Retry::Again(message) | Retry::Fatal(message)) => {
-                    let attempts = if attempt == 1 { "attempt" } else { "attempts" };
+                Err(Retry::Again(cause) | Retry::Fatal(cause)) => {
                     return Err(fetch_error(
                         url,
-                        format!("{message} (after {attempt} {attempts})"),
+                        FetchProblem::Failed {
+                            cause,
+                            attempts: attempt,
+                        },
                     ));
                 }
                 Ok(r) => return Ok(r),
@@ -237,17 +241,17 @@ impl Fetcher {
         let status = resp.status().as_u16();
         match status {
             404 | 410 => Ok(None),
-            500..=599 => Err(Retry::Again(format!("server error {status}"))),
+            500..=599 => Err(Retry::Again(Transfer::ServerError(status))),
             200 | 206 => {
                 let mut body: Box<dyn Read + Send> = Box::new(resp.into_body().into_reader());
                 if offset > 0 && status == 200 {
                     // The server ignored the range: skip what is there already.
                     io::copy(&mut body.by_ref().take(offset), &mut io::sink())
-                        .map_err(|e| Retry::Again(e.to_string()))?;
+                        .map_err(|e| Retry::Again(Transfer::Read(e)))?;
                 }
                 Ok(Some(body))
             }
-            other => Err(Retry::Fatal(format!("the server answered {other}"))),
+            other => Err(Retry::Fatal(Transfer::Status(other))),
         }
     }
 }
@@ -258,13 +262,13 @@ fn classify(e: ureq::Error) -> Retry {
         // rustls's verdicts (an unknown issuer, a wrong name) come as invalid data: trying
         // again cannot change them.
         ureq::Error::Io(ref io) if io.kind() == io::ErrorKind::InvalidData => {
-            Retry::Fatal(e.to_string())
+            Retry::Fatal(Transfer::Client(e.to_string()))
         }
         ureq::Error::Io(_)
         | ureq::Error::ConnectionFailed
         | ureq::Error::HostNotFound
-        | ureq::Error::Timeout(_) => Retry::Again(e.to_string()),
-        other => Retry::Fatal(other.to_string()),
+        | ureq::Error::Timeout(_) => Retry::Again(Transfer::Client(e.to_string())),
+        other => Retry::Fatal(Transfer::Client(other.to_string())),
     }
 }
 
@@ -295,7 +299,7 @@ impl Fetcher {
                         .into_reader()
                         .take(64 << 10)
                         .read_to_string(&mut text)
-                        .map_err(|e| fetch_error(url, e.to_string()))?;
+                        .map_err(|e| fetch_error(url, FetchProblem::Read(e)))?;
                     return Ok((status, text));
                 }
                 Err(e) if attempt < self.attempts => {
@@ -304,20 +308,23 @@ impl Fetcher {
                     delay *= 2;
                     attempt += 1;
                 }
-                Err(e) => return Err(fetch_error(url, e.to_string())),
+                Err(e) => {
+                    let cause = Transfer::Client(e.to_string());
+                    return Err(fetch_error(url, FetchProblem::Request(cause)));
+                }
             }
         }
     }
 }
 
 enum Retry {
-    Again(String),
-    Fatal(String),
+    Again(Transfer),
+    Fatal(Transfer),
 }
 
-fn fetch_error(url: &str, message: String) -> Error {
+fn fetch_error(url: &str, reason: FetchProblem) -> Error {
     Error::Fetch {
         url: url.to_string(),
-        message,
+        reason,
     }
 }

@@ -15,7 +15,7 @@ use sha2::{Digest, Sha256};
 use crate::fetch::{Fetcher, join};
 use crate::index::{Entry, Ext};
 use crate::unpack::{Limits, decoder, unpack_tar};
-use crate::{Error, IntegrityProblem, Result};
+use crate::{Error, FetchProblem, IntegrityProblem, Result};
 
 /// Where images go, under the root.
 pub const PORTABLES: &str = "var/lib/portables";
@@ -130,7 +130,7 @@ fn source(
     }
     let rest = open(have)?.ok_or_else(|| Error::Fetch {
         url: url.to_string(),
-        message: "not found on the server, though the index lists it".into(),
+        reason: FetchProblem::Vanished,
     })?;
     let head = fs::File::open(&part).ctx("opening", &part)?;
     Ok(Box::new(head.take(have).chain(Tee {
@@ -289,7 +289,7 @@ fn stage(
         }
         return Err(Error::Fetch {
             url: url.to_string(),
-            message: format!("{e}; the next try resumes where this one stopped"),
+            reason: FetchProblem::Cut(e),
         });
     }
     // A cut transfer ended with an error above (ureq checks Content-Length and the chunked

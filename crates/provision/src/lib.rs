@@ -25,8 +25,8 @@ pub mod version;
 pub mod window;
 
 pub use error::{
-    CaProblem, Error, InboxProblem, IndexSignatureProblem, IntegrityProblem, NoRollback,
-    OciReferenceProblem, Result, chain_text,
+    CaProblem, Error, FetchProblem, InboxProblem, IndexSignatureProblem, IntegrityProblem,
+    NoRollback, OciReferenceProblem, PushProblem, Result, Transfer, chain_text,
 };
 
 #[cfg(test)]

@@ -15,7 +15,7 @@ use ureq::http::Response;
 
 use super::{MAX_MANIFEST_BYTES, Reference, sha256_hex};
 use crate::fetch::Fetcher;
-use crate::{Error, IntegrityProblem, Result};
+use crate::{Error, FetchProblem, IntegrityProblem, PushProblem, Result};
 
 /// The credentials file of Realms, under the root (docker's config format, `"auths"`).
 pub const AUTH_FILE: &str = "etc/realms/auth.json";
@@ -240,12 +240,12 @@ fn read_limited(url: &str, resp: Response<ureq::Body>, limit: u64) -> Result<Vec
         .read_to_end(&mut out)
         .map_err(|e| Error::Fetch {
             url: url.to_string(),
-            message: e.to_string(),
+            reason: FetchProblem::Read(e),
         })?;
     if out.len() as u64 > limit {
         return Err(Error::Fetch {
             url: url.to_string(),
-            message: format!("larger than {limit} bytes"),
+            reason: FetchProblem::TooLarge { limit },
         });
     }
     Ok(out)
@@ -274,7 +274,9 @@ impl<'a> Client<'a> {
             _ => {
                 return Err(Error::Fetch {
                     url: url.clone(),
-                    message: format!("not an OCI registry: /v2/ answered {}", registry_says(resp)),
+                    reason: FetchProblem::NotARegistry {
+                        answer: registry_says(resp),
+                    },
                 });
             }
         }
@@ -412,7 +414,9 @@ impl<'a> Client<'a> {
             401 | 403 => Err(self.denied(&format!("reading {url}"), resp)),
             _ => Err(Error::Fetch {
                 url,
-                message: format!("the registry answered {}", registry_says(resp)),
+                reason: FetchProblem::Registry {
+                    answer: registry_says(resp),
+                },
             }),
         }
     }
@@ -434,7 +438,9 @@ impl<'a> Client<'a> {
             _ => {
                 return Err(Error::Fetch {
                     url,
-                    message: format!("the registry answered {}", registry_says(resp)),
+                    reason: FetchProblem::Registry {
+                        answer: registry_says(resp),
+                    },
                 });
             }
         };
@@ -468,7 +474,9 @@ impl<'a> Client<'a> {
             401 | 403 => Err(self.denied(&format!("reading {url}"), resp)),
             _ => Err(Error::Fetch {
                 url,
-                message: format!("the registry answered {}", registry_says(resp)),
+                reason: FetchProblem::Registry {
+                    answer: registry_says(resp),
+                },
             }),
         }
     }
@@ -478,7 +486,9 @@ impl<'a> Client<'a> {
             401 | 403 => self.denied(&format!("writing {url}"), resp),
             _ => Error::Push {
                 url: url.to_string(),
-                message: format!("the registry answered {}", registry_says(resp)),
+                reason: PushProblem::Registry {
+                    answer: registry_says(resp),
+                },
             },
         }
     }
@@ -503,7 +513,7 @@ impl<'a> Client<'a> {
             .and_then(|v| v.to_str().ok())
             .ok_or_else(|| Error::Push {
                 url: url.clone(),
-                message: "the registry gave no upload location".into(),
+                reason: PushProblem::NoUploadLocation,
             })?;
         let mut put = if location.starts_with('/') {
             format!("https://{}{location}", self.r.registry)

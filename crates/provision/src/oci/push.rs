@@ -16,7 +16,7 @@ use super::{INDEX_TYPE, PACKAGE_TYPE, Reference, SIG_TYPE, layer_type, package_t
 use crate::fetch::Fetcher;
 use crate::index::{self, Entry, Ext, Index};
 use crate::publish::{Publish, Published, entry_of};
-use crate::{Error, Result};
+use crate::{Error, PushProblem, Result};
 
 /// The empty config of artifacts (`application/vnd.oci.empty.v1+json`).
 const EMPTY: &[u8] = b"{}";
@@ -32,9 +32,9 @@ fn descriptor(
     let digest: oci_spec::image::Digest =
         format!("sha256:{bytes_sha256}")
             .parse()
-            .map_err(|e| Error::Push {
+            .map_err(|e: oci_spec::OciSpecError| Error::Push {
                 url: format!("sha256:{bytes_sha256}"),
-                message: format!("not a digest: {e}"),
+                reason: PushProblem::Digest(e.to_string()),
             })?;
     let mut d = Descriptor::new(media, size, digest);
     if let Some(t) = title {
@@ -59,11 +59,11 @@ fn artifact(kind: &str, layers: Vec<Descriptor>, url: &str) -> Result<Vec<u8>> {
         .build()
         .map_err(|e| Error::Push {
             url: url.to_string(),
-            message: format!("building the manifest: {e}"),
+            reason: PushProblem::BuildManifest(e.to_string()),
         })?;
     serde_json::to_vec(&manifest).map_err(|e| Error::Push {
         url: url.to_string(),
-        message: format!("serialising the manifest: {e}"),
+        reason: PushProblem::SerializeManifest(e),
     })
 }
 
