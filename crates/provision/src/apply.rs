@@ -15,7 +15,7 @@ use crate::index::{self, Entry, Index, MAX_INDEX_BYTES};
 use crate::install::{self, CACHE, image_path};
 use crate::manifest::{Manifest, Package};
 use crate::state::{self, Installed, State, serial_key};
-use crate::{Error, FetchProblem, Result};
+use crate::{Error, FetchProblem, IndexProblem, Result};
 
 /// What apply does (or did) with one package.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -165,7 +165,7 @@ fn fetch_pair(
     let serial = serde_json::from_slice::<Serial>(&bytes)
         .map_err(|e| Error::BadIndex {
             url: url.to_string(),
-            message: format!("no serial: {e}"),
+            reason: IndexProblem::NoSerial(e),
         })?
         .serial;
     let sig = fetcher.get(&join(repo, arch, &index::sig_name(stream, serial)), 4096)?;

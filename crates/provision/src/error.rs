@@ -18,22 +18,22 @@ pub enum Error {
         message: String,
     },
     /// A manifest whose values parse but are not valid.
-    #[error("{}: package '{package}': {message}", file.display())]
+    #[error("{}: package '{package}': {reason}", file.display())]
     ManifestValue {
         /// The manifest file.
         file: PathBuf,
         /// The package entry.
         package: String,
         /// What is wrong and what is allowed.
-        message: String,
+        reason: ManifestProblem,
     },
     /// An index that does not parse.
-    #[error("repository index {url}: {message}")]
+    #[error("repository index {url}: {reason}")]
     BadIndex {
         /// Where the index came from.
         url: String,
         /// What is wrong.
-        message: String,
+        reason: IndexProblem,
     },
     /// An index without a signature file.
     #[error(
@@ -392,6 +392,165 @@ pub enum FetchProblem {
     },
 }
 
+/// Why a manifest value is refused; each names its key and says what is allowed.
+#[derive(Debug, thiserror::Error)]
+pub enum ManifestProblem {
+    /// A bad package name.
+    #[error(
+        "key name: a package name is letters, digits, '-', '.' and '+', starting with a letter or digit (no '_', which separates the version)"
+    )]
+    Name,
+    /// A bad version.
+    #[error("key version: '{0}' is not a version: use latest or letters, digits and .-+~^")]
+    Version(String),
+    /// A bad profile name.
+    #[error(
+        "key profile: '{0}' is not a profile name: use default, nonetwork, strict, trusted or a profile installed on the host"
+    )]
+    ProfileName(String),
+    /// A profile that is nowhere.
+    #[error(
+        "key profile: no profile '{0}' (no {0}/service.conf where systemd keeps profiles): its exported commands would run without a sandbox"
+    )]
+    NoProfile(String),
+    /// A profile whose service.conf does not parse (the unit parser's words).
+    #[error("the profile's service.conf does not parse: {0}")]
+    ProfileParse(String),
+    /// A health probe not named by its path.
+    #[error(
+        "key health.command: '{0}' is not an absolute path: the probe runs inside the package's image, name its program by its path there"
+    )]
+    HealthCommand(String),
+    /// A health settle time over an hour.
+    #[error("key health.settle: at most 1h; a health check holds the update lock that long")]
+    HealthSettle,
+    /// A unit to enable or start that is not the package's.
+    #[error(
+        "key {key}: '{unit}' is not a unit of this package: unit names start with the package name and end in .service, .socket, .timer, .path or .target"
+    )]
+    Unit {
+        /// `enable` or `start`.
+        key: &'static str,
+        /// The unit named.
+        unit: String,
+    },
+    /// A bad exported command name.
+    #[error(
+        "key export: '{0}' is not a command name: a plain file name of letters, digits, '-', '_', '.' and '+' (no '/', not starting with '.' or '-')"
+    )]
+    ExportName(String),
+    /// An exported command listed twice.
+    #[error("key export: '{0}' is listed twice")]
+    ExportTwice(String),
+    /// No repository for a package.
+    #[error("key repository: no repository, and no default_repository in any manifest file")]
+    NoRepository,
+    /// A command exported by two packages.
+    #[error(
+        "key export: '{command}' is exported by package '{other}' too; a command has one package"
+    )]
+    ExportedTwice {
+        /// The command.
+        command: String,
+        /// The other package.
+        other: String,
+    },
+    /// A bad update window.
+    #[error("key updates.windows: {0}")]
+    Window(crate::window::WindowProblem),
+    /// The fleet_lock strategy without its settings.
+    #[error("key updates: strategy fleet_lock needs fleet_lock: {{base_url: ..., group: ...}}")]
+    NoFleetLock,
+    /// No update slots.
+    #[error("key updates: fleet_lock.slots is at least 1")]
+    NoSlots,
+    /// A drop-in not named .yaml or .yml.
+    #[error("a drop-in is read only when its name ends in .yaml or .yml")]
+    DropInName,
+}
+
+/// Why a repository index (or the OCI artifact holding it) is refused.
+#[derive(Debug, thiserror::Error)]
+pub enum IndexProblem {
+    /// Too large to be an index.
+    #[error("larger than {limit} bytes")]
+    TooLarge {
+        /// The most an index may have.
+        limit: u64,
+    },
+    /// Not the index's JSON.
+    #[error("{0}")]
+    Json(serde_json::Error),
+    /// No serial could be read (before the signature check).
+    #[error("no serial: {0}")]
+    NoSerial(serde_json::Error),
+    /// A format this realms does not read.
+    #[error("format '{format}' is not '{expected}'; a newer realms may read it")]
+    Format {
+        /// The index's format.
+        format: String,
+        /// The one this realms reads.
+        expected: &'static str,
+    },
+    /// An entry with a bad version, file name or hash.
+    #[error(
+        "package '{package}' version '{version}': file '{file}' or hash '{sha256}' is not valid"
+    )]
+    Entry {
+        /// The package.
+        package: String,
+        /// The version.
+        version: String,
+        /// The file named.
+        file: String,
+        /// The hash stated.
+        sha256: String,
+    },
+    /// A file not named after its package and version.
+    #[error("file '{file}' is not named {package}_{version}.EXT")]
+    FileName {
+        /// The file named.
+        file: String,
+        /// The package.
+        package: String,
+        /// The version.
+        version: String,
+    },
+    /// A layer larger than it may be.
+    #[error("a layer of {size} bytes, more than {limit}")]
+    LayerTooLarge {
+        /// Its size.
+        size: u64,
+        /// The most it may have.
+        limit: u64,
+    },
+    /// Not an OCI image manifest (the OCI library's words).
+    #[error("not an OCI image manifest: {0}")]
+    NotAManifest(String),
+    /// Not exactly one layer of the type needed.
+    #[error("{count} layers of type {media}, not one")]
+    Layers {
+        /// How many there are.
+        count: usize,
+        /// The media type.
+        media: String,
+    },
+    /// A manifest that is not the one its pinned digest names.
+    #[error("the manifest's digest is not {digest}")]
+    Digest {
+        /// The digest asked for.
+        digest: String,
+    },
+    /// An artifact that is not a realms index.
+    #[error("artifactType {}, not {expected}: not a realms index", found.as_deref().unwrap_or("(none)"))]
+    ArtifactType {
+        /// Its artifact type.
+        found: Option<String>,
+        /// The type of a realms index.
+        expected: &'static str,
+    },
+}
+
 /// Why a push to a registry failed.
 #[derive(Debug, thiserror::Error)]
 pub enum PushProblem {
@@ -588,14 +747,14 @@ mod tests {
                 Error::ManifestValue {
                     file: "/m.yaml".into(),
                     package: s("nginx"),
-                    message: s("bad"),
+                    reason: ManifestProblem::HealthSettle,
                 },
                 "'nginx'",
             ),
             (
                 Error::BadIndex {
                     url: s("file:///r/index"),
-                    message: s("bad"),
+                    reason: IndexProblem::TooLarge { limit: 1 },
                 },
                 "file:///r/index",
             ),
@@ -956,6 +1115,82 @@ mod tests {
                 "the registry gave no upload location",
             ),
             (Box::new(PushProblem::Digest(s("bad"))), "not a digest: bad"),
+            (
+                Box::new(ManifestProblem::Unit {
+                    key: "start",
+                    unit: s("x.service"),
+                }),
+                "key start: 'x.service' is not a unit of this package: unit names start with the package name and end in .service, .socket, .timer, .path or .target",
+            ),
+            (
+                Box::new(ManifestProblem::NoProfile(s("p"))),
+                "key profile: no profile 'p' (no p/service.conf where systemd keeps profiles): its exported commands would run without a sandbox",
+            ),
+            (
+                Box::new(ManifestProblem::ExportedTwice {
+                    command: s("c"),
+                    other: s("o"),
+                }),
+                "key export: 'c' is exported by package 'o' too; a command has one package",
+            ),
+            (
+                Box::new(ManifestProblem::Window(
+                    crate::window::WindowProblem::Length(0),
+                )),
+                "key updates.windows: length_minutes 0 is not between 1 and 1440",
+            ),
+            (
+                Box::new(ManifestProblem::NoFleetLock),
+                "key updates: strategy fleet_lock needs fleet_lock: {base_url: ..., group: ...}",
+            ),
+            (
+                Box::new(IndexProblem::Format {
+                    format: s("v9"),
+                    expected: "v1",
+                }),
+                "format 'v9' is not 'v1'; a newer realms may read it",
+            ),
+            (
+                Box::new(IndexProblem::Entry {
+                    package: s("web"),
+                    version: s("1"),
+                    file: s("f"),
+                    sha256: s("h"),
+                }),
+                "package 'web' version '1': file 'f' or hash 'h' is not valid",
+            ),
+            (
+                Box::new(IndexProblem::FileName {
+                    file: s("f"),
+                    package: s("web"),
+                    version: s("1"),
+                }),
+                "file 'f' is not named web_1.EXT",
+            ),
+            (
+                Box::new(IndexProblem::LayerTooLarge { size: 9, limit: 8 }),
+                "a layer of 9 bytes, more than 8",
+            ),
+            (
+                Box::new(IndexProblem::Layers {
+                    count: 2,
+                    media: s("m"),
+                }),
+                "2 layers of type m, not one",
+            ),
+            (
+                Box::new(IndexProblem::Digest {
+                    digest: s("sha256:a"),
+                }),
+                "the manifest's digest is not sha256:a",
+            ),
+            (
+                Box::new(IndexProblem::ArtifactType {
+                    found: None,
+                    expected: "t",
+                }),
+                "artifactType (none), not t: not a realms index",
+            ),
             (Box::new(CaProblem::Empty), "no PEM certificate in it"),
         ];
         for (reason, text) in cases {

@@ -15,7 +15,7 @@ use std::path::{Path, PathBuf};
 
 use realms_sys::root::RootDir;
 
-use crate::{Error, Result};
+use crate::{Error, ManifestProblem, Result};
 
 /// Where the commands go, under the root.
 pub const BIN_DIR: &str = "usr/local/bin";
@@ -111,15 +111,13 @@ pub fn profile_settings(root: &Path, package: &str, profile: &str) -> Result<Vec
             .ok_or_else(|| Error::ManifestValue {
                 file: PathBuf::from("/etc/systemd/portable/profile"),
                 package: package.to_string(),
-                message: format!(
-                    "key profile: no profile '{profile}' (no {profile}/service.conf where systemd keeps profiles): its exported commands would run without a sandbox"
-                ),
+                reason: ManifestProblem::NoProfile(profile.to_string()),
             })?,
     };
     let unit = realms_unit::UnitFile::parse(&text).map_err(|e| Error::ManifestValue {
         file: PathBuf::from(format!("(profile {profile})")),
         package: package.to_string(),
-        message: format!("the profile's service.conf does not parse: {e}"),
+        reason: ManifestProblem::ProfileParse(e.to_string()),
     })?;
     Ok(unit
         .entries("Service")

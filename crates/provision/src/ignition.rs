@@ -15,7 +15,7 @@ use base64::Engine;
 use serde::Serialize;
 
 use crate::manifest::{self, DEFAULT_PATH, DROPIN_DIR};
-use crate::{Error, Result};
+use crate::{Error, ManifestProblem, Result};
 
 /// The Ignition config spec version written.
 pub const IGNITION_VERSION: &str = "3.4.0";
@@ -82,7 +82,7 @@ pub fn config(root: &Path, input: &Input) -> Result<Config> {
             return Err(Error::ManifestValue {
                 file: source.clone(),
                 package: "-".into(),
-                message: "a drop-in is read only when its name ends in .yaml or .yml".into(),
+                reason: ManifestProblem::DropInName,
             });
         }
         files.push(File {

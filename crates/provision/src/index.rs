@@ -15,7 +15,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::IndexSignatureProblem;
 use crate::manifest::Stream;
-use crate::{Error, Result};
+use crate::{Error, IndexProblem, Result};
 
 /// The `format` every index carries.
 pub const FORMAT: &str = "realms-provision-index v1";
@@ -106,19 +106,21 @@ pub fn sign(key: &SigningKey, index_bytes: &[u8]) -> String {
 
 /// Parses an index (no signature check: see [`verify`]).
 pub fn parse(url: &str, bytes: &[u8]) -> Result<Index> {
-    let bad = |message: String| Error::BadIndex {
+    let bad = |reason: IndexProblem| Error::BadIndex {
         url: url.to_string(),
-        message,
+        reason,
     };
     if bytes.len() as u64 > MAX_INDEX_BYTES {
-        return Err(bad(format!("larger than {MAX_INDEX_BYTES} bytes")));
+        return Err(bad(IndexProblem::TooLarge {
+            limit: MAX_INDEX_BYTES,
+        }));
     }
-    let index: Index = serde_json::from_slice(bytes).map_err(|e| bad(e.to_string()))?;
+    let index: Index = serde_json::from_slice(bytes).map_err(|e| bad(IndexProblem::Json(e)))?;
     if index.format != FORMAT {
-        return Err(bad(format!(
-            "format '{}' is not '{FORMAT}'; a newer realms may read it",
-            index.format
-        )));
+        return Err(bad(IndexProblem::Format {
+            format: index.format.clone(),
+            expected: FORMAT,
+        }));
     }
     for (name, entries) in &index.packages {
         for e in entries {
@@ -129,10 +131,12 @@ pub fn parse(url: &str, bytes: &[u8]) -> Result<Index> {
                     .bytes()
                     .all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'));
             if !ok {
-                return Err(bad(format!(
-                    "package '{name}' version '{}': file '{}' or hash '{}' is not valid",
-                    e.version, e.file, e.sha256
-                )));
+                return Err(bad(IndexProblem::Entry {
+                    package: name.clone(),
+                    version: e.version.clone(),
+                    file: e.file.clone(),
+                    sha256: e.sha256.clone(),
+                }));
             }
         }
     }

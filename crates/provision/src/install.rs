@@ -15,7 +15,7 @@ use sha2::{Digest, Sha256};
 use crate::fetch::{Fetcher, join};
 use crate::index::{Entry, Ext};
 use crate::unpack::{Limits, decoder, unpack_tar};
-use crate::{Error, FetchProblem, IntegrityProblem, Result};
+use crate::{Error, FetchProblem, IndexProblem, IntegrityProblem, Result};
 
 /// Where images go, under the root.
 pub const PORTABLES: &str = "var/lib/portables";
@@ -171,10 +171,11 @@ pub fn install(
     } = origin;
     let ext = Ext::of(&entry.file, name, &entry.version).ok_or_else(|| Error::BadIndex {
         url: repo.to_string(),
-        message: format!(
-            "file '{}' is not named {name}_{}.EXT",
-            entry.file, entry.version
-        ),
+        reason: IndexProblem::FileName {
+            file: entry.file.clone(),
+            package: name.to_string(),
+            version: entry.version.clone(),
+        },
     })?;
     // An OCI registry serves the package as the blob whose digest is its SHA-256.
     let oci = crate::oci::is_oci(repo);

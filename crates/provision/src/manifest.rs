@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use crate::{Error, Result};
+use crate::{Error, ManifestProblem, Result};
 
 /// The default manifest, under the root.
 pub const DEFAULT_PATH: &str = "etc/realms/provision.yaml";
@@ -264,22 +264,20 @@ pub fn parse_all(
         return Err(Error::ManifestValue {
             file: file.to_path_buf(),
             package: "(updates)".into(),
-            message: format!("key updates.windows: {problem}"),
+            reason: ManifestProblem::Window(problem),
         });
     }
     if let Some(u) = &doc.composable.updates {
         let problem = match (&u.strategy, &u.fleet_lock) {
-            (crate::window::Strategy::FleetLock, None) => {
-                Some("strategy fleet_lock needs fleet_lock: {base_url: ..., group: ...}")
-            }
-            (_, Some(f)) if f.slots == 0 => Some("fleet_lock.slots is at least 1"),
+            (crate::window::Strategy::FleetLock, None) => Some(ManifestProblem::NoFleetLock),
+            (_, Some(f)) if f.slots == 0 => Some(ManifestProblem::NoSlots),
             _ => None,
         };
         if let Some(problem) = problem {
             return Err(Error::ManifestValue {
                 file: file.to_path_buf(),
                 package: "(updates)".into(),
-                message: format!("key updates: {problem}"),
+                reason: problem,
             });
         }
     }
@@ -343,40 +341,31 @@ pub fn valid_version(s: &str) -> bool {
 }
 
 fn check_package(p: &Package) -> Result<()> {
-    let bad = |message: String| Error::ManifestValue {
+    let bad = |reason: ManifestProblem| Error::ManifestValue {
         file: p.file.clone(),
         package: p.name.clone(),
-        message,
+        reason,
     };
     if !valid_name(&p.name) {
-        return Err(bad("key name: a package name is letters, digits, '-', '.' and '+', starting with a letter or digit (no '_', which separates the version)".into()));
+        return Err(bad(ManifestProblem::Name));
     }
     if !valid_version(&p.version) {
-        return Err(bad(format!(
-            "key version: '{}' is not a version: use latest or letters, digits and .-+~^",
-            p.version
-        )));
+        return Err(bad(ManifestProblem::Version(p.version.clone())));
     }
     if !valid_name(&p.profile) {
-        return Err(bad(format!(
-            "key profile: '{}' is not a profile name: use default, nonetwork, strict, trusted or a profile installed on the host",
-            p.profile
-        )));
+        return Err(bad(ManifestProblem::ProfileName(p.profile.clone())));
     }
     if p.health
         .command
         .first()
         .is_some_and(|c| !c.starts_with('/'))
     {
-        return Err(bad(format!(
-            "key health.command: '{}' is not an absolute path: the probe runs inside the package's image, name its program by its path there",
-            p.health.command[0]
+        return Err(bad(ManifestProblem::HealthCommand(
+            p.health.command[0].clone(),
         )));
     }
     if p.health.settle > std::time::Duration::from_secs(3600) {
-        return Err(bad(
-            "key health.settle: at most 1h; a health check holds the update lock that long".into(),
-        ));
+        return Err(bad(ManifestProblem::HealthSettle));
     }
     for (key, units) in [("enable", &p.enable), ("start", &p.start)] {
         for u in units {
@@ -386,20 +375,19 @@ fn check_package(p: &Package) -> Result<()> {
                     .any(|s| u.ends_with(s))
                 && !u.contains('/');
             if !ok {
-                return Err(bad(format!(
-                    "key {key}: '{u}' is not a unit of this package: unit names start with the package name and end in .service, .socket, .timer, .path or .target"
-                )));
+                return Err(bad(ManifestProblem::Unit {
+                    key,
+                    unit: u.clone(),
+                }));
             }
         }
     }
     for (i, name) in p.export.iter().enumerate() {
         if !crate::export::valid_name(name) {
-            return Err(bad(format!(
-                "key export: '{name}' is not a command name: a plain file name of letters, digits, '-', '_', '.' and '+' (no '/', not starting with '.' or '-')"
-            )));
+            return Err(bad(ManifestProblem::ExportName(name.clone())));
         }
         if p.export[..i].contains(name) {
-            return Err(bad(format!("key export: '{name}' is listed twice")));
+            return Err(bad(ManifestProblem::ExportTwice(name.clone())));
         }
     }
     Ok(())
@@ -470,9 +458,7 @@ pub fn merge(files: Vec<PathBuf>) -> Result<Manifest> {
             return Err(Error::ManifestValue {
                 file: p.file.clone(),
                 package: p.name.clone(),
-                message:
-                    "key repository: no repository, and no default_repository in any manifest file"
-                        .into(),
+                reason: ManifestProblem::NoRepository,
             });
         }
     }
@@ -486,10 +472,10 @@ pub fn merge(files: Vec<PathBuf>) -> Result<Manifest> {
             return Err(Error::ManifestValue {
                 file: p.file.clone(),
                 package: p.name.clone(),
-                message: format!(
-                    "key export: '{name}' is exported by package '{}' too; a command has one package",
-                    q.name
-                ),
+                reason: ManifestProblem::ExportedTwice {
+                    command: name.clone(),
+                    other: q.name.clone(),
+                },
             });
         }
     }

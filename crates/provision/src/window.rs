@@ -114,6 +114,20 @@ pub struct Window {
     pub length_minutes: u32,
 }
 
+/// What is wrong with an update window.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum WindowProblem {
+    /// A start time that is not HH:MM.
+    #[error("start_time '{0}' is not HH:MM (UTC, 00:00 to 23:59)")]
+    StartTime(String),
+    /// A length out of range.
+    #[error("length_minutes {0} is not between 1 and 1440")]
+    Length(u32),
+    /// No days.
+    #[error("days is empty: list some of Mon, Tue, Wed, Thu, Fri, Sat, Sun")]
+    NoDays,
+}
+
 impl Window {
     /// Its start as minutes after midnight, when `start_time` is a valid `HH:MM`.
     pub fn start_minute(&self) -> Option<i64> {
@@ -124,21 +138,15 @@ impl Window {
     }
 
     /// What is wrong with it, if anything.
-    pub fn problem(&self) -> Option<String> {
+    pub fn problem(&self) -> Option<WindowProblem> {
         if self.start_minute().is_none() {
-            return Some(format!(
-                "start_time '{}' is not HH:MM (UTC, 00:00 to 23:59)",
-                self.start_time
-            ));
+            return Some(WindowProblem::StartTime(self.start_time.clone()));
         }
         if self.length_minutes == 0 || self.length_minutes > 1440 {
-            return Some(format!(
-                "length_minutes {} is not between 1 and 1440",
-                self.length_minutes
-            ));
+            return Some(WindowProblem::Length(self.length_minutes));
         }
         if self.days.is_empty() {
-            return Some("days is empty: list some of Mon, Tue, Wed, Thu, Fri, Sat, Sun".into());
+            return Some(WindowProblem::NoDays);
         }
         None
     }
@@ -255,6 +263,7 @@ mod tests {
             w(&[Day::Mon], "24:00", 10)
                 .problem()
                 .unwrap()
+                .to_string()
                 .contains("HH:MM")
         );
         assert!(w(&[Day::Mon], "3:7x", 10).problem().is_some());
@@ -262,9 +271,16 @@ mod tests {
             w(&[Day::Mon], "03:00", 0)
                 .problem()
                 .unwrap()
+                .to_string()
                 .contains("1440")
         );
-        assert!(w(&[], "03:00", 10).problem().unwrap().contains("days"));
+        assert!(
+            w(&[], "03:00", 10)
+                .problem()
+                .unwrap()
+                .to_string()
+                .contains("days")
+        );
         assert_eq!(w(&[Day::Mon], "03:07", 10).problem(), None);
     }
 }

@@ -15,7 +15,7 @@ use ureq::http::Response;
 
 use super::{MAX_MANIFEST_BYTES, Reference, sha256_hex};
 use crate::fetch::Fetcher;
-use crate::{Error, FetchProblem, IntegrityProblem, PushProblem, Result};
+use crate::{Error, FetchProblem, IndexProblem, IntegrityProblem, PushProblem, Result};
 
 /// The credentials file of Realms, under the root (docker's config format, `"auths"`).
 pub const AUTH_FILE: &str = "etc/realms/auth.json";
@@ -428,7 +428,10 @@ impl<'a> Client<'a> {
         if d.size() > limit {
             return Err(Error::BadIndex {
                 url,
-                message: format!("a layer of {} bytes, more than {limit}", d.size()),
+                reason: IndexProblem::LayerTooLarge {
+                    size: d.size(),
+                    limit,
+                },
             });
         }
         let resp = self.get(&url, None)?;

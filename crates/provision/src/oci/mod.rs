@@ -23,7 +23,7 @@ use crate::error::OciReferenceProblem;
 use crate::fetch::Fetcher;
 use crate::index::{Ext, MAX_INDEX_BYTES};
 use crate::manifest::Stream;
-use crate::{Error, Result};
+use crate::{Error, IndexProblem, Result};
 
 pub use client::{AUTH_FILE, Access, Client};
 pub use push::publish;
@@ -161,7 +161,7 @@ pub(crate) fn sha256_hex(bytes: &[u8]) -> String {
 pub(crate) fn parse_manifest(url: &str, bytes: &[u8]) -> Result<ImageManifest> {
     ImageManifest::from_reader(bytes).map_err(|e| Error::BadIndex {
         url: url.to_string(),
-        message: format!("not an OCI image manifest: {e}"),
+        reason: IndexProblem::NotAManifest(e.to_string()),
     })
 }
 
@@ -176,7 +176,10 @@ fn layer<'m>(url: &str, manifest: &'m ImageManifest, media: &str) -> Result<&'m 
         [one] => Ok(one),
         _ => Err(Error::BadIndex {
             url: url.to_string(),
-            message: format!("{} layers of type {media}, not one", found.len()),
+            reason: IndexProblem::Layers {
+                count: found.len(),
+                media: media.to_string(),
+            },
         }),
     }
 }
@@ -205,7 +208,9 @@ pub fn fetch_index(
     {
         return Err(Error::BadIndex {
             url,
-            message: format!("the manifest's digest is not {digest}"),
+            reason: IndexProblem::Digest {
+                digest: digest.clone(),
+            },
         });
     }
     let manifest = parse_manifest(&url, &bytes)?;
@@ -213,10 +218,10 @@ pub fn fetch_index(
     if kind.as_deref() != Some(INDEX_TYPE) {
         return Err(Error::BadIndex {
             url,
-            message: format!(
-                "artifactType {}, not {INDEX_TYPE}: not a realms index",
-                kind.as_deref().unwrap_or("(none)")
-            ),
+            reason: IndexProblem::ArtifactType {
+                found: kind,
+                expected: INDEX_TYPE,
+            },
         });
     }
     let index = client.blob(layer(&url, &manifest, INDEX_TYPE)?, MAX_INDEX_BYTES)?;
