@@ -230,9 +230,8 @@ pub enum Error {
         registry: String,
         /// The repository on it.
         repository: String,
-        /// What the registry said and where the credentials came from (the registry's own
-        /// words).
-        reason: String,
+        /// What the registry said and where the credentials came from.
+        reason: AuthProblem,
     },
     /// A push to a registry that failed.
     #[error("pushing to {url}: {reason}")]
@@ -549,6 +548,96 @@ pub enum IndexProblem {
         /// The type of a realms index.
         expected: &'static str,
     },
+}
+
+/// Why a registry's authentication failed.
+#[derive(Debug, thiserror::Error)]
+pub enum AuthProblem {
+    /// A credentials file (Docker's `config.json`) that cannot be used.
+    #[error("credentials file {}: {problem}", file.display())]
+    CredentialsFile {
+        /// The file.
+        file: PathBuf,
+        /// What is wrong in it.
+        problem: CredentialsProblem,
+    },
+    /// A `WWW-Authenticate` header that does not parse.
+    #[error("an authentication challenge it cannot read: '{header}'")]
+    Challenge {
+        /// The header.
+        header: String,
+    },
+    /// Basic authentication asked for, and no credentials.
+    #[error("it asks for a user and password, and there are none for {registry} in {files}")]
+    NoCredentials {
+        /// The registry.
+        registry: String,
+        /// The credentials files looked in.
+        files: String,
+    },
+    /// The credentials were refused.
+    #[error("it refused the credentials ({whose}): {answer}")]
+    Refused {
+        /// Whose credentials: `user U from FILE`, or `no credentials`.
+        whose: String,
+        /// The status and the registry's error codes.
+        answer: String,
+    },
+    /// A bearer challenge without its realm.
+    #[error("a bearer challenge without realm: '{header}'")]
+    NoRealm {
+        /// The header.
+        header: String,
+    },
+    /// The token service refused a token.
+    #[error("its token service {realm} refused a token ({whose}): {answer}")]
+    TokenRefused {
+        /// The token service.
+        realm: String,
+        /// Whose credentials: `user U from FILE`, or `no credentials`.
+        whose: String,
+        /// The status and the service's error codes.
+        answer: String,
+    },
+    /// The token service answered without a token.
+    #[error("its token service {realm} answered no token{}", json.as_ref().map(|e| format!(": {e}")).unwrap_or_default())]
+    NoToken {
+        /// The token service.
+        realm: String,
+        /// Why its answer did not parse, if it did not.
+        json: Option<serde_json::Error>,
+    },
+    /// An authentication scheme other than basic and bearer.
+    #[error("it asks for {0} authentication; Realms speaks basic and bearer")]
+    Scheme(String),
+    /// A request refused.
+    #[error("{what}: denied, {answer}")]
+    Denied {
+        /// The request (`reading URL`, `writing URL`).
+        what: String,
+        /// The status and the registry's error codes.
+        answer: String,
+    },
+}
+
+/// What is wrong in a credentials file.
+#[derive(Debug, thiserror::Error)]
+pub enum CredentialsProblem {
+    /// Not JSON of the expected shape.
+    #[error("{0}")]
+    Json(serde_json::Error),
+    /// An `auth` that is not base64.
+    #[error("auth is not base64: {0}")]
+    NotBase64(base64::DecodeError),
+    /// An `auth` that is not UTF-8.
+    #[error("auth is not UTF-8")]
+    NotUtf8,
+    /// An `auth` without `:`.
+    #[error("auth is not base64 of USER:PASSWORD")]
+    NoColon,
+    /// Neither `auth` nor user and password.
+    #[error("no auth, nor username and password")]
+    Nothing,
 }
 
 /// Why a push to a registry failed.
@@ -906,7 +995,7 @@ mod tests {
                 Error::RegistryAuth {
                     registry: s("reg.example:5000"),
                     repository: s("fleet"),
-                    reason: s("refused"),
+                    reason: AuthProblem::Scheme(s("ntlm")),
                 },
                 "reg.example:5000",
             ),
@@ -1115,6 +1204,35 @@ mod tests {
                 "the registry gave no upload location",
             ),
             (Box::new(PushProblem::Digest(s("bad"))), "not a digest: bad"),
+            (
+                Box::new(AuthProblem::CredentialsFile {
+                    file: "/root/.docker/config.json".into(),
+                    problem: CredentialsProblem::NoColon,
+                }),
+                "credentials file /root/.docker/config.json: auth is not base64 of USER:PASSWORD",
+            ),
+            (
+                Box::new(AuthProblem::NoToken {
+                    realm: s("https://t/token"),
+                    json: None,
+                }),
+                "its token service https://t/token answered no token",
+            ),
+            (
+                Box::new(AuthProblem::TokenRefused {
+                    realm: s("https://t/token"),
+                    whose: s("no credentials"),
+                    answer: s("401"),
+                }),
+                "its token service https://t/token refused a token (no credentials): 401",
+            ),
+            (
+                Box::new(AuthProblem::Denied {
+                    what: s("reading u"),
+                    answer: s("403"),
+                }),
+                "reading u: denied, 403",
+            ),
             (
                 Box::new(ManifestProblem::Unit {
                     key: "start",

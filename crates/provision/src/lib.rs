@@ -25,9 +25,9 @@ pub mod version;
 pub mod window;
 
 pub use error::{
-    CaProblem, Error, FetchProblem, InboxProblem, IndexProblem, IndexSignatureProblem,
-    IntegrityProblem, ManifestProblem, NoRollback, OciReferenceProblem, PushProblem, Result,
-    Transfer, chain_text,
+    AuthProblem, CaProblem, CredentialsProblem, Error, FetchProblem, InboxProblem, IndexProblem,
+    IndexSignatureProblem, IntegrityProblem, ManifestProblem, NoRollback, OciReferenceProblem,
+    PushProblem, Result, Transfer, chain_text,
 };
 
 #[cfg(test)]

@@ -15,7 +15,10 @@ use ureq::http::Response;
 
 use super::{MAX_MANIFEST_BYTES, Reference, sha256_hex};
 use crate::fetch::Fetcher;
-use crate::{Error, FetchProblem, IndexProblem, IntegrityProblem, PushProblem, Result};
+use crate::{
+    AuthProblem, CredentialsProblem, Error, FetchProblem, IndexProblem, IntegrityProblem,
+    PushProblem, Result,
+};
 
 /// The credentials file of Realms, under the root (docker's config format, `"auths"`).
 pub const AUTH_FILE: &str = "etc/realms/auth.json";
@@ -111,12 +114,16 @@ fn credentials(root: &Path, r: &Reference) -> Result<Option<Credentials>> {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
             Err(e) => return Err(Error::io("reading", &file, e)),
         };
-        let bad = |reason: String| Error::RegistryAuth {
+        let bad = |problem: CredentialsProblem| Error::RegistryAuth {
             registry: r.registry.clone(),
             repository: r.repository.clone(),
-            reason: format!("credentials file {}: {reason}", file.display()),
+            reason: AuthProblem::CredentialsFile {
+                file: file.clone(),
+                problem,
+            },
         };
-        let config: DockerConfig = serde_json::from_slice(&text).map_err(|e| bad(e.to_string()))?;
+        let config: DockerConfig =
+            serde_json::from_slice(&text).map_err(|e| bad(CredentialsProblem::Json(e)))?;
         let Some(entry) = config
             .auths
             .iter()
@@ -129,15 +136,15 @@ fn credentials(root: &Path, r: &Reference) -> Result<Option<Credentials>> {
             (Some(a), _, _) => {
                 let raw = B64
                     .decode(a.trim())
-                    .map_err(|e| bad(format!("auth is not base64: {e}")))?;
-                let text = String::from_utf8(raw).map_err(|_| bad("auth is not UTF-8".into()))?;
+                    .map_err(|e| bad(CredentialsProblem::NotBase64(e)))?;
+                let text = String::from_utf8(raw).map_err(|_| bad(CredentialsProblem::NotUtf8))?;
                 let (u, p) = text
                     .split_once(':')
-                    .ok_or_else(|| bad("auth is not base64 of USER:PASSWORD".into()))?;
+                    .ok_or_else(|| bad(CredentialsProblem::NoColon))?;
                 (u.to_string(), p.to_string())
             }
             (None, Some(u), Some(p)) => (u.clone(), p.clone()),
-            _ => return Err(bad("no auth, nor username and password".into())),
+            _ => return Err(bad(CredentialsProblem::Nothing)),
         };
         return Ok(Some(Credentials {
             user,
@@ -286,15 +293,15 @@ impl<'a> Client<'a> {
             .and_then(|v| v.to_str().ok())
             .unwrap_or_default()
             .to_string();
-        let denied = |reason: String| Error::RegistryAuth {
+        let denied = |reason: AuthProblem| Error::RegistryAuth {
             registry: r.registry.clone(),
             repository: r.repository.clone(),
             reason,
         };
         let challenge = Challenge::parse(&header).ok_or_else(|| {
-            denied(format!(
-                "an authentication challenge it cannot read: '{header}'"
-            ))
+            denied(AuthProblem::Challenge {
+                header: header.clone(),
+            })
         })?;
         let creds = credentials(root, r)?;
         let basic = creds
@@ -307,27 +314,27 @@ impl<'a> Client<'a> {
         match challenge.scheme.as_str() {
             "basic" => {
                 let Some(basic) = basic else {
-                    return Err(denied(format!(
-                        "it asks for a user and password, and there are none for {} in {}",
-                        r.registry,
-                        files_text(root)
-                    )));
+                    return Err(denied(AuthProblem::NoCredentials {
+                        registry: r.registry.clone(),
+                        files: files_text(root),
+                    }));
                 };
                 let resp = fetcher.call(&url, &|a| {
                     a.get(&url).header("Authorization", basic.as_str()).call()
                 })?;
                 if resp.status().as_u16() != 200 {
-                    return Err(denied(format!(
-                        "it refused the credentials ({}): {}",
-                        whose(&creds),
-                        registry_says(resp)
-                    )));
+                    return Err(denied(AuthProblem::Refused {
+                        whose: whose(&creds),
+                        answer: registry_says(resp),
+                    }));
                 }
                 client.authorization = Some(basic);
             }
             "bearer" => {
                 let realm = challenge.param("realm").ok_or_else(|| {
-                    denied(format!("a bearer challenge without realm: '{header}'"))
+                    denied(AuthProblem::NoRealm {
+                        header: header.clone(),
+                    })
                 })?;
                 let actions = match access {
                     Access::Pull => "pull",
@@ -349,11 +356,11 @@ impl<'a> Client<'a> {
                     req.call()
                 })?;
                 if resp.status().as_u16() != 200 {
-                    return Err(denied(format!(
-                        "its token service {realm} refused a token ({}): {}",
-                        whose(&creds),
-                        registry_says(resp)
-                    )));
+                    return Err(denied(AuthProblem::TokenRefused {
+                        realm: realm.to_string(),
+                        whose: whose(&creds),
+                        answer: registry_says(resp),
+                    }));
                 }
                 #[derive(Deserialize)]
                 struct Token {
@@ -362,17 +369,21 @@ impl<'a> Client<'a> {
                 }
                 let body = read_limited(&token_url, resp, 1 << 20)?;
                 let token: Token = serde_json::from_slice(&body).map_err(|e| {
-                    denied(format!("its token service {realm} answered no token: {e}"))
+                    denied(AuthProblem::NoToken {
+                        realm: realm.to_string(),
+                        json: Some(e),
+                    })
                 })?;
                 let token = token.token.or(token.access_token).ok_or_else(|| {
-                    denied(format!("its token service {realm} answered no token"))
+                    denied(AuthProblem::NoToken {
+                        realm: realm.to_string(),
+                        json: None,
+                    })
                 })?;
                 client.authorization = Some(format!("Bearer {token}"));
             }
             other => {
-                return Err(denied(format!(
-                    "it asks for {other} authentication; Realms speaks basic and bearer"
-                )));
+                return Err(denied(AuthProblem::Scheme(other.to_string())));
             }
         }
         Ok(client)
@@ -387,7 +398,10 @@ impl<'a> Client<'a> {
         Error::RegistryAuth {
             registry: self.r.registry.clone(),
             repository: self.r.repository.clone(),
-            reason: format!("{what}: denied, {}", registry_says(resp)),
+            reason: AuthProblem::Denied {
+                what: what.to_string(),
+                answer: registry_says(resp),
+            },
         }
     }
 
