@@ -3,6 +3,7 @@
 //! Temporary files are named `.#NAME.SUFFIX` in the target's directory; [`is_temp_name`] lets a
 //! cleaner recognise the leftovers of an interrupted write.
 
+use crate::error::Invalidity;
 use std::ffi::OsStr;
 use std::io::Write;
 use std::os::unix::ffi::OsStrExt;
@@ -124,7 +125,7 @@ fn create_temp(
     Err(Error::invalid(
         "creating a temporary file for",
         shown,
-        "no free temporary name",
+        Invalidity::NoTempName,
     ))
 }
 

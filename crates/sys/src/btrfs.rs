@@ -3,6 +3,7 @@
 //! No `btrfs` CLI is needed at run time. The ioctl numbers and argument structs are defined
 //! here from the kernel's `include/uapi/linux/btrfs.h`, with their sizes checked at compile time.
 
+use crate::error::Invalidity;
 use std::ffi::OsStr;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
@@ -95,8 +96,8 @@ pub fn create_subvolume(path: impl AsRef<Path>) -> Result<()> {
     let path = path.as_ref();
     let action = "creating subvolume";
     let (parent, name) = open_parent(path, action)?;
-    let mut args =
-        VolArgs::new(name).ok_or_else(|| Error::invalid(action, path, "invalid subvolume name"))?;
+    let mut args = VolArgs::new(name)
+        .ok_or_else(|| Error::invalid(action, path, Invalidity::BadSubvolumeName))?;
     // SAFETY: SUBVOL_CREATE takes a pointer to a btrfs_ioctl_vol_args, which `args` is.
     unsafe { ioctl(parent.as_fd(), IOC_SUBVOL_CREATE, (&raw mut *args).cast()) }
         .ctx(action, path)?;
@@ -111,7 +112,7 @@ pub fn snapshot(src: impl AsRef<Path>, dst: impl AsRef<Path>, read_only: bool) -
         return Err(Error::invalid(
             action,
             dst,
-            format!("{} is not a btrfs subvolume", src.display()),
+            Invalidity::SourceNotASubvolume(src.to_path_buf()),
         ));
     }
     let src_fd = rustix::fs::open(
@@ -129,7 +130,7 @@ pub fn snapshot(src: impl AsRef<Path>, dst: impl AsRef<Path>, read_only: bool) -
         name: [0; 4040],
     });
     copy_name(&mut args.name, name)
-        .ok_or_else(|| Error::invalid(&*action, dst, "invalid snapshot name"))?;
+        .ok_or_else(|| Error::invalid(&*action, dst, Invalidity::BadSnapshotName))?;
     // SAFETY: SNAP_CREATE_V2 takes a pointer to a btrfs_ioctl_vol_args_v2, which `args` is; the
     // source fd in it stays open until the call returns.
     unsafe { ioctl(parent.as_fd(), IOC_SNAP_CREATE_V2, (&raw mut *args).cast()) }
@@ -179,7 +180,7 @@ fn check_subvolume(path: &Path, action: &str) -> Result<()> {
     if is_subvolume(path)? {
         Ok(())
     } else {
-        Err(Error::invalid(action, path, "not a btrfs subvolume"))
+        Err(Error::invalid(action, path, Invalidity::NotASubvolume))
     }
 }
 
@@ -221,7 +222,7 @@ pub(crate) fn destroy_at(
 ) -> Result<()> {
     let action = "deleting subvolume";
     let mut args = VolArgs::new(name)
-        .ok_or_else(|| Error::invalid(action, shown, "invalid subvolume name"))?;
+        .ok_or_else(|| Error::invalid(action, shown, Invalidity::BadSubvolumeName))?;
     let mut cleared_ro = false;
     let mut emptied = false;
     loop {
@@ -253,11 +254,7 @@ pub(crate) fn destroy_at(
             continue;
         }
         if errno == Some(Errno::NOTEMPTY) {
-            return Err(Error::invalid(
-                action,
-                shown,
-                "it contains nested subvolumes; delete them first",
-            ));
+            return Err(Error::invalid(action, shown, Invalidity::NestedSubvolumes));
         }
         return Err(Error::io(action, shown, err));
     }
@@ -287,7 +284,7 @@ fn find_nested(top: OwnedFd, shown: &Path) -> Result<Vec<PathBuf>> {
             let st = rustix::fs::statx(&dir, &*name, AtFlags::SYMLINK_NOFOLLOW, want)
                 .ctx("inspecting", &child)?;
             if st.stx_mnt_id != top_mnt {
-                let reason = format!("{} is a mount point; unmount it first", child.display());
+                let reason = Invalidity::MountPointBelow(child.clone());
                 return Err(Error::invalid("deleting subvolume", shown, reason));
             }
             if st.stx_ino == SUBVOL_ROOT_INO {

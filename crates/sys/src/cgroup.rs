@@ -6,6 +6,7 @@
 //! unified host, `/sys/fs/cgroup/unified` on a hybrid one) and, where it is mounted, in the v1
 //! `name=systemd` hierarchy (which systemd in a container expects beside cgroup2 on a hybrid host).
 
+use crate::error::Invalidity;
 use std::fs;
 use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
@@ -55,7 +56,7 @@ impl Cgroup {
             return Err(Error::invalid(
                 "finding the cgroup hierarchies under",
                 base,
-                "neither cgroup2 nor the name=systemd hierarchy is mounted",
+                Invalidity::NoCgroupHierarchy,
             ));
         }
         Ok(Cgroup {

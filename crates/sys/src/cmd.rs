@@ -8,6 +8,7 @@
 //! # Ok(()) }
 //! ```
 
+use crate::error::Invalidity;
 use std::ffi::{CString, OsStr, OsString};
 use std::io::{self, Write};
 use std::os::unix::ffi::{OsStrExt, OsStringExt};
@@ -285,9 +286,8 @@ impl Cmd {
             .cgroups
             .iter()
             .map(|dir| {
-                CString::new(dir.join("cgroup.procs").into_os_string().into_vec()).map_err(|_| {
-                    Error::invalid("joining cgroup", dir, "the path contains a NUL byte")
-                })
+                CString::new(dir.join("cgroup.procs").into_os_string().into_vec())
+                    .map_err(|_| Error::invalid("joining cgroup", dir, Invalidity::NulInPath))
             })
             .collect::<Result<Vec<_>>>()?;
         let new_session = self.new_session;

@@ -1,6 +1,7 @@
 //! Device-mapper through its ioctls (no dmsetup or veritysetup at run time): dm-verity devices
 //! for sealed images, removed by the kernel once their last user (a mount) is gone.
 
+use crate::error::Invalidity;
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::{Path, PathBuf};
 
@@ -249,7 +250,7 @@ fn call(
 fn dev_number(path: &Path) -> Result<u64> {
     let meta = std::fs::metadata(path).ctx("reading", path)?;
     if !meta.file_type().is_block_device() {
-        return Err(Error::invalid("using", path, "not a block device"));
+        return Err(Error::invalid("using", path, Invalidity::NotABlockDevice));
     }
     Ok(meta.rdev())
 }

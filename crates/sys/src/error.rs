@@ -32,7 +32,7 @@ pub enum Error {
         /// The path the request was about.
         path: PathBuf,
         /// Why it cannot be done.
-        reason: String,
+        reason: Invalidity,
     },
 
     /// The program of a command is not installed (or not in `PATH`).
@@ -88,6 +88,106 @@ pub enum Error {
 /// `Result` with this crate's [`Error`].
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
+/// Why a request cannot be carried out on a path ([`Error::Invalid`]).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Invalidity {
+    /// Text that is not UTF-8.
+    #[error("not valid UTF-8 text")]
+    NotUtf8,
+    /// A file in a root that is not UTF-8.
+    #[error("the file is not valid utf-8")]
+    FileNotUtf8,
+    /// Not a regular file (what it is instead).
+    #[error("not a regular file ({0})")]
+    NotRegularFile(&'static str),
+    /// Longer than is read of such a file.
+    #[error("longer than {cap} bytes, the most that is read of such a file")]
+    TooLong {
+        /// The most that is read.
+        cap: u64,
+    },
+    /// Not a directory.
+    #[error("not a directory")]
+    NotADirectory,
+    /// Not a symlink.
+    #[error("not a symlink")]
+    NotASymlink,
+    /// Not a block device.
+    #[error("not a block device")]
+    NotABlockDevice,
+    /// A pid out of range.
+    #[error("invalid pid")]
+    BadPid,
+    /// A process that is gone.
+    #[error("no such process")]
+    NoSuchProcess,
+    /// Mount options with a NUL byte.
+    #[error("the mount options contain a NUL byte")]
+    NulInOptions,
+    /// A path with a NUL byte.
+    #[error("the path contains a NUL byte")]
+    NulInPath,
+    /// An overlay without a lower directory.
+    #[error("no lower directory given")]
+    NoLowerDir,
+    /// Mount options longer than mount(2) takes.
+    #[error("the options are {len} bytes, more than mount(2) takes; use shorter paths")]
+    OptionsTooLong {
+        /// Their length.
+        len: usize,
+    },
+    /// The path is a mount point.
+    #[error("it is a mount point; unmount it first")]
+    MountPoint,
+    /// A mount point below the path.
+    #[error("{} is a mount point; unmount it first", .0.display())]
+    MountPointBelow(PathBuf),
+    /// Something mounted inside the path.
+    #[error("{} is mounted inside; unmount it first", .0.display())]
+    MountedInside(PathBuf),
+    /// A tree deeper than is copied.
+    #[error("the tree is nested too deeply")]
+    TooDeep,
+    /// A directory where a file is to go.
+    #[error("a directory is in the way")]
+    DirectoryInTheWay,
+    /// No cgroup hierarchy to use.
+    #[error("neither cgroup2 nor the name=systemd hierarchy is mounted")]
+    NoCgroupHierarchy,
+    /// A path without a final name (`/`, `..`).
+    #[error("the path has no final name")]
+    NoFinalName,
+    /// Every temporary name taken.
+    #[error("no free temporary name")]
+    NoTempName,
+    /// Every free loop device taken by others meanwhile.
+    #[error("every free loop device was taken by others; try again")]
+    LoopDevicesTaken,
+    /// A subvolume name btrfs does not take.
+    #[error("invalid subvolume name")]
+    BadSubvolumeName,
+    /// A snapshot name btrfs does not take.
+    #[error("invalid snapshot name")]
+    BadSnapshotName,
+    /// Not a btrfs subvolume.
+    #[error("not a btrfs subvolume")]
+    NotASubvolume,
+    /// The source of a snapshot is not a btrfs subvolume.
+    #[error("{} is not a btrfs subvolume", .0.display())]
+    SourceNotASubvolume(PathBuf),
+    /// Nested subvolumes in the way.
+    #[error("it contains nested subvolumes; delete them first")]
+    NestedSubvolumes,
+    /// A line of a kernel table that does not parse.
+    #[error("malformed line {number}: {line}")]
+    MalformedLine {
+        /// 1-based.
+        number: usize,
+        /// The line.
+        line: String,
+    },
+}
+
 impl Error {
     /// Builds an [`Error::Io`].
     pub fn io(
@@ -106,12 +206,12 @@ impl Error {
     pub fn invalid(
         action: impl Into<String>,
         path: impl Into<PathBuf>,
-        reason: impl Into<String>,
+        reason: Invalidity,
     ) -> Self {
         Error::Invalid {
             action: action.into(),
             path: path.into(),
-            reason: reason.into(),
+            reason,
         }
     }
 
@@ -217,7 +317,109 @@ mod tests {
             io::Error::from_raw_os_error(libc::ENOENT),
         );
         assert!(e.is_not_found());
-        assert!(!Error::invalid("deleting", "/x", "not a subvolume").is_not_found());
+        assert!(!Error::invalid("deleting", "/x", Invalidity::NotASubvolume).is_not_found());
+    }
+
+    /// Each reason reads as it did when it was free text; a new one must be added here (the
+    /// match has no wildcard).
+    #[test]
+    fn every_invalidity_reads_as_the_free_text_did() {
+        use Invalidity as I;
+        let all = [
+            (I::NotUtf8, "not valid UTF-8 text"),
+            (I::FileNotUtf8, "the file is not valid utf-8"),
+            (I::NotRegularFile("a FIFO"), "not a regular file (a FIFO)"),
+            (
+                I::TooLong { cap: 4 },
+                "longer than 4 bytes, the most that is read of such a file",
+            ),
+            (I::NotADirectory, "not a directory"),
+            (I::NotASymlink, "not a symlink"),
+            (I::NotABlockDevice, "not a block device"),
+            (I::BadPid, "invalid pid"),
+            (I::NoSuchProcess, "no such process"),
+            (I::NulInOptions, "the mount options contain a NUL byte"),
+            (I::NulInPath, "the path contains a NUL byte"),
+            (I::NoLowerDir, "no lower directory given"),
+            (
+                I::OptionsTooLong { len: 5000 },
+                "the options are 5000 bytes, more than mount(2) takes; use shorter paths",
+            ),
+            (I::MountPoint, "it is a mount point; unmount it first"),
+            (
+                I::MountPointBelow("/a/b".into()),
+                "/a/b is a mount point; unmount it first",
+            ),
+            (
+                I::MountedInside("/a/c".into()),
+                "/a/c is mounted inside; unmount it first",
+            ),
+            (I::TooDeep, "the tree is nested too deeply"),
+            (I::DirectoryInTheWay, "a directory is in the way"),
+            (
+                I::NoCgroupHierarchy,
+                "neither cgroup2 nor the name=systemd hierarchy is mounted",
+            ),
+            (I::NoFinalName, "the path has no final name"),
+            (I::NoTempName, "no free temporary name"),
+            (
+                I::LoopDevicesTaken,
+                "every free loop device was taken by others; try again",
+            ),
+            (I::BadSubvolumeName, "invalid subvolume name"),
+            (I::BadSnapshotName, "invalid snapshot name"),
+            (I::NotASubvolume, "not a btrfs subvolume"),
+            (
+                I::SourceNotASubvolume("/s".into()),
+                "/s is not a btrfs subvolume",
+            ),
+            (
+                I::NestedSubvolumes,
+                "it contains nested subvolumes; delete them first",
+            ),
+            (
+                I::MalformedLine {
+                    number: 3,
+                    line: "x y".into(),
+                },
+                "malformed line 3: x y",
+            ),
+        ];
+        for (reason, text) in &all {
+            match reason {
+                I::NotUtf8
+                | I::FileNotUtf8
+                | I::NotRegularFile(_)
+                | I::TooLong { .. }
+                | I::NotADirectory
+                | I::NotASymlink
+                | I::NotABlockDevice
+                | I::BadPid
+                | I::NoSuchProcess
+                | I::NulInOptions
+                | I::NulInPath
+                | I::NoLowerDir
+                | I::OptionsTooLong { .. }
+                | I::MountPoint
+                | I::MountPointBelow(_)
+                | I::MountedInside(_)
+                | I::TooDeep
+                | I::DirectoryInTheWay
+                | I::NoCgroupHierarchy
+                | I::NoFinalName
+                | I::NoTempName
+                | I::LoopDevicesTaken
+                | I::BadSubvolumeName
+                | I::BadSnapshotName
+                | I::NotASubvolume
+                | I::SourceNotASubvolume(_)
+                | I::NestedSubvolumes
+                | I::MalformedLine { .. } => assert_eq!(reason.to_string(), *text),
+            }
+            let err = Error::invalid("using", "/p", reason.clone());
+            assert_eq!(err.to_string(), format!("using /p: {text}"));
+        }
+        assert_eq!(all.len(), 28, "every variant once");
     }
 
     #[test]
@@ -230,7 +432,7 @@ mod tests {
                 "/a/1",
             ),
             (
-                Error::invalid("deleting", "/a/2", "not a subvolume"),
+                Error::invalid("deleting", "/a/2", Invalidity::NotASubvolume),
                 "/a/2",
             ),
             (

@@ -1,5 +1,6 @@
 //! Filesystem helpers: the type of a filesystem, removing a tree without crossing mounts, copying a tree.
 
+use crate::error::Invalidity;
 use std::collections::HashMap;
 use std::ffi::OsString;
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
@@ -79,11 +80,7 @@ pub fn remove_dir_all_one_fs(path: impl AsRef<Path>) -> Result<()> {
         return std::fs::remove_file(path).ctx(action, path);
     }
     if crate::mount::is_mountpoint(path)? {
-        return Err(Error::invalid(
-            action,
-            path,
-            "it is a mount point; unmount it first",
-        ));
+        return Err(Error::invalid(action, path, Invalidity::MountPoint));
     }
     crate::mount::refuse_mounts_inside(path, action)?;
     if st.stx_ino == 256 && crate::btrfs::is_btrfs(path)? {
@@ -142,7 +139,7 @@ fn remove_contents(top: OwnedFd, top_path: &Path, mnt_id: u64, on_btrfs: bool) -
             continue;
         }
         if st.stx_mnt_id != mnt_id {
-            let reason = format!("{} is a mount point; unmount it first", child.display());
+            let reason = Invalidity::MountPointBelow(child.clone());
             return Err(Error::invalid("removing", top_path, reason));
         }
         if on_btrfs && st.stx_ino == 256 {
@@ -166,7 +163,7 @@ pub fn copy_tree(src: impl AsRef<Path>, dst: impl AsRef<Path>) -> Result<()> {
     let (src, dst) = (src.as_ref(), dst.as_ref());
     let meta = std::fs::symlink_metadata(src).ctx("copying", src)?;
     if !meta.is_dir() {
-        return Err(Error::invalid("copying", src, "not a directory"));
+        return Err(Error::invalid("copying", src, Invalidity::NotADirectory));
     }
     let mut links = HashMap::new();
     copy_dir(src, dst, &meta, &mut links, 0)
@@ -182,11 +179,7 @@ fn copy_dir(
     depth: usize,
 ) -> Result<()> {
     if depth > MAX_COPY_DEPTH {
-        return Err(Error::invalid(
-            "copying",
-            src,
-            "the tree is nested too deeply",
-        ));
+        return Err(Error::invalid("copying", src, Invalidity::TooDeep));
     }
     match std::fs::symlink_metadata(dst) {
         Ok(m) if m.is_dir() => {}
@@ -226,7 +219,7 @@ fn copy_leaf(
             return Err(Error::invalid(
                 "copying to",
                 dst,
-                "a directory is in the way",
+                Invalidity::DirectoryInTheWay,
             ));
         }
         Ok(_) => std::fs::remove_file(dst).ctx("replacing", dst)?,

@@ -28,4 +28,4 @@ pub mod untrusted;
 mod util;
 pub mod x11;
 
-pub use error::{Error, IoContext, Result};
+pub use error::{Error, Invalidity, IoContext, Result};

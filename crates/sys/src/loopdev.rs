@@ -3,6 +3,7 @@
 //! With `autoclear`, the kernel detaches the device by itself once the last user (our descriptor,
 //! then any mount) is gone: attach, mount, drop the [`LoopDevice`], and the unmount releases it.
 
+use crate::error::Invalidity;
 use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 
@@ -143,7 +144,7 @@ impl LoopDevice {
         Err(Error::invalid(
             action,
             backing,
-            "every free loop device was taken by others; try again",
+            Invalidity::LoopDevicesTaken,
         ))
     }
 

@@ -4,6 +4,7 @@
 //! lazy detach when busy). Mount targets are canonicalised first, so the guard, `mountinfo` and
 //! [`is_mountpoint`] all talk about the same path.
 
+use crate::error::Invalidity;
 use std::ffi::{CString, OsStr};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
@@ -90,8 +91,7 @@ fn real_target(target: &Path, action: &str) -> Result<PathBuf> {
 }
 
 fn cstring(bytes: &[u8], action: &str, path: &Path) -> Result<CString> {
-    CString::new(bytes)
-        .map_err(|_| Error::invalid(action, path, "the mount options contain a NUL byte"))
+    CString::new(bytes).map_err(|_| Error::invalid(action, path, Invalidity::NulInOptions))
 }
 
 /// Mounts a filesystem: `mount(source, target, fstype, flags, data)`; `data` may be empty.
@@ -210,14 +210,11 @@ pub fn overlay_with(
     let target = target.as_ref();
     let action = "mounting overlay on";
     if lowers.is_empty() {
-        return Err(Error::invalid(action, target, "no lower directory given"));
+        return Err(Error::invalid(action, target, Invalidity::NoLowerDir));
     }
     let data = overlay_options(lowers, upper_work, extra_options);
     if data.len() > MAX_DATA {
-        let reason = format!(
-            "the options are {} bytes, more than mount(2) takes; use shorter paths",
-            data.len()
-        );
+        let reason = Invalidity::OptionsTooLong { len: data.len() };
         return Err(Error::invalid(action, target, reason));
     }
     let data = cstring(&data, action, target)?;
@@ -365,10 +362,7 @@ pub(crate) fn refuse_mounts_inside(path: &Path, action: &str) -> Result<()> {
         .find(|m| m.mount_point != real)
     {
         Some(m) => {
-            let reason = format!(
-                "{} is mounted inside; unmount it first",
-                m.mount_point.display()
-            );
+            let reason = Invalidity::MountedInside(m.mount_point.clone());
             Err(Error::invalid(action, path, reason))
         }
         None => Ok(()),

@@ -1,5 +1,6 @@
 //! Process helpers: liveness, signals, and finding a process's children (e.g. the nspawn leader).
 
+use crate::error::Invalidity;
 use std::path::Path;
 
 use rustix::io::Errno;
@@ -22,7 +23,7 @@ pub fn pid_alive(pid: u32) -> bool {
 /// Sends `signal` to process `pid`.
 pub fn kill(pid: u32, signal: Signal) -> Result<()> {
     let p = to_pid(pid)
-        .ok_or_else(|| Error::invalid("sending a signal to", pid_path(pid), "invalid pid"))?;
+        .ok_or_else(|| Error::invalid("sending a signal to", pid_path(pid), Invalidity::BadPid))?;
     rustix::process::kill_process(p, signal).map_err(|e| {
         Error::io(
             format!("sending signal {} to", signal.as_raw()),
@@ -36,7 +37,7 @@ pub fn kill(pid: u32, signal: Signal) -> Result<()> {
 /// SIGRTMIN+4).
 pub fn kill_realtime(pid: u32, offset: i32) -> Result<()> {
     let p = to_pid(pid)
-        .ok_or_else(|| Error::invalid("sending a signal to", pid_path(pid), "invalid pid"))?;
+        .ok_or_else(|| Error::invalid("sending a signal to", pid_path(pid), Invalidity::BadPid))?;
     // SAFETY: kill(2) has no memory effects.
     let r = unsafe { libc::kill(p.as_raw_nonzero().get(), libc::SIGRTMIN() + offset) };
     if r != 0 {
@@ -70,7 +71,7 @@ pub fn children_of(pid: u32) -> Result<Vec<u32>> {
         return Err(Error::invalid(
             "listing the children of",
             pid_path(pid),
-            "no such process",
+            Invalidity::NoSuchProcess,
         ));
     }
     if !have_children_files {

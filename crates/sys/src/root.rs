@@ -4,6 +4,7 @@
 //! Every inner path is resolved by the kernel as if the directory were `/`: absolute symlinks,
 //! `..` and absolute inner paths all stay inside, and `/proc` magic links are refused.
 
+use crate::error::Invalidity;
 use std::ffi::{OsStr, OsString};
 use std::fs::{File, Metadata};
 use std::io::Read;
@@ -111,11 +112,7 @@ impl RootDir {
     pub fn read_to_string(&self, inner: impl AsRef<Path>) -> Result<String> {
         let inner = inner.as_ref();
         String::from_utf8(self.read(inner)?).map_err(|_| {
-            Error::invalid(
-                "reading",
-                self.display_path(inner),
-                "the file is not valid utf-8",
-            )
+            Error::invalid("reading", self.display_path(inner), Invalidity::FileNotUtf8)
         })
     }
 
@@ -136,11 +133,7 @@ impl RootDir {
     pub fn read_capped_to_string(&self, inner: impl AsRef<Path>, cap: u64) -> Result<String> {
         let inner = inner.as_ref();
         String::from_utf8(self.read_capped(inner, cap)?).map_err(|_| {
-            Error::invalid(
-                "reading",
-                self.display_path(inner),
-                "the file is not valid utf-8",
-            )
+            Error::invalid("reading", self.display_path(inner), Invalidity::FileNotUtf8)
         })
     }
 
@@ -181,9 +174,11 @@ impl RootDir {
         let inner = inner.as_ref();
         let fd = self.resolve_ctx(inner, OFlags::PATH | OFlags::NOFOLLOW, "reading symlink")?;
         let target = rustix::fs::readlinkat(&fd, "", Vec::new()).map_err(|e| match e {
-            Errno::NOENT => {
-                Error::invalid("reading symlink", self.display_path(inner), "not a symlink")
-            }
+            Errno::NOENT => Error::invalid(
+                "reading symlink",
+                self.display_path(inner),
+                Invalidity::NotASymlink,
+            ),
             e => Error::io("reading symlink", self.display_path(inner), e),
         })?;
         Ok(PathBuf::from(OsStr::from_bytes(target.as_bytes())))

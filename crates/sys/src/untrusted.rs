@@ -1,6 +1,7 @@
 //! Bounded reads of files that come from images, archives and other people: never a FIFO, a
 //! device or a symlink, never more than a cap, so a hostile file cannot hang or exhaust us.
 
+use crate::error::Invalidity;
 use std::fs::File;
 use std::io::Read;
 use std::path::Path;
@@ -42,7 +43,7 @@ pub fn read_following(path: &Path, cap: u64) -> Result<Vec<u8>> {
 /// Reads the regular file at `path` whole as UTF-8; see [`read`].
 pub fn read_to_string(path: &Path, cap: u64) -> Result<String> {
     let bytes = read(path, cap)?;
-    String::from_utf8(bytes).map_err(|_| Error::invalid("reading", path, "not valid UTF-8 text"))
+    String::from_utf8(bytes).map_err(|_| Error::invalid("reading", path, Invalidity::NotUtf8))
 }
 
 /// Reads an already opened `file` (named `path` in errors) whole, with the checks of [`read`].
@@ -53,7 +54,7 @@ pub fn read_file(mut file: File, path: &Path, cap: u64) -> Result<Vec<u8>> {
         return Err(Error::invalid(
             "reading",
             path,
-            format!("not a regular file ({})", describe(kind)),
+            Invalidity::NotRegularFile(describe(kind)),
         ));
     }
     let mut out = Vec::new();
@@ -63,11 +64,7 @@ pub fn read_file(mut file: File, path: &Path, cap: u64) -> Result<Vec<u8>> {
         .read_to_end(&mut out)
         .ctx("reading", path)?;
     if out.len() as u64 > cap {
-        return Err(Error::invalid(
-            "reading",
-            path,
-            format!("longer than {cap} bytes, the most that is read of such a file"),
-        ));
+        return Err(Error::invalid("reading", path, Invalidity::TooLong { cap }));
     }
     Ok(out)
 }

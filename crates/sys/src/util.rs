@@ -1,6 +1,7 @@
 //! Small internal helpers shared by the modules: random suffixes, parent/name splitting, dir fds,
 //! ioctl numbers. It imports no other module of the crate but `error`, so nothing cycles through it.
 
+use crate::error::Invalidity;
 use std::ffi::OsStr;
 use std::hash::{BuildHasher, Hasher};
 use std::path::Path;
@@ -27,7 +28,7 @@ pub(crate) fn random_suffix() -> String {
 pub(crate) fn split_parent<'a>(path: &'a Path, action: &str) -> Result<(&'a Path, &'a OsStr)> {
     let name = path
         .file_name()
-        .ok_or_else(|| Error::invalid(action, path, "the path has no final name"))?;
+        .ok_or_else(|| Error::invalid(action, path, Invalidity::NoFinalName))?;
     let parent = match path.parent() {
         Some(p) if !p.as_os_str().is_empty() => p,
         _ => Path::new("."),

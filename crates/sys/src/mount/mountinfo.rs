@@ -1,5 +1,6 @@
 //! `/proc/self/mountinfo`: a pure parser and the "mounts under a path" query used for cleanup.
 
+use crate::error::Invalidity;
 use std::collections::{HashMap, HashSet};
 use std::ffi::OsString;
 use std::os::unix::ffi::OsStringExt;
@@ -42,7 +43,10 @@ pub fn parse_mountinfo(text: &str) -> Result<Vec<MountInfo>> {
                 Error::invalid(
                     "parsing",
                     "/proc/self/mountinfo",
-                    format!("malformed line {}: {line}", i + 1),
+                    Invalidity::MalformedLine {
+                        number: i + 1,
+                        line: line.to_string(),
+                    },
                 )
             })
         })
