@@ -37,7 +37,7 @@ pub enum Error {
         /// The disk or image file.
         disk: PathBuf,
         /// What uses it.
-        what: String,
+        what: InUseBy,
     },
     /// The disk has no state partition.
     #[error("{} has no state partition (type {}); `realms state setup --disk` adds one", disk.display(), crate::STATE_PARTITION_TYPE)]
@@ -124,6 +124,25 @@ pub enum Error {
     /// A system call or external command failed.
     #[error(transparent)]
     Sys(#[from] realms_sys::Error),
+}
+
+/// What uses a disk that `setup` refuses.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum InUseBy {
+    /// The image file is attached to a loop device.
+    #[error("it is attached to {}", .0.display())]
+    LoopDevice(PathBuf),
+    /// A block device (the disk or a partition of it, by its kernel name) is mounted.
+    #[error("/dev/{0} is mounted")]
+    Mounted(String),
+    /// A block device is held by another device (device-mapper, md).
+    #[error("/dev/{device} is held by {holder}")]
+    Held {
+        /// The kernel name of the held device.
+        device: String,
+        /// The kernel name of its holder.
+        holder: String,
+    },
 }
 
 /// What is wrong with a disk's partition table (or why realms will not change it).
@@ -221,9 +240,12 @@ mod tests {
             (
                 Error::InUse {
                     disk: "/dev/vdz".into(),
-                    what: "/dev/vdz1 is mounted on /x".into(),
+                    what: InUseBy::Held {
+                        device: "vdz1".into(),
+                        holder: "dm-0".into(),
+                    },
                 },
-                "/dev/vdz is in use: /dev/vdz1 is mounted on /x",
+                "/dev/vdz is in use: /dev/vdz1 is held by dm-0",
             ),
             (
                 Error::NoStatePartition {

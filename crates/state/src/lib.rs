@@ -13,5 +13,5 @@ pub mod resize;
 mod scratch;
 pub mod setup;
 
-pub use error::{Error, GptProblem, Result};
+pub use error::{Error, GptProblem, InUseBy, Result};
 pub use guid::{Guid, STATE_PARTITION_TYPE};

@@ -14,7 +14,7 @@ use realms_sys::loopdev::{LoopDevice, LoopOptions};
 use realms_sys::mount::{self, MountFlags};
 
 use crate::entries;
-use crate::error::{Error, GptProblem, Result};
+use crate::error::{Error, GptProblem, InUseBy, Result};
 use crate::gpt::{Gpt, NewPartition};
 use crate::guid::{Guid, STATE_PARTITION_TYPE};
 use realms_sys::IoContext;
@@ -216,13 +216,13 @@ pub fn plan(opts: &Options) -> Result<Plan> {
 /// Refuses a disk that is in use: an image attached to a loop device, or a block device that is
 /// mounted, has a mounted partition or is held by another device (device-mapper, md).
 fn check_unused(disk: &Path, block: bool) -> Result<()> {
-    let in_use = |what: String| Error::InUse {
+    let in_use = |what: InUseBy| Error::InUse {
         disk: disk.into(),
         what,
     };
     if !block {
         if let Some(loopdev) = realms_sys::loopdev::find_by_backing_file(disk)?.first() {
-            return Err(in_use(format!("it is attached to {}", loopdev.display())));
+            return Err(in_use(InUseBy::LoopDevice(loopdev.clone())));
         }
         return Ok(());
     }
@@ -247,17 +247,17 @@ fn check_unused(disk: &Path, block: bool) -> Result<()> {
         };
         let dev = dev.trim();
         if mountinfo.lines().any(|l| l.split(' ').nth(2) == Some(dev)) {
-            return Err(in_use(format!("/dev/{n} is mounted")));
+            return Err(in_use(InUseBy::Mounted(n)));
         }
         let holder = std::fs::read_dir(dir.join("holders"))
             .ok()
             .and_then(|mut h| h.next())
             .and_then(|h| h.ok());
         if let Some(h) = holder {
-            return Err(in_use(format!(
-                "/dev/{n} is held by {}",
-                h.file_name().to_string_lossy()
-            )));
+            return Err(in_use(InUseBy::Held {
+                device: n,
+                holder: h.file_name().to_string_lossy().into_owned(),
+            }));
         }
     }
     Ok(())
