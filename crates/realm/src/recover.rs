@@ -35,9 +35,7 @@ impl RealmStore {
         launch::forget_dead(self);
         Ok(lock)
     }
-}
 
-impl RealmStore {
     /// `realms init`: creates what is missing of the stores and, under the lock, removes what
     /// interrupted commands left (an interrupted `init` too). True when the store was new.
     pub fn init_and_recover(&self) -> Result<bool> {
