@@ -158,9 +158,12 @@ pub fn create(
         "formatted the encrypted image (LUKS2, {} MiB, sparse)",
         size >> 20
     )));
-    open_with_key(&staging, &key.file)?;
-    let made = make_fs(state);
-    let closed = close();
+    // A name of this command's own: the machine's own state may be open as DM_NAME, and a
+    // mapping a killed setup left is recognized by its dead PID (`close_stale_setups`).
+    let name = format!("{SETUP_DM_PREFIX}{}", std::process::id());
+    open_with_key(&staging, &key.file, &name)?;
+    let made = make_fs(state, &name);
+    let closed = close(&name);
     made?;
     closed?;
     let recovery_key = enroll_recovery(&staging, &key.file)?;
@@ -205,7 +208,7 @@ pub fn create(
 /// Opens with a key file. The volume key goes into the dm-crypt table, not the kernel keyring:
 /// a LUKS2 volume whose key is in the keyring can only be resized with a key again, and after a
 /// key-file unlock there is none (no TPM2 token to use), so `realms state resize` would fail.
-fn open_with_key(image: &Path, key: &Path) -> Result<()> {
+fn open_with_key(image: &Path, key: &Path, name: &str) -> Result<()> {
     Cmd::new("cryptsetup")
         .args([
             "open",
@@ -218,19 +221,46 @@ fn open_with_key(image: &Path, key: &Path) -> Result<()> {
         .arg("--key-file")
         .arg(key)
         .arg(image)
-        .arg(DM_NAME)
+        .arg(name)
         .run()?;
     Ok(())
 }
 
-fn close() -> Result<()> {
-    Cmd::new("cryptsetup").args(["close", DM_NAME]).run()?;
+fn close(name: &str) -> Result<()> {
+    Cmd::new("cryptsetup").args(["close", name]).run()?;
     Ok(())
 }
 
+/// The prefix of the mapping `setup` opens its new image under, followed by its PID.
+pub const SETUP_DM_PREFIX: &str = "realms-setup-";
+
+/// The PID in the name of a mapping `setup` opened, if `name` is one.
+fn setup_pid(name: &str) -> Option<u32> {
+    name.strip_prefix(SETUP_DM_PREFIX)?.parse().ok()
+}
+
+/// Closes the mappings that killed `setup` commands left open (their PID is gone): each holds
+/// the image it was making, and through it the disk `setup` would refuse as in use.
+pub fn close_stale_setups() {
+    let Ok(items) = std::fs::read_dir("/dev/mapper") else {
+        return;
+    };
+    for item in items.flatten() {
+        let name = item.file_name().to_string_lossy().into_owned();
+        match setup_pid(&name) {
+            Some(pid) if !realms_sys::proc::pid_alive(pid) => {
+                if let Err(e) = close(&name) {
+                    tracing::warn!("closing {name}, left by a killed setup: {e}");
+                }
+            }
+            _ => {}
+        }
+    }
+}
+
 /// btrfs inside, with the default encrypted entries.
-fn make_fs(state: &Path) -> Result<()> {
-    let dev = format!("/dev/mapper/{DM_NAME}");
+fn make_fs(state: &Path, name: &str) -> Result<()> {
+    let dev = format!("/dev/mapper/{name}");
     Cmd::new("mkfs.btrfs")
         .args(["-q", "-f", "-L", "state-encrypted", &dev])
         .run()?;
@@ -540,7 +570,7 @@ pub fn unlock(state: &Path, key_file: Option<&Path>, report: &dyn Report) -> Res
         Unlocked::AlreadyOpen
     } else if let Some(k) = key_file {
         let key = KeyFile::new(&read_key(k)?)?;
-        open_with_key(&image, &key.file)?;
+        open_with_key(&image, &key.file, DM_NAME)?;
         Unlocked::KeyFile
     } else {
         Cmd::new("/usr/lib/systemd/systemd-cryptsetup")
@@ -593,6 +623,17 @@ pub fn direct_io(state: &Path, report: &dyn Report) -> Vec<PathBuf> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Only `realms-setup-PID` is a mapping of setup's: never the machine's own
+    /// `state-encrypted`, nor another tool's name that starts alike.
+    #[test]
+    fn only_setups_own_mappings_are_taken_for_stale() {
+        assert_eq!(setup_pid("realms-setup-4242"), Some(4242));
+        assert_eq!(setup_pid(DM_NAME), None);
+        assert_eq!(setup_pid("realms-setup-"), None);
+        assert_eq!(setup_pid("realms-setup-12x"), None);
+        assert_eq!(setup_pid("xrealms-setup-12"), None);
+    }
 
     #[test]
     fn keys_are_read_from_the_header_tokens_and_the_slots_without_one() {

@@ -280,6 +280,8 @@ pub struct Outcome {
 pub fn apply(plan: &Plan, report: &dyn Report) -> Result<Outcome> {
     let disk = &plan.disk;
     let (file, size, block) = open_disk(disk, true)?;
+    // What a setup killed while its new image was open still holds, the disk among it.
+    crate::encrypt::close_stale_setups();
     check_unused(disk, block)?;
     let mut gpt = Gpt::read(&file, disk, size)?;
     let sector = gpt.sector;
