@@ -584,7 +584,7 @@ fn a_stopped_or_removed_realms_x_cookie_is_revoked_and_the_next_start_gets_a_fre
     let work = tempfile::tempdir().unwrap();
     let x = Xvfb::start(work.path());
     let t = TestRoot::btrfs();
-    let realm = name("xrevoke");
+    let realm = name("xrev");
     let prepare = || {
         t.ok(&["new", &realm]);
         let rootfs = t.realms_dir().join(format!("realm-{realm}/rootfs"));

@@ -205,8 +205,13 @@ pub fn forget_zone(root: &Path, zone: &str) {
 }
 
 /// A realm or zone name no other test uses (veth and bridge names are global on the host):
-/// `TAG` followed by a short unique suffix, 12 characters at most.
+/// `TAG` followed by a short unique suffix (up to 6 characters), 12 characters at most, so a
+/// `TAG` has at most 6. (Regression: `xrevoke` passed while the PID was small and failed in CI.)
 pub fn name(tag: &str) -> String {
+    assert!(
+        tag.len() <= 6,
+        "a test name's tag has at most 6 characters: {tag}"
+    );
     static N: AtomicU32 = AtomicU32::new(0);
     let n = N.fetch_add(1, Ordering::Relaxed);
     let s = format!("{tag}{:x}{n:x}", std::process::id() % 0x10000);
